@@ -1,0 +1,101 @@
+# mcpgw: `make serve` and `make test` set up everything they need on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+BUILD   := .build
+TARGET  := wasm32-wasip2
+PKG_EDGE := host-python/mcpgw/edge
+WASM_OUT := target/$(TARGET)/release/transport_core.wasm
+WASM_PKG := $(PKG_EDGE)/wasm/transport_core.wasm
+GUEST_SRC := $(shell find guest/src -name '*.rs') guest/Cargo.toml wit/transport.wit Cargo.toml Cargo.lock
+VECTORS := $(wildcard tests/vectors/*.json)
+# Component variants that exist only to exercise failure paths in tests.
+VARIANTS_DIR := $(BUILD)/variants
+FAULTS_WASM := $(VARIANTS_DIR)/transport_core_faults.wasm
+CONTRACT2_WASM := $(VARIANTS_DIR)/transport_core_contract2.wasm
+
+
+.PHONY: help setup build variants serve test test-python test-rust bench-edge fuzz clean
+
+help:
+	@echo "make serve       set up and start the gateway on 127.0.0.1:4444 (MCPGW_* variables apply)"
+	@echo "make test        set up and run every test (Rust, Python, browser)"
+	@echo "make bench-edge  per-request edge cost from Python, both backends"
+	@echo "make fuzz        longer differential fuzzing of the two edge backends"
+
+# --- set-up ----------------------------------------------------------------
+$(BUILD)/rust-target.stamp:
+	@mkdir -p $(BUILD)
+	rustup target list --installed | grep -qx $(TARGET) || rustup target add $(TARGET)
+	@touch $@
+
+$(BUILD)/venv.stamp: host-python/pyproject.toml
+	@mkdir -p $(BUILD)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e 'host-python[test]'
+	@touch $@
+
+setup: $(BUILD)/rust-target.stamp $(BUILD)/venv.stamp
+
+# --- the component -----------------------------------------------------------
+$(WASM_OUT): $(BUILD)/rust-target.stamp $(GUEST_SRC)
+	cargo build --locked --release --target $(TARGET) -p transport-core
+	@touch $@
+
+$(WASM_PKG): $(WASM_OUT)
+	@mkdir -p $(dir $@)
+	cp $< $@
+	@echo "component: $$(stat -c %s $@) bytes, sha256 $$(sha256sum $@ | cut -c1-16)..."
+
+$(BUILD)/vectors.stamp: $(VECTORS)
+	@mkdir -p $(BUILD) $(PKG_EDGE)/vectors
+	rm -f $(PKG_EDGE)/vectors/*.json
+	cp tests/vectors/*.json $(PKG_EDGE)/vectors/
+	@touch $@
+
+build: setup $(WASM_PKG) $(BUILD)/vectors.stamp
+
+$(FAULTS_WASM): $(BUILD)/rust-target.stamp $(GUEST_SRC)
+	@mkdir -p $(VARIANTS_DIR)
+	cargo build --locked --release --target $(TARGET) -p transport-core --features fault-injection --target-dir target/variants/faults
+	cp target/variants/faults/$(TARGET)/release/transport_core.wasm $@
+
+$(CONTRACT2_WASM): $(BUILD)/rust-target.stamp $(GUEST_SRC)
+	@mkdir -p $(VARIANTS_DIR)
+	cargo build --locked --release --target $(TARGET) -p transport-core --features contract-2 --target-dir target/variants/contract2
+	cp target/variants/contract2/$(TARGET)/release/transport_core.wasm $@
+
+variants: $(FAULTS_WASM) $(CONTRACT2_WASM)
+
+# --- run -------------------------------------------------------------------
+serve: build
+	$(VENV)/bin/mcpgw serve
+
+# --- tests -----------------------------------------------------------------
+# Debian's Chromium for the cross-origin browser test (playwright drives it; no browser download).
+$(BUILD)/chromium.stamp:
+	@mkdir -p $(BUILD)
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@touch $@
+
+test-rust: build
+	cargo test --locked -p transport-core
+	MCPGW_COMPONENT=$(abspath $(WASM_OUT)) cargo test --locked -p native-host
+
+test-python: build variants $(BUILD)/chromium.stamp
+	cd host-python && MCPGW_TEST_VARIANTS=$(abspath $(VARIANTS_DIR)) ../$(PY) -m pytest -q
+
+test: test-rust test-python
+
+bench-edge: build
+	$(PY) host-python/bench/edge_cost.py
+
+fuzz: build
+	cd host-python && MCPGW_FUZZ_EXAMPLES=20000 ../$(PY) -m pytest -q tests/test_differential.py
+	MCPGW_COMPONENT=$(abspath $(WASM_OUT)) MCPGW_FUZZ_CASES=20000 cargo test --locked --release -p native-host
+
+clean:
+	rm -rf $(BUILD) target $(PKG_EDGE)/wasm/*.wasm $(PKG_EDGE)/vectors

@@ -1,0 +1,86 @@
+"""Per-request edge cost from Python, both backends, side by side in one run.
+
+Measures what the middleware pays per request: ASGI scope (bytes headers) ->
+backend.evaluate(...) -> outcome dict. Rounds alternate between backends so
+machine noise hits both alike; prints p50/p99 per head and the wasm/python ratio.
+DESIGN.md section 7 bars: wasm p50 <= 15 us, python p50 <= 10 us.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+
+from mcpgw.edge.backend import load_edge
+from mcpgw.edge.contract import EdgeConfig
+from mcpgw.edge.middleware import _latin1
+
+BROWSER_POST = ("POST", b"/mcp", b"", [
+    (b"host", b"127.0.0.1:4444"), (b"connection", b"keep-alive"), (b"content-length", b"87"),
+    (b"sec-ch-ua-platform", b'"Linux"'), (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0 Safari/537.36"),
+    (b"accept", b"application/json, text/event-stream"), (b"content-type", b"application/json"),
+    (b"mcp-session-id", b"Vq3n0bq2oQ0rPzJ7s1k9cM8wYpX4hT6uLf2eR5aD1gE"), (b"mcp-protocol-version", b"2025-06-18"),
+    (b"origin", b"http://localhost:5173"), (b"referer", b"http://localhost:5173/"),
+    (b"accept-encoding", b"gzip, deflate, br, zstd"),
+])
+CLI_POST = ("POST", b"/mcp", b"", [
+    (b"host", b"127.0.0.1:4444"), (b"accept", b"application/json, text/event-stream"),
+    (b"content-type", b"application/json"), (b"mcp-protocol-version", b"2025-11-25"),
+    (b"mcp-session-id", b"Vq3n0bq2oQ0rPzJ7s1k9cM8wYpX4hT6uLf2eR5aD1gE"),
+])
+PREFLIGHT = ("OPTIONS", b"/mcp", b"", [
+    (b"host", b"127.0.0.1:4444"), (b"origin", b"http://localhost:5173"),
+    (b"access-control-request-method", b"POST"),
+    (b"access-control-request-headers", b"content-type,mcp-protocol-version,mcp-session-id"),
+    (b"user-agent", b"Mozilla/5.0"), (b"accept", b"*/*"), (b"sec-fetch-mode", b"cors"),
+])
+HEADS = {"browser POST (12 headers)": BROWSER_POST, "CLI POST (5 headers)": CLI_POST, "preflight (7 headers)": PREFLIGHT}
+
+
+def measure(evaluate, head, n: int) -> list[int]:
+    method, raw_path, query, headers = head
+    out = []
+    clock = time.perf_counter_ns
+    gc.disable()
+    try:
+        for _ in range(n):
+            t0 = clock()
+            evaluate(method, raw_path.decode("latin-1"), query.decode("latin-1"), _latin1(headers))
+            out.append(clock() - t0)
+    finally:
+        gc.enable()
+    return out
+
+
+def pct(samples: list[int], p: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(p * len(s)))] / 1000.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=5000, help="calls per round per backend and head")
+    ap.add_argument("--rounds", type=int, default=6)
+    args = ap.parse_args()
+    cfg = EdgeConfig()
+    backends = {"wasm": load_edge("wasm", cfg), "python": load_edge("python", cfg)}
+    print(f"edge boundary cost per request ({args.rounds} alternating rounds x {args.calls} calls)")
+    print(f"{'head':28} {'backend':8} {'p50 us':>8} {'p99 us':>8}")
+    for label, head in HEADS.items():
+        samples = {name: [] for name in backends}
+        for name, edge in backends.items():
+            measure(edge.evaluate, head, 500)  # warm-up
+        for r in range(args.rounds):
+            order = list(backends) if r % 2 == 0 else list(reversed(backends))
+            for name in order:
+                samples[name].extend(measure(backends[name].evaluate, head, args.calls))
+        p50 = {}
+        for name in backends:
+            p50[name] = pct(samples[name], 0.50)
+            print(f"{label:28} {name:8} {p50[name]:8.2f} {pct(samples[name], 0.99):8.2f}")
+        print(f"{'':28} {'ratio':8} {p50['wasm'] / p50['python']:8.2f}x (wasm p50 / python p50)")
+    print("bars (DESIGN.md 7): wasm p50 <= 15 us, python p50 <= 10 us")
+
+
+if __name__ == "__main__":
+    main()

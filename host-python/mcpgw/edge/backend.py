@@ -1,0 +1,141 @@
+"""Choosing the edge backend (`MCPGW_EDGE=wasm|python|auto`) and saying why.
+
+- `python`: the pure-Python core.
+- `wasm`: the component, or refuse to start: an operator who asked for the
+  Rust edge must never get Python without noticing (ADR-038, lesson 2).
+- `auto` (default): the component if it loads, speaks our contract and passes
+  the self-test (every shipped vector); otherwise Python with a warning that
+  says exactly why.
+
+The choice, the component's version and sha256, or the reason for falling
+back, are logged at start-up and reported by `/health`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .contract import EdgeConfig
+from .python_core import PythonCore
+from .vectors import PACKAGED_DIR, load_cases, self_test
+from .wasm_core import ComponentLoadError, WasmComponent, WasmCore
+
+log = logging.getLogger("mcpgw.edge")
+
+PACKAGED_COMPONENT = Path(__file__).with_name("wasm") / "transport_core.wasm"
+MODES = ("auto", "wasm", "python")
+
+
+class EdgeStartupError(RuntimeError):
+    """`MCPGW_EDGE=wasm` was asked for and the component cannot serve."""
+
+
+@dataclass
+class EdgeStatus:
+    requested: str
+    active: str
+    reason: str
+    component: dict[str, Any] | None = None
+    fallback_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Edge:
+    """The active edge backend and the story of how it was chosen."""
+
+    def __init__(self, backend: PythonCore | WasmCore, status: EdgeStatus):
+        self.backend = backend
+        self.status = status
+        self.evaluate = backend.evaluate  # bound once: the middleware calls it per request
+
+    def health(self) -> dict[str, Any]:
+        s = self.status
+        report: dict[str, Any] = {"backend": s.active, "requested": s.requested, "reason": s.reason}
+        if s.component:
+            report["component"] = s.component
+        if s.fallback_reason:
+            report["fallback_reason"] = s.fallback_reason
+        if isinstance(self.backend, WasmCore):
+            report["traps"] = {"total": self.backend.traps.total, **dict(self.backend.traps.by_kind or {})}
+        return report
+
+
+def load_edge(
+    mode: str,
+    config: EdgeConfig,
+    component_path: Path | str | None = None,
+    *,
+    vectors_dir: Path | str | None = None,
+    fuel: int | None = None,
+    memory_bytes: int | None = None,
+) -> Edge:
+    if mode not in MODES:
+        raise ValueError(f"MCPGW_EDGE must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "python":
+        edge = _python_edge(mode, config, "MCPGW_EDGE=python", None)
+        log.info("edge backend: python (requested by MCPGW_EDGE=python)")
+        return edge
+
+    path = Path(component_path) if component_path else PACKAGED_COMPONENT
+    limits = {k: v for k, v in (("fuel", fuel), ("memory_bytes", memory_bytes)) if v is not None}
+    try:
+        component = WasmComponent.from_file(path, **limits)
+        cases = load_cases(Path(vectors_dir) if vectors_dir else PACKAGED_DIR)
+        probe = component.instantiate()
+        report = self_test(_configure_or_error(probe), probe.evaluate_encoded, cases)
+        if not report.passed:
+            raise ComponentLoadError("self-test-failed", report.summary())
+        core = WasmCore(component, config)
+    except (ComponentLoadError, OSError, ValueError, KeyError) as exc:
+        reason = exc.reason if isinstance(exc, ComponentLoadError) else "self-test-failed"
+        detail = exc.detail if isinstance(exc, ComponentLoadError) else str(exc)
+        why = f"{reason}: {detail}"
+        if mode == "wasm":
+            log.error("edge backend: MCPGW_EDGE=wasm but the component cannot serve (%s)", why)
+            raise EdgeStartupError(f"MCPGW_EDGE=wasm but the component cannot serve: {why}") from None
+        log.warning("edge backend: python (FALLBACK: Rust component unusable: %s)", why)
+        return _python_edge(mode, config, f"fallback: {why}", why)
+    except Exception as exc:  # wasmtime errors we did not classify: same rule, never silent
+        why = f"error: {type(exc).__name__}: {exc}"
+        if mode == "wasm":
+            raise EdgeStartupError(f"MCPGW_EDGE=wasm but the component cannot serve: {why}") from exc
+        log.warning("edge backend: python (FALLBACK: Rust component unusable: %s)", why)
+        return _python_edge(mode, config, f"fallback: {why}", why)
+
+    info = {
+        "version": component.version["component"],
+        "contract": component.version["contract"],
+        "sha256": component.sha256,
+        "path": str(path),
+        "size": component.size,
+        "self_test": report.summary(),
+    }
+    log.info(
+        "edge backend: wasm (Rust component %s, contract %s, sha256 %s, %s; %s)",
+        info["version"], info["contract"], component.sha256, path, report.summary(),
+    )
+    return Edge(core, EdgeStatus(mode, "wasm", f"MCPGW_EDGE={mode}: component loaded, self-test passed", info))
+
+
+def _python_edge(mode: str, config: EdgeConfig, reason: str, fallback: str | None) -> Edge:
+    core = PythonCore()
+    core.configure(config)
+    return Edge(core, EdgeStatus(mode, "python", reason, fallback_reason=fallback))
+
+
+def _configure_or_error(inst: Any) -> Any:
+    """Adapt WasmInstance.configure_encoded (raises) to the self-test's ''/error-JSON form."""
+    import orjson
+
+    from .contract import EdgeError
+
+    def configure(text: str) -> str:
+        try:
+            inst.configure_encoded(text)
+        except EdgeError as err:
+            return orjson.dumps(err.to_outcome()).decode()
+        return ""
+
+    return configure

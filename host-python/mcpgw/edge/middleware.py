@@ -1,0 +1,100 @@
+"""The edge as pure ASGI middleware: one boundary crossing per request.
+
+- CORS preflights on MCP paths are answered here from the edge's response;
+  the application is never called.
+- Everything else gets the normalized context at `scope["mcpgw.edge"]`, the
+  canonical path in `scope["path"]` (so routing sees `/mcp` for `//mcp/`),
+  and the context's CORS headers added to the response start.
+- Origin and Host verdicts are enforced here for every route, because they
+  protect the whole gateway: a denied Origin gets 403 (cross-site requests),
+  a denied Host 421 (DNS rebinding on a loopback bind), as the MCP SDK does.
+"""
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+import orjson
+
+from .backend import Edge
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+SCOPE_KEY = "mcpgw.edge"
+
+
+def _latin1(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+
+
+def _encode_headers(pairs: list[list[str]]) -> list[tuple[bytes, bytes]]:
+    return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in pairs]
+
+
+async def send_jsonrpc_error(send: Send, status: int, code: int, message: str,
+                             extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if extra_headers:
+        headers.extend(extra_headers)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, edge: Edge):
+        self.app = app
+        self.edge = edge
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path is not None else scope["path"]
+        outcome = self.edge.evaluate(
+            scope.get("method", "GET"),
+            path,
+            scope.get("query_string", b"").decode("latin-1"),
+            _latin1(scope["headers"]),
+        )
+
+        preflight = outcome.get("preflight")
+        if preflight is not None:
+            headers = _encode_headers(preflight["headers"])
+            headers.append((b"content-length", b"0"))
+            await send({"type": "http.response.start", "status": preflight["status"], "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        ctx = outcome["forward"]
+        scope[SCOPE_KEY] = ctx
+        scope["path"] = ctx["path"]
+        cors = _encode_headers(ctx["cors_headers"]) if ctx["cors_headers"] else None
+
+        if kind == "http":
+            if ctx["host_state"] == "denied":
+                await send_jsonrpc_error(send, 421, -32600, "Invalid Host header", cors)
+                return
+            if ctx["origin_state"] == "denied":
+                await send_jsonrpc_error(send, 403, -32600, "Origin not allowed", cors)
+                return
+        elif ctx["host_state"] == "denied" or ctx["origin_state"] == "denied":
+            # Cross-site WebSocket hijacking / rebinding: refuse the upgrade.
+            await send({"type": "websocket.close", "code": 1008})
+            return
+
+        if cors is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_cors(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *cors]
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)

@@ -1,0 +1,317 @@
+"""The edge contract as a sandboxed WebAssembly component, hosted by wasmtime-py.
+
+Three layers:
+- `WasmComponent`: one compiled `.wasm` (engine, component, linker, sha256, version).
+- `WasmInstance`: one store + instance, with the fast call path for
+  `evaluate-encoded`. A Store is not thread-safe, so each thread gets its own.
+- `WasmCore`: the backend the gateway uses: a configured component, one
+  instance per thread, and trap recovery (discard the instance, answer that
+  request with the Python fallback, count it, log it).
+
+Why a hand-rolled call path: wasmtime-py's generic `Func.__call__` re-reads the
+function type and converts values through Python objects on every call (about
+20-30 us for one string in and out). `evaluate-encoded` takes and returns one
+string, so the call is done straight through the C API with preallocated
+argument and result slots.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import orjson
+from wasmtime import Config, Engine, Store, WasiConfig, WasmtimeError
+from wasmtime import _ffi as ffi
+from wasmtime.component import Component, Linker
+
+from .contract import CONTRACT_VERSION, EdgeConfig, EdgeError, Header, encode_head
+from .python_core import PythonCore
+
+log = logging.getLogger("mcpgw.edge")
+
+DEFAULT_FUEL = 20_000_000  # instructions-ish per call; a 12-header head needs well under 1%
+DEFAULT_MEMORY_BYTES = 16 * 1024 * 1024
+
+_EXPORT_INTERFACE = "mcpgw:edge/transport@1.0.0"
+_REQUIRED_EXPORTS = ("version", "configure", "evaluate", "configure-encoded", "evaluate-encoded")
+
+
+class ComponentLoadError(Exception):
+    """The component cannot serve: `reason` says why, for logs and /health."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def classify_trap(message: str) -> str:
+    """Bucket a trap message for counting (fuel, deadline, memory, panic, other)."""
+    text = message.lower()
+    if "fuel" in text:
+        return "fuel"
+    if "interrupt" in text or "epoch" in text or "deadline" in text:
+        return "deadline"
+    if "unreachable" in text:
+        return "panic"
+    if "memory" in text or "out of bounds" in text or "alloc" in text:
+        return "memory"
+    return "other"
+
+
+def contract_compatible(offered: str, spoken: str = CONTRACT_VERSION) -> bool:
+    """Same major version, and at least the minor version the host speaks."""
+    try:
+        o_major, o_minor = (int(x) for x in offered.split(".")[:2])
+        s_major, s_minor = (int(x) for x in spoken.split(".")[:2])
+    except ValueError:
+        return False
+    return o_major == s_major and o_minor >= s_minor
+
+
+class WasmComponent:
+    """A compiled component, ready to instantiate in any number of stores."""
+
+    def __init__(self, wasm: bytes, *, fuel: int = DEFAULT_FUEL, memory_bytes: int = DEFAULT_MEMORY_BYTES,
+                 source: str = "<bytes>"):
+        self.source = source
+        self.sha256 = hashlib.sha256(wasm).hexdigest()
+        self.size = len(wasm)
+        self.fuel = fuel
+        self.memory_bytes = memory_bytes
+        config = Config()
+        config.consume_fuel = True
+        self.engine = Engine(config)
+        try:
+            self.component = Component(self.engine, wasm)
+        except WasmtimeError as exc:
+            raise ComponentLoadError("corrupt", f"{source} is not a valid component: {exc}") from None
+        self.linker = Linker(self.engine)
+        self.linker.add_wasip2()
+        self._linker_lock = threading.Lock()
+        probe = self.instantiate()  # also checks the exports
+        self.version = probe.version()
+        if not contract_compatible(self.version["contract"]):
+            raise ComponentLoadError(
+                "contract-mismatch",
+                f"component speaks contract {self.version['contract']}, gateway speaks {CONTRACT_VERSION}",
+            )
+
+    @classmethod
+    def from_file(cls, path: str | Path, **limits: Any) -> "WasmComponent":
+        path = Path(path)
+        try:
+            wasm = path.read_bytes()
+        except FileNotFoundError:
+            raise ComponentLoadError("missing", f"component file {path} does not exist") from None
+        except OSError as exc:
+            raise ComponentLoadError("unreadable", f"cannot read {path}: {exc}") from None
+        return cls(wasm, source=str(path), **limits)
+
+    def instantiate(self) -> "WasmInstance":
+        return WasmInstance(self)
+
+
+class WasmInstance:
+    """One store and instance. Not thread-safe: use from one thread only."""
+
+    def __init__(self, component: WasmComponent):
+        self.component = component
+        self._fuel = component.fuel
+        store = Store(component.engine)
+        # A fresh WasiConfig per store that grants nothing: no dirs, env, args,
+        # network or stdio. Without set_wasi the guest's first WASI call aborts
+        # the whole process.
+        store.set_wasi(WasiConfig())
+        store.set_limits(memory_size=component.memory_bytes)
+        store.set_fuel(self._fuel)
+        try:
+            with component._linker_lock:
+                instance = component.linker.instantiate(store, component.component)
+        except WasmtimeError as exc:
+            raise ComponentLoadError("instantiate-failed", str(exc)) from None
+        iface = instance.get_export_index(store, _EXPORT_INTERFACE)
+        if iface is None:
+            raise ComponentLoadError(
+                "contract-mismatch", f"component does not export {_EXPORT_INTERFACE}"
+            )
+        funcs = {}
+        for name in _REQUIRED_EXPORTS:
+            index = instance.get_export_index(store, name, iface)
+            func = instance.get_func(store, index) if index is not None else None
+            if func is None:
+                raise ComponentLoadError("contract-mismatch", f"component lacks export {name!r}")
+            funcs[name] = func
+        self.store = store
+        self.instance = instance
+        self.funcs = funcs
+        self.configured = False
+
+        # Fast-path state, built once: the raw function handle, the store
+        # context, one string argument slot and one result slot.
+        self._ctx = store._context()
+        self._func_ref = ctypes.byref(funcs["evaluate-encoded"]._func)
+        self._arg = (ffi.wasmtime_component_val_t * 1)()
+        self._arg[0].kind = ffi.WASMTIME_COMPONENT_STRING
+        self._arg_str = self._arg[0].of.string
+        self._buf = ctypes.create_string_buffer(4096)
+        self._arg_str.data = ctypes.cast(self._buf, ctypes.POINTER(ffi.wasm_byte_t))
+        self._result = ffi.wasmtime_component_val_t()
+        self._result_ref = ctypes.byref(self._result)
+        self._res_str = self._result.of.string
+        self._res_str_ref = ctypes.byref(self._res_str)
+
+    # --- slow, generic calls (start-up, tests) -------------------------------
+
+    def _call(self, name: str, *args: Any) -> Any:
+        self.store.set_fuel(self._fuel)
+        return self.funcs[name](self.store, *args)
+
+    def version(self) -> dict[str, str]:
+        info = self._call("version")
+        return {"component": info.component, "contract": info.contract}
+
+    def configure_encoded(self, text: str) -> None:
+        out = self._call("configure-encoded", text)
+        if out:
+            err = orjson.loads(out)["error"]
+            raise EdgeError(err["kind"], err.get("message", ""))
+        self.configured = True
+
+    def configure(self, cfg: EdgeConfig) -> None:
+        """Typed `configure` (the record path; slow, used by parity tests)."""
+        record = _Record(**{k.replace("_", "-"): v for k, v in cfg.__dict__.items()})
+        result = self._call("configure", _Attrs(record))
+        if result is not None and getattr(result, "tag", "ok") == "err":
+            raise EdgeError(*_typed_error(result.payload))
+        self.configured = True
+
+    def evaluate_typed(self, method: str, path: str, query: str, headers: Iterable[Header]) -> dict[str, Any]:
+        """Typed `evaluate`, converted to the encoded outcome shape (parity tests)."""
+        head = _Attrs(_Record(method=method, path=path, query=query, headers=[tuple(h) for h in headers]))
+        result = self._call("evaluate", head)
+        return typed_outcome_to_dict(result)
+
+    # --- the hot path ----------------------------------------------------------
+
+    def evaluate_encoded(self, head: bytes) -> bytes:
+        """One encoded head in, one encoded outcome out. Raises WasmtimeError on a trap."""
+        n = len(head)
+        if n > len(self._buf):
+            self._buf = ctypes.create_string_buffer(max(n, 2 * len(self._buf)))
+            self._arg_str.data = ctypes.cast(self._buf, ctypes.POINTER(ffi.wasm_byte_t))
+        ctypes.memmove(self._buf, head, n)
+        self._arg_str.size = n
+        ctx = self._ctx
+        err = ffi._wasmtime_context_set_fuel(ctx, self._fuel)
+        if err:
+            raise WasmtimeError._from_ptr(err)
+        # The argument is borrowed by the C API (const), so our buffer is not freed.
+        err = ffi._wasmtime_component_func_call(self._func_ref, ctx, self._arg, 1, self._result_ref, 1)
+        if err:
+            raise WasmtimeError._from_ptr(err)
+        res = self._res_str
+        out = ctypes.string_at(res.data, res.size)
+        ffi._wasm_byte_vec_delete(self._res_str_ref)
+        return out
+
+
+class _Record(dict):
+    pass
+
+
+class _Attrs:
+    """Attribute access over a dict, as wasmtime-py's record lowering wants."""
+
+    def __init__(self, data: dict[str, Any]):
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _typed_error(err: Any) -> tuple[str, str]:
+    tag = getattr(err, "tag", err)
+    payload = getattr(err, "payload", None)
+    return tag, payload or ""
+
+
+def typed_outcome_to_dict(result: Any) -> dict[str, Any]:
+    """Map a typed `result<outcome, edge-error>` to the encoded outcome shape."""
+    if getattr(result, "tag", None) == "err":
+        kind, message = _typed_error(result.payload)
+        return {"error": {"kind": kind, "message": message}}
+    outcome = result.payload if getattr(result, "tag", None) == "ok" else result
+    payload = outcome.payload
+    if outcome.tag == "preflight":
+        return {"preflight": {"status": payload.status, "headers": [list(h) for h in payload.headers]}}
+    fields = {name.replace("-", "_"): value for name, value in payload.__dict__.items()}
+    fields["cors_headers"] = [list(h) for h in fields["cors_headers"]]
+    return {"forward": fields}
+
+
+@dataclass
+class TrapCounts:
+    total: int = 0
+    by_kind: Counter[str] | None = None
+
+    def __post_init__(self) -> None:
+        self.by_kind = Counter()
+
+
+class WasmCore:
+    """The wasm edge backend: configured component, per-thread instances, trap recovery."""
+
+    name = "wasm"
+
+    def __init__(self, component: WasmComponent, config: EdgeConfig):
+        self.component = component
+        self.config = config
+        self._config_json = config.to_json()
+        self._local = threading.local()
+        self._fallback = PythonCore()
+        self._fallback.configure(config)
+        self.traps = TrapCounts()
+        self._lock = threading.Lock()
+        self._instance()  # fail now, not on the first request, if config is refused
+
+    def _instance(self) -> WasmInstance:
+        inst = getattr(self._local, "inst", None)
+        if inst is None:
+            inst = self.component.instantiate()
+            inst.configure_encoded(self._config_json)
+            self._local.inst = inst
+        return inst
+
+    def evaluate(self, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
+        head = encode_head(method, path, query, headers)
+        try:
+            out = orjson.loads(self._instance().evaluate_encoded(head))
+        except WasmtimeError as exc:
+            return self._recover(exc, method, path, query, headers)
+        if "error" in out:
+            # Only a host bug can cause this (the head is well-formed and the
+            # instance configured); serve the request anyway and say so.
+            return self._recover(out["error"], method, path, query, headers)
+        return out
+
+    def _recover(self, cause: Any, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
+        self._local.inst = None  # a trapped instance is unusable: rebuild on next call
+        kind = classify_trap(str(cause)) if isinstance(cause, WasmtimeError) else "error"
+        with self._lock:
+            self.traps.total += 1
+            self.traps.by_kind[kind] += 1  # type: ignore[index]
+        log.warning(
+            "edge component %s failed (%s): %s; request served by the Python fallback",
+            self.component.version.get("component"), kind, str(cause).splitlines()[0] if str(cause) else cause,
+        )
+        return self._fallback.evaluate(method, path, query, headers)

@@ -1,0 +1,1 @@
+"""Upstream MCP servers, virtual servers and the relay (to come: see the federation issue)."""

@@ -1,0 +1,52 @@
+"""JSON-RPC 2.0 message shapes and error codes (no transport, no HTTP)."""
+from __future__ import annotations
+
+from typing import Any
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+
+
+class JsonRpcError(Exception):
+    def __init__(self, code: int, message: str, data: Any = None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+    def to_error(self) -> dict[str, Any]:
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.data is not None:
+            err["data"] = self.data
+        return err
+
+
+def error_response(id_: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id_, "error": JsonRpcError(code, message, data).to_error()}
+
+
+def result_response(id_: Any, result: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id_, "result": result}
+
+
+def classify(message: Any) -> str:
+    """'request', 'notification', 'response' or 'invalid' for one decoded message."""
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        return "invalid"
+    has_id = "id" in message
+    if has_id:
+        id_ = message["id"]
+        if isinstance(id_, bool) or not (id_ is None or isinstance(id_, (str, int))):
+            return "invalid"
+    if "method" in message:
+        if not isinstance(message["method"], str):
+            return "invalid"
+        if "params" in message and not isinstance(message["params"], (dict, list)):
+            return "invalid"
+        return "request" if has_id else "notification"
+    if has_id and ("result" in message) != ("error" in message):
+        return "response"
+    return "invalid"

@@ -1,0 +1,127 @@
+"""The one settings object: environment variables `MCPGW_*`, mirrored by `mcpgw serve` flags.
+
+Every setting is declared once in `FIELDS` (name, env var, type, default, help);
+the CLI builds its flags from the same table, and the README documents it.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from .edge.contract import (
+    DEFAULT_ALLOWED_HEADERS,
+    DEFAULT_VERSION,
+    LOOPBACK_HOSTS,
+    LOOPBACK_ORIGINS,
+    SUPPORTED_VERSIONS,
+    EdgeConfig,
+)
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _bool(value: str) -> bool:
+    low = value.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 4444
+    edge: str = "auto"
+    edge_component: str = ""
+    edge_fuel: int = 20_000_000
+    edge_memory_mb: int = 16
+    allowed_origins: tuple[str, ...] = LOOPBACK_ORIGINS
+    allowed_hosts: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    cors_max_age: int = 600
+    path_prefix: str = ""
+    max_body_bytes: int = 4 * 1024 * 1024
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get("MCPGW_" + f.name.upper())
+            if raw is None:
+                continue
+            try:
+                values[f.name] = _parse(f.type, raw)
+            except ValueError as exc:
+                raise ValueError(f"MCPGW_{f.name.upper()}: {exc}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> "Settings":
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def loopback_bind(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return False
+
+    def effective_allowed_hosts(self) -> list[str]:
+        """Explicit hosts, else the loopback names on a loopback bind (DNS-rebinding guard), else any."""
+        if self.allowed_hosts:
+            return list(self.allowed_hosts)
+        return list(LOOPBACK_HOSTS) if self.loopback_bind else ["*"]
+
+    def edge_config(self) -> EdgeConfig:
+        return EdgeConfig(
+            allowed_origins=list(self.allowed_origins),
+            allowed_hosts=self.effective_allowed_hosts(),
+            allow_credentials=self.allow_credentials,
+            allowed_headers=list(DEFAULT_ALLOWED_HEADERS),
+            max_age=self.cors_max_age,
+            supported_versions=list(SUPPORTED_VERSIONS),
+            default_version=DEFAULT_VERSION,
+            path_prefix=self.path_prefix,
+        )
+
+    def component_path(self) -> Path | None:
+        return Path(self.edge_component) if self.edge_component else None
+
+
+def _parse(type_name: Any, raw: str) -> Any:
+    type_name = str(type_name)
+    if type_name == "int":
+        return int(raw)
+    if type_name == "bool":
+        return _bool(raw)
+    if type_name.startswith("tuple"):
+        return tuple(_csv(raw))
+    return raw
+
+
+HELP = {
+    "host": "address to bind (loopback by default; a loopback bind also enables the DNS-rebinding Host check)",
+    "port": "port to listen on",
+    "edge": "edge backend: auto (component if it loads and passes its self-test, else python with a warning), wasm (component or refuse to start), python",
+    "edge_component": "path of the transport_core.wasm to load (default: the one shipped in the package)",
+    "edge_fuel": "fuel (roughly wasm instructions) per edge call before it traps",
+    "edge_memory_mb": "memory limit per edge component instance, MiB",
+    "allowed_origins": "comma-separated allowed Origins: exact (https://app.example.com), port wildcard (http://localhost:*), null, or *",
+    "allowed_hosts": "comma-separated allowed Host names (name or name:port, * for any); default: loopback names on a loopback bind, else any",
+    "allow_credentials": "send Access-Control-Allow-Credentials: true (refused together with origin *)",
+    "cors_max_age": "Access-Control-Max-Age of preflight answers, seconds",
+    "path_prefix": "prefix all routes live under, e.g. /gateway",
+    "max_body_bytes": "largest request body accepted (413 beyond)",
+    "log_level": "log level: debug, info, warning, error",
+}

@@ -1,0 +1,107 @@
+"""Shared fixtures: the built component, its test-only variants, the vectors, a real gateway process."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mcpgw.edge.backend import PACKAGED_COMPONENT
+from mcpgw.edge.vectors import load_cases
+from mcpgw.edge.wasm_core import WasmComponent
+
+REPO = Path(__file__).resolve().parents[2]
+VECTORS_DIR = REPO / "tests" / "vectors"
+VARIANTS_DIR = Path(os.environ.get("MCPGW_TEST_VARIANTS", REPO / ".build" / "variants"))
+CASES = load_cases(VECTORS_DIR)
+
+
+def require_file(path: Path, how: str) -> Path:
+    # A missing artifact is a broken set-up, not a reason to skip: fail loudly.
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: {how}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def component_path() -> Path:
+    return require_file(PACKAGED_COMPONENT, "run `make build` (the Makefile builds and copies the component)")
+
+
+@pytest.fixture(scope="session")
+def component(component_path: Path) -> WasmComponent:
+    return WasmComponent.from_file(component_path)
+
+
+@pytest.fixture(scope="session")
+def faults_component_path() -> Path:
+    return require_file(VARIANTS_DIR / "transport_core_faults.wasm", "run `make variants`")
+
+
+@pytest.fixture(scope="session")
+def contract2_component_path() -> Path:
+    return require_file(VARIANTS_DIR / "transport_core_contract2.wasm", "run `make variants`")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    """A real `mcpgw serve` process on loopback."""
+
+    def __init__(self, env: dict[str, str], args: list[str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mcpgw-test-{self.port}.log"
+        self._log = open(self.log_path, "w+b")
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MCPGW_")}
+        full_env.update({"MCPGW_PORT": str(self.port), "MCPGW_HOST": "127.0.0.1", **env})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mcpgw.cli", "serve", *(args or [])],
+            env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> "Gateway":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gateway did not become ready:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        self.log_path.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module", params=["wasm", "python"])
+def gateway(request, component_path) -> Gateway:
+    """The gateway in each edge mode (wasm is strict: it refuses to start without the component)."""
+    gw = Gateway({"MCPGW_EDGE": request.param}).wait_ready()
+    gw.mode = request.param
+    yield gw
+    gw.stop()

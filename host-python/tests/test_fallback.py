@@ -1,0 +1,137 @@
+"""Never a silent fallback: every way the component can be unusable ends in the Python
+edge with a warning that says why, and /health says so too. MCPGW_EDGE=wasm refuses instead."""
+from __future__ import annotations
+
+import logging
+import shutil
+
+import httpx
+import orjson
+import pytest
+
+from mcpgw.edge.backend import EdgeStartupError, load_edge
+from mcpgw.edge.contract import EdgeConfig
+from mcpgw.edge.python_core import PythonCore
+from mcpgw.edge.wasm_core import WasmComponent, WasmCore
+
+from conftest import VECTORS_DIR, Gateway
+
+CFG = EdgeConfig()
+HEAD = ("POST", "/mcp", "", [("host", "127.0.0.1:4444"), ("accept", "application/json, text/event-stream"),
+                              ("content-type", "application/json")])
+
+
+def _fallback(caplog, path, reason, **kw):
+    with caplog.at_level(logging.WARNING, logger="mcpgw.edge"):
+        edge = load_edge("auto", CFG, path, **kw)
+    assert edge.status.active == "python"
+    assert edge.status.fallback_reason.startswith(reason), edge.status.fallback_reason
+    warning = [r for r in caplog.records if r.levelno == logging.WARNING and "FALLBACK" in r.getMessage()]
+    assert warning and reason in warning[0].getMessage()
+    health = edge.health()
+    assert health["backend"] == "python" and health["fallback_reason"].startswith(reason)
+    # And it serves.
+    assert edge.evaluate(*HEAD)["forward"]["route"] == "mcp"
+    return edge
+
+
+def test_auto_uses_the_component_when_it_is_sound(component_path, caplog):
+    with caplog.at_level(logging.INFO, logger="mcpgw.edge"):
+        edge = load_edge("auto", CFG, component_path)
+    assert edge.status.active == "wasm"
+    assert edge.health()["component"]["self_test"].endswith("vectors passed")
+    assert any("edge backend: wasm" in r.getMessage() for r in caplog.records)
+
+
+def test_missing_file(tmp_path, caplog):
+    _fallback(caplog, tmp_path / "nope.wasm", "missing")
+
+
+def test_corrupt_file(tmp_path, caplog, component_path):
+    bad = tmp_path / "corrupt.wasm"
+    data = bytearray(component_path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64
+    bad.write_bytes(bytes(data))
+    _fallback(caplog, bad, "corrupt")
+    junk = tmp_path / "junk.wasm"
+    junk.write_bytes(b"definitely not wasm")
+    _fallback(caplog, junk, "corrupt")
+
+
+def test_wrong_contract_version(contract2_component_path, caplog):
+    _fallback(caplog, contract2_component_path, "contract-mismatch")
+
+
+def test_core_module_instead_of_component(tmp_path, caplog):
+    core_module = tmp_path / "module.wasm"
+    core_module.write_bytes(b"\x00asm\x01\x00\x00\x00")  # a valid, empty core module: not a component
+    _fallback(caplog, core_module, "corrupt")
+
+
+def test_self_test_failure(tmp_path, caplog, component_path):
+    vectors = tmp_path / "vectors"
+    shutil.copytree(VECTORS_DIR, vectors)
+    target = next(p for p in sorted(vectors.glob("*.json")) if p.name != "base-config.json")
+    data = orjson.loads(target.read_bytes())
+    first = next(c for c in data["cases"] if "request" in c)
+    first["expect"] = {"forward": {"path": "/this-is-not-what-the-contract-says"}}
+    target.write_bytes(orjson.dumps(data))
+    _fallback(caplog, component_path, "self-test-failed", vectors_dir=vectors)
+
+
+def test_strict_wasm_mode_refuses_to_start(tmp_path):
+    with pytest.raises(EdgeStartupError, match="missing"):
+        load_edge("wasm", CFG, tmp_path / "nope.wasm")
+
+
+@pytest.mark.parametrize("fault, kind", [("panic", "panic"), ("loop", "fuel"), ("alloc", "memory")])
+def test_trap_recovers_with_python_and_a_fresh_instance(faults_component_path, caplog, fault, kind):
+    core = WasmCore(WasmComponent.from_file(faults_component_path, memory_bytes=4 * 1024 * 1024), CFG)
+    head = (*HEAD[:3], [*HEAD[3], ("x-mcpgw-fault", fault)])
+    expected = PythonCore()
+    expected.configure(CFG)
+    with caplog.at_level(logging.WARNING, logger="mcpgw.edge"):
+        out = core.evaluate(*head)
+    assert out == expected.evaluate(*head)  # the request was still served, by Python
+    assert core.traps.total == 1 and core.traps.by_kind[kind] == 1
+    assert any(kind in r.getMessage() and "Python fallback" in r.getMessage() for r in caplog.records)
+    # The trapped instance was discarded: the next request runs on a fresh one, in wasm.
+    again = core.evaluate(*HEAD)
+    assert again == expected.evaluate(*HEAD)
+    assert core.traps.total == 1
+
+
+def test_gateway_process_falls_back_visibly(tmp_path):
+    gw = Gateway({"MCPGW_EDGE": "auto", "MCPGW_EDGE_COMPONENT": str(tmp_path / "missing.wasm")}).wait_ready()
+    try:
+        edge = httpx.get(gw.url + "/health").json()["edge"]
+        assert edge["backend"] == "python" and edge["requested"] == "auto"
+        assert edge["fallback_reason"].startswith("missing")
+        assert "WARNING mcpgw.edge: edge backend: python (FALLBACK: Rust component unusable: missing" in gw.log()
+    finally:
+        gw.stop()
+
+
+def test_gateway_process_in_strict_wasm_mode_exits_with_the_reason(tmp_path):
+    gw = Gateway({"MCPGW_EDGE": "wasm", "MCPGW_EDGE_COMPONENT": str(tmp_path / "missing.wasm")})
+    try:
+        assert gw.proc.wait(60) == 1
+        assert "MCPGW_EDGE=wasm but the component cannot serve: missing" in gw.log()
+    finally:
+        gw.stop()
+
+
+def test_gateway_serves_through_traps_and_reports_them(faults_component_path):
+    gw = Gateway({"MCPGW_EDGE": "wasm", "MCPGW_EDGE_COMPONENT": str(faults_component_path)}).wait_ready()
+    try:
+        h = {"accept": "application/json, text/event-stream", "content-type": "application/json",
+             "x-mcpgw-fault": "panic"}
+        body = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+        r = httpx.post(gw.url + "/mcp", json=body, headers=h)
+        assert r.status_code == 200 and "mcp-session-id" in r.headers
+        edge = httpx.get(gw.url + "/health").json()["edge"]
+        assert edge["backend"] == "wasm" and edge["traps"]["total"] == 1 and edge["traps"]["panic"] == 1
+        assert "failed (panic)" in gw.log()
+    finally:
+        gw.stop()

@@ -1,0 +1,38 @@
+"""One settings object: environment variables and `mcpgw serve` flags mean the same thing."""
+from __future__ import annotations
+
+import pytest
+
+from mcpgw.settings import Settings
+
+
+def test_defaults_are_the_documented_ones():
+    s = Settings.from_env({})
+    assert (s.host, s.port, s.edge) == ("127.0.0.1", 4444, "auto")
+    cfg = s.edge_config()
+    assert cfg.allowed_origins == ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"]
+    assert cfg.allowed_hosts == ["localhost", "127.0.0.1", "[::1]"]
+    assert cfg.max_age == 600 and cfg.allow_credentials is False and cfg.path_prefix == ""
+
+
+def test_environment_variables_are_parsed():
+    s = Settings.from_env({"MCPGW_PORT": "9000", "MCPGW_EDGE": "python",
+                           "MCPGW_ALLOWED_ORIGINS": "https://a.example, http://localhost:*",
+                           "MCPGW_ALLOW_CREDENTIALS": "true", "MCPGW_CORS_MAX_AGE": "60"})
+    assert s.port == 9000 and s.edge == "python" and s.allow_credentials is True
+    assert s.edge_config().allowed_origins == ["https://a.example", "http://localhost:*"]
+    assert s.edge_config().max_age == 60
+
+
+def test_bad_values_name_the_variable():
+    with pytest.raises(ValueError, match="MCPGW_PORT"):
+        Settings.from_env({"MCPGW_PORT": "eighty"})
+    with pytest.raises(ValueError, match="MCPGW_ALLOW_CREDENTIALS"):
+        Settings.from_env({"MCPGW_ALLOW_CREDENTIALS": "maybe"})
+
+
+def test_host_check_follows_the_bind_address():
+    assert Settings.from_env({"MCPGW_HOST": "0.0.0.0"}).edge_config().allowed_hosts == ["*"]
+    assert Settings.from_env({"MCPGW_HOST": "::1"}).edge_config().allowed_hosts == ["localhost", "127.0.0.1", "[::1]"]
+    explicit = Settings.from_env({"MCPGW_HOST": "0.0.0.0", "MCPGW_ALLOWED_HOSTS": "gw.example.com"})
+    assert explicit.edge_config().allowed_hosts == ["gw.example.com"]

@@ -1,0 +1,89 @@
+"""Every vector through every path: Python typed and encoded, wasm encoded (fast path) and typed."""
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from mcpgw.edge.contract import EdgeError, encode_head
+from mcpgw.edge.python_core import PythonCore
+from mcpgw.edge.vectors import config_outcome, matches
+
+from conftest import CASES
+
+EVAL_CASES = [c for c in CASES if c.request is not None]
+CONFIG_CASES = [c for c in CASES if c.request is None]
+
+
+def test_there_are_enough_vectors():
+    assert len(CASES) >= 80
+    assert len({c.name for c in CASES}) == len(CASES), "vector names must be unique"
+    assert all(c.reason.strip() for c in CASES), "every vector needs a reason"
+
+
+@pytest.fixture(scope="module")
+def wasm(component):
+    return component.instantiate()
+
+
+def _python_typed(case):
+    core = PythonCore()
+    core.configure(case.edge_config)
+    return core.evaluate(*case.head)
+
+
+def _python_encoded(case):
+    core = PythonCore()
+    assert core.configure_encoded(orjson.dumps(case.config).decode()) == ""
+    return orjson.loads(core.evaluate_encoded(encode_head(*case.head)))
+
+
+def _wasm_encoded(wasm, case):
+    wasm.configure_encoded(orjson.dumps(case.config).decode())
+    return orjson.loads(wasm.evaluate_encoded(encode_head(*case.head)))
+
+
+def _wasm_typed(wasm, case):
+    wasm.configure(case.edge_config)
+    return wasm.evaluate_typed(*case.head)
+
+
+@pytest.mark.parametrize("case", EVAL_CASES, ids=lambda c: c.name)
+def test_vector(case, wasm):
+    outcomes = {
+        "python-typed": _python_typed(case),
+        "python-encoded": _python_encoded(case),
+        "wasm-encoded": _wasm_encoded(wasm, case),
+        "wasm-typed": _wasm_typed(wasm, case),
+    }
+    for path, got in outcomes.items():
+        assert matches(case.expect, got), f"{path}: {case.reason}\nexpected {case.expect}\ngot      {got}"
+    reference = outcomes["python-typed"]
+    for path, got in outcomes.items():
+        assert got == reference, f"{path} disagrees with python-typed"
+
+
+@pytest.mark.parametrize("case", CONFIG_CASES, ids=lambda c: c.name)
+def test_config_vector(case, wasm):
+    python = config_outcome(PythonCore().configure_encoded, case)
+    fresh = wasm.component.instantiate()
+
+    def wasm_configure(text: str) -> str:
+        try:
+            fresh.configure_encoded(text)
+        except EdgeError as err:
+            return orjson.dumps(err.to_outcome()).decode()
+        return ""
+
+    component = config_outcome(wasm_configure, case)
+    for got in (python, component):
+        assert matches(case.expect, got), f"{case.reason}\nexpected {case.expect}\ngot {got}"
+    assert python.keys() == component.keys()
+    if "error" in python:
+        assert python["error"]["kind"] == component["error"]["kind"]
+    if case.edge_config is not None:  # well-typed: the typed configure must agree
+        try:
+            fresh.configure(case.edge_config)
+            typed = {"ok": True}
+        except EdgeError as err:
+            typed = {"error": {"kind": err.kind}}
+        assert typed.keys() == python.keys(), f"typed configure disagrees: {typed} vs {python}"
