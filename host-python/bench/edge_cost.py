@@ -1,7 +1,7 @@
 """Per-request edge cost from Python, both backends, side by side in one run.
 
-Measures what the middleware pays per request: ASGI scope (bytes headers) ->
-backend.evaluate(...) -> outcome dict. Rounds alternate between backends so
+Measures what the middleware pays per request: ASGI head (bytes, as uvicorn
+delivers it) -> edge.evaluate_raw(...) -> outcome dict. Rounds alternate between backends so
 machine noise hits both alike; prints p50/p99 per head and the wasm/python ratio.
 DESIGN.md section 7 bars: wasm p50 <= 15 us, python p50 <= 10 us.
 """
@@ -13,7 +13,6 @@ import time
 
 from mcpgw.edge.backend import load_edge
 from mcpgw.edge.contract import EdgeConfig
-from mcpgw.edge.middleware import _latin1
 
 BROWSER_POST = ("POST", b"/mcp", b"", [
     (b"host", b"127.0.0.1:4444"), (b"connection", b"keep-alive"), (b"content-length", b"87"),
@@ -45,7 +44,7 @@ def measure(evaluate, head, n: int) -> list[int]:
     try:
         for _ in range(n):
             t0 = clock()
-            evaluate(method, raw_path.decode("latin-1"), query.decode("latin-1"), _latin1(headers))
+            evaluate(method, raw_path, query, headers)
             out.append(clock() - t0)
     finally:
         gc.enable()
@@ -69,11 +68,11 @@ def main() -> None:
     for label, head in HEADS.items():
         samples = {name: [] for name in backends}
         for name, edge in backends.items():
-            measure(edge.evaluate, head, 500)  # warm-up
+            measure(edge.evaluate_raw, head, 500)  # warm-up
         for r in range(args.rounds):
             order = list(backends) if r % 2 == 0 else list(reversed(backends))
             for name in order:
-                samples[name].extend(measure(backends[name].evaluate, head, args.calls))
+                samples[name].extend(measure(backends[name].evaluate_raw, head, args.calls))
         p50 = {}
         for name in backends:
             p50[name] = pct(samples[name], 0.50)

@@ -48,7 +48,9 @@ class Edge:
     def __init__(self, backend: PythonCore | WasmCore, status: EdgeStatus):
         self.backend = backend
         self.status = status
-        self.evaluate = backend.evaluate  # bound once: the middleware calls it per request
+        # Bound once: the middleware calls evaluate_raw per request.
+        self.evaluate = backend.evaluate
+        self.evaluate_raw = backend.evaluate_raw
 
     def health(self) -> dict[str, Any]:
         s = self.status

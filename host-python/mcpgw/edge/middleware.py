@@ -25,10 +25,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 SCOPE_KEY = "mcpgw.edge"
 
 
-def _latin1(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    return [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
-
-
 def _encode_headers(pairs: list[list[str]]) -> list[tuple[bytes, bytes]]:
     return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in pairs]
 
@@ -55,12 +51,10 @@ class EdgeMiddleware:
             return
 
         raw_path = scope.get("raw_path")
-        path = raw_path.decode("latin-1") if raw_path is not None else scope["path"]
-        outcome = self.edge.evaluate(
-            scope.get("method", "GET"),
-            path,
-            scope.get("query_string", b"").decode("latin-1"),
-            _latin1(scope["headers"]),
+        if raw_path is None:  # optional in ASGI; uvicorn always sends it
+            raw_path = scope["path"].encode("utf-8")
+        outcome = self.edge.evaluate_raw(
+            scope.get("method", "GET"), raw_path, scope.get("query_string", b""), scope["headers"]
         )
 
         preflight = outcome.get("preflight")

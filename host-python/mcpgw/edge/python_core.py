@@ -51,8 +51,7 @@ _PREFLIGHT_METHODS = frozenset(("GET", "POST", "DELETE", "OPTIONS"))
 _ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 _EXPOSE_HEADERS = "Mcp-Session-Id, Mcp-Protocol-Version"
 _PREFLIGHT_VARY = ["vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"]
-_INTERESTING = frozenset(
-    (
+_INTERESTING_NAMES = (
         "origin",
         "host",
         "accept",
@@ -64,8 +63,10 @@ _INTERESTING = frozenset(
         "mcp-name",
         "access-control-request-method",
         "access-control-request-headers",
-    )
 )
+_INTERESTING = frozenset(_INTERESTING_NAMES)
+_INTERESTING_BYTES = {name.encode(): name for name in _INTERESTING_NAMES}
+_MEMO_LIMIT = 4096  # per memo table; cleared when full (bounded memory under hostile input)
 
 
 # --- section 3: path and route --------------------------------------------
@@ -232,6 +233,7 @@ class _Compiled:
         "supported",
         "default_version",
         "prefix",
+        "_memo",
     )
 
     def __init__(self, cfg: EdgeConfig):
@@ -239,10 +241,10 @@ class _Compiled:
         self.exact_origins: set[str] = set()
         self.port_wildcards: list[str] = []
         for entry in cfg.allowed_origins:
-            if entry == "*":
+            low = ascii_lower(entry)
+            if low == "*":
                 self.any_origin = True
                 continue
-            low = ascii_lower(entry)
             if not _valid_origin_entry(low):
                 raise EdgeError("invalid-config", f"allowed_origins: invalid entry {entry!r}")
             if low.endswith(":*"):
@@ -301,8 +303,55 @@ class _Compiled:
         if not 0 <= cfg.max_age <= 0xFFFFFFFF:
             raise EdgeError("invalid-config", "max_age must be 0..4294967295")
         self.max_age = str(cfg.max_age)
+        # The verdicts below are pure functions of (this config, one value), and
+        # clients repeat the same values request after request: memoize them.
+        self._memo: dict[str, dict[Any, Any]] = {
+            "path": {}, "origin": {}, "host": {}, "accept": {}, "ctype": {},
+        }
+
+    def _remember(self, table: str, key: Any, compute: Any) -> Any:
+        memo = self._memo[table]
+        try:
+            return memo[key]
+        except KeyError:
+            pass
+        value = compute(key)
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        memo[key] = value
+        return value
+
+    def path(self, raw: str) -> tuple[str, str, str | None]:
+        return self._remember("path", raw, self._path)
+
+    def _path(self, raw: str) -> tuple[str, str, str | None]:
+        if not raw:
+            return "/", "other", None
+        if raw[0] != "/":
+            return raw, "other", None
+        segments = path_segments(raw)
+        route, server_id = route_of(segments, self.prefix)
+        return "/" + "/".join(segments), route, server_id
+
+    def origin_state(self, origin: str) -> str:
+        return self._remember("origin", origin, lambda o: "allowed" if self.origin_allowed(o) else "denied")
+
+    def host_state(self, host: str | None) -> str:
+        if host is None:
+            return "absent"
+        return self._remember("host", host, self.host_verdict)
+
+    def accept(self, value: str | None) -> tuple[bool, bool]:
+        if value is None:
+            return False, False
+        return self._remember("accept", value, accept_verdicts)
+
+    def content_kind(self, value: str) -> str:
+        return self._remember("ctype", value, _content_kind)
 
     def origin_allowed(self, origin: str) -> bool:
+        if "," in origin:
+            return False
         if self.any_origin:
             return True
         low = ascii_lower(origin)
@@ -317,9 +366,7 @@ class _Compiled:
                 return True
         return False
 
-    def host_verdict(self, host: str | None) -> str:
-        if host is None:
-            return "absent"
+    def host_verdict(self, host: str) -> str:
         if self.any_host:
             return "allowed"
         parsed = parse_host_port(ascii_lower(host))
@@ -329,6 +376,11 @@ class _Compiled:
         if name in self.host_names or (port is not None and (name, port) in self.host_ports):
             return "allowed"
         return "denied"
+
+
+def _content_kind(value: str) -> str:
+    """Section 7 for a present Content-Type."""
+    return "json" if ascii_lower(value.partition(";")[0].strip(_OWS)) == "application/json" else "other"
 
 
 def _valid_origin_entry(low: str) -> bool:
@@ -380,18 +432,35 @@ class PythonCore:
         return orjson.dumps(self.evaluate(method, path, query, headers))
 
     def evaluate(self, method: str, path: str, query: str, headers: Iterable[Header]) -> dict[str, Any]:
-        """The hot path: one request head in, one outcome dict out."""
-        cfg = self._cfg
-        if cfg is None:
-            return EdgeError("not-configured").to_outcome()
-
-        # section 1: collect the headers the contract reads, in order
-        found: dict[str, list[str]] = {}
+        """One request head (latin-1 decoded strings) in, one outcome dict out."""
+        # section 1: the headers the contract reads, duplicates combined in order
+        found: dict[str, str] = {}
         for name, value in headers:
             key = ascii_lower(name)
             if key in _INTERESTING:
-                found.setdefault(key, []).append(value.strip(_OWS))
-        get = {key: ", ".join(values) for key, values in found.items()}.get
+                value = value.strip(_OWS)
+                found[key] = found[key] + ", " + value if key in found else value
+        return self._evaluate(method, path, found)
+
+    def evaluate_raw(
+        self, method: str, raw_path: bytes, query: bytes, headers: Iterable[tuple[bytes, bytes]]
+    ) -> dict[str, Any]:
+        """The ASGI hot path: header bytes as received. bytes.lower() is ASCII-only,
+        exactly the contract's lowering, and only the values the contract reads
+        are decoded."""
+        found: dict[str, str] = {}
+        for name, value in headers:
+            key = _INTERESTING_BYTES.get(name.lower())
+            if key is not None:
+                text = value.decode("latin-1").strip(_OWS)
+                found[key] = found[key] + ", " + text if key in found else text
+        return self._evaluate(method, raw_path.decode("latin-1"), found)
+
+    def _evaluate(self, method: str, path: str, found: dict[str, str]) -> dict[str, Any]:
+        cfg = self._cfg
+        if cfg is None:
+            return EdgeError("not-configured").to_outcome()
+        get = found.get
 
         # section 2
         upper = ascii_upper(method)
@@ -399,23 +468,11 @@ class PythonCore:
             method = upper
 
         # section 3
-        if not path:
-            canonical, route, server_id = "/", "other", None
-        elif path[0] != "/":
-            canonical, route, server_id = path, "other", None
-        else:
-            segments = path_segments(path)
-            canonical = "/" + "/".join(segments)
-            route, server_id = route_of(segments, cfg.prefix)
+        canonical, route, server_id = cfg.path(path)
 
         # section 8
         origin = get("origin")
-        if origin is None:
-            origin_state = "absent"
-        elif cfg.origin_allowed(origin):
-            origin_state = "allowed"
-        else:
-            origin_state = "denied"
+        origin_state = "absent" if origin is None else cfg.origin_state(origin)
 
         # section 12
         if method == "OPTIONS" and route == "mcp" and origin is not None:
@@ -442,16 +499,11 @@ class PythonCore:
             protocol_state, revision = "unsupported", None
 
         # section 6
-        accept_json, accept_sse = accept_verdicts(get("accept"))
+        accept_json, accept_sse = cfg.accept(get("accept"))
 
         # section 7
         content_type = get("content-type")
-        if content_type is None:
-            content_kind = "absent"
-        elif ascii_lower(content_type.partition(";")[0].strip(_OWS)) == "application/json":
-            content_kind = "json"
-        else:
-            content_kind = "other"
+        content_kind = "absent" if content_type is None else cfg.content_kind(content_type)
 
         # section 11
         if route != "mcp":
@@ -483,7 +535,7 @@ class PythonCore:
                 "content_type": content_kind,
                 "origin": origin,
                 "origin_state": origin_state,
-                "host_state": cfg.host_verdict(get("host")),
+                "host_state": cfg.host_state(get("host")),
                 "last_event_id": get("last-event-id"),
                 "mcp_method": get("mcp-method"),
                 "mcp_name": get("mcp-name"),

@@ -293,7 +293,18 @@ class WasmCore:
         return inst
 
     def evaluate(self, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
-        head = encode_head(method, path, query, headers)
+        return self._evaluate(encode_head(method, path, query, headers), method, path, query, headers)
+
+    def evaluate_raw(
+        self, method: str, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> dict[str, Any]:
+        """The ASGI hot path: header bytes as received, decoded as latin-1 for the component."""
+        path = raw_path.decode("latin-1")
+        qs = query.decode("latin-1")
+        pairs = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+        return self._evaluate(orjson.dumps([method, path, qs, pairs]), method, path, qs, pairs)
+
+    def _evaluate(self, head: bytes, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
         try:
             out = orjson.loads(self._instance().evaluate_encoded(head))
         except WasmtimeError as exc:
