@@ -70,12 +70,15 @@ class Gateway:
         )
 
     def wait_ready(self, timeout: float = 60.0) -> "Gateway":
+        return self.wait_ready_at("/health", timeout)
+
+    def wait_ready_at(self, health_path: str, timeout: float = 60.0) -> "Gateway":
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                if httpx.get(self.url + health_path, timeout=1.0).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass

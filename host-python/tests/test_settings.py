@@ -36,3 +36,36 @@ def test_host_check_follows_the_bind_address():
     assert Settings.from_env({"MCPGW_HOST": "::1"}).edge_config().allowed_hosts == ["localhost", "127.0.0.1", "[::1]"]
     explicit = Settings.from_env({"MCPGW_HOST": "0.0.0.0", "MCPGW_ALLOWED_HOSTS": "gw.example.com"})
     assert explicit.edge_config().allowed_hosts == ["gw.example.com"]
+
+
+def test_serve_flags_mirror_the_environment():
+    import httpx
+
+    from conftest import Gateway, free_port
+
+    port = free_port()
+    gw = Gateway({"MCPGW_EDGE": "wasm"},  # the flags below must win over the environment
+                 ["--edge", "python", "--port", str(port), "--allowed-origins", "https://app.example",
+                  "--cors-max-age", "42", "--path-prefix", "/gw"])
+    gw.url = f"http://127.0.0.1:{port}"
+    try:
+        gw.wait_ready_at("/gw/health")
+        assert httpx.get(gw.url + "/gw/health").json()["edge"]["backend"] == "python"
+        pre = httpx.options(gw.url + "/gw/mcp", headers={"origin": "https://app.example",
+                                                          "access-control-request-method": "POST"})
+        assert pre.status_code == 204 and pre.headers["access-control-max-age"] == "42"
+        assert httpx.options(gw.url + "/gw/mcp", headers={"origin": "http://localhost:3000",
+                                                          "access-control-request-method": "POST"}).status_code == 403
+    finally:
+        gw.stop()
+
+
+def test_bad_flag_values_are_refused_before_serving():
+    from conftest import Gateway
+
+    gw = Gateway({}, ["--port", "eighty"])
+    try:
+        assert gw.proc.wait(60) == 2
+        assert "MCPGW_PORT" in gw.log()
+    finally:
+        gw.stop()

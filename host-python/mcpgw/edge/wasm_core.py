@@ -27,6 +27,7 @@ from typing import Any, Iterable
 
 import orjson
 from wasmtime import Config, Engine, Store, WasiConfig, WasmtimeError
+from wasmtime import _bindings as capi  # the raw ctypes functions, without wrappers
 from wasmtime import _ffi as ffi
 from wasmtime.component import Component, Linker
 
@@ -186,15 +187,16 @@ class WasmInstance:
 
     def configure(self, cfg: EdgeConfig) -> None:
         """Typed `configure` (the record path; slow, used by parity tests)."""
-        record = _Record(**{k.replace("_", "-"): v for k, v in cfg.__dict__.items()})
+        record = {name.replace("_", "-"): value for name, value in cfg.__dict__.items()}
         result = self._call("configure", _Attrs(record))
-        if result is not None and getattr(result, "tag", "ok") == "err":
-            raise EdgeError(*_typed_error(result.payload))
+        # wasmtime-py lifts `result<_, edge-error>` untagged: None, or the error variant.
+        if result is not None:
+            raise EdgeError(*_typed_error(result))
         self.configured = True
 
     def evaluate_typed(self, method: str, path: str, query: str, headers: Iterable[Header]) -> dict[str, Any]:
         """Typed `evaluate`, converted to the encoded outcome shape (parity tests)."""
-        head = _Attrs(_Record(method=method, path=path, query=query, headers=[tuple(h) for h in headers]))
+        head = _Attrs({"method": method, "path": path, "query": query, "headers": [tuple(h) for h in headers]})
         result = self._call("evaluate", head)
         return typed_outcome_to_dict(result)
 
@@ -209,21 +211,17 @@ class WasmInstance:
         ctypes.memmove(self._buf, head, n)
         self._arg_str.size = n
         ctx = self._ctx
-        err = ffi._wasmtime_context_set_fuel(ctx, self._fuel)
+        err = capi._wasmtime_context_set_fuel(ctx, self._fuel)
         if err:
             raise WasmtimeError._from_ptr(err)
         # The argument is borrowed by the C API (const), so our buffer is not freed.
-        err = ffi._wasmtime_component_func_call(self._func_ref, ctx, self._arg, 1, self._result_ref, 1)
+        err = capi._wasmtime_component_func_call(self._func_ref, ctx, self._arg, 1, self._result_ref, 1)
         if err:
             raise WasmtimeError._from_ptr(err)
         res = self._res_str
         out = ctypes.string_at(res.data, res.size)
-        ffi._wasm_byte_vec_delete(self._res_str_ref)
+        capi._wasm_byte_vec_delete(self._res_str_ref)
         return out
-
-
-class _Record(dict):
-    pass
 
 
 class _Attrs:
@@ -246,7 +244,9 @@ def _typed_error(err: Any) -> tuple[str, str]:
 
 
 def typed_outcome_to_dict(result: Any) -> dict[str, Any]:
-    """Map a typed `result<outcome, edge-error>` to the encoded outcome shape."""
+    """Map a typed `result<outcome, edge-error>` to the encoded outcome shape.
+
+    Both cases are variants, so wasmtime-py lifts this result tagged: Variant("ok"|"err", payload)."""
     if getattr(result, "tag", None) == "err":
         kind, message = _typed_error(result.payload)
         return {"error": {"kind": kind, "message": message}}
