@@ -87,7 +87,7 @@ def test_strict_wasm_mode_refuses_to_start(tmp_path):
 @pytest.mark.parametrize("fault, kind", [("panic", "panic"), ("loop", "fuel"), ("alloc", "memory")])
 def test_trap_recovers_with_python_and_a_fresh_instance(faults_component_path, caplog, fault, kind):
     core = WasmCore(WasmComponent.from_file(faults_component_path, memory_bytes=4 * 1024 * 1024), CFG)
-    head = (*HEAD[:3], [*HEAD[3], ("x-mcpgw-fault", fault)])
+    head = ("POST", f"/__mcpgw_fault/{fault}", "", HEAD[3])  # the fault variant's trigger
     expected = PythonCore()
     expected.configure(CFG)
     with caplog.at_level(logging.WARNING, logger="mcpgw.edge"):
@@ -124,8 +124,11 @@ def test_gateway_process_in_strict_wasm_mode_exits_with_the_reason(tmp_path):
 def test_gateway_serves_through_traps_and_reports_them(faults_component_path):
     gw = Gateway({"MCPGW_EDGE": "wasm", "MCPGW_EDGE_COMPONENT": str(faults_component_path)}).wait_ready()
     try:
-        h = {"accept": "application/json, text/event-stream", "content-type": "application/json",
-             "x-mcpgw-fault": "panic"}
+        # The fault variant traps on this path; the Python edge then serves the
+        # request (a 404: no such route), and the next request runs in wasm again.
+        r = httpx.get(gw.url + "/__mcpgw_fault/panic")
+        assert r.status_code == 404
+        h = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
         body = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
                 "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
         r = httpx.post(gw.url + "/mcp", json=body, headers=h)

@@ -65,7 +65,9 @@ _INTERESTING_NAMES = (
         "access-control-request-headers",
 )
 _INTERESTING = frozenset(_INTERESTING_NAMES)
-_INTERESTING_BYTES = {name.encode(): name for name in _INTERESTING_NAMES}
+# Public: the wasm host passes the component only these (contract section 1).
+CONTRACT_HEADERS = {name.encode(): name for name in _INTERESTING_NAMES}
+_INTERESTING_BYTES = CONTRACT_HEADERS
 _MEMO_LIMIT = 4096  # per memo table; cleared when full (bounded memory under hostile input)
 
 

@@ -32,7 +32,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import Component, Linker
 
 from .contract import CONTRACT_VERSION, EdgeConfig, EdgeError, Header, encode_head
-from .python_core import PythonCore
+from .python_core import CONTRACT_HEADERS, PythonCore
 
 log = logging.getLogger("mcpgw.edge")
 
@@ -154,19 +154,23 @@ class WasmInstance:
         self.funcs = funcs
         self.configured = False
 
-        # Fast-path state, built once: the raw function handle, the store
-        # context, one string argument slot and one result slot.
+        # Fast-path state, built once: raw addresses of the function handle,
+        # the store context, one string argument slot and one result slot.
         self._ctx = store._context()
-        self._func_ref = ctypes.byref(funcs["evaluate-encoded"]._func)
-        self._arg = (ffi.wasmtime_component_val_t * 1)()
-        self._arg[0].kind = ffi.WASMTIME_COMPONENT_STRING
-        self._arg_str = self._arg[0].of.string
-        self._buf = ctypes.create_string_buffer(4096)
-        self._arg_str.data = ctypes.cast(self._buf, ctypes.POINTER(ffi.wasm_byte_t))
-        self._result = ffi.wasmtime_component_val_t()
-        self._result_ref = ctypes.byref(self._result)
-        self._res_str = self._result.of.string
-        self._res_str_ref = ctypes.byref(self._res_str)
+        self._func = funcs["evaluate-encoded"]._func
+        self._arg = _StrVal()
+        self._arg.kind = _STRING
+        self._result = _StrOut()
+        self._call_args = (
+            ctypes.addressof(self._func),
+            ctypes.cast(self._ctx, ctypes.c_void_p).value,
+            ctypes.addressof(self._arg),
+            1,
+            ctypes.addressof(self._result),
+            1,
+        )
+        self._ctx_addr = self._call_args[1]
+        self._result_vec = ctypes.addressof(self._result) + _StrOut.size.offset
 
     # --- slow, generic calls (start-up, tests) -------------------------------
 
@@ -204,24 +208,73 @@ class WasmInstance:
 
     def evaluate_encoded(self, head: bytes) -> bytes:
         """One encoded head in, one encoded outcome out. Raises WasmtimeError on a trap."""
-        n = len(head)
-        if n > len(self._buf):
-            self._buf = ctypes.create_string_buffer(max(n, 2 * len(self._buf)))
-            self._arg_str.data = ctypes.cast(self._buf, ctypes.POINTER(ffi.wasm_byte_t))
-        ctypes.memmove(self._buf, head, n)
-        self._arg_str.size = n
-        ctx = self._ctx
-        err = capi._wasmtime_context_set_fuel(ctx, self._fuel)
+        arg = self._arg
+        arg.size = len(head)
+        arg.data = head  # borrowed, not copied: the C API takes arguments as const
+        err = _set_fuel(self._ctx_addr, self._fuel)
         if err:
-            raise WasmtimeError._from_ptr(err)
-        # The argument is borrowed by the C API (const), so our buffer is not freed.
-        err = capi._wasmtime_component_func_call(self._func_ref, ctx, self._arg, 1, self._result_ref, 1)
+            raise WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(capi.wasmtime_error_t)))
+        err = _func_call(*self._call_args)
+        arg.data = None
         if err:
-            raise WasmtimeError._from_ptr(err)
-        res = self._res_str
+            raise WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(capi.wasmtime_error_t)))
+        res = self._result
+        if res.kind != _STRING:
+            raise WasmtimeError("evaluate-encoded returned a non-string value")
         out = ctypes.string_at(res.data, res.size)
-        capi._wasm_byte_vec_delete(self._res_str_ref)
+        _byte_vec_delete(self._result_vec)
         return out
+
+
+class _StrVal(ctypes.Structure):
+    """`wasmtime_component_val_t` holding a string, with the byte pointer typed
+    so that a Python bytes object can be assigned without a copy."""
+
+    _fields_ = [
+        ("kind", ctypes.c_uint8),
+        ("size", ctypes.c_size_t),
+        ("data", ctypes.c_char_p),
+        ("_pad", ctypes.c_uint64),
+    ]
+
+
+class _StrOut(ctypes.Structure):
+    """The result slot: the same layout, the byte pointer as a plain address
+    (reading a c_char_p field would copy up to the first NUL)."""
+
+    _fields_ = [
+        ("kind", ctypes.c_uint8),
+        ("size", ctypes.c_size_t),
+        ("data", ctypes.c_void_p),
+        ("_pad", ctypes.c_uint64),
+    ]
+
+
+def _prototype(name: str, restype: Any, *argtypes: Any) -> Any:
+    """Our own prototype for a C API function: integer addresses in, no per-call
+    type checks (the shared wasmtime-py prototype stays untouched)."""
+    address = ctypes.cast(getattr(capi.dll, name), ctypes.c_void_p).value
+    return ctypes.CFUNCTYPE(restype, *argtypes)(address)
+
+
+def _check_layout() -> None:
+    # The fast path relies on this layout; refuse to start on a wasmtime that differs.
+    val = ffi.wasmtime_component_val_t
+    if not all(
+        ctypes.sizeof(t) == ctypes.sizeof(val)
+        and t.size.offset == val.of.offset + ffi.wasm_byte_vec_t.size.offset
+        and t.data.offset == val.of.offset + ffi.wasm_byte_vec_t.data.offset
+        for t in (_StrVal, _StrOut)
+    ):
+        raise ComponentLoadError("host-incompatible", "wasmtime's component value layout changed")
+
+
+_check_layout()
+_STRING = ffi.WASMTIME_COMPONENT_STRING.value
+_VP = ctypes.c_void_p
+_func_call = _prototype("wasmtime_component_func_call", _VP, _VP, _VP, _VP, ctypes.c_size_t, _VP, ctypes.c_size_t)
+_set_fuel = _prototype("wasmtime_context_set_fuel", _VP, _VP, ctypes.c_uint64)
+_byte_vec_delete = _prototype("wasm_byte_vec_delete", None, _VP)
 
 
 class _Attrs:
@@ -298,10 +351,12 @@ class WasmCore:
     def evaluate_raw(
         self, method: str, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]
     ) -> dict[str, Any]:
-        """The ASGI hot path: header bytes as received, decoded as latin-1 for the component."""
+        """The ASGI hot path: header bytes as received. Only the headers the contract
+        reads cross into the sandbox (never Authorization or Cookie), decoded as latin-1."""
         path = raw_path.decode("latin-1")
         qs = query.decode("latin-1")
-        pairs = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+        wanted = CONTRACT_HEADERS
+        pairs = [(wanted[key], v.decode("latin-1")) for n, v in headers if (key := n.lower()) in wanted]
         return self._evaluate(orjson.dumps([method, path, qs, pairs]), method, path, qs, pairs)
 
     def _evaluate(self, head: bytes, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:

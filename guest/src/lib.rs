@@ -1,0 +1,35 @@
+//! mcpgw transport edge: the rules of docs/edge-contract.md in plain Rust
+//! modules, exported as the WIT world `transport-core` by `bindings` (only
+//! when compiled for wasm, so the rules test natively).
+//!
+//! The component is `no_std` + `alloc`: std's runtime (WASI start-up,
+//! stdio, the panic hook and its formatting) tripled the component's size
+//! for nothing the edge uses. Native builds (tests) keep std.
+
+#![cfg_attr(target_arch = "wasm32", no_std)]
+
+extern crate alloc;
+
+pub mod accept;
+pub mod config;
+pub mod encoded;
+pub mod evaluate;
+pub mod headers;
+pub mod path;
+pub mod text;
+
+#[cfg(target_arch = "wasm32")]
+mod bindings;
+
+pub use config::{Config, ConfigInput, EdgeError};
+pub use evaluate::{evaluate, Context, Outcome, Preflight};
+pub use headers::Headers;
+
+/// Version of this component build.
+pub const COMPONENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Version of the contract it implements (the WIT package version).
+#[cfg(not(feature = "contract-2"))]
+pub const CONTRACT_VERSION: &str = "1.0.0";
+/// Test-only variant: a contract version a 1.x host must refuse.
+#[cfg(feature = "contract-2")]
+pub const CONTRACT_VERSION: &str = "2.0.0";
