@@ -95,7 +95,8 @@ bench-edge: build
 
 fuzz: build
 	cd host-python && MCPGW_FUZZ_EXAMPLES=20000 ../$(PY) -m pytest -q tests/test_differential.py
-	MCPGW_COMPONENT=$(abspath $(WASM_OUT)) MCPGW_FUZZ_CASES=20000 cargo test --locked --release -p native-host
+	MCPGW_COMPONENT=$(abspath $(WASM_OUT)) MCPGW_FUZZ_CASES=20000 cargo test --locked -p native-host --test differential
+	PROPTEST_CASES=20000 cargo test --locked -p transport-core --test properties
 
 clean:
 	rm -rf $(BUILD) target $(PKG_EDGE)/wasm/*.wasm $(PKG_EDGE)/vectors

@@ -40,7 +40,7 @@ class Settings:
     port: int = 4444
     edge: str = "auto"
     edge_component: str = ""
-    edge_fuel: int = 20_000_000
+    edge_fuel: int = 5_000_000
     edge_memory_mb: int = 16
     allowed_origins: tuple[str, ...] = LOOPBACK_ORIGINS
     allowed_hosts: tuple[str, ...] = ()
@@ -115,7 +115,7 @@ HELP = {
     "port": "port to listen on",
     "edge": "edge backend: auto (component if it loads and passes its self-test, else python with a warning), wasm (component or refuse to start), python",
     "edge_component": "path of the transport_core.wasm to load (default: the one shipped in the package)",
-    "edge_fuel": "fuel (roughly wasm instructions) per edge call before it traps",
+    "edge_fuel": "fuel (roughly wasm instructions) per edge call, plus 400 per byte of request head, before it traps",
     "edge_memory_mb": "memory limit per edge component instance, MiB",
     "allowed_origins": "comma-separated allowed Origins: exact (https://app.example.com), port wildcard (http://localhost:*), null, or *",
     "allowed_hosts": "comma-separated allowed Host names (name or name:port, * for any); default: loopback names on a loopback bind, else any",

@@ -138,3 +138,17 @@ def test_gateway_serves_through_traps_and_reports_them(faults_component_path):
         assert "failed (panic)" in gw.log()
     finally:
         gw.stop()
+
+
+def test_wasmtime_not_importable(monkeypatch, caplog, component_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mcpgw.edge.wasm_core", None)  # import now raises ImportError
+    _fallback(caplog, component_path, "wasmtime-unavailable")
+
+
+def test_wasmtime_abi_the_fast_path_does_not_know(monkeypatch, caplog, component_path):
+    from mcpgw.edge import wasm_core
+
+    monkeypatch.setattr(wasm_core, "_fast_path_problem", lambda: "layout differs")
+    _fallback(caplog, component_path, "host-incompatible")

@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .contract import EdgeConfig
 from .python_core import PythonCore
 from .vectors import PACKAGED_DIR, load_cases, self_test
-from .wasm_core import ComponentLoadError, WasmComponent, WasmCore
+
+if TYPE_CHECKING:
+    from .wasm_core import WasmCore
 
 log = logging.getLogger("mcpgw.edge")
 
@@ -59,8 +61,9 @@ class Edge:
             report["component"] = s.component
         if s.fallback_reason:
             report["fallback_reason"] = s.fallback_reason
-        if isinstance(self.backend, WasmCore):
-            report["traps"] = {"total": self.backend.traps.total, **dict(self.backend.traps.by_kind or {})}
+        traps = getattr(self.backend, "traps", None)
+        if traps is not None:
+            report["traps"] = {"total": traps.total, **traps.by_kind}
         return report
 
 
@@ -83,6 +86,11 @@ def load_edge(
     path = Path(component_path) if component_path else PACKAGED_COMPONENT
     limits = {k: v for k, v in (("fuel", fuel), ("memory_bytes", memory_bytes)) if v is not None}
     try:
+        # Imported here: without a working wasmtime the Python edge must still start.
+        from .wasm_core import ComponentLoadError, WasmComponent, WasmCore
+    except ImportError as exc:
+        return _unusable(mode, config, f"wasmtime-unavailable: {exc}")
+    try:
         component = WasmComponent.from_file(path, **limits)
         cases = load_cases(Path(vectors_dir) if vectors_dir else PACKAGED_DIR)
         probe = component.instantiate()
@@ -90,21 +98,12 @@ def load_edge(
         if not report.passed:
             raise ComponentLoadError("self-test-failed", report.summary())
         core = WasmCore(component, config)
-    except (ComponentLoadError, OSError, ValueError, KeyError) as exc:
-        reason = exc.reason if isinstance(exc, ComponentLoadError) else "self-test-failed"
-        detail = exc.detail if isinstance(exc, ComponentLoadError) else str(exc)
-        why = f"{reason}: {detail}"
-        if mode == "wasm":
-            log.error("edge backend: MCPGW_EDGE=wasm but the component cannot serve (%s)", why)
-            raise EdgeStartupError(f"MCPGW_EDGE=wasm but the component cannot serve: {why}") from None
-        log.warning("edge backend: python (FALLBACK: Rust component unusable: %s)", why)
-        return _python_edge(mode, config, f"fallback: {why}", why)
+    except ComponentLoadError as exc:
+        return _unusable(mode, config, f"{exc.reason}: {exc.detail}")
+    except (OSError, ValueError, KeyError) as exc:  # unreadable or malformed vectors
+        return _unusable(mode, config, f"self-test-failed: {type(exc).__name__}: {exc}")
     except Exception as exc:  # wasmtime errors we did not classify: same rule, never silent
-        why = f"error: {type(exc).__name__}: {exc}"
-        if mode == "wasm":
-            raise EdgeStartupError(f"MCPGW_EDGE=wasm but the component cannot serve: {why}") from exc
-        log.warning("edge backend: python (FALLBACK: Rust component unusable: %s)", why)
-        return _python_edge(mode, config, f"fallback: {why}", why)
+        return _unusable(mode, config, f"error: {type(exc).__name__}: {exc}")
 
     info = {
         "version": component.version["component"],
@@ -119,6 +118,15 @@ def load_edge(
         info["version"], info["contract"], component.sha256, path, report.summary(),
     )
     return Edge(core, EdgeStatus(mode, "wasm", f"MCPGW_EDGE={mode}: component loaded, self-test passed", info))
+
+
+def _unusable(mode: str, config: EdgeConfig, why: str) -> Edge:
+    """The component cannot serve: refuse to start (wasm) or fall back loudly (auto)."""
+    if mode == "wasm":
+        log.error("edge backend: MCPGW_EDGE=wasm but the component cannot serve (%s)", why)
+        raise EdgeStartupError(f"MCPGW_EDGE=wasm but the component cannot serve: {why}")
+    log.warning("edge backend: python (FALLBACK: Rust component unusable: %s)", why)
+    return _python_edge(mode, config, f"fallback: {why}", why)
 
 
 def _python_edge(mode: str, config: EdgeConfig, reason: str, fallback: str | None) -> Edge:

@@ -21,7 +21,7 @@ import hashlib
 import logging
 import threading
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -36,7 +36,11 @@ from .python_core import CONTRACT_HEADERS, PythonCore
 
 log = logging.getLogger("mcpgw.edge")
 
-DEFAULT_FUEL = 20_000_000  # instructions-ish per call; a 12-header head needs well under 1%
+# Fuel per call is linear in the head: the rules are linear (measured at 5-200
+# instructions per input byte, JSON included), so a legal large head never runs
+# out, while a loop or a superlinear bug still traps. A 12-header head uses ~60k.
+DEFAULT_FUEL = 5_000_000
+FUEL_PER_BYTE = 400
 DEFAULT_MEMORY_BYTES = 16 * 1024 * 1024
 
 _EXPORT_INTERFACE = "mcpgw:edge/transport@1.0.0"
@@ -66,6 +70,12 @@ def classify_trap(message: str) -> str:
     return "other"
 
 
+def _cause_line(cause: Any) -> str:
+    """The informative line of a wasmtime error (the last one: 'wasm trap: ...')."""
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return lines[-1] if lines else repr(cause)
+
+
 def contract_compatible(offered: str, spoken: str = CONTRACT_VERSION) -> bool:
     """Same major version, and at least the minor version the host speaks."""
     try:
@@ -81,6 +91,9 @@ class WasmComponent:
 
     def __init__(self, wasm: bytes, *, fuel: int = DEFAULT_FUEL, memory_bytes: int = DEFAULT_MEMORY_BYTES,
                  source: str = "<bytes>"):
+        problem = _fast_path_problem()
+        if problem:
+            raise ComponentLoadError("host-incompatible", problem)
         self.source = source
         self.sha256 = hashlib.sha256(wasm).hexdigest()
         self.size = len(wasm)
@@ -211,7 +224,7 @@ class WasmInstance:
         arg = self._arg
         arg.size = len(head)
         arg.data = head  # borrowed, not copied: the C API takes arguments as const
-        err = _set_fuel(self._ctx_addr, self._fuel)
+        err = _set_fuel(self._ctx_addr, self._fuel + FUEL_PER_BYTE * len(head))
         if err:
             raise WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(capi.wasmtime_error_t)))
         err = _func_call(*self._call_args)
@@ -257,8 +270,11 @@ def _prototype(name: str, restype: Any, *argtypes: Any) -> Any:
     return ctypes.CFUNCTYPE(restype, *argtypes)(address)
 
 
-def _check_layout() -> None:
-    # The fast path relies on this layout; refuse to start on a wasmtime that differs.
+def _fast_path_problem() -> str | None:
+    """Why the fast path cannot run on this wasmtime build, or None.
+
+    Checked when a component loads, not at import: a mismatch must end in a
+    visible fallback to Python, never in a gateway that cannot start."""
     val = ffi.wasmtime_component_val_t
     if not all(
         ctypes.sizeof(t) == ctypes.sizeof(val)
@@ -266,15 +282,20 @@ def _check_layout() -> None:
         and t.data.offset == val.of.offset + ffi.wasm_byte_vec_t.data.offset
         for t in (_StrVal, _StrOut)
     ):
-        raise ComponentLoadError("host-incompatible", "wasmtime's component value layout changed")
+        return "wasmtime's component value layout differs from the one the fast path was written for"
+    if _func_call is None:
+        return "wasmtime's C API lacks the functions the fast path calls"
+    return None
 
 
-_check_layout()
 _STRING = ffi.WASMTIME_COMPONENT_STRING.value
 _VP = ctypes.c_void_p
-_func_call = _prototype("wasmtime_component_func_call", _VP, _VP, _VP, _VP, ctypes.c_size_t, _VP, ctypes.c_size_t)
-_set_fuel = _prototype("wasmtime_context_set_fuel", _VP, _VP, ctypes.c_uint64)
-_byte_vec_delete = _prototype("wasm_byte_vec_delete", None, _VP)
+try:
+    _func_call = _prototype("wasmtime_component_func_call", _VP, _VP, _VP, _VP, ctypes.c_size_t, _VP, ctypes.c_size_t)
+    _set_fuel = _prototype("wasmtime_context_set_fuel", _VP, _VP, ctypes.c_uint64)
+    _byte_vec_delete = _prototype("wasm_byte_vec_delete", None, _VP)
+except AttributeError:  # a symbol is missing: reported by _fast_path_problem()
+    _func_call = _set_fuel = _byte_vec_delete = None
 
 
 class _Attrs:
@@ -315,10 +336,7 @@ def typed_outcome_to_dict(result: Any) -> dict[str, Any]:
 @dataclass
 class TrapCounts:
     total: int = 0
-    by_kind: Counter[str] | None = None
-
-    def __post_init__(self) -> None:
-        self.by_kind = Counter()
+    by_kind: Counter[str] = field(default_factory=Counter)
 
 
 class WasmCore:
@@ -375,9 +393,9 @@ class WasmCore:
         kind = classify_trap(str(cause)) if isinstance(cause, WasmtimeError) else "error"
         with self._lock:
             self.traps.total += 1
-            self.traps.by_kind[kind] += 1  # type: ignore[index]
+            self.traps.by_kind[kind] += 1
         log.warning(
             "edge component %s failed (%s): %s; request served by the Python fallback",
-            self.component.version.get("component"), kind, str(cause).splitlines()[0] if str(cause) else cause,
+            self.component.version.get("component"), kind, _cause_line(cause),
         )
         return self._fallback.evaluate(method, path, query, headers)
