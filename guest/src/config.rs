@@ -309,31 +309,10 @@ pub(crate) mod tests {
         items.iter().map(|s| s.to_string()).collect()
     }
 
-    /// The documented defaults with a loopback bind (tests/vectors/base-config.json).
+    /// The documented defaults with a loopback bind: the base every vector starts from.
     pub fn base() -> ConfigInput {
-        ConfigInput {
-            allowed_origins: strings(&[
-                "http://localhost:*",
-                "http://127.0.0.1:*",
-                "http://[::1]:*",
-            ]),
-            allowed_hosts: strings(&["localhost", "127.0.0.1", "[::1]"]),
-            allow_credentials: false,
-            allowed_headers: strings(&[
-                "content-type",
-                "accept",
-                "authorization",
-                "mcp-session-id",
-                "mcp-protocol-version",
-                "last-event-id",
-                "mcp-method",
-                "mcp-name",
-            ]),
-            max_age: 600,
-            supported_versions: strings(&["2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"]),
-            default_version: "2025-03-26".into(),
-            path_prefix: String::new(),
-        }
+        crate::encoded::config_from_json(include_str!("../../tests/vectors/base-config.json"))
+            .expect("tests/vectors/base-config.json is a valid config")
     }
 
     fn with(f: impl FnOnce(&mut ConfigInput)) -> Result<Config, EdgeError> {
