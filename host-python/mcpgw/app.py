@@ -29,7 +29,7 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
             fuel=settings.edge_fuel,
             memory_bytes=settings.edge_memory_mb * 1024 * 1024,
         )
-    sessions = SessionStore()
+    sessions = SessionStore(max_sessions=settings.max_sessions)
     mcp = StreamableHTTP(Dispatcher(), sessions, settings.max_body_bytes)
 
     async def health(request: Request) -> JSONResponse:
@@ -48,4 +48,4 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
     ])
     app.state.edge = edge
     app.state.sessions = sessions
-    return EdgeMiddleware(app, edge)
+    return EdgeMiddleware(app, edge, max_head_bytes=settings.max_head_bytes)

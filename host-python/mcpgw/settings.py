@@ -48,6 +48,8 @@ class Settings:
     cors_max_age: int = 600
     path_prefix: str = ""
     max_body_bytes: int = 4 * 1024 * 1024
+    max_head_bytes: int = 64 * 1024
+    max_sessions: int = 10_000
     log_level: str = "info"
 
     @classmethod
@@ -123,5 +125,7 @@ HELP = {
     "cors_max_age": "Access-Control-Max-Age of preflight answers, seconds",
     "path_prefix": "prefix all routes live under, e.g. /gateway",
     "max_body_bytes": "largest request body accepted (413 beyond)",
+    "max_head_bytes": "largest request head (path, query, header names and values) accepted (431 beyond)",
+    "max_sessions": "most live sessions; initialize gets 503 beyond",
     "log_level": "log level: debug, info, warning, error",
 }

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import os
-import socket
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import tempfile
 
 import httpx
 import pytest
@@ -48,22 +50,22 @@ def contract2_component_path() -> Path:
     return require_file(VARIANTS_DIR / "transport_core_contract2.wasm", "run `make variants`")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_BOUND = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
 
 class Gateway:
-    """A real `mcpgw serve` process on loopback."""
+    """A real `mcpgw serve` process on loopback. It binds port 0 and we read the
+    port it got from its log: no window for another process to take it."""
 
     def __init__(self, env: dict[str, str], args: list[str] | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"mcpgw-test-{self.port}.log"
+        self.port = 0
+        self.url = ""
+        fd, name = tempfile.mkstemp(prefix="mcpgw-test-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(name)
         self._log = open(self.log_path, "w+b")
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MCPGW_")}
-        full_env.update({"MCPGW_PORT": str(self.port), "MCPGW_HOST": "127.0.0.1", **env})
+        full_env.update({"MCPGW_PORT": "0", "MCPGW_HOST": "127.0.0.1", **env})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mcpgw.cli", "serve", *(args or [])],
             env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -77,6 +79,13 @@ class Gateway:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
+            if not self.port:
+                bound = _BOUND.search(self.log())
+                if bound is None:
+                    time.sleep(0.05)
+                    continue
+                self.port = int(bound.group(1))
+                self.url = f"http://127.0.0.1:{self.port}"
             try:
                 if httpx.get(self.url + health_path, timeout=1.0).status_code == 200:
                     return self

@@ -99,5 +99,13 @@ def test_disallowed_origin_is_blocked_by_the_browser(browser, page_origin, compo
         result = _initialize_from_page(browser, page_origin, gw.url)
         assert not result["ok"], result
         assert "Failed to fetch" in result["error"]
+        # It was the CORS refusal, not a network error: the gateway is up, refuses
+        # this origin's preflight, and the initialize never reached the app.
+        import httpx
+
+        preflight = httpx.options(gw.url + "/mcp", headers={"origin": page_origin,
+                                                             "access-control-request-method": "POST"})
+        assert preflight.status_code == 403
+        assert httpx.get(gw.url + "/health").json()["sessions"] == 0
     finally:
         gw.stop()

@@ -167,3 +167,29 @@ def test_dns_rebinding_host_is_refused_on_loopback_bind(gateway):
     assert r.status_code == 421
     ok = httpx.get(gateway.url + "/health", headers={"host": "localhost:4444"})
     assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/servers/a%2Fb/mcp", "/servers/" + "a" * 65 + "/mcp", "/servers/%C3%A9/mcp"])
+def test_invalid_server_ids_are_not_found(gateway, path):
+    r = httpx.post(gateway.url + path, json=rpc("initialize", protocolVersion="2025-06-18", capabilities={},
+                                                clientInfo={"name": "t", "version": "0"}), headers=BASE)
+    assert r.status_code == 404 and "mcp-session-id" not in r.headers
+
+
+def test_oversized_request_head_is_refused_with_431(gateway):
+    r = httpx.post(gateway.url + "/mcp", json=rpc("ping"), headers={**BASE, "accept": ",".join(["application/json"] * 5000)})
+    assert r.status_code == 431 and r.json()["error"]["code"] == -32600
+    assert httpx.get(gateway.url + "/health").status_code == 200  # and everyone else is still served
+
+
+def test_stateless_revision_allows_post_only(gateway):
+    for method in ("GET", "DELETE"):
+        r = httpx.request(method, gateway.url + "/mcp", headers={**BASE, "mcp-protocol-version": "2026-07-28"})
+        assert r.status_code == 405 and r.headers["allow"] == "POST"
+
+
+def test_client_info_is_kept_bounded(gateway):
+    r = httpx.post(gateway.url + "/mcp", json=rpc("initialize", protocolVersion="2025-06-18", capabilities={},
+                                                  clientInfo={"name": "n" * 100_000, "version": "1", "x": "y" * 100_000}),
+                   headers=BASE)
+    assert r.status_code == 200

@@ -41,13 +41,11 @@ def test_host_check_follows_the_bind_address():
 def test_serve_flags_mirror_the_environment():
     import httpx
 
-    from conftest import Gateway, free_port
+    from conftest import Gateway
 
-    port = free_port()
-    gw = Gateway({"MCPGW_EDGE": "wasm"},  # the flags below must win over the environment
-                 ["--edge", "python", "--port", str(port), "--allowed-origins", "https://app.example",
+    gw = Gateway({"MCPGW_EDGE": "wasm", "MCPGW_PORT": "1"},  # the flags below must win over the environment
+                 ["--edge", "python", "--port", "0", "--allowed-origins", "https://app.example",
                   "--cors-max-age", "42", "--path-prefix", "/gw"])
-    gw.url = f"http://127.0.0.1:{port}"
     try:
         gw.wait_ready_at("/gw/health")
         assert httpx.get(gw.url + "/gw/health").json()["edge"]["backend"] == "python"
@@ -67,5 +65,21 @@ def test_bad_flag_values_are_refused_before_serving():
     try:
         assert gw.proc.wait(60) == 2
         assert "MCPGW_PORT" in gw.log()
+    finally:
+        gw.stop()
+
+
+def test_session_cap_answers_503():
+    import httpx
+
+    from conftest import Gateway
+
+    gw = Gateway({"MCPGW_EDGE": "python", "MCPGW_MAX_SESSIONS": "2"}).wait_ready()
+    try:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+        h = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+        codes = [httpx.post(gw.url + "/mcp", json=body, headers=h).status_code for _ in range(3)]
+        assert codes == [200, 200, 503]
     finally:
         gw.stop()

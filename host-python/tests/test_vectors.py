@@ -37,6 +37,19 @@ def _python_encoded(case):
     return orjson.loads(core.evaluate_encoded(encode_head(*case.head)))
 
 
+def _python_raw(case):
+    """The ASGI path: bytes as uvicorn delivers them (only for heads latin-1 can carry)."""
+    method, path, query, headers = case.head
+    try:
+        raw = (path.encode("latin-1"), query.encode("latin-1"),
+               [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers])
+    except UnicodeEncodeError:
+        return None
+    core = PythonCore()
+    core.configure(case.edge_config)
+    return core.evaluate_raw(method, *raw)
+
+
 def _wasm_encoded(wasm, case):
     wasm.configure_encoded(orjson.dumps(case.config).decode())
     return orjson.loads(wasm.evaluate_encoded(encode_head(*case.head)))
@@ -55,6 +68,9 @@ def test_vector(case, wasm):
         "wasm-encoded": _wasm_encoded(wasm, case),
         "wasm-typed": _wasm_typed(wasm, case),
     }
+    raw = _python_raw(case)
+    if raw is not None:
+        outcomes["python-raw"] = raw
     for path, got in outcomes.items():
         assert matches(case.expect, got), f"{path}: {case.reason}\nexpected {case.expect}\ngot      {got}"
     reference = outcomes["python-typed"]

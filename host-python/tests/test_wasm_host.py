@@ -38,7 +38,7 @@ def test_each_thread_gets_its_own_instance_and_the_same_answers(component):
 
     def worker():
         try:
-            instances.append(id(core._instance()))
+            instances.append(core._instance())  # the objects, so no id can be reused
             for head in heads * 3:
                 if core.evaluate_raw(*_raw(head)) != python.evaluate(*head):
                     mismatches.append(head)
@@ -51,7 +51,7 @@ def test_each_thread_gets_its_own_instance_and_the_same_answers(component):
     for t in threads:
         t.join()
     assert not errors and not mismatches
-    assert len(set(instances)) == 4
+    assert len({id(i) for i in instances}) == 4
     assert core.traps.total == 0
 
 
@@ -85,3 +85,23 @@ def test_only_contract_headers_enter_the_sandbox(component, monkeypatch):
     assert names == ["origin", "host", "accept"]
     assert "s3cret" not in orjson.dumps(seen[0]).decode()
     assert set(CONTRACT_HEADERS.values()) >= set(names)
+
+
+def test_a_failed_rebuild_backs_off_and_python_serves(component, monkeypatch, caplog):
+    core = WasmCore(component, CFG)
+    python = _python()
+    head = ("POST", "/mcp", "", [("host", "127.0.0.1:4444")])
+    inst = core._instance()
+    monkeypatch.setattr(inst, "evaluate_encoded", lambda head: b"this is not json")
+    calls = []
+
+    def broken_instantiate():
+        calls.append(1)
+        raise RuntimeError("no memory for a new store")
+
+    monkeypatch.setattr(core.component, "instantiate", broken_instantiate)
+    for _ in range(5):  # non-JSON output, then a rebuild that fails, then back-off
+        assert core.evaluate(*head) == python.evaluate(*head)
+    assert core.traps.by_kind["error"] == 1 and core.traps.by_kind["rebuild-failed"] == 1
+    assert len(calls) == 1, "a failing rebuild must not be retried on every request"
+    assert any("cannot build a fresh instance" in r.getMessage() for r in caplog.records)

@@ -2,12 +2,16 @@
 
 - CORS preflights on MCP paths are answered here from the edge's response;
   the application is never called.
-- Everything else gets the normalized context at `scope["mcpgw.edge"]`, the
-  canonical path in `scope["path"]` (so routing sees `/mcp` for `//mcp/`),
-  and the context's CORS headers added to the response start.
+- Everything else gets the normalized context at `scope["mcpgw.edge"]` (in a
+  copy of the scope), the canonical path in `scope["path"]` for known routes
+  (so routing sees `/mcp` for `//mcp/`), and the context's CORS headers added
+  to the response start.
 - Origin and Host verdicts are enforced here for every route, because they
   protect the whole gateway: a denied Origin gets 403 (cross-site requests),
   a denied Host 421 (DNS rebinding on a loopback bind), as the MCP SDK does.
+- A request head larger than `max_head_bytes` gets 431 before the edge sees
+  it: the HTTP parser (httptools) sets no limit of its own, and every byte
+  of head costs edge work.
 """
 from __future__ import annotations
 
@@ -39,10 +43,18 @@ async def send_jsonrpc_error(send: Send, status: int, code: int, message: str,
     await send({"type": "http.response.body", "body": body})
 
 
+def head_size(raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> int:
+    size = len(raw_path) + len(query)
+    for name, value in headers:
+        size += len(name) + len(value)
+    return size
+
+
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, edge: Edge):
+    def __init__(self, app: ASGIApp, edge: Edge, max_head_bytes: int = 65536):
         self.app = app
         self.edge = edge
+        self.max_head_bytes = max_head_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -53,9 +65,15 @@ class EdgeMiddleware:
         raw_path = scope.get("raw_path")
         if raw_path is None:  # optional in ASGI; uvicorn always sends it
             raw_path = scope["path"].encode("utf-8")
-        outcome = self.edge.evaluate_raw(
-            scope.get("method", "GET"), raw_path, scope.get("query_string", b""), scope["headers"]
-        )
+        query = scope.get("query_string", b"")
+        headers = scope["headers"]
+        if head_size(raw_path, query, headers) > self.max_head_bytes:
+            if kind == "http":
+                await send_jsonrpc_error(send, 431, -32600, "Request Header Fields Too Large")
+            else:
+                await send({"type": "websocket.close", "code": 1009})
+            return
+        outcome = self.edge.evaluate_raw(scope.get("method", "GET"), raw_path, query, headers)
 
         preflight = outcome.get("preflight")
         if preflight is not None:
@@ -66,8 +84,13 @@ class EdgeMiddleware:
             return
 
         ctx = outcome["forward"]
+        scope = dict(scope)  # ours to extend; the server's dict stays as it was
         scope[SCOPE_KEY] = ctx
-        scope["path"] = ctx["path"]
+        if ctx["route"] != "other":
+            # The canonical path of a known route is plain ASCII with no escapes
+            # (the edge checked every segment), so it is also the decoded path.
+            # Other paths keep the server's decoded `path`.
+            scope["path"] = ctx["path"]
         cors = _encode_headers(ctx["cors_headers"]) if ctx["cors_headers"] else None
 
         if kind == "http":

@@ -68,7 +68,11 @@ _INTERESTING = frozenset(_INTERESTING_NAMES)
 # Public: the wasm host passes the component only these (contract section 1).
 CONTRACT_HEADERS = {name.encode(): name for name in _INTERESTING_NAMES}
 _INTERESTING_BYTES = CONTRACT_HEADERS
-_MEMO_LIMIT = 4096  # per memo table; cleared when full (bounded memory under hostile input)
+# Memo tables hold at most _MEMO_LIMIT values of at most _MEMO_MAX_LEN characters
+# each (about 1 MB in all, whatever clients send); longer values are computed
+# every time: real clients send short ones.
+_MEMO_LIMIT = 4096
+_MEMO_MAX_LEN = 256
 
 
 # --- section 3: path and route --------------------------------------------
@@ -311,7 +315,9 @@ class _Compiled:
             "path": {}, "origin": {}, "host": {}, "accept": {}, "ctype": {},
         }
 
-    def _remember(self, table: str, key: Any, compute: Any) -> Any:
+    def _remember(self, table: str, key: str, compute: Any) -> Any:
+        if len(key) > _MEMO_MAX_LEN:
+            return compute(key)
         memo = self._memo[table]
         try:
             return memo[key]

@@ -20,6 +20,7 @@ import ctypes
 import hashlib
 import logging
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ log = logging.getLogger("mcpgw.edge")
 # out, while a loop or a superlinear bug still traps. A 12-header head uses ~60k.
 DEFAULT_FUEL = 5_000_000
 FUEL_PER_BYTE = 400
+REBUILD_BACKOFF_S = 5.0
 DEFAULT_MEMORY_BYTES = 16 * 1024 * 1024
 
 _EXPORT_INTERFACE = "mcpgw:edge/transport@1.0.0"
@@ -57,7 +59,11 @@ class ComponentLoadError(Exception):
 
 
 def classify_trap(message: str) -> str:
-    """Bucket a trap message for counting (fuel, deadline, memory, panic, other)."""
+    """Bucket a trap message for counting (fuel, deadline, memory, panic, other).
+
+    A guest that cannot allocate aborts through `unreachable`, so running out of
+    memory inside the guest counts as "panic"; "memory" is an out-of-bounds
+    access or a refused memory growth reported by the engine."""
     text = message.lower()
     if "fuel" in text:
         return "fuel"
@@ -353,13 +359,27 @@ class WasmCore:
         self._fallback.configure(config)
         self.traps = TrapCounts()
         self._lock = threading.Lock()
-        self._instance()  # fail now, not on the first request, if config is refused
+        # Fail now, not on the first request, if the config is refused.
+        first = self.component.instantiate()
+        first.configure_encoded(self._config_json)
+        self._local.inst = first
 
-    def _instance(self) -> WasmInstance:
+    def _instance(self) -> WasmInstance | None:
+        """This thread's instance, built on first use; None while a failed
+        rebuild is backing off (requests are then served by Python)."""
         inst = getattr(self._local, "inst", None)
         if inst is None:
-            inst = self.component.instantiate()
-            inst.configure_encoded(self._config_json)
+            if time.monotonic() < getattr(self._local, "retry_at", 0.0):
+                return None
+            try:
+                inst = self.component.instantiate()
+                inst.configure_encoded(self._config_json)
+            except Exception as exc:
+                self._local.retry_at = time.monotonic() + REBUILD_BACKOFF_S
+                self._count("rebuild-failed")
+                log.error("edge component %s: cannot build a fresh instance (%s); Python serves for %.0f s",
+                          self.component.version.get("component"), _cause_line(exc), REBUILD_BACKOFF_S)
+                return None
             self._local.inst = inst
         return inst
 
@@ -378,9 +398,12 @@ class WasmCore:
         return self._evaluate(orjson.dumps([method, path, qs, pairs]), method, path, qs, pairs)
 
     def _evaluate(self, head: bytes, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
+        inst = self._instance()
+        if inst is None:
+            return self._fallback.evaluate(method, path, query, headers)
         try:
-            out = orjson.loads(self._instance().evaluate_encoded(head))
-        except WasmtimeError as exc:
+            out = orjson.loads(inst.evaluate_encoded(head))
+        except Exception as exc:  # a trap, or output that is not JSON: never a failed request
             return self._recover(exc, method, path, query, headers)
         if "error" in out:
             # Only a host bug can cause this (the head is well-formed and the
@@ -388,12 +411,15 @@ class WasmCore:
             return self._recover(out["error"], method, path, query, headers)
         return out
 
-    def _recover(self, cause: Any, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
-        self._local.inst = None  # a trapped instance is unusable: rebuild on next call
-        kind = classify_trap(str(cause)) if isinstance(cause, WasmtimeError) else "error"
+    def _count(self, kind: str) -> None:
         with self._lock:
             self.traps.total += 1
             self.traps.by_kind[kind] += 1
+
+    def _recover(self, cause: Any, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
+        self._local.inst = None  # a trapped instance is unusable: rebuild on next call
+        kind = classify_trap(str(cause)) if isinstance(cause, WasmtimeError) else "error"
+        self._count(kind)
         log.warning(
             "edge component %s failed (%s): %s; request served by the Python fallback",
             self.component.version.get("component"), kind, _cause_line(cause),

@@ -10,6 +10,7 @@ from .tools import BUILTIN_TOOLS, Tool, ToolArgumentError
 # Revisions an `initialize` may negotiate (2026-07-28 is stateless and has no session).
 SESSIONFUL_REVISIONS = ("2025-03-26", "2025-06-18", "2025-11-25")
 LATEST_SESSIONFUL = SESSIONFUL_REVISIONS[-1]
+STATELESS_REVISION = "2026-07-28"
 
 
 def negotiate(requested: Any) -> str:

@@ -16,13 +16,27 @@ class Session:
     initialized: bool = False
 
 
-class SessionStore:
-    def __init__(self) -> None:
-        self._sessions: dict[str, Session] = {}
+class SessionLimitReached(Exception):
+    pass
 
-    def create(self, revision: str, client_info: dict[str, Any] | None = None) -> Session:
+
+def _short(value: Any) -> str:
+    return value[:128] if isinstance(value, str) else ""
+
+
+class SessionStore:
+    def __init__(self, max_sessions: int = 10_000) -> None:
+        self._sessions: dict[str, Session] = {}
+        self.max_sessions = max_sessions
+
+    def create(self, revision: str, client_info: Any = None) -> Session:
+        if len(self._sessions) >= self.max_sessions:
+            raise SessionLimitReached(f"{self.max_sessions} sessions are live")
+        # Keep what identifies the client, bounded; not whatever else it sent.
+        info = client_info if isinstance(client_info, dict) else {}
+        kept = {"name": _short(info.get("name")), "version": _short(info.get("version"))}
         # token_urlsafe: 256 random bits as visible ASCII, as the spec asks of session ids.
-        session = Session(secrets.token_urlsafe(32), revision, client_info or {})
+        session = Session(secrets.token_urlsafe(32), revision, kept)
         self._sessions[session.id] = session
         return session
 

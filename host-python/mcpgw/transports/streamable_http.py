@@ -12,8 +12,8 @@ import orjson
 
 from ..edge.middleware import SCOPE_KEY, Receive, Scope, Send
 from ..server import jsonrpc
-from ..server.dispatcher import SESSIONFUL_REVISIONS, Dispatcher, negotiate
-from ..server.sessions import SessionStore
+from ..server.dispatcher import SESSIONFUL_REVISIONS, STATELESS_REVISION, Dispatcher, negotiate
+from ..server.sessions import SessionLimitReached, SessionStore
 
 SESSION_NOT_FOUND = -32001  # as the MCP SDK reports an unknown session
 
@@ -73,12 +73,19 @@ class StreamableHTTP:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = scope[SCOPE_KEY]
         try:
+            if ctx["route"] != "mcp":
+                # The router matched a pattern the edge did not accept as an MCP
+                # path (e.g. an invalid server id such as `a%2Fb`).
+                raise HttpError(404, jsonrpc.INVALID_REQUEST, "Not Found")
             if ctx["server_id"] is not None:
                 raise HttpError(404, jsonrpc.INVALID_REQUEST, f"Unknown server: {ctx['server_id']}")
             if ctx["protocol_state"] == "unsupported":
                 raise HttpError(400, jsonrpc.INVALID_REQUEST,
                                 f"Unsupported MCP-Protocol-Version: {ctx['protocol_version']}")
             method = ctx["method"]
+            if ctx["revision"] == STATELESS_REVISION and method != "POST":
+                raise HttpError(405, jsonrpc.INVALID_REQUEST,
+                                f"Method {method} not allowed under {STATELESS_REVISION}", [(b"allow", b"POST")])
             if method == "POST":
                 await self._post(ctx, scope, receive, send)
             elif method == "DELETE":
@@ -123,7 +130,11 @@ class StreamableHTTP:
         if kind == "request" and message["method"] == "initialize":
             params = message.get("params") if isinstance(message.get("params"), dict) else {}
             revision = negotiate(params.get("protocolVersion"))
-            session = self.sessions.create(revision, params.get("clientInfo") or {})
+            try:
+                session = self.sessions.create(revision, params.get("clientInfo"))
+            except SessionLimitReached:
+                raise HttpError(503, jsonrpc.INTERNAL_ERROR, "Too many live sessions; try again later",
+                                [(b"retry-after", b"5")]) from None
             result = jsonrpc.result_response(message["id"], self.dispatcher.initialize_result(revision))
             await send_json(send, 200, result, [(b"mcp-session-id", session.id.encode())])
             return
