@@ -92,6 +92,29 @@ def head(draw):
     return method, path, draw(latin1), headers
 
 
+_CORES: dict[int, object] = {}
+
+
+def _production_cores(component, index):
+    """The backends as the middleware runs them (evaluate_raw: bytes in, contract headers only)."""
+    from mcpgw.edge.wasm_core import WasmCore
+
+    if index not in _CORES:
+        python = PythonCore()
+        python.configure(CONFIGS[index])
+        _CORES[index] = (WasmCore(component, CONFIGS[index]), python)
+    return _CORES[index]
+
+
+def _as_bytes(request_head):
+    method, path, query, headers = request_head
+    try:
+        return method, path.encode("latin-1"), query.encode("latin-1"), [
+            (n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+    except UnicodeEncodeError:
+        return None  # not something an HTTP server can deliver
+
+
 def _pair(component, config):
     python = PythonCore()
     python.configure(config)
@@ -109,6 +132,13 @@ def test_backends_agree_on_generated_heads(component, config_index, request_head
     assert got == expected
     # And the Python fallback's own encoded path says the same.
     assert orjson.loads(python.evaluate_encoded(encode_head(*request_head))) == expected
+    # And so do the production paths: ASGI bytes, only the contract's headers for wasm.
+    raw = _as_bytes(request_head)
+    if raw is not None:
+        wasm_core, python_core = _production_cores(component, config_index)
+        assert wasm_core.evaluate_raw(*raw) == expected
+        assert python_core.evaluate_raw(*raw) == expected
+        assert wasm_core.traps.total == 0
 
 
 @FUZZ
