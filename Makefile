@@ -16,6 +16,8 @@ VECTORS := $(wildcard tests/vectors/*.json)
 VARIANTS_DIR := $(BUILD)/variants
 FAULTS_WASM := $(VARIANTS_DIR)/transport_core_faults.wasm
 CONTRACT2_WASM := $(VARIANTS_DIR)/transport_core_contract2.wasm
+V2_WASM := $(VARIANTS_DIR)/transport_core_v2.wasm
+WRONG_WASM := $(VARIANTS_DIR)/transport_core_wrong.wasm
 
 
 .PHONY: help setup build variants serve test test-python test-rust bench-edge fuzz clean
@@ -58,17 +60,19 @@ $(BUILD)/vectors.stamp: $(VECTORS)
 
 build: setup $(WASM_PKG) $(BUILD)/vectors.stamp
 
-$(FAULTS_WASM): $(BUILD)/rust-target.stamp $(GUEST_SRC)
+# One rule per variant: $(VARIANTS_DIR)/transport_core_<name>.wasm built with the guest feature <feature>.
+define variant
+$(VARIANTS_DIR)/transport_core_$(1).wasm: $(BUILD)/rust-target.stamp $(GUEST_SRC)
 	@mkdir -p $(VARIANTS_DIR)
-	cargo build --locked --release --target $(TARGET) -p transport-core --features fault-injection --target-dir target/variants/faults
-	cp target/variants/faults/$(TARGET)/release/transport_core.wasm $@
+	cargo build --locked --release --target $(TARGET) -p transport-core --features $(2) --target-dir target/variants/$(1)
+	cp target/variants/$(1)/$(TARGET)/release/transport_core.wasm $$@
+endef
+$(eval $(call variant,faults,fault-injection))
+$(eval $(call variant,contract2,contract-2))
+$(eval $(call variant,v2,version-bump))
+$(eval $(call variant,wrong,wrong-answers))
 
-$(CONTRACT2_WASM): $(BUILD)/rust-target.stamp $(GUEST_SRC)
-	@mkdir -p $(VARIANTS_DIR)
-	cargo build --locked --release --target $(TARGET) -p transport-core --features contract-2 --target-dir target/variants/contract2
-	cp target/variants/contract2/$(TARGET)/release/transport_core.wasm $@
-
-variants: $(FAULTS_WASM) $(CONTRACT2_WASM)
+variants: $(FAULTS_WASM) $(CONTRACT2_WASM) $(V2_WASM) $(WRONG_WASM)
 
 # --- run -------------------------------------------------------------------
 serve: build

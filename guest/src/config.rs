@@ -253,6 +253,12 @@ impl Config {
     /// Section 8: does some entry match the origin (ASCII-lowercased for the
     /// comparison only)? A comma (duplicated headers) is never a match.
     pub fn origin_allowed(&self, origin: &str) -> bool {
+        // Test-only variant: a security regression the shipped vectors must
+        // catch, so that hot-swap verification refuses it.
+        #[cfg(feature = "wrong-answers")]
+        if !origin.is_empty() {
+            return true;
+        }
         if origin.contains(',') {
             return false;
         }

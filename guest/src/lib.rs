@@ -26,7 +26,11 @@ pub use evaluate::{evaluate, Context, Outcome, Preflight};
 pub use headers::Headers;
 
 /// Version of this component build.
+#[cfg(not(feature = "version-bump"))]
 pub const COMPONENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Test-only variant: the same rules under another version, for hot-swap tests.
+#[cfg(feature = "version-bump")]
+pub const COMPONENT_VERSION: &str = "1.0.1-test";
 /// Version of the contract it implements (the WIT package version).
 #[cfg(not(feature = "contract-2"))]
 pub const CONTRACT_VERSION: &str = "1.0.0";

@@ -21,14 +21,19 @@ log = logging.getLogger("mcpgw")
 
 def create_app(settings: Settings | None = None, edge: Edge | None = None) -> EdgeMiddleware:
     settings = settings or Settings.from_env()
+    limits = {"fuel": settings.edge_fuel, "memory_bytes": settings.edge_memory_mb * 1024 * 1024}
+    allowed = frozenset(h.lower() for h in settings.edge_allowed_sha256)
     if edge is None:
         edge = load_edge(
-            settings.edge,
-            settings.edge_config(),
-            settings.component_path(),
-            fuel=settings.edge_fuel,
-            memory_bytes=settings.edge_memory_mb * 1024 * 1024,
+            settings.edge, settings.edge_config(), settings.component_path(), allowed_sha256=allowed, **limits
         )
+    registry = None
+    if settings.admin_token or allowed:
+        from .edge.registry import EdgeRegistry  # needs wasmtime; without an admin API there is nothing to swap
+
+        registry = EdgeRegistry(edge, settings.edge_config(), allowed_sha256=allowed,
+                                rollback_traps=settings.edge_rollback_traps,
+                                rollback_window_s=settings.edge_rollback_window_s, **limits)
     sessions = SessionStore(max_sessions=settings.max_sessions)
     mcp = StreamableHTTP(Dispatcher(), sessions, settings.max_body_bytes)
 
@@ -36,16 +41,24 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
         return JSONResponse({
             "status": "ok",
             "version": __version__,
-            "edge": edge.health(),
+            # Admin events (who swapped what) stay behind the admin API.
+            "edge": {**edge.health(), **({"previous": registry.status()["previous"]} if registry else {})},
             "sessions": len(sessions),
         })
 
     prefix = settings.path_prefix
-    app = Starlette(routes=[
+    routes = [
         Route(prefix + "/health", health, methods=["GET"]),
         Route(prefix + "/mcp", mcp),
         Route(prefix + "/servers/{server_id}/mcp", mcp),
-    ])
+    ]
+    if settings.admin_token and registry is not None:
+        from .admin import AdminAPI
+
+        routes += AdminAPI(registry, settings.admin_token, settings.admin_allow_remote).routes(prefix)
+    app = Starlette(routes=routes)
     app.state.edge = edge
+    app.state.registry = registry
     app.state.sessions = sessions
-    return EdgeMiddleware(app, edge, max_head_bytes=settings.max_head_bytes)
+    return EdgeMiddleware(app, edge, max_head_bytes=settings.max_head_bytes,
+                          tag_responses=settings.edge_tag_responses)

@@ -25,7 +25,19 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway (uvicorn, one worker)")
     _flag_parser(serve)
+    core = sub.add_parser("core", help="the running gateway's edge component: status, verify, swap, rollback")
+    core.add_argument("--url", default=None, help="gateway base URL (default http://MCPGW_HOST:MCPGW_PORT)")
+    core.add_argument("--token", default=None, help="admin token (default: env MCPGW_ADMIN_TOKEN)")
+    core_sub = core.add_subparsers(dest="action", required=True)
+    core_sub.add_parser("status", help="active and previous versions, recent swaps")
+    for action, text in (("verify", "check a component without activating it"),
+                         ("swap", "verify a component, then make it the active edge")):
+        p = core_sub.add_parser(action, help=text)
+        p.add_argument("file", help="a transport_core .wasm component")
+    core_sub.add_parser("rollback", help="go back to the previous version")
     args = parser.parse_args(argv)
+    if args.command == "core":
+        return core_command(args)
 
     if args.command == "serve":
         raw = {f.name: getattr(args, f.name) for f in fields(Settings)}
@@ -38,6 +50,46 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
         return serve_forever(settings)
     return 2
+
+
+def core_command(args: argparse.Namespace) -> int:
+    """Talk to a running gateway's admin API; print its JSON answer; non-zero on refusal."""
+    import json
+    import os
+    from pathlib import Path
+
+    import httpx
+
+    settings = Settings.from_env()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    url = (args.url or f"http://{host}:{settings.port}").rstrip("/") + settings.path_prefix + "/admin/edge/"
+    token = args.token or os.environ.get("MCPGW_ADMIN_TOKEN", "")
+    if not token:
+        print("mcpgw core: no admin token (--token or MCPGW_ADMIN_TOKEN)", file=sys.stderr)
+        return 2
+    headers = {"authorization": f"Bearer {token}"}
+    try:
+        if args.action == "status":
+            r = httpx.get(url + "status", headers=headers, timeout=30)
+        elif args.action == "rollback":
+            r = httpx.post(url + "rollback", headers=headers, timeout=30)
+        else:
+            path = Path(args.file)
+            try:
+                wasm = path.read_bytes()
+            except OSError as exc:
+                print(f"mcpgw core: cannot read {path}: {exc}", file=sys.stderr)
+                return 2
+            r = httpx.post(url + args.action, params={"name": path.name}, content=wasm, timeout=120,
+                           headers={**headers, "content-type": "application/wasm"})
+    except httpx.HTTPError as exc:
+        print(f"mcpgw core: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(json.dumps(r.json(), indent=2))
+    except ValueError:
+        print(r.text)
+    return 0 if r.status_code == 200 else 1
 
 
 def _env() -> dict[str, str]:

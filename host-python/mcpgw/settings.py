@@ -51,6 +51,12 @@ class Settings:
     max_head_bytes: int = 64 * 1024
     max_sessions: int = 10_000
     log_level: str = "info"
+    edge_allowed_sha256: tuple[str, ...] = ()
+    edge_rollback_traps: int = 20
+    edge_rollback_window_s: int = 60
+    edge_tag_responses: bool = False
+    admin_token: str = ""
+    admin_allow_remote: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -128,4 +134,10 @@ HELP = {
     "max_head_bytes": "largest request head (path, query, header names and values) accepted (431 beyond)",
     "max_sessions": "most live sessions; initialize gets 503 beyond",
     "log_level": "log level: debug, info, warning, error",
+    "edge_allowed_sha256": "comma-separated sha256 hex digests; when set, only these components load (at start-up and on swap)",
+    "edge_rollback_traps": "a swapped-in component that traps this many times within the window is rolled back automatically",
+    "edge_rollback_window_s": "the window, seconds, for automatic rollback",
+    "edge_tag_responses": "add `mcpgw-edge: <backend/version/sha256 prefix>` to every response (debugging, tests)",
+    "admin_token": "bearer token for the admin API (/admin/edge/...); the admin API is off when unset",
+    "admin_allow_remote": "accept admin API calls from non-loopback addresses",
 }

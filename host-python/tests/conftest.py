@@ -50,6 +50,16 @@ def contract2_component_path() -> Path:
     return require_file(VARIANTS_DIR / "transport_core_contract2.wasm", "run `make variants`")
 
 
+@pytest.fixture(scope="session")
+def v2_component_path() -> Path:
+    return require_file(VARIANTS_DIR / "transport_core_v2.wasm", "run `make variants`")
+
+
+@pytest.fixture(scope="session")
+def wrong_component_path() -> Path:
+    return require_file(VARIANTS_DIR / "transport_core_wrong.wasm", "run `make variants`")
+
+
 _BOUND = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .contract import EdgeConfig
 from .python_core import PythonCore
-from .vectors import PACKAGED_DIR, load_cases, self_test
+from .vectors import PACKAGED_DIR, load_cases
 
 if TYPE_CHECKING:
     from .wasm_core import WasmCore
@@ -50,9 +50,14 @@ class Edge:
     def __init__(self, backend: PythonCore | WasmCore, status: EdgeStatus):
         self.backend = backend
         self.status = status
-        # Bound once: the middleware calls evaluate_raw per request.
-        self.evaluate = backend.evaluate
-        self.evaluate_raw = backend.evaluate_raw
+
+    # The middleware reads `backend` once per request itself (hot swap replaces
+    # it); these are for everyone else.
+    def evaluate(self, *head: Any) -> dict[str, Any]:
+        return self.backend.evaluate(*head)
+
+    def evaluate_raw(self, *head: Any) -> dict[str, Any]:
+        return self.backend.evaluate_raw(*head)
 
     def health(self) -> dict[str, Any]:
         s = self.status
@@ -75,6 +80,7 @@ def load_edge(
     vectors_dir: Path | str | None = None,
     fuel: int | None = None,
     memory_bytes: int | None = None,
+    allowed_sha256: frozenset[str] = frozenset(),
 ) -> Edge:
     if mode not in MODES:
         raise ValueError(f"MCPGW_EDGE must be one of {', '.join(MODES)}, not {mode!r}")
@@ -87,16 +93,14 @@ def load_edge(
     limits = {k: v for k, v in (("fuel", fuel), ("memory_bytes", memory_bytes)) if v is not None}
     try:
         # Imported here: without a working wasmtime the Python edge must still start.
-        from .wasm_core import ComponentLoadError, WasmComponent, WasmCore
+        from .wasm_core import ComponentLoadError, WasmCore, read_component, verify_component
     except ImportError as exc:
         return _unusable(mode, config, f"wasmtime-unavailable: {exc}")
     try:
-        component = WasmComponent.from_file(path, **limits)
         cases = load_cases(Path(vectors_dir) if vectors_dir else PACKAGED_DIR)
-        probe = component.instantiate()
-        report = self_test(_configure_or_error(probe), probe.evaluate_encoded, cases)
-        if not report.passed:
-            raise ComponentLoadError("self-test-failed", report.summary())
+        component, summary = verify_component(
+            read_component(path), str(path), cases, allowed_sha256=allowed_sha256, **limits
+        )
         core = WasmCore(component, config)
     except ComponentLoadError as exc:
         return _unusable(mode, config, f"{exc.reason}: {exc.detail}")
@@ -111,11 +115,11 @@ def load_edge(
         "sha256": component.sha256,
         "path": str(path),
         "size": component.size,
-        "self_test": report.summary(),
+        "self_test": summary,
     }
     log.info(
         "edge backend: wasm (Rust component %s, contract %s, sha256 %s, %s; %s)",
-        info["version"], info["contract"], component.sha256, path, report.summary(),
+        info["version"], info["contract"], component.sha256, path, summary,
     )
     return Edge(core, EdgeStatus(mode, "wasm", f"MCPGW_EDGE={mode}: component loaded, self-test passed", info))
 
@@ -133,19 +137,3 @@ def _python_edge(mode: str, config: EdgeConfig, reason: str, fallback: str | Non
     core = PythonCore()
     core.configure(config)
     return Edge(core, EdgeStatus(mode, "python", reason, fallback_reason=fallback))
-
-
-def _configure_or_error(inst: Any) -> Any:
-    """Adapt WasmInstance.configure_encoded (raises) to the self-test's ''/error-JSON form."""
-    import orjson
-
-    from .contract import EdgeError
-
-    def configure(text: str) -> str:
-        try:
-            inst.configure_encoded(text)
-        except EdgeError as err:
-            return orjson.dumps(err.to_outcome()).decode()
-        return ""
-
-    return configure

@@ -50,11 +50,24 @@ def head_size(raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]])
     return size
 
 
+def _tagging(send: Send, tag: str) -> Send:
+    """Name the edge version that evaluated the request on its response."""
+    value = tag.encode("latin-1")
+
+    async def tagged(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), (b"mcpgw-edge", value)]
+        await send(message)
+
+    return tagged
+
+
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, edge: Edge, max_head_bytes: int = 65536):
+    def __init__(self, app: ASGIApp, edge: Edge, max_head_bytes: int = 65536, tag_responses: bool = False):
         self.app = app
         self.edge = edge
         self.max_head_bytes = max_head_bytes
+        self.tag_responses = tag_responses
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -73,7 +86,10 @@ class EdgeMiddleware:
             else:
                 await send({"type": "websocket.close", "code": 1009})
             return
-        outcome = self.edge.evaluate_raw(scope.get("method", "GET"), raw_path, query, headers)
+        backend = self.edge.backend  # read once: a hot swap may replace it at any time
+        outcome = backend.evaluate_raw(scope.get("method", "GET"), raw_path, query, headers)
+        if self.tag_responses:
+            send = _tagging(send, backend.tag)
 
         preflight = outcome.get("preflight")
         if preflight is not None:

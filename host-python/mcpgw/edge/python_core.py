@@ -408,6 +408,7 @@ class PythonCore:
     """One configured instance of the edge, in Python."""
 
     name = "python"
+    tag = "python"  # names the backend that answered (response tagging, logs)
 
     def __init__(self) -> None:
         self._cfg: _Compiled | None = None

@@ -125,17 +125,56 @@ class WasmComponent:
 
     @classmethod
     def from_file(cls, path: str | Path, **limits: Any) -> "WasmComponent":
-        path = Path(path)
-        try:
-            wasm = path.read_bytes()
-        except FileNotFoundError:
-            raise ComponentLoadError("missing", f"component file {path} does not exist") from None
-        except OSError as exc:
-            raise ComponentLoadError("unreadable", f"cannot read {path}: {exc}") from None
-        return cls(wasm, source=str(path), **limits)
+        return cls(read_component(path), source=str(path), **limits)
 
     def instantiate(self) -> "WasmInstance":
         return WasmInstance(self)
+
+
+def read_component(path: str | Path) -> bytes:
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ComponentLoadError("missing", f"component file {path} does not exist") from None
+    except OSError as exc:
+        raise ComponentLoadError("unreadable", f"cannot read {path}: {exc}") from None
+
+
+def verify_component(
+    wasm: bytes,
+    source: str,
+    cases: list[Any],
+    *,
+    allowed_sha256: frozenset[str] = frozenset(),
+    **limits: Any,
+) -> tuple[WasmComponent, str]:
+    """Every check a component passes before it may serve: sha256 allowlist,
+    compile, exports and contract version, then every vector under the sandbox
+    limits. Returns the compiled component and the self-test summary; raises
+    ComponentLoadError naming the failed check."""
+    from .vectors import self_test
+
+    sha = hashlib.sha256(wasm).hexdigest()
+    if allowed_sha256 and sha not in allowed_sha256:
+        raise ComponentLoadError("not-allowed", f"sha256 {sha} is not in MCPGW_EDGE_ALLOWED_SHA256")
+    component = WasmComponent(wasm, source=source, **limits)
+    probe = component.instantiate()
+
+    def configure(text: str) -> str:
+        try:
+            probe.configure_encoded(text)
+        except EdgeError as err:
+            return orjson.dumps(err.to_outcome()).decode()
+        return ""
+
+    try:
+        report = self_test(configure, probe.evaluate_encoded, cases)
+    except Exception as exc:  # a trap during the self-test fails it
+        raise ComponentLoadError("self-test-failed", f"{type(exc).__name__}: {_cause_line(exc)}") from None
+    if not report.passed:
+        raise ComponentLoadError("self-test-failed", report.summary())
+    return component, report.summary()
 
 
 class WasmInstance:
@@ -352,6 +391,10 @@ class WasmCore:
 
     def __init__(self, component: WasmComponent, config: EdgeConfig):
         self.component = component
+        self.tag = f"wasm/{component.version['component']}/{component.sha256[:12]}"
+        # Called with (self, kind) after each counted failure; the registry
+        # uses it for automatic rollback.
+        self.on_trap: Any = None
         self.config = config
         self._config_json = config.to_json()
         self._local = threading.local()
@@ -415,6 +458,8 @@ class WasmCore:
         with self._lock:
             self.traps.total += 1
             self.traps.by_kind[kind] += 1
+        if self.on_trap is not None:
+            self.on_trap(self, kind)
 
     def _recover(self, cause: Any, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
         self._local.inst = None  # a trapped instance is unusable: rebuild on next call
