@@ -226,3 +226,16 @@ def test_cli_reports_refusals_with_a_non_zero_exit(component_path, wrong_compone
         assert edge["component"]["sha256"] == hashlib.sha256(component_path.read_bytes()).hexdigest()
     finally:
         gw.stop()
+
+
+def test_a_replaced_version_is_dropped_once_nothing_uses_it(component_path, v2_component_path):
+    import gc
+    import weakref
+
+    registry = _registry(component_path)
+    registry.activate(registry.verify_file(v2_component_path), "test")
+    v2 = weakref.ref(registry.edge.backend)
+    registry.edge.evaluate(*HEAD)  # give it a live instance in this thread's pool
+    registry.rollback("test")
+    gc.collect()
+    assert v2() is None, "the rolled-back version (and its instance pool) must not be kept alive"
