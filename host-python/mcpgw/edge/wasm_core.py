@@ -160,16 +160,8 @@ def verify_component(
         raise ComponentLoadError("not-allowed", f"sha256 {sha} is not in MCPGW_EDGE_ALLOWED_SHA256")
     component = WasmComponent(wasm, source=source, **limits)
     probe = component.instantiate()
-
-    def configure(text: str) -> str:
-        try:
-            probe.configure_encoded(text)
-        except EdgeError as err:
-            return orjson.dumps(err.to_outcome()).decode()
-        return ""
-
     try:
-        report = self_test(configure, probe.evaluate_encoded, cases)
+        report = self_test(probe.configure_encoded_text, probe.evaluate_encoded, cases)
     except Exception as exc:  # a trap during the self-test fails it
         raise ComponentLoadError("self-test-failed", f"{type(exc).__name__}: {_cause_line(exc)}") from None
     if not report.passed:
@@ -210,7 +202,6 @@ class WasmInstance:
         self.store = store
         self.instance = instance
         self.funcs = funcs
-        self.configured = False
 
         # Fast-path state, built once: raw addresses of the function handle,
         # the store context, one string argument slot and one result slot.
@@ -240,12 +231,15 @@ class WasmInstance:
         info = self._call("version")
         return {"component": info.component, "contract": info.contract}
 
+    def configure_encoded_text(self, text: str) -> str:
+        """The export as it is: `""` on success, else the JSON-encoded error."""
+        return self._call("configure-encoded", text)
+
     def configure_encoded(self, text: str) -> None:
-        out = self._call("configure-encoded", text)
+        out = self.configure_encoded_text(text)
         if out:
             err = orjson.loads(out)["error"]
             raise EdgeError(err["kind"], err.get("message", ""))
-        self.configured = True
 
     def configure(self, cfg: EdgeConfig) -> None:
         """Typed `configure` (the record path; slow, used by parity tests)."""
@@ -254,7 +248,6 @@ class WasmInstance:
         # wasmtime-py lifts `result<_, edge-error>` untagged: None, or the error variant.
         if result is not None:
             raise EdgeError(*_typed_error(result))
-        self.configured = True
 
     def evaluate_typed(self, method: str, path: str, query: str, headers: Iterable[Header]) -> dict[str, Any]:
         """Typed `evaluate`, converted to the encoded outcome shape (parity tests)."""
