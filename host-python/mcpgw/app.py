@@ -28,12 +28,15 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
             settings.edge, settings.edge_config(), settings.component_path(), allowed_sha256=allowed, **limits
         )
     registry = None
-    if settings.admin_token or allowed:
-        from .edge.registry import EdgeRegistry  # needs wasmtime; without an admin API there is nothing to swap
-
-        registry = EdgeRegistry(edge, settings.edge_config(), allowed_sha256=allowed,
-                                rollback_traps=settings.edge_rollback_traps,
-                                rollback_window_s=settings.edge_rollback_window_s, **limits)
+    if settings.admin_token:  # without the admin API nothing can be swapped in
+        try:
+            from .edge.registry import EdgeRegistry
+        except ImportError as exc:
+            log.error("admin API disabled: hot swap needs wasmtime (%s)", exc)
+        else:
+            registry = EdgeRegistry(edge, settings.edge_config(), allowed_sha256=allowed,
+                                    rollback_traps=settings.edge_rollback_traps,
+                                    rollback_window_s=settings.edge_rollback_window_s, **limits)
     sessions = SessionStore(max_sessions=settings.max_sessions)
     mcp = StreamableHTTP(Dispatcher(), sessions, settings.max_body_bytes)
 
@@ -52,7 +55,7 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
         Route(prefix + "/mcp", mcp),
         Route(prefix + "/servers/{server_id}/mcp", mcp),
     ]
-    if settings.admin_token and registry is not None:
+    if registry is not None:
         from .admin import AdminAPI
 
         routes += AdminAPI(registry, settings.admin_token, settings.admin_allow_remote).routes(prefix)
