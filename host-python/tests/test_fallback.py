@@ -152,3 +152,21 @@ def test_wasmtime_abi_the_fast_path_does_not_know(monkeypatch, caplog, component
 
     monkeypatch.setattr(wasm_core, "_fast_path_problem", lambda: "layout differs")
     _fallback(caplog, component_path, "host-incompatible")
+
+
+def test_trap_warnings_are_rate_limited_but_every_trap_is_counted(faults_component_path, caplog, monkeypatch):
+    from mcpgw.edge import wasm_core
+
+    monkeypatch.setattr(wasm_core, "TRAP_LOG_INTERVAL_S", 3600.0)  # no interval ends by itself in this test
+    core = WasmCore(WasmComponent.from_file(faults_component_path), CFG)
+    head = ("POST", "/__mcpgw_fault/panic", "", HEAD[3])
+    with caplog.at_level(logging.WARNING, logger="mcpgw.edge"):
+        for _ in range(50):
+            core.evaluate(*head)
+        assert core.traps.total == 50
+        warnings = [r.getMessage() for r in caplog.records if "failed (panic)" in r.getMessage()]
+        assert len(warnings) == 1
+        core._log_after = 0.0  # the interval is over: the next failure is logged with the tally
+        core.evaluate(*head)
+    warnings = [r.getMessage() for r in caplog.records if "failed (panic)" in r.getMessage()]
+    assert len(warnings) == 2 and "(49 more failures in the last interval, not logged)" in warnings[1]

@@ -43,6 +43,7 @@ log = logging.getLogger("mcpgw.edge")
 DEFAULT_FUEL = 5_000_000
 FUEL_PER_BYTE = 400
 REBUILD_BACKOFF_S = 5.0
+TRAP_LOG_INTERVAL_S = 1.0
 DEFAULT_MEMORY_BYTES = 16 * 1024 * 1024
 
 _EXPORT_INTERFACE = "mcpgw:edge/transport@1.0.0"
@@ -395,6 +396,8 @@ class WasmCore:
         self._fallback.configure(config)
         self.traps = TrapCounts()
         self._lock = threading.Lock()
+        self._log_after = 0.0
+        self._log_suppressed = 0
         # Fail now, not on the first request, if the config is refused.
         first = self.component.instantiate()
         first.configure_encoded(self._config_json)
@@ -458,8 +461,20 @@ class WasmCore:
         self._local.inst = None  # a trapped instance is unusable: rebuild on next call
         kind = classify_trap(str(cause)) if isinstance(cause, WasmtimeError) else "error"
         self._count(kind)
-        log.warning(
-            "edge component %s failed (%s): %s; request served by the Python fallback",
-            self.component.version.get("component"), kind, _cause_line(cause),
-        )
+        # Every trap is counted; the log gets at most one line a second, so
+        # hostile traffic that trips a guest bug cannot flood it.
+        now = time.monotonic()
+        with self._lock:
+            if now < self._log_after:
+                self._log_suppressed += 1
+                suppressed = -1
+            else:
+                self._log_after = now + TRAP_LOG_INTERVAL_S
+                suppressed, self._log_suppressed = self._log_suppressed, 0
+        if suppressed >= 0:
+            log.warning(
+                "edge component %s failed (%s): %s; request served by the Python fallback%s",
+                self.component.version.get("component"), kind, _cause_line(cause),
+                f" ({suppressed} more failures in the last interval, not logged)" if suppressed else "",
+            )
         return self._fallback.evaluate(method, path, query, headers)
