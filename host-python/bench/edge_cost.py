@@ -11,6 +11,8 @@ import argparse
 import gc
 import time
 
+import orjson
+
 from mcpgw.edge.backend import load_edge
 from mcpgw.edge.contract import EdgeConfig
 
@@ -79,6 +81,25 @@ def main() -> None:
             print(f"{label:28} {name:8} {p50[name]:8.2f} {pct(samples[name], 0.99):8.2f}")
         print(f"{'':28} {'ratio':8} {p50['wasm'] / p50['python']:8.2f}x (wasm p50 / python p50)")
     print("bars (DESIGN.md 7): wasm p50 <= 15 us, python p50 <= 10 us")
+    print_guest_instructions()
+
+
+def print_guest_instructions() -> None:
+    """Wasm instructions the guest executes per head, counted by fuel: the same on
+    any machine under any load, so a change to the guest shows up exactly."""
+    from mcpgw.edge.python_core import CONTRACT_HEADERS
+    from mcpgw.edge.backend import PACKAGED_COMPONENT
+    from mcpgw.edge.wasm_core import WasmComponent
+
+    inst = WasmComponent.from_file(PACKAGED_COMPONENT, fuel=10**9).instantiate()
+    inst.configure_encoded(EdgeConfig().to_json())
+    print("guest work per call (fuel = wasm instructions, deterministic):")
+    for label, (method, raw_path, query, headers) in HEADS.items():
+        pairs = [(CONTRACT_HEADERS[n.lower()], v.decode("latin-1")) for n, v in headers if n.lower() in CONTRACT_HEADERS]
+        head = orjson.dumps([method, raw_path.decode("latin-1"), query.decode("latin-1"), pairs])
+        inst.store.set_fuel(10**9)
+        inst.funcs["evaluate-encoded"](inst.store, head.decode())
+        print(f"  {label:28} {len(head):4} B in  {10**9 - inst.store.get_fuel():>7,} instructions")
 
 
 if __name__ == "__main__":
