@@ -1,6 +1,6 @@
 //! Accept negotiation for JSON and SSE (contract section 6).
 
-use crate::text::{is_token, trim};
+use crate::text::{eq_lower_word, is_token, trim};
 
 /// Splits on `delim` outside quoted strings. A quoted string runs from `"`
 /// to the next unescaped `"` (inside it `\` escapes the next character) or
@@ -25,8 +25,17 @@ impl<'s> Iterator for SplitOutsideQuotes<'s> {
     fn next(&mut self) -> Option<&'s str> {
         let s = self.rest?;
         let bytes = s.as_bytes();
+        // Most values have no quotes: look for the delimiter or a quote
+        // first, and run the quote-aware scan only from a quote on.
+        let mut i = bytes
+            .iter()
+            .position(|&b| b == self.delim || b == b'"')
+            .unwrap_or(bytes.len());
+        if bytes.get(i) == Some(&self.delim) {
+            self.rest = s.get(i + 1..);
+            return s.get(..i);
+        }
         let mut quoted = false;
-        let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
             if quoted {
@@ -74,8 +83,8 @@ fn qvalue(s: &str) -> Option<u16> {
 
 /// How a media range matches a target: 3 exact, 2 `type/*`, 1 `*/*`.
 fn specificity(ty: &str, sub: &str, target_ty: &str, target_sub: &str) -> u8 {
-    if ty.eq_ignore_ascii_case(target_ty) {
-        if sub.eq_ignore_ascii_case(target_sub) {
+    if eq_lower_word(ty, target_ty) {
+        if eq_lower_word(sub, target_sub) {
             3
         } else if sub == "*" {
             2
@@ -120,7 +129,8 @@ impl Best {
 fn element(elem: &str) -> Option<(&str, &str, u16)> {
     let mut parts = split_outside_quotes(elem, b';');
     let range = trim(parts.next()?);
-    let (ty, sub) = range.split_once('/')?;
+    let slash = range.bytes().position(|b| b == b'/')?;
+    let (ty, sub) = (range.get(..slash)?, range.get(slash + 1..)?);
     if !is_token(ty) || !is_token(sub) {
         return None;
     }

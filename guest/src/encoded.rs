@@ -1,8 +1,8 @@
 //! The encoded twin (contract section 14): JSON text in, JSON text out.
 //!
-//! Input is parsed by serde_json straight into borrowed strings (no
-//! `serde_json::Value` tree) and the outcome is written by hand; both are on
-//! the per-request path.
+//! The config is parsed by serde_json straight into borrowed strings (no
+//! `serde_json::Value` tree). The head, read on every request, has its own
+//! small reader, and the outcome is written by hand.
 
 use alloc::borrow::{Cow, ToOwned};
 use alloc::boxed::Box;
@@ -34,9 +34,6 @@ enum Want {
     Bool,
     Number,
     StrList,
-    Pair,
-    Pairs,
-    Head,
     Config,
 }
 
@@ -49,11 +46,8 @@ enum Got<'de> {
     /// `-0` and for floats such as `-0.0`; the text tells them apart.
     NegativeZero,
     StrList(Vec<String>),
-    Pair(Cow<'de, str>, Cow<'de, str>),
-    Pairs(Vec<(Cow<'de, str>, Cow<'de, str>)>),
     // Boxed: `Got` travels by value through every layer of serde, so the
-    // large shapes are kept out of line.
-    Head(Box<Head<'de>>),
+    // large shape is kept out of line.
     Config(Box<RawConfig<'de>>),
     Bad,
 }
@@ -156,60 +150,6 @@ impl<'de> Visitor<'de> for Want {
                     }
                 }
                 Got::StrList(items)
-            }
-            Want::Pair => {
-                let mut texts: [Option<Cow<'de, str>>; 2] = [None, None];
-                let mut count = 0;
-                while let Some(item) = seq.next_element_seed(Want::Text)? {
-                    match (item, texts.get_mut(count)) {
-                        (Got::Text(t), Some(slot)) => *slot = Some(t),
-                        _ => ok = false,
-                    }
-                    count += 1;
-                }
-                match texts {
-                    [Some(name), Some(value)] => Got::Pair(name, value),
-                    _ => Got::Bad,
-                }
-            }
-            Want::Pairs => {
-                // A typical request has a dozen or two headers.
-                let mut pairs = Vec::with_capacity(16);
-                while let Some(item) = seq.next_element_seed(Want::Pair)? {
-                    match item {
-                        Got::Pair(name, value) if ok => pairs.push((name, value)),
-                        _ => ok = false,
-                    }
-                }
-                Got::Pairs(pairs)
-            }
-            Want::Head => {
-                let mut texts: [Option<Cow<'de, str>>; 3] = [None, None, None];
-                let mut headers = None;
-                let mut count = 0;
-                loop {
-                    let want = if count == 3 { Want::Pairs } else { Want::Text };
-                    let Some(item) = seq.next_element_seed(want)? else {
-                        break;
-                    };
-                    match (item, texts.get_mut(count)) {
-                        (Got::Text(t), Some(slot)) => *slot = Some(t),
-                        (Got::Pairs(p), None) if count == 3 => headers = Some(p),
-                        _ => ok = false,
-                    }
-                    count += 1;
-                }
-                match (texts, headers) {
-                    ([Some(method), Some(path), Some(query)], Some(headers)) => {
-                        Got::Head(Box::new(Head {
-                            method,
-                            path,
-                            query,
-                            headers,
-                        }))
-                    }
-                    _ => Got::Bad,
-                }
             }
             Want::Text | Want::Bool | Want::Number | Want::Config => {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
@@ -394,27 +334,188 @@ pub fn configure_encoded(state: &mut Option<Config>, text: &str) -> String {
 
 // ------------------------------------------------------------------ head --
 
-/// The encoded head: `[method, path, query, [[name, value], ...]]`.
+/// The encoded head: `[method, path, query, [[name, value], ...]]`, with
+/// the headers the rules read already looked up.
 pub struct Head<'de> {
     pub method: Cow<'de, str>,
     pub path: Cow<'de, str>,
     pub query: Cow<'de, str>,
-    headers: Vec<(Cow<'de, str>, Cow<'de, str>)>,
+    pub headers: Headers<'de>,
 }
 
-impl Head<'_> {
-    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
-    }
-}
+const HEAD_SHAPE: &str = "head: expected [method, path, query, [[name, value], ...]]";
 
 pub fn head_from_json(text: &str) -> Result<Head<'_>, EdgeError> {
-    match read(text, Want::Head) {
-        Got::Head(head) => Ok(*head),
-        _ => Err(EdgeError::MalformedInput(
-            "head: expected [method, path, query, [[name, value], ...]]".into(),
-        )),
+    let mut headers = Headers::default();
+    let fields = read_head(text, |name, value| headers.add(&name, value));
+    match fields {
+        Some([method, path, query]) => Ok(Head {
+            method,
+            path,
+            query,
+            headers,
+        }),
+        None => Err(EdgeError::MalformedInput(HEAD_SHAPE.into())),
     }
+}
+
+/// A hand-written reader for the one shape a head may have. It accepts and
+/// decodes exactly what serde_json does for that shape (whitespace, escapes,
+/// surrogate pairs, no control characters in strings), at a fraction of the
+/// cost of driving serde's visitors; the tests check it against serde_json.
+struct Reader<'t> {
+    text: &'t str,
+    pos: usize,
+}
+
+impl<'t> Reader<'t> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.pos).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    /// Skips JSON whitespace, then consumes `c` if it comes next.
+    fn eat(&mut self, c: u8) -> bool {
+        self.skip_whitespace();
+        let found = self.peek() == Some(c);
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    /// One string; borrowed unless it has escapes.
+    fn string(&mut self) -> Option<Cow<'t, str>> {
+        if !self.eat(b'"') {
+            return None;
+        }
+        let start = self.pos;
+        // The closing quote, an escape or a (forbidden) control character.
+        self.pos = start + escape_index(self.text.get(start..)?)?;
+        match self.peek()? {
+            b'"' => {
+                let s = self.text.get(start..self.pos)?;
+                self.pos += 1;
+                Some(Cow::Borrowed(s))
+            }
+            b'\\' => self.escaped(start).map(Cow::Owned),
+            _ => None,
+        }
+    }
+
+    /// The rest of a string from its first escape on (`start`: its content).
+    #[cold]
+    fn escaped(&mut self, start: usize) -> Option<String> {
+        let mut out = String::from(self.text.get(start..self.pos)?);
+        loop {
+            let run = self.pos;
+            self.pos = run + escape_index(self.text.get(run..)?)?;
+            // Stopped at an ASCII byte: a char boundary.
+            out.push_str(self.text.get(run..self.pos)?);
+            match self.peek()? {
+                b'"' => {
+                    self.pos += 1;
+                    return Some(out);
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    let c = match self.peek()? {
+                        b'"' => '"',
+                        b'\\' => '\\',
+                        b'/' => '/',
+                        b'b' => '\u{8}',
+                        b'f' => '\u{c}',
+                        b'n' => '\n',
+                        b'r' => '\r',
+                        b't' => '\t',
+                        b'u' => {
+                            self.pos += 1;
+                            out.push(self.unicode()?);
+                            continue;
+                        }
+                        _ => return None,
+                    };
+                    self.pos += 1;
+                    out.push(c);
+                }
+                _ => return None, // a control character
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = self.text.as_bytes().get(self.pos..self.pos + 4)?;
+        self.pos += 4;
+        digits
+            .iter()
+            .try_fold(0u32, |n, &d| Some(n * 16 + char::from(d).to_digit(16)?))
+    }
+
+    /// After `\u`: a code point, or a surrogate pair as `\uD8xx\uDCxx`
+    /// (a lone surrogate is an error, as in serde_json).
+    fn unicode(&mut self) -> Option<char> {
+        let n = self.hex4()?;
+        if !(0xD800..=0xDBFF).contains(&n) {
+            return char::from_u32(n);
+        }
+        if self.peek() != Some(b'\\') {
+            return None;
+        }
+        self.pos += 1;
+        if self.peek() != Some(b'u') {
+            return None;
+        }
+        self.pos += 1;
+        let low = self.hex4()?;
+        if !(0xDC00..=0xDFFF).contains(&low) {
+            return None;
+        }
+        char::from_u32(0x10000 + ((n - 0xD800) << 10) + (low - 0xDC00))
+    }
+}
+
+/// `[method, path, query, [[name, value], ...]]` and nothing else: the
+/// three texts, each header pair passed to `header` as it is read.
+fn read_head<'t>(
+    text: &'t str,
+    mut header: impl FnMut(Cow<'t, str>, Cow<'t, str>),
+) -> Option<[Cow<'t, str>; 3]> {
+    let mut r = Reader { text, pos: 0 };
+    if !r.eat(b'[') {
+        return None;
+    }
+    let method = r.string()?;
+    r.eat(b',').then_some(())?;
+    let path = r.string()?;
+    r.eat(b',').then_some(())?;
+    let query = r.string()?;
+    if !(r.eat(b',') && r.eat(b'[')) {
+        return None;
+    }
+    if !r.eat(b']') {
+        loop {
+            r.eat(b'[').then_some(())?;
+            let name = r.string()?;
+            r.eat(b',').then_some(())?;
+            let value = r.string()?;
+            r.eat(b']').then_some(())?;
+            header(name, value);
+            if r.eat(b']') {
+                break;
+            }
+            r.eat(b',').then_some(())?;
+        }
+    }
+    if !r.eat(b']') {
+        return None;
+    }
+    r.skip_whitespace();
+    (r.pos == text.len()).then_some([method, path, query])
 }
 
 /// `evaluate-encoded`. Without a configuration the answer is
@@ -423,34 +524,62 @@ pub fn evaluate_encoded(cfg: Option<&Config>, text: &str) -> String {
     let Some(cfg) = cfg else {
         return error_json(&EdgeError::NotConfigured);
     };
-    let head = match head_from_json(text) {
-        Ok(head) => head,
-        Err(err) => return error_json(&err),
+    // Written directly: no `EdgeError` (and its message's allocation) on
+    // the path every bad input takes.
+    let Ok(head) = head_from_json(text) else {
+        return error_json_parts("malformed-input", HEAD_SHAPE);
     };
-    let outcome = evaluate(
-        cfg,
-        &head.method,
-        &head.path,
-        Headers::collect(head.headers()),
-    );
+    let outcome = evaluate(cfg, &head.method, &head.path, head.headers);
     outcome_json(&outcome)
 }
 
 // --------------------------------------------------------------- writing --
 
-/// JSON needs `"`, `\\` and the C0 controls escaped; everything else is
-/// copied as UTF-8.
-fn needs_escape(b: u8) -> bool {
-    b < 0x20 || b == b'"' || b == b'\\'
+/// The bytes of `word` that need escaping in JSON (`"`, `\\` and the C0
+/// controls; everything else is copied as UTF-8), as their top bits. Bit tricks
+/// test all eight at once: `(v - n * 0x01..) & !v & 0x80..` flags the bytes
+/// of `v` below `n` (`n` <= 0x80). A borrow can flag more bytes, but only
+/// above a truly flagged one, so the lowest flag is always exact.
+fn escape_mask(word: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    below(word, 0x20) | below(quote, 1) | below(backslash, 1)
+}
+
+/// The index of the first byte of `s` that needs escaping, eight bytes at a
+/// time (per-byte loops dominate the cost of short strings).
+fn escape_index(s: &str) -> Option<usize> {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    loop {
+        let rest = bytes.get(start..).filter(|rest| !rest.is_empty())?;
+        let word = match rest.first_chunk::<8>() {
+            Some(chunk) => *chunk,
+            None => {
+                let mut word = [b'a'; 8]; // the tail, padded with a clean byte
+                word.get_mut(..rest.len())?.copy_from_slice(rest);
+                word
+            }
+        };
+        let mask = escape_mask(u64::from_le_bytes(word));
+        if mask != 0 {
+            return Some(start + (mask.trailing_zeros() / 8) as usize);
+        }
+        start += 8;
+    }
 }
 
 /// Appends `s` as a JSON string literal. Most values have nothing to
 /// escape: the runs between escapes are copied whole.
 fn push_str(out: &mut String, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.reserve(s.len() + 2);
     out.push('"');
     let mut rest = s;
-    while let Some(i) = rest.bytes().position(needs_escape) {
+    while let Some(i) = escape_index(rest) {
         // `i` is the index of an ASCII byte: a char boundary.
         out.push_str(rest.get(..i).unwrap_or_default());
         let b = rest.as_bytes().get(i).copied().unwrap_or_default();
@@ -558,11 +687,15 @@ pub fn outcome_json(outcome: &Outcome<'_>) -> String {
 }
 
 pub fn error_json(err: &EdgeError) -> String {
+    error_json_parts(err.kind(), err.message())
+}
+
+fn error_json_parts(kind: &str, message: &str) -> String {
     let mut out = String::with_capacity(96);
     out.push_str("{\"error\":{\"kind\":\"");
-    out.push_str(err.kind());
+    out.push_str(kind);
     out.push_str("\",\"message\":");
-    push_str(&mut out, err.message());
+    push_str(&mut out, message);
     out.push_str("}}");
     out
 }
@@ -929,6 +1062,128 @@ mod tests {
         let v: Value =
             serde_json::from_str(&evaluate_encoded(Some(&cfg), &head.to_string())).unwrap();
         assert_eq!(v["preflight"]["headers"][2][1], "accept");
+    }
+
+    type Fields = (String, String, String, Vec<(String, String)>);
+
+    fn fields_of(text: &str) -> Option<Fields> {
+        let mut headers = Vec::new();
+        let [m, p, q] = read_head(text, |n, v| headers.push((n.into_owned(), v.into_owned())))?;
+        Some((m.into_owned(), p.into_owned(), q.into_owned(), headers))
+    }
+
+    /// What serde_json makes of `text` as a head.
+    fn serde_fields(text: &str) -> Option<Fields> {
+        let v: Value = serde_json::from_str(text).ok()?;
+        let s = |v: &Value| v.as_str().map(str::to_owned);
+        let [m, p, q, h] = v.as_array()?.as_slice() else {
+            return None;
+        };
+        let headers = h
+            .as_array()?
+            .iter()
+            .map(|pair| match pair.as_array()?.as_slice() {
+                [n, v] => Some((s(n)?, s(v)?)),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some((s(m)?, s(p)?, s(q)?, headers))
+    }
+
+    #[test]
+    fn head_reader_matches_serde_json_examples() {
+        for text in [
+            r#"["a","b","c",[]]"#,
+            " \t\r\n[ \"a\" , \"b\",\"c\" ,[ [\"n\" ,\"v\"] , [\"N\",\"\"] ] ] \n",
+            r#"["\"\\\/\b\f\n\r\t\u0041\u00e9\u20AC\ud83d\ude00","","",[["\u0000",""]]]"#,
+            r#"["\ud83d","","",[]]"#,
+            r#"["\ude00","","",[]]"#,
+            r#"["\ud83d\u0041","","",[]]"#,
+            r#"["\ud83d\n","","",[]]"#,
+            r#"["\ud83d\ud83d\ude00","","",[]]"#,
+            r#"["\u12","","",[]]"#,
+            r#"["\u12g4","","",[]]"#,
+            r#"["\x","","",[]]"#,
+            "[\"\u{1}\",\"\",\"\",[]]",
+            "[\"\u{7f}é😀\",\"\",\"\",[]]",
+            r#"["a","b","c",[],]"#,
+            r#"["a","b","c",[["n","v"],]]"#,
+            r#"["a","b","c",[["n","v"]"#,
+            r#"["a","b","c",[["n","v"]]]]"#,
+            r#"["a","b","c",[[]]]"#,
+            r#"["a","b","c",[["n","v"] ["n","v"]]]"#,
+            "[\"a\",\"b\",\"c\",[]]\u{0}",
+            "[\"a\",\"b\",\"c\",[]]\u{c}",
+            r#"["a","b","c"#,
+            r#"["a"#,
+            "",
+            "[",
+        ] {
+            assert_eq!(fields_of(text), serde_fields(text), "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The head reader agrees with serde_json on any text: fuzzed
+        /// mutations of valid heads and text from JSON's own alphabet.
+        #[test]
+        fn head_reader_matches_serde_json(
+            strings in proptest::collection::vec(
+                "(\\\\(u[dD][89abAB][0-9a-fA-F]{2}\\\\u[dD][c-fC-F][0-9a-fA-F]{2}|u00[0-9a-fA-F]{2}|u[1-9a-cA-CeE][0-9a-fA-F]{3}|[\"\\\\/bfnrt])|[a-z é😀/~\u{7f}]){0,12}",
+                3..8,
+            ),
+            odd in "(\\\\(u[dD][89abAB][0-9a-f]{2}|u[dD][c-fC-F][0-9a-f]{2}|u[0-9a-fA-Fg]{0,4}|[xu\"\\\\])|[\"\u{0}\u{1}\u{1f}a]){1,3}",
+            noise in "[\\[\\]\", \\\\u0-9a-fA-FdD:\t\n\r\u{0}\u{1}é😀x]{0,40}",
+            at in 0usize..200,
+            cut in 0usize..4,
+        ) {
+            let mut quoted: Vec<String> = strings.iter().map(|s| format!("\"{s}\"")).collect();
+            let head = format!(
+                "[{},{},{},[[{},{}],[{},{}]]]",
+                quoted[0], quoted[1], quoted[2], quoted[0], quoted[1], quoted[2], quoted[quoted.len() - 1]
+            );
+            let slot = at % quoted.len();
+            quoted[slot] = format!("\"{}{odd}{}\"", strings[slot], strings[0]);
+            let odd_head = format!(
+                " [ {} , {},{},[ [{},{}] ,[{},{}]]\n]\t",
+                quoted[0], quoted[1], quoted[2], quoted[0], quoted[1], quoted[2], quoted[quoted.len() - 1]
+            );
+            let mut mutated = head.clone();
+            let mut at = at.min(mutated.len());
+            while !mutated.is_char_boundary(at) {
+                at -= 1;
+            }
+            let end = (at + cut).min(mutated.len());
+            if mutated.is_char_boundary(end) {
+                mutated.replace_range(at..end, &noise);
+            }
+            proptest::prop_assert!(fields_of(&head).is_some(), "{:?}", head);
+            for text in [head.as_str(), odd_head.as_str(), mutated.as_str(), noise.as_str()] {
+                proptest::prop_assert_eq!(fields_of(text), serde_fields(text), "{:?}", text);
+            }
+        }
+    }
+
+    #[test]
+    fn escape_index_matches_bytewise() {
+        let alphabet = [
+            'a', '"', '\\', '\u{0}', '\u{1f}', ' ', '\u{7f}', 'é', '\u{80}', '!', '[', ']',
+        ];
+        let mut texts = vec![String::new()];
+        for len in 1..=18 {
+            for seed in 0..200usize {
+                let text: String = (0..len)
+                    .map(|i| alphabet[(seed * 7 + i * i * 3 + seed / (i + 1)) % alphabet.len()])
+                    .collect();
+                texts.push(text);
+            }
+        }
+        for text in texts {
+            let expected = text
+                .bytes()
+                .position(|b| b < 0x20 || b == b'"' || b == b'\\');
+            assert_eq!(escape_index(&text), expected, "{text:?}");
+        }
     }
 
     #[test]

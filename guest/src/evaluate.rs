@@ -9,7 +9,7 @@ use crate::accept::accepts;
 use crate::config::Config;
 use crate::headers::{Headers, Name};
 use crate::path::{route, PathInfo, Route};
-use crate::text::{eq_lower, is_visible_ascii, trim};
+use crate::text::{eq_lower_word, is_visible_ascii, trim};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Presence {
@@ -252,7 +252,7 @@ fn preflight<'a>(
     }
     // Requested names as indices into allowed-headers: every name must be
     // allowed, so the de-duplicated list is never longer than that list.
-    let mut requested: Vec<usize> = Vec::new();
+    let mut requested: Vec<usize> = Vec::with_capacity(cfg.allowed_headers.len());
     for name in headers
         .get(Name::RequestHeaders)
         .unwrap_or_default()
@@ -272,7 +272,8 @@ fn preflight<'a>(
     let allow_headers = if requested.is_empty() {
         Cow::Borrowed(cfg.allowed_headers_joined.as_str())
     } else {
-        let mut joined = String::new();
+        // A subset of the full list, so never longer than its joined text.
+        let mut joined = String::with_capacity(cfg.allowed_headers_joined.len());
         for (i, index) in requested.into_iter().enumerate() {
             if i > 0 {
                 joined.push_str(", ");
@@ -347,7 +348,7 @@ pub fn evaluate<'a>(
         None => ContentKind::Absent,
         Some(v) => {
             let essence = trim(v.split(';').next().unwrap_or_default());
-            if eq_lower(essence, "application/json") {
+            if eq_lower_word(essence, "application/json") {
                 ContentKind::Json
             } else {
                 ContentKind::Other

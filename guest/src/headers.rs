@@ -2,8 +2,9 @@
 //! headers for every name any rule reads.
 
 use alloc::borrow::Cow;
+use alloc::string::String;
 
-use crate::text::trim;
+use crate::text::{eq_lower_word, trim};
 
 /// The headers the rules read, in slot order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +28,7 @@ const SLOTS: usize = 11;
 /// the slot's name. Dispatch on the length first: most headers a request
 /// carries (user-agent, cookie, ...) are rejected by one comparison.
 fn slot(name: &str) -> Option<Name> {
-    let is = |lower: &str| name.eq_ignore_ascii_case(lower);
+    let is = |lower: &str| eq_lower_word(name, lower);
     let found = match name.len() {
         4 if is("host") => Name::Host,
         6 if is("accept") => Name::Accept,
@@ -60,19 +61,27 @@ impl<'a> Headers<'a> {
     {
         let mut out = Headers::default();
         for (name, value) in headers {
-            let Some(name) = slot(name) else { continue };
-            let value = trim(value);
-            let entry = &mut out.values[name as usize];
-            match entry {
-                None => *entry = Some(Cow::Borrowed(value)),
-                Some(joined) => {
-                    let joined = joined.to_mut();
-                    joined.push_str(", ");
-                    joined.push_str(value);
-                }
-            }
+            out.add(name, Cow::Borrowed(value));
         }
         out
+    }
+
+    /// Records one received header (ignored unless a rule reads it).
+    pub fn add(&mut self, name: &str, value: Cow<'a, str>) {
+        let Some(name) = slot(name) else { return };
+        let value = match value {
+            Cow::Borrowed(v) => Cow::Borrowed(trim(v)),
+            Cow::Owned(v) => Cow::Owned(String::from(trim(&v))),
+        };
+        let entry = &mut self.values[name as usize];
+        match entry {
+            None => *entry = Some(value),
+            Some(joined) => {
+                let joined = joined.to_mut();
+                joined.push_str(", ");
+                joined.push_str(&value);
+            }
+        }
     }
 
     pub fn get(&self, name: Name) -> Option<&str> {

@@ -9,11 +9,19 @@ use alloc::string::String;
 
 /// Trim: U+0020 and U+0009 from both ends, nothing else.
 pub fn trim(s: &str) -> &str {
-    s.trim_matches(|c| c == ' ' || c == '\t')
+    // Byte-wise: cutting next to an ASCII byte keeps char boundaries.
+    let bytes = s.as_bytes();
+    let blank = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = bytes.iter().position(|b| !blank(b)).unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !blank(b))
+        .map_or(start, |i| i + 1);
+    s.get(start..end).unwrap_or_default()
 }
 
 /// tchar: `!#$%&'*+-.^_`|~`, ASCII digits and letters.
-pub fn is_tchar(b: u8) -> bool {
+pub const fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
@@ -34,9 +42,20 @@ pub fn is_tchar(b: u8) -> bool {
         )
 }
 
+/// `is_tchar` by byte value: one load per byte instead of a chain of tests.
+const TCHARS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = is_tchar(b as u8);
+        b += 1;
+    }
+    table
+};
+
 /// A token: one or more tchars.
 pub fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(is_tchar)
+    !s.is_empty() && s.bytes().all(|b| TCHARS[usize::from(b)])
 }
 
 /// Visible ASCII: U+0021..U+007E.
@@ -58,6 +77,50 @@ pub fn eq_lower(value: &str, lower: &str) -> bool {
             .bytes()
             .zip(lower.bytes())
             .all(|(v, l)| v.to_ascii_lowercase() == l)
+}
+
+/// Up to eight bytes, zero-padded to eight.
+fn padded(bytes: &[u8]) -> [u8; 8] {
+    let mut word = [0u8; 8];
+    for (w, b) in word.iter_mut().zip(bytes) {
+        *w = *b;
+    }
+    word
+}
+
+/// `eq_lower(name, lower)` eight bytes at a time (byte loops dominate the
+/// cost of short comparisons), for a `lower` made of `a-z` and bytes below
+/// 0x40 only (`-`, `/`, digits ...), such as the names the rules look for.
+/// There a byte is a letter exactly when its 0x40 bit is set, and a byte
+/// `v` matches the letter `l` in either case exactly when `v | 0x20 == l`;
+/// other bytes must be equal.
+pub fn eq_lower_word(name: &str, lower: &str) -> bool {
+    let (mut v, mut l) = (name.as_bytes(), lower.as_bytes());
+    if v.len() != l.len() {
+        return false;
+    }
+    loop {
+        let (vw, lw) = match (v.split_first_chunk::<8>(), l.split_first_chunk::<8>()) {
+            (Some((vc, vr)), Some((lc, lr))) => {
+                (v, l) = (vr, lr);
+                (*vc, *lc)
+            }
+            _ => {
+                // The tail (equal lengths), zero-padded alike.
+                let (vc, lc) = (padded(v), padded(l));
+                (v, l) = (&[], &[]);
+                (vc, lc)
+            }
+        };
+        let (vw, lw) = (u64::from_le_bytes(vw), u64::from_le_bytes(lw));
+        let letters = (lw & 0x4040_4040_4040_4040) >> 1;
+        if vw | letters != lw {
+            return false;
+        }
+        if v.is_empty() {
+            return true;
+        }
+    }
 }
 
 /// `items` joined with `sep` (`[T]::join` links a generic copy routine).
@@ -100,6 +163,13 @@ mod tests {
     }
 
     #[test]
+    fn token_table() {
+        for b in 0..=255u8 {
+            assert_eq!(TCHARS[usize::from(b)], is_tchar(b), "{b}");
+        }
+    }
+
+    #[test]
     fn tokens() {
         assert!(is_token("application"));
         assert!(is_token("!#$%&'*+-.^_`|~09azAZ"));
@@ -125,6 +195,38 @@ mod tests {
         // The Kelvin sign is not an ASCII letter.
         assert!(!eq_lower("\u{212a}", "k"));
         assert!(!eq_lower("É", "é"));
+    }
+
+    #[test]
+    fn eq_lower_word_matches_eq_ignore_ascii_case() {
+        let names = [
+            "host",
+            "accept",
+            "mcp-name",
+            "content-type",
+            "access-control-request-headers",
+            "application/json",
+            "0123456789-./:;<=>?",
+            "",
+        ];
+        for lower in names {
+            for i in 0..lower.len() {
+                for c in (0u8..128).map(char::from).chain(['é', '\u{212a}']) {
+                    for base in [lower.to_string(), lower.to_ascii_uppercase()] {
+                        let mut name: Vec<char> = base.chars().collect();
+                        name[i] = c;
+                        let name: String = name.into_iter().collect();
+                        assert_eq!(
+                            eq_lower_word(&name, lower),
+                            name.eq_ignore_ascii_case(lower),
+                            "{name:?} {lower:?}"
+                        );
+                    }
+                }
+            }
+            assert!(eq_lower_word(lower, lower));
+            assert!(eq_lower_word(&lower.to_ascii_uppercase(), lower));
+        }
     }
 
     #[test]
