@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -72,9 +72,6 @@ class Settings:
                 raise ValueError(f"MCPGW_{f.name.upper()}: {exc}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
-
-    def with_overrides(self, **overrides: Any) -> "Settings":
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     @property
     def loopback_bind(self) -> bool:

@@ -13,7 +13,7 @@ back, are logged at start-up and reported by `/health`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,6 @@ class EdgeStatus:
     reason: str
     component: dict[str, Any] | None = None
     fallback_reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Edge:

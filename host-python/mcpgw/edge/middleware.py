@@ -15,16 +15,11 @@
 """
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-import orjson
-
+from ..asgi import ASGIApp, Receive, Scope, Send, send_empty, send_json
+from ..server.jsonrpc import INVALID_REQUEST, error_response
 from .backend import Edge
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 SCOPE_KEY = "mcpgw.edge"
 
@@ -33,14 +28,8 @@ def _encode_headers(pairs: list[list[str]]) -> list[tuple[bytes, bytes]]:
     return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in pairs]
 
 
-async def send_jsonrpc_error(send: Send, status: int, code: int, message: str,
-                             extra_headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if extra_headers:
-        headers.extend(extra_headers)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+async def _refuse(send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send_json(send, status, error_response(None, INVALID_REQUEST, message), headers)
 
 
 def head_size(raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]) -> int:
@@ -82,7 +71,7 @@ class EdgeMiddleware:
         headers = scope["headers"]
         if head_size(raw_path, query, headers) > self.max_head_bytes:
             if kind == "http":
-                await send_jsonrpc_error(send, 431, -32600, "Request Header Fields Too Large")
+                await _refuse(send, 431, "Request Header Fields Too Large")
             else:
                 await send({"type": "websocket.close", "code": 1009})
             return
@@ -93,10 +82,7 @@ class EdgeMiddleware:
 
         preflight = outcome.get("preflight")
         if preflight is not None:
-            headers = _encode_headers(preflight["headers"])
-            headers.append((b"content-length", b"0"))
-            await send({"type": "http.response.start", "status": preflight["status"], "headers": headers})
-            await send({"type": "http.response.body", "body": b""})
+            await send_empty(send, preflight["status"], _encode_headers(preflight["headers"]))
             return
 
         ctx = outcome["forward"]
@@ -111,10 +97,10 @@ class EdgeMiddleware:
 
         if kind == "http":
             if ctx["host_state"] == "denied":
-                await send_jsonrpc_error(send, 421, -32600, "Invalid Host header", cors)
+                await _refuse(send, 421, "Invalid Host header", cors)
                 return
             if ctx["origin_state"] == "denied":
-                await send_jsonrpc_error(send, 403, -32600, "Origin not allowed", cors)
+                await _refuse(send, 403, "Origin not allowed", cors)
                 return
         elif ctx["host_state"] == "denied" or ctx["origin_state"] == "denied":
             # Cross-site WebSocket hijacking / rebinding: refuse the upgrade.

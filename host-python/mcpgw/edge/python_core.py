@@ -65,9 +65,9 @@ _INTERESTING_NAMES = (
         "access-control-request-headers",
 )
 _INTERESTING = frozenset(_INTERESTING_NAMES)
-# Public: the wasm host passes the component only these (contract section 1).
+# Contract section 1, by header-name bytes: evaluate_raw reads only these, and
+# the wasm host passes the component only these.
 CONTRACT_HEADERS = {name.encode(): name for name in _INTERESTING_NAMES}
-_INTERESTING_BYTES = CONTRACT_HEADERS
 # Memo tables hold at most _MEMO_LIMIT values of at most _MEMO_MAX_LEN characters
 # each (about 1 MB in all, whatever clients send); longer values are computed
 # every time: real clients send short ones.
@@ -149,10 +149,8 @@ def _qvalue(text: str) -> int | None:
     return int(whole) * 1000 + int((frac + "000")[:3])
 
 
-def accept_verdicts(value: str | None) -> tuple[bool, bool]:
-    """(accept_json, accept_sse) for a combined Accept value."""
-    if value is None:
-        return False, False
+def accept_verdicts(value: str) -> tuple[bool, bool]:
+    """(accept_json, accept_sse) for a present, combined Accept value."""
     # best[target] = (specificity, weight)
     json_best = (0, 0)
     sse_best = (0, 0)
@@ -407,7 +405,6 @@ def _valid_origin_entry(low: str) -> bool:
 class PythonCore:
     """One configured instance of the edge, in Python."""
 
-    name = "python"
     tag = "python"  # names the backend that answered (response tagging, logs)
 
     def __init__(self) -> None:
@@ -459,7 +456,7 @@ class PythonCore:
         are decoded."""
         found: dict[str, str] = {}
         for name, value in headers:
-            key = _INTERESTING_BYTES.get(name.lower())
+            key = CONTRACT_HEADERS.get(name.lower())
             if key is not None:
                 text = value.decode("latin-1").strip(_OWS)
                 found[key] = found[key] + ", " + text if key in found else text

@@ -54,10 +54,6 @@ class Candidate:
     source: str
     self_test: str
 
-    @property
-    def sha256(self) -> str:
-        return self.component.sha256
-
 
 def describe(backend: Any) -> dict[str, Any]:
     if isinstance(backend, WasmCore):

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import orjson
 
-from .contract import EdgeConfig, EdgeError
+from .contract import EdgeConfig, EdgeError, encode_head
 
 PACKAGED_DIR = Path(__file__).with_name("vectors")
 BASE_CONFIG = "base-config.json"
@@ -99,8 +99,6 @@ def self_test(
     cases: list[Case],
 ) -> SelfTestReport:
     """Run every case through an encoded configure/evaluate pair."""
-    from .contract import encode_head
-
     failures: list[str] = []
     for case in cases:
         if case.request is None:

@@ -388,8 +388,6 @@ class TrapCounts:
 class WasmCore:
     """The wasm edge backend: configured component, per-thread instances, trap recovery."""
 
-    name = "wasm"
-
     def __init__(self, component: WasmComponent, config: EdgeConfig):
         self.component = component
         self.tag = f"wasm/{component.version['component']}/{component.sha256[:12]}"

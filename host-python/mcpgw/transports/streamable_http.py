@@ -6,11 +6,12 @@ The complete protocol (SSE responses, GET streams, resumability, batches,
 """
 from __future__ import annotations
 
-from typing import Any
 
 import orjson
 
-from ..edge.middleware import SCOPE_KEY, Receive, Scope, Send
+from ..asgi import Receive, Scope, Send, send_empty, send_json
+from ..edge.contract import RequestContext
+from ..edge.middleware import SCOPE_KEY
 from ..server import jsonrpc
 from ..server.dispatcher import SESSIONFUL_REVISIONS, STATELESS_REVISION, Dispatcher, negotiate
 from ..server.sessions import SessionLimitReached, SessionStore
@@ -25,21 +26,6 @@ class HttpError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or []
-
-
-async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = orjson.dumps(payload)
-    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if headers:
-        start.extend(headers)
-    await send({"type": "http.response.start", "status": status, "headers": start})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-length", b"0"), *(headers or [])]})
-    await send({"type": "http.response.body", "body": b""})
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -71,7 +57,7 @@ class StreamableHTTP:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ctx = scope[SCOPE_KEY]
+        ctx: RequestContext = scope[SCOPE_KEY]
         try:
             if ctx["route"] != "mcp":
                 # The router matched a pattern the edge did not accept as an MCP
@@ -99,7 +85,7 @@ class StreamableHTTP:
         except ConnectionAbortedError:
             return  # nobody to answer; nothing was started
 
-    def _session(self, ctx: dict[str, Any]):
+    def _session(self, ctx: RequestContext):
         state = ctx["session_state"]
         if state == "absent":
             raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
@@ -110,7 +96,7 @@ class StreamableHTTP:
             raise HttpError(404, SESSION_NOT_FOUND, "Session not found")
         return session
 
-    async def _post(self, ctx: dict[str, Any], scope: Scope, receive: Receive, send: Send) -> None:
+    async def _post(self, ctx: RequestContext, scope: Scope, receive: Receive, send: Send) -> None:
         if not (ctx["accept_json"] and ctx["accept_sse"]):
             raise HttpError(406, jsonrpc.INVALID_REQUEST,
                             "Not Acceptable: Accept must list application/json and text/event-stream")
@@ -149,7 +135,7 @@ class StreamableHTTP:
             return
         await send_json(send, 200, await self.dispatcher.handle_request(message, revision))
 
-    async def _delete(self, ctx: dict[str, Any], send: Send) -> None:
+    async def _delete(self, ctx: RequestContext, send: Send) -> None:
         session = self._session(ctx)
         self.sessions.delete(session.id)
         await send_empty(send, 204)

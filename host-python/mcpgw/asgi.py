@@ -1,0 +1,26 @@
+"""ASGI types and the two response writers every layer uses (no routing, no MCP)."""
+from __future__ import annotations
+
+from typing import Any, Awaitable, Callable
+
+import orjson
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = orjson.dumps(payload)
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if headers:
+        start.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-length", b"0"), *(headers or [])]})
+    await send({"type": "http.response.body", "body": b""})
