@@ -1,7 +1,10 @@
 """The ASGI application: edge middleware in front of a Starlette router."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from typing import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -11,10 +14,11 @@ from starlette.routing import Route
 from . import __version__
 from .edge.backend import Edge, load_edge
 from .edge.middleware import EdgeMiddleware
+from .server.builtin import builtin_catalog
 from .server.dispatcher import Dispatcher
 from .server.sessions import SessionStore
 from .settings import Settings
-from .transports.streamable_http import StreamableHTTP
+from .transports.streamable_http import HttpOptions, StreamableHTTP
 
 log = logging.getLogger("mcpgw")
 
@@ -37,8 +41,15 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
             registry = EdgeRegistry(edge, settings.edge_config(), allowed_sha256=allowed,
                                     rollback_traps=settings.edge_rollback_traps,
                                     rollback_window_s=settings.edge_rollback_window_s, **limits)
-    sessions = SessionStore(max_sessions=settings.max_sessions)
-    mcp = StreamableHTTP(Dispatcher(), sessions, settings.max_body_bytes)
+    sessions = SessionStore(max_sessions=settings.max_sessions, idle_timeout_s=settings.session_idle_timeout_s)
+    mcp = StreamableHTTP(Dispatcher(builtin_catalog()), sessions, HttpOptions(
+        max_body_bytes=settings.max_body_bytes,
+        response_mode=settings.response_mode,
+        keepalive_s=settings.sse_keepalive_s,
+        retry_ms=settings.sse_retry_ms,
+        event_max=settings.event_store_max_events,
+        event_ttl_s=settings.event_store_ttl_s,
+    ))
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({
@@ -46,8 +57,19 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
             "version": __version__,
             # Admin events (who swapped what) stay behind the admin API.
             "edge": {**edge.health(), **({"previous": registry.status()["previous"]} if registry else {})},
-            "sessions": len(sessions),
+            "live": mcp.live(),
         })
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        expiry = asyncio.ensure_future(sessions.expire_forever())
+        try:
+            yield
+        finally:
+            expiry.cancel()
+            # Normally done already by the server before connections close (serving.py);
+            # here for hosts that only send the lifespan event.
+            await mcp.shutdown(settings.shutdown_grace_s)
 
     prefix = settings.path_prefix
     routes = [
@@ -59,9 +81,10 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
         from .admin import AdminAPI
 
         routes += AdminAPI(registry, settings.admin_token, settings.admin_allow_remote).routes(prefix)
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.edge = edge
     app.state.registry = registry
     app.state.sessions = sessions
+    app.state.mcp = mcp
     return EdgeMiddleware(app, edge, max_head_bytes=settings.max_head_bytes,
                           tag_responses=settings.edge_tag_responses)

@@ -109,6 +109,7 @@ def serve_forever(settings: Settings) -> int:
 
     from .app import create_app
     from .edge.backend import EdgeStartupError
+    from .serving import GatewayServer
 
     logging.basicConfig(
         level=settings.log_level.upper(),
@@ -124,7 +125,7 @@ def serve_forever(settings: Settings) -> int:
         "mcpgw listening on http://%s:%d/mcp (edge: %s)",
         settings.host, settings.port, app.edge.status.active,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -132,7 +133,10 @@ def serve_forever(settings: Settings) -> int:
         http="httptools",
         log_level=settings.log_level,
         access_log=False,
+        # Our own drain (serving.py) bounds requests; this bounds what is left after it.
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
     )
+    GatewayServer(config, app.app.state.mcp, settings.shutdown_grace_s).run()
     return 0
 
 

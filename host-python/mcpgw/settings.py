@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from .edge.backend import MODES as EDGE_MODES
 from .edge.contract import (
     DEFAULT_ALLOWED_HEADERS,
     DEFAULT_VERSION,
@@ -57,6 +58,21 @@ class Settings:
     edge_tag_responses: bool = False
     admin_token: str = ""
     admin_allow_remote: bool = False
+    response_mode: str = "json"
+    session_idle_timeout_s: float = 1800.0
+    sse_keepalive_s: float = 15.0
+    sse_retry_ms: int = 1000
+    event_store_max_events: int = 1000
+    event_store_ttl_s: float = 300.0
+    shutdown_grace_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"MCPGW_{name.upper()}: {getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        for f in fields(self):
+            if str(f.type) in ("int", "float") and getattr(self, f.name) < 0:
+                raise ValueError(f"MCPGW_{f.name.upper()}: must not be negative")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -108,12 +124,20 @@ def _parse(type_name: Any, raw: str) -> Any:
     type_name = str(type_name)
     if type_name == "int":
         return int(raw)
+    if type_name == "float":
+        return float(raw)
     if type_name == "bool":
         return _bool(raw)
     if type_name.startswith("tuple"):
         return tuple(_csv(raw))
     return raw
 
+
+CHOICES = {
+    "edge": EDGE_MODES,
+    "response_mode": ("json", "sse"),
+    "log_level": ("debug", "info", "warning", "error", "critical"),
+}
 
 HELP = {
     "host": "address to bind (loopback by default; a loopback bind also enables the DNS-rebinding Host check)",
@@ -130,11 +154,18 @@ HELP = {
     "max_body_bytes": "largest request body accepted (413 beyond)",
     "max_head_bytes": "largest request head (path, query, header names and values) accepted (431 beyond)",
     "max_sessions": "most live sessions; initialize gets 503 beyond",
-    "log_level": "log level: debug, info, warning, error",
+    "log_level": "log level: debug, info, warning, error, critical",
     "edge_allowed_sha256": "comma-separated sha256 hex digests; when set, only these components load (at start-up and on swap)",
     "edge_rollback_traps": "a swapped-in component that traps this many times within the window is rolled back automatically",
     "edge_rollback_window_s": "the window, seconds, for automatic rollback",
     "edge_tag_responses": "add `mcpgw-edge: <backend/version/sha256 prefix>` to every response (debugging, tests)",
     "admin_token": "bearer token for the admin API (/admin/edge/...); the admin API is off when unset",
     "admin_allow_remote": "accept admin API calls from non-loopback addresses",
+    "response_mode": "how POST requests are answered: json (application/json unless the request sends progress, logs or requests first, then SSE) or sse (always text/event-stream)",
+    "session_idle_timeout_s": "a session with no request and no open stream for this long is ended",
+    "sse_keepalive_s": "interval of keepalive comments on idle GET streams, seconds",
+    "sse_retry_ms": "the `retry` an SSE stream sends before the server closes it, milliseconds",
+    "event_store_max_events": "events kept per stream for resumption (Last-Event-ID)",
+    "event_store_ttl_s": "how long events are kept for resumption, seconds",
+    "shutdown_grace_s": "on shutdown, how long running requests may finish before they are answered with an error",
 }

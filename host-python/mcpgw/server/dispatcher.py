@@ -4,13 +4,26 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from .catalog import Catalog
+from .context import LOG_LEVELS, CallContext
 from .jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, JsonRpcError, error_response, result_response
-from .tools import BUILTIN_TOOLS, Tool, ToolArgumentError
+from .sessions import Session
 
 # Revisions an `initialize` may negotiate (2026-07-28 is stateless and has no session).
 SESSIONFUL_REVISIONS = ("2025-03-26", "2025-06-18", "2025-11-25")
 LATEST_SESSIONFUL = SESSIONFUL_REVISIONS[-1]
 STATELESS_REVISION = "2026-07-28"
+ALL_REVISIONS = (*SESSIONFUL_REVISIONS, STATELESS_REVISION)
+BATCH_REVISIONS = ("2025-03-26",)  # JSON-RPC batches were removed in 2025-06-18
+
+CAPABILITIES: dict[str, Any] = {
+    "tools": {"listChanged": True},
+    "resources": {"listChanged": True, "subscribe": False},
+    "prompts": {"listChanged": True},
+    "logging": {},
+    "completions": {},
+}
+INSTRUCTIONS = "mcpgw built-in catalog: echo, add, sleep and log tools; a readme, a logo and an echo template; a greet prompt."
 
 
 def negotiate(requested: Any) -> str:
@@ -18,46 +31,70 @@ def negotiate(requested: Any) -> str:
     return requested if requested in SESSIONFUL_REVISIONS else LATEST_SESSIONFUL
 
 
+def _params(message: dict[str, Any]) -> dict[str, Any]:
+    params = message.get("params")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise JsonRpcError(INVALID_PARAMS, "params must be an object")
+    return params
+
+
+def _no_cursor(params: dict[str, Any]) -> None:
+    # Lists come in one page; a cursor we never issued is the caller's error.
+    if params.get("cursor") is not None:
+        raise JsonRpcError(INVALID_PARAMS, "Invalid cursor: this server returns every item in one page")
+
+
 class Dispatcher:
-    def __init__(self, tools: dict[str, Tool] | None = None):
-        self.tools = dict(BUILTIN_TOOLS if tools is None else tools)
-        self._tool_list = [t.describe() for t in self.tools.values()]
+    def __init__(self, catalog: Catalog):
+        self.catalog = catalog
+
+    def server_info(self) -> dict[str, Any]:
+        return {"name": "mcpgw", "version": __version__}
 
     def initialize_result(self, revision: str) -> dict[str, Any]:
-        return {
-            "protocolVersion": revision,
-            "capabilities": {"tools": {"listChanged": False}},
-            "serverInfo": {"name": "mcpgw", "version": __version__},
-        }
+        return {"protocolVersion": revision, "capabilities": CAPABILITIES,
+                "serverInfo": self.server_info(), "instructions": INSTRUCTIONS}
 
-    async def handle_request(self, message: dict[str, Any], revision: str) -> dict[str, Any]:
+    async def handle(self, message: dict[str, Any], ctx: CallContext, session: Session | None) -> dict[str, Any]:
         """Answer one request (not initialize, which the transport handles with the session)."""
         id_ = message["id"]
-        method = message["method"]
-        params = message.get("params") or {}
         try:
-            if method == "ping":
-                return result_response(id_, {})
-            if method == "tools/list":
-                return result_response(id_, {"tools": self._tool_list})
-            if method == "tools/call":
-                return result_response(id_, self._call_tool(params))
-            raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
+            return result_response(id_, await self._result(message["method"], _params(message), ctx, session))
         except JsonRpcError as err:
             return error_response(id_, err.code, err.message, err.data)
 
-    def _call_tool(self, params: Any) -> dict[str, Any]:
-        if not isinstance(params, dict) or not isinstance(params.get("name"), str):
-            raise JsonRpcError(INVALID_PARAMS, "tools/call needs params.name")
-        tool = self.tools.get(params["name"])
-        if tool is None:
-            raise JsonRpcError(INVALID_PARAMS, f"Unknown tool: {params['name']}")
-        args = params.get("arguments") or {}
-        if not isinstance(args, dict):
-            raise JsonRpcError(INVALID_PARAMS, "params.arguments must be an object")
-        try:
-            text = tool.run(args)
-        except ToolArgumentError as exc:
-            # A tool-level failure the model can read and correct: a result, not a protocol error.
-            return {"content": [{"type": "text", "text": str(exc)}], "isError": True}
-        return {"content": [{"type": "text", "text": text}], "isError": False}
+    async def _result(self, method: str, params: dict[str, Any], ctx: CallContext,
+                      session: Session | None) -> dict[str, Any]:
+        catalog = self.catalog
+        if method == "ping":
+            return {}
+        if method == "tools/call":
+            return await catalog.call_tool(params, ctx)
+        if method == "tools/list":
+            _no_cursor(params)
+            return {"tools": catalog.tool_list()}
+        if method == "resources/list":
+            _no_cursor(params)
+            return {"resources": [r.describe() for r in catalog.resources.values()]}
+        if method == "resources/templates/list":
+            _no_cursor(params)
+            return {"resourceTemplates": [t.describe() for t in catalog.templates]}
+        if method == "resources/read":
+            return catalog.read_resource(params.get("uri"))
+        if method == "prompts/list":
+            _no_cursor(params)
+            return {"prompts": [p.describe() for p in catalog.prompts.values()]}
+        if method == "prompts/get":
+            return catalog.get_prompt(params)
+        if method == "completion/complete":
+            return catalog.complete(params)
+        if method == "logging/setLevel":
+            level = params.get("level")
+            if level not in LOG_LEVELS:
+                raise JsonRpcError(INVALID_PARAMS, f"level must be one of {', '.join(LOG_LEVELS)}")
+            if session is not None:
+                session.log_level = level
+            return {}
+        raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method}")

@@ -1,11 +1,17 @@
-"""Streamable HTTP (POST /mcp): the first, JSON-response slice of the transport.
+"""Streamable HTTP: POST, GET and DELETE on the MCP endpoint, for every revision.
 
-Reads the edge context from the scope; never re-parses what the edge decided.
-The complete protocol (SSE responses, GET streams, resumability, batches,
-2026-07-28 header matching) comes with the Streamable HTTP issue.
+Reads the edge context from the scope and never re-parses what the edge
+decided. MCP semantics live in `server/`; this module only frames them:
+which status, JSON or SSE, which stream, what resumes where.
 """
 from __future__ import annotations
 
+import asyncio
+import itertools
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -13,10 +19,39 @@ from ..asgi import Receive, Scope, Send, send_empty, send_json
 from ..edge.contract import RequestContext
 from ..edge.middleware import SCOPE_KEY
 from ..server import jsonrpc
-from ..server.dispatcher import SESSIONFUL_REVISIONS, STATELESS_REVISION, Dispatcher, negotiate
-from ..server.sessions import SessionLimitReached, SessionStore
+from ..server.context import CallContext
+from ..server.dispatcher import (
+    BATCH_REVISIONS,
+    SESSIONFUL_REVISIONS,
+    STATELESS_REVISION,
+    Dispatcher,
+    negotiate,
+)
+from ..server.sessions import Session, SessionLimitReached, SessionStore
+from .event_stream import (
+    SSE_KEEPALIVE,
+    EventStream,
+    Listener,
+    parse_event_id,
+    sse_event,
+    sse_priming,
+    sse_retry,
+)
+from .headers import HeaderMismatch, check_stateless_headers
+from .session_streams import GET_STREAM_ID, SessionStreams
+
+log = logging.getLogger("mcpgw.http")
 
 SESSION_NOT_FOUND = -32001  # as the MCP SDK reports an unknown session
+REQUEST_CANCELLED = -32800  # a JSON response had to be sent for a request the client cancelled
+PRIMING_REVISIONS = frozenset(("2025-11-25", STATELESS_REVISION))  # revisions that define the priming event
+SHUTDOWN = "shutdown"
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
 
 
 class HttpError(Exception):
@@ -48,13 +83,67 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+async def wait_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    max_body_bytes: int = 4 * 1024 * 1024
+    response_mode: str = "json"  # json: JSON unless the request emits something first; sse: always SSE
+    keepalive_s: float = 15.0
+    retry_ms: int = 1000
+    event_max: int = 1000
+    event_ttl_s: float = 300.0
+
+
+class Exchange:
+    """The requests of one POST and the stream their messages go to."""
+
+    def __init__(self, stream: EventStream, count: int, can_stream: bool) -> None:
+        self.stream = stream
+        self.pending = count
+        self.can_stream = can_stream  # the client accepts SSE
+        self.upgraded = False  # something other than a response was sent: this must be SSE
+        self.responses: list[bytes] = []
+        self.cancelled: list[Any] = []  # ids of requests cancelled without a response
+        self.tasks: list[asyncio.Task] = []
+
+    async def emit(self, message: dict[str, Any]) -> None:
+        if self.can_stream:
+            self.upgraded = True
+            self.stream.publish(message)
+        # A JSON-only client cannot receive messages before the result; they are dropped.
+
+    def respond(self, response: dict[str, Any] | None, id_: Any) -> None:
+        if response is None:
+            self.cancelled.append(id_)
+        else:
+            data = orjson.dumps(response)
+            self.responses.append(data)
+            self.stream.publish(data)
+        self.pending -= 1
+        if self.pending == 0:
+            self.stream.finish()
+
+
 class StreamableHTTP:
     """ASGI app for the `mcp` route."""
 
-    def __init__(self, dispatcher: Dispatcher, sessions: SessionStore, max_body_bytes: int):
+    def __init__(self, dispatcher: Dispatcher, sessions: SessionStore, options: HttpOptions):
         self.dispatcher = dispatcher
         self.sessions = sessions
-        self.max_body_bytes = max_body_bytes
+        self.options = options
+        self.running: set[asyncio.Task] = set()  # every request being answered, all sessions
+        self.connections = 0  # SSE responses and GET streams being written
+        self.draining = False
+        self._stateless_ids = itertools.count(1)
+        self._stateless_prefix = "s" + secrets.token_hex(4)
+
+    def live(self) -> dict[str, int]:
+        """What is running now; every count returns to zero when clients are gone (tests read it)."""
+        return {"sessions": len(self.sessions), "requests": len(self.running), "streams": self.connections}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
@@ -67,75 +156,322 @@ class StreamableHTTP:
                 raise HttpError(404, jsonrpc.INVALID_REQUEST, f"Unknown server: {ctx['server_id']}")
             if ctx["protocol_state"] == "unsupported":
                 raise HttpError(400, jsonrpc.INVALID_REQUEST,
-                                f"Unsupported MCP-Protocol-Version: {ctx['protocol_version']}")
+                                f"Bad Request: Unsupported protocol version: {ctx['protocol_version']}")
             method = ctx["method"]
-            if ctx["revision"] == STATELESS_REVISION and method != "POST":
+            stateless = ctx["revision"] == STATELESS_REVISION
+            if stateless and method != "POST":
                 raise HttpError(405, jsonrpc.INVALID_REQUEST,
                                 f"Method {method} not allowed under {STATELESS_REVISION}", [(b"allow", b"POST")])
+            if self.draining:
+                raise HttpError(503, jsonrpc.INTERNAL_ERROR, "Server shutting down", [(b"retry-after", b"1")])
             if method == "POST":
                 await self._post(ctx, scope, receive, send)
+            elif method == "GET":
+                await self._get(ctx, receive, send)
             elif method == "DELETE":
-                await self._delete(ctx, send)
+                session = self._session(ctx)
+                self.sessions.delete(session.id)
+                await send_empty(send, 204)
             else:
-                # GET (the server-to-client stream) arrives with the full transport.
                 raise HttpError(405, jsonrpc.INVALID_REQUEST, f"Method {method} not allowed",
-                                [(b"allow", b"POST, DELETE")])
+                                [(b"allow", b"GET, POST, DELETE")])
         except HttpError as err:
             await send_json(send, err.status, jsonrpc.error_response(None, err.code, err.message), err.headers)
         except ConnectionAbortedError:
             return  # nobody to answer; nothing was started
 
-    def _session(self, ctx: RequestContext):
+    # -- sessions ------------------------------------------------------------
+    def _session(self, ctx: RequestContext) -> Session:
         state = ctx["session_state"]
         if state == "absent":
             raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
         if state == "invalid":
             raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: malformed Mcp-Session-Id")
-        session = self.sessions.get(ctx["session_id"])
+        session = self.sessions.get(ctx["session_id"])  # type: ignore[arg-type]
         if session is None:
             raise HttpError(404, SESSION_NOT_FOUND, "Session not found")
+        session.touch()
         return session
 
+    def _streams(self, session: Session) -> SessionStreams:
+        if session.attachment is None:
+            session.attachment = SessionStreams(self.options.event_max, self.options.event_ttl_s)
+        return session.attachment  # type: ignore[return-value]
+
+    # -- POST ----------------------------------------------------------------
     async def _post(self, ctx: RequestContext, scope: Scope, receive: Receive, send: Send) -> None:
-        if not (ctx["accept_json"] and ctx["accept_sse"]):
-            raise HttpError(406, jsonrpc.INVALID_REQUEST,
-                            "Not Acceptable: Accept must list application/json and text/event-stream")
+        json_mode = self.options.response_mode == "json"
+        if not ctx["accept_json"] or not (ctx["accept_sse"] or json_mode):
+            wanted = "application/json" if json_mode else "application/json and text/event-stream"
+            raise HttpError(406, jsonrpc.INVALID_REQUEST, f"Not Acceptable: Accept must list {wanted}")
         if ctx["content_type"] != "json":
-            raise HttpError(415, jsonrpc.INVALID_REQUEST, "Unsupported Media Type: Content-Type must be application/json")
-        body = await read_body(scope, receive, self.max_body_bytes)
+            raise HttpError(415, jsonrpc.INVALID_REQUEST,
+                            "Unsupported Media Type: Content-Type must be application/json")
+        body = await read_body(scope, receive, self.options.max_body_bytes)
         try:
-            message = orjson.loads(body)
+            payload = orjson.loads(body)
         except orjson.JSONDecodeError:
             raise HttpError(400, jsonrpc.PARSE_ERROR, "Parse error: body is not valid JSON") from None
-        if isinstance(message, list):
-            raise HttpError(400, jsonrpc.INVALID_REQUEST, "Batches are not supported yet")
-        kind = jsonrpc.classify(message)
-        if kind == "invalid":
+        batch = isinstance(payload, list)
+        messages = payload if batch else [payload]
+        kinds = [jsonrpc.classify(m) for m in messages]
+        if not messages or "invalid" in kinds:
             raise HttpError(400, jsonrpc.INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message")
-
-        if kind == "request" and message["method"] == "initialize":
-            params = message.get("params") if isinstance(message.get("params"), dict) else {}
-            revision = negotiate(params.get("protocolVersion"))
+        revision: str = ctx["revision"]  # type: ignore[assignment]
+        stateless = revision == STATELESS_REVISION
+        if stateless:
+            if batch:
+                raise HttpError(400, jsonrpc.INVALID_REQUEST,
+                                f"Invalid Request: JSON-RPC batches are not supported in protocol revision {revision}")
             try:
-                session = self.sessions.create(revision, params.get("clientInfo"))
-            except SessionLimitReached:
-                raise HttpError(503, jsonrpc.INTERNAL_ERROR, "Too many live sessions; try again later",
-                                [(b"retry-after", b"5")]) from None
-            result = jsonrpc.result_response(message["id"], self.dispatcher.initialize_result(revision))
-            await send_json(send, 200, result, [(b"mcp-session-id", session.id.encode())])
-            return
+                check_stateless_headers(ctx, payload)
+            except HeaderMismatch as err:
+                raise HttpError(400, err.code, err.message) from None
 
-        revision = ctx["revision"]
-        if revision in SESSIONFUL_REVISIONS:
+        initialize = [m for m, k in zip(messages, kinds) if k == "request" and m["method"] == "initialize"]
+        session: Session | None = None
+        extra_headers: list[tuple[bytes, bytes]] = []
+        if initialize and not stateless:
+            if batch:
+                raise HttpError(400, jsonrpc.INVALID_REQUEST, "Invalid Request: initialize must not be batched")
+            session = self._initialize(initialize[0])
+            extra_headers.append((b"mcp-session-id", session.id.encode()))
+        elif not stateless:
             session = self._session(ctx)
-            if kind == "notification" and message["method"] == "notifications/initialized":
-                session.initialized = True
-        if kind != "request":
+            revision = session.revision
+        if batch and revision not in BATCH_REVISIONS:
+            raise HttpError(400, jsonrpc.INVALID_REQUEST,
+                            f"Invalid Request: JSON-RPC batches are not supported in protocol revision {revision}")
+
+        requests = []
+        for message, kind in zip(messages, kinds):
+            if kind == "request":
+                requests.append(message)
+            elif kind == "response":
+                if session is not None:
+                    session.resolve(message)
+            else:
+                self._notification(message, session)
+        if not requests:
             await send_empty(send, 202)
             return
-        await send_json(send, 200, await self.dispatcher.handle_request(message, revision))
 
-    async def _delete(self, ctx: RequestContext, send: Send) -> None:
+        if session is not None:
+            streams = self._streams(session)
+            stream = streams.new_stream()
+        else:
+            stream = EventStream(f"{self._stateless_prefix}-{next(self._stateless_ids)}",
+                                 self.options.event_max, self.options.event_ttl_s)
+        exchange = Exchange(stream, len(requests), ctx["accept_sse"])
+        for message in requests:
+            self._start(message, exchange, revision, session)
+
+        if stateless:
+            # 2026-07-28: the client closing the response stream cancels its requests.
+            watcher = asyncio.ensure_future(wait_disconnect(receive))
+            try:
+                await self._respond(exchange, revision, session, receive, send, extra_headers, batch, watcher)
+            finally:
+                watcher.cancel()
+            if watcher.done() and not watcher.cancelled():
+                for task in exchange.tasks:
+                    task.cancel("the client closed the stream")
+        else:
+            await self._respond(exchange, revision, session, receive, send, extra_headers, batch, None)
+
+    def _initialize(self, message: dict[str, Any]) -> Session:
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        revision = negotiate(params.get("protocolVersion"))
+        try:
+            return self.sessions.create(revision, params.get("clientInfo"), params.get("capabilities"))
+        except SessionLimitReached:
+            raise HttpError(503, jsonrpc.INTERNAL_ERROR, "Too many live sessions; try again later",
+                            [(b"retry-after", b"5")]) from None
+
+    def _notification(self, message: dict[str, Any], session: Session | None) -> None:
+        method = message["method"]
+        if session is None:
+            return  # stateless: nothing to cancel or mark
+        if method == "notifications/initialized":
+            session.initialized = True
+        elif method == "notifications/cancelled":
+            params = message.get("params") if isinstance(message.get("params"), dict) else {}
+            session.cancel(params.get("requestId"))
+
+    def _start(self, message: dict[str, Any], exchange: Exchange, revision: str, session: Session | None) -> None:
+        task = asyncio.ensure_future(self._run(message, exchange, revision, session))
+        exchange.tasks.append(task)
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+        if session is not None and not session.track(message["id"], task):
+            task.cancel("duplicate")
+
+    async def _run(self, message: dict[str, Any], exchange: Exchange, revision: str, session: Session | None) -> None:
+        id_ = message["id"]
+        response: dict[str, Any] | None = None
+        try:
+            if message["method"] == "initialize":
+                response = jsonrpc.result_response(id_, self.dispatcher.initialize_result(session.revision))  # type: ignore[union-attr]
+            else:
+                params = message.get("params")
+                meta = params.get("_meta") if isinstance(params, dict) else None
+                ctx = CallContext(id_, revision, exchange.emit,
+                                  progress_token=meta.get("progressToken") if isinstance(meta, dict) else None,
+                                  log_level=session.log_level if session is not None else "info")
+                response = await self.dispatcher.handle(message, ctx, session)
+        except asyncio.CancelledError as exc:
+            reason = exc.args[0] if exc.args else ""
+            if reason == SHUTDOWN:
+                response = jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, "Server shutting down")
+            elif reason == "duplicate":
+                response = jsonrpc.error_response(id_, jsonrpc.INVALID_REQUEST,
+                                                  f"Invalid Request: request id {id_!r} is already in use")
+            # Cancelled by the client or with its session: no response (the spec's rule).
+        except Exception:
+            log.exception("request %r (%s) failed", id_, message.get("method"))
+            response = jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, "Internal error")
+        finally:
+            exchange.respond(response, id_)
+
+    async def _respond(self, exchange: Exchange, revision: str, session: Session | None,
+                       receive: Receive, send: Send,
+                       extra_headers: list[tuple[bytes, bytes]], batch: bool,
+                       watcher: asyncio.Future | None) -> None:
+        stream = exchange.stream
+        if self.options.response_mode == "json" or not exchange.can_stream:
+            # Hold the decision until the first message: a lone result goes out as JSON.
+            while not (exchange.upgraded or stream.done):
+                stream.clear_wake()
+                if watcher is not None:
+                    waiter = asyncio.ensure_future(stream.wait(None))
+                    await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    if watcher.done():
+                        return
+                else:
+                    await stream.wait(None)
+            if not exchange.upgraded:
+                await self._send_json_result(exchange, send, extra_headers, batch)
+                return
+        if session is not None:
+            self._streams(session).register(stream)
+        own_watcher = watcher is None
+        if own_watcher:
+            # Sessionful: a vanished client does not cancel anything (its events wait for a
+            # resume), but this connection must stop writing.
+            watcher = asyncio.ensure_future(wait_disconnect(receive))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *extra_headers]})
+            await self._pump(stream, 0, revision, send, watcher, prime=True, keepalive=False)
+        finally:
+            if own_watcher:
+                watcher.cancel()
+
+    async def _send_json_result(self, exchange: Exchange, send: Send,
+                                extra_headers: list[tuple[bytes, bytes]], batch: bool) -> None:
+        responses = exchange.responses
+        if not responses:
+            # Every request was cancelled by the client; HTTP still needs an answer.
+            first = exchange.cancelled[0]
+            body = jsonrpc.error_response(first, REQUEST_CANCELLED, "Request cancelled")
+            await send_json(send, 200, [body] if batch else body, extra_headers)
+            return
+        data = b"[" + b",".join(responses) + b"]" if batch else responses[0]
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(data)).encode()), *extra_headers]})
+        await send({"type": "http.response.body", "body": data})
+
+    # -- GET -----------------------------------------------------------------
+    async def _get(self, ctx: RequestContext, receive: Receive, send: Send) -> None:
+        if not ctx["accept_sse"]:
+            raise HttpError(406, jsonrpc.INVALID_REQUEST, "Not Acceptable: Accept must list text/event-stream")
         session = self._session(ctx)
-        self.sessions.delete(session.id)
-        await send_empty(send, 204)
+        streams = self._streams(session)
+        last_event_id = ctx["last_event_id"]
+        if last_event_id is not None:
+            parsed = parse_event_id(last_event_id)
+            stream = streams.streams.get(parsed[0]) if parsed else None
+            if parsed is None or stream is None or stream.after(parsed[1]) is None:
+                raise HttpError(400, jsonrpc.INVALID_REQUEST,
+                                f"Bad Request: Last-Event-ID {last_event_id!r} is unknown or no longer retained")
+            cursor, prime = parsed[1], False
+        else:
+            stream = streams.get_stream()
+            cursor, prime = stream.last_seq, True
+        if stream.id == GET_STREAM_ID and stream.listener is not None:
+            raise HttpError(409, jsonrpc.INVALID_REQUEST, "Conflict: only one GET stream per session is allowed")
+        watcher = asyncio.ensure_future(wait_disconnect(receive))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await self._pump(stream, cursor, session.revision, send, watcher, prime=prime,
+                             keepalive=stream.id == GET_STREAM_ID)
+        finally:
+            watcher.cancel()
+
+    # -- writing a stream ----------------------------------------------------
+    async def _pump(self, stream: EventStream, cursor: int, revision: str, send: Send,
+                    watcher: asyncio.Future | None, prime: bool, keepalive: bool) -> None:
+        """Write `stream` from after `cursor` to this connection until it finishes, the client
+        goes away, or the server ends the connection (then with `retry` first)."""
+        listener = Listener()
+        stream.attach(listener)
+        self.connections += 1
+        body = "http.response.body"
+        try:
+            if prime and revision in PRIMING_REVISIONS:
+                await send({"type": body, "body": sse_priming(stream.event_id(cursor)), "more_body": True})
+            while True:
+                stream.clear_wake()
+                events = [] if listener.kicked and not listener.retry else stream.after(cursor)
+                if events is None:
+                    # This client fell behind the retained window: end it; on reconnect it is told.
+                    await send({"type": body, "body": sse_retry(self.options.retry_ms), "more_body": False})
+                    return
+                if events:
+                    chunk = b"".join(sse_event(stream.event_id(seq), data) for seq, data in events)
+                    cursor = events[-1][0]
+                    await send({"type": body, "body": chunk, "more_body": True})
+                    continue
+                if listener.kicked:
+                    # Replaced by a newer connection, or closed by us (then `retry` tells the client to return).
+                    tail = sse_retry(self.options.retry_ms) if listener.retry else b""
+                    await send({"type": body, "body": tail, "more_body": False})
+                    return
+                if stream.done:
+                    await send({"type": body, "body": b"", "more_body": False})
+                    return
+                timeout = self.options.keepalive_s if keepalive else None
+                if watcher is None:
+                    woke = await stream.wait(timeout)
+                else:
+                    waiter = asyncio.ensure_future(stream.wait(timeout))
+                    await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                    if watcher.done():
+                        waiter.cancel()
+                        return  # the client went away; the stream keeps its events for a resume
+                    woke = waiter.result()
+                if not woke:
+                    await send({"type": body, "body": SSE_KEEPALIVE, "more_body": True})
+        finally:
+            stream.detach(listener)
+            self.connections -= 1
+
+    # -- shutdown ------------------------------------------------------------
+    async def shutdown(self, grace_s: float) -> None:
+        """Refuse new work, let running requests finish for `grace_s`, then answer the rest with
+        an error; close every stream with `retry` so clients know to come back."""
+        if self.draining:
+            return
+        self.draining = True
+        if self.running:
+            await asyncio.wait(set(self.running), timeout=grace_s)
+        for task in list(self.running):
+            task.cancel(SHUTDOWN)
+        if self.running:
+            await asyncio.wait(set(self.running), timeout=5.0)
+        self.sessions.close_all(SHUTDOWN)
+        for _ in range(100):  # the streams' writers see the kick at their next wake-up
+            if not self.connections:
+                break
+            await asyncio.sleep(0.01)

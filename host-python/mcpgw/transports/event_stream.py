@@ -1,0 +1,140 @@
+"""One server-to-client message stream with a bounded replay buffer (resumability).
+
+A stream outlives the HTTP connections that carry it: messages published
+while no connection is attached are kept (up to `max_events`, for `ttl_s`) and
+a client reconnecting with `Last-Event-ID` gets exactly the ones it missed.
+Event ids are `<stream id>_<sequence>`: unique within a session and naming
+their stream, so an id can never select another stream's events. Sequence 0 is
+the priming event, which carries no message.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Iterable
+
+import orjson
+
+
+def sse_event(event_id: str, data: bytes) -> bytes:
+    # orjson output never contains a newline, so one `data:` line holds the message.
+    return b"id: " + event_id.encode() + b"\nevent: message\ndata: " + data + b"\n\n"
+
+
+def sse_priming(event_id: str) -> bytes:
+    return b"id: " + event_id.encode() + b"\ndata: \n\n"
+
+
+def sse_retry(retry_ms: int) -> bytes:
+    return b"retry: " + str(retry_ms).encode() + b"\n\n"
+
+
+SSE_KEEPALIVE = b": keepalive\n\n"
+
+
+def parse_event_id(value: str) -> tuple[str, int] | None:
+    stream_id, sep, seq = value.rpartition("_")
+    if not sep or not stream_id or not seq.isdigit() or len(seq) > 18:
+        return None
+    return stream_id, int(seq)
+
+
+class Listener:
+    """One HTTP connection attached to a stream. `kicked` ends it (a newer one took over, or shutdown)."""
+
+    __slots__ = ("kicked", "retry")
+
+    def __init__(self) -> None:
+        self.kicked = False
+        self.retry = False
+
+
+class EventStream:
+    def __init__(self, stream_id: str, max_events: int, ttl_s: float) -> None:
+        self.id = stream_id
+        self.max_events = max_events
+        self.ttl_s = ttl_s
+        self._events: deque[tuple[int, float, bytes]] = deque()
+        self._next_seq = 1
+        self.done = False  # nothing more will be published
+        self.finished_at: float | None = None
+        self.listener: Listener | None = None
+        self._wake = asyncio.Event()
+
+    def event_id(self, seq: int) -> str:
+        return f"{self.id}_{seq}"
+
+    @property
+    def last_seq(self) -> int:
+        return self._next_seq - 1
+
+    def publish(self, message: dict | bytes) -> int | None:
+        if self.done:
+            return None  # the stream was closed under its producer (session ended): nobody to deliver to
+        data = message if isinstance(message, bytes) else orjson.dumps(message)
+        seq = self._next_seq
+        self._next_seq += 1
+        now = time.monotonic()
+        self._events.append((seq, now, data))
+        self._evict(now)
+        self._wake.set()
+        return seq
+
+    def finish(self) -> None:
+        if not self.done:
+            self.done = True
+            self.finished_at = time.monotonic()
+            self._wake.set()
+
+    def _evict(self, now: float) -> None:
+        events = self._events
+        while events and (len(events) > self.max_events or now - events[0][1] > self.ttl_s):
+            events.popleft()
+
+    def after(self, seq: int) -> list[tuple[int, bytes]] | None:
+        """Events after `seq`, or None if some of them are no longer retained (or `seq` never existed)."""
+        if seq > self.last_seq:
+            return None
+        self._evict(time.monotonic())
+        first_kept = self._events[0][0] if self._events else self._next_seq
+        if seq + 1 < first_kept:
+            return None
+        return [(s, data) for s, _, data in self._events if s > seq]
+
+    def expired(self, now: float) -> bool:
+        """A finished stream nobody can resume any more."""
+        return self.done and self.listener is None and self.finished_at is not None \
+            and now - self.finished_at > self.ttl_s
+
+    def attach(self, listener: Listener) -> None:
+        if self.listener is not None:
+            self.listener.kicked = True
+        self.listener = listener
+        self._wake.set()
+
+    def detach(self, listener: Listener) -> None:
+        if self.listener is listener:
+            self.listener = None
+
+    def kick(self, retry: bool) -> None:
+        """End the attached connection (server-initiated close; `retry` asks the client to come back)."""
+        if self.listener is not None:
+            self.listener.kicked = True
+            self.listener.retry = retry
+            self._wake.set()
+
+    async def wait(self, timeout: float | None) -> bool:
+        """Until something happens on the stream; False on timeout."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def clear_wake(self) -> None:
+        self._wake.clear()
+
+
+def frames(stream: EventStream, events: Iterable[tuple[int, bytes]]) -> bytes:
+    return b"".join(sse_event(stream.event_id(seq), data) for seq, data in events)

@@ -1,0 +1,66 @@
+"""The streams a session owns in Streamable HTTP: its GET stream and the SSE responses
+to its POSTs, kept for resumption until they finish and their events expire."""
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+from .event_stream import EventStream
+
+GET_STREAM_ID = "0"
+
+
+class SessionStreams:
+    """Implements `server.sessions.Attachment` for one session."""
+
+    def __init__(self, max_events: int, ttl_s: float, max_streams: int = 64) -> None:
+        self.max_events = max_events
+        self.ttl_s = ttl_s
+        self.max_streams = max_streams
+        self.streams: dict[str, EventStream] = {}
+        self._ids = itertools.count(1)
+        self.closed = False
+
+    def new_stream(self) -> EventStream:
+        """A stream for a POST's SSE response (not registered until `register`)."""
+        return EventStream(str(next(self._ids)), self.max_events, self.ttl_s)
+
+    def register(self, stream: EventStream) -> None:
+        self._prune()
+        self.streams[stream.id] = stream
+
+    def get_stream(self) -> EventStream:
+        stream = self.streams.get(GET_STREAM_ID)
+        if stream is None:
+            stream = self.streams[GET_STREAM_ID] = EventStream(GET_STREAM_ID, self.max_events, self.ttl_s)
+        return stream
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        for sid in [sid for sid, s in self.streams.items() if s.expired(now)]:
+            del self.streams[sid]
+        # Too many retained: drop the oldest finished ones (ids grow, dicts keep insertion order).
+        finished = [sid for sid, s in self.streams.items() if s.done and s.listener is None]
+        for sid in finished[: max(0, len(self.streams) - self.max_streams)]:
+            del self.streams[sid]
+
+    # -- Attachment --------------------------------------------------------
+    def busy(self) -> bool:
+        return any(s.listener is not None or (not s.done and s.id != GET_STREAM_ID) for s in self.streams.values())
+
+    async def send(self, message: dict[str, Any]) -> bool:
+        stream = self.streams.get(GET_STREAM_ID)
+        if self.closed or stream is None or stream.done:
+            return False
+        stream.publish(message)
+        return True
+
+    def close(self, reason: str) -> None:
+        self.closed = True
+        # The client asked for the end (DELETE): nothing to come back for. Otherwise
+        # (expiry, shutdown) the close is ours, and the client hears `retry` first.
+        retry = reason != "terminated"
+        for stream in self.streams.values():
+            stream.kick(retry)
+            stream.finish()
