@@ -67,7 +67,7 @@ async def _log(args: dict[str, Any], ctx: CallContext) -> str:
         for i in range(count):
             await ctx.log(level, message if count == 1 else f"{message} ({i + 1}/{count})")
             sent += 1
-    return f"sent {sent} log message(s) at {level} (client level {ctx.log_level})"
+    return f"sent {sent} log message(s) at {level} (client level {ctx.log_level or 'off'})"
 
 
 def _png_1x1(rgb: tuple[int, int, int]) -> bytes:

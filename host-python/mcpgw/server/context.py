@@ -23,7 +23,7 @@ class CallContext:
     revision: str
     emit: Emit
     progress_token: Any = None
-    log_level: str = DEFAULT_LOG_LEVEL
+    log_level: str | None = DEFAULT_LOG_LEVEL  # None: the client asked for no log messages
 
     async def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         """notifications/progress, only when the caller asked for it with _meta.progressToken."""
@@ -37,7 +37,7 @@ class CallContext:
         await self.emit({"jsonrpc": "2.0", "method": "notifications/progress", "params": params})
 
     def wants(self, level: str) -> bool:
-        return LOG_RANK[level] >= LOG_RANK[self.log_level]
+        return self.log_level is not None and LOG_RANK[level] >= LOG_RANK[self.log_level]
 
     async def log(self, level: str, data: Any, logger: str = "mcpgw") -> None:
         """notifications/message, if `level` is at or above the level the client set."""

@@ -8,6 +8,7 @@ from .catalog import Catalog
 from .context import LOG_LEVELS, CallContext
 from .jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, JsonRpcError, error_response, result_response
 from .sessions import Session
+from .stateless import SESSION_ONLY_METHODS, stamp_result
 
 # Revisions an `initialize` may negotiate (2026-07-28 is stateless and has no session).
 SESSIONFUL_REVISIONS = ("2025-03-26", "2025-06-18", "2025-11-25")
@@ -57,11 +58,25 @@ class Dispatcher:
         return {"protocolVersion": revision, "capabilities": CAPABILITIES,
                 "serverInfo": self.server_info(), "instructions": INSTRUCTIONS}
 
+    def discover_result(self) -> dict[str, Any]:
+        return {"supportedVersions": list(ALL_REVISIONS), "capabilities": CAPABILITIES, "instructions": INSTRUCTIONS}
+
     async def handle(self, message: dict[str, Any], ctx: CallContext, session: Session | None) -> dict[str, Any]:
         """Answer one request (not initialize, which the transport handles with the session)."""
         id_ = message["id"]
+        method = message["method"]
+        stateless = ctx.revision == STATELESS_REVISION
         try:
-            return result_response(id_, await self._result(message["method"], _params(message), ctx, session))
+            if stateless:
+                if method in SESSION_ONLY_METHODS:
+                    raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method} (not in {STATELESS_REVISION})",
+                                       method)
+                if method == "server/discover":
+                    result = self.discover_result()
+                else:
+                    result = await self._result(method, _params(message), ctx, session)
+                return result_response(id_, stamp_result(method, result, self.server_info()))
+            return result_response(id_, await self._result(method, _params(message), ctx, session))
         except JsonRpcError as err:
             return error_response(id_, err.code, err.message, err.data)
 
@@ -97,4 +112,4 @@ class Dispatcher:
             if session is not None:
                 session.log_level = level
             return {}
-        raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method}")
+        raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method}", method)

@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Iterable
-
 import orjson
 
 
-def sse_event(event_id: str, data: bytes) -> bytes:
+def sse_event(event_id: str | None, data: bytes) -> bytes:
     # orjson output never contains a newline, so one `data:` line holds the message.
-    return b"id: " + event_id.encode() + b"\nevent: message\ndata: " + data + b"\n\n"
+    head = b"" if event_id is None else b"id: " + event_id.encode() + b"\n"
+    return head + b"event: message\ndata: " + data + b"\n\n"
 
 
 def sse_priming(event_id: str) -> bytes:
@@ -135,6 +134,3 @@ class EventStream:
     def clear_wake(self) -> None:
         self._wake.clear()
 
-
-def frames(stream: EventStream, events: Iterable[tuple[int, bytes]]) -> bytes:
-    return b"".join(sse_event(stream.event_id(seq), data) for seq, data in events)

@@ -19,15 +19,16 @@ from ..asgi import Receive, Scope, Send, send_empty, send_json
 from ..edge.contract import RequestContext
 from ..edge.middleware import SCOPE_KEY
 from ..server import jsonrpc
-from ..server.context import CallContext
+from ..server.context import LOG_LEVELS, CallContext
 from ..server.dispatcher import (
+    ALL_REVISIONS,
     BATCH_REVISIONS,
-    SESSIONFUL_REVISIONS,
     STATELESS_REVISION,
     Dispatcher,
     negotiate,
 )
 from ..server.sessions import Session, SessionLimitReached, SessionStore
+from ..server.stateless import LOG_LEVEL_KEY, envelope
 from .event_stream import (
     SSE_KEEPALIVE,
     EventStream,
@@ -37,14 +38,20 @@ from .event_stream import (
     sse_priming,
     sse_retry,
 )
-from .headers import HeaderMismatch, check_stateless_headers
+from .headers import Rejection, check_stateless_request
 from .session_streams import GET_STREAM_ID, SessionStreams
 
 log = logging.getLogger("mcpgw.http")
 
 SESSION_NOT_FOUND = -32001  # as the MCP SDK reports an unknown session
 REQUEST_CANCELLED = -32800  # a JSON response had to be sent for a request the client cancelled
-PRIMING_REVISIONS = frozenset(("2025-11-25", STATELESS_REVISION))  # revisions that define the priming event
+# The priming event arrived with 2025-11-25. 2026-07-28 streams cannot be resumed (no GET), so
+# their events carry no ids at all: a client seeing an id would try to resume and fail.
+PRIMING_REVISIONS = frozenset(("2025-11-25",))
+# 2026-07-28 answers errors with HTTP statuses (as the MCP SDK maps them); other revisions with 200.
+STATELESS_ERROR_STATUS = {jsonrpc.PARSE_ERROR: 400, jsonrpc.INVALID_REQUEST: 400, jsonrpc.INVALID_PARAMS: 400,
+                          jsonrpc.HEADER_MISMATCH: 400, jsonrpc.UNSUPPORTED_PROTOCOL_VERSION: 400,
+                          jsonrpc.METHOD_NOT_FOUND: 404}
 SHUTDOWN = "shutdown"
 
 SSE_HEADERS = [
@@ -55,12 +62,14 @@ SSE_HEADERS = [
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, code: int, message: str, headers: list[tuple[bytes, bytes]] | None = None):
+    def __init__(self, status: int, code: int, message: str, headers: list[tuple[bytes, bytes]] | None = None,
+                 data: Any = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or []
+        self.data = data
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -108,6 +117,7 @@ class Exchange:
         self.upgraded = False  # something other than a response was sent: this must be SSE
         self.responses: list[bytes] = []
         self.cancelled: list[Any] = []  # ids of requests cancelled without a response
+        self.error_code: int | None = None  # of the last error response
         self.tasks: list[asyncio.Task] = []
 
     async def emit(self, message: dict[str, Any]) -> None:
@@ -121,6 +131,8 @@ class Exchange:
             self.cancelled.append(id_)
         else:
             data = orjson.dumps(response)
+            if "error" in response:
+                self.error_code = response["error"]["code"]
             self.responses.append(data)
             self.stream.publish(data)
         self.pending -= 1
@@ -155,8 +167,9 @@ class StreamableHTTP:
             if ctx["server_id"] is not None:
                 raise HttpError(404, jsonrpc.INVALID_REQUEST, f"Unknown server: {ctx['server_id']}")
             if ctx["protocol_state"] == "unsupported":
-                raise HttpError(400, jsonrpc.INVALID_REQUEST,
-                                f"Bad Request: Unsupported protocol version: {ctx['protocol_version']}")
+                raise HttpError(400, jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
+                                f"Bad Request: Unsupported protocol version: {ctx['protocol_version']}",
+                                data={"supported": list(ALL_REVISIONS), "requested": ctx["protocol_version"]})
             method = ctx["method"]
             stateless = ctx["revision"] == STATELESS_REVISION
             if stateless and method != "POST":
@@ -176,7 +189,8 @@ class StreamableHTTP:
                 raise HttpError(405, jsonrpc.INVALID_REQUEST, f"Method {method} not allowed",
                                 [(b"allow", b"GET, POST, DELETE")])
         except HttpError as err:
-            await send_json(send, err.status, jsonrpc.error_response(None, err.code, err.message), err.headers)
+            await send_json(send, err.status, jsonrpc.error_response(None, err.code, err.message, err.data),
+                            err.headers)
         except ConnectionAbortedError:
             return  # nobody to answer; nothing was started
 
@@ -223,10 +237,13 @@ class StreamableHTTP:
             if batch:
                 raise HttpError(400, jsonrpc.INVALID_REQUEST,
                                 f"Invalid Request: JSON-RPC batches are not supported in protocol revision {revision}")
+            if kinds[0] == "response":
+                raise HttpError(400, jsonrpc.INVALID_REQUEST, "Invalid Request: "
+                                f"{STATELESS_REVISION} has no server-to-client requests to respond to")
             try:
-                check_stateless_headers(ctx, payload)
-            except HeaderMismatch as err:
-                raise HttpError(400, err.code, err.message) from None
+                check_stateless_request(ctx, payload, (STATELESS_REVISION,))
+            except Rejection as err:
+                raise HttpError(400, err.code, err.message, data=err.data) from None
 
         initialize = [m for m, k in zip(messages, kinds) if k == "request" and m["method"] == "initialize"]
         session: Session | None = None
@@ -313,11 +330,13 @@ class StreamableHTTP:
             if message["method"] == "initialize":
                 response = jsonrpc.result_response(id_, self.dispatcher.initialize_result(session.revision))  # type: ignore[union-attr]
             else:
-                params = message.get("params")
-                meta = params.get("_meta") if isinstance(params, dict) else None
-                ctx = CallContext(id_, revision, exchange.emit,
-                                  progress_token=meta.get("progressToken") if isinstance(meta, dict) else None,
-                                  log_level=session.log_level if session is not None else "info")
+                meta = envelope(message.get("params"))
+                if session is not None:
+                    log_level = session.log_level
+                else:  # 2026-07-28: logs only when this request asks for them
+                    requested = meta.get(LOG_LEVEL_KEY)
+                    log_level = requested if requested in LOG_LEVELS else None
+                ctx = CallContext(id_, revision, exchange.emit, meta.get("progressToken"), log_level)
                 response = await self.dispatcher.handle(message, ctx, session)
         except asyncio.CancelledError as exc:
             reason = exc.args[0] if exc.args else ""
@@ -351,7 +370,7 @@ class StreamableHTTP:
                 else:
                     await stream.wait(None)
             if not exchange.upgraded:
-                await self._send_json_result(exchange, send, extra_headers, batch)
+                await self._send_json_result(exchange, send, extra_headers, batch, revision)
                 return
         if session is not None:
             self._streams(session).register(stream)
@@ -368,7 +387,7 @@ class StreamableHTTP:
                 watcher.cancel()
 
     async def _send_json_result(self, exchange: Exchange, send: Send,
-                                extra_headers: list[tuple[bytes, bytes]], batch: bool) -> None:
+                                extra_headers: list[tuple[bytes, bytes]], batch: bool, revision: str) -> None:
         responses = exchange.responses
         if not responses:
             # Every request was cancelled by the client; HTTP still needs an answer.
@@ -377,7 +396,10 @@ class StreamableHTTP:
             await send_json(send, 200, [body] if batch else body, extra_headers)
             return
         data = b"[" + b",".join(responses) + b"]" if batch else responses[0]
-        await send({"type": "http.response.start", "status": 200,
+        status = 200
+        if revision == STATELESS_REVISION and exchange.error_code is not None:
+            status = STATELESS_ERROR_STATUS.get(exchange.error_code, 200)
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(data)).encode()), *extra_headers]})
         await send({"type": "http.response.body", "body": data})
@@ -429,7 +451,10 @@ class StreamableHTTP:
                     await send({"type": body, "body": sse_retry(self.options.retry_ms), "more_body": False})
                     return
                 if events:
-                    chunk = b"".join(sse_event(stream.event_id(seq), data) for seq, data in events)
+                    if revision == STATELESS_REVISION:
+                        chunk = b"".join(sse_event(None, data) for _, data in events)
+                    else:
+                        chunk = b"".join(sse_event(stream.event_id(seq), data) for seq, data in events)
                     cursor = events[-1][0]
                     await send({"type": body, "body": chunk, "more_body": True})
                     continue
