@@ -127,3 +127,27 @@ def gateway(request, component_path) -> Gateway:
     gw.mode = request.param
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="session")
+def gateways(component_path):
+    """Gateways by (edge mode, settings), started once and shared by every test that asks for
+    the same pair, stopped at the end of the run."""
+    started: dict[tuple, Gateway] = {}
+
+    def get(mode: str, **env: str) -> Gateway:
+        key = (mode, tuple(sorted(env.items())))
+        if key not in started:
+            gw = Gateway({"MCPGW_EDGE": mode, **env}).wait_ready()
+            gw.mode = mode
+            started[key] = gw
+        return started[key]
+
+    yield get
+    for gw in started.values():
+        gw.stop()
+
+
+@pytest.fixture(params=["wasm", "python"])
+def edge_mode(request) -> str:
+    return request.param

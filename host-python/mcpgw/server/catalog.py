@@ -117,7 +117,9 @@ class Catalog:
         tool = self.tools.get(name)
         if tool is None:
             raise JsonRpcError(INVALID_PARAMS, f"Unknown tool: {name}")
-        args = params.get("arguments") or {}
+        args = params.get("arguments")
+        if args is None:
+            args = {}
         if not isinstance(args, dict):
             raise JsonRpcError(INVALID_PARAMS, "params.arguments must be an object")
         try:
@@ -143,7 +145,9 @@ class Catalog:
         prompt = self.prompts.get(params.get("name"))  # type: ignore[arg-type]
         if prompt is None:
             raise JsonRpcError(INVALID_PARAMS, f"Unknown prompt: {params.get('name')}")
-        args = params.get("arguments") or {}
+        args = params.get("arguments")
+        if args is None:
+            args = {}
         if not isinstance(args, dict) or not all(isinstance(v, str) for v in args.values()):
             raise JsonRpcError(INVALID_PARAMS, "prompt arguments must be an object of strings")
         missing = [a.name for a in prompt.arguments if a.required and a.name not in args]

@@ -30,6 +30,9 @@ def sse_retry(retry_ms: int) -> bytes:
 
 
 SSE_KEEPALIVE = b": keepalive\n\n"
+# Events a connected but slow client may fall behind by before it is cut off (with `retry`);
+# bounds the memory one stalled reader can pin.
+LIVE_BACKLOG = 10_000
 
 
 def parse_event_id(value: str) -> tuple[str, int] | None:
@@ -59,6 +62,10 @@ class EventStream:
         self.done = False  # nothing more will be published
         self.finished_at: float | None = None
         self.listener: Listener | None = None
+        # What the live connection has been sent; events after it are kept whatever the
+        # retention limits say (up to `LIVE_BACKLOG` more), so a burst never costs a connected
+        # client anything. A new stream holds from 0: its first connection is on its way.
+        self.held: int | None = 0
         self._wake = asyncio.Event()
 
     def event_id(self, seq: int) -> str:
@@ -89,7 +96,12 @@ class EventStream:
     def _evict(self, now: float) -> None:
         events = self._events
         while events and (len(events) > self.max_events or now - events[0][1] > self.ttl_s):
+            if self.held is not None and events[0][0] > self.held and len(events) <= self.max_events + LIVE_BACKLOG:
+                break  # not yet sent to the connected client
             events.popleft()
+
+    def delivered(self, seq: int) -> None:
+        self.held = seq
 
     def after(self, seq: int) -> list[tuple[int, bytes]] | None:
         """Events after `seq`, or None if some of them are no longer retained (or `seq` never existed)."""
@@ -115,6 +127,7 @@ class EventStream:
     def detach(self, listener: Listener) -> None:
         if self.listener is listener:
             self.listener = None
+            self.held = None  # from now on the retention limits alone decide what a resume finds
 
     def kick(self, retry: bool) -> None:
         """End the attached connection (server-initiated close; `retry` asks the client to come back)."""

@@ -438,6 +438,7 @@ class StreamableHTTP:
         goes away, or the server ends the connection (then with `retry` first)."""
         listener = Listener()
         stream.attach(listener)
+        stream.delivered(cursor)
         self.connections += 1
         body = "http.response.body"
         try:
@@ -457,6 +458,7 @@ class StreamableHTTP:
                         chunk = b"".join(sse_event(stream.event_id(seq), data) for seq, data in events)
                     cursor = events[-1][0]
                     await send({"type": body, "body": chunk, "more_body": True})
+                    stream.delivered(cursor)
                     continue
                 if listener.kicked:
                     # Replaced by a newer connection, or closed by us (then `retry` tells the client to return).
