@@ -106,6 +106,6 @@ def test_disallowed_origin_is_blocked_by_the_browser(browser, page_origin, compo
         preflight = httpx.options(gw.url + "/mcp", headers={"origin": page_origin,
                                                              "access-control-request-method": "POST"})
         assert preflight.status_code == 403
-        assert httpx.get(gw.url + "/health").json()["sessions"] == 0
+        assert httpx.get(gw.url + "/health").json()["live"]["sessions"] == 0
     finally:
         gw.stop()

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from mcp import Client
 
+from mcp_http import headers2026, rpc2026
 from mcpgw.edge.backend import PACKAGED_COMPONENT
 
 JSON_AND_SSE = "application/json, text/event-stream"
@@ -76,20 +77,20 @@ def test_session_lifecycle(gateway):
 @pytest.mark.parametrize(
     "headers, body, status, code",
     [
-        ({"accept": "application/json"}, rpc("ping"), 406, -32600),
+        ({"accept": "text/html"}, rpc("ping"), 406, -32600),
         ({"accept": "text/event-stream"}, rpc("ping"), 406, -32600),
         ({"content-type": "text/plain"}, rpc("ping"), 415, -32600),
         ({}, b'{"jsonrpc": "2.0", "method": ', 400, -32700),
         ({}, b"\xff\xfe not utf-8", 400, -32700),
         ({}, {"jsonrpc": "1.0", "id": 1, "method": "ping"}, 400, -32600),
         ({}, [1, 2], 400, -32600),
-        ({"mcp-protocol-version": "1999-01-01"}, rpc("ping"), 400, -32600),
+        ({"mcp-protocol-version": "1999-01-01"}, rpc("ping"), 400, -32022),
         ({"mcp-protocol-version": "2025-06-18"}, rpc("ping"), 400, -32600),  # no session id
         ({"mcp-protocol-version": "2025-06-18", "mcp-session-id": "bad id"}, rpc("ping"), 400, -32600),
         ({"mcp-protocol-version": "2025-06-18", "mcp-session-id": "unknown"}, rpc("ping"), 404, -32001),
         ({}, rpc("no/such/method"), 400, -32600),  # no session: refused before dispatch
     ],
-    ids=["accept-json-only", "accept-sse-only", "content-type", "invalid-json", "invalid-utf8", "not-jsonrpc",
+    ids=["accept-neither", "accept-sse-only", "content-type", "invalid-json", "invalid-utf8", "not-jsonrpc",
          "batch", "unsupported-version", "missing-session", "malformed-session", "unknown-session", "no-session"],
 )
 def test_bad_requests_get_the_right_status_and_jsonrpc_error(gateway, headers, body, status, code):
@@ -107,8 +108,7 @@ def test_unknown_method_in_a_session_is_method_not_found(gateway):
 
 
 def test_stateless_revision_needs_no_session(gateway):
-    r = httpx.post(gateway.url + "/mcp", json=rpc("tools/list", id_=5),
-                   headers={**BASE, "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list"})
+    r = httpx.post(gateway.url + "/mcp", json=rpc2026("tools/list", 5), headers=headers2026("tools/list"))
     assert r.status_code == 200 and r.json()["result"]["tools"]
 
 

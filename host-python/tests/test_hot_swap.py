@@ -19,12 +19,12 @@ from mcpgw.edge.registry import EdgeRegistry, SwapRefused
 from mcpgw.settings import Settings
 
 from conftest import Gateway
+from mcp_http import headers2026, rpc2026
 
 TOKEN = "test-admin-token-0123456789"
 CFG = EdgeConfig()
 HEAD = ("POST", "/mcp", "", [("host", "127.0.0.1:4444"), ("origin", "https://evil.example")])
-STATELESS = {"accept": "application/json, text/event-stream", "content-type": "application/json",
-             "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list"}
+STATELESS = headers2026("tools/list")
 
 
 def _registry(component_path, **kw) -> EdgeRegistry:
@@ -176,7 +176,7 @@ def test_swaps_under_concurrent_load_fail_no_request(component_path, v2_componen
             while not stop.is_set():
                 i += 1
                 try:
-                    r = c.post("/mcp", json={"jsonrpc": "2.0", "id": f"{n}-{i}", "method": "tools/list"},
+                    r = c.post("/mcp", json=rpc2026("tools/list", f"{n}-{i}"),
                                headers=STATELESS)
                     ok = r.status_code == 200 and r.json()["result"]["tools"]
                     results.append((r.status_code if ok else -r.status_code, r.headers.get("mcpgw-edge")))

@@ -340,7 +340,8 @@ def test_idle_sessions_expire(open_session, gateways, edge_mode):
 
 def test_session_cap_answers_503_with_a_jsonrpc_error(open_session, gateways, edge_mode):
     gw = gateways(edge_mode, MCPGW_MAX_SESSIONS="2")
-    first, _second = open_session(gw.url), open_session(gw.url)
+    first = open_session(gw.url)
+    open_session(gw.url)
     r = httpx.post(gw.url + "/mcp", headers=BASE, json=rpc("initialize", 1, protocolVersion="2025-11-25",
                                                            capabilities={}, clientInfo={"name": "t", "version": "0"}))
     assert r.status_code == 503 and r.json()["error"]["code"] == -32603 and r.headers["retry-after"]

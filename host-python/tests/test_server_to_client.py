@@ -1,0 +1,105 @@
+"""Server-to-client traffic on the GET stream: requests (ping) answered by POST, and notifications
+(list_changed) to every session. The gateway runs in this process (real uvicorn on a loopback
+socket, in a thread) so a test can make the server side speak first."""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import uvicorn
+from mcp import Client
+
+from mcp_http import Event, Session, sse_events
+from mcpgw.app import create_app
+from mcpgw.server.jsonrpc import JsonRpcError
+from mcpgw.serving import GatewayServer
+from mcpgw.settings import Settings
+
+
+@pytest.fixture(params=["wasm", "python"])
+def inproc(request, component_path):
+    app = create_app(Settings(edge=request.param, port=0))
+    state = app.app.state
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, loop="asyncio", http="httptools", log_level="warning", lifespan="on")
+    server = GatewayServer(config, state.mcp, grace_s=1.0)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "in-process gateway did not start"
+        time.sleep(0.02)
+
+    def submit(coro):
+        """Run `coro` on the gateway's loop; a concurrent.futures.Future of its result."""
+        return asyncio.run_coroutine_threadsafe(coro, loop)
+
+    def run(coro, timeout: float = 20.0):
+        return submit(coro).result(timeout)
+
+    def when(predicate, timeout: float = 20.0):
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return predicate()
+
+    yield SimpleNamespace(url=f"http://127.0.0.1:{sock.getsockname()[1]}", sessions=state.sessions, mcp=state.mcp,
+                          submit=submit, run=run, when=when)
+    server.should_exit = True
+    thread.join(30)
+    loop.close()
+
+
+def _messages(events):
+    return (e.json() for e in events if isinstance(e, Event) and e.data)
+
+
+def test_server_ping_and_list_changed_over_the_get_stream_raw(inproc):
+    s = Session(inproc.url, "2025-06-18")
+    session = inproc.sessions.get(s.id)
+    with s.stream("GET") as get:
+        messages = _messages(sse_events(get.iter_lines()))
+        assert inproc.when(lambda: inproc.mcp.live()["streams"] == 1)
+        pending = inproc.submit(session.request("ping", timeout=20))
+        ping = next(messages)
+        assert ping["method"] == "ping" and isinstance(ping["id"], str)
+        answer = s.post({"jsonrpc": "2.0", "id": ping["id"], "result": {}})
+        assert answer.status_code == 202
+        assert pending.result(20) == {}
+
+        # A client that answers with an error: the server side sees the JSON-RPC error.
+        failing = inproc.submit(session.request("ping", timeout=20))
+        ping = next(messages)
+        s.post({"jsonrpc": "2.0", "id": ping["id"], "error": {"code": -32601, "message": "no"}})
+        with pytest.raises(JsonRpcError) as err:
+            failing.result(20)
+        assert err.value.code == -32601
+
+        assert inproc.run(inproc.sessions.broadcast("notifications/tools/list_changed")) == 1
+        assert next(messages) == {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+        assert s.delete().status_code == 204
+    assert inproc.when(lambda: inproc.mcp.live() == {"sessions": 0, "requests": 0, "streams": 0})
+
+
+async def test_sdk_client_answers_server_ping_and_hears_list_changed(inproc):
+    """The real client opens the GET stream after initialize, answers the server's ping on it,
+    and hands list_changed to its message handler."""
+    heard = asyncio.Event()
+
+    async def on_message(message):
+        if getattr(message, "method", None) == "notifications/tools/list_changed":
+            heard.set()
+
+    async with Client(inproc.url + "/mcp", mode="legacy", message_handler=on_message):
+        assert await asyncio.to_thread(inproc.when, lambda: inproc.mcp.live()["streams"] == 1)
+        (session,) = list(inproc.sessions)
+        assert await asyncio.wrap_future(inproc.submit(session.request("ping", timeout=20))) == {}
+        assert await asyncio.wrap_future(inproc.submit(inproc.sessions.broadcast("notifications/tools/list_changed"))) == 1
+        await asyncio.wait_for(heard.wait(), 20)
+    assert await asyncio.to_thread(inproc.when, lambda: inproc.mcp.live() == {"sessions": 0, "requests": 0, "streams": 0})
