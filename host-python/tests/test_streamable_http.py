@@ -505,3 +505,19 @@ def test_graceful_shutdown_closes_streams_with_retry_and_answers_running_request
         assert "Application shutdown complete" in gw.log() and "Traceback" not in gw.log()
     finally:
         gw.stop()
+
+
+def test_a_request_id_in_use_is_refused_and_the_first_keeps_running(open_session, gw):
+    s = open_session(gw.url)
+    answers = []
+    worker = threading.Thread(target=lambda: answers.append(
+        s.post(rpc("tools/call", 61, name="sleep", arguments={"seconds": 60}), accept="application/json")))
+    worker.start()
+    assert wait_live(gw.url, requests=1)["requests"] == 1
+    again = s.post(rpc("ping", 61))
+    assert again.json()["error"]["code"] == -32600 and "already in use" in again.json()["error"]["message"]
+    assert s.post(rpc("ping", "61")).json()["result"] == {}  # "61" is another id than 61
+    assert live(gw.url)["requests"] == 1
+    s.post(rpc("notifications/cancelled", None, requestId=61))
+    worker.join(30)
+    assert answers[0].json()["error"]["code"] == -32800

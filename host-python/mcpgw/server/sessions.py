@@ -67,11 +67,12 @@ class Session:
     def busy(self) -> bool:
         return bool(self.tasks) or bool(self._outgoing) or (self.attachment is not None and self.attachment.busy())
 
-    def track(self, id_: Any, task: asyncio.Task) -> bool:
-        """Register a running request; False if one with this id is already running."""
+    def running(self, id_: Any) -> bool:
+        return request_key(id_) in self.tasks
+
+    def track(self, id_: Any, task: asyncio.Task) -> None:
+        """Register a running request (until it is done) so it can be cancelled by id."""
         key = request_key(id_)
-        if key in self.tasks:
-            return False
         self.tasks[key] = task
 
         def untrack(done: asyncio.Task) -> None:
@@ -79,7 +80,6 @@ class Session:
                 del self.tasks[key]
 
         task.add_done_callback(untrack)
-        return True
 
     def cancel(self, id_: Any) -> bool:
         task = self.tasks.get(request_key(id_))

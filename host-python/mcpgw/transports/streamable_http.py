@@ -316,41 +316,49 @@ class StreamableHTTP:
             session.cancel(params.get("requestId"))
 
     def _start(self, message: dict[str, Any], exchange: Exchange, revision: str, session: Session | None) -> None:
-        task = asyncio.ensure_future(self._run(message, exchange, revision, session))
+        id_ = message["id"]
+        if session is not None and session.running(id_):
+            exchange.respond(jsonrpc.error_response(id_, jsonrpc.INVALID_REQUEST,
+                                                    f"Invalid Request: request id {id_!r} is already in use"), id_)
+            return
+        task = asyncio.ensure_future(self._answer(message, exchange, revision, session))
         exchange.tasks.append(task)
         self.running.add(task)
-        task.add_done_callback(self.running.discard)
-        if session is not None and not session.track(message["id"], task):
-            task.cancel("duplicate")
+        if session is not None:
+            session.track(id_, task)
 
-    async def _run(self, message: dict[str, Any], exchange: Exchange, revision: str, session: Session | None) -> None:
+        def finished(done: asyncio.Task) -> None:
+            self.running.discard(done)
+            # A task cancelled before its first step never ran its own handler: answer for it here.
+            response = (self._cancelled_answer(id_, "") if done.cancelled() else done.result())
+            exchange.respond(response, id_)
+
+        task.add_done_callback(finished)
+
+    def _cancelled_answer(self, id_: Any, reason: str) -> dict[str, Any] | None:
+        if reason == SHUTDOWN or self.draining:
+            return jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, "Server shutting down")
+        return None  # cancelled by the client or with its session: no response (the spec's rule)
+
+    async def _answer(self, message: dict[str, Any], exchange: Exchange, revision: str,
+                      session: Session | None) -> dict[str, Any] | None:
         id_ = message["id"]
-        response: dict[str, Any] | None = None
         try:
             if message["method"] == "initialize":
-                response = jsonrpc.result_response(id_, self.dispatcher.initialize_result(session.revision))  # type: ignore[union-attr]
-            else:
-                meta = envelope(message.get("params"))
-                if session is not None:
-                    log_level = session.log_level
-                else:  # 2026-07-28: logs only when this request asks for them
-                    requested = meta.get(LOG_LEVEL_KEY)
-                    log_level = requested if requested in LOG_LEVELS else None
-                ctx = CallContext(id_, revision, exchange.emit, meta.get("progressToken"), log_level)
-                response = await self.dispatcher.handle(message, ctx, session)
+                return jsonrpc.result_response(id_, self.dispatcher.initialize_result(session.revision))  # type: ignore[union-attr]
+            meta = envelope(message.get("params"))
+            if session is not None:
+                log_level = session.log_level
+            else:  # 2026-07-28: logs only when this request asks for them
+                requested = meta.get(LOG_LEVEL_KEY)
+                log_level = requested if requested in LOG_LEVELS else None
+            ctx = CallContext(id_, revision, exchange.emit, meta.get("progressToken"), log_level)
+            return await self.dispatcher.handle(message, ctx, session)
         except asyncio.CancelledError as exc:
-            reason = exc.args[0] if exc.args else ""
-            if reason == SHUTDOWN:
-                response = jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, "Server shutting down")
-            elif reason == "duplicate":
-                response = jsonrpc.error_response(id_, jsonrpc.INVALID_REQUEST,
-                                                  f"Invalid Request: request id {id_!r} is already in use")
-            # Cancelled by the client or with its session: no response (the spec's rule).
+            return self._cancelled_answer(id_, exc.args[0] if exc.args else "")
         except Exception:
             log.exception("request %r (%s) failed", id_, message.get("method"))
-            response = jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, "Internal error")
-        finally:
-            exchange.respond(response, id_)
+            return jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, "Internal error")
 
     async def _respond(self, exchange: Exchange, revision: str, session: Session | None,
                        receive: Receive, send: Send,
