@@ -185,7 +185,10 @@ class SessionStore:
         interval = min(max(self.idle_timeout_s / 4, 0.05), 30.0)
         while True:
             await asyncio.sleep(interval)
-            self.expire_idle()
+            try:
+                self.expire_idle()
+            except Exception:  # a bug here must not stop expiry for good
+                log.exception("session expiry failed")
 
     async def broadcast(self, method: str, params: dict[str, Any] | None = None) -> int:
         sent = 0
