@@ -20,12 +20,15 @@ V2_WASM := $(VARIANTS_DIR)/transport_core_v2.wasm
 WRONG_WASM := $(VARIANTS_DIR)/transport_core_wrong.wasm
 
 
-.PHONY: help setup build variants serve test test-python test-rust bench-edge fuzz clean
+.PHONY: help setup build variants serve test test-python test-rust bench bench-edge load-test load-test-ui fuzz clean
 
 help:
 	@echo "make serve       set up and start the gateway on 127.0.0.1:4444 (MCPGW_* variables apply)"
 	@echo "make test        set up and run every test (Rust, Python, browser)"
+	@echo "make bench       every benchmark side by side; report in bench/results/"
 	@echo "make bench-edge  per-request edge cost from Python, both backends"
+	@echo "make load-test   headless Locust against a gateway (LOAD_EDGE=wasm|python), bounded"
+	@echo "make load-test-ui  the same with Locust's web UI"
 	@echo "make fuzz        longer differential fuzzing of the two edge backends"
 
 # --- set-up ----------------------------------------------------------------
@@ -95,7 +98,45 @@ test-python: build variants $(BUILD)/chromium.stamp
 test: test-rust test-python
 
 bench-edge: build
-	$(PY) host-python/bench/edge_cost.py
+	$(PY) bench/edge_cost.py
+
+# --- benchmarks and load tests ---------------------------------------------------
+# wrk (Debian) generates the HTTP load; the SDK reference server gets its own virtualenv with the
+# same pinned SDK and HTTP stack; Locust gets one too (its dependencies are not the gateway's).
+SDK_VENV    := $(BUILD)/bench-sdk-venv
+LOCUST_VENV := $(BUILD)/locust-venv
+LOAD_EDGE   ?= wasm
+LOAD_USERS  ?= 50
+LOAD_TIME   ?= 90s
+
+$(BUILD)/wrk.stamp:
+	@mkdir -p $(BUILD)
+	command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+	@touch $@
+
+$(BUILD)/bench-deps.stamp: $(BUILD)/venv.stamp
+	$(PY) -m pip install --quiet --disable-pip-version-check -e 'host-python[test,bench]'
+	test -x $(SDK_VENV)/bin/python || $(PYTHON) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  mcp==2.3.0 uvicorn==0.54.0 uvloop==0.23.0 httptools==0.9.0
+	@touch $@
+
+$(BUILD)/locust.stamp:
+	@mkdir -p $(BUILD)
+	test -x $(LOCUST_VENV)/bin/python || $(PYTHON) -m venv $(LOCUST_VENV)
+	$(LOCUST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check locust==2.47.0
+	@touch $@
+
+bench: build $(BUILD)/wrk.stamp $(BUILD)/bench-deps.stamp
+	$(PY) bench/run.py
+
+# Headless and bounded; LOAD_EDGE=wasm|python picks the edge, so runs compare across modes.
+load-test: build $(BUILD)/locust.stamp
+	$(PY) tests/load/run.py --edge $(LOAD_EDGE) --locust $(LOCUST_VENV)/bin/locust -- \
+	  --headless -u $(LOAD_USERS) -r 10 -t $(LOAD_TIME) --only-summary
+
+load-test-ui: build $(BUILD)/locust.stamp
+	$(PY) tests/load/run.py --edge $(LOAD_EDGE) --locust $(LOCUST_VENV)/bin/locust
 
 fuzz: build
 	cd host-python && MCPGW_FUZZ_EXAMPLES=20000 ../$(PY) -m pytest -q tests/test_differential.py

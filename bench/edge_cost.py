@@ -58,33 +58,41 @@ def pct(samples: list[int], p: float) -> float:
     return s[min(len(s) - 1, int(p * len(s)))] / 1000.0
 
 
+def collect(calls: int = 5000, rounds: int = 6) -> list[dict]:
+    """p50/p99 per head and backend, rounds alternating between backends."""
+    cfg = EdgeConfig()
+    backends = {"wasm": load_edge("wasm", cfg), "python": load_edge("python", cfg)}
+    rows = []
+    print(f"edge boundary cost per request ({rounds} alternating rounds x {calls} calls)")
+    print(f"{'head':28} {'backend':8} {'p50 us':>8} {'p99 us':>8}")
+    for label, head in HEADS.items():
+        samples: dict[str, list[int]] = {name: [] for name in backends}
+        for name, edge in backends.items():
+            measure(edge.evaluate_raw, head, 500)  # warm-up
+        for r in range(rounds):
+            order = list(backends) if r % 2 == 0 else list(reversed(backends))
+            for name in order:
+                samples[name].extend(measure(backends[name].evaluate_raw, head, calls))
+        for name in backends:
+            row = {"head": label, "backend": name, "p50_us": pct(samples[name], 0.50), "p99_us": pct(samples[name], 0.99)}
+            rows.append(row)
+            print(f"{label:28} {name:8} {row['p50_us']:8.2f} {row['p99_us']:8.2f}")
+        ratio = rows[-2]["p50_us"] / rows[-1]["p50_us"]
+        print(f"{'':28} {'ratio':8} {ratio:8.2f}x (wasm p50 / python p50)", flush=True)
+    print("bars (DESIGN.md 7): wasm p50 <= 15 us, python p50 <= 10 us")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=5000, help="calls per round per backend and head")
     ap.add_argument("--rounds", type=int, default=6)
     args = ap.parse_args()
-    cfg = EdgeConfig()
-    backends = {"wasm": load_edge("wasm", cfg), "python": load_edge("python", cfg)}
-    print(f"edge boundary cost per request ({args.rounds} alternating rounds x {args.calls} calls)")
-    print(f"{'head':28} {'backend':8} {'p50 us':>8} {'p99 us':>8}")
-    for label, head in HEADS.items():
-        samples = {name: [] for name in backends}
-        for name, edge in backends.items():
-            measure(edge.evaluate_raw, head, 500)  # warm-up
-        for r in range(args.rounds):
-            order = list(backends) if r % 2 == 0 else list(reversed(backends))
-            for name in order:
-                samples[name].extend(measure(backends[name].evaluate_raw, head, args.calls))
-        p50 = {}
-        for name in backends:
-            p50[name] = pct(samples[name], 0.50)
-            print(f"{label:28} {name:8} {p50[name]:8.2f} {pct(samples[name], 0.99):8.2f}")
-        print(f"{'':28} {'ratio':8} {p50['wasm'] / p50['python']:8.2f}x (wasm p50 / python p50)")
-    print("bars (DESIGN.md 7): wasm p50 <= 15 us, python p50 <= 10 us")
+    collect(args.calls, args.rounds)
     print_guest_instructions()
 
 
-def print_guest_instructions() -> None:
+def print_guest_instructions() -> dict[str, int]:
     """Wasm instructions the guest executes per head, counted by fuel: the same on
     any machine under any load, so a change to the guest shows up exactly."""
     from mcpgw.edge.python_core import CONTRACT_HEADERS
@@ -94,12 +102,15 @@ def print_guest_instructions() -> None:
     inst = WasmComponent.from_file(PACKAGED_COMPONENT, fuel=10**9).instantiate()
     inst.configure_encoded(EdgeConfig().to_json())
     print("guest work per call (fuel = wasm instructions, deterministic):")
+    counts = {}
     for label, (method, raw_path, query, headers) in HEADS.items():
         pairs = [(CONTRACT_HEADERS[n.lower()], v.decode("latin-1")) for n, v in headers if n.lower() in CONTRACT_HEADERS]
         head = orjson.dumps([method, raw_path.decode("latin-1"), query.decode("latin-1"), pairs])
         inst.store.set_fuel(10**9)
         inst.funcs["evaluate-encoded"](inst.store, head.decode())
-        print(f"  {label:28} {len(head):4} B in  {10**9 - inst.store.get_fuel():>7,} instructions")
+        counts[label] = 10**9 - inst.store.get_fuel()
+        print(f"  {label:28} {len(head):4} B in  {counts[label]:>7,} instructions")
+    return counts
 
 
 if __name__ == "__main__":

@@ -1,0 +1,99 @@
+"""End-to-end throughput and latency: the gateway in wasm and python mode, the SDK's own server,
+Starlette's CORS middleware, side by side: every (workload, connections) cell runs each target in
+turn, the order alternating between repetitions so machine noise hits all of them alike."""
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict
+
+import httpx
+
+import servers
+import wrk
+
+SESSION_REVISION = "2025-11-25"
+ORIGIN = "http://localhost:5173"
+JSON_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+INITIALIZE = ('{"jsonrpc":"2.0","id":@ID@,"method":"initialize","params":{"protocolVersion":"%s",'
+              '"capabilities":{},"clientInfo":{"name":"bench","version":"0"}}}' % SESSION_REVISION)
+TOOLS_LIST = '{"jsonrpc":"2.0","id":@ID@,"method":"tools/list","params":{}}'
+ECHO = '{"jsonrpc":"2.0","id":@ID@,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}'
+PREFLIGHT = {"origin": ORIGIN, "access-control-request-method": "POST",
+             "access-control-request-headers": "content-type,mcp-protocol-version,mcp-session-id"}
+
+
+def open_session(url: str) -> dict[str, str]:
+    """One shared session for the tools workloads (the SDK's fastest mode, per DESIGN.md 7)."""
+    r = httpx.post(url + "/mcp", headers=JSON_HEADERS, content=INITIALIZE.replace("@ID@", "0"))
+    r.raise_for_status()
+    headers = {**JSON_HEADERS, "mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": SESSION_REVISION}
+    httpx.post(url + "/mcp", headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    return headers
+
+
+def workloads_for(kind: str, url: str) -> dict[str, wrk.Workload]:
+    """What each target serves: `gateway` everything, `sdk` the MCP calls, `cors` the preflight."""
+    loads: dict[str, wrk.Workload] = {}
+    if kind in ("gateway", "sdk"):
+        session = open_session(url)
+        loads["initialize"] = wrk.Workload("initialize", "POST", "/mcp", JSON_HEADERS, INITIALIZE)
+        loads["tools/list"] = wrk.Workload("tools/list", "POST", "/mcp", session, TOOLS_LIST)
+        loads["tools/call echo"] = wrk.Workload("tools/call echo", "POST", "/mcp", session, ECHO)
+    if kind in ("gateway", "cors"):
+        loads["preflight"] = wrk.Workload("preflight", "OPTIONS", "/mcp", PREFLIGHT)
+    return loads
+
+
+def check(url: str, load: wrk.Workload) -> None:
+    """Each workload must get a right answer once before it is timed."""
+    r = httpx.request(load.method, url + load.path, headers=load.headers,
+                      content=load.body.replace("@ID@", '"check"') or None)
+    assert r.status_code in (200, 204), (url, load.name, r.status_code, r.text)
+    if load.name == "tools/call echo":
+        assert "hello" in r.text, r.text
+
+
+def run(duration_s: float, reps: int, connections: list[int]) -> list[dict]:
+    targets = {
+        "wasm": ("gateway", servers.gateway("wasm")),
+        "python": ("gateway", servers.gateway("python")),
+        "sdk-stateful": ("sdk", servers.sdk("stateful")),
+        "starlette-cors": ("cors", servers.cors()),
+    }
+    rows: list[dict] = []
+    try:
+        loads = {name: workloads_for(kind, srv.url) for name, (kind, srv) in targets.items()}
+        for name, per_target in loads.items():
+            for load in per_target.values():
+                check(targets[name][1].url, load)
+                wrk.run(targets[name][1].url, load, 16, 1)  # warm-up
+        workload_names = ["initialize", "tools/list", "tools/call echo", "preflight"]
+        for conns in connections:
+            for workload in workload_names:
+                names = [n for n in targets if workload in loads[n]]
+                samples: dict[str, list[wrk.Result]] = {n: [] for n in names}
+                for rep in range(reps):
+                    order = names if rep % 2 == 0 else list(reversed(names))
+                    for n in order:
+                        samples[n].append(wrk.run(targets[n][1].url, loads[n][workload], conns, duration_s))
+                for n in names:
+                    results = samples[n]
+                    row = {"workload": workload, "connections": conns, "target": n,
+                           "rps": statistics.median(r.rps for r in results),
+                           "p50_ms": statistics.median(r.p50_ms for r in results),
+                           "p99_ms": statistics.median(r.p99_ms for r in results),
+                           "errors": sum(r.errors for r in results),
+                           "runs": [asdict(r) for r in results]}
+                    rows.append(row)
+                    print(f"  {workload:16} c={conns:<3} {n:15} {row['rps']:9.0f} req/s  "
+                          f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  errors {row['errors']}",
+                          flush=True)
+    finally:
+        for _, srv in targets.values():
+            srv.stop()
+    return rows
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(2, 1, [16]), indent=1))

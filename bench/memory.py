@@ -1,0 +1,96 @@
+"""Resident memory of the gateway: idle, holding 1,000 idle GET streams (each with its session),
+and after 10,000 sessions created and deleted. DESIGN.md 7: under 50 KiB per idle stream, no
+growth from session churn. Streams are held by raw asyncio connections (one socket each)."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import servers
+
+INIT = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}}).encode()
+
+
+async def _request(reader, writer, method: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, dict, bytes]:
+    head = [f"{method} /mcp HTTP/1.1", "host: 127.0.0.1", f"content-length: {len(body)}"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    await writer.drain()
+    status_line = await reader.readline()
+    response_headers = {}
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        response_headers[name.strip().lower()] = value.strip()
+    length = int(response_headers.get("content-length", "0"))
+    payload = await reader.readexactly(length) if length else b""
+    return int(status_line.split()[1]), response_headers, payload
+
+
+async def _session(port: int) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    status, headers, _ = await _request(reader, writer, "POST", {
+        "content-type": "application/json", "accept": "application/json, text/event-stream"}, INIT)
+    assert status == 200, status
+    return headers["mcp-session-id"], reader, writer
+
+
+def _session_headers(sid: str) -> dict[str, str]:
+    return {"mcp-session-id": sid, "mcp-protocol-version": "2025-11-25",
+            "accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+
+async def hold_streams(port: int, count: int):
+    """Open `count` sessions, each with a GET stream read up to its priming event; return them."""
+    held = []
+    for _ in range(count):
+        sid, reader, writer = await _session(port)
+        writer.write((f"GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in _session_headers(sid).items()) + "\r\n").encode())
+        await writer.drain()
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+        await reader.readuntil(b"data: \n\n")  # headers, chunk size, priming event
+        held.append((sid, reader, writer))
+    return held
+
+
+async def churn(port: int, count: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(count):
+            status, headers, _ = await _request(reader, writer, "POST", {
+                "content-type": "application/json", "accept": "application/json, text/event-stream"}, INIT)
+            assert status == 200
+            status, _, _ = await _request(reader, writer, "DELETE", _session_headers(headers["mcp-session-id"]))
+            assert status == 204, status
+    finally:
+        writer.close()
+
+
+def measure(mode: str, streams: int = 1000, sessions: int = 10_000) -> dict:
+    srv = servers.gateway(mode, MCPGW_SSE_KEEPALIVE_S="15")
+    try:
+        asyncio.run(churn(srv.port, 200))  # warm: first-use allocations are not growth
+        idle = srv.rss_kib()
+
+        async def with_streams():
+            held = await hold_streams(srv.port, streams)
+            rss = srv.rss_kib()
+            for _, _, writer in held:
+                writer.close()
+            return rss
+
+        holding = asyncio.run(with_streams())
+        asyncio.run(churn(srv.port, 1000))
+        before = srv.rss_kib()
+        asyncio.run(churn(srv.port, sessions))
+        after = srv.rss_kib()
+    finally:
+        srv.stop()
+    result = {"mode": mode, "idle_kib": idle, "streams": streams, "with_streams_kib": holding,
+              "per_stream_kib": (holding - idle) / streams, "sessions_churned": sessions,
+              "before_churn_kib": before, "after_churn_kib": after, "churn_growth_kib": after - before}
+    print(f"  {mode:7} idle {idle / 1024:6.1f} MiB  +{streams} GET streams {holding / 1024:6.1f} MiB "
+          f"({result['per_stream_kib']:.1f} KiB each, session included)  "
+          f"{sessions} sessions created+deleted: {before / 1024:.1f} -> {after / 1024:.1f} MiB", flush=True)
+    return result

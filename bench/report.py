@@ -1,0 +1,134 @@
+"""The Markdown report, PNG plots and the bars of DESIGN.md section 7, from one run's record."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _cell(rows: list[dict], workload: str, conns: int, target: str) -> dict | None:
+    return next((r for r in rows if r["workload"] == workload and r["connections"] == conns
+                 and r["target"] == target), None)
+
+
+def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
+    """(bar, figure, limit, met) for each bar the record can speak to."""
+    out: list[tuple[str, str, str, bool | None]] = []
+    edge = record.get("edge", [])
+    for backend, limit in (("wasm", 15.0), ("python", 10.0)):
+        worst = max((r["p50_us"] for r in edge if r["backend"] == backend), default=None)
+        if worst is not None:
+            out.append((f"edge cost p50, {backend} (worst head)", f"{worst:.1f} us", f"<= {limit:g} us", worst <= limit))
+    rows = record.get("e2e", [])
+    for workload in ("tools/list", "tools/call echo", "preflight"):
+        w, p = _cell(rows, workload, 16, "wasm"), _cell(rows, workload, 16, "python")
+        if w and p:
+            ratio = w["rps"] / p["rps"]
+            out.append((f"{workload} wasm/python req/s, c=16", f"{ratio:.2f}x", ">= 0.97x", ratio >= 0.97))
+    for workload in ("tools/list", "tools/call echo"):
+        w, s = _cell(rows, workload, 16, "wasm"), _cell(rows, workload, 16, "sdk-stateful")
+        if w and s:
+            ratio = w["rps"] / s["rps"]
+            out.append((f"{workload} gateway(wasm)/SDK req/s, c=16", f"{ratio:.2f}x", ">= 2x", ratio >= 2))
+    w, c = _cell(rows, "preflight", 16, "wasm"), _cell(rows, "preflight", 16, "starlette-cors")
+    if w and c:
+        ratio = w["rps"] / c["rps"]
+        out.append(("preflight wasm/Starlette CORSMiddleware req/s, c=16", f"{ratio:.2f}x", ">= 1x", ratio >= 1))
+    for m in record.get("memory", []):
+        out.append((f"idle GET stream + session, {m['mode']}", f"{m['per_stream_kib']:.1f} KiB", "< 50 KiB",
+                    m["per_stream_kib"] < 50))
+        out.append((f"RSS growth after {m['sessions_churned']} sessions created+deleted, {m['mode']}",
+                    f"{m['churn_growth_kib'] / 1024:.1f} MiB", "no growth (< 2 MiB)", m["churn_growth_kib"] < 2048))
+    return out
+
+
+def summary(record: dict) -> str:
+    lines = ["| bar | figure | limit | met |", "|---|---|---|---|"]
+    for name, figure, limit, met in bars(record):
+        lines.append(f"| {name} | {figure} | {limit} | {'yes' if met else 'no'} |")
+    return "\n".join(lines)
+
+
+def _plot_throughput(record: dict, path: Path) -> bool:
+    rows = record.get("e2e", [])
+    if not rows:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workloads = ["initialize", "tools/list", "tools/call echo", "preflight"]
+    conns = sorted({r["connections"] for r in rows})
+    targets = ["wasm", "python", "sdk-stateful", "starlette-cors"]
+    fig, axes = plt.subplots(1, len(workloads), figsize=(4 * len(workloads), 3.6), sharey=False)
+    for ax, workload in zip(axes, workloads):
+        width = 0.8 / len(targets)
+        for i, target in enumerate(targets):
+            values = [(_cell(rows, workload, c, target) or {}).get("rps", 0) for c in conns]
+            if any(values):
+                ax.bar([x + i * width for x in range(len(conns))], values, width, label=target)
+        ax.set_title(workload)
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(conns))], [f"c={c}" for c in conns])
+        ax.set_ylabel("req/s")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _plot_edge(record: dict, path: Path) -> bool:
+    edge = record.get("edge", [])
+    if not edge:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    heads = list(dict.fromkeys(r["head"] for r in edge))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for i, backend in enumerate(("wasm", "python")):
+        values = [next(r["p50_us"] for r in edge if r["head"] == h and r["backend"] == backend) for h in heads]
+        ax.bar([x + i * 0.4 for x in range(len(heads))], values, 0.4, label=backend)
+    ax.axhline(15, color="C0", linestyle=":", linewidth=1)
+    ax.axhline(10, color="C1", linestyle=":", linewidth=1)
+    ax.set_xticks([x + 0.2 for x in range(len(heads))], heads, fontsize=8)
+    ax.set_ylabel("p50 us per request")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(record: dict, out: Path, stamp: str) -> Path:
+    md = [f"# mcpgw benchmark {stamp}", "",
+          f"{record['machine']['cpus']} CPUs, {record['machine']['platform']}, Python {record['machine']['python']}. "
+          f"Every figure in a table was measured side by side in this one run; ratios are what carry over to "
+          f"other machines.", "", "## Bars (DESIGN.md section 7)", "", summary(record), ""]
+    if _plot_edge(record, out / f"{stamp}-edge.png"):
+        md += ["## Edge boundary cost", "", f"![edge cost]({stamp}-edge.png)", "",
+               "| head | backend | p50 us | p99 us |", "|---|---|---|---|"]
+        md += [f"| {r['head']} | {r['backend']} | {r['p50_us']:.2f} | {r['p99_us']:.2f} |" for r in record["edge"]]
+        md += ["", "Guest instructions per call (fuel, deterministic): " + ", ".join(
+            f"{k}: {v:,}" for k, v in record.get("guest_instructions", {}).items()), ""]
+    if _plot_throughput(record, out / f"{stamp}-throughput.png"):
+        md += ["## End to end", "",
+               f"wrk (Debian), one thread, {record['settings']['reps']} alternating repetitions of "
+               f"{record['settings']['duration_s']:g} s per cell, medians; one server worker each (uvicorn, uvloop, "
+               "httptools); tools workloads on one shared 2025-11-25 session with a unique id per request.", "",
+               f"![throughput]({stamp}-throughput.png)", "",
+               "| workload | conns | target | req/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|"]
+        md += [f"| {r['workload']} | {r['connections']} | {r['target']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
+               f"{r['p99_ms']:.2f} | {r['errors']} |" for r in record["e2e"]]
+        md.append("")
+    if record.get("memory"):
+        md += ["## Memory (resident set)", "", "| mode | idle MiB | + streams | per stream KiB | churn before/after MiB |",
+               "|---|---|---|---|---|"]
+        md += [f"| {m['mode']} | {m['idle_kib'] / 1024:.1f} | {m['streams']}: {m['with_streams_kib'] / 1024:.1f} MiB | "
+               f"{m['per_stream_kib']:.1f} | {m['before_churn_kib'] / 1024:.1f} / {m['after_churn_kib'] / 1024:.1f} "
+               f"({m['sessions_churned']} sessions) |" for m in record["memory"]]
+        md.append("")
+    path = out / f"{stamp}.md"
+    path.write_text("\n".join(md))
+    return path

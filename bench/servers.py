@@ -1,0 +1,78 @@
+"""Processes under test, each on its own loopback port: the gateway in either edge mode, the
+SDK reference server, Starlette's CORS middleware. Started once per run, stopped at the end."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SDK_PYTHON = ROOT / ".build" / "bench-sdk-venv" / "bin" / "python"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None, port: int | None = None):
+        self.name = name
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [a.replace("{port}", str(self.port)) for a in argv]
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MCPGW_")}
+        full_env.update(env or {})
+        self.log = open(ROOT / ".build" / f"bench-{name}.log", "wb")
+        self.proc = subprocess.Popen(argv, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, probe: str = "/mcp", timeout: float = 60) -> "Server":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: see .build/bench-{self.name}.log")
+            try:
+                httpx.get(self.url + probe, timeout=1)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start")
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def gateway(mode: str, **env: str) -> Server:
+    """`mcpgw serve` in one edge mode; session limits raised so `initialize` load is not refused."""
+    port = free_port()
+    return Server(f"gateway-{mode}", [sys.executable, "-m", "mcpgw.cli", "serve"],
+                  {"MCPGW_EDGE": mode, "MCPGW_HOST": "127.0.0.1", "MCPGW_PORT": str(port),
+                   "MCPGW_LOG_LEVEL": "warning", "MCPGW_MAX_SESSIONS": "10000000",
+                   "MCPGW_SESSION_IDLE_TIMEOUT_S": "3600", **env}, port=port).wait_ready("/health")
+
+
+def sdk(mode: str) -> Server:
+    if not SDK_PYTHON.exists():
+        raise SystemExit(f"{SDK_PYTHON} is missing: `make bench` creates the SDK's virtualenv")
+    return Server(f"sdk-{mode}", [str(SDK_PYTHON), str(ROOT / "bench" / "sdk_server.py"), "{port}", mode]).wait_ready()
+
+
+def cors() -> Server:
+    return Server("starlette-cors", [sys.executable, str(ROOT / "bench" / "cors_server.py"), "{port}"]).wait_ready()

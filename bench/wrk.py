@@ -1,0 +1,96 @@
+"""wrk (Debian's) as the load generator: one thread, N connections, a Lua script that gives
+every request its own JSON-RPC id and prints a JSON summary (requests, errors, latency
+percentiles) when done. wrk is C with an event loop; at one thread it uses a fraction of a
+core while the gateway under test saturates its one worker, so the gateway is the bottleneck."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+LUA = r"""
+local template = %(template)s
+local method = %(method)s
+local headers = {}
+%(headers)s
+local thread_no = 0
+local counter = 0
+local threads = {}
+
+function setup(thread)
+  thread_no = thread_no + 1
+  thread:set("tid", thread_no)
+  table.insert(threads, thread)
+end
+
+function request()
+  counter = counter + 1
+  local body = nil
+  if template ~= "" then
+    -- unique id per request across threads: a repeated id in one session is refused
+    body = string.gsub(template, "@ID@", string.format('"%%d-%%d"', tid, counter))
+  end
+  return wrk.format(method, nil, headers, body)
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_JSON {"requests":%%d,"duration_us":%%d,"socket_errors":%%d,"non2xx":%%d,"p50_us":%%d,"p99_us":%%d}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+@dataclass
+class Workload:
+    name: str
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: str = ""  # JSON text with @ID@ where the request id goes
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+def lua_string(value: str) -> str:
+    return json.dumps(value)  # a JSON string literal is a valid Lua string literal for ASCII
+
+
+def require_wrk() -> str:
+    path = shutil.which("wrk")
+    if path is None:
+        raise SystemExit("wrk is not installed: `make bench` installs it (apt-get install wrk)")
+    return path
+
+
+def run(url: str, workload: Workload, connections: int, duration_s: float) -> Result:
+    header_lines = "\n".join(f"headers[{lua_string(k)}] = {lua_string(v)}" for k, v in workload.headers.items())
+    script = LUA % {"template": lua_string(workload.body), "method": lua_string(workload.method),
+                    "headers": header_lines}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        out = subprocess.run(
+            [require_wrk(), "-t1", f"-c{connections}", f"-d{max(1, round(duration_s))}s", "--timeout", "10s",
+             "-s", f.name, url + workload.path],
+            capture_output=True, text=True, timeout=duration_s + 60, check=True,
+        ).stdout
+    finally:
+        Path(f.name).unlink()
+    line = next(line for line in out.splitlines() if line.startswith("WRK_JSON "))
+    data = json.loads(line[len("WRK_JSON "):])
+    seconds = data["duration_us"] / 1e6
+    return Result(rps=data["requests"] / seconds, p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000,
+                  requests=data["requests"], errors=data["socket_errors"] + data["non2xx"])
