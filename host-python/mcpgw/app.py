@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
             "status": "ok",
             "version": __version__,
             # Admin events (who swapped what) stay behind the admin API.
-            "edge": {**edge.health(), **({"previous": registry.status()["previous"]} if registry else {})},
+            "edge": {**edge.health(), **({"previous": registry.status()["previous"]} if registry else {}),
+                     "cache": app.state.edge_cache.stats()},
             "live": mcp.live(),
         })
 
@@ -86,5 +87,7 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
     app.state.registry = registry
     app.state.sessions = sessions
     app.state.mcp = mcp
-    return EdgeMiddleware(app, edge, max_head_bytes=settings.max_head_bytes,
-                          tag_responses=settings.edge_tag_responses)
+    middleware = EdgeMiddleware(app, edge, max_head_bytes=settings.max_head_bytes,
+                                tag_responses=settings.edge_tag_responses, cache_entries=settings.edge_cache_entries)
+    app.state.edge_cache = middleware.cache
+    return middleware

@@ -56,6 +56,7 @@ class Settings:
     edge_rollback_traps: int = 20
     edge_rollback_window_s: int = 60
     edge_tag_responses: bool = False
+    edge_cache_entries: int = 4096
     admin_token: str = ""
     admin_allow_remote: bool = False
     response_mode: str = "json"
@@ -159,6 +160,7 @@ HELP = {
     "edge_rollback_traps": "a swapped-in component that traps this many times within the window is rolled back automatically",
     "edge_rollback_window_s": "the window, seconds, for automatic rollback",
     "edge_tag_responses": "add `mcpgw-edge: <backend/version/sha256 prefix>` to every response (debugging, tests)",
+    "edge_cache_entries": "edge outcomes cached per backend, keyed by method, path, query and the contract's headers (0: off)",
     "admin_token": "bearer token for the admin API (/admin/edge/...); the admin API is off when unset",
     "admin_allow_remote": "accept admin API calls from non-loopback addresses",
     "response_mode": "how POST requests are answered: json (application/json unless the request sends progress, logs or requests first, then SSE) or sse (always text/event-stream)",

@@ -12,6 +12,8 @@
 - A request head larger than `max_head_bytes` gets 431 before the edge sees
   it: the HTTP parser (httptools) sets no limit of its own, and every byte
   of head costs edge work.
+- Outcomes are cached per backend (`outcome_cache.py`): a repeated head
+  does not cross the boundary again.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from typing import Any
 from ..asgi import ASGIApp, Receive, Scope, Send, send_empty, send_json
 from ..server.jsonrpc import INVALID_REQUEST, error_response
 from .backend import Edge
+from .outcome_cache import OutcomeCache
 
 SCOPE_KEY = "mcpgw.edge"
 
@@ -52,9 +55,11 @@ def _tagging(send: Send, tag: str) -> Send:
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, edge: Edge, max_head_bytes: int = 65536, tag_responses: bool = False):
+    def __init__(self, app: ASGIApp, edge: Edge, max_head_bytes: int = 65536, tag_responses: bool = False,
+                 cache_entries: int = 4096):
         self.app = app
         self.edge = edge
+        self.cache = OutcomeCache(cache_entries)
         self.max_head_bytes = max_head_bytes
         self.tag_responses = tag_responses
 
@@ -69,14 +74,15 @@ class EdgeMiddleware:
             raw_path = scope["path"].encode("utf-8")
         query = scope.get("query_string", b"")
         headers = scope["headers"]
-        if head_size(raw_path, query, headers) > self.max_head_bytes:
+        size = head_size(raw_path, query, headers)
+        if size > self.max_head_bytes:
             if kind == "http":
                 await _refuse(send, 431, "Request Header Fields Too Large")
             else:
                 await send({"type": "websocket.close", "code": 1009})
             return
         backend = self.edge.backend  # read once: a hot swap may replace it at any time
-        outcome = backend.evaluate_raw(scope.get("method", "GET"), raw_path, query, headers)
+        outcome = self.cache.evaluate(backend, scope.get("method", "GET"), raw_path, query, headers, size)
         if self.tag_responses:
             send = _tagging(send, backend.tag)
 

@@ -1,0 +1,55 @@
+"""A bounded cache of edge outcomes, in front of whichever backend is active.
+
+The edge is a pure function of its configuration and the request head as the
+contract sees it (`docs/edge-contract.md` section 1): method, raw path, query
+and the contract's headers, in received order, duplicates kept. That tuple is
+the key, so two heads that differ anywhere the edge could look never share an
+entry, and headers the edge never reads (Content-Length, Authorization,
+User-Agent) do not split entries. Entries belong to one backend object: a hot
+swap or rollback brings a different one, and the cache starts empty for it.
+
+Clients repeat their heads (same session id, same Accept and Origin on every
+call), so most requests skip the boundary crossing. Bounded twice: at most
+`max_entries` entries, evicted oldest first, and heads over `MAX_KEY_BYTES`
+are never stored.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .python_core import CONTRACT_HEADERS
+
+MAX_KEY_BYTES = 2048
+
+
+class OutcomeCache:
+    def __init__(self, max_entries: int = 4096) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[tuple, dict[str, Any]] = {}
+        self._backend: Any = None
+        self.hits = 0
+        self.misses = 0
+
+    def evaluate(self, backend: Any, method: str, raw_path: bytes, query: bytes,
+                 headers: list[tuple[bytes, bytes]], head_bytes: int) -> dict[str, Any]:
+        if self.max_entries <= 0 or head_bytes > MAX_KEY_BYTES:
+            return backend.evaluate_raw(method, raw_path, query, headers)
+        if backend is not self._backend:
+            self._entries = {}
+            self._backend = backend
+        wanted = CONTRACT_HEADERS
+        key = (method, raw_path, query, tuple((lowered, v) for n, v in headers if (lowered := n.lower()) in wanted))
+        outcome = self._entries.get(key)
+        if outcome is not None:
+            self.hits += 1
+            return outcome
+        self.misses += 1
+        outcome = backend.evaluate_raw(method, raw_path, query, headers)
+        if len(self._entries) >= self.max_entries:
+            del self._entries[next(iter(self._entries))]  # dicts keep insertion order: the oldest
+        self._entries[key] = outcome
+        return outcome
+
+    def stats(self) -> dict[str, int]:
+        return {"entries": len(self._entries), "max_entries": self.max_entries, "hits": self.hits,
+                "misses": self.misses}
