@@ -45,7 +45,7 @@ async def hold_streams(port: int, count: int):
     held = []
     for _ in range(count):
         sid, reader, writer = await _session(port)
-        writer.write((f"GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\n" + "".join(
+        writer.write(("GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\n" + "".join(
             f"{k}: {v}\r\n" for k, v in _session_headers(sid).items()) + "\r\n").encode())
         await writer.drain()
         assert (await reader.readline()).startswith(b"HTTP/1.1 200")

@@ -13,7 +13,8 @@ from starlette.routing import Route
 
 from . import __version__
 from .edge.backend import Edge, load_edge
-from .edge.middleware import EdgeMiddleware
+from .asgi import Receive, Scope, Send
+from .edge.middleware import SCOPE_KEY, EdgeMiddleware
 from .server.builtin import builtin_catalog
 from .server.dispatcher import Dispatcher
 from .server.sessions import SessionStore
@@ -87,7 +88,18 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
     app.state.registry = registry
     app.state.sessions = sessions
     app.state.mcp = mcp
-    middleware = EdgeMiddleware(app, edge, max_head_bytes=settings.max_head_bytes,
+    async def route(scope: Scope, receive: Receive, send: Send) -> None:
+        # The edge has already routed and canonicalised MCP requests: they skip Starlette's
+        # router and middleware stack (a measured share of every request). Everything else,
+        # including paths the edge did not accept as MCP paths, goes through Starlette.
+        ctx = scope.get(SCOPE_KEY)
+        if ctx is not None and ctx["route"] == "mcp" and scope["type"] == "http":
+            await mcp(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    middleware = EdgeMiddleware(route, edge, max_head_bytes=settings.max_head_bytes,
                                 tag_responses=settings.edge_tag_responses, cache_entries=settings.edge_cache_entries)
     app.state.edge_cache = middleware.cache
+    middleware.state = app.state  # what callers (serving, tests) reach the gateway's parts through
     return middleware

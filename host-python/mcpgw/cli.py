@@ -133,10 +133,13 @@ def serve_forever(settings: Settings) -> int:
         http="httptools",
         log_level=settings.log_level,
         access_log=False,
+        # X-Forwarded-* are not trusted by default (uvicorn would trust them from loopback);
+        # the edge's Host and Origin checks read what the client actually sent.
+        proxy_headers=False,
         # Our own drain (serving.py) bounds requests; this bounds what is left after it.
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
     )
-    GatewayServer(config, app.app.state.mcp, settings.shutdown_grace_s).run()
+    GatewayServer(config, app.state.mcp, settings.shutdown_grace_s).run()
     return 0
 
 

@@ -23,7 +23,7 @@ from mcpgw.settings import Settings
 @pytest.fixture(params=["wasm", "python"])
 def inproc(request, component_path):
     app = create_app(Settings(edge=request.param, port=0))
-    state = app.app.state
+    state = app.state
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(app, loop="asyncio", http="httptools", log_level="warning", lifespan="on")

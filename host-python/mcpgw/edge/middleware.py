@@ -60,6 +60,7 @@ class EdgeMiddleware:
         self.app = app
         self.edge = edge
         self.cache = OutcomeCache(cache_entries)
+        self.state: Any = None  # the application's state (set by create_app)
         self.max_head_bytes = max_head_bytes
         self.tag_responses = tag_responses
 

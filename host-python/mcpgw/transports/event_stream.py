@@ -138,6 +138,9 @@ class EventStream:
 
     async def wait(self, timeout: float | None) -> bool:
         """Until something happens on the stream; False on timeout."""
+        if timeout is None:
+            await self._wake.wait()
+            return True
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
             return True
