@@ -58,6 +58,9 @@ def run(duration_s: float, reps: int, connections: list[int]) -> list[dict]:
     targets = {
         "wasm": ("gateway", servers.gateway("wasm")),
         "python": ("gateway", servers.gateway("python")),
+        # A second, identical python-mode gateway: how far apart two equal servers measure is
+        # the noise floor any wasm/python ratio has to be read against.
+        "python-control": ("gateway", servers.gateway("python", name="gateway-python-control")),
         "sdk-stateful": ("sdk", servers.sdk("stateful")),
         "starlette-cors": ("cors", servers.cors()),
     }

@@ -9,6 +9,14 @@ def _cell(rows: list[dict], workload: str, conns: int, target: str) -> dict | No
                  and r["target"] == target), None)
 
 
+def paired_ratio(a: dict, b: dict) -> float:
+    """Median over repetitions of a/b, each repetition's two runs measured back to back: slow drifts
+    of a shared machine cancel within a pair, where they would not between separate medians."""
+    import statistics
+
+    return statistics.median(x["rps"] / y["rps"] for x, y in zip(a["runs"], b["runs"]))
+
+
 def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
     """(bar, figure, limit, met) for each bar the record can speak to."""
     out: list[tuple[str, str, str, bool | None]] = []
@@ -16,21 +24,26 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
     for backend, limit in (("wasm", 15.0), ("python", 10.0)):
         worst = max((r["p50_us"] for r in edge if r["backend"] == backend), default=None)
         if worst is not None:
-            out.append((f"edge cost p50, {backend} (worst head)", f"{worst:.1f} us", f"<= {limit:g} us", worst <= limit))
+            out.append((f"edge boundary cost p50, {backend}, uncached (worst head)", f"{worst:.1f} us",
+                        f"<= {limit:g} us", worst <= limit))
     rows = record.get("e2e", [])
     for workload in ("tools/list", "tools/call echo", "preflight"):
+        p, q = _cell(rows, workload, 16, "python"), _cell(rows, workload, 16, "python-control")
+        if p and q:
+            out.append((f"noise floor: {workload} python/python (two identical servers), c=16",
+                        f"{paired_ratio(p, q):.3f}x", "(1.000 on a quiet machine)", None))
         w, p = _cell(rows, workload, 16, "wasm"), _cell(rows, workload, 16, "python")
         if w and p:
-            ratio = w["rps"] / p["rps"]
-            out.append((f"{workload} wasm/python req/s, c=16", f"{ratio:.2f}x", ">= 0.97x", ratio >= 0.97))
+            ratio = paired_ratio(w, p)
+            out.append((f"{workload} wasm/python req/s, c=16", f"{ratio:.3f}x", ">= 0.97x", ratio >= 0.97))
     for workload in ("tools/list", "tools/call echo"):
         w, s = _cell(rows, workload, 16, "wasm"), _cell(rows, workload, 16, "sdk-stateful")
         if w and s:
-            ratio = w["rps"] / s["rps"]
+            ratio = paired_ratio(w, s)
             out.append((f"{workload} gateway(wasm)/SDK req/s, c=16", f"{ratio:.2f}x", ">= 2x", ratio >= 2))
     w, c = _cell(rows, "preflight", 16, "wasm"), _cell(rows, "preflight", 16, "starlette-cors")
     if w and c:
-        ratio = w["rps"] / c["rps"]
+        ratio = paired_ratio(w, c)
         out.append(("preflight wasm/Starlette CORSMiddleware req/s, c=16", f"{ratio:.2f}x", ">= 1x", ratio >= 1))
     for m in record.get("memory", []):
         out.append((f"idle GET stream + session, {m['mode']}", f"{m['per_stream_kib']:.1f} KiB", "< 50 KiB",
@@ -43,7 +56,7 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
 def summary(record: dict) -> str:
     lines = ["| bar | figure | limit | met |", "|---|---|---|---|"]
     for name, figure, limit, met in bars(record):
-        lines.append(f"| {name} | {figure} | {limit} | {'yes' if met else 'no'} |")
+        lines.append(f"| {name} | {figure} | {limit} | {'-' if met is None else 'yes' if met else 'no'} |")
     return "\n".join(lines)
 
 
@@ -58,7 +71,7 @@ def _plot_throughput(record: dict, path: Path) -> bool:
 
     workloads = ["initialize", "tools/list", "tools/call echo", "preflight"]
     conns = sorted({r["connections"] for r in rows})
-    targets = ["wasm", "python", "sdk-stateful", "starlette-cors"]
+    targets = ["wasm", "python", "python-control", "sdk-stateful", "starlette-cors"]
     fig, axes = plt.subplots(1, len(workloads), figsize=(4 * len(workloads), 3.6), sharey=False)
     for ax, workload in zip(axes, workloads):
         width = 0.8 / len(targets)
@@ -108,8 +121,9 @@ def write(record: dict, out: Path, stamp: str) -> Path:
           f"other machines.", "", "## Bars (DESIGN.md section 7)", "", summary(record), ""]
     if _plot_edge(record, out / f"{stamp}-edge.png"):
         md += ["## Edge boundary cost", "", f"![edge cost]({stamp}-edge.png)", "",
-               "| head | backend | p50 us | p99 us |", "|---|---|---|---|"]
-        md += [f"| {r['head']} | {r['backend']} | {r['p50_us']:.2f} | {r['p99_us']:.2f} |" for r in record["edge"]]
+               "| head | backend | p50 us (crossing) | p99 us (crossing) | p50 us (cache hit) |", "|---|---|---|---|---|"]
+        md += [f"| {r['head']} | {r['backend']} | {r['p50_us']:.2f} | {r['p99_us']:.2f} | {r.get('cached_p50_us', 0):.2f} |"
+               for r in record["edge"]]
         md += ["", "Guest instructions per call (fuel, deterministic): " + ", ".join(
             f"{k}: {v:,}" for k, v in record.get("guest_instructions", {}).items()), ""]
     if _plot_throughput(record, out / f"{stamp}-throughput.png"):
@@ -121,6 +135,21 @@ def write(record: dict, out: Path, stamp: str) -> Path:
                "| workload | conns | target | req/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|"]
         md += [f"| {r['workload']} | {r['connections']} | {r['target']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
                f"{r['p99_ms']:.2f} | {r['errors']} |" for r in record["e2e"]]
+        md += ["", "Paired ratios (median over repetitions of back-to-back runs):", "",
+               "| workload | conns | wasm/python | python/python-control | wasm/SDK | wasm/Starlette CORS |",
+               "|---|---|---|---|---|---|"]
+        rows = record["e2e"]
+        for workload in ("initialize", "tools/list", "tools/call echo", "preflight"):
+            for conns in record["settings"]["connections"]:
+                w = _cell(rows, workload, conns, "wasm")
+                if w is None:
+                    continue
+                cells = []
+                for first, other in (("wasm", "python"), ("python", "python-control"), ("wasm", "sdk-stateful"),
+                                     ("wasm", "starlette-cors")):
+                    f, o = _cell(rows, workload, conns, first), _cell(rows, workload, conns, other)
+                    cells.append(f"{paired_ratio(f, o):.3f}x" if f and o else "")
+                md.append(f"| {workload} | {conns} | " + " | ".join(cells) + " |")
         md.append("")
     if record.get("memory"):
         md += ["## Memory (resident set)", "", "| mode | idle MiB | + streams | per stream KiB | churn before/after MiB |",

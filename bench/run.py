@@ -2,7 +2,7 @@
 and PNG plots under bench/results/. Figures are ratios measured in the same run: these machines
 are shared and noisy, so only side-by-side numbers mean anything.
 
-Environment: BENCH_DURATION_S (per wrk run, default 3), BENCH_REPS (default 3),
+Environment: BENCH_DURATION_S (per wrk run, default 2), BENCH_REPS (default 5),
 BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory).
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ import report  # noqa: E402
 
 
 def main() -> None:
-    duration = float(os.environ.get("BENCH_DURATION_S", "3"))
-    reps = int(os.environ.get("BENCH_REPS", "3"))
+    duration = float(os.environ.get("BENCH_DURATION_S", "2"))
+    reps = int(os.environ.get("BENCH_REPS", "5"))
     connections = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1,16,64").split(",")]
     skip = set(filter(None, os.environ.get("BENCH_SKIP", "").split(",")))
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")

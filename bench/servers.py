@@ -59,10 +59,10 @@ class Server:
         self.log.close()
 
 
-def gateway(mode: str, **env: str) -> Server:
+def gateway(mode: str, name: str = "", **env: str) -> Server:
     """`mcpgw serve` in one edge mode; session limits raised so `initialize` load is not refused."""
     port = free_port()
-    return Server(f"gateway-{mode}", [sys.executable, "-m", "mcpgw.cli", "serve"],
+    return Server(name or f"gateway-{mode}", [sys.executable, "-m", "mcpgw.cli", "serve"],
                   {"MCPGW_EDGE": mode, "MCPGW_HOST": "127.0.0.1", "MCPGW_PORT": str(port),
                    "MCPGW_LOG_LEVEL": "warning", "MCPGW_MAX_SESSIONS": "10000000",
                    "MCPGW_SESSION_IDLE_TIMEOUT_S": "3600", **env}, port=port).wait_ready("/health")
