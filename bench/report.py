@@ -78,11 +78,11 @@ def _plot_throughput(record: dict, path: Path) -> bool:
         for i, target in enumerate(targets):
             values = [(_cell(rows, workload, c, target) or {}).get("rps", 0) for c in conns]
             if any(values):
-                ax.bar([x + i * width for x in range(len(conns))], values, width, label=target)
+                ax.bar([x + i * width for x in range(len(conns))], values, width, label=target, color=f"C{i}")
         ax.set_title(workload)
         ax.set_xticks([x + 0.4 - width / 2 for x in range(len(conns))], [f"c={c}" for c in conns])
         ax.set_ylabel("req/s")
-    axes[0].legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
