@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from .context import DEFAULT_LOG_LEVEL
 from .jsonrpc import JsonRpcError
@@ -144,7 +144,6 @@ class SessionStore:
         self._sessions: dict[str, Session] = {}
         self.max_sessions = max_sessions
         self.idle_timeout_s = idle_timeout_s
-        self.on_create: list[Callable[[Session], None]] = []
 
     def create(self, revision: str, client_info: Any = None, capabilities: Any = None) -> Session:
         if len(self._sessions) >= self.max_sessions:
