@@ -45,6 +45,10 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
     if w and c:
         ratio = paired_ratio(w, c)
         out.append(("preflight wasm/Starlette CORSMiddleware req/s, c=16", f"{ratio:.2f}x", ">= 1x", ratio >= 1))
+    swap = record.get("hot_swap")
+    if swap:
+        out.append((f"hot swaps under load ({swap['swaps']} swaps + {swap['rollbacks']} rollbacks, "
+                    f"{swap['requests']} requests)", f"{swap['failed']} failed", "0 failed", swap["failed"] == 0))
     for m in record.get("memory", []):
         out.append((f"idle GET stream + session, {m['mode']}", f"{m['per_stream_kib']:.1f} KiB", "< 50 KiB",
                     m["per_stream_kib"] < 50))

@@ -3,7 +3,7 @@ and PNG plots under bench/results/. Figures are ratios measured in the same run:
 are shared and noisy, so only side-by-side numbers mean anything.
 
 Environment: BENCH_DURATION_S (per wrk run, default 2), BENCH_REPS (default 5),
-BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory).
+BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,swap).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ sys.path.insert(0, str(HERE))
 
 import e2e  # noqa: E402
 import edge_cost  # noqa: E402
+import hot_swap  # noqa: E402
 import memory  # noqa: E402
 import report  # noqa: E402
 
@@ -42,6 +43,9 @@ def main() -> None:
     if "memory" not in skip:
         print("== memory", flush=True)
         record["memory"] = [memory.measure("wasm"), memory.measure("python")]
+    if "swap" not in skip:
+        print("== hot swaps under load", flush=True)
+        record["hot_swap"] = hot_swap.measure()
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / f"{stamp}.json").write_text(json.dumps(record, indent=1))
