@@ -11,7 +11,8 @@ swap or rollback brings a different one, and the cache starts empty for it.
 Clients repeat their heads (same session id, same Accept and Origin on every
 call), so most requests skip the boundary crossing. Bounded twice: at most
 `max_entries` entries, evicted oldest first, and heads over `MAX_KEY_BYTES`
-are never stored.
+are never stored. A cached outcome is handed to every request with that head:
+it is read-only (nothing downstream writes to the context).
 """
 from __future__ import annotations
 
