@@ -13,15 +13,6 @@ from mcpgw.edge.wasm_core import WasmCore
 from test_differential import CONFIGS, _as_bytes, head
 
 
-def _raw(case):
-    method, path, query, headers = case.head
-    try:
-        return method, path.encode("latin-1"), query.encode("latin-1"), [
-            (n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
-    except UnicodeEncodeError:
-        return None
-
-
 def _size(raw):
     _, path, query, headers = raw
     return len(path) + len(query) + sum(len(n) + len(v) for n, v in headers)
@@ -40,7 +31,7 @@ def test_every_vector_cached_and_uncached_agree(component, backend_name):
     for case in CASES:
         if case.request is None or case.edge_config is None:
             continue  # configuration-only cases
-        raw = _raw(case)
+        raw = _as_bytes(case.head)
         if raw is None:
             continue
         key = repr(case.config)

@@ -367,14 +367,20 @@ def test_cancelled_notification_stops_a_running_sleep(open_session, gw):
     assert s.post(rpc("ping")).status_code == 200  # the session lives on
 
 
+def _sleep_in_background(gw, s: Session, id_: int):
+    """A 60 s `sleep` from a JSON-only client, running once this returns; its answer lands in the list."""
+    answers: list[httpx.Response] = []
+    worker = threading.Thread(target=lambda: answers.append(
+        s.post(rpc("tools/call", id_, name="sleep", arguments={"seconds": 60}), accept="application/json")))
+    worker.start()
+    assert wait_live(gw.url, requests=1)["requests"] == 1
+    return worker, answers
+
+
 def test_cancelled_json_request_gets_an_answer(open_session, gw):
     """A JSON-only client still needs an HTTP answer: a -32800 error for the cancelled id."""
     s = open_session(gw.url)
-    answers = []
-    worker = threading.Thread(target=lambda: answers.append(
-        s.post(rpc("tools/call", 22, name="sleep", arguments={"seconds": 60}), accept="application/json")))
-    worker.start()
-    assert wait_live(gw.url, requests=1)["requests"] == 1
+    worker, answers = _sleep_in_background(gw, s, 22)
     assert s.post(rpc("notifications/cancelled", None, requestId=22)).status_code == 202
     worker.join(30)
     assert answers[0].status_code == 200 and answers[0].json()["error"]["code"] == -32800
@@ -509,11 +515,7 @@ def test_graceful_shutdown_closes_streams_with_retry_and_answers_running_request
 
 def test_a_request_id_in_use_is_refused_and_the_first_keeps_running(open_session, gw):
     s = open_session(gw.url)
-    answers = []
-    worker = threading.Thread(target=lambda: answers.append(
-        s.post(rpc("tools/call", 61, name="sleep", arguments={"seconds": 60}), accept="application/json")))
-    worker.start()
-    assert wait_live(gw.url, requests=1)["requests"] == 1
+    worker, answers = _sleep_in_background(gw, s, 61)
     again = s.post(rpc("ping", 61))
     assert again.json()["error"]["code"] == -32600 and "already in use" in again.json()["error"]["message"]
     assert s.post(rpc("ping", "61")).json()["result"] == {}  # "61" is another id than 61

@@ -97,6 +97,20 @@ async def wait_disconnect(receive: Receive) -> None:
         pass
 
 
+async def wake_or_disconnect(stream: EventStream, timeout: float | None,
+                             watcher: asyncio.Future | None) -> bool | None:
+    """True when the stream woke, False on timeout, None when the client went away
+    (`watcher` is a `wait_disconnect` task, or None when nobody watches)."""
+    if watcher is None:
+        return await stream.wait(timeout)
+    waiter = asyncio.ensure_future(stream.wait(timeout))
+    await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    if watcher.done():
+        waiter.cancel()
+        return None
+    return waiter.result()
+
+
 @dataclass(frozen=True)
 class HttpOptions:
     max_body_bytes: int = 4 * 1024 * 1024
@@ -369,14 +383,8 @@ class StreamableHTTP:
             # Hold the decision until the first message: a lone result goes out as JSON.
             while not (exchange.upgraded or stream.done):
                 stream.clear_wake()
-                if watcher is not None:
-                    waiter = asyncio.ensure_future(stream.wait(None))
-                    await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
-                    if watcher.done():
-                        return
-                else:
-                    await stream.wait(None)
+                if await wake_or_disconnect(stream, None, watcher) is None:
+                    return
             if not exchange.upgraded:
                 await self._send_json_result(exchange, send, extra_headers, batch, revision)
                 return
@@ -476,16 +484,9 @@ class StreamableHTTP:
                 if stream.done:
                     await send({"type": body, "body": b"", "more_body": False})
                     return
-                timeout = self.options.keepalive_s if keepalive else None
-                if watcher is None:
-                    woke = await stream.wait(timeout)
-                else:
-                    waiter = asyncio.ensure_future(stream.wait(timeout))
-                    await asyncio.wait({waiter, watcher}, return_when=asyncio.FIRST_COMPLETED)
-                    if watcher.done():
-                        waiter.cancel()
-                        return  # the client went away; the stream keeps its events for a resume
-                    woke = waiter.result()
+                woke = await wake_or_disconnect(stream, self.options.keepalive_s if keepalive else None, watcher)
+                if woke is None:
+                    return  # the client went away; the stream keeps its events for a resume
                 if not woke:
                     await send({"type": body, "body": SSE_KEEPALIVE, "more_body": True})
         finally:
