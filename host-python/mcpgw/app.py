@@ -16,7 +16,11 @@ from .edge.backend import Edge, load_edge
 from .asgi import Receive, Scope, Send
 from .edge.middleware import SCOPE_KEY, EdgeMiddleware
 from .server.builtin import builtin_catalog
-from .server.dispatcher import Dispatcher
+from .federation.config import load as load_upstreams
+from .federation.hub import Federation
+from .federation.merged import GatewayDispatcher
+from .federation.upstream import Upstream
+from .federation.virtual import VirtualDispatcher
 from .server.sessions import SessionStore
 from .settings import Settings
 from .transports.streamable_http import HttpOptions, StreamableHTTP
@@ -43,14 +47,22 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
                                     rollback_traps=settings.edge_rollback_traps,
                                     rollback_window_s=settings.edge_rollback_window_s, **limits)
     sessions = SessionStore(max_sessions=settings.max_sessions, idle_timeout_s=settings.session_idle_timeout_s)
-    mcp = StreamableHTTP(Dispatcher(builtin_catalog()), sessions, HttpOptions(
+    upstreams = load_upstreams(settings.config) if settings.config else []
+
+    async def catalog_changed(upstream: Upstream, kinds: set[str]) -> None:
+        for kind in sorted({"resources" if k == "resourceTemplates" else k for k in kinds}):
+            await sessions.broadcast(f"notifications/{kind}/list_changed", servers={None, upstream.id})
+
+    federation = Federation(upstreams, catalog_changed)
+    virtual = {u.id: VirtualDispatcher(u, federation) for u in federation.upstreams.values()}
+    mcp = StreamableHTTP(GatewayDispatcher(builtin_catalog(), federation), sessions, HttpOptions(
         max_body_bytes=settings.max_body_bytes,
         response_mode=settings.response_mode,
         keepalive_s=settings.sse_keepalive_s,
         retry_ms=settings.sse_retry_ms,
         event_max=settings.event_store_max_events,
         event_ttl_s=settings.event_store_ttl_s,
-    ))
+    ), servers=virtual.get)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({
@@ -59,12 +71,14 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
             # Admin events (who swapped what) stay behind the admin API.
             "edge": {**edge.health(), **({"previous": registry.status()["previous"]} if registry else {}),
                      "cache": app.state.edge_cache.stats()},
-            "live": mcp.live(),
+            "live": {**mcp.live(), "upstream_links": federation.live_links()},
+            "upstreams": federation.health(),
         })
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         expiry = asyncio.ensure_future(sessions.expire_forever())
+        federation.start()
         try:
             yield
         finally:
@@ -72,6 +86,7 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
             # Normally done already by the server before connections close (serving.py);
             # here for hosts that only send the lifespan event.
             await mcp.shutdown(settings.shutdown_grace_s)
+            await federation.stop()
 
     prefix = settings.path_prefix
     routes = [
@@ -88,6 +103,7 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
     app.state.registry = registry
     app.state.sessions = sessions
     app.state.mcp = mcp
+    app.state.federation = federation
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
         # The edge has already routed and canonicalised MCP requests: they skip Starlette's
         # router and middleware stack (a measured share of every request). Everything else,

@@ -109,6 +109,7 @@ def serve_forever(settings: Settings) -> int:
 
     from .app import create_app
     from .edge.backend import EdgeStartupError
+    from .federation.config import ConfigError
     from .serving import GatewayServer
 
     logging.basicConfig(
@@ -121,6 +122,9 @@ def serve_forever(settings: Settings) -> int:
     except EdgeStartupError as exc:
         logging.getLogger("mcpgw").error("%s", exc)
         return 1
+    except ConfigError as exc:
+        logging.getLogger("mcpgw").error("invalid upstream config: %s", exc)
+        return 2
     logging.getLogger("mcpgw").info(
         "mcpgw listening on http://%s:%d/mcp (edge: %s)",
         settings.host, settings.port, app.edge.status.active,

@@ -66,6 +66,7 @@ class Settings:
     event_store_max_events: int = 1000
     event_store_ttl_s: float = 300.0
     shutdown_grace_s: float = 10.0
+    config: str = ""
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
@@ -170,4 +171,5 @@ HELP = {
     "event_store_max_events": "events kept per stream for resumption (Last-Event-ID)",
     "event_store_ttl_s": "how long events are kept for resumption, seconds",
     "shutdown_grace_s": "on shutdown, how long running requests may finish before they are answered with an error",
+    "config": "path of the TOML file listing upstream MCP servers (see Federation); none: built-in tools only",
 }

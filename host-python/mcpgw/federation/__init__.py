@@ -1,1 +1,1 @@
-"""Upstream MCP servers, virtual servers and the relay (to come: see the federation issue)."""
+"""Upstream MCP servers: their connections, the merged catalog at /mcp, virtual servers, the relay."""

@@ -14,7 +14,7 @@ LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert"
 LOG_RANK = {name: rank for rank, name in enumerate(LOG_LEVELS)}
 DEFAULT_LOG_LEVEL = "info"
 
-Emit = Callable[[dict[str, Any]], Awaitable[None]]
+Emit = Callable[[dict[str, Any]], Awaitable[bool]]  # False: this request's stream cannot carry it
 
 
 @dataclass

@@ -54,12 +54,27 @@ class Dispatcher:
     def server_info(self) -> dict[str, Any]:
         return {"name": "mcpgw", "version": __version__}
 
+    def capabilities(self) -> dict[str, Any]:
+        return CAPABILITIES
+
+    def instructions(self) -> str | None:
+        return INSTRUCTIONS
+
+    def unavailable(self) -> str | None:
+        """Why this server cannot take a new session now, or None."""
+        return None
+
     def initialize_result(self, revision: str) -> dict[str, Any]:
-        return {"protocolVersion": revision, "capabilities": CAPABILITIES,
-                "serverInfo": self.server_info(), "instructions": INSTRUCTIONS}
+        result = {"protocolVersion": revision, "capabilities": self.capabilities(), "serverInfo": self.server_info()}
+        if self.instructions():
+            result["instructions"] = self.instructions()
+        return result
 
     def discover_result(self) -> dict[str, Any]:
-        return {"supportedVersions": list(ALL_REVISIONS), "capabilities": CAPABILITIES, "instructions": INSTRUCTIONS}
+        result = {"supportedVersions": list(ALL_REVISIONS), "capabilities": self.capabilities()}
+        if self.instructions():
+            result["instructions"] = self.instructions()
+        return result
 
     async def handle(self, message: dict[str, Any], ctx: CallContext, session: Session | None) -> dict[str, Any]:
         """Answer one request (not initialize, which the transport handles with the session)."""
@@ -111,5 +126,6 @@ class Dispatcher:
                 raise JsonRpcError(INVALID_PARAMS, f"level must be one of {', '.join(LOG_LEVELS)}")
             if session is not None:
                 session.log_level = level
+                session.log_level_set = True
             return {}
         raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method}", method)

@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from .context import DEFAULT_LOG_LEVEL
 from .jsonrpc import JsonRpcError
@@ -52,12 +52,15 @@ class Session:
     revision: str
     client_info: dict[str, Any] = field(default_factory=dict)
     client_capabilities: dict[str, Any] = field(default_factory=dict)
+    server: str | None = None  # the virtual server it belongs to; None: the gateway's own /mcp
     log_level: str = DEFAULT_LOG_LEVEL
+    log_level_set: bool = False  # the client chose the level (logging/setLevel)
     initialized: bool = False
     closed: bool = False
     last_active: float = field(default_factory=time.monotonic)
     tasks: dict[tuple[type, Any], asyncio.Task] = field(default_factory=dict)
     attachment: Attachment | None = None
+    closers: list[Callable[[str], None]] = field(default_factory=list)  # run once, when the session ends
     _outgoing: dict[str, asyncio.Future] = field(default_factory=dict)
     _ids: Any = field(default_factory=itertools.count)
 
@@ -88,10 +91,12 @@ class Session:
         task.cancel("cancelled by the client")
         return True
 
-    async def request(self, method: str, params: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
-        """Send the client a request on the session's stream and wait for its answer."""
-        if self.closed or self.attachment is None:
-            raise NoClientChannel("the session has no open stream")
+    async def request(self, method: str, params: dict[str, Any] | None = None, timeout: float = 30.0,
+                      emit: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+        """Send the client a request and wait for its answer: on `emit` (the stream of the client's
+        request this one serves) when given and open, else on the session's stream."""
+        if self.closed:
+            raise NoClientChannel("the session has ended")
         id_ = f"mcpgw-{next(self._ids)}"
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._outgoing[id_] = future
@@ -99,7 +104,8 @@ class Session:
             message: dict[str, Any] = {"jsonrpc": "2.0", "id": id_, "method": method}
             if params is not None:
                 message["params"] = params
-            if not await self.attachment.send(message):
+            sent = emit is not None and await emit(message)
+            if not sent and (self.attachment is None or not await self.attachment.send(message)):
                 raise NoClientChannel("the session has no open stream")
             return await asyncio.wait_for(future, timeout)
         finally:
@@ -130,6 +136,11 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        for closer in self.closers:
+            try:
+                closer(reason)
+            except Exception:  # one failing closer must not keep the rest from running
+                log.exception("closing session %s", self.id)
         for task in list(self.tasks.values()):
             task.cancel(f"session {reason}")
         for future in self._outgoing.values():
@@ -145,7 +156,8 @@ class SessionStore:
         self.max_sessions = max_sessions
         self.idle_timeout_s = idle_timeout_s
 
-    def create(self, revision: str, client_info: Any = None, capabilities: Any = None) -> Session:
+    def create(self, revision: str, client_info: Any = None, capabilities: Any = None,
+               server: str | None = None) -> Session:
         if len(self._sessions) >= self.max_sessions:
             self.expire_idle()  # idle ones make room before anyone is refused
             if len(self._sessions) >= self.max_sessions:
@@ -155,8 +167,8 @@ class SessionStore:
         kept = {"name": _short(info.get("name")), "version": _short(info.get("version"))}
         caps = capabilities if isinstance(capabilities, dict) else {}
         # token_urlsafe: 256 random bits as visible ASCII, as the spec asks of session ids.
-        session = Session(secrets.token_urlsafe(32), revision, kept,
-                          {k: True for k in caps if isinstance(k, str)})
+        # Capabilities are kept whole: a relay offers upstreams exactly what this client can do.
+        session = Session(secrets.token_urlsafe(32), revision, kept, dict(caps), server)
         self._sessions[session.id] = session
         return session
 
@@ -189,10 +201,13 @@ class SessionStore:
             except Exception:  # a bug here must not stop expiry for good
                 log.exception("session expiry failed")
 
-    async def broadcast(self, method: str, params: dict[str, Any] | None = None) -> int:
+    async def broadcast(self, method: str, params: dict[str, Any] | None = None,
+                        servers: Any = None) -> int:
+        """Notify every session, or those of the given servers (None stands for /mcp)."""
         sent = 0
         for session in list(self._sessions.values()):
-            sent += await session.notify(method, params)
+            if servers is None or session.server in servers:
+                sent += await session.notify(method, params)
         return sent
 
     def close_all(self, reason: str) -> None:

@@ -11,7 +11,7 @@ import itertools
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -134,11 +134,12 @@ class Exchange:
         self.error_code: int | None = None  # of the last error response
         self.tasks: list[asyncio.Task] = []
 
-    async def emit(self, message: dict[str, Any]) -> None:
-        if self.can_stream:
+    async def emit(self, message: dict[str, Any]) -> bool:
+        if self.can_stream and not self.stream.done:
             self.upgraded = True
             self.stream.publish(message)
-        # A JSON-only client cannot receive messages before the result; they are dropped.
+            return True
+        return False  # a JSON-only client cannot receive messages before the result
 
     def respond(self, response: dict[str, Any] | None, id_: Any) -> None:
         if response is None:
@@ -157,8 +158,10 @@ class Exchange:
 class StreamableHTTP:
     """ASGI app for the `mcp` route."""
 
-    def __init__(self, dispatcher: Dispatcher, sessions: SessionStore, options: HttpOptions):
-        self.dispatcher = dispatcher
+    def __init__(self, dispatcher: Dispatcher, sessions: SessionStore, options: HttpOptions,
+                 servers: Callable[[str], Dispatcher | None] = lambda _id: None):
+        self.dispatcher = dispatcher  # /mcp
+        self.servers = servers  # /servers/{id}/mcp
         self.sessions = sessions
         self.options = options
         self.running: set[asyncio.Task] = set()  # every request being answered, all sessions
@@ -178,8 +181,10 @@ class StreamableHTTP:
                 # The router matched a pattern the edge did not accept as an MCP
                 # path (e.g. an invalid server id such as `a%2Fb`).
                 raise HttpError(404, jsonrpc.INVALID_REQUEST, "Not Found")
-            if ctx["server_id"] is not None:
-                raise HttpError(404, jsonrpc.INVALID_REQUEST, f"Unknown server: {ctx['server_id']}")
+            server_id = ctx["server_id"]
+            dispatcher = self.dispatcher if server_id is None else self.servers(server_id)
+            if dispatcher is None:
+                raise HttpError(404, jsonrpc.INVALID_REQUEST, f"Unknown server: {server_id}")
             if ctx["protocol_state"] == "unsupported":
                 raise HttpError(400, jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
                                 f"Bad Request: Unsupported protocol version: {ctx['protocol_version']}",
@@ -192,7 +197,7 @@ class StreamableHTTP:
             if self.draining:
                 raise HttpError(503, jsonrpc.INTERNAL_ERROR, "Server shutting down", [(b"retry-after", b"1")])
             if method == "POST":
-                await self._post(ctx, scope, receive, send)
+                await self._post(ctx, dispatcher, scope, receive, send)
             elif method == "GET":
                 await self._get(ctx, receive, send)
             elif method == "DELETE":
@@ -216,7 +221,7 @@ class StreamableHTTP:
         if state == "invalid":
             raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: malformed Mcp-Session-Id")
         session = self.sessions.get(ctx["session_id"])  # type: ignore[arg-type]
-        if session is None:
+        if session is None or session.server != ctx["server_id"]:  # a session lives on one endpoint
             raise HttpError(404, SESSION_NOT_FOUND, "Session not found")
         session.touch()
         return session
@@ -227,7 +232,8 @@ class StreamableHTTP:
         return session.attachment  # type: ignore[return-value]
 
     # -- POST ----------------------------------------------------------------
-    async def _post(self, ctx: RequestContext, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _post(self, ctx: RequestContext, dispatcher: Dispatcher, scope: Scope, receive: Receive,
+                    send: Send) -> None:
         json_mode = self.options.response_mode == "json"
         if not ctx["accept_json"] or not (ctx["accept_sse"] or json_mode):
             wanted = "application/json" if json_mode else "application/json and text/event-stream"
@@ -265,7 +271,7 @@ class StreamableHTTP:
         if initialize and not stateless:
             if batch:
                 raise HttpError(400, jsonrpc.INVALID_REQUEST, "Invalid Request: initialize must not be batched")
-            session = self._initialize(initialize[0])
+            session = self._initialize(initialize[0], dispatcher, ctx["server_id"])
             extra_headers.append((b"mcp-session-id", session.id.encode()))
         elif not stateless:
             session = self._session(ctx)
@@ -295,7 +301,7 @@ class StreamableHTTP:
                                  self.options.event_max, self.options.event_ttl_s)
         exchange = Exchange(stream, len(requests), ctx["accept_sse"])
         for message in requests:
-            self._start(message, exchange, revision, session)
+            self._start(message, exchange, revision, session, dispatcher)
 
         if stateless:
             # 2026-07-28: the client closing the response stream cancels its requests.
@@ -310,11 +316,14 @@ class StreamableHTTP:
         else:
             await self._respond(exchange, revision, session, receive, send, extra_headers, batch, None)
 
-    def _initialize(self, message: dict[str, Any]) -> Session:
+    def _initialize(self, message: dict[str, Any], dispatcher: Dispatcher, server_id: str | None) -> Session:
         params = message.get("params") if isinstance(message.get("params"), dict) else {}
         revision = negotiate(params.get("protocolVersion"))
+        reason = dispatcher.unavailable()
+        if reason is not None:
+            raise HttpError(503, jsonrpc.INTERNAL_ERROR, reason, [(b"retry-after", b"5")])
         try:
-            return self.sessions.create(revision, params.get("clientInfo"), params.get("capabilities"))
+            return self.sessions.create(revision, params.get("clientInfo"), params.get("capabilities"), server_id)
         except SessionLimitReached:
             raise HttpError(503, jsonrpc.INTERNAL_ERROR, "Too many live sessions; try again later",
                             [(b"retry-after", b"5")]) from None
@@ -329,13 +338,14 @@ class StreamableHTTP:
             params = message.get("params") if isinstance(message.get("params"), dict) else {}
             session.cancel(params.get("requestId"))
 
-    def _start(self, message: dict[str, Any], exchange: Exchange, revision: str, session: Session | None) -> None:
+    def _start(self, message: dict[str, Any], exchange: Exchange, revision: str, session: Session | None,
+               dispatcher: Dispatcher) -> None:
         id_ = message["id"]
         if session is not None and session.running(id_):
             exchange.respond(jsonrpc.error_response(id_, jsonrpc.INVALID_REQUEST,
                                                     f"Invalid Request: request id {id_!r} is already in use"), id_)
             return
-        task = asyncio.ensure_future(self._answer(message, exchange, revision, session))
+        task = asyncio.ensure_future(self._answer(message, exchange, revision, session, dispatcher))
         exchange.tasks.append(task)
         self.running.add(task)
         if session is not None:
@@ -355,11 +365,11 @@ class StreamableHTTP:
         return None  # cancelled by the client or with its session: no response (the spec's rule)
 
     async def _answer(self, message: dict[str, Any], exchange: Exchange, revision: str,
-                      session: Session | None) -> dict[str, Any] | None:
+                      session: Session | None, dispatcher: Dispatcher) -> dict[str, Any] | None:
         id_ = message["id"]
         try:
             if message["method"] == "initialize":
-                return jsonrpc.result_response(id_, self.dispatcher.initialize_result(session.revision))  # type: ignore[union-attr]
+                return jsonrpc.result_response(id_, dispatcher.initialize_result(session.revision))  # type: ignore[union-attr]
             meta = envelope(message.get("params"))
             if session is not None:
                 log_level = session.log_level
@@ -367,7 +377,7 @@ class StreamableHTTP:
                 requested = meta.get(LOG_LEVEL_KEY)
                 log_level = requested if requested in LOG_LEVELS else None
             ctx = CallContext(id_, revision, exchange.emit, meta.get("progressToken"), log_level)
-            return await self.dispatcher.handle(message, ctx, session)
+            return await dispatcher.handle(message, ctx, session)
         except asyncio.CancelledError as exc:
             return self._cancelled_answer(id_, exc.args[0] if exc.args else "")
         except Exception:

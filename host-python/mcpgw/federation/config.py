@@ -1,0 +1,160 @@
+"""The upstream servers an operator configures, read from a TOML file (`MCPGW_CONFIG`).
+
+```toml
+[upstreams.files]              # the id: /servers/files/mcp, tool names files__<name>
+transport = "stdio"
+command = "python"
+args = ["server.py"]
+
+[upstreams.search]
+transport = "streamable-http"  # or "sse"
+url = "http://127.0.0.1:9000/mcp"
+headers = { Authorization = "Bearer ..." }
+```
+
+A bad file stops the gateway at start-up with the key and line at fault.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TRANSPORTS = ("stdio", "streamable-http", "sse")
+# No underscore in ids: `<prefix>__<name>` must split back unambiguously.
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,47}")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    id: str
+    transport: str
+    prefix: str
+    command: str = ""
+    args: tuple[str, ...] = ()
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    url: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    connect_timeout_s: float = 10.0
+    call_timeout_s: float = 60.0
+    restart_backoff_s: float = 0.5
+    restart_backoff_max_s: float = 30.0
+    health_interval_s: float = 30.0
+
+
+# key -> (type check, description) for the checks and their messages
+_STR, _NUM = "a string", "a non-negative number"
+_KEYS: dict[str, str] = {
+    "transport": _STR, "prefix": _STR, "command": _STR, "args": "a list of strings", "env": "a table of strings",
+    "cwd": _STR, "url": _STR, "headers": "a table of strings", "connect_timeout_s": _NUM, "call_timeout_s": _NUM,
+    "restart_backoff_s": _NUM, "restart_backoff_max_s": _NUM, "health_interval_s": _NUM,
+}
+_NEEDS = {"stdio": ("command",), "streamable-http": ("url",), "sse": ("url",)}
+_ONLY = {"stdio": {"command", "args", "env", "cwd"}, "streamable-http": {"url", "headers"}, "sse": {"url", "headers"}}
+
+
+def _fits(kind: str, value: Any) -> bool:
+    if kind == _STR:
+        return isinstance(value, str)
+    if kind == _NUM:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    if kind.startswith("a list"):
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+
+
+def _line_of(text: str, table: str | None, key: str | None) -> int | None:
+    """The line of `key` inside `[upstreams.<table>]` (or of the table header), 1-based."""
+    current: str | None = None
+    header_line: int | None = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        found = re.fullmatch(r"\[\s*upstreams\s*\.\s*\"?([^\]\"]+)\"?\s*\](\s*#.*)?", line)
+        if found:
+            current = found.group(1).strip()
+            if current == table:
+                header_line = number
+            continue
+        if line.startswith("["):
+            current = None
+            continue
+        if key is not None and current == table and re.match(rf"\"?{re.escape(key)}\"?\s*=", line):
+            return number
+    if table is None and key is not None:  # a top-level key
+        for number, raw in enumerate(text.splitlines(), 1):
+            if re.match(rf"\s*\"?{re.escape(key)}\"?\s*[=.\[]", raw) or raw.strip() == f"[{key}]":
+                return number
+    return header_line
+
+
+def parse(text: str, source: str = "<config>") -> list[UpstreamConfig]:
+    def fail(message: str, table: str | None = None, key: str | None = None) -> ConfigError:
+        line = _line_of(text, table, key)
+        where = f"{source}, line {line}" if line else source
+        return ConfigError(f"{where}: {message}")
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    for key in data:
+        if key != "upstreams":
+            raise fail(f"unknown key {key!r} (the file holds [upstreams.<id>] tables)", None, key)
+    tables = data.get("upstreams", {})
+    if not isinstance(tables, dict):
+        raise fail("'upstreams' must be a table of [upstreams.<id>] tables", None, "upstreams")
+    upstreams: list[UpstreamConfig] = []
+    prefixes: dict[str, str] = {}
+    for id_, table in tables.items():
+        if not ID_PATTERN.fullmatch(id_):
+            raise fail(f"upstream id {id_!r} must be letters, digits and '-' (at most 48, no '_')", id_, None)
+        if not isinstance(table, dict):
+            raise fail(f"upstreams.{id_} must be a table", id_, None)
+        for key, value in table.items():
+            if key not in _KEYS:
+                raise fail(f"upstreams.{id_}: unknown key {key!r}; known: {', '.join(_KEYS)}", id_, key)
+            if not _fits(_KEYS[key], value):
+                raise fail(f"upstreams.{id_}.{key} must be {_KEYS[key]}", id_, key)
+        transport = table.get("transport")
+        if transport not in TRANSPORTS:
+            raise fail(f"upstreams.{id_}.transport must be one of {', '.join(TRANSPORTS)}",
+                       id_, "transport" if "transport" in table else None)
+        for key in _NEEDS[transport]:
+            if not table.get(key):
+                raise fail(f"upstreams.{id_}: a {transport} upstream needs {key!r}", id_, None)
+        for key in table:
+            if key in set().union(*_ONLY.values()) and key not in _ONLY[transport]:
+                raise fail(f"upstreams.{id_}.{key} does not apply to a {transport} upstream", id_, key)
+        url = table.get("url", "")
+        if url and not re.match(r"https?://", url):
+            raise fail(f"upstreams.{id_}.url must be an http:// or https:// URL", id_, "url")
+        prefix = table.get("prefix", id_)
+        if not ID_PATTERN.fullmatch(prefix):
+            raise fail(f"upstreams.{id_}.prefix {prefix!r} must be letters, digits and '-' (no '_')", id_, "prefix")
+        if prefix in prefixes:
+            raise fail(f"upstreams.{id_}.prefix {prefix!r} is already used by upstream {prefixes[prefix]!r}",
+                       id_, "prefix" if "prefix" in table else None)
+        prefixes[prefix] = id_
+        numbers = {k: float(table[k]) for k in _KEYS if _KEYS[k] == _NUM and k in table}
+        upstreams.append(UpstreamConfig(
+            id=id_, transport=transport, prefix=prefix, command=table.get("command", ""),
+            args=tuple(table.get("args", ())), env=dict(table.get("env", {})), cwd=table.get("cwd"),
+            url=url, headers=dict(table.get("headers", {})), **numbers))
+    return upstreams
+
+
+def load(path: str | Path) -> list[UpstreamConfig]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse(text, str(path))

@@ -1,0 +1,175 @@
+"""All upstreams, and the connections client sessions make through them.
+
+Each client session gets its own connection to each upstream it uses, opened
+on first use and closed with the session. What the upstream then sends on its
+own initiative (logs, sampling, elicitation, roots requests, resource updates)
+can only be meant for that session, so it never reaches another client: it goes
+on the stream of the session's most recent request still running through that
+connection (where the MCP SDK's servers put it too), else on the session's GET
+stream. Requests without a session (2026-07-28) share the catalog connection;
+they get progress but not upstream log messages, which cannot be attributed.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, Awaitable, Callable, Iterator
+
+from ..server.context import CallContext
+from ..server.sessions import Session
+from .config import UpstreamConfig
+from .link import UpstreamLink, UpstreamUnavailable, outgoing_params
+from .upstream import Upstream
+
+log = logging.getLogger("mcpgw.federation")
+
+Notify = Callable[[Upstream, "set[str]"], Awaitable[None]]
+
+
+class SessionRelay:
+    """Routes what one upstream connection of one client session sends back to that client."""
+
+    def __init__(self, session: Session, upstream: Upstream, uri_out: Callable[[str], str]) -> None:
+        self.session = session
+        self.upstream = upstream
+        self.uri_out = uri_out  # upstream URI -> the URI this session's client knows
+        self.calls: list[CallContext] = []  # requests running through this connection, oldest first
+
+    @contextlib.contextmanager
+    def running(self, ctx: CallContext) -> Iterator[None]:
+        self.calls.append(ctx)
+        try:
+            yield
+        finally:
+            self.calls.remove(ctx)
+
+    async def _send(self, method: str, params: dict[str, Any]) -> None:
+        ctx = self.calls[-1] if self.calls else None
+        if ctx is not None and await ctx.emit({"jsonrpc": "2.0", "method": method, "params": params}):
+            return
+        await self.session.notify(method, params)
+
+    async def upstream_notification(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> None:
+        if method.endswith("/list_changed"):
+            self.upstream.refresh_soon(method)  # every affected client hears of it once the catalog is re-read
+        elif method == "notifications/resources/updated":
+            uri = params.get("uri")
+            await self.session.notify(method, {**params, "uri": self.uri_out(uri)} if isinstance(uri, str) else params)
+        else:
+            await self._send(method, params)
+
+    async def upstream_request(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        ctx = self.calls[-1] if self.calls else None
+        return await self.session.request(method, params, timeout=self.upstream.config.call_timeout_s or 3600.0,
+                                          emit=ctx.emit if ctx is not None else None)
+
+
+class Federation:
+    def __init__(self, configs: list[UpstreamConfig], on_change: Notify) -> None:
+        self.upstreams = {c.id: Upstream(c, on_change) for c in configs}
+        self.by_prefix = {u.config.prefix: u for u in self.upstreams.values()}
+        self._links: dict[tuple[str, str], asyncio.Future] = {}  # (session id, upstream id) -> link
+        self._closing: set[asyncio.Task] = set()
+        self._tracked: set[str] = set()  # sessions whose end closes their connections
+
+    def start(self) -> None:
+        for upstream in self.upstreams.values():
+            upstream.start()
+
+    async def stop(self) -> None:
+        for key in list(self._links):
+            self._drop(key)
+        await asyncio.gather(*(u.stop() for u in self.upstreams.values()), *self._closing, return_exceptions=True)
+
+    def health(self) -> dict[str, Any]:
+        return {id_: u.health() for id_, u in self.upstreams.items()}
+
+    def live_links(self) -> int:
+        return len(self._links)
+
+    # -- calls ----------------------------------------------------------------
+    async def call(self, upstream: Upstream, method: str, params: dict[str, Any] | None, ctx: CallContext,
+                   session: Session | None, uri_out: Callable[[str], str] = lambda uri: uri) -> dict[str, Any]:
+        """Relay one request to `upstream` for `session` (or for a stateless request) and return its result."""
+        on_progress = None
+        if ctx.progress_token is not None:
+            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+                await ctx.progress(progress, total, message)
+        if session is None:
+            link = upstream.link
+            if link is None or not upstream.ready:
+                raise UpstreamUnavailable(upstream.id, f"is unavailable: {upstream.error or upstream.state}")
+            return await link.request(method, outgoing_params(params), on_progress)
+        relay, link = await self.session_link(session, upstream, uri_out)
+        with relay.running(ctx):
+            return await link.request(method, outgoing_params(params), on_progress)
+
+    async def session_link(self, session: Session, upstream: Upstream,
+                           uri_out: Callable[[str], str] = lambda uri: uri) -> tuple[SessionRelay, UpstreamLink]:
+        key = (session.id, upstream.id)
+        pending = self._links.get(key)
+        if pending is None:
+            if not upstream.ready:  # the catalog connection is down: a new one would fail the same way
+                raise UpstreamUnavailable(upstream.id, f"is unavailable: {upstream.error or upstream.state}")
+            if session.closed:
+                raise UpstreamUnavailable(upstream.id, "is not reachable from an ended session")
+            pending = asyncio.ensure_future(self._open(session, upstream, uri_out))
+            self._links[key] = pending
+            if session.id not in self._tracked:
+                self._tracked.add(session.id)
+                session.closers.append(lambda reason, sid=session.id: self._drop_session(sid))
+        try:
+            return await asyncio.shield(pending)
+        except UpstreamUnavailable:
+            if self._links.get(key) is pending:
+                del self._links[key]
+            raise
+
+    async def _open(self, session: Session, upstream: Upstream,
+                    uri_out: Callable[[str], str]) -> tuple[SessionRelay, UpstreamLink]:
+        relay = SessionRelay(session, upstream, uri_out)
+        link = UpstreamLink(upstream.config, relay, session.client_capabilities, label=f"session {session.id[:8]}")
+        await link.open()
+        if session.log_level_set and "logging" in link.init_result.get("capabilities", {}):
+            await link.request("logging/setLevel", {"level": session.log_level})
+        watcher = asyncio.ensure_future(self._forget_when_closed(session.id, upstream.id, link))
+        self._closing.add(watcher)
+        watcher.add_done_callback(self._closing.discard)
+        return relay, link
+
+    async def _forget_when_closed(self, session_id: str, upstream_id: str, link: UpstreamLink) -> None:
+        """An upstream that went away mid-session is reconnected at the session's next call."""
+        await link.wait_closed()
+        key = (session_id, upstream_id)
+        pending = self._links.get(key)
+        if pending is not None and pending.done() and not pending.cancelled() \
+                and pending.exception() is None and pending.result()[1] is link:
+            del self._links[key]
+        await link.close()
+
+    async def session_links(self, session: Session) -> list[tuple[Upstream, UpstreamLink]]:
+        """The open connections of one session."""
+        found = []
+        for (sid, uid), pending in list(self._links.items()):
+            if sid == session.id and pending.done() and not pending.cancelled() and pending.exception() is None:
+                found.append((self.upstreams[uid], pending.result()[1]))
+        return found
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        pending = self._links.pop(key, None)
+        if pending is None:
+            return
+        if not pending.done():
+            pending.cancel()
+            return
+        if pending.cancelled() or pending.exception() is not None:
+            return
+        task = asyncio.ensure_future(pending.result()[1].close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _drop_session(self, session_id: str) -> None:
+        self._tracked.discard(session_id)
+        for key in [k for k in self._links if k[0] == session_id]:
+            self._drop(key)

@@ -1,0 +1,182 @@
+"""One configured upstream: its catalog connection, restarted with backoff, and its cached catalog.
+
+The catalog connection lists the upstream's tools, resources, templates and
+prompts for the merged catalog, refreshes them on `list_changed`, and tells
+`/health` how the upstream is. Calls do not use it when a session exists: each
+client session gets its own connection (see hub.py), so everything that is
+per-session upstream (log level, roots, subscriptions) stays per client.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from .config import UpstreamConfig
+from .link import UpstreamLink, describe
+
+log = logging.getLogger("mcpgw.federation")
+
+LISTS = (  # method, result key, capability that offers it
+    ("tools/list", "tools", "tools"),
+    ("resources/list", "resources", "resources"),
+    ("resources/templates/list", "resourceTemplates", "resources"),
+    ("prompts/list", "prompts", "prompts"),
+)
+MAX_PAGES = 100  # an upstream that keeps paging is cut off here rather than followed forever
+
+
+class Upstream:
+    def __init__(self, config: UpstreamConfig,
+                 on_change: Callable[["Upstream", set[str]], Awaitable[None]]) -> None:
+        self.config = config
+        self.on_change = on_change
+        self.state = "starting"  # starting, ready, restarting, stopped
+        self.error: str | None = None
+        self.restarts = 0
+        self.link: UpstreamLink | None = None
+        self.lists: dict[str, list[dict[str, Any]]] = {key: [] for _, key, _ in LISTS}
+        self._task: asyncio.Task | None = None
+        self._refresh: asyncio.Task | None = None
+        self._announced: set[str] = set()  # list kinds the upstream said changed, not yet re-read
+        self._since = time.monotonic()
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def ready(self) -> bool:
+        return self.link is not None and self.link.alive
+
+    @property
+    def capabilities(self) -> dict[str, Any]:
+        return self.link.init_result.get("capabilities", {}) if self.link else {}
+
+    @property
+    def init_result(self) -> dict[str, Any]:
+        return self.link.init_result if self.link else {}
+
+    def health(self) -> dict[str, Any]:
+        info = (self.init_result.get("serverInfo") or {})
+        return {"state": self.state, "transport": self.config.transport, "since_s": round(time.monotonic() - self._since, 1),
+                "restarts": self.restarts, "error": self.error, "server": info.get("name"),
+                "protocol_version": self.link.version if self.link else None,
+                "tools": len(self.lists["tools"]), "resources": len(self.lists["resources"]),
+                "prompts": len(self.lists["prompts"])}
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._supervise())
+
+    async def stop(self) -> None:
+        self.state = "stopped"
+        for task in (self._refresh, self._task):
+            if task is not None:
+                task.cancel()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _enter(self, state: str, error: str | None = None) -> None:
+        self.state, self.error, self._since = state, error, time.monotonic()
+
+    async def _supervise(self) -> None:
+        backoff = self.config.restart_backoff_s
+        while True:
+            link = UpstreamLink(self.config, handler=self, label="catalog")
+            up_since = time.monotonic()
+            try:
+                await link.open()
+                self.link = link
+                changed = await self._fetch_lists(link)
+                self._enter("ready")
+                if changed:
+                    await self.on_change(self, changed)
+                await self._watch(link)
+                self.error = link.error
+            except asyncio.CancelledError:
+                await link.close()
+                raise
+            except Exception as exc:
+                self.error = describe(exc)
+            finally:
+                self.link = None
+            await link.close()
+            # A connection that stayed up for a while starts the backoff afresh.
+            if time.monotonic() - up_since > max(10 * backoff, 30.0):
+                backoff = self.config.restart_backoff_s
+            self._enter("restarting", self.error)
+            self.restarts += 1
+            gone = {key for key, items in self.lists.items() if items}
+            if gone:  # its tools and the rest leave the merged catalog until it is back
+                self.lists = {key: [] for key in self.lists}
+                await self.on_change(self, gone)
+            log.warning("upstream %s: %s; reconnecting in %.1f s", self.id, self.error, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.config.restart_backoff_max_s)
+
+    async def _watch(self, link: UpstreamLink) -> None:
+        """Until the connection ends; an upstream that stops answering pings counts as ended."""
+        interval = self.config.health_interval_s
+        while link.alive:
+            try:
+                await asyncio.wait_for(link.wait_closed(), interval or None)
+            except asyncio.TimeoutError:
+                try:
+                    await link.request("ping", None)
+                except Exception as exc:
+                    link.error = f"did not answer a ping: {describe(exc)}"
+                    return
+
+    async def _fetch_lists(self, link: UpstreamLink) -> set[str]:
+        """Re-read every list the upstream offers; returns the keys whose contents changed."""
+        caps = link.init_result.get("capabilities", {})
+        lists: dict[str, list[dict[str, Any]]] = {}
+        for method, key, capability in LISTS:
+            items: list[dict[str, Any]] = []
+            if capability in caps:
+                cursor = None
+                for _ in range(MAX_PAGES):
+                    result = await link.request(method, {"cursor": cursor} if cursor else None)
+                    items += [item for item in result.get(key, []) if isinstance(item, dict)]
+                    cursor = result.get("nextCursor")
+                    if not cursor:
+                        break
+            lists[key] = items
+        changed = {key for key in lists if lists[key] != self.lists.get(key)}
+        self.lists = lists
+        return changed
+
+    def refresh_soon(self, notification: str) -> None:
+        """Re-read the catalog after a list_changed (once, however many arrive meanwhile), then tell
+        clients: of what changed, and of what the upstream announced even if it reads the same."""
+        kind = notification.split("/")[1]  # notifications/<kind>/list_changed
+        self._announced.add(kind)
+        if self._refresh is not None and not self._refresh.done():
+            return
+        self._refresh = asyncio.ensure_future(self._refresh_now())
+
+    async def _refresh_now(self) -> None:
+        await asyncio.sleep(0)  # let a burst of list_changed arrive first
+        link = self.link
+        announced, self._announced = self._announced, set()
+        if link is None:
+            return
+        try:
+            changed = await self._fetch_lists(link)
+        except Exception as exc:
+            log.warning("upstream %s: refreshing the catalog failed: %s", self.id, describe(exc))
+            return
+        changed |= {key for _, key, kind in LISTS if kind in announced}
+        if changed:
+            await self.on_change(self, changed)
+
+    # -- LinkHandler for the catalog connection --------------------------------
+    async def upstream_notification(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> None:
+        if method.endswith("/list_changed"):
+            self.refresh_soon(method)
+        elif method == "notifications/message":
+            log.debug("upstream %s says: %s", self.id, params.get("data"))
+
+    async def upstream_request(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("the catalog connection offers the upstream no client capabilities")

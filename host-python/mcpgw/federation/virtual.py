@@ -1,0 +1,52 @@
+"""`/servers/{id}/mcp`: one upstream, names and results unchanged.
+
+The gateway answers `initialize` itself (the session is the gateway's) with the
+upstream's capabilities and instructions and its own identity in `_meta`;
+everything else goes to the upstream as the client sent it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+from ..server.catalog import Catalog
+from ..server.context import CallContext
+from ..server.dispatcher import Dispatcher
+from ..server.sessions import Session
+from .hub import Federation
+from .upstream import Upstream
+
+GATEWAY_META_KEY = "io.mcpgw/gateway"
+
+
+class VirtualDispatcher(Dispatcher):
+    def __init__(self, upstream: Upstream, federation: Federation) -> None:
+        super().__init__(Catalog())
+        self.upstream = upstream
+        self.federation = federation
+
+    def unavailable(self) -> str | None:
+        if self.upstream.ready:
+            return None
+        return f"Upstream {self.upstream.id!r} is unavailable: {self.upstream.error or self.upstream.state}"
+
+    def server_info(self) -> dict[str, Any]:
+        return self.upstream.init_result.get("serverInfo") or {"name": self.upstream.id, "version": "unknown"}
+
+    def capabilities(self) -> dict[str, Any]:
+        return self.upstream.capabilities
+
+    def instructions(self) -> str | None:
+        return self.upstream.init_result.get("instructions")
+
+    def initialize_result(self, revision: str) -> dict[str, Any]:
+        return {**super().initialize_result(revision),
+                "_meta": {GATEWAY_META_KEY: {"name": "mcpgw", "version": __version__, "upstream": self.upstream.id}}}
+
+    async def _result(self, method: str, params: dict[str, Any], ctx: CallContext,
+                      session: Session | None) -> dict[str, Any]:
+        if method == "ping":
+            return {}
+        if method == "logging/setLevel" and session is not None:
+            session.log_level_set = True
+        return await self.federation.call(self.upstream, method, params, ctx, session)

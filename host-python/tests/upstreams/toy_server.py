@@ -1,0 +1,85 @@
+"""A small upstream MCP server for the federation tests, written with the mcp SDK's MCPServer.
+
+It runs as a real process over stdio or Streamable HTTP and has what the fault
+and catalog tests need: a tool that kills its own process mid-call, a slow tool
+(timeouts, cancellation), and a tool that adds a tool and says list_changed.
+
+    python toy_server.py stdio NAME
+    python toy_server.py http NAME PORT
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import warnings
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPDeprecationWarning
+
+warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
+
+NAME = sys.argv[2] if len(sys.argv) > 2 else "toy"
+server = MCPServer(f"{NAME}-server", instructions=f"The {NAME} test upstream.")
+
+
+@server.tool()
+def whoami() -> str:
+    """Names this upstream and its process (so tests see where a call went)."""
+    return f"{NAME} pid={os.getpid()}"
+
+
+@server.tool()
+def add(a: int, b: int) -> int:
+    """Adds two integers."""
+    return a + b
+
+
+@server.tool()
+async def slow(seconds: float, ctx: Context) -> str:
+    """Sleeps, reporting progress every 0.1 s."""
+    steps = max(1, int(seconds * 10))
+    for step in range(steps):
+        await asyncio.sleep(seconds / steps)
+        await ctx.report_progress(step + 1, steps)
+    return f"slept {seconds}"
+
+
+@server.tool()
+async def crash(ctx: Context) -> str:
+    """Ends this server's process in the middle of the call."""
+    await ctx.info("about to crash")
+    await asyncio.sleep(0.05)
+    os._exit(3)
+
+
+@server.tool()
+async def grow(name: str, ctx: Context) -> str:
+    """Adds a tool called `name` and tells the client the tool list changed."""
+    def grown() -> str:
+        return f"I am {name}"
+    server.add_tool(grown, name=name, description=f"Grown at run time: {name}")
+    await ctx.request_context.session.send_tool_list_changed()
+    return f"added {name}"
+
+
+@server.resource("toy://note", mime_type="text/plain")
+def note() -> str:
+    """A fixed note."""
+    return f"a note from {NAME}"
+
+
+@server.prompt()
+def hello(who: str) -> str:
+    """Says hello."""
+    return f"Hello {who} from {NAME}"
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "stdio":
+        server.run("stdio")
+    else:
+        import uvicorn
+
+        app = server.streamable_http_app(host="127.0.0.1")
+        uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="warning")
