@@ -125,7 +125,7 @@ def wait_live(url: str, timeout: float = 20.0, **expected: int) -> dict[str, int
 
 
 def drained(url: str) -> dict[str, int]:
-    return wait_live(url, sessions=0, requests=0, streams=0)
+    return wait_live(url, sessions=0, requests=0, streams=0, upstream_links=0)
 
 
-NOTHING_LIVE = {"sessions": 0, "requests": 0, "streams": 0}
+NOTHING_LIVE = {"sessions": 0, "requests": 0, "streams": 0, "upstream_links": 0}

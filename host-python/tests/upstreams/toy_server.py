@@ -35,14 +35,41 @@ def add(a: int, b: int) -> int:
     return a + b
 
 
+CANCELLED: list[str] = []  # calls of `slow` the client cancelled (notifications/cancelled)
+
+
 @server.tool()
 async def slow(seconds: float, ctx: Context) -> str:
     """Sleeps, reporting progress every 0.1 s."""
     steps = max(1, int(seconds * 10))
-    for step in range(steps):
-        await asyncio.sleep(seconds / steps)
-        await ctx.report_progress(step + 1, steps)
+    try:
+        for step in range(steps):
+            await asyncio.sleep(seconds / steps)
+            await ctx.report_progress(step + 1, steps)
+    except asyncio.CancelledError:
+        CANCELLED.append(str(ctx.request_id))
+        raise
     return f"slept {seconds}"
+
+
+@server.tool()
+def cancellations() -> int:
+    """How many `slow` calls were cancelled by the client so far."""
+    return len(CANCELLED)
+
+
+@server.tool()
+async def roots(ctx: Context) -> str:
+    """Asks the client for its roots (roots/list) and lists their URIs."""
+    result = await ctx.session.list_roots()
+    return " ".join(str(root.uri) for root in result.roots)
+
+
+@server.tool()
+async def touch(ctx: Context) -> str:
+    """Says toy://note was updated (notifications/resources/updated)."""
+    await ctx.session.send_resource_updated("toy://note")
+    return "touched"
 
 
 @server.tool()
@@ -82,4 +109,4 @@ if __name__ == "__main__":
         import uvicorn
 
         app = server.streamable_http_app(host="127.0.0.1")
-        uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="warning")
+        uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="info", access_log=False)

@@ -1,0 +1,95 @@
+"""Real upstream MCP server processes for the federation tests, and a gateway configured with them."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from conftest import REPO, Gateway
+
+UPSTREAMS = Path(__file__).resolve().parent / "upstreams"
+TOY = UPSTREAMS / "toy_server.py"
+FIXTURE = REPO / "tests" / "e2e" / "conformance" / "fixture_server.py"
+_BOUND = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+
+
+class HttpUpstream:
+    """An upstream serving Streamable HTTP on a port it picked itself (port 0, read from its log)."""
+
+    def __init__(self, argv: list[str]):
+        fd, name = tempfile.mkstemp(prefix="mcpgw-upstream-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(name)
+        self._log = open(self.log_path, "w+b")
+        self.proc = subprocess.Popen([sys.executable, *argv], stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            bound = _BOUND.search(self.log_path.read_text(errors="replace"))
+            if bound:
+                self.url = f"http://127.0.0.1:{bound.group(1)}/mcp"
+                return
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"upstream {argv} did not start:\n{self.log_path.read_text(errors='replace')}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        self.log_path.unlink(missing_ok=True)
+
+
+def toy_http(name: str) -> HttpUpstream:
+    return HttpUpstream([str(TOY), "http", name, "0"])
+
+
+def fixture_http() -> HttpUpstream:
+    return HttpUpstream([str(FIXTURE), "--transport", "streamable-http", "--host", "127.0.0.1", "--port", "0"])
+
+
+def stdio_table(id_: str, script: Path, *args: str, **extra: object) -> str:
+    lines = [f"[upstreams.{id_}]", 'transport = "stdio"', f'command = "{sys.executable}"',
+             "args = [" + ", ".join(f'"{a}"' for a in (str(script), *args)) + "]"]
+    return "\n".join(lines + [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in extra.items()])
+
+
+def http_table(id_: str, url: str, **extra: object) -> str:
+    lines = [f"[upstreams.{id_}]", 'transport = "streamable-http"', f'url = "{url}"']
+    return "\n".join(lines + [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in extra.items()])
+
+
+def federated_gateway(mode: str, tables: list[str], **env: str) -> Gateway:
+    """A gateway whose config lists `tables`, ready once every upstream is."""
+    fd, name = tempfile.mkstemp(prefix="mcpgw-", suffix=".toml")
+    with os.fdopen(fd, "w") as f:
+        f.write("\n\n".join(tables) + "\n")
+    gw = Gateway({"MCPGW_EDGE": mode, "MCPGW_CONFIG": name, **env}).wait_ready()
+    gw.mode = mode
+    gw.config_path = Path(name)
+    wait_upstreams(gw.url)
+    return gw
+
+
+def upstream_health(url: str) -> dict:
+    return httpx.get(url + "/health").json()["upstreams"]
+
+
+def wait_upstreams(url: str, timeout: float = 60.0, predicate=lambda u: u["state"] == "ready") -> dict:
+    """Poll /health until every upstream satisfies `predicate` (a deadline, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        health = upstream_health(url)
+        if all(predicate(u) for u in health.values()) or time.monotonic() > deadline:
+            return health
+        time.sleep(0.1)
