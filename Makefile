@@ -20,7 +20,7 @@ V2_WASM := $(VARIANTS_DIR)/transport_core_v2.wasm
 WRONG_WASM := $(VARIANTS_DIR)/transport_core_wrong.wasm
 
 
-.PHONY: help setup build variants serve test test-python test-rust bench bench-edge load-test load-test-ui fuzz clean
+.PHONY: help setup build variants serve test test-python test-rust conformance-suite bench bench-edge load-test load-test-ui fuzz clean
 
 help:
 	@echo "make serve       set up and start the gateway on 127.0.0.1:4444 (MCPGW_* variables apply)"
@@ -92,7 +92,12 @@ test-rust: build
 	cargo test --locked -p transport-core
 	MCPGW_COMPONENT=$(abspath $(WASM_OUT)) cargo test --locked -p native-host
 
-test-python: build variants $(BUILD)/chromium.stamp
+# The official MCP conformance suite and the Node 22 it needs, both from npm; the script pins
+# them and keeps its own stamp, so a second run does nothing.
+conformance-suite:
+	@bash tests/e2e/conformance/install.sh >/dev/null
+
+test-python: build variants $(BUILD)/chromium.stamp conformance-suite
 	cd host-python && MCPGW_TEST_VARIANTS=$(abspath $(VARIANTS_DIR)) ../$(PY) -m pytest -q
 
 test: test-rust test-python
