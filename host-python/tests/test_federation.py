@@ -22,6 +22,7 @@ from upstream_procs import (
     http_table,
     stdio_table,
     toy_http,
+    toy_sse,
     upstream_health,
     wait_upstreams,
 )
@@ -36,11 +37,19 @@ def web():
     upstream.stop()
 
 
+@pytest.fixture(scope="module")
+def old_web():
+    upstream = toy_sse("oldweb")
+    yield upstream
+    upstream.stop()
+
+
 @pytest.fixture(scope="module", params=["wasm", "python"])
-def gw(request, web, component_path):
+def gw(request, web, old_web, component_path):
     gateway = federated_gateway(request.param, [
         stdio_table("toy", TOY, "stdio", "toy", call_timeout_s=3, restart_backoff_s=0.2, health_interval_s=2),
         http_table("web", web.url, prefix="w"),
+        http_table("oldweb", old_web.url, transport="sse"),
         stdio_table("fixture", FIXTURE, "--transport", "stdio"),
     ])
     yield gateway
@@ -71,6 +80,7 @@ async def test_calls_reads_and_prompts_route_to_their_owner_without_the_prefix(g
     async with Client(gw.url + "/mcp", mode="legacy") as client:
         assert text_of(await client.call_tool("toy__whoami", {})).startswith("toy pid=")
         assert text_of(await client.call_tool("w__whoami", {})).startswith("web pid=")
+        assert text_of(await client.call_tool("oldweb__whoami", {})).startswith("oldweb pid=")  # over HTTP+SSE
         assert text_of(await client.call_tool("w__add", {"a": 20, "b": 22})) == "42"
         assert text_of(await client.call_tool("echo", {"text": "built-in"})) == "built-in"
         note = await client.read_resource("w+toy://note")
@@ -249,10 +259,53 @@ def test_a_stdio_upstream_that_exits_is_restarted_with_backoff_and_health_says_s
               .json()["result"]["content"][0]["text"].split("pid=")[1])
     restarts = upstream_health(gw.url)["toy"]["restarts"]
     os.kill(pid, signal.SIGKILL)
-    health = wait_upstreams(gw.url, predicate=lambda u: u["restarts"] > restarts or u["transport"] != "stdio")
+    health = wait_upstreams(gw.url, only="toy", predicate=lambda u: u["restarts"] > restarts)
     assert health["toy"]["restarts"] == restarts + 1
     health = wait_upstreams(gw.url)
     assert health["toy"]["state"] == "ready" and health["toy"]["tools"] >= 5
     assert health["web"]["state"] == "ready" and health["web"]["transport"] == "streamable-http"
+    assert health["oldweb"]["state"] == "ready" and health["oldweb"]["transport"] == "sse"
     r = httpx.post(gw.url + "/mcp", json=body, headers=headers2026("tools/call", "toy__whoami"))
     assert int(r.json()["result"]["content"][0]["text"].split("pid=")[1]) != pid
+
+
+async def test_an_http_upstream_that_dies_mid_call_gives_an_error_and_health_shows_it_down(component_path):
+    doomed = toy_http("doomed")
+    gateway = federated_gateway("python", [http_table("doomed", doomed.url, health_interval_s=0.5,
+                                                      restart_backoff_s=0.2)])
+    try:
+        async with Client(gateway.url + "/mcp", mode="legacy") as client:
+            with pytest.raises(MCPError):  # the SDK transport reports the stream that ended
+                await client.call_tool("doomed__crash", {})
+            health = wait_upstreams(gateway.url, predicate=lambda u: u["state"] == "restarting")
+            assert health["doomed"]["state"] == "restarting" and health["doomed"]["error"]
+            with pytest.raises(MCPError) as down:  # its own connection learns of the death now
+                await client.call_tool("doomed__whoami", {})
+            assert down.value.error.code == -32603 and "Upstream 'doomed'" in down.value.error.message
+            with pytest.raises(MCPError) as down:  # and is not reopened while the upstream is down
+                await client.call_tool("doomed__whoami", {})
+            assert "Upstream 'doomed' is unavailable" in down.value.error.message
+            tools = {t.name for t in (await client.list_tools()).tools}
+            assert "doomed__whoami" not in tools and "echo" in tools  # gone until it is back
+        assert drained(gateway.url) == NOTHING_LIVE
+    finally:
+        gateway.stop()
+        doomed.stop()
+
+
+async def test_past_max_connections_sessions_share_the_catalog_connection(component_path):
+    gateway = federated_gateway("python", [stdio_table("toy", TOY, "stdio", "toy", max_connections=1)])
+    try:
+        async with Client(gateway.url + "/mcp", mode="legacy") as first, \
+                Client(gateway.url + "/mcp", mode="legacy") as second:
+            own = text_of(await first.call_tool("toy__whoami", {}))
+            shared = text_of(await second.call_tool("toy__whoami", {}))
+            assert own != shared  # the first has its own process; the second uses the catalog's
+            body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                    "params": {"name": "toy__whoami", "arguments": {}, "_meta": ENVELOPE}}
+            catalog = httpx.post(gateway.url + "/mcp", json=body, headers=headers2026("tools/call", "toy__whoami"))
+            assert catalog.json()["result"]["content"][0]["text"] == shared
+            assert httpx.get(gateway.url + "/health").json()["live"]["upstream_links"] == 1
+        assert drained(gateway.url) == NOTHING_LIVE
+    finally:
+        gateway.stop()

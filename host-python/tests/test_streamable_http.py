@@ -273,7 +273,7 @@ def test_lifecycle_initialize_stream_calls_delete(open_session, gw):
         for i in range(3):
             assert s.post(rpc("tools/call", i, name="add", arguments={"a": i, "b": 1})).json()["result"]["content"][0][
                 "text"] == str(i + 1)
-        assert wait_live(gw.url, sessions=1, streams=1) == {"sessions": 1, "requests": 0, "streams": 1}
+        assert wait_live(gw.url, sessions=1, streams=1) == {"sessions": 1, "requests": 0, "streams": 1, "upstream_links": 0}
         assert s.delete().status_code == 204
         assert read_sse(get) == []  # 2025-06-18: no priming event, and DELETE ends the stream
     assert s.post(rpc("ping")).status_code == 404
@@ -500,7 +500,7 @@ def test_graceful_shutdown_closes_streams_with_retry_and_answers_running_request
         workers = [threading.Thread(target=run_get), threading.Thread(target=run_post)]
         for w in workers:
             w.start()
-        assert wait_live(gw.url, requests=1, streams=1) == {"sessions": 1, "requests": 1, "streams": 1}
+        assert wait_live(gw.url, requests=1, streams=1) == {"sessions": 1, "requests": 1, "streams": 1, "upstream_links": 0}
         gw.proc.terminate()
         for w in workers:
             w.join(60)

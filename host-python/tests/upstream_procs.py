@@ -22,7 +22,7 @@ _BOUND = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 class HttpUpstream:
     """An upstream serving Streamable HTTP on a port it picked itself (port 0, read from its log)."""
 
-    def __init__(self, argv: list[str]):
+    def __init__(self, argv: list[str], path: str = "/mcp"):
         fd, name = tempfile.mkstemp(prefix="mcpgw-upstream-", suffix=".log")
         os.close(fd)
         self.log_path = Path(name)
@@ -32,7 +32,7 @@ class HttpUpstream:
         while True:
             bound = _BOUND.search(self.log_path.read_text(errors="replace"))
             if bound:
-                self.url = f"http://127.0.0.1:{bound.group(1)}/mcp"
+                self.url = f"http://127.0.0.1:{bound.group(1)}{path}"
                 return
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"upstream {argv} did not start:\n{self.log_path.read_text(errors='replace')}")
@@ -54,6 +54,10 @@ def toy_http(name: str) -> HttpUpstream:
     return HttpUpstream([str(TOY), "http", name, "0"])
 
 
+def toy_sse(name: str) -> HttpUpstream:
+    return HttpUpstream([str(TOY), "sse", name, "0"], path="/sse")
+
+
 def fixture_http() -> HttpUpstream:
     return HttpUpstream([str(FIXTURE), "--transport", "streamable-http", "--host", "127.0.0.1", "--port", "0"])
 
@@ -64,8 +68,8 @@ def stdio_table(id_: str, script: Path, *args: str, **extra: object) -> str:
     return "\n".join(lines + [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in extra.items()])
 
 
-def http_table(id_: str, url: str, **extra: object) -> str:
-    lines = [f"[upstreams.{id_}]", 'transport = "streamable-http"', f'url = "{url}"']
+def http_table(id_: str, url: str, transport: str = "streamable-http", **extra: object) -> str:
+    lines = [f"[upstreams.{id_}]", f'transport = "{transport}"', f'url = "{url}"']
     return "\n".join(lines + [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in extra.items()])
 
 
@@ -85,11 +89,14 @@ def upstream_health(url: str) -> dict:
     return httpx.get(url + "/health").json()["upstreams"]
 
 
-def wait_upstreams(url: str, timeout: float = 60.0, predicate=lambda u: u["state"] == "ready") -> dict:
-    """Poll /health until every upstream satisfies `predicate` (a deadline, not a timing assertion)."""
+def wait_upstreams(url: str, timeout: float = 60.0, predicate=lambda u: u["state"] == "ready",
+                   only: str | None = None) -> dict:
+    """Poll /health until every upstream (or just `only`) satisfies `predicate` (a deadline, not a
+    timing assertion)."""
     deadline = time.monotonic() + timeout
     while True:
         health = upstream_health(url)
-        if all(predicate(u) for u in health.values()) or time.monotonic() > deadline:
+        watched = [health[only]] if only else health.values()
+        if all(predicate(u) for u in watched) or time.monotonic() > deadline:
             return health
         time.sleep(0.1)

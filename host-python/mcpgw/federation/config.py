@@ -47,6 +47,7 @@ class UpstreamConfig:
     restart_backoff_s: float = 0.5
     restart_backoff_max_s: float = 30.0
     health_interval_s: float = 30.0
+    max_connections: float = 100  # client sessions with their own connection; beyond, calls share one
 
 
 # key -> (type check, description) for the checks and their messages
@@ -54,7 +55,7 @@ _STR, _NUM = "a string", "a non-negative number"
 _KEYS: dict[str, str] = {
     "transport": _STR, "prefix": _STR, "command": _STR, "args": "a list of strings", "env": "a table of strings",
     "cwd": _STR, "url": _STR, "headers": "a table of strings", "connect_timeout_s": _NUM, "call_timeout_s": _NUM,
-    "restart_backoff_s": _NUM, "restart_backoff_max_s": _NUM, "health_interval_s": _NUM,
+    "restart_backoff_s": _NUM, "restart_backoff_max_s": _NUM, "health_interval_s": _NUM, "max_connections": _NUM,
 }
 _NEEDS = {"stdio": ("command",), "streamable-http": ("url",), "sse": ("url",)}
 _ONLY = {"stdio": {"command", "args", "env", "cwd"}, "streamable-http": {"url", "headers"}, "sse": {"url", "headers"}}

@@ -96,7 +96,7 @@ class Federation:
         if ctx.progress_token is not None:
             async def on_progress(progress: float, total: float | None, message: str | None) -> None:
                 await ctx.progress(progress, total, message)
-        if session is None:
+        if session is None or self._at_capacity(session, upstream):
             link = upstream.link
             if link is None or not upstream.ready:
                 raise UpstreamUnavailable(upstream.id, f"is unavailable: {upstream.error or upstream.state}")
@@ -104,6 +104,19 @@ class Federation:
         relay, link = await self.session_link(session, upstream, uri_out)
         with relay.running(ctx):
             return await link.request(method, outgoing_params(params), on_progress)
+
+    def _at_capacity(self, session: Session, upstream: Upstream) -> bool:
+        """Each session connection to a stdio upstream is a process: past the upstream's
+        `max_connections`, new sessions share the catalog connection (progress still flows;
+        logs and server-to-client requests, which cannot be attributed there, do not)."""
+        if (session.id, upstream.id) in self._links:
+            return False
+        full = sum(1 for _, uid in self._links if uid == upstream.id) >= upstream.config.max_connections
+        if full and not upstream.warned_full:
+            upstream.warned_full = True
+            log.warning("upstream %s: %d sessions have their own connection (max_connections); "
+                        "further sessions share one", upstream.id, int(upstream.config.max_connections))
+        return full
 
     async def session_link(self, session: Session, upstream: Upstream,
                            uri_out: Callable[[str], str] = lambda uri: uri) -> tuple[SessionRelay, UpstreamLink]:

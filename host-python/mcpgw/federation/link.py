@@ -169,13 +169,17 @@ class UpstreamLink:
             self._ready.set()
 
     async def _pump(self, read: Any, inbound: Any) -> None:
-        async with inbound:
+        try:
             async for item in read:
                 await inbound.send(item)
-        if not self._ended.is_set():
-            self.error = "closed the connection"
-            log.warning("upstream %s (%s): closed the connection", self.config.id, self.label)
-        self._ended.set()
+        finally:
+            # Marked ended before the dispatcher sees EOF, so the requests it then fails are
+            # reported as the upstream going away, not as the upstream's own errors.
+            if not self._ended.is_set():
+                self.error = "closed the connection"
+                log.warning("upstream %s (%s): closed the connection", self.config.id, self.label)
+            self._ended.set()
+            await inbound.aclose()
 
     # -- relaying requests ---------------------------------------------------
     async def request(self, method: str, params: dict[str, Any] | None,

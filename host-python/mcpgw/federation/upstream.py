@@ -35,6 +35,7 @@ class Upstream:
         self.state = "starting"  # starting, ready, restarting, stopped
         self.error: str | None = None
         self.restarts = 0
+        self.warned_full = False  # logged once that max_connections was reached
         self.link: UpstreamLink | None = None
         self.lists: dict[str, list[dict[str, Any]]] = {key: [] for _, key, _ in LISTS}
         self._task: asyncio.Task | None = None

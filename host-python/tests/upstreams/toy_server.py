@@ -5,7 +5,8 @@ and catalog tests need: a tool that kills its own process mid-call, a slow tool
 (timeouts, cancellation), and a tool that adds a tool and says list_changed.
 
     python toy_server.py stdio NAME
-    python toy_server.py http NAME PORT
+    python toy_server.py http NAME PORT     # Streamable HTTP at /mcp
+    python toy_server.py sse NAME PORT      # legacy HTTP+SSE at /sse
 """
 from __future__ import annotations
 
@@ -108,5 +109,5 @@ if __name__ == "__main__":
     else:
         import uvicorn
 
-        app = server.streamable_http_app(host="127.0.0.1")
+        app = server.sse_app(host="127.0.0.1") if sys.argv[1] == "sse" else server.streamable_http_app(host="127.0.0.1")
         uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="info", access_log=False)
