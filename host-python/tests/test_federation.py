@@ -287,6 +287,10 @@ async def test_an_http_upstream_that_dies_mid_call_gives_an_error_and_health_sho
             assert "Upstream 'doomed' is unavailable" in down.value.error.message
             tools = {t.name for t in (await client.list_tools()).tools}
             assert "doomed__whoami" not in tools and "echo" in tools  # gone until it is back
+        refused = httpx.post(gateway.url + "/servers/doomed/mcp", headers={"accept": "application/json, text/event-stream"},
+                             json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                                 "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
+        assert refused.status_code == 503 and "Upstream 'doomed' is unavailable" in refused.json()["error"]["message"]
         assert drained(gateway.url) == NOTHING_LIVE
     finally:
         gateway.stop()

@@ -92,10 +92,8 @@ class Federation:
     async def call(self, upstream: Upstream, method: str, params: dict[str, Any] | None, ctx: CallContext,
                    session: Session | None, uri_out: Callable[[str], str] = lambda uri: uri) -> dict[str, Any]:
         """Relay one request to `upstream` for `session` (or for a stateless request) and return its result."""
-        on_progress = None
-        if ctx.progress_token is not None:
-            async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-                await ctx.progress(progress, total, message)
+        # The SDK puts its own token upstream; progress under it is reported under the client's.
+        on_progress = ctx.progress if ctx.progress_token is not None else None
         if session is None or self._at_capacity(session, upstream):
             link = upstream.link
             if link is None or not upstream.ready:
