@@ -17,6 +17,7 @@ import logging
 from typing import Any, Awaitable, Callable, Iterator
 
 from ..server.context import CallContext
+from ..server.jsonrpc import JsonRpcError
 from ..server.sessions import Session
 from .config import UpstreamConfig
 from .link import UpstreamLink, UpstreamUnavailable, outgoing_params
@@ -132,8 +133,8 @@ class Federation:
                 session.closers.append(lambda reason, sid=session.id: self._drop_session(sid))
         try:
             return await asyncio.shield(pending)
-        except UpstreamUnavailable:
-            if self._links.get(key) is pending:
+        except Exception:
+            if pending.done() and self._links.get(key) is pending:
                 del self._links[key]
             raise
 
@@ -141,9 +142,16 @@ class Federation:
                     uri_out: Callable[[str], str]) -> tuple[SessionRelay, UpstreamLink]:
         relay = SessionRelay(session, upstream, uri_out)
         link = UpstreamLink(upstream.config, relay, session.client_capabilities, label=f"session {session.id[:8]}")
-        await link.open()
-        if session.log_level_set and "logging" in link.init_result.get("capabilities", {}):
-            await link.request("logging/setLevel", {"level": session.log_level})
+        try:
+            await link.open()
+            if session.log_level_set and "logging" in link.init_result.get("capabilities", {}):
+                try:
+                    await link.request("logging/setLevel", {"level": session.log_level})
+                except JsonRpcError:
+                    pass  # the upstream keeps its own level
+        except BaseException:  # failed, or the session ended meanwhile: the link must not outlive this
+            self._close_later(link)
+            raise
         watcher = asyncio.ensure_future(self._forget_when_closed(session.id, upstream.id, link))
         self._closing.add(watcher)
         watcher.add_done_callback(self._closing.discard)
@@ -176,9 +184,21 @@ class Federation:
             return
         if pending.cancelled() or pending.exception() is not None:
             return
-        task = asyncio.ensure_future(pending.result()[1].close())
+        self._close_later(pending.result()[1])
+
+    def _close_later(self, link: UpstreamLink) -> None:
+        task = asyncio.ensure_future(link.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    def client_notification(self, session: Session, method: str, params: dict[str, Any] | None) -> None:
+        """A client notification every upstream connection of the session should hear
+        (notifications/roots/list_changed)."""
+        for (sid, _), pending in self._links.items():
+            if sid == session.id and pending.done() and not pending.cancelled() and pending.exception() is None:
+                task = asyncio.ensure_future(pending.result()[1].notify(method, params))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
 
     def _drop_session(self, session_id: str) -> None:
         self._tracked.discard(session_id)

@@ -115,6 +115,8 @@ class UpstreamLink:
         self._ended.set()
         task = self._task
         if task is not None and not task.done():
+            if self._dispatcher is None:
+                task.cancel()  # still connecting or initializing: nothing to wind down politely
             try:
                 await asyncio.wait_for(asyncio.shield(task), 10.0)
             except (asyncio.TimeoutError, asyncio.CancelledError):

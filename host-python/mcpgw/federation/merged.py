@@ -54,6 +54,10 @@ class GatewayDispatcher(Dispatcher):
         return [{**item, field: rename(u.config.prefix, item.get(field, ""))}
                 for u in self._ready() for item in u.lists[key]]
 
+    def notified(self, method: str, params: dict[str, Any] | None, session: Session | None) -> None:
+        if method == "notifications/roots/list_changed" and session is not None:
+            self.federation.client_notification(session, method, params)
+
     async def _result(self, method: str, params: dict[str, Any], ctx: CallContext,
                       session: Session | None) -> dict[str, Any]:
         if method == "tools/list":

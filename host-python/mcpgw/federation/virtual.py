@@ -43,6 +43,10 @@ class VirtualDispatcher(Dispatcher):
         return {**super().initialize_result(revision),
                 "_meta": {GATEWAY_META_KEY: {"name": "mcpgw", "version": __version__, "upstream": self.upstream.id}}}
 
+    def notified(self, method: str, params: dict[str, Any] | None, session: Session | None) -> None:
+        if method == "notifications/roots/list_changed" and session is not None:
+            self.federation.client_notification(session, method, params)
+
     async def _result(self, method: str, params: dict[str, Any], ctx: CallContext,
                       session: Session | None) -> dict[str, Any]:
         if method == "ping":

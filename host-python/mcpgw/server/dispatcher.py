@@ -60,6 +60,9 @@ class Dispatcher:
     def instructions(self) -> str | None:
         return INSTRUCTIONS
 
+    def notified(self, method: str, params: dict[str, Any] | None, session: Session | None) -> None:
+        """A client notification the transport does not handle itself."""
+
     def unavailable(self) -> str | None:
         """Why this server cannot take a new session now, or None."""
         return None

@@ -288,7 +288,7 @@ class StreamableHTTP:
                 if session is not None:
                     session.resolve(message)
             else:
-                self._notification(message, session)
+                self._notification(message, session, dispatcher)
         if not requests:
             await send_empty(send, 202)
             return
@@ -328,15 +328,17 @@ class StreamableHTTP:
             raise HttpError(503, jsonrpc.INTERNAL_ERROR, "Too many live sessions; try again later",
                             [(b"retry-after", b"5")]) from None
 
-    def _notification(self, message: dict[str, Any], session: Session | None) -> None:
+    def _notification(self, message: dict[str, Any], session: Session | None, dispatcher: Dispatcher) -> None:
         method = message["method"]
         if session is None:
             return  # stateless: nothing to cancel or mark
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
         if method == "notifications/initialized":
             session.initialized = True
         elif method == "notifications/cancelled":
-            params = message.get("params") if isinstance(message.get("params"), dict) else {}
             session.cancel(params.get("requestId"))
+        else:
+            dispatcher.notified(method, params, session)
 
     def _start(self, message: dict[str, Any], exchange: Exchange, revision: str, session: Session | None,
                dispatcher: Dispatcher) -> None:

@@ -15,6 +15,7 @@ import os
 import sys
 import warnings
 
+import mcp_types as types
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPDeprecationWarning
 
@@ -64,6 +65,23 @@ async def roots(ctx: Context) -> str:
     """Asks the client for its roots (roots/list) and lists their URIs."""
     result = await ctx.session.list_roots()
     return " ".join(str(root.uri) for root in result.roots)
+
+
+ROOTS_CHANGED: list[int] = []  # notifications/roots/list_changed received from the client
+
+
+async def on_roots_changed(ctx, params) -> None:
+    ROOTS_CHANGED.append(1)
+
+# MCPServer has no decorator for client notifications; the low-level server it wraps does.
+server._lowlevel_server.add_notification_handler("notifications/roots/list_changed", types.NotificationParams,
+                                                 on_roots_changed)
+
+
+@server.tool()
+def roots_changed() -> int:
+    """How many notifications/roots/list_changed the client sent so far."""
+    return len(ROOTS_CHANGED)
 
 
 @server.tool()
