@@ -162,6 +162,15 @@ def write(record: dict, out: Path, stamp: str) -> Path:
                f"{m['per_stream_kib']:.1f} | {m['before_churn_kib'] / 1024:.1f} / {m['after_churn_kib'] / 1024:.1f} "
                f"({m['sessions_churned']} sessions) |" for m in record["memory"]]
         md.append("")
+    if record.get("federation"):
+        md += ["## Relaying through an upstream", "",
+               "tools/call `echo` on the SDK's server directly, and through the gateway (python edge) to that "
+               "server as a Streamable HTTP upstream; one session each, so one upstream connection carries every "
+               "relayed call.", "", "| target | conns | req/s | p50 ms | x of direct (paired) | errors |",
+               "|---|---|---|---|---|---|"]
+        md += [f"| {r['target']} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['vs_direct']:.2f} | "
+               f"{r['errors']} |" for r in record["federation"]]
+        md.append("")
     path = out / f"{stamp}.md"
     path.write_text("\n".join(md))
     return path

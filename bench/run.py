@@ -3,7 +3,7 @@ and PNG plots under bench/results/. Figures are ratios measured in the same run:
 are shared and noisy, so only side-by-side numbers mean anything.
 
 Environment: BENCH_DURATION_S (per wrk run, default 2), BENCH_REPS (default 5),
-BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,swap).
+BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,swap,federation).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import e2e  # noqa: E402
+import federation  # noqa: E402
 import edge_cost  # noqa: E402
 import hot_swap  # noqa: E402
 import memory  # noqa: E402
@@ -46,6 +47,9 @@ def main() -> None:
     if "swap" not in skip:
         print("== hot swaps under load", flush=True)
         record["hot_swap"] = hot_swap.measure()
+    if "federation" not in skip:
+        print("== relaying through an upstream", flush=True)
+        record["federation"] = federation.measure(duration, reps)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
     (out / f"{stamp}.json").write_text(json.dumps(record, indent=1))

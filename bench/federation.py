@@ -1,0 +1,76 @@
+"""What relaying costs: tools/call `echo` on the SDK's own server directly, and the same call
+through the gateway to that server as an upstream (its virtual server `/servers/sdk/mcp`, and
+`/mcp` as `sdk__echo`), side by side, alternating order between repetitions."""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+
+import httpx
+
+import e2e
+import servers
+import wrk
+
+ECHO_PREFIXED = e2e.ECHO.replace('"name":"echo"', '"name":"sdk__echo"')
+
+
+def _session(url: str, path: str) -> dict[str, str]:
+    return e2e.open_session(url + path[: -len("/mcp")])  # open_session adds /mcp
+
+
+def _wait_upstream(url: str) -> None:
+    deadline = time.monotonic() + 60
+    while httpx.get(url + "/health").json()["upstreams"]["sdk"]["state"] != "ready":
+        if time.monotonic() > deadline:
+            raise SystemExit("the gateway did not connect to the SDK server")
+        time.sleep(0.1)
+
+
+def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> list[dict]:
+    sdk = servers.sdk("stateful")
+    fd, config = tempfile.mkstemp(suffix=".toml")
+    with os.fdopen(fd, "w") as f:
+        f.write(f'[upstreams.sdk]\ntransport = "streamable-http"\nurl = "{sdk.url}/mcp"\n')
+    gw = servers.gateway("python", name="gateway-federated", MCPGW_CONFIG=config)
+    try:
+        _wait_upstream(gw.url)
+        targets = {
+            "sdk direct": (sdk.url, wrk.Workload("echo", "POST", "/mcp", _session(sdk.url, "/mcp"), e2e.ECHO)),
+            "gateway /servers/sdk/mcp": (gw.url, wrk.Workload(
+                "echo", "POST", "/servers/sdk/mcp", _session(gw.url, "/servers/sdk/mcp"), e2e.ECHO)),
+            "gateway /mcp sdk__echo": (gw.url, wrk.Workload(
+                "echo", "POST", "/mcp", _session(gw.url, "/mcp"), ECHO_PREFIXED)),
+        }
+        for url, load in targets.values():
+            e2e.check(url, load)
+            wrk.run(url, load, connections, 1)  # warm-up
+        samples: dict[str, list[wrk.Result]] = {name: [] for name in targets}
+        for rep in range(reps):
+            order = list(targets) if rep % 2 == 0 else list(reversed(targets))
+            for name in order:
+                url, load = targets[name]
+                samples[name].append(wrk.run(url, load, connections, duration_s))
+        direct = [r.rps for r in samples["sdk direct"]]
+        rows = []
+        for name, results in samples.items():
+            ratios = [r.rps / d for r, d in zip(results, direct)]
+            row = {"target": name, "connections": connections, "rps": statistics.median(r.rps for r in results),
+                   "p50_ms": statistics.median(r.p50_ms for r in results),
+                   "errors": sum(r.errors for r in results), "vs_direct": statistics.median(ratios)}
+            rows.append(row)
+            print(f"  tools/call echo c={connections} {name:26} {row['rps']:8.0f} req/s  p50 {row['p50_ms']:6.2f} ms"
+                  f"  x{row['vs_direct']:.2f} of direct  errors {row['errors']}", flush=True)
+        return rows
+    finally:
+        gw.stop()
+        sdk.stop()
+        os.unlink(config)
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(float(os.environ.get("BENCH_DURATION_S", 2)), int(os.environ.get("BENCH_REPS", 5))),
+                     indent=1))
