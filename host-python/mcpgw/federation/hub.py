@@ -28,6 +28,13 @@ log = logging.getLogger("mcpgw.federation")
 Notify = Callable[[Upstream, "set[str]"], Awaitable[None]]
 
 
+def _opened(pending: asyncio.Future) -> UpstreamLink | None:
+    """The link a session connection future holds, if it opened."""
+    if pending.done() and not pending.cancelled() and pending.exception() is None:
+        return pending.result()[1]
+    return None
+
+
 class SessionRelay:
     """Routes what one upstream connection of one client session sends back to that client."""
 
@@ -162,29 +169,24 @@ class Federation:
         await link.wait_closed()
         key = (session_id, upstream_id)
         pending = self._links.get(key)
-        if pending is not None and pending.done() and not pending.cancelled() \
-                and pending.exception() is None and pending.result()[1] is link:
+        if pending is not None and _opened(pending) is link:
             del self._links[key]
         await link.close()
 
     async def session_links(self, session: Session) -> list[tuple[Upstream, UpstreamLink]]:
         """The open connections of one session."""
-        found = []
-        for (sid, uid), pending in list(self._links.items()):
-            if sid == session.id and pending.done() and not pending.cancelled() and pending.exception() is None:
-                found.append((self.upstreams[uid], pending.result()[1]))
-        return found
+        return [(self.upstreams[uid], link) for (sid, uid), pending in list(self._links.items())
+                if sid == session.id and (link := _opened(pending)) is not None]
 
     def _drop(self, key: tuple[str, str]) -> None:
         pending = self._links.pop(key, None)
         if pending is None:
             return
-        if not pending.done():
-            pending.cancel()
-            return
-        if pending.cancelled() or pending.exception() is not None:
-            return
-        self._close_later(pending.result()[1])
+        link = _opened(pending)
+        if link is not None:
+            self._close_later(link)
+        else:
+            pending.cancel()  # still opening: _open closes what it started
 
     def _close_later(self, link: UpstreamLink) -> None:
         task = asyncio.ensure_future(link.close())
@@ -195,8 +197,8 @@ class Federation:
         """A client notification every upstream connection of the session should hear
         (notifications/roots/list_changed)."""
         for (sid, _), pending in self._links.items():
-            if sid == session.id and pending.done() and not pending.cancelled() and pending.exception() is None:
-                task = asyncio.ensure_future(pending.result()[1].notify(method, params))
+            if sid == session.id and (link := _opened(pending)) is not None:
+                task = asyncio.ensure_future(link.notify(method, params))
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
 
