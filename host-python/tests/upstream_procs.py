@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from conftest import REPO, Gateway
+from conftest import REPO, Gateway, stop_process
 
 UPSTREAMS = Path(__file__).resolve().parent / "upstreams"
 TOY = UPSTREAMS / "toy_server.py"
@@ -39,13 +39,7 @@ class HttpUpstream:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
         self.log_path.unlink(missing_ok=True)
 

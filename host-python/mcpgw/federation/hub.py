@@ -17,6 +17,7 @@ import logging
 from typing import Any, Awaitable, Callable, Iterator
 
 from ..server.context import CallContext
+from ..server.dispatcher import Dispatcher
 from ..server.jsonrpc import JsonRpcError
 from ..server.sessions import Session
 from .config import UpstreamConfig
@@ -206,3 +207,13 @@ class Federation:
         self._tracked.discard(session_id)
         for key in [k for k in self._links if k[0] == session_id]:
             self._drop(key)
+
+
+class FederatedDispatcher(Dispatcher):
+    """What `/mcp` and the virtual servers share: client notifications that concern upstreams."""
+
+    federation: Federation
+
+    def notified(self, method: str, params: dict[str, Any] | None, session: Session | None) -> None:
+        if method == "notifications/roots/list_changed" and session is not None:
+            self.federation.client_notification(session, method, params)

@@ -6,10 +6,10 @@ from typing import Any
 
 from ..server.catalog import RESOURCE_NOT_FOUND, Catalog
 from ..server.context import LOG_LEVELS, CallContext
-from ..server.dispatcher import Dispatcher, _no_cursor
+from ..server.dispatcher import _no_cursor
 from ..server.jsonrpc import JsonRpcError
 from ..server.sessions import Session
-from .hub import Federation
+from .hub import FederatedDispatcher, Federation
 from .names import public_name, public_uri, split_name, split_uri
 from .upstream import Upstream
 
@@ -17,7 +17,7 @@ INSTRUCTIONS = ("mcpgw: built-in tools (echo, add, sleep, log) plus the tools, r
                 "configured upstream, named <upstream>__<name> (resource URIs <upstream>+<uri>).")
 
 
-class GatewayDispatcher(Dispatcher):
+class GatewayDispatcher(FederatedDispatcher):
     def __init__(self, catalog: Catalog, federation: Federation) -> None:
         super().__init__(catalog)
         self.federation = federation
@@ -53,10 +53,6 @@ class GatewayDispatcher(Dispatcher):
     def _listed(self, key: str, field: str, rename: Any) -> list[dict[str, Any]]:
         return [{**item, field: rename(u.config.prefix, item.get(field, ""))}
                 for u in self._ready() for item in u.lists[key]]
-
-    def notified(self, method: str, params: dict[str, Any] | None, session: Session | None) -> None:
-        if method == "notifications/roots/list_changed" and session is not None:
-            self.federation.client_notification(session, method, params)
 
     async def _result(self, method: str, params: dict[str, Any], ctx: CallContext,
                       session: Session | None) -> dict[str, Any]:

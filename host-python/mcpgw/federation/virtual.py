@@ -11,15 +11,14 @@ from typing import Any
 from .. import __version__
 from ..server.catalog import Catalog
 from ..server.context import CallContext
-from ..server.dispatcher import Dispatcher
 from ..server.sessions import Session
-from .hub import Federation
+from .hub import FederatedDispatcher, Federation
 from .upstream import Upstream
 
 GATEWAY_META_KEY = "io.mcpgw/gateway"
 
 
-class VirtualDispatcher(Dispatcher):
+class VirtualDispatcher(FederatedDispatcher):
     def __init__(self, upstream: Upstream, federation: Federation) -> None:
         super().__init__(Catalog())
         self.upstream = upstream
@@ -42,10 +41,6 @@ class VirtualDispatcher(Dispatcher):
     def initialize_result(self, revision: str) -> dict[str, Any]:
         return {**super().initialize_result(revision),
                 "_meta": {GATEWAY_META_KEY: {"name": "mcpgw", "version": __version__, "upstream": self.upstream.id}}}
-
-    def notified(self, method: str, params: dict[str, Any] | None, session: Session | None) -> None:
-        if method == "notifications/roots/list_changed" and session is not None:
-            self.federation.client_notification(session, method, params)
 
     async def _result(self, method: str, params: dict[str, Any], ctx: CallContext,
                       session: Session | None) -> dict[str, Any]:
