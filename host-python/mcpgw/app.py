@@ -15,13 +15,7 @@ from . import __version__
 from .edge.backend import Edge, load_edge
 from .asgi import Receive, Scope, Send
 from .edge.middleware import SCOPE_KEY, EdgeMiddleware
-from .server.builtin import builtin_catalog
-from .federation.config import load as load_upstreams
-from .federation.hub import Federation
-from .federation.merged import GatewayDispatcher
-from .federation.upstream import Upstream
-from .federation.virtual import VirtualDispatcher
-from .server.sessions import SessionStore
+from .gateway import build_gateway
 from .settings import Settings
 from .transports.streamable_http import HttpOptions, StreamableHTTP
 
@@ -46,23 +40,16 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
             registry = EdgeRegistry(edge, settings.edge_config(), allowed_sha256=allowed,
                                     rollback_traps=settings.edge_rollback_traps,
                                     rollback_window_s=settings.edge_rollback_window_s, **limits)
-    sessions = SessionStore(max_sessions=settings.max_sessions, idle_timeout_s=settings.session_idle_timeout_s)
-    upstreams = load_upstreams(settings.config) if settings.config else []
-
-    async def catalog_changed(upstream: Upstream, kinds: set[str]) -> None:
-        for kind in sorted({"resources" if k == "resourceTemplates" else k for k in kinds}):
-            await sessions.broadcast(f"notifications/{kind}/list_changed", servers={None, upstream.id})
-
-    federation = Federation(upstreams, catalog_changed)
-    virtual = {u.id: VirtualDispatcher(u, federation) for u in federation.upstreams.values()}
-    mcp = StreamableHTTP(GatewayDispatcher(builtin_catalog(), federation), sessions, HttpOptions(
+    gateway = build_gateway(settings)
+    sessions, federation = gateway.sessions, gateway.federation
+    mcp = StreamableHTTP(gateway.dispatcher, sessions, HttpOptions(
         max_body_bytes=settings.max_body_bytes,
         response_mode=settings.response_mode,
         keepalive_s=settings.sse_keepalive_s,
         retry_ms=settings.sse_retry_ms,
         event_max=settings.event_store_max_events,
         event_ttl_s=settings.event_store_ttl_s,
-    ), servers=virtual.get)
+    ), servers=gateway.servers.get)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({
@@ -104,6 +91,7 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
     app.state.sessions = sessions
     app.state.mcp = mcp
     app.state.federation = federation
+    app.state.gateway = gateway
     async def route(scope: Scope, receive: Receive, send: Send) -> None:
         # The edge has already routed and canonicalised MCP requests: they skip Starlette's
         # router and middleware stack (a measured share of every request). Everything else,

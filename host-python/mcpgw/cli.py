@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway (uvicorn, one worker)")
     _flag_parser(serve)
+    stdio = sub.add_parser("stdio", help="serve the gateway's catalog over stdin/stdout (one JSON-RPC message per line)")
+    _flag_parser(stdio)
     core = sub.add_parser("core", help="the running gateway's edge component: status, verify, swap, rollback")
     core.add_argument("--url", default=None, help="gateway base URL (default http://MCPGW_HOST:MCPGW_PORT)")
     core.add_argument("--token", default=None, help="admin token (default: env MCPGW_ADMIN_TOKEN)")
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "core":
         return core_command(args)
 
-    if args.command == "serve":
+    if args.command in ("serve", "stdio"):
         raw = {f.name: getattr(args, f.name) for f in fields(Settings)}
         try:
             # Flags arrive as strings: run them through the same parser as the environment.
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         except ValueError as exc:
             parser.error(str(exc))
-        return serve_forever(settings)
+        return serve_forever(settings) if args.command == "serve" else serve_stdio(settings)
     return 2
 
 
@@ -144,6 +146,40 @@ def serve_forever(settings: Settings) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
     )
     GatewayServer(config, app.state.mcp, settings.shutdown_grace_s).run()
+    return 0
+
+
+def serve_stdio(settings: Settings) -> int:
+    """The gateway for one desktop client on stdin/stdout; logs go to stderr, never stdout."""
+    import asyncio
+
+    from .federation.config import ConfigError
+    from .gateway import build_gateway
+    from .transports import stdio
+
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        gateway = build_gateway(settings)
+    except ConfigError as exc:
+        logging.getLogger("mcpgw").error("invalid upstream config: %s", exc)
+        return 2
+
+    async def run() -> None:
+        gateway.federation.start()
+        # Give upstreams their first connection attempt before the client's first request.
+        for upstream in gateway.federation.upstreams.values():
+            for _ in range(int(upstream.config.connect_timeout_s * 20)):
+                if upstream.state != "starting" or upstream.error:
+                    break
+                await asyncio.sleep(0.05)
+        try:
+            await stdio.serve(gateway, settings.max_body_bytes, settings.shutdown_grace_s)
+        finally:
+            await gateway.federation.stop()
+
+    logging.getLogger("mcpgw").info("mcpgw serving MCP on stdio")
+    asyncio.run(run())
     return 0
 
 

@@ -64,6 +64,14 @@ class Session:
     _outgoing: dict[str, asyncio.Future] = field(default_factory=dict)
     _ids: Any = field(default_factory=itertools.count)
 
+    def identify(self, revision: str, client_info: Any, capabilities: Any) -> None:
+        """What initialize told us: the revision, and the client (bounded: not whatever else it sent).
+        Capabilities are kept whole: a relay offers upstreams exactly what this client can do."""
+        info = client_info if isinstance(client_info, dict) else {}
+        self.revision = revision
+        self.client_info = {"name": _short(info.get("name")), "version": _short(info.get("version"))}
+        self.client_capabilities = dict(capabilities) if isinstance(capabilities, dict) else {}
+
     def touch(self) -> None:
         self.last_active = time.monotonic()
 
@@ -162,13 +170,9 @@ class SessionStore:
             self.expire_idle()  # idle ones make room before anyone is refused
             if len(self._sessions) >= self.max_sessions:
                 raise SessionLimitReached(f"{self.max_sessions} sessions are live")
-        # Keep what identifies the client, bounded; not whatever else it sent.
-        info = client_info if isinstance(client_info, dict) else {}
-        kept = {"name": _short(info.get("name")), "version": _short(info.get("version"))}
-        caps = capabilities if isinstance(capabilities, dict) else {}
         # token_urlsafe: 256 random bits as visible ASCII, as the spec asks of session ids.
-        # Capabilities are kept whole: a relay offers upstreams exactly what this client can do.
-        session = Session(secrets.token_urlsafe(32), revision, kept, dict(caps), server)
+        session = Session(secrets.token_urlsafe(32), revision, server=server)
+        session.identify(revision, client_info, capabilities)
         self._sessions[session.id] = session
         return session
 

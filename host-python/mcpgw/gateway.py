@@ -1,0 +1,40 @@
+"""The gateway without any transport: sessions, the built-in catalog, federation, and the
+dispatchers for `/mcp` and each virtual server. Every transport serves the same one."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .federation.config import load as load_upstreams
+from .federation.hub import Federation
+from .federation.merged import GatewayDispatcher
+from .federation.upstream import Upstream
+from .federation.virtual import VirtualDispatcher
+from .server.builtin import builtin_catalog
+from .server.dispatcher import Dispatcher
+from .server.sessions import SessionStore
+from .settings import Settings
+
+
+@dataclass
+class Gateway:
+    sessions: SessionStore
+    federation: Federation
+    dispatcher: GatewayDispatcher  # /mcp
+    servers: dict[str, VirtualDispatcher]  # /servers/{id}/...
+
+    def server(self, server_id: str | None) -> Dispatcher | None:
+        return self.dispatcher if server_id is None else self.servers.get(server_id)
+
+
+def build_gateway(settings: Settings) -> Gateway:
+    """Raises federation.config.ConfigError for a bad upstream config file."""
+    sessions = SessionStore(max_sessions=settings.max_sessions, idle_timeout_s=settings.session_idle_timeout_s)
+    upstreams = load_upstreams(settings.config) if settings.config else []
+
+    async def catalog_changed(upstream: Upstream, kinds: set[str]) -> None:
+        for kind in sorted({"resources" if k == "resourceTemplates" else k for k in kinds}):
+            await sessions.broadcast(f"notifications/{kind}/list_changed", servers={None, upstream.id})
+
+    federation = Federation(upstreams, catalog_changed)
+    servers = {u.id: VirtualDispatcher(u, federation) for u in federation.upstreams.values()}
+    return Gateway(sessions, federation, GatewayDispatcher(builtin_catalog(), federation), servers)
