@@ -17,6 +17,7 @@ from .asgi import Receive, Scope, Send
 from .edge.middleware import SCOPE_KEY, EdgeMiddleware
 from .gateway import build_gateway
 from .settings import Settings
+from .transports.sse import LegacySSE, SseOptions
 from .transports.streamable_http import HttpOptions, StreamableHTTP
 
 log = logging.getLogger("mcpgw")
@@ -50,6 +51,15 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
         event_max=settings.event_store_max_events,
         event_ttl_s=settings.event_store_ttl_s,
     ), servers=gateway.servers.get)
+    legacy_sse = LegacySSE(gateway, SseOptions(keepalive_s=settings.sse_keepalive_s,
+                                               keepalive_event=settings.sse_keepalive_event,
+                                               max_body_bytes=settings.max_body_bytes,
+                                               path_prefix=settings.path_prefix))
+
+    def live() -> dict[str, int]:
+        counts = mcp.live()
+        counts["streams"] += legacy_sse.live()  # every open stream, whatever the transport
+        return {**counts, "upstream_links": federation.live_links()}
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({
@@ -58,7 +68,7 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
             # Admin events (who swapped what) stay behind the admin API.
             "edge": {**edge.health(), **({"previous": registry.status()["previous"]} if registry else {}),
                      "cache": app.state.edge_cache.stats()},
-            "live": {**mcp.live(), "upstream_links": federation.live_links()},
+            "live": live(),
             "upstreams": federation.health(),
         })
 
@@ -97,8 +107,8 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
         # router and middleware stack (a measured share of every request). Everything else,
         # including paths the edge did not accept as MCP paths, goes through Starlette.
         ctx = scope.get(SCOPE_KEY)
-        if ctx is not None and ctx["route"] == "mcp" and scope["type"] == "http":
-            await mcp(scope, receive, send)
+        if ctx is not None and scope["type"] == "http" and ctx["route"] in ("mcp", "sse", "message"):
+            await (mcp if ctx["route"] == "mcp" else legacy_sse)(scope, receive, send)
         else:
             await app(scope, receive, send)
 

@@ -62,6 +62,7 @@ class Settings:
     response_mode: str = "json"
     session_idle_timeout_s: float = 1800.0
     sse_keepalive_s: float = 15.0
+    sse_keepalive_event: bool = False
     sse_retry_ms: int = 1000
     event_store_max_events: int = 1000
     event_store_ttl_s: float = 300.0
@@ -167,6 +168,7 @@ HELP = {
     "response_mode": "how POST requests are answered: json (application/json unless the request sends progress, logs or requests first, then SSE) or sse (always text/event-stream)",
     "session_idle_timeout_s": "a session with no request and no open stream for this long is ended",
     "sse_keepalive_s": "interval of keepalive comments on idle GET streams, seconds",
+    "sse_keepalive_event": "legacy HTTP+SSE (/sse): send keepalives as a named `keepalive` event instead of an SSE comment",
     "sse_retry_ms": "the `retry` an SSE stream sends before the server closes it, milliseconds",
     "event_store_max_events": "events kept per stream for resumption (Last-Event-ID)",
     "event_store_ttl_s": "how long events are kept for resumption, seconds",

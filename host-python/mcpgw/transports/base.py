@@ -90,6 +90,10 @@ class Channel:
         except orjson.JSONDecodeError:
             await self._error(None, jsonrpc.PARSE_ERROR, "Parse error: not valid JSON")
             return
+        await self.handle(message)
+
+    async def handle(self, message: Any) -> None:
+        """One decoded message from the client."""
         kind = jsonrpc.classify(message)
         if kind == "invalid":
             await self._error(None, jsonrpc.INVALID_REQUEST,
