@@ -19,6 +19,7 @@ from .gateway import build_gateway
 from .settings import Settings
 from .transports.sse import LegacySSE, SseOptions
 from .transports.streamable_http import HttpOptions, StreamableHTTP
+from .transports.websocket import WebSocketEndpoint
 
 log = logging.getLogger("mcpgw")
 
@@ -55,10 +56,11 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
                                                keepalive_event=settings.sse_keepalive_event,
                                                max_body_bytes=settings.max_body_bytes,
                                                path_prefix=settings.path_prefix))
+    websocket = WebSocketEndpoint(gateway)
 
     def live() -> dict[str, int]:
         counts = mcp.live()
-        counts["streams"] += legacy_sse.live()  # every open stream, whatever the transport
+        counts["streams"] += legacy_sse.live() + websocket.live()  # every open stream, whatever the transport
         return {**counts, "upstream_links": federation.live_links()}
 
     async def health(request: Request) -> JSONResponse:
@@ -109,6 +111,8 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
         ctx = scope.get(SCOPE_KEY)
         if ctx is not None and scope["type"] == "http" and ctx["route"] in ("mcp", "sse", "message"):
             await (mcp if ctx["route"] == "mcp" else legacy_sse)(scope, receive, send)
+        elif ctx is not None and scope["type"] == "websocket" and ctx["route"] == "ws":
+            await websocket(scope, receive, send)
         else:
             await app(scope, receive, send)
 

@@ -142,6 +142,10 @@ def serve_forever(settings: Settings) -> int:
         # X-Forwarded-* are not trusted by default (uvicorn would trust them from loopback);
         # the edge's Host and Origin checks read what the client actually sent.
         proxy_headers=False,
+        ws="websockets-sansio",
+        ws_max_size=settings.max_body_bytes,  # a larger frame is refused with 1009
+        ws_ping_interval=settings.ws_ping_interval_s or None,
+        ws_ping_timeout=settings.ws_ping_timeout_s or None,
         # Our own drain (serving.py) bounds requests; this bounds what is left after it.
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
     )

@@ -63,6 +63,8 @@ class Settings:
     session_idle_timeout_s: float = 1800.0
     sse_keepalive_s: float = 15.0
     sse_keepalive_event: bool = False
+    ws_ping_interval_s: float = 20.0
+    ws_ping_timeout_s: float = 20.0
     sse_retry_ms: int = 1000
     event_store_max_events: int = 1000
     event_store_ttl_s: float = 300.0
@@ -169,6 +171,8 @@ HELP = {
     "session_idle_timeout_s": "a session with no request and no open stream for this long is ended",
     "sse_keepalive_s": "interval of keepalive comments on idle GET streams, seconds",
     "sse_keepalive_event": "legacy HTTP+SSE (/sse): send keepalives as a named `keepalive` event instead of an SSE comment",
+    "ws_ping_interval_s": "WebSocket (/ws): interval of the server's pings, seconds (0: none)",
+    "ws_ping_timeout_s": "WebSocket: a client that does not answer a ping within this is disconnected, seconds",
     "sse_retry_ms": "the `retry` an SSE stream sends before the server closes it, milliseconds",
     "event_store_max_events": "events kept per stream for resumption (Last-Event-ID)",
     "event_store_ttl_s": "how long events are kept for resumption, seconds",

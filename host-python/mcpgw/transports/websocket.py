@@ -1,0 +1,105 @@
+"""WebSocket at /ws and /servers/{id}/ws: one JSON-RPC message per text frame, subprotocol `mcp`.
+
+The upgrade request went through the edge like any other: a denied Origin or
+Host is refused before the handshake completes (cross-site WebSocket
+hijacking). A handshake that does not offer the `mcp` subprotocol is refused. A
+binary frame closes the connection with 1003; a frame over the body limit is
+refused by the WebSocket layer with 1009; ping/pong keepalive and its timeout
+are the server's (`MCPGW_WS_PING_INTERVAL_S`, `MCPGW_WS_PING_TIMEOUT_S`). The
+session lives as long as the connection.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import orjson
+
+from ..asgi import Receive, Scope, Send
+from ..edge.contract import RequestContext
+from ..edge.middleware import SCOPE_KEY
+from ..gateway import Gateway
+from ..server.sessions import SessionLimitReached
+from .base import Channel
+
+log = logging.getLogger("mcpgw.websocket")
+SUBPROTOCOL = "mcp"
+UNSUPPORTED_DATA = 1003  # RFC 6455: a binary frame where only text is accepted
+TRY_AGAIN_LATER = 1013
+GOING_AWAY = 1001
+
+
+class WebSocketConnection:
+    """One accepted WebSocket: the Transport of its session."""
+
+    name = "websocket"
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.open = True
+        self._closing: asyncio.Task | None = None
+
+    def connected(self) -> bool:
+        return self.open
+
+    async def send(self, message: dict[str, Any]) -> bool:
+        if not self.open:
+            return False
+        try:
+            await self._send({"type": "websocket.send", "text": orjson.dumps(message).decode()})
+        except Exception:  # the connection is gone (uvicorn raises on a closed socket)
+            self.open = False
+            return False
+        return True
+
+    def close(self, reason: str) -> None:
+        if self.open:
+            self.open = False
+            self._closing = asyncio.ensure_future(self._close(GOING_AWAY, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await self._send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+        except Exception:
+            pass  # already gone
+
+
+class WebSocketEndpoint:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.connections = 0
+
+    def live(self) -> int:
+        return self.connections
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ctx: RequestContext = scope[SCOPE_KEY]
+        if (await receive())["type"] != "websocket.connect":
+            return
+        dispatcher = self.gateway.server(ctx["server_id"])
+        if dispatcher is None or SUBPROTOCOL not in scope.get("subprotocols", ()):
+            await send({"type": "websocket.close", "code": 1008})  # before accept: the handshake gets 403
+            return
+        connection = WebSocketConnection(send)
+        channel = Channel(connection, dispatcher, self.gateway.sessions, ctx["server_id"])
+        try:
+            channel.open_session()
+        except SessionLimitReached:
+            await send({"type": "websocket.close", "code": TRY_AGAIN_LATER})
+            return
+        await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
+        self.connections += 1
+        try:
+            while connection.open:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if message.get("text") is None:
+                    await connection._close(UNSUPPORTED_DATA, "binary frames are not accepted: send JSON-RPC as text")
+                    break
+                await channel.receive(message["text"])
+        finally:
+            connection.open = False
+            self.connections -= 1
+            channel.disconnected()
