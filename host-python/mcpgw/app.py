@@ -60,7 +60,9 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
 
     def live() -> dict[str, int]:
         counts = mcp.live()
-        counts["streams"] += legacy_sse.live() + websocket.live()  # every open stream, whatever the transport
+        for other in (legacy_sse.live(), websocket.live()):  # every stream and request, whatever the transport
+            counts["streams"] += other["streams"]
+            counts["requests"] += other["requests"]
         return {**counts, "upstream_links": federation.live_links()}
 
     async def health(request: Request) -> JSONResponse:

@@ -78,8 +78,8 @@ class LegacySSE:
         self.options = options
         self.channels: dict[str, Channel] = {}
 
-    def live(self) -> int:
-        return len(self.channels)
+    def live(self) -> dict[str, int]:
+        return {"streams": len(self.channels), "requests": sum(len(c.tasks) for c in self.channels.values())}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]

@@ -68,10 +68,10 @@ class WebSocketConnection:
 class WebSocketEndpoint:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
-        self.connections = 0
+        self.channels: set[Channel] = set()
 
-    def live(self) -> int:
-        return self.connections
+    def live(self) -> dict[str, int]:
+        return {"streams": len(self.channels), "requests": sum(len(c.tasks) for c in self.channels)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
@@ -89,7 +89,7 @@ class WebSocketEndpoint:
             await send({"type": "websocket.close", "code": TRY_AGAIN_LATER})
             return
         await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
-        self.connections += 1
+        self.channels.add(channel)
         try:
             while connection.open:
                 message = await receive()
@@ -101,5 +101,5 @@ class WebSocketEndpoint:
                 await channel.receive(message["text"])
         finally:
             connection.open = False
-            self.connections -= 1
+            self.channels.discard(channel)
             channel.disconnected()
