@@ -318,3 +318,39 @@ async def test_past_max_connections_sessions_share_the_catalog_connection(compon
         assert drained(gateway.url) == NOTHING_LIVE
     finally:
         gateway.stop()
+
+
+# -- every transport reaches the same federation ------------------------------------
+async def test_legacy_sse_reaches_virtual_servers_and_relays_server_to_client_requests(gw):
+    from mcp.client.session import ClientSession
+    from mcp.client.sse import sse_client
+
+    async def sampling(ctx, params):
+        return types.CreateMessageResult(role="assistant", model="m", content=types.TextContent(type="text", text="ok"))
+
+    async with sse_client(gw.url + "/servers/fixture/sse") as (read, write):
+        async with ClientSession(read, write, sampling_callback=sampling) as session:
+            init = await session.initialize()
+            assert init.server_info.name == "mcpgw-conformance-fixture"
+            result = await session.call_tool("test_sampling", {"prompt": "hi"})
+            assert text_of(result) == "LLM response: ok"
+    assert drained(gw.url) == NOTHING_LIVE
+
+
+def test_websocket_reaches_the_merged_catalog_and_virtual_servers(gw):
+    import json
+
+    from websockets.sync.client import connect
+
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "ws", "version": "0"}}}
+    for path, tool in (("/ws", "w__whoami"), ("/servers/web/ws", "whoami")):
+        with connect(gw.url.replace("http://", "ws://") + path, subprotocols=["mcp"]) as ws:
+            ws.send(json.dumps(init))
+            json.loads(ws.recv(timeout=30))
+            ws.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                "params": {"name": tool, "arguments": {}}}))
+            answer = json.loads(ws.recv(timeout=60))
+            assert answer["result"]["content"][0]["text"].startswith("web pid="), answer
+    assert drained(gw.url) == NOTHING_LIVE
