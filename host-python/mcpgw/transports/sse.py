@@ -28,7 +28,7 @@ from ..server import jsonrpc
 from ..server.sessions import SessionLimitReached
 from .base import Channel
 from .event_stream import SSE_KEEPALIVE
-from .streamable_http import SESSION_NOT_FOUND, SSE_HEADERS, HttpError, read_body, wait_disconnect
+from .streamable_http import SESSION_NOT_FOUND, SSE_HEADERS, HttpError, read_json_body, wait_disconnect
 
 QUEUE_LIMIT = 10_000
 KEEPALIVE_EVENT = b"event: keepalive\ndata: \n\n"
@@ -152,14 +152,7 @@ class LegacySSE:
         channel = self.channels.get(ids[0])
         if channel is None or channel.server_id != ctx["server_id"]:
             raise HttpError(404, SESSION_NOT_FOUND, "Session not found")
-        if ctx["content_type"] != "json":
-            raise HttpError(415, jsonrpc.INVALID_REQUEST,
-                            "Unsupported Media Type: Content-Type must be application/json")
-        body = await read_body(scope, receive, self.options.max_body_bytes)
-        try:
-            message = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise HttpError(400, jsonrpc.PARSE_ERROR, "Parse error: body is not valid JSON") from None
+        message = await read_json_body(ctx, scope, receive, self.options.max_body_bytes)
         if jsonrpc.classify(message) == "invalid":
             raise HttpError(400, jsonrpc.INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message")
         await channel.handle(message)

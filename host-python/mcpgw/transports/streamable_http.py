@@ -92,6 +92,17 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+async def read_json_body(ctx: RequestContext, scope: Scope, receive: Receive, limit: int) -> Any:
+    """The decoded JSON body of a POST: 415 unless it says JSON, 413 past `limit`, 400 if not JSON."""
+    if ctx["content_type"] != "json":
+        raise HttpError(415, jsonrpc.INVALID_REQUEST, "Unsupported Media Type: Content-Type must be application/json")
+    body = await read_body(scope, receive, limit)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise HttpError(400, jsonrpc.PARSE_ERROR, "Parse error: body is not valid JSON") from None
+
+
 async def wait_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -238,14 +249,7 @@ class StreamableHTTP:
         if not ctx["accept_json"] or not (ctx["accept_sse"] or json_mode):
             wanted = "application/json" if json_mode else "application/json and text/event-stream"
             raise HttpError(406, jsonrpc.INVALID_REQUEST, f"Not Acceptable: Accept must list {wanted}")
-        if ctx["content_type"] != "json":
-            raise HttpError(415, jsonrpc.INVALID_REQUEST,
-                            "Unsupported Media Type: Content-Type must be application/json")
-        body = await read_body(scope, receive, self.options.max_body_bytes)
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise HttpError(400, jsonrpc.PARSE_ERROR, "Parse error: body is not valid JSON") from None
+        payload = await read_json_body(ctx, scope, receive, self.options.max_body_bytes)
         batch = isinstance(payload, list)
         messages = payload if batch else [payload]
         kinds = [jsonrpc.classify(m) for m in messages]
