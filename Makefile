@@ -20,7 +20,7 @@ V2_WASM := $(VARIANTS_DIR)/transport_core_v2.wasm
 WRONG_WASM := $(VARIANTS_DIR)/transport_core_wrong.wasm
 
 
-.PHONY: help setup build variants serve test test-python test-rust conformance-suite bench bench-edge load-test load-test-ui fuzz clean
+.PHONY: help setup build variants serve test test-python test-rust conformance-suite bench bench-edge load-test load-test-ui fuzz fuzz-native clean
 
 help:
 	@echo "make serve       set up and start the gateway on 127.0.0.1:4444 (MCPGW_* variables apply)"
@@ -29,7 +29,7 @@ help:
 	@echo "make bench-edge  per-request edge cost from Python, both backends"
 	@echo "make load-test   headless Locust against a gateway (LOAD_EDGE=wasm|python), bounded"
 	@echo "make load-test-ui  the same with Locust's web UI"
-	@echo "make fuzz        longer differential fuzzing of the two edge backends"
+	@echo "make fuzz        coverage-guided libFuzzer on the edge, then longer differential fuzzing of the two backends"
 
 # --- set-up ----------------------------------------------------------------
 $(BUILD)/rust-target.stamp:
@@ -143,7 +143,14 @@ load-test: build $(BUILD)/locust.stamp
 load-test-ui: build $(BUILD)/locust.stamp
 	$(PY) tests/load/run.py --edge $(LOAD_EDGE) --locust $(LOCUST_VENV)/bin/locust
 
-fuzz: build
+FUZZ_SECONDS ?= 60
+
+# Coverage-guided libFuzzer (cargo-fuzz, on stable via RUSTC_BOOTSTRAP) on the edge's entry
+# points: no panic, no broken invariant, no allocation past 64 MiB; FUZZ_SECONDS per target.
+fuzz-native:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) guest/fuzz/run.sh
+
+fuzz: build fuzz-native
 	cd host-python && MCPGW_FUZZ_EXAMPLES=20000 ../$(PY) -m pytest -q tests/test_differential.py
 	MCPGW_COMPONENT=$(abspath $(WASM_OUT)) MCPGW_FUZZ_CASES=20000 cargo test --locked -p native-host --test differential
 	PROPTEST_CASES=20000 cargo test --locked -p transport-core --test properties
