@@ -20,7 +20,7 @@ V2_WASM := $(VARIANTS_DIR)/transport_core_v2.wasm
 WRONG_WASM := $(VARIANTS_DIR)/transport_core_wrong.wasm
 
 
-.PHONY: help setup build variants serve test test-python test-rust conformance-suite bench bench-edge load-test load-test-ui fuzz fuzz-native clean
+.PHONY: help setup build variants serve test test-python test-rust test-wire conformance-suite bench bench-edge load-test load-test-ui fuzz fuzz-native clean
 
 help:
 	@echo "make serve       set up and start the gateway on 127.0.0.1:4444 (MCPGW_* variables apply)"
@@ -100,7 +100,13 @@ conformance-suite:
 test-python: build variants $(BUILD)/chromium.stamp conformance-suite
 	cd host-python && MCPGW_TEST_VARIANTS=$(abspath $(VARIANTS_DIR)) ../$(PY) -m pytest -q
 
-test: test-rust test-python
+# Raw-TCP scenarios (tests/scenarios/) replayed against the gateway in wasm and python mode,
+# transcripts diffed, a control client alongside, live counts back to baseline after each.
+test-wire: build
+	cargo build --locked -p native-host --bin wire-parity
+	target/debug/wire-parity --repo $(CURDIR) --python $(abspath $(PY))
+
+test: test-rust test-python test-wire
 
 bench-edge: build
 	$(PY) bench/edge_cost.py

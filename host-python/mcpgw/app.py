@@ -100,6 +100,8 @@ def create_app(settings: Settings | None = None, edge: Edge | None = None) -> Ed
 
         routes += AdminAPI(registry, settings.admin_token, settings.admin_allow_remote).routes(prefix)
     app = Starlette(routes=routes, lifespan=lifespan)
+    # Never redirect (e.g. `/mcp%2F` -> `/mcp`): a client's POST would be replayed elsewhere or lost.
+    app.router.redirect_slashes = False
     app.state.edge = edge
     app.state.registry = registry
     app.state.sessions = sessions

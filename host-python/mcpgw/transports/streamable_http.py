@@ -374,8 +374,9 @@ class StreamableHTTP:
                       session: Session | None, dispatcher: Dispatcher) -> dict[str, Any] | None:
         id_ = message["id"]
         try:
-            if message["method"] == "initialize":
-                return jsonrpc.result_response(id_, dispatcher.initialize_result(session.revision))  # type: ignore[union-attr]
+            if message["method"] == "initialize" and session is not None:
+                # (2026-07-28 has no initialize: without a session it is dispatched, and refused, like any method.)
+                return jsonrpc.result_response(id_, dispatcher.initialize_result(session.revision))
             meta = envelope(message.get("params"))
             if session is not None:
                 log_level = session.log_level

@@ -11,6 +11,8 @@
 //!   `docs/edge-contract.md` section 14.
 //! * [`vectors`] loads `tests/vectors/*.json`, merges configs, matches
 //!   partially and runs cases through both entry points.
+//! * [`wire`] is the wire-level parity runner (binary `wire-parity`): raw-TCP
+//!   scenarios against a real gateway in both edge modes.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub mod json;
 pub mod vectors;
+pub mod wire;
 
 /// Generated bindings for world `transport-core` of `wit/transport.wit`.
 pub mod bindings {
