@@ -125,9 +125,11 @@ def test_sse_message_errors_name_the_problem(gw):
         assert r.status_code == 400 and r.json()["error"]["code"] == -32700
         r = httpx.post(gw.url + client.endpoint, content=b"{}", headers={"content-type": "text/plain"})
         assert r.status_code == 415
-        r = httpx.post(gw.url + client.endpoint, json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        r = httpx.post(gw.url + client.endpoint, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
         assert r.status_code == 202  # answered on the stream: not initialized yet
         assert client.next_event().json()["error"]["code"] == -32600
+        client.post({"jsonrpc": "2.0", "id": 2, "method": "ping"})  # allowed before initialize
+        assert client.next_event().json() == {"jsonrpc": "2.0", "id": 2, "result": {}}
     finally:
         client.close()
     assert drained(gw.url) == NOTHING_LIVE

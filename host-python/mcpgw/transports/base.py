@@ -35,6 +35,7 @@ from ..server import jsonrpc
 from ..server.context import CallContext
 from ..server.dispatcher import Dispatcher, negotiate
 from ..server.sessions import Session, SessionLimitReached, SessionStore
+from ..server.stateless import envelope
 
 log = logging.getLogger("mcpgw.transports")
 
@@ -123,7 +124,9 @@ class Channel:
 
     def _request(self, message: dict[str, Any]) -> None:
         id_ = message["id"]
-        if self.session is None or not self.ready:
+        if message["method"] == "ping" and not self.ready:  # the one request allowed before initialize
+            task = asyncio.ensure_future(self.transport.send(jsonrpc.result_response(id_, {})))
+        elif self.session is None or not self.ready:
             task = asyncio.ensure_future(self._error(id_, jsonrpc.INVALID_REQUEST,
                                                      "Invalid Request: send initialize first"))
         elif self.session.running(id_):
@@ -158,10 +161,7 @@ class Channel:
         id_ = message["id"]
         try:
             ctx = CallContext(id_, session.revision, self.transport.send,
-                              (message.get("params") or {}).get("_meta", {}).get("progressToken")
-                              if isinstance(message.get("params"), dict)
-                              and isinstance(message["params"].get("_meta"), dict) else None,
-                              session.log_level)
+                              envelope(message.get("params")).get("progressToken"), session.log_level)
             response = await self.dispatcher.handle(message, ctx, session)
         except asyncio.CancelledError:
             return  # cancelled by the client or with its session: no response (the spec's rule)
