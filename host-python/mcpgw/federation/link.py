@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable, Protocol
 
 import anyio
 import mcp_types as types
+from pydantic import ValidationError
 from mcp.client.session import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -230,8 +231,10 @@ class UpstreamLink:
                 result = await self._ask("sampling/createMessage", _dump(params))
                 if isinstance(result, types.ErrorData):
                     return result
-                model = types.CreateMessageResultWithTools if "toolUse" in str(result) else types.CreateMessageResult
-                return model.model_validate(result)
+                try:
+                    return types.CreateMessageResult.model_validate(result)
+                except ValidationError:  # a tool-use answer has its own shape
+                    return types.CreateMessageResultWithTools.model_validate(result)
             callbacks["sampling_callback"] = sampling
         if "elicitation" in caps:
             async def elicitation(ctx: Any, params: Any) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 from .. import __version__
 from ..server.catalog import Catalog
-from ..server.context import CallContext
+from ..server.context import LOG_LEVELS, CallContext
 from ..server.sessions import Session
 from .hub import FederatedDispatcher, Federation
 from .upstream import Upstream
@@ -46,6 +46,7 @@ class VirtualDispatcher(FederatedDispatcher):
                       session: Session | None) -> dict[str, Any]:
         if method == "ping":
             return {}
-        if method == "logging/setLevel" and session is not None:
-            session.log_level_set = True
+        if method == "logging/setLevel" and session is not None and params.get("level") in LOG_LEVELS:
+            # Remembered, so a connection reopened after the upstream restarts gets it again.
+            session.log_level, session.log_level_set = params["level"], True
         return await self.federation.call(self.upstream, method, params, ctx, session)
