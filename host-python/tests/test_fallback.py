@@ -12,9 +12,10 @@ import pytest
 from mcpgw.edge.backend import EdgeStartupError, load_edge
 from mcpgw.edge.contract import EdgeConfig
 from mcpgw.edge.python_core import PythonCore
+from mcpgw.edge.vectors import matches
 from mcpgw.edge.wasm_core import WasmComponent, WasmCore
 
-from conftest import VECTORS_DIR, Gateway
+from conftest import CASES, VECTORS_DIR, Gateway
 
 CFG = EdgeConfig()
 HEAD = ("POST", "/mcp", "", [("host", "127.0.0.1:4444"), ("accept", "application/json, text/event-stream"),
@@ -147,11 +148,48 @@ def test_wasmtime_not_importable(monkeypatch, caplog, component_path):
     _fallback(caplog, component_path, "wasmtime-unavailable")
 
 
-def test_wasmtime_abi_the_fast_path_does_not_know(monkeypatch, caplog, component_path):
+def test_a_wasmtime_layout_the_fast_path_does_not_know_still_serves_wasm(monkeypatch, caplog, component_path):
+    """A future wasmtime-py whose value layout differs from the fast path's: the component is
+    called through wasmtime-py's public API instead (slower, still wasm), with a warning."""
+    import ctypes
+
     from mcpgw.edge import wasm_core
 
-    monkeypatch.setattr(wasm_core, "_fast_path_problem", lambda: "layout differs")
-    _fallback(caplog, component_path, "host-incompatible")
+    class OtherLayout(ctypes.Structure):  # what a changed wasmtime_component_val_t would look like to us
+        _fields_ = [("kind", ctypes.c_uint32), ("size", ctypes.c_size_t), ("data", ctypes.c_void_p)]
+
+    monkeypatch.setattr(wasm_core, "_StrVal", OtherLayout)
+    assert wasm_core._fast_path_problem() is not None  # the real check, failing
+
+    def raw_call(*args):
+        raise AssertionError("the raw C call must not be used when the layout check fails")
+
+    monkeypatch.setattr(wasm_core, "_func_call", raw_call)
+    with caplog.at_level(logging.WARNING, logger="mcpgw.edge"):
+        edge = load_edge("auto", CFG, component_path)  # the self-test runs every vector on the public path
+    assert edge.status.active == "wasm" and isinstance(edge.backend, WasmCore)
+    assert edge.backend.component.call_path == "public"
+    assert edge.health()["component"]["call_path"] == "public"
+    assert any("public API" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+    by_config: dict[str, tuple[WasmCore, PythonCore]] = {}
+    checked = 0
+    for case in CASES:
+        if case.request is None or case.edge_config is None:
+            continue
+        key = repr(case.config)
+        if key not in by_config:
+            python = PythonCore()
+            python.configure(case.edge_config)
+            by_config[key] = (WasmCore(edge.backend.component, case.edge_config), python)
+        wasm, python = by_config[key]
+        got = wasm.evaluate(*case.head)
+        assert got == python.evaluate(*case.head), case.name
+        assert matches(case.expect, got), case.name
+        checked += 1
+    assert checked > 400
+    assert sum(w.crossings for w, _ in by_config.values()) == checked  # every one answered by the component
+    assert all(w.traps.total == 0 for w, _ in by_config.values())
 
 
 def test_trap_warnings_are_rate_limited_but_every_trap_is_counted(faults_component_path, caplog, monkeypatch):

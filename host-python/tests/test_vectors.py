@@ -1,4 +1,5 @@
-"""Every vector through every path: Python typed and encoded, wasm encoded (fast path) and typed."""
+"""Every vector through every path: Python typed, encoded and raw; wasm encoded (the fast path and
+wasmtime-py's public call path, which serves when the fast path does not fit the wasmtime build) and typed."""
 from __future__ import annotations
 
 import orjson
@@ -55,6 +56,11 @@ def _wasm_encoded(wasm, case):
     return orjson.loads(wasm.evaluate_encoded(encode_head(*case.head)))
 
 
+def _wasm_public(wasm, case):
+    wasm.configure_encoded(orjson.dumps(case.config).decode())
+    return orjson.loads(wasm.evaluate_encoded_public(encode_head(*case.head)))
+
+
 def _wasm_typed(wasm, case):
     wasm.configure(case.edge_config)
     return wasm.evaluate_typed(*case.head)
@@ -66,6 +72,7 @@ def test_vector(case, wasm):
         "python-typed": _python_typed(case),
         "python-encoded": _python_encoded(case),
         "wasm-encoded": _wasm_encoded(wasm, case),
+        "wasm-public": _wasm_public(wasm, case),
         "wasm-typed": _wasm_typed(wasm, case),
     }
     raw = _python_raw(case)

@@ -1,14 +1,18 @@
-"""The wasmtime-py host itself: one store per thread, limits that hold on hostile but
-legal heads, and no secrets crossing into the sandbox."""
+"""The wasmtime-py host itself: nothing imported and nothing granted, one instance shared
+safely by callers on several threads, limits that hold on hostile but legal heads, and no
+secrets crossing into the sandbox."""
 from __future__ import annotations
 
 import threading
 
 import orjson
+import pytest
+from wasmtime import Engine, Store, WasmtimeError, wat2wasm
+from wasmtime.component import Component, Linker
 
 from mcpgw.edge.contract import EdgeConfig
 from mcpgw.edge.python_core import CONTRACT_HEADERS, PythonCore
-from mcpgw.edge.wasm_core import WasmCore
+from mcpgw.edge.wasm_core import ComponentLoadError, WasmComponent, WasmCore
 
 from conftest import CASES
 
@@ -28,17 +32,47 @@ def _raw(head):
     ]
 
 
-def test_each_thread_gets_its_own_instance_and_the_same_answers(component):
+# A component that imports one WASI interface the host used to link (wasi:cli/environment).
+WASI_IMPORTER = wat2wasm("""(component
+  (import "wasi:cli/environment@0.2.0" (instance
+    (export "get-arguments" (func (result (list string))))))
+)""")
+
+
+def test_the_component_imports_nothing_and_exports_only_the_contract(component):
+    ty = component.component.type
+    assert dict(ty.imports(component.engine)) == {}
+    assert list(ty.exports(component.engine)) == ["mcpgw:edge/transport@1.0.0"]
+
+
+def test_the_linker_grants_nothing(component):
+    importer = Component(component.engine, WASI_IMPORTER)
+    with pytest.raises(WasmtimeError, match="wasi:cli/environment"):
+        component.linker.instantiate(Store(component.engine), importer)
+    # The control: a WASI linker (what the host used to use) does satisfy that import.
+    wasi = Linker(component.engine)
+    wasi.add_wasip2()
+    wasi.instantiate(Store(component.engine), importer)
+
+
+def test_a_component_that_imports_anything_is_refused_by_name():
+    with pytest.raises(ComponentLoadError) as refused:
+        WasmComponent(WASI_IMPORTER)
+    assert refused.value.reason == "contract-mismatch"
+    assert "wasi:cli/environment@0.2.0" in refused.value.detail
+
+
+def test_callers_on_several_threads_share_one_instance_and_get_the_same_answers(component):
     core = WasmCore(component, CFG)
     python = _python()
     heads = [c.head for c in CASES if c.request is not None and c.config == CASES[0].config
              and all(ord(ch) < 256 for ch in c.head[1] + "".join(a + b for a, b in c.head[3]))]
     assert len(heads) > 50
-    instances, mismatches, errors = [], [], []
+    instance = core._instance()
+    mismatches, errors = [], []
 
     def worker():
         try:
-            instances.append(core._instance())  # the objects, so no id can be reused
             for head in heads * 3:
                 if core.evaluate_raw(*_raw(head)) != python.evaluate(*head):
                     mismatches.append(head)
@@ -51,7 +85,8 @@ def test_each_thread_gets_its_own_instance_and_the_same_answers(component):
     for t in threads:
         t.join()
     assert not errors and not mismatches
-    assert len({id(i) for i in instances}) == 4
+    assert core._instance() is instance  # one store, entered by one thread at a time
+    assert core.crossings == 4 * 3 * len(heads)
     assert core.traps.total == 0
 
 

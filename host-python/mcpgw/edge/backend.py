@@ -115,6 +115,7 @@ def load_edge(
         "path": str(path),
         "size": component.size,
         "self_test": summary,
+        "call_path": component.call_path,
     }
     log.info(
         "edge backend: wasm (Rust component %s, contract %s, sha256 %s, %s; %s)",

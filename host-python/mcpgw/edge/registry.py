@@ -3,7 +3,7 @@
 The active backend is one reference (`Edge.backend`) that the middleware reads
 once per request, so a swap is a single assignment: requests already inside
 the old backend finish there, new ones use the new one, and the old instance
-pool is dropped when the last of them lets go of it.
+is dropped when the last of them lets go of it.
 
 A swap happens in two parts:
 - `verify` (slow, run off the event loop): sha256 allowlist, compile, exports
@@ -34,7 +34,7 @@ log = logging.getLogger("mcpgw.edge")
 # ComponentLoadError reasons, by the swap step that produces them.
 _STEPS = {
     "missing": "read", "unreadable": "read", "not-allowed": "allowlist", "corrupt": "compile",
-    "instantiate-failed": "compile", "host-incompatible": "compile", "contract-mismatch": "contract",
+    "instantiate-failed": "compile", "contract-mismatch": "contract",
     "self-test-failed": "self-test",
 }
 
@@ -121,7 +121,8 @@ class EdgeRegistry:
             status = EdgeStatus(
                 self.edge.status.requested, "wasm", f"swapped in by {actor}",
                 {"version": c.version["component"], "contract": c.version["contract"], "sha256": c.sha256,
-                 "path": candidate.source, "size": c.size, "self_test": candidate.self_test},
+                 "path": candidate.source, "size": c.size, "self_test": candidate.self_test,
+                 "call_path": c.call_path},
             )
             self.previous = (self.edge.backend, self.edge.status)
             self._replace(core, status)

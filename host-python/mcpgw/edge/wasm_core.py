@@ -3,16 +3,22 @@
 Three layers:
 - `WasmComponent`: one compiled `.wasm` (engine, component, linker, sha256, version).
 - `WasmInstance`: one store + instance, with the fast call path for
-  `evaluate-encoded`. A Store is not thread-safe, so each thread gets its own.
+  `evaluate-encoded`.
 - `WasmCore`: the backend the gateway uses: a configured component, one
-  instance per thread, and trap recovery (discard the instance, answer that
-  request with the Python fallback, count it, log it).
+  instance, and trap recovery (discard the instance, answer that request with
+  the Python fallback, count it, log it).
+
+Nothing is granted: the contract's world (`wit/transport.wit`) imports nothing,
+the component is checked to import nothing, and it is instantiated with an
+empty linker (no WASI: no clocks, random, stdio, env, files or sockets).
 
 Why a hand-rolled call path: wasmtime-py's generic `Func.__call__` re-reads the
 function type and converts values through Python objects on every call (about
 20-30 us for one string in and out). `evaluate-encoded` takes and returns one
 string, so the call is done straight through the C API with preallocated
-argument and result slots.
+argument and result slots. That path depends on the C value layout of the
+wasmtime-py build; when a build does not match, the component is called through
+wasmtime-py's public API instead (slower, still the component, with a warning).
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import orjson
-from wasmtime import Config, Engine, Store, WasiConfig, WasmtimeError
+from wasmtime import Config, Engine, Store, WasmtimeError
 from wasmtime import _bindings as capi  # the raw ctypes functions, without wrappers
 from wasmtime import _ffi as ffi
 from wasmtime.component import Component, Linker
@@ -60,16 +66,15 @@ class ComponentLoadError(Exception):
 
 
 def classify_trap(message: str) -> str:
-    """Bucket a trap message for counting (fuel, deadline, memory, panic, other).
+    """Bucket a trap message for counting (fuel, panic, memory, other).
 
     A guest that cannot allocate aborts through `unreachable`, so running out of
     memory inside the guest counts as "panic"; "memory" is an out-of-bounds
-    access or a refused memory growth reported by the engine."""
+    access or a refused memory growth reported by the engine. (Fuel is the only
+    interruption configured: no epochs, so no deadline traps.)"""
     text = message.lower()
     if "fuel" in text:
         return "fuel"
-    if "interrupt" in text or "epoch" in text or "deadline" in text:
-        return "deadline"
     if "unreachable" in text:
         return "panic"
     if "memory" in text or "out of bounds" in text or "alloc" in text:
@@ -98,9 +103,6 @@ class WasmComponent:
 
     def __init__(self, wasm: bytes, *, fuel: int = DEFAULT_FUEL, memory_bytes: int = DEFAULT_MEMORY_BYTES,
                  source: str = "<bytes>"):
-        problem = _fast_path_problem()
-        if problem:
-            raise ComponentLoadError("host-incompatible", problem)
         self.source = source
         self.sha256 = hashlib.sha256(wasm).hexdigest()
         self.size = len(wasm)
@@ -120,9 +122,20 @@ class WasmComponent:
             self.component = Component(self.engine, wasm)
         except WasmtimeError as exc:
             raise ComponentLoadError("corrupt", f"{source} is not a valid component: {exc}") from None
-        self.linker = Linker(self.engine)
-        self.linker.add_wasip2()
-        self._linker_lock = threading.Lock()
+        # The contract's world imports nothing, so a component that imports
+        # anything (WASI included) is not built for it: refused by name here,
+        # rather than by a linker error at instantiation.
+        imports = sorted(self.component.type.imports(self.engine))
+        if imports:
+            raise ComponentLoadError(
+                "contract-mismatch", f"component imports {', '.join(imports)}; the edge grants nothing"
+            )
+        self.linker = Linker(self.engine)  # empty on purpose: nothing is linked, nothing granted
+        problem = _fast_path_problem()
+        self.call_path = "public" if problem else "fast"
+        if problem:
+            log.warning("edge component %s: %s; calling it through wasmtime-py's public API instead "
+                        "(slower, still wasm)", source, problem)
         probe = self.instantiate()  # also checks the exports
         self.version = probe.version()
         if not contract_compatible(self.version["contract"]):
@@ -178,21 +191,16 @@ def verify_component(
 
 
 class WasmInstance:
-    """One store and instance. Not thread-safe: use from one thread only."""
+    """One store and instance. Not thread-safe: one caller at a time (WasmCore holds a lock)."""
 
     def __init__(self, component: WasmComponent):
         self.component = component
         self._fuel = component.fuel
-        store = Store(component.engine)
-        # A fresh WasiConfig per store that grants nothing: no dirs, env, args,
-        # network or stdio. Without set_wasi the guest's first WASI call aborts
-        # the whole process.
-        store.set_wasi(WasiConfig())
+        store = Store(component.engine)  # no WASI context: the component has no imports to use one
         store.set_limits(memory_size=component.memory_bytes)
         store.set_fuel(self._fuel)
         try:
-            with component._linker_lock:
-                instance = component.linker.instantiate(store, component.component)
+            instance = component.linker.instantiate(store, component.component)
         except WasmtimeError as exc:
             raise ComponentLoadError("instantiate-failed", str(exc)) from None
         iface = instance.get_export_index(store, _EXPORT_INTERFACE)
@@ -210,6 +218,9 @@ class WasmInstance:
         self.store = store
         self.instance = instance
         self.funcs = funcs
+        if component.call_path != "fast":
+            self.evaluate_encoded = self.evaluate_encoded_public  # type: ignore[method-assign]
+            return
 
         # Fast-path state, built once: raw addresses of the function handle,
         # the store context, one string argument slot and one result slot.
@@ -262,6 +273,12 @@ class WasmInstance:
         head = _Attrs({"method": method, "path": path, "query": query, "headers": [tuple(h) for h in headers]})
         result = self._call("evaluate", head)
         return typed_outcome_to_dict(result)
+
+    def evaluate_encoded_public(self, head: bytes) -> bytes:
+        """`evaluate-encoded` through wasmtime-py's public API: what serves when
+        the fast path does not fit this wasmtime-py build. Same fuel, same result."""
+        self.store.set_fuel(self._fuel + FUEL_PER_BYTE * len(head))
+        return self.funcs["evaluate-encoded"](self.store, head.decode()).encode()
 
     # --- the hot path ----------------------------------------------------------
 
@@ -319,8 +336,8 @@ def _prototype(name: str, restype: Any, *argtypes: Any) -> Any:
 def _fast_path_problem() -> str | None:
     """Why the fast path cannot run on this wasmtime build, or None.
 
-    Checked when a component loads, not at import: a mismatch must end in a
-    visible fallback to Python, never in a gateway that cannot start."""
+    Checked when a component loads, not at import: a mismatch must end in the
+    public call path with a warning, never in a gateway that cannot start."""
     val = ffi.wasmtime_component_val_t
     if not all(
         ctypes.sizeof(t) == ctypes.sizeof(val)
@@ -386,7 +403,13 @@ class TrapCounts:
 
 
 class WasmCore:
-    """The wasm edge backend: configured component, per-thread instances, trap recovery."""
+    """The wasm edge backend: a configured component, its instance, trap recovery.
+
+    One instance, not one per thread: the gateway calls the edge from its event
+    loop only. A store must never be entered by two threads at once (ctypes
+    lets go of the GIL during the call), so calls hold a lock: free when
+    uncontended, and a caller on another thread waits instead of corrupting
+    the store."""
 
     def __init__(self, component: WasmComponent, config: EdgeConfig):
         self.component = component
@@ -396,35 +419,36 @@ class WasmCore:
         self.on_trap: Any = None
         self.config = config
         self._config_json = config.to_json()
-        self._local = threading.local()
         self._fallback = PythonCore()
         self._fallback.configure(config)
         self.traps = TrapCounts()
+        self.crossings = 0  # calls that entered the component (requests Python served are not counted)
         self._lock = threading.Lock()
+        self._retry_at = 0.0
         self._log_after = 0.0
         self._log_suppressed = 0
         # Fail now, not on the first request, if the config is refused.
         first = self.component.instantiate()
         first.configure_encoded(self._config_json)
-        self._local.inst = first
+        self._inst: WasmInstance | None = first
 
     def _instance(self) -> WasmInstance | None:
-        """This thread's instance, built on first use; None while a failed
-        rebuild is backing off (requests are then served by Python)."""
-        inst = getattr(self._local, "inst", None)
+        """The instance, rebuilt after a failure; None while a failed rebuild
+        is backing off (requests are then served by Python). Lock held."""
+        inst = self._inst
         if inst is None:
-            if time.monotonic() < getattr(self._local, "retry_at", 0.0):
+            if time.monotonic() < self._retry_at:
                 return None
             try:
                 inst = self.component.instantiate()
                 inst.configure_encoded(self._config_json)
             except Exception as exc:
-                self._local.retry_at = time.monotonic() + REBUILD_BACKOFF_S
+                self._retry_at = time.monotonic() + REBUILD_BACKOFF_S
                 self._count("rebuild-failed")
                 log.error("edge component %s: cannot build a fresh instance (%s); Python serves for %.0f s",
                           self.component.version.get("component"), _cause_line(exc), REBUILD_BACKOFF_S)
                 return None
-            self._local.inst = inst
+            self._inst = inst
         return inst
 
     def evaluate(self, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
@@ -442,41 +466,41 @@ class WasmCore:
         return self._evaluate(orjson.dumps([method, path, qs, pairs]), method, path, qs, pairs)
 
     def _evaluate(self, head: bytes, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
-        inst = self._instance()
-        if inst is None:
-            return self._fallback.evaluate(method, path, query, headers)
-        try:
-            out = orjson.loads(inst.evaluate_encoded(head))
-        except Exception as exc:  # a trap, or output that is not JSON: never a failed request
-            return self._recover(exc, method, path, query, headers)
-        if "error" in out:
-            # Only a host bug can cause this (the head is well-formed and the
-            # instance configured); serve the request anyway and say so.
-            return self._recover(out["error"], method, path, query, headers)
-        return out
+        with self._lock:
+            inst = self._instance()
+            if inst is None:
+                return self._fallback.evaluate(method, path, query, headers)
+            self.crossings += 1
+            try:
+                out = orjson.loads(inst.evaluate_encoded(head))
+            except Exception as exc:  # a trap, or output that is not JSON: never a failed request
+                return self._recover(exc, method, path, query, headers)
+            if "error" in out:
+                # Only a host bug can cause this (the head is well-formed and the
+                # instance configured); serve the request anyway and say so.
+                return self._recover(out["error"], method, path, query, headers)
+            return out
 
     def _count(self, kind: str) -> None:
-        with self._lock:
-            self.traps.total += 1
-            self.traps.by_kind[kind] += 1
+        """Lock held."""
+        self.traps.total += 1
+        self.traps.by_kind[kind] += 1
         if self.on_trap is not None:
             self.on_trap(self, kind)
 
     def _recover(self, cause: Any, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
-        self._local.inst = None  # a trapped instance is unusable: rebuild on next call
+        """Lock held."""
+        self._inst = None  # a trapped instance is unusable: rebuild on next call
         kind = classify_trap(str(cause)) if isinstance(cause, WasmtimeError) else "error"
         self._count(kind)
         # Every trap is counted; the log gets at most one line a second, so
         # hostile traffic that trips a guest bug cannot flood it.
         now = time.monotonic()
-        with self._lock:
-            if now < self._log_after:
-                self._log_suppressed += 1
-                suppressed = -1
-            else:
-                self._log_after = now + TRAP_LOG_INTERVAL_S
-                suppressed, self._log_suppressed = self._log_suppressed, 0
-        if suppressed >= 0:
+        if now < self._log_after:
+            self._log_suppressed += 1
+        else:
+            self._log_after = now + TRAP_LOG_INTERVAL_S
+            suppressed, self._log_suppressed = self._log_suppressed, 0
             log.warning(
                 "edge component %s failed (%s): %s; request served by the Python fallback%s",
                 self.component.version.get("component"), kind, _cause_line(cause),
