@@ -35,8 +35,16 @@ fuzz_target!(|data: &[u8]| -> Corpus {
             .unwrap_or_else(|e| panic!("configure-encoded answered non-JSON ({e}): {out:?}"));
         assert_eq!(v["error"]["kind"], "invalid-config", "{out}");
         assert!(v["error"]["message"].is_string(), "{out}");
-        assert_eq!(state, Some(base), "a refused config replaced the previous one");
-        assert!(out.len() <= 1024 + 6 * config.len(), "error of {} bytes", out.len());
+        assert_eq!(
+            state,
+            Some(base),
+            "a refused config replaced the previous one"
+        );
+        assert!(
+            out.len() <= 1024 + 6 * config.len(),
+            "error of {} bytes",
+            out.len()
+        );
     }
     Corpus::Keep
 });

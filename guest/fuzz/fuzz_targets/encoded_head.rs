@@ -31,6 +31,9 @@ fuzz_target!(|data: &[u8]| -> Corpus {
     check_encoded(configured, text);
     // Not configured: `not-configured` whatever the input.
     let out = evaluate_encoded(None, text);
-    assert!(out.starts_with("{\"error\":{\"kind\":\"not-configured\""), "{out}");
+    assert!(
+        out.starts_with("{\"error\":{\"kind\":\"not-configured\""),
+        "{out}"
+    );
     Corpus::Keep
 });

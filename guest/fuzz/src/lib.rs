@@ -111,7 +111,11 @@ impl OwnedHead {
         self.method.len()
             + self.path.len()
             + self.query.len()
-            + self.headers.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| n.len() + v.len())
+                .sum::<usize>()
     }
 
     /// The encoded head, written by serde_json.
@@ -208,9 +212,8 @@ fn is_visible_ascii(s: &str) -> bool {
 
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn is_port(s: &str) -> bool {
@@ -331,7 +334,7 @@ fn accepts(value: Option<&str>) -> (bool, bool) {
             let Some((name, value)) = trim(part).split_once('=') else {
                 continue;
             };
-            if trim(name).to_ascii_lowercase() != "q" {
+            if !trim(name).eq_ignore_ascii_case("q") {
                 continue;
             }
             match qvalue(trim(value)) {
@@ -349,7 +352,11 @@ fn accepts(value: Option<&str>) -> (bool, bool) {
             ("*", "*") => 1,
             _ => 0,
         };
-        let best = elements.iter().map(|(t, s, _)| spec(t, s)).max().unwrap_or(0);
+        let best = elements
+            .iter()
+            .map(|(t, s, _)| spec(t, s))
+            .max()
+            .unwrap_or(0);
         best > 0
             && elements
                 .iter()
@@ -436,7 +443,10 @@ pub fn check_typed(c: &Configured, head: &OwnedHead) -> String {
                     p[1..].split('/').all(|s| s != "." && s != ".."),
                     "no dot segment in {p:?}"
                 );
-                assert!(p.len() <= h.path.len().max(1), "canonical path is never longer");
+                assert!(
+                    p.len() <= h.path.len().max(1),
+                    "canonical path is never longer"
+                );
             }
             if ctx.route() != Route::Other && !prefix.is_empty() {
                 let want = format!("/{}/", prefix.join("/"));
@@ -534,9 +544,18 @@ pub fn check_typed(c: &Configured, head: &OwnedHead) -> String {
             assert_eq!(ctx.host_state, want, "section 9: host {host:?}");
 
             // Section 10.
-            assert_eq!(ctx.last_event_id.as_deref(), get(&h.headers, "last-event-id").as_deref());
-            assert_eq!(ctx.mcp_method.as_deref(), get(&h.headers, "mcp-method").as_deref());
-            assert_eq!(ctx.mcp_name.as_deref(), get(&h.headers, "mcp-name").as_deref());
+            assert_eq!(
+                ctx.last_event_id.as_deref(),
+                get(&h.headers, "last-event-id").as_deref()
+            );
+            assert_eq!(
+                ctx.mcp_method.as_deref(),
+                get(&h.headers, "mcp-method").as_deref()
+            );
+            assert_eq!(
+                ctx.mcp_name.as_deref(),
+                get(&h.headers, "mcp-name").as_deref()
+            );
 
             // Section 11.
             let cors = ctx.cors_headers();
@@ -545,7 +564,10 @@ pub fn check_typed(c: &Configured, head: &OwnedHead) -> String {
                 assert!(cors.is_empty(), "CORS headers off the MCP path");
             } else if ctx.origin_state == Verdict::Allowed {
                 let mut want: Vec<(&str, &str)> = vec![
-                    ("access-control-allow-origin", origin.as_deref().unwrap_or_default()),
+                    (
+                        "access-control-allow-origin",
+                        origin.as_deref().unwrap_or_default(),
+                    ),
                     ("access-control-expose-headers", EXPOSE_HEADERS),
                 ];
                 if c.input.allow_credentials {
@@ -565,7 +587,11 @@ pub fn check_typed(c: &Configured, head: &OwnedHead) -> String {
         .collect();
     if read.len() != h.headers.len() {
         let again = evaluate(cfg, &h.method, &h.path, Headers::collect(read));
-        assert_eq!(outcome_json(&again), text, "an unread header changed the outcome");
+        assert_eq!(
+            outcome_json(&again),
+            text,
+            "an unread header changed the outcome"
+        );
     }
 
     // Section 14: the encoded twin gives the same outcome for the same head.
@@ -585,7 +611,11 @@ fn check_preflight(
     let request_method = request_method.expect("preflight has a requested method");
     let list = p.headers();
     let items = list.as_slice();
-    assert_eq!(items.last(), Some(&("vary", VARY_PREFLIGHT)), "vary is last");
+    assert_eq!(
+        items.last(),
+        Some(&("vary", VARY_PREFLIGHT)),
+        "vary is last"
+    );
 
     // Section 12, from the contract's text.
     let allowed: Vec<String> = c
@@ -665,7 +695,10 @@ pub fn check_encoded(c: &Configured, text: &str) {
                 headers,
             };
             let typed = check_typed(c, &head);
-            assert_eq!(out, typed, "the encoded reader read another head than serde_json");
+            assert_eq!(
+                out, typed,
+                "the encoded reader read another head than serde_json"
+            );
         }
         Err(_) => {
             assert_eq!(
