@@ -1,127 +1,232 @@
-"""The ASGI application: edge middleware in front of a Starlette router."""
+"""The composition root: the ASGI application, built in small named steps.
+
+    ASGI scope -> EdgeMiddleware (one boundary crossing: verdicts, canonical path, route)
+               -> Router (the edge's route decision, the only router)
+               -> a transport (framing) -> the session engine -> dispatchers -> catalog/federation
+
+`create_app` returns an `App`: the ASGI callable uvicorn serves, holding its
+parts (edge, gateway, transports) as plain attributes for the CLI and tests.
+"""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from typing import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+import orjson
 
 from . import __version__
+from .asgi import ASGIApp, Receive, Scope, Send, send_json
 from .edge.backend import Edge, load_edge
-from .asgi import Receive, Scope, Send
 from .edge.middleware import SCOPE_KEY, EdgeMiddleware
-from .gateway import build_gateway
+from .gateway import Gateway, build_gateway
+from .server import jsonrpc
+from .server.engine import SessionEngine
 from .settings import Settings
+from .transports.http import not_found
 from .transports.sse import LegacySSE, SseOptions
+from .transports.sse_writer import StreamWriters
 from .transports.streamable_http import HttpOptions, StreamableHTTP
 from .transports.websocket import WebSocketEndpoint
 
+if TYPE_CHECKING:
+    from .edge.registry import EdgeRegistry
+
 log = logging.getLogger("mcpgw")
+# After the engine's drain, how long stream writers get to see their close (they wake at once).
+WRITERS_CLOSE_S = 1.0
 
 
-def create_app(settings: Settings | None = None, edge: Edge | None = None) -> EdgeMiddleware:
-    settings = settings or Settings.from_env()
-    limits = {"fuel": settings.edge_fuel, "memory_bytes": settings.edge_memory_mb * 1024 * 1024}
-    allowed = frozenset(h.lower() for h in settings.edge_allowed_sha256)
-    if edge is None:
-        edge = load_edge(
-            settings.edge, settings.edge_config(), settings.component_path(), allowed_sha256=allowed, **limits
-        )
-    registry = None
-    if settings.admin_token:  # without the admin API nothing can be swapped in
-        try:
-            from .edge.registry import EdgeRegistry
-        except ImportError as exc:
-            log.error("admin API disabled: hot swap needs wasmtime (%s)", exc)
-        else:
-            registry = EdgeRegistry(edge, settings.edge_config(), allowed_sha256=allowed,
-                                    rollback_traps=settings.edge_rollback_traps,
-                                    rollback_window_s=settings.edge_rollback_window_s, **limits)
-    gateway = build_gateway(settings)
-    sessions, federation = gateway.sessions, gateway.federation
-    mcp = StreamableHTTP(gateway.dispatcher, sessions, HttpOptions(
+def load_edge_from(settings: Settings) -> Edge:
+    return load_edge(settings.edge, settings.edge_config(), settings.component_path(),
+                     allowed_sha256=frozenset(h.lower() for h in settings.edge_allowed_sha256),
+                     fuel=settings.edge_fuel, memory_bytes=settings.edge_memory_mb * 1024 * 1024)
+
+
+def edge_registry_for(settings: Settings, edge: Edge) -> EdgeRegistry | None:
+    """The hot-swap registry, only when the admin API is on (without it nothing can be swapped in)."""
+    if not settings.admin_token:
+        return None
+    try:
+        from .edge.registry import EdgeRegistry
+    except ImportError as exc:
+        log.error("admin API disabled: hot swap needs wasmtime (%s)", exc)
+        return None
+    return EdgeRegistry(edge, settings.edge_config(),
+                        allowed_sha256=frozenset(h.lower() for h in settings.edge_allowed_sha256),
+                        rollback_traps=settings.edge_rollback_traps,
+                        rollback_window_s=settings.edge_rollback_window_s,
+                        fuel=settings.edge_fuel, memory_bytes=settings.edge_memory_mb * 1024 * 1024)
+
+
+@dataclass
+class Transports:
+    mcp: StreamableHTTP
+    sse: LegacySSE
+    websocket: WebSocketEndpoint
+    writers: StreamWriters  # event streams being written, both HTTP transports
+
+    def streams(self) -> int:
+        return self.writers.count + self.websocket.streams()
+
+
+def build_transports(gateway: Gateway, settings: Settings) -> Transports:
+    writers = StreamWriters()
+    engine = gateway.engine
+    mcp = StreamableHTTP(engine, gateway.server, HttpOptions(
         max_body_bytes=settings.max_body_bytes,
         response_mode=settings.response_mode,
         keepalive_s=settings.sse_keepalive_s,
         retry_ms=settings.sse_retry_ms,
         event_max=settings.event_store_max_events,
         event_ttl_s=settings.event_store_ttl_s,
-    ), servers=gateway.servers.get)
-    legacy_sse = LegacySSE(gateway, SseOptions(keepalive_s=settings.sse_keepalive_s,
-                                               keepalive_event=settings.sse_keepalive_event,
-                                               max_body_bytes=settings.max_body_bytes,
-                                               path_prefix=settings.path_prefix))
-    websocket = WebSocketEndpoint(gateway)
+    ), writers)
+    sse = LegacySSE(engine, gateway.server, SseOptions(
+        keepalive_s=settings.sse_keepalive_s,
+        keepalive_event=settings.sse_keepalive_event,
+        max_body_bytes=settings.max_body_bytes,
+        retry_ms=settings.sse_retry_ms,
+        event_ttl_s=settings.event_store_ttl_s,
+        path_prefix=settings.path_prefix,
+    ), writers)
+    return Transports(mcp, sse, WebSocketEndpoint(engine, gateway.server), writers)
 
-    def live() -> dict[str, int]:
-        counts = mcp.live()
-        for other in (legacy_sse.live(), websocket.live()):  # every stream and request, whatever the transport
-            counts["streams"] += other["streams"]
-            counts["requests"] += other["requests"]
-        return {**counts, "upstream_links": federation.live_links()}
 
-    async def health(request: Request) -> JSONResponse:
-        return JSONResponse({
-            "status": "ok",
-            "version": __version__,
-            # Admin events (who swapped what) stay behind the admin API.
-            "edge": {**edge.health(), **({"previous": registry.status()["previous"]} if registry else {}),
-                     "cache": app.state.edge_cache.stats()},
-            "live": live(),
-            "upstreams": federation.health(),
-        })
+def admin_app(settings: Settings, registry: EdgeRegistry | None) -> ASGIApp | None:
+    if registry is None:
+        return None
+    from starlette.applications import Starlette
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        expiry = asyncio.ensure_future(sessions.expire_forever())
-        federation.start()
-        try:
-            yield
-        finally:
-            expiry.cancel()
-            # Normally done already by the server before connections close (serving.py);
-            # here for hosts that only send the lifespan event.
-            await mcp.shutdown(settings.shutdown_grace_s)
-            await federation.stop()
+    from .admin import AdminAPI
 
-    prefix = settings.path_prefix
-    routes = [
-        Route(prefix + "/health", health, methods=["GET"]),
-        Route(prefix + "/mcp", mcp),
-        Route(prefix + "/servers/{server_id}/mcp", mcp),
-    ]
-    if registry is not None:
-        from .admin import AdminAPI
-
-        routes += AdminAPI(registry, settings.admin_token, settings.admin_allow_remote).routes(prefix)
-    app = Starlette(routes=routes, lifespan=lifespan)
-    # Never redirect (e.g. `/mcp%2F` -> `/mcp`): a client's POST would be replayed elsewhere or lost.
+    app = Starlette(routes=AdminAPI(registry, settings.admin_token, settings.admin_allow_remote)
+                    .routes(settings.path_prefix))
+    # Never redirect (e.g. `/admin/edge/status/`): a POST would be replayed elsewhere or lost.
     app.router.redirect_slashes = False
-    app.state.edge = edge
-    app.state.registry = registry
-    app.state.sessions = sessions
-    app.state.mcp = mcp
-    app.state.federation = federation
-    app.state.gateway = gateway
-    async def route(scope: Scope, receive: Receive, send: Send) -> None:
-        # The edge has already routed and canonicalised MCP requests: they skip Starlette's
-        # router and middleware stack (a measured share of every request). Everything else,
-        # including paths the edge did not accept as MCP paths, goes through Starlette.
-        ctx = scope.get(SCOPE_KEY)
-        if ctx is not None and scope["type"] == "http" and ctx["route"] in ("mcp", "sse", "message"):
-            await (mcp if ctx["route"] == "mcp" else legacy_sse)(scope, receive, send)
-        elif ctx is not None and scope["type"] == "websocket" and ctx["route"] == "ws":
-            await websocket(scope, receive, send)
-        else:
-            await app(scope, receive, send)
+    return app
 
-    middleware = EdgeMiddleware(route, edge, max_head_bytes=settings.max_head_bytes,
-                                tag_responses=settings.edge_tag_responses, cache_entries=settings.edge_cache_entries)
-    app.state.edge_cache = middleware.cache
-    middleware.state = app.state  # what callers (serving, tests) reach the gateway's parts through
-    return middleware
+
+class Router:
+    """Routes on the edge's decision (`ctx["route"]`); nothing else routes. Every unknown or
+    invalid path, on every transport, gets the same JSON-RPC 404."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        t = app.transports
+        self.http = {"mcp": t.mcp, "sse": t.sse, "message": t.sse}
+        self.admin_prefix = app.settings.path_prefix + "/admin/"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self.app.lifespan(receive, send)
+            return
+        ctx = scope[SCOPE_KEY]
+        route = ctx["route"]
+        if kind == "websocket":
+            if route == "ws":
+                await self.app.transports.websocket(scope, receive, send)
+            else:
+                await _refuse_websocket(scope, send)
+            return
+        handler = self.http.get(route)
+        if handler is not None:
+            await handler(scope, receive, send)
+        elif route == "health":
+            if ctx["method"] == "GET":
+                await send_json(send, 200, self.app.health())
+            else:
+                await send_json(send, 405, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "Method not allowed"),
+                                [(b"allow", b"GET")])
+        elif route == "ws":
+            await send_json(send, 426, jsonrpc.error_response(
+                None, jsonrpc.INVALID_REQUEST, "Upgrade Required: this endpoint speaks WebSocket (subprotocol mcp)"),
+                [(b"upgrade", b"websocket")])
+        elif self.app.admin is not None and scope["path"].startswith(self.admin_prefix):
+            await self.app.admin(scope, receive, send)
+        else:
+            await not_found().send(send)
+
+
+async def _refuse_websocket(scope: Scope, send: Send) -> None:
+    """An upgrade on a path that is not a WebSocket endpoint: the same JSON-RPC 404 as HTTP when
+    the server can send an HTTP response to a handshake, else a refused handshake (403)."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        err = not_found()
+        data = orjson.dumps(jsonrpc.error_response(None, err.code, err.message))
+        await send({"type": "websocket.http.response.start", "status": 404,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+        await send({"type": "websocket.http.response.body", "body": data})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+class App:
+    """The gateway as one ASGI application."""
+
+    def __init__(self, settings: Settings, edge: Edge | None = None) -> None:
+        self.settings = settings
+        self.edge = edge if edge is not None else load_edge_from(settings)
+        self.registry = edge_registry_for(settings, self.edge)
+        self.gateway = build_gateway(settings)
+        self.transports = build_transports(self.gateway, settings)
+        self.admin = admin_app(settings, self.registry)
+        self.middleware = EdgeMiddleware(Router(self), self.edge, max_head_bytes=settings.max_head_bytes,
+                                         tag_responses=settings.edge_tag_responses,
+                                         cache_entries=settings.edge_cache_entries)
+
+    @property
+    def engine(self) -> SessionEngine:
+        return self.gateway.engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.middleware(scope, receive, send)
+
+    def live(self) -> dict[str, int]:
+        """What is running now, every transport; each count returns to zero when clients are gone."""
+        live = self.gateway.live()
+        return {"sessions": live["sessions"], "requests": live["requests"], "streams": self.transports.streams(),
+                "upstream_links": live["upstream_links"]}
+
+    def health(self) -> dict[str, Any]:
+        edge: dict[str, Any] = {**self.edge.health(), "cache": self.middleware.cache.stats()}
+        if self.registry is not None:  # admin events (who swapped what) stay behind the admin API
+            edge["previous"] = self.registry.status()["previous"]
+        return {"status": "ok", "version": __version__, "edge": edge, "live": self.live(),
+                "upstreams": self.gateway.federation.health()}
+
+    async def drain(self) -> None:
+        """Shutdown, before connections close: every transport's running requests get the grace
+        period, then -32603; sessions end and their streams close with `retry`."""
+        await self.engine.shutdown(self.settings.shutdown_grace_s)
+        for _ in range(int(WRITERS_CLOSE_S / 0.01)):  # writers see the close at their next wake-up
+            if not self.transports.streams():
+                break
+            await asyncio.sleep(0.01)
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    self.engine.start()
+                    self.gateway.federation.start()
+                    if self.admin is not None:
+                        log.info("admin API on %s", self.settings.path_prefix + "/admin/edge/")
+                except Exception as exc:  # the server must hear why start-up failed
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                # Normally done already by the server before connections close (serving.py);
+                # here for hosts that only send the lifespan event.
+                await self.drain()
+                await self.gateway.federation.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: Settings | None = None, edge: Edge | None = None) -> App:
+    return App(settings or Settings.from_env(), edge)

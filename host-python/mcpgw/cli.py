@@ -149,7 +149,7 @@ def serve_forever(settings: Settings) -> int:
         # Our own drain (serving.py) bounds requests; this bounds what is left after it.
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
     )
-    GatewayServer(config, app.state.mcp, settings.shutdown_grace_s).run()
+    GatewayServer(config, app.drain).run()
     return 0
 
 
@@ -170,6 +170,21 @@ def serve_stdio(settings: Settings) -> int:
         return 2
 
     async def run() -> None:
+        import signal
+
+        loop = asyncio.get_running_loop()
+        serving = asyncio.current_task()
+
+        def terminate() -> None:
+            # The engine's drain, as on every transport: running requests get the grace period,
+            # then -32603 "Server shutting down"; then the process ends.
+            async def stop() -> None:
+                await gateway.engine.shutdown(settings.shutdown_grace_s)
+                if serving is not None:
+                    serving.cancel()
+            asyncio.ensure_future(stop())
+
+        loop.add_signal_handler(signal.SIGTERM, terminate)
         gateway.federation.start()
         # Give upstreams their first connection attempt before the client's first request.
         for upstream in gateway.federation.upstreams.values():
@@ -178,10 +193,14 @@ def serve_stdio(settings: Settings) -> int:
                     break
                 await asyncio.sleep(0.05)
         try:
-            await stdio.serve(gateway, settings.max_body_bytes, settings.shutdown_grace_s)
+            await stdio.serve(gateway.engine, gateway.dispatcher, settings.max_body_bytes,
+                              settings.shutdown_grace_s)
+        except asyncio.CancelledError:
+            log_stdio.info("terminated")
         finally:
             await gateway.federation.stop()
 
+    log_stdio = logging.getLogger("mcpgw.stdio")
     logging.getLogger("mcpgw").info("mcpgw serving MCP on stdio")
     asyncio.run(run())
     return 0

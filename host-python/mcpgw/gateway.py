@@ -1,5 +1,6 @@
-"""The gateway without any transport: sessions, the built-in catalog, federation, and the
-dispatchers for `/mcp` and each virtual server. Every transport serves the same one."""
+"""The gateway without any transport: the session engine and its state, the built-in
+catalog, federation, and the dispatchers for `/mcp` and each virtual server. Every
+transport serves the same one."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,24 +12,30 @@ from .federation.upstream import Upstream
 from .federation.virtual import VirtualDispatcher
 from .server.builtin import builtin_catalog
 from .server.dispatcher import Dispatcher
-from .server.sessions import SessionStore
+from .server.engine import SessionEngine
 from .settings import Settings
+from .state.registry import MemorySessions
 
 
 @dataclass
 class Gateway:
-    sessions: SessionStore
+    engine: SessionEngine
     federation: Federation
     dispatcher: GatewayDispatcher  # /mcp
     servers: dict[str, VirtualDispatcher]  # /servers/{id}/...
 
     def server(self, server_id: str | None) -> Dispatcher | None:
+        """The dispatcher of an endpoint: None is /mcp, else a virtual server id (None if unknown)."""
         return self.dispatcher if server_id is None else self.servers.get(server_id)
+
+    def live(self) -> dict[str, int]:
+        return {**self.engine.live(), "upstream_links": self.federation.live_links()}
 
 
 def build_gateway(settings: Settings) -> Gateway:
     """Raises federation.config.ConfigError for a bad upstream config file."""
-    sessions = SessionStore(max_sessions=settings.max_sessions, idle_timeout_s=settings.session_idle_timeout_s)
+    sessions = MemorySessions(max_sessions=settings.max_sessions, idle_timeout_s=settings.session_idle_timeout_s)
+    engine = SessionEngine(sessions, settings.session_idle_timeout_s)
     upstreams = load_upstreams(settings.config) if settings.config else []
 
     async def catalog_changed(upstream: Upstream, kinds: set[str]) -> None:
@@ -37,4 +44,4 @@ def build_gateway(settings: Settings) -> Gateway:
 
     federation = Federation(upstreams, catalog_changed)
     servers = {u.id: VirtualDispatcher(u, federation) for u in federation.upstreams.values()}
-    return Gateway(sessions, federation, GatewayDispatcher(builtin_catalog(), federation), servers)
+    return Gateway(engine, federation, GatewayDispatcher(builtin_catalog(), federation), servers)

@@ -8,20 +8,18 @@ that wait. So the gateway drains first: running requests get
 from __future__ import annotations
 
 import socket
+from typing import Awaitable, Callable
 
 import uvicorn
 
-from .transports.streamable_http import StreamableHTTP
-
 
 class GatewayServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, mcp: StreamableHTTP, grace_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, drain: Callable[[], Awaitable[None]]) -> None:
         super().__init__(config)
-        self.mcp = mcp
-        self.grace_s = grace_s
+        self.drain = drain
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()  # no new connections while we drain
-        await self.mcp.shutdown(self.grace_s)
+        await self.drain()
         await super().shutdown(sockets)

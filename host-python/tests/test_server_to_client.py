@@ -22,12 +22,11 @@ from mcpgw.settings import Settings
 
 @pytest.fixture(params=["wasm", "python"])
 def inproc(request, component_path):
-    app = create_app(Settings(edge=request.param, port=0))
-    state = app.state
+    app = create_app(Settings(edge=request.param, port=0, shutdown_grace_s=1.0))
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config = uvicorn.Config(app, loop="asyncio", http="httptools", log_level="warning", lifespan="on")
-    server = GatewayServer(config, state.mcp, grace_s=1.0)
+    server = GatewayServer(config, app.drain)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=lambda: loop.run_until_complete(server.serve(sockets=[sock])), daemon=True)
     thread.start()
@@ -49,11 +48,16 @@ def inproc(request, component_path):
             time.sleep(0.02)
         return predicate()
 
-    yield SimpleNamespace(url=f"http://127.0.0.1:{sock.getsockname()[1]}", sessions=state.sessions, mcp=state.mcp,
+    yield SimpleNamespace(url=f"http://127.0.0.1:{sock.getsockname()[1]}", sessions=app.engine.sessions, app=app,
                           submit=submit, run=run, when=when)
     server.should_exit = True
     thread.join(30)
     loop.close()
+
+
+def _live(inproc):
+    live = inproc.app.live()
+    return {k: live[k] for k in ("sessions", "requests", "streams")}
 
 
 def _messages(events):
@@ -65,7 +69,7 @@ def test_server_ping_and_list_changed_over_the_get_stream_raw(inproc):
     session = inproc.sessions.get(s.id)
     with s.stream("GET") as get:
         messages = _messages(sse_events(get.iter_lines()))
-        assert inproc.when(lambda: inproc.mcp.live()["streams"] == 1)
+        assert inproc.when(lambda: _live(inproc)["streams"] == 1)
         pending = inproc.submit(session.request("ping", timeout=20))
         ping = next(messages)
         assert ping["method"] == "ping" and isinstance(ping["id"], str)
@@ -84,7 +88,7 @@ def test_server_ping_and_list_changed_over_the_get_stream_raw(inproc):
         assert inproc.run(inproc.sessions.broadcast("notifications/tools/list_changed")) == 1
         assert next(messages) == {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
         assert s.delete().status_code == 204
-    assert inproc.when(lambda: inproc.mcp.live() == {"sessions": 0, "requests": 0, "streams": 0})
+    assert inproc.when(lambda: _live(inproc) == {"sessions": 0, "requests": 0, "streams": 0})
 
 
 async def test_sdk_client_answers_server_ping_and_hears_list_changed(inproc):
@@ -97,9 +101,9 @@ async def test_sdk_client_answers_server_ping_and_hears_list_changed(inproc):
             heard.set()
 
     async with Client(inproc.url + "/mcp", mode="legacy", message_handler=on_message):
-        assert await asyncio.to_thread(inproc.when, lambda: inproc.mcp.live()["streams"] == 1)
-        (session,) = list(inproc.sessions)
+        assert await asyncio.to_thread(inproc.when, lambda: _live(inproc)["streams"] == 1)
+        (session,) = list(inproc.sessions._sessions.values())  # the only live session (white-box)
         assert await asyncio.wrap_future(inproc.submit(session.request("ping", timeout=20))) == {}
         assert await asyncio.wrap_future(inproc.submit(inproc.sessions.broadcast("notifications/tools/list_changed"))) == 1
         await asyncio.wait_for(heard.wait(), 20)
-    assert await asyncio.to_thread(inproc.when, lambda: inproc.mcp.live() == {"sessions": 0, "requests": 0, "streams": 0})
+    assert await asyncio.to_thread(inproc.when, lambda: _live(inproc) == {"sessions": 0, "requests": 0, "streams": 0})

@@ -12,10 +12,13 @@ from typing import Any, Iterable, Literal, TypedDict
 
 import orjson
 
+from ..protocol import ALL_REVISIONS, DEFAULT_REVISION
+
 CONTRACT_VERSION = "1.0.0"
 
-SUPPORTED_VERSIONS = ("2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28")
-DEFAULT_VERSION = "2025-03-26"
+# The protocol revisions live in one place (mcpgw/protocol.py); the edge is configured with them.
+SUPPORTED_VERSIONS = ALL_REVISIONS
+DEFAULT_VERSION = DEFAULT_REVISION
 LOOPBACK_ORIGINS = ("http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*")
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 DEFAULT_ALLOWED_HEADERS = (

@@ -4,18 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..protocol import ALL_REVISIONS, STATELESS_REVISION
+from ..state.session import Session
 from .catalog import Catalog
 from .context import LOG_LEVELS, CallContext
 from .jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, JsonRpcError, error_response, result_response
-from .sessions import Session
 from .stateless import SESSION_ONLY_METHODS, stamp_result
-
-# Revisions an `initialize` may negotiate (2026-07-28 is stateless and has no session).
-SESSIONFUL_REVISIONS = ("2025-03-26", "2025-06-18", "2025-11-25")
-LATEST_SESSIONFUL = SESSIONFUL_REVISIONS[-1]
-STATELESS_REVISION = "2026-07-28"
-ALL_REVISIONS = (*SESSIONFUL_REVISIONS, STATELESS_REVISION)
-BATCH_REVISIONS = ("2025-03-26",)  # JSON-RPC batches were removed in 2025-06-18
 
 CAPABILITIES: dict[str, Any] = {
     "tools": {"listChanged": True},
@@ -25,11 +19,6 @@ CAPABILITIES: dict[str, Any] = {
     "completions": {},
 }
 INSTRUCTIONS = "mcpgw built-in catalog: echo, add, sleep and log tools; a readme, a logo and an echo template; a greet prompt."
-
-
-def negotiate(requested: Any) -> str:
-    """The spec's rule: the client's version if we speak it, else our latest."""
-    return requested if requested in SESSIONFUL_REVISIONS else LATEST_SESSIONFUL
 
 
 def _params(message: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +69,7 @@ class Dispatcher:
         return result
 
     async def handle(self, message: dict[str, Any], ctx: CallContext, session: Session | None) -> dict[str, Any]:
-        """Answer one request (not initialize, which the transport handles with the session)."""
+        """Answer one request (not initialize, which the session engine answers)."""
         id_ = message["id"]
         method = message["method"]
         stateless = ctx.revision == STATELESS_REVISION

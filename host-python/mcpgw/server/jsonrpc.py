@@ -35,15 +35,18 @@ def result_response(id_: Any, result: Any) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": id_, "result": result}
 
 
+def valid_id(id_: Any) -> bool:
+    """MCP: an id is a string or an integer (unlike base JSON-RPC, never null; never a boolean)."""
+    return isinstance(id_, str) or (isinstance(id_, int) and not isinstance(id_, bool))
+
+
 def classify(message: Any) -> str:
-    """'request', 'notification', 'response' or 'invalid' for one decoded message."""
+    """'request', 'notification', 'response' or 'invalid' for one decoded message, by MCP's rules."""
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
         return "invalid"
     has_id = "id" in message
-    if has_id:
-        id_ = message["id"]
-        if isinstance(id_, bool) or not (id_ is None or isinstance(id_, (str, int))):
-            return "invalid"
+    if has_id and not valid_id(message["id"]):
+        return "invalid"
     if "method" in message:
         if not isinstance(message["method"], str):
             return "invalid"

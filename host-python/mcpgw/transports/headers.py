@@ -8,7 +8,6 @@ by whichever one a component happens to read.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from typing import Any
 
@@ -43,7 +42,7 @@ def decode_header_value(value: str) -> str | None:
         if base64.b64encode(raw).decode("ascii") != payload:
             return None  # non-canonical: the encoder never writes it
         return raw.decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text in the payload
         return None
 
 

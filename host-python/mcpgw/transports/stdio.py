@@ -4,20 +4,23 @@ One message per line, UTF-8. stdout carries nothing but MCP messages (logs go to
 stderr); JSON never needs a raw newline, because one inside a string is written
 as `\\n`. A line that is not JSON gets a parse error and the stream goes on; a
 line longer than the body limit is refused without being kept. At EOF the
-running requests get the shutdown grace to finish, then are cancelled.
+running requests get the shutdown grace to finish, then are cancelled; on
+SIGTERM they get the same grace, then -32603 "Server shutting down" (the
+engine's shutdown drain, as on every transport).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
-from typing import Any
+from typing import Any, AsyncIterator
 
 import orjson
 
-from ..gateway import Gateway
 from ..server import jsonrpc
-from .base import Channel
+from ..server.dispatcher import Dispatcher
+from ..server.engine import SessionEngine
+from .connection import Connection
 
 log = logging.getLogger("mcpgw.stdio")
 READ_CHUNK = 64 * 1024
@@ -70,6 +73,8 @@ async def open_stdio(stdin: Any, stdout: Any) -> tuple[asyncio.StreamReader, Any
 
 
 class StdioTransport:
+    """stdout: the Peer of the one session."""
+
     name = "stdio"
 
     def __init__(self, writer: Any) -> None:
@@ -94,7 +99,7 @@ class StdioTransport:
         self._open = False
 
 
-async def lines(reader: asyncio.StreamReader, limit: int):
+async def lines(reader: asyncio.StreamReader, limit: int) -> AsyncIterator[bytes | None]:
     """Each complete line (without its newline), or None for a line over `limit` bytes (dropped)."""
     buffer = bytearray()
     skipping = False
@@ -123,20 +128,20 @@ async def lines(reader: asyncio.StreamReader, limit: int):
             start = end + 1
 
 
-async def serve(gateway: Gateway, max_message_bytes: int, grace_s: float,
+async def serve(engine: SessionEngine, dispatcher: Dispatcher, max_message_bytes: int, grace_s: float,
                 stdin: Any = None, stdout: Any = None) -> None:
     reader, writer = await open_stdio(stdin or sys.stdin, stdout or sys.stdout)
     transport = StdioTransport(writer)
-    channel = Channel(transport, gateway.dispatcher, gateway.sessions)
+    connection = Connection(transport, engine, dispatcher, None)
+    connection.open()
     async for line in lines(reader, max_message_bytes):
         if line is None:
             await transport.send(jsonrpc.error_response(
                 None, jsonrpc.INVALID_REQUEST, f"Invalid Request: message larger than {max_message_bytes} bytes"))
         elif line.strip():
-            await channel.receive(line)
-    log.info("stdin closed; finishing %d running request(s)", len(channel.tasks))
-    await channel.drain(grace_s)
-    channel.disconnected()
+            await connection.receive(line)
+    log.info("stdin closed; finishing %d running request(s)", connection.running())
+    await connection.finish(grace_s)
     transport.close("eof")
     try:
         await writer.drain()

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
 from ..asgi import Receive, Scope, Send
 from ..edge.contract import RequestContext
 from ..edge.middleware import SCOPE_KEY
-from ..gateway import Gateway
-from ..server.sessions import SessionLimitReached
-from .base import Channel
+from ..server.dispatcher import Dispatcher
+from ..server.engine import Refused, SessionEngine
+from .connection import Connection
 
 log = logging.getLogger("mcpgw.websocket")
 SUBPROTOCOL = "mcp"
@@ -31,14 +31,14 @@ GOING_AWAY = 1001
 
 
 class WebSocketConnection:
-    """One accepted WebSocket: the Transport of its session."""
+    """One accepted WebSocket: the Peer of its session."""
 
     name = "websocket"
 
     def __init__(self, send: Send) -> None:
         self._send = send
         self.open = True
-        self._closing: asyncio.Task | None = None
+        self._closing: asyncio.Task[None] | None = None
 
     def connected(self) -> bool:
         return self.open
@@ -66,40 +66,41 @@ class WebSocketConnection:
 
 
 class WebSocketEndpoint:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.channels: set[Channel] = set()
+    def __init__(self, engine: SessionEngine, servers: Callable[[str | None], Dispatcher | None]) -> None:
+        self.engine = engine
+        self.servers = servers
+        self.connections: set[Connection] = set()
 
-    def live(self) -> dict[str, int]:
-        return {"streams": len(self.channels), "requests": sum(len(c.tasks) for c in self.channels)}
+    def streams(self) -> int:
+        return len(self.connections)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
         if (await receive())["type"] != "websocket.connect":
             return
-        dispatcher = self.gateway.server(ctx["server_id"])
+        dispatcher = self.servers(ctx["server_id"])
         if dispatcher is None or SUBPROTOCOL not in scope.get("subprotocols", ()):
             await send({"type": "websocket.close", "code": 1008})  # before accept: the handshake gets 403
             return
-        connection = WebSocketConnection(send)
-        channel = Channel(connection, dispatcher, self.gateway.sessions, ctx["server_id"])
+        peer = WebSocketConnection(send)
+        connection = Connection(peer, self.engine, dispatcher, ctx["server_id"])
         try:
-            channel.open_session()
-        except SessionLimitReached:
+            connection.open()
+        except Refused:
             await send({"type": "websocket.close", "code": TRY_AGAIN_LATER})
             return
         await send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
-        self.channels.add(channel)
+        self.connections.add(connection)
         try:
-            while connection.open:
+            while peer.open:
                 message = await receive()
                 if message["type"] == "websocket.disconnect":
                     break
                 if message.get("text") is None:
-                    await connection._close(UNSUPPORTED_DATA, "binary frames are not accepted: send JSON-RPC as text")
+                    await peer._close(UNSUPPORTED_DATA, "binary frames are not accepted: send JSON-RPC as text")
                     break
-                await channel.receive(message["text"])
+                await connection.receive(message["text"])
         finally:
-            connection.open = False
-            self.channels.discard(channel)
-            channel.disconnected()
+            peer.open = False
+            self.connections.discard(connection)
+            connection.disconnected()

@@ -12,24 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from typing import Any
+
 import orjson
 
 
-def sse_event(event_id: str | None, data: bytes) -> bytes:
-    # orjson output never contains a newline, so one `data:` line holds the message.
-    head = b"" if event_id is None else b"id: " + event_id.encode() + b"\n"
-    return head + b"event: message\ndata: " + data + b"\n\n"
-
-
-def sse_priming(event_id: str) -> bytes:
-    return b"id: " + event_id.encode() + b"\ndata: \n\n"
-
-
-def sse_retry(retry_ms: int) -> bytes:
-    return b"retry: " + str(retry_ms).encode() + b"\n\n"
-
-
-SSE_KEEPALIVE = b": keepalive\n\n"
 # Events a connected but slow client may fall behind by before it is cut off (with `retry`);
 # bounds the memory one stalled reader can pin.
 LIVE_BACKLOG = 10_000
@@ -37,7 +24,8 @@ LIVE_BACKLOG = 10_000
 
 def parse_event_id(value: str) -> tuple[str, int] | None:
     stream_id, sep, seq = value.rpartition("_")
-    if not sep or not stream_id or not seq.isdigit() or len(seq) > 18:
+    # isascii: str.isdigit() also accepts digits int() refuses (superscripts such as "\xb2").
+    if not sep or not stream_id or not seq.isascii() or not seq.isdigit() or len(seq) > 18:
         return None
     return stream_id, int(seq)
 
@@ -75,7 +63,7 @@ class EventStream:
     def last_seq(self) -> int:
         return self._next_seq - 1
 
-    def publish(self, message: dict | bytes) -> int | None:
+    def publish(self, message: dict[str, Any] | bytes) -> int | None:
         if self.done:
             return None  # the stream was closed under its producer (session ended): nobody to deliver to
         data = message if isinstance(message, bytes) else orjson.dumps(message)

@@ -1,23 +1,26 @@
-"""The streams a session owns in Streamable HTTP: its GET stream and the SSE responses
-to its POSTs, kept for resumption until they finish and their events expire."""
+"""The streams a session owns: its GET stream and the SSE responses to its POSTs in
+Streamable HTTP (kept for resumption until they finish and their events expire), or
+the one stream of a legacy HTTP+SSE connection. Delivery of what the server sends on
+its own initiative goes to the session stream (`GET_STREAM_ID`)."""
 from __future__ import annotations
 
 import itertools
 import time
 from typing import Any
 
-from .event_stream import EventStream
+from .events import EventStream
 
 GET_STREAM_ID = "0"
+# Finished streams kept per session for resumption, beyond which the oldest are dropped.
+MAX_STREAMS = 64
 
 
 class SessionStreams:
-    """Implements `server.sessions.Attachment` for one session."""
+    """Implements `state.session.Attachment` for one session."""
 
-    def __init__(self, max_events: int, ttl_s: float, max_streams: int = 64) -> None:
+    def __init__(self, max_events: int, ttl_s: float) -> None:
         self.max_events = max_events
         self.ttl_s = ttl_s
-        self.max_streams = max_streams
         self.streams: dict[str, EventStream] = {}
         self._ids = itertools.count(1)
         self.closed = False
@@ -42,7 +45,7 @@ class SessionStreams:
             del self.streams[sid]
         # Too many retained: drop the oldest finished ones (ids grow, dicts keep insertion order).
         finished = [sid for sid, s in self.streams.items() if s.done and s.listener is None]
-        for sid in finished[: max(0, len(self.streams) - self.max_streams)]:
+        for sid in finished[: max(0, len(self.streams) - MAX_STREAMS)]:
             del self.streams[sid]
 
     # -- Attachment --------------------------------------------------------

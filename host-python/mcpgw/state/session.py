@@ -1,28 +1,24 @@
-"""MCP sessions (sessionful revisions up to 2025-11-25), in memory.
+"""One MCP session (sessionful revisions up to 2025-11-25) as this process holds it.
 
 A session owns what must end with it: its running requests (tasks), the
 requests it sent the client and awaits answers to, and whatever the transport
-attached (its streams). Closing a session, by DELETE, idle expiry or shutdown,
-ends all three.
+attached (its streams). Closing a session, by DELETE, idle expiry, the client
+going away or shutdown, ends all three. A session belongs to the transport
+and endpoint that created it.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from .context import DEFAULT_LOG_LEVEL
-from .jsonrpc import JsonRpcError
+from ..server.context import DEFAULT_LOG_LEVEL
+from ..server.jsonrpc import JsonRpcError
 
 log = logging.getLogger("mcpgw.sessions")
-
-
-class SessionLimitReached(Exception):
-    pass
 
 
 class NoClientChannel(Exception):
@@ -50,12 +46,14 @@ def request_key(id_: Any) -> tuple[type, Any]:
 class Session:
     id: str
     revision: str
+    transport: str  # the transport that created it ("streamable-http", "sse", "websocket", "stdio")
     client_info: dict[str, Any] = field(default_factory=dict)
     client_capabilities: dict[str, Any] = field(default_factory=dict)
     server: str | None = None  # the virtual server it belongs to; None: the gateway's own /mcp
     log_level: str = DEFAULT_LOG_LEVEL
     log_level_set: bool = False  # the client chose the level (logging/setLevel)
-    initialized: bool = False
+    ready: bool = False  # initialize answered: requests other than ping may run
+    initialized: bool = False  # the client sent notifications/initialized
     closed: bool = False
     last_active: float = field(default_factory=time.monotonic)
     tasks: dict[tuple[type, Any], asyncio.Task] = field(default_factory=dict)
@@ -156,71 +154,3 @@ class Session:
                 future.set_exception(NoClientChannel(f"session {reason}"))
         if self.attachment is not None:
             self.attachment.close(reason)
-
-
-class SessionStore:
-    def __init__(self, max_sessions: int = 10_000, idle_timeout_s: float = 1800.0) -> None:
-        self._sessions: dict[str, Session] = {}
-        self.max_sessions = max_sessions
-        self.idle_timeout_s = idle_timeout_s
-
-    def create(self, revision: str, client_info: Any = None, capabilities: Any = None,
-               server: str | None = None) -> Session:
-        if len(self._sessions) >= self.max_sessions:
-            self.expire_idle()  # idle ones make room before anyone is refused
-            if len(self._sessions) >= self.max_sessions:
-                raise SessionLimitReached(f"{self.max_sessions} sessions are live")
-        # token_urlsafe: 256 random bits as visible ASCII, as the spec asks of session ids.
-        session = Session(secrets.token_urlsafe(32), revision, server=server)
-        session.identify(revision, client_info, capabilities)
-        self._sessions[session.id] = session
-        return session
-
-    def get(self, session_id: str) -> Session | None:
-        return self._sessions.get(session_id)
-
-    def delete(self, session_id: str, reason: str = "terminated") -> bool:
-        session = self._sessions.pop(session_id, None)
-        if session is None:
-            return False
-        session.close(reason)
-        return True
-
-    def expire_idle(self, now: float | None = None) -> int:
-        now = time.monotonic() if now is None else now
-        stale = [s.id for s in self._sessions.values()
-                 if now - s.last_active >= self.idle_timeout_s and not s.busy()]
-        for sid in stale:
-            self.delete(sid, "expired")
-        if stale:
-            log.info("expired %d idle session(s)", len(stale))
-        return len(stale)
-
-    async def expire_forever(self) -> None:
-        interval = min(max(self.idle_timeout_s / 4, 0.05), 30.0)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.expire_idle()
-            except Exception:  # a bug here must not stop expiry for good
-                log.exception("session expiry failed")
-
-    async def broadcast(self, method: str, params: dict[str, Any] | None = None,
-                        servers: Any = None) -> int:
-        """Notify every session, or those of the given servers (None stands for /mcp)."""
-        sent = 0
-        for session in list(self._sessions.values()):
-            if servers is None or session.server in servers:
-                sent += await session.notify(method, params)
-        return sent
-
-    def close_all(self, reason: str) -> None:
-        for sid in list(self._sessions):
-            self.delete(sid, reason)
-
-    def __len__(self) -> int:
-        return len(self._sessions)
-
-    def __iter__(self):
-        return iter(list(self._sessions.values()))
-

@@ -1,0 +1,240 @@
+"""The session engine: MCP semantics for every transport, in one place.
+
+Transports only frame. Each hands the engine what a client sent, already split
+into JSON-RPC messages, and says how an answer reaches the client:
+
+    engine.open_session(transport, server_id, dispatcher, initialize=None) -> Session
+    engine.initialize(session, message, dispatcher) -> response     (in order, message transports)
+    engine.notify(session, message, dispatcher)                       (initialized, cancelled, others)
+    engine.resolve(session, message)                                  (the client's answer to our request)
+    engine.submit(message, session, revision, dispatcher, emit, reply)
+    engine.find(session_id, transport, server_id) -> Session | None
+    await engine.shutdown(grace_s)                                    (every transport's requests)
+
+`emit` carries what a running request sends before its result (progress, logs,
+server-to-client requests) on that request's own stream; `reply` receives the
+request's response exactly once (None: cancelled by the client, which gets no
+answer, as the spec says) and may return an awaitable that writes it. Which
+stream, which status code, JSON or SSE: that is the transport's business.
+
+Sessions live behind `state.registry.SessionRegistry`; the engine holds only the
+running requests of this process.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Awaitable, Callable
+
+from ..protocol import LATEST_SESSIONFUL, SESSIONFUL_REVISIONS
+from ..state.registry import SessionLimitReached, SessionRegistry, expire_forever
+from ..state.session import Session
+from . import jsonrpc
+from .context import LOG_LEVELS, CallContext, Emit
+from .dispatcher import Dispatcher
+from .stateless import LOG_LEVEL_KEY, envelope
+
+log = logging.getLogger("mcpgw.engine")
+
+SHUTDOWN = "shutdown"  # the cancellation reason of requests the shutdown drain ends
+SHUTDOWN_MESSAGE = "Server shutting down"
+# After the grace period, how long cancelled requests get to write their error answers.
+ANSWER_AFTER_CANCEL_S = 5.0
+
+Response = dict[str, Any]
+Reply = Callable[[Response | None], Awaitable[Any] | None]
+
+
+class Refused(Exception):
+    """The engine will not take a new session now (HTTP answers these with 503 and Retry-After)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def negotiate(requested: Any) -> str:
+    """The spec's rule: the client's version if we speak it, else our latest."""
+    return requested if requested in SESSIONFUL_REVISIONS else LATEST_SESSIONFUL
+
+
+def _params(message: dict[str, Any]) -> dict[str, Any]:
+    params = message.get("params")
+    return params if isinstance(params, dict) else {}
+
+
+class SessionEngine:
+    def __init__(self, sessions: SessionRegistry, idle_timeout_s: float) -> None:
+        self.sessions = sessions
+        self.idle_timeout_s = idle_timeout_s
+        self.requests: set[asyncio.Task[Response | None]] = set()  # running, every session and transport
+        self._writes: set[asyncio.Future[Any]] = set()  # answers being written by a transport
+        self.draining = False
+        self._expiry: asyncio.Task[None] | None = None
+
+    def live(self) -> dict[str, int]:
+        return {"sessions": len(self.sessions), "requests": len(self.requests)}
+
+    # -- lifecycle -----------------------------------------------------------
+    def start(self) -> None:
+        if self._expiry is None:
+            self._expiry = asyncio.ensure_future(expire_forever(self.sessions, self.idle_timeout_s))
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Refuse new work; running requests, whatever their transport, get `grace_s` to finish,
+        then are answered with -32603 "Server shutting down"; then every session ends (its
+        streams close with `retry`, its connections close)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if self.draining:
+            return
+        self.draining = True
+        if self.requests:
+            await asyncio.wait(set(self.requests), timeout=grace_s)
+        for task in list(self.requests):
+            task.cancel(SHUTDOWN)
+        deadline = time.monotonic() + ANSWER_AFTER_CANCEL_S
+        while (pending := self.requests | self._writes) and time.monotonic() < deadline:
+            await asyncio.wait(pending, timeout=deadline - time.monotonic())
+        self.sessions.close_all(SHUTDOWN)
+
+    async def flush(self) -> None:
+        """Until the answers being written now are written (bounded)."""
+        if self._writes:
+            await asyncio.wait(set(self._writes), timeout=ANSWER_AFTER_CANCEL_S)
+
+    # -- sessions ------------------------------------------------------------
+    def open_session(self, transport: str, server_id: str | None, dispatcher: Dispatcher,
+                     initialize: dict[str, Any] | None = None) -> Session:
+        """A new session of `transport` on endpoint `server_id`. With the `initialize` request it
+        is initialized at once (Streamable HTTP); without, it waits for one (message transports,
+        which name the session before the client speaks). Refused when draining, when the
+        endpoint is unavailable, or at the session cap."""
+        if self.draining:
+            raise Refused(SHUTDOWN_MESSAGE)
+        if initialize is not None:
+            reason = dispatcher.unavailable()
+            if reason is not None:
+                raise Refused(reason)
+        params = _params(initialize) if initialize is not None else {}
+        try:
+            session = self.sessions.create(negotiate(params.get("protocolVersion")), transport, server_id,
+                                           params.get("clientInfo"), params.get("capabilities"))
+        except SessionLimitReached:
+            raise Refused("Too many live sessions; try again later") from None
+        session.ready = initialize is not None
+        return session
+
+    def find(self, session_id: str, transport: str, server_id: str | None) -> Session | None:
+        """The live session with this id, if it belongs to this transport and endpoint."""
+        session = self.sessions.get(session_id)
+        if session is None or session.transport != transport or session.server != server_id:
+            return None
+        session.touch()
+        return session
+
+    def end(self, session: Session, reason: str) -> None:
+        self.sessions.delete(session.id, reason)
+
+    def initialize(self, session: Session, message: dict[str, Any], dispatcher: Dispatcher) -> Response:
+        """The answer to `initialize` on a session opened without one."""
+        id_ = message["id"]
+        if session.ready:
+            return jsonrpc.error_response(id_, jsonrpc.INVALID_REQUEST,
+                                          "Invalid Request: the session is already initialized")
+        reason = dispatcher.unavailable()
+        if reason is not None:
+            return jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, reason)
+        params = _params(message)
+        session.identify(negotiate(params.get("protocolVersion")), params.get("clientInfo"),
+                         params.get("capabilities"))
+        session.ready = True
+        return jsonrpc.result_response(id_, dispatcher.initialize_result(session.revision))
+
+    # -- messages ------------------------------------------------------------
+    def notify(self, session: Session | None, message: dict[str, Any], dispatcher: Dispatcher) -> None:
+        if session is None:
+            return  # stateless: nothing to mark or cancel
+        method = message["method"]
+        params = _params(message)
+        if method == "notifications/initialized":
+            session.initialized = True
+        elif method == "notifications/cancelled":
+            request_id = params.get("requestId")
+            if jsonrpc.valid_id(request_id):
+                session.cancel(request_id)
+            else:
+                log.debug("notifications/cancelled without a valid requestId ignored")
+        else:
+            dispatcher.notified(method, params, session)
+
+    def resolve(self, session: Session | None, message: dict[str, Any]) -> None:
+        if session is not None:
+            session.resolve(message)
+
+    def submit(self, message: dict[str, Any], session: Session | None, revision: str, dispatcher: Dispatcher,
+               emit: Emit, reply: Reply) -> asyncio.Task[Response | None] | None:
+        """Answer one request (never `initialize` of a session-opening POST: see open_session).
+        Returns the running request, or None when it was answered at once."""
+        id_ = message["id"]
+        refusal: str | None = None
+        if session is not None:
+            if not session.ready:
+                if message["method"] == "ping":  # the one request allowed before initialize
+                    self._reply(reply, jsonrpc.result_response(id_, {}))
+                    return None
+                refusal = "Invalid Request: send initialize first"
+            elif message["method"] == "initialize":
+                refusal = "Invalid Request: the session is already initialized"
+            elif session.running(id_):
+                refusal = f"Invalid Request: request id {id_!r} is already in use"
+        if refusal is not None:
+            self._reply(reply, jsonrpc.error_response(id_, jsonrpc.INVALID_REQUEST, refusal))
+            return None
+        if self.draining:
+            self._reply(reply, jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, SHUTDOWN_MESSAGE))
+            return None
+        task = asyncio.ensure_future(self._answer(message, revision, session, dispatcher, emit))
+        self.requests.add(task)
+        if session is not None:
+            session.track(id_, task)
+
+        def finished(done: asyncio.Task[Response | None]) -> None:
+            self.requests.discard(done)
+            # A task cancelled before its first step never ran its own handler: answer for it here.
+            self._reply(reply, self._cancelled_answer(id_, "") if done.cancelled() else done.result())
+
+        task.add_done_callback(finished)
+        return task
+
+    def _reply(self, reply: Reply, response: Response | None) -> None:
+        pending = reply(response)
+        if pending is not None:
+            write = asyncio.ensure_future(pending)
+            self._writes.add(write)
+            write.add_done_callback(self._writes.discard)
+
+    def _cancelled_answer(self, id_: Any, reason: str) -> Response | None:
+        if reason == SHUTDOWN or self.draining:
+            return jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, SHUTDOWN_MESSAGE)
+        return None  # cancelled by the client or with its session: no response (the spec's rule)
+
+    async def _answer(self, message: dict[str, Any], revision: str, session: Session | None,
+                      dispatcher: Dispatcher, emit: Emit) -> Response | None:
+        id_ = message["id"]
+        try:
+            meta = envelope(message.get("params"))
+            if session is not None:
+                log_level: str | None = session.log_level
+            else:  # 2026-07-28: logs only when this request asks for them
+                requested = meta.get(LOG_LEVEL_KEY)
+                log_level = requested if isinstance(requested, str) and requested in LOG_LEVELS else None
+            ctx = CallContext(id_, revision, emit, meta.get("progressToken"), log_level)
+            return await dispatcher.handle(message, ctx, session)
+        except asyncio.CancelledError as exc:
+            return self._cancelled_answer(id_, exc.args[0] if exc.args else "")
+        except Exception:
+            log.exception("request %r (%s) failed", id_, message.get("method"))
+            return jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, "Internal error")

@@ -1,0 +1,113 @@
+"""Where sessions live: the `SessionRegistry` interface and its in-memory implementation.
+
+The session engine (server/engine.py) reaches sessions only through this
+interface, so another implementation (shared state across processes) plugs in
+here without touching the engine or any transport.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from typing import Any, Collection, Protocol
+
+from .session import Session
+
+log = logging.getLogger("mcpgw.sessions")
+
+
+class SessionLimitReached(Exception):
+    pass
+
+
+class SessionRegistry(Protocol):
+    """Live sessions by id."""
+
+    def create(self, revision: str, transport: str, server: str | None,
+               client_info: Any = None, capabilities: Any = None) -> Session:
+        """A new session with a fresh random id; SessionLimitReached past the cap."""
+        ...
+
+    def get(self, session_id: str) -> Session | None: ...
+
+    def delete(self, session_id: str, reason: str = "terminated") -> bool:
+        """End the session (its requests, its outgoing requests, its streams); False if unknown."""
+        ...
+
+    def expire_idle(self, now: float | None = None) -> int: ...
+
+    async def broadcast(self, method: str, params: dict[str, Any] | None = None,
+                        servers: Collection[str | None] | None = None) -> int: ...
+
+    def close_all(self, reason: str) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+class MemorySessions:
+    """Sessions in this process's memory: the embedded default."""
+
+    def __init__(self, max_sessions: int, idle_timeout_s: float) -> None:
+        self._sessions: dict[str, Session] = {}
+        self.max_sessions = max_sessions
+        self.idle_timeout_s = idle_timeout_s
+
+    def create(self, revision: str, transport: str, server: str | None,
+               client_info: Any = None, capabilities: Any = None) -> Session:
+        if len(self._sessions) >= self.max_sessions:
+            self.expire_idle()  # idle ones make room before anyone is refused
+            if len(self._sessions) >= self.max_sessions:
+                raise SessionLimitReached(f"{self.max_sessions} sessions are live")
+        # token_urlsafe: 256 random bits as visible ASCII, as the spec asks of session ids.
+        session = Session(secrets.token_urlsafe(32), revision, transport, server=server)
+        session.identify(revision, client_info, capabilities)
+        self._sessions[session.id] = session
+        return session
+
+    def get(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+    def delete(self, session_id: str, reason: str = "terminated") -> bool:
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return False
+        session.close(reason)
+        return True
+
+    def expire_idle(self, now: float | None = None) -> int:
+        now = time.monotonic() if now is None else now
+        stale = [s.id for s in self._sessions.values()
+                 if now - s.last_active >= self.idle_timeout_s and not s.busy()]
+        for sid in stale:
+            self.delete(sid, "expired")
+        if stale:
+            log.info("expired %d idle session(s)", len(stale))
+        return len(stale)
+
+    async def broadcast(self, method: str, params: dict[str, Any] | None = None,
+                        servers: Collection[str | None] | None = None) -> int:
+        """Notify every session, or those of the given servers (None stands for /mcp)."""
+        sent = 0
+        for session in list(self._sessions.values()):
+            if servers is None or session.server in servers:
+                sent += await session.notify(method, params)
+        return sent
+
+    def close_all(self, reason: str) -> None:
+        for sid in list(self._sessions):
+            self.delete(sid, reason)
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+async def expire_forever(registry: SessionRegistry, idle_timeout_s: float) -> None:
+    """Run idle expiry every quarter of the idle timeout (bounded to 50 ms .. 30 s)."""
+    interval = min(max(idle_timeout_s / 4, 0.05), 30.0)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            registry.expire_idle()
+        except Exception:  # a bug here must not stop expiry for good
+            log.exception("session expiry failed")
