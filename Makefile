@@ -40,7 +40,7 @@ $(BUILD)/rust-target.stamp:
 $(BUILD)/venv.stamp: host-python/pyproject.toml
 	@mkdir -p $(BUILD)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e 'host-python[test]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e 'host-python[test,lint]'
 	@touch $@
 
 setup: $(BUILD)/rust-target.stamp $(BUILD)/venv.stamp
@@ -96,6 +96,14 @@ test-rust: build
 # them and keeps its own stamp, so a second run does nothing.
 conformance-suite:
 	@bash tests/e2e/conformance/install.sh >/dev/null
+
+# ruff (lint, then format --check) on every Python file in the repository and mypy --strict on
+# the mcpgw package; the configuration is in host-python/pyproject.toml.
+.PHONY: lint-python
+lint-python: $(BUILD)/venv.stamp
+	cd host-python && ../$(VENV)/bin/ruff check . ../bench ../tests/load ../tests/e2e ../guest/fuzz
+	cd host-python && ../$(VENV)/bin/ruff format --check . ../bench ../tests/load ../tests/e2e ../guest/fuzz
+	cd host-python && ../$(VENV)/bin/mypy
 
 test-python: build variants $(BUILD)/chromium.stamp conformance-suite
 	cd host-python && MCPGW_TEST_VARIANTS=$(abspath $(VARIANTS_DIR)) ../$(PY) -m pytest -q
