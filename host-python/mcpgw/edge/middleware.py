@@ -3,7 +3,8 @@
 - CORS preflights on MCP paths are answered here from the edge's response;
   the application is never called.
 - Everything else gets the normalized context at `scope["mcpgw.edge"]` (in a
-  copy of the scope), the canonical path in `scope["path"]` for known routes
+  copy of the scope; read-only, as every outcome the cache hands out, since
+  a cached one is shared), the canonical path in `scope["path"]` for known routes
   (so routing sees `/mcp` for `//mcp/`), and the context's CORS headers added
   to the response start.
 - Origin and Host verdicts are enforced here for every route, because they
@@ -13,7 +14,7 @@
   it: the HTTP parser (httptools) sets no limit of its own, and every byte
   of head costs edge work.
 - Outcomes are cached per backend (`outcome_cache.py`): a repeated head
-  does not cross the boundary again.
+  does not cross the boundary again (`cache.crossings` counts those that do).
 """
 from __future__ import annotations
 
