@@ -69,12 +69,15 @@ def collect(calls: int = 5000, rounds: int = 6) -> list[dict]:
     print(f"{'head':28} {'backend':8} {'p50 us':>8} {'p99 us':>8}")
     for label, head in HEADS.items():
         samples: dict[str, list[int]] = {name: [] for name in backends}
+        crossed = backends["wasm"].backend.crossings
         for name, edge in backends.items():
             measure(edge.evaluate_raw, head, 500)  # warm-up
         for r in range(rounds):
             order = list(backends) if r % 2 == 0 else list(reversed(backends))
             for name in order:
                 samples[name].extend(measure(backends[name].evaluate_raw, head, calls))
+        # The uncached figures are crossings: every wasm call entered the component.
+        assert backends["wasm"].backend.crossings - crossed == 500 + rounds * calls
         cached = {}
         for name, edge in backends.items():
             cache = OutcomeCache()
@@ -85,6 +88,7 @@ def collect(calls: int = 5000, rounds: int = 6) -> list[dict]:
 
             hit(*head)  # the miss that fills the entry
             cached[name] = measure(hit, head, calls)
+            assert cache.crossings == 1 and cache.hits == calls  # the cached figures are hits only
         for name in backends:
             row = {"head": label, "backend": name, "p50_us": pct(samples[name], 0.50), "p99_us": pct(samples[name], 0.99),
                    "cached_p50_us": pct(cached[name], 0.50)}

@@ -164,8 +164,17 @@ def _cli(gw: Gateway, *args: str) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=120)
 
 
+def _edge_health(gw: Gateway) -> dict:
+    return httpx.get(gw.url + "/health").json()["edge"]
+
+
 def test_swaps_under_concurrent_load_fail_no_request(component_path, v2_component_path):
-    gw = Gateway({"MCPGW_EDGE": "wasm", "MCPGW_ADMIN_TOKEN": TOKEN, "MCPGW_EDGE_TAG_RESPONSES": "true"}).wait_ready()
+    # The outcome cache is off: every request crosses into whichever version is active, instead
+    # of the first one per distinct head (the load repeats one head), so the swaps happen under
+    # component calls, which the crossing count below proves.
+    gw = Gateway({"MCPGW_EDGE": "wasm", "MCPGW_ADMIN_TOKEN": TOKEN, "MCPGW_EDGE_TAG_RESPONSES": "true",
+                  "MCPGW_EDGE_CACHE_ENTRIES": "0"}).wait_ready()
+    crossings_before = _edge_health(gw)["cache"]["crossings"]
     stop = threading.Event()
     results: list[tuple[int, str | None]] = []
     errors: list[BaseException] = []
@@ -204,8 +213,14 @@ def test_swaps_under_concurrent_load_fail_no_request(component_path, v2_componen
         stop.set()
         for t in threads:
             t.join()
+        cache = _edge_health(gw)["cache"]
         log = gw.log()
         gw.stop()
+    crossings = cache["crossings"] - crossings_before
+    assert cache["hits"] == 0 and crossings >= len(results), (crossings, len(results))
+    # Each crossing entered the component: the Python edge serves a wasm backend's request only
+    # after a failure, and every failure is logged.
+    assert "Python fallback" not in log and "cannot build a fresh instance" not in log
     assert not errors, errors[:3]
     assert results and all(code == 200 for code, _ in results), [r for r in results if r[0] != 200][:5]
     tags = {tag for _, tag in results}
@@ -213,7 +228,8 @@ def test_swaps_under_concurrent_load_fail_no_request(component_path, v2_componen
     v2 = "wasm/1.0.1-test/" + hashlib.sha256(v2_component_path.read_bytes()).hexdigest()[:12]
     assert tags == {v1, v2}, tags  # every response names exactly one version, and both served
     assert "Traceback" not in log
-    print(f"{len(results)} requests, 0 failed; swap via CLI p50 {1000 * sorted(latencies)[2]:.0f} ms")
+    print(f"{len(results)} requests, 0 failed, {crossings} crossings into the component; "
+          f"swap via CLI p50 {1000 * sorted(latencies)[2]:.0f} ms")
 
 
 def test_cli_reports_refusals_with_a_non_zero_exit(component_path, wrong_component_path):
@@ -235,7 +251,7 @@ def test_a_replaced_version_is_dropped_once_nothing_uses_it(component_path, v2_c
     registry = _registry(component_path)
     registry.activate(registry.verify_file(v2_component_path), "test")
     v2 = weakref.ref(registry.edge.backend)
-    registry.edge.evaluate(*HEAD)  # give it a live instance in this thread's pool
+    registry.edge.evaluate(*HEAD)  # its instance has served
     registry.rollback("test")
     gc.collect()
-    assert v2() is None, "the rolled-back version (and its instance pool) must not be kept alive"
+    assert v2() is None, "the rolled-back version (and its instance) must not be kept alive"

@@ -435,20 +435,21 @@ class WasmCore:
     def _instance(self) -> WasmInstance | None:
         """The instance, rebuilt after a failure; None while a failed rebuild
         is backing off (requests are then served by Python). Lock held."""
-        inst = self._inst
-        if inst is None:
-            if time.monotonic() < self._retry_at:
-                return None
-            try:
-                inst = self.component.instantiate()
-                inst.configure_encoded(self._config_json)
-            except Exception as exc:
-                self._retry_at = time.monotonic() + REBUILD_BACKOFF_S
-                self._count("rebuild-failed")
-                log.error("edge component %s: cannot build a fresh instance (%s); Python serves for %.0f s",
-                          self.component.version.get("component"), _cause_line(exc), REBUILD_BACKOFF_S)
-                return None
-            self._inst = inst
+        return self._inst or self._rebuild()
+
+    def _rebuild(self) -> WasmInstance | None:
+        if time.monotonic() < self._retry_at:
+            return None
+        try:
+            inst = self.component.instantiate()
+            inst.configure_encoded(self._config_json)
+        except Exception as exc:
+            self._retry_at = time.monotonic() + REBUILD_BACKOFF_S
+            self._count("rebuild-failed")
+            log.error("edge component %s: cannot build a fresh instance (%s); Python serves for %.0f s",
+                      self.component.version.get("component"), _cause_line(exc), REBUILD_BACKOFF_S)
+            return None
+        self._inst = inst
         return inst
 
     def evaluate(self, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
@@ -467,7 +468,7 @@ class WasmCore:
 
     def _evaluate(self, head: bytes, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
         with self._lock:
-            inst = self._instance()
+            inst = self._inst or self._rebuild()
             if inst is None:
                 return self._fallback.evaluate(method, path, query, headers)
             self.crossings += 1
