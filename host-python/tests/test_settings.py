@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from mcpgw.edge.contract import EdgeConfig
 from mcpgw.settings import Settings
 
 
@@ -83,3 +84,10 @@ def test_session_cap_answers_503():
         assert codes == [200, 200, 503]
     finally:
         gw.stop()
+
+
+def test_the_edge_config_defaults_are_the_gateway_defaults():
+    """EdgeConfig() (what tests, benchmarks and the self-test's base use) is what the gateway runs
+    with when nothing is set: one configuration, not two that can drift apart."""
+    assert Settings().edge_config() == EdgeConfig()
+    assert Settings.from_env({}).edge_config() == EdgeConfig()

@@ -5,14 +5,21 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from mcpgw.edge.contract import EdgeError, encode_head
+from mcpgw.edge.contract import EdgeConfig, EdgeError, encode_head
 from mcpgw.edge.python_core import PythonCore
 from mcpgw.edge.vectors import config_outcome, matches
 
-from conftest import CASES
+from conftest import CASES, VECTORS_DIR
 
 EVAL_CASES = [c for c in CASES if c.request is not None]
 CONFIG_CASES = [c for c in CASES if c.request is None]
+
+
+def test_the_vectors_base_config_is_the_default_edge_config():
+    """Vectors run under the gateway's defaults unless they say otherwise (tests/vectors is also
+    read by the Rust tests, so it cannot import the constants: this keeps the copy honest)."""
+    base = orjson.loads((VECTORS_DIR / "base-config.json").read_bytes())
+    assert EdgeConfig.from_mapping(base) == EdgeConfig()
 
 
 def test_there_are_enough_vectors():

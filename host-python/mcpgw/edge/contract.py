@@ -31,6 +31,7 @@ DEFAULT_ALLOWED_HEADERS = (
     "mcp-method",
     "mcp-name",
 )
+DEFAULT_MAX_AGE = 600  # seconds a browser may cache a preflight answer
 
 ErrorKind = Literal["not-configured", "invalid-config", "malformed-input"]
 Header = tuple[str, str]
@@ -50,13 +51,17 @@ class EdgeError(Exception):
 
 @dataclass(frozen=True)
 class EdgeConfig:
-    """The WIT `config` record. Field names are the encoded JSON keys."""
+    """The WIT `config` record. Field names are the encoded JSON keys.
+
+    The defaults are the gateway's: `Settings().edge_config()` with nothing
+    set is exactly `EdgeConfig()` (tests/test_settings.py fails when they
+    disagree), and the vectors' base-config.json is the same configuration."""
 
     allowed_origins: list[str] = field(default_factory=lambda: list(LOOPBACK_ORIGINS))
     allowed_hosts: list[str] = field(default_factory=lambda: list(LOOPBACK_HOSTS))
     allow_credentials: bool = False
     allowed_headers: list[str] = field(default_factory=lambda: list(DEFAULT_ALLOWED_HEADERS))
-    max_age: int = 600
+    max_age: int = DEFAULT_MAX_AGE
     supported_versions: list[str] = field(default_factory=lambda: list(SUPPORTED_VERSIONS))
     default_version: str = DEFAULT_VERSION
     path_prefix: str = ""
@@ -120,7 +125,10 @@ def encode_head(method: str, path: str, query: str, headers: Iterable[Header]) -
 
 
 class RequestContext(TypedDict):
-    """The `forward` payload attached to the ASGI scope as `scope["mcpgw.edge"]`."""
+    """The `forward` payload attached to the ASGI scope as `scope["mcpgw.edge"]`.
+
+    Read-only there (a `MappingProxyType`, `cors_headers` a tuple of pairs):
+    a cached context is shared by every request with the same head."""
 
     method: str
     path: str
