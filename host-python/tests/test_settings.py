@@ -87,7 +87,7 @@ def test_session_cap_answers_503():
 
 
 def test_the_edge_config_defaults_are_the_gateway_defaults():
-    """EdgeConfig() (what tests, benchmarks and the self-test's base use) is what the gateway runs
-    with when nothing is set: one configuration, not two that can drift apart."""
+    """EdgeConfig() (what tests and benchmarks use) is what the gateway runs with when nothing is
+    set: one configuration, not two that can drift apart."""
     assert Settings().edge_config() == EdgeConfig()
     assert Settings.from_env({}).edge_config() == EdgeConfig()

@@ -7,7 +7,7 @@ import threading
 
 import orjson
 import pytest
-from wasmtime import Engine, Store, WasmtimeError, wat2wasm
+from wasmtime import Store, WasmtimeError, wat2wasm
 from wasmtime.component import Component, Linker
 
 from mcpgw.edge.contract import EdgeConfig

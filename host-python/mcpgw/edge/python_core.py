@@ -12,9 +12,7 @@ from typing import Any, Iterable
 
 import orjson
 
-from .contract import CONTRACT_VERSION, EdgeConfig, EdgeError, Header, decode_head
-
-COMPONENT_VERSION = "1.0.0"  # the Python fallback's own implementation version
+from .contract import EdgeConfig, EdgeError, Header, decode_head
 
 _LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -409,10 +407,6 @@ class PythonCore:
 
     def __init__(self) -> None:
         self._cfg: _Compiled | None = None
-
-    @staticmethod
-    def version() -> dict[str, str]:
-        return {"component": COMPONENT_VERSION, "contract": CONTRACT_VERSION}
 
     def configure(self, cfg: EdgeConfig) -> None:
         self._cfg = _Compiled(cfg)  # raises before replacing: the old config stays

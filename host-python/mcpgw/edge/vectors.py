@@ -1,7 +1,7 @@
 """The edge vectors (tests/vectors/, shipped in the package): loading and checking.
 
-Used by the start-up self-test of `MCPGW_EDGE=auto|wasm`, by the Python tests
-for both backends, and later by hot-swap verification.
+Used by the start-up self-test of `MCPGW_EDGE=auto|wasm`, by hot-swap
+verification, and by the Python tests for both backends.
 """
 from __future__ import annotations
 

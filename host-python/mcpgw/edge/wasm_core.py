@@ -216,7 +216,6 @@ class WasmInstance:
                 raise ComponentLoadError("contract-mismatch", f"component lacks export {name!r}")
             funcs[name] = func
         self.store = store
-        self.instance = instance
         self.funcs = funcs
         if component.call_path != "fast":
             self.evaluate_encoded = self.evaluate_encoded_public  # type: ignore[method-assign]
@@ -417,7 +416,6 @@ class WasmCore:
         # Called with (self, kind) after each counted failure; the registry
         # uses it for automatic rollback.
         self.on_trap: Any = None
-        self.config = config
         self._config_json = config.to_json()
         self._fallback = PythonCore()
         self._fallback.configure(config)
