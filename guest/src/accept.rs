@@ -1,6 +1,6 @@
 //! Accept negotiation for JSON and SSE (contract section 6).
 
-use crate::text::{eq_lower_word, is_token, trim};
+use crate::text::{eq_lower_word, is_token, slice, trim};
 
 /// Splits on `delim` outside quoted strings. A quoted string runs from `"`
 /// to the next unescaped `"` (inside it `\` escapes the next character) or
@@ -25,6 +25,11 @@ impl<'s> Iterator for SplitOutsideQuotes<'s> {
     fn next(&mut self) -> Option<&'s str> {
         let s = self.rest?;
         let bytes = s.as_bytes();
+        // The delimiter at `i` (ASCII): the part before it, the rest after.
+        let mut cut = |i: usize| {
+            self.rest = Some(slice(s, i + 1..));
+            Some(slice(s, ..i))
+        };
         // Most values have no quotes: look for the delimiter or a quote
         // first, and run the quote-aware scan only from a quote on.
         let mut i = bytes
@@ -32,12 +37,10 @@ impl<'s> Iterator for SplitOutsideQuotes<'s> {
             .position(|&b| b == self.delim || b == b'"')
             .unwrap_or(bytes.len());
         if bytes.get(i) == Some(&self.delim) {
-            self.rest = s.get(i + 1..);
-            return s.get(..i);
+            return cut(i);
         }
         let mut quoted = false;
-        while i < bytes.len() {
-            let b = bytes[i];
+        while let Some(&b) = bytes.get(i) {
             if quoted {
                 if b == b'\\' {
                     i += 2;
@@ -49,8 +52,7 @@ impl<'s> Iterator for SplitOutsideQuotes<'s> {
             } else if b == b'"' {
                 quoted = true;
             } else if b == self.delim {
-                self.rest = s.get(i + 1..);
-                return s.get(..i);
+                return cut(i);
             }
             i += 1;
         }
@@ -129,8 +131,7 @@ impl Best {
 fn element(elem: &str) -> Option<(&str, &str, u16)> {
     let mut parts = split_outside_quotes(elem, b';');
     let range = trim(parts.next()?);
-    let slash = range.bytes().position(|b| b == b'/')?;
-    let (ty, sub) = (range.get(..slash)?, range.get(slash + 1..)?);
+    let (ty, sub) = range.split_once('/')?;
     if !is_token(ty) || !is_token(sub) {
         return None;
     }

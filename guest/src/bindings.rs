@@ -6,6 +6,7 @@ use alloc::borrow::Cow;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
+use crate::broken_invariant;
 use crate::config::{Config, ConfigInput, EdgeError};
 use crate::evaluate::{self as rules, ContentKind, Outcome, Presence, Verdict, VersionState};
 use crate::headers::Headers;
@@ -20,7 +21,8 @@ use exports::mcpgw::edge::transport as wit;
 
 /// The instance's configuration. A component instance is single-threaded
 /// and its exports never re-enter, so the lock is always free; `try_lock`
-/// keeps even an impossible contention from spinning.
+/// turns even an impossible contention into a trap instead of a spin (or
+/// a configure that is not kept, an evaluate that answers not-configured).
 static CONFIG: spin::Mutex<Option<Config>> = spin::Mutex::new(None);
 
 // memcmp, memcpy and friends come from wasi-libc, as in a std build: the
@@ -90,6 +92,7 @@ struct Component;
 fn inject_fault(path: &str) {
     match path.strip_prefix("/__mcpgw_fault/") {
         // A panic: the panic handler traps with `unreachable`.
+        #[expect(clippy::panic, reason = "the fault this test-only variant injects")]
         Some("panic") => panic!("injected fault"),
         // Runs until the host's fuel is exhausted.
         Some("loop") => loop {
@@ -117,19 +120,21 @@ fn to_wit_error(err: EdgeError) -> wit::EdgeError {
     }
 }
 
+fn lock_config() -> spin::MutexGuard<'static, Option<Config>> {
+    match CONFIG.try_lock() {
+        Some(slot) => slot,
+        None => broken_invariant("CONFIG locked: a re-entered or concurrent export"),
+    }
+}
+
 /// Replaces the configuration (only called with a valid one).
 fn store(cfg: Config) {
-    if let Some(mut slot) = CONFIG.try_lock() {
-        *slot = Some(cfg);
-    }
+    *lock_config() = Some(cfg);
 }
 
 /// Runs `f` with the configuration, or `None` before a successful configure.
 fn with_config<R>(f: impl FnOnce(Option<&Config>) -> R) -> R {
-    match CONFIG.try_lock() {
-        Some(slot) => f(slot.as_ref()),
-        None => f(None),
-    }
+    f(lock_config().as_ref())
 }
 
 fn headers_to_wit(list: rules::HeaderList<'_>) -> Vec<(String, String)> {

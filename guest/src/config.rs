@@ -5,7 +5,7 @@
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::text::{eq_lower, is_token, is_unreserved, is_visible_ascii, join, u32_text};
+use crate::text::{eq_lower, is_token, is_unreserved, is_visible_ascii, join, slice, u32_text};
 
 /// The errors of the contract's `edge-error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,12 +87,13 @@ fn invalid(message: &str) -> EdgeError {
 /// The host-port form of section 9 on an already lower-cased (or not: the
 /// structure does not depend on case) value: `(name, port digits or "")`.
 pub fn parse_host_port(s: &str) -> Option<(&str, &str)> {
+    // Cut before the `:` or after the `]`: next to an ASCII byte.
     let (name, rest) = if s.starts_with('[') {
         let end = s.find(']')? + 1;
-        (s.get(..end)?, s.get(end..)?)
+        (slice(s, ..end), slice(s, end..))
     } else {
         match s.find(':') {
-            Some(i) => (s.get(..i)?, s.get(i..)?),
+            Some(i) => (slice(s, ..i), slice(s, i..)),
             None => (s, ""),
         }
     };
@@ -117,21 +118,21 @@ fn origin_entry(lower: String) -> Option<OriginEntry> {
     if lower == "null" {
         return Some(OriginEntry::Exact(lower));
     }
-    // The scheme has no `:`, so it ends at the first one (a `str` pattern
-    // search would link the two-way searcher for this alone).
-    let colon = lower.find(':')?;
-    let scheme = lower.get(..colon)?;
-    let authority = lower.get(colon + 1..)?.strip_prefix("//")?;
+    // `base` is the entry without a trailing `:*`. The scheme has no `:`,
+    // so it ends at the first one (a `str` pattern search would link the
+    // two-way searcher for this alone).
+    let (base, any_port) = match lower.strip_suffix(":*") {
+        Some(base) => (base, true),
+        None => (lower.as_str(), false),
+    };
+    let (scheme, rest) = base.split_once(':')?;
+    let core = rest.strip_prefix("//")?;
     let mut scheme_bytes = scheme.bytes();
     if !scheme_bytes.next()?.is_ascii_alphabetic()
         || !scheme_bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
     {
         return None;
     }
-    let (core, any_port) = match authority.strip_suffix(":*") {
-        Some(core) => (core, true),
-        None => (authority, false),
-    };
     if core.is_empty()
         || !core
             .bytes()
@@ -140,8 +141,7 @@ fn origin_entry(lower: String) -> Option<OriginEntry> {
         return None;
     }
     Some(if any_port {
-        let base_len = lower.len() - 2;
-        OriginEntry::AnyPort(lower.get(..base_len)?.to_string())
+        OriginEntry::AnyPort(base.to_string())
     } else {
         OriginEntry::Exact(lower)
     })
@@ -266,14 +266,11 @@ impl Config {
             || self.origins.iter().any(|entry| match entry {
                 OriginEntry::Exact(e) => eq_lower(origin, e),
                 OriginEntry::AnyPort(base) => {
-                    let Some(head) = origin.get(..base.len()) else {
+                    let Some((head, rest)) = origin.split_at_checked(base.len()) else {
                         return false;
                     };
-                    if !eq_lower(head, base) {
-                        return false;
-                    }
-                    let rest = origin.get(base.len()..).unwrap_or_default();
-                    rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port)
+                    eq_lower(head, base)
+                        && (rest.is_empty() || rest.strip_prefix(':').is_some_and(is_port))
                 }
             })
     }
@@ -301,9 +298,12 @@ impl Config {
             .map(String::as_str)
     }
 
-    /// Index of the allowed header equal to the ASCII-lowercased `name`.
-    pub fn allowed_header(&self, name: &str) -> Option<usize> {
-        self.allowed_headers.iter().position(|h| eq_lower(name, h))
+    /// The (first) allowed header equal to the ASCII-lowercased `name`.
+    pub fn allowed_header(&self, name: &str) -> Option<&str> {
+        self.allowed_headers
+            .iter()
+            .find(|h| eq_lower(name, h))
+            .map(String::as_str)
     }
 }
 

@@ -12,9 +12,11 @@ use core::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use crate::broken_invariant;
 use crate::config::{Config, ConfigInput, EdgeError};
 use crate::evaluate::{evaluate, Context, HeaderList, Outcome, Preflight};
 use crate::headers::Headers;
+use crate::text::slice;
 
 // ------------------------------------------------------------- reading --
 
@@ -174,19 +176,19 @@ impl<'de> Visitor<'de> for Want {
                 known = false;
                 continue;
             };
-            let index = KEYS.iter().position(|k| *k == key);
-            match (index, index.and_then(|i| SHAPES.get(i))) {
-                (Some(i), Some(&shape)) => {
+            // The key's slot and shape, zipped by index in `KEYS`.
+            let member = (config.values.iter_mut().zip(KEYS).zip(SHAPES))
+                .enumerate()
+                .find(|(_, ((_, k), _))| *k == key);
+            match member {
+                Some((i, ((slot, _), shape))) => {
                     // A repeated key replaces the earlier value.
-                    let value = map.next_value_seed(shape)?;
-                    if let Some(slot) = config.values.get_mut(i) {
-                        *slot = Some(value);
-                    }
+                    *slot = Some(map.next_value_seed(shape)?);
                     if i == AGE {
                         config.age_key = Some(key);
                     }
                 }
-                _ => {
+                None => {
                     map.next_value::<IgnoredAny>()?;
                     known = false;
                 }
@@ -235,7 +237,7 @@ fn number_after<'t>(text: &'t str, key: &str) -> Option<&'t str> {
     let end = value
         .find(|c: char| !matches!(c, '-' | '+' | '.' | 'e' | 'E' | '0'..='9'))
         .unwrap_or(value.len());
-    value.get(..end)
+    Some(slice(value, ..end))
 }
 
 fn mistyped(key: &str) -> EdgeError {
@@ -395,11 +397,12 @@ impl<'t> Reader<'t> {
             return None;
         }
         let start = self.pos;
-        // The closing quote, an escape or a (forbidden) control character.
-        self.pos = start + escape_index(self.text.get(start..)?)?;
+        // The closing quote, an escape or a (forbidden) control character:
+        // an ASCII byte, so `pos` stays on char boundaries.
+        self.pos = start + escape_index(slice(self.text, start..))?;
         match self.peek()? {
             b'"' => {
-                let s = self.text.get(start..self.pos)?;
+                let s = slice(self.text, start..self.pos);
                 self.pos += 1;
                 Some(Cow::Borrowed(s))
             }
@@ -411,12 +414,12 @@ impl<'t> Reader<'t> {
     /// The rest of a string from its first escape on (`start`: its content).
     #[cold]
     fn escaped(&mut self, start: usize) -> Option<String> {
-        let mut out = String::from(self.text.get(start..self.pos)?);
+        let mut out = String::from(slice(self.text, start..self.pos));
         loop {
             let run = self.pos;
-            self.pos = run + escape_index(self.text.get(run..)?)?;
+            self.pos = run + escape_index(slice(self.text, run..))?;
             // Stopped at an ASCII byte: a char boundary.
-            out.push_str(self.text.get(run..self.pos)?);
+            out.push_str(slice(self.text, run..self.pos));
             match self.peek()? {
                 b'"' => {
                     self.pos += 1;
@@ -475,7 +478,11 @@ impl<'t> Reader<'t> {
         if !(0xDC00..=0xDFFF).contains(&low) {
             return None;
         }
-        char::from_u32(0x10000 + ((n - 0xD800) << 10) + (low - 0xDC00))
+        // 0x10000..=0x10FFFF: always a char.
+        match char::from_u32(0x10000 + ((n - 0xD800) << 10) + (low - 0xDC00)) {
+            Some(c) => Some(c),
+            None => broken_invariant("a surrogate pair outside U+10000..U+10FFFF"),
+        }
     }
 }
 
@@ -560,7 +567,9 @@ fn escape_index(s: &str) -> Option<usize> {
             Some(chunk) => *chunk,
             None => {
                 let mut word = [b'a'; 8]; // the tail, padded with a clean byte
-                word.get_mut(..rest.len())?.copy_from_slice(rest);
+                for (w, b) in word.iter_mut().zip(rest) {
+                    *w = *b;
+                }
                 word
             }
         };
@@ -575,14 +584,17 @@ fn escape_index(s: &str) -> Option<usize> {
 /// Appends `s` as a JSON string literal. Most values have nothing to
 /// escape: the runs between escapes are copied whole.
 fn push_str(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // A nibble's lower-case hex digit.
+    let hex = |n: u8| char::from(if n < 10 { b'0' + n } else { b'a' + (n - 10) });
     out.reserve(s.len() + 2);
     out.push('"');
     let mut rest = s;
     while let Some(i) = escape_index(rest) {
         // `i` is the index of an ASCII byte: a char boundary.
-        out.push_str(rest.get(..i).unwrap_or_default());
-        let b = rest.as_bytes().get(i).copied().unwrap_or_default();
+        let Some(&b) = rest.as_bytes().get(i) else {
+            broken_invariant("escape_index: an index past the end")
+        };
+        out.push_str(slice(rest, ..i));
         match b {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
@@ -591,11 +603,11 @@ fn push_str(out: &mut String, s: &str) {
             b'\t' => out.push_str("\\t"),
             _ => {
                 out.push_str("\\u00");
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 15)]));
+                out.push(hex(b >> 4));
+                out.push(hex(b & 15));
             }
         }
-        rest = rest.get(i + 1..).unwrap_or_default();
+        rest = slice(rest, i + 1..);
     }
     out.push_str(rest);
     out.push('"');
@@ -671,7 +683,7 @@ fn push_context(out: &mut String, ctx: &Context<'_>) {
 
 fn push_preflight(out: &mut String, p: &Preflight<'_>) {
     out.push_str("{\"preflight\":{\"status\":");
-    out.push_str(if p.status() == 204 { "204" } else { "403" });
+    out.push_str(p.status_text());
     out.push_str(",\"headers\":");
     push_headers(out, p.headers());
     out.push_str("}}");

@@ -6,6 +6,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::accept::accepts;
+use crate::broken_invariant;
 use crate::config::Config;
 use crate::headers::{Headers, Name};
 use crate::path::{route, PathInfo, Route};
@@ -80,7 +81,8 @@ impl Verdict {
 }
 
 /// A short list of response headers with static names, without a heap
-/// allocation (a response here never has more than six).
+/// allocation (a response here never has more than six: a seventh is a
+/// broken invariant, not a header left out).
 #[derive(Debug, Clone, Copy)]
 pub struct HeaderList<'s> {
     items: [(&'static str, &'s str); 6],
@@ -96,14 +98,18 @@ impl<'s> HeaderList<'s> {
     }
 
     fn push(&mut self, name: &'static str, value: &'s str) {
-        if let Some(slot) = self.items.get_mut(self.len) {
-            *slot = (name, value);
-            self.len += 1;
-        }
+        let Some(slot) = self.items.get_mut(self.len) else {
+            broken_invariant("HeaderList: more than six headers")
+        };
+        *slot = (name, value);
+        self.len += 1;
     }
 
     pub fn as_slice(&self) -> &[(&'static str, &'s str)] {
-        self.items.get(..self.len).unwrap_or_default()
+        match self.items.get(..self.len) {
+            Some(items) => items,
+            None => broken_invariant("HeaderList: len past its items"),
+        }
     }
 }
 
@@ -162,10 +168,11 @@ impl Context<'_> {
             Cors::None => {}
             Cors::Vary => list.push("vary", "Origin"),
             Cors::Allow { credentials } => {
-                list.push(
-                    "access-control-allow-origin",
-                    self.origin.as_deref().unwrap_or_default(),
-                );
+                // `evaluate` allows only a present origin.
+                let Some(origin) = self.origin.as_deref() else {
+                    broken_invariant("cors: an allowed origin that is absent")
+                };
+                list.push("access-control-allow-origin", origin);
                 list.push("access-control-expose-headers", EXPOSE_HEADERS);
                 if credentials {
                     list.push("access-control-allow-credentials", "true");
@@ -196,6 +203,14 @@ impl Preflight<'_> {
         match self {
             Preflight::Denied => 403,
             Preflight::Allowed { .. } => 204,
+        }
+    }
+
+    /// `status` as decimal text.
+    pub fn status_text(&self) -> &'static str {
+        match self {
+            Preflight::Denied => "403",
+            Preflight::Allowed { .. } => "204",
         }
     }
 
@@ -236,23 +251,25 @@ pub fn normalize_method(method: &str) -> &str {
         .unwrap_or(method)
 }
 
-/// Section 12, once the request is known to be a preflight.
+/// Section 12, once the request is known to be a preflight (`method`: its
+/// `access-control-request-method`).
 fn preflight<'a>(
     cfg: &'a Config,
     origin: Cow<'a, str>,
     allowed: bool,
+    method: &str,
     headers: &Headers<'a>,
 ) -> Preflight<'a> {
     if !allowed {
         return Preflight::Denied;
     }
-    let method = headers.get(Name::RequestMethod).unwrap_or_default();
     if !matches!(method, "GET" | "POST" | "DELETE" | "OPTIONS") {
         return Preflight::Denied;
     }
-    // Requested names as indices into allowed-headers: every name must be
+    // Requested names as entries of allowed-headers: every name must be
     // allowed, so the de-duplicated list is never longer than that list.
-    let mut requested: Vec<usize> = Vec::with_capacity(cfg.allowed_headers.len());
+    // An absent access-control-request-headers requests none.
+    let mut requested: Vec<&str> = Vec::with_capacity(cfg.allowed_headers.len());
     for name in headers
         .get(Name::RequestHeaders)
         .unwrap_or_default()
@@ -262,11 +279,11 @@ fn preflight<'a>(
         if name.is_empty() {
             continue;
         }
-        let Some(index) = cfg.allowed_header(name) else {
+        let Some(allowed) = cfg.allowed_header(name) else {
             return Preflight::Denied;
         };
-        if !requested.contains(&index) {
-            requested.push(index);
+        if !requested.contains(&allowed) {
+            requested.push(allowed);
         }
     }
     let allow_headers = if requested.is_empty() {
@@ -274,16 +291,11 @@ fn preflight<'a>(
     } else {
         // A subset of the full list, so never longer than its joined text.
         let mut joined = String::with_capacity(cfg.allowed_headers_joined.len());
-        for (i, index) in requested.into_iter().enumerate() {
+        for (i, name) in requested.into_iter().enumerate() {
             if i > 0 {
                 joined.push_str(", ");
             }
-            joined.push_str(
-                cfg.allowed_headers
-                    .get(index)
-                    .map(String::as_str)
-                    .unwrap_or_default(),
-            );
+            joined.push_str(name);
         }
         Cow::Owned(joined)
     };
@@ -313,10 +325,18 @@ pub fn evaluate<'a>(
         Some(_) => Verdict::Denied,
     };
 
-    if method == "OPTIONS" && on_mcp && headers.get(Name::RequestMethod).is_some() {
-        if let Some(origin) = origin {
-            let allowed = origin_state == Verdict::Allowed;
-            return Outcome::Preflight(preflight(cfg, origin, allowed, &headers));
+    if method == "OPTIONS" && on_mcp {
+        if let Some(request_method) = headers.get(Name::RequestMethod) {
+            if let Some(origin) = origin {
+                let allowed = origin_state == Verdict::Allowed;
+                return Outcome::Preflight(preflight(
+                    cfg,
+                    origin,
+                    allowed,
+                    request_method,
+                    &headers,
+                ));
+            }
         }
     }
 
@@ -347,7 +367,7 @@ pub fn evaluate<'a>(
     let content_type = match headers.get(Name::ContentType) {
         None => ContentKind::Absent,
         Some(v) => {
-            let essence = trim(v.split(';').next().unwrap_or_default());
+            let essence = trim(v.split_once(';').map_or(v, |(essence, _)| essence));
             if eq_lower_word(essence, "application/json") {
                 ContentKind::Json
             } else {

@@ -4,6 +4,7 @@
 use alloc::borrow::Cow;
 use alloc::string::String;
 
+use crate::broken_invariant;
 use crate::text::{eq_lower_word, trim};
 
 /// The headers the rules read, in slot order.
@@ -22,7 +23,8 @@ pub enum Name {
     RequestHeaders,
 }
 
-const SLOTS: usize = 11;
+/// One slot per `Name`: the last variant's index plus one.
+const SLOTS: usize = Name::RequestHeaders as usize + 1;
 
 /// Which slot a received header name feeds: its ASCII-lowercase must equal
 /// the slot's name. Dispatch on the length first: most headers a request
@@ -73,7 +75,7 @@ impl<'a> Headers<'a> {
             Cow::Borrowed(v) => Cow::Borrowed(trim(v)),
             Cow::Owned(v) => Cow::Owned(String::from(trim(&v))),
         };
-        let entry = &mut self.values[name as usize];
+        let entry = self.slot(name);
         match entry {
             None => *entry = Some(value),
             Some(joined) => {
@@ -85,12 +87,22 @@ impl<'a> Headers<'a> {
     }
 
     pub fn get(&self, name: Name) -> Option<&str> {
-        self.values[name as usize].as_deref()
+        match self.values.get(name as usize) {
+            Some(value) => value.as_deref(),
+            None => broken_invariant("headers: a Name past SLOTS"),
+        }
     }
 
     /// Moves a value out, for fields the context reports as they are.
     pub fn take(&mut self, name: Name) -> Option<Cow<'a, str>> {
-        self.values[name as usize].take()
+        self.slot(name).take()
+    }
+
+    fn slot(&mut self, name: Name) -> &mut Option<Cow<'a, str>> {
+        match self.values.get_mut(name as usize) {
+            Some(value) => value,
+            None => broken_invariant("headers: a Name past SLOTS"),
+        }
     }
 }
 

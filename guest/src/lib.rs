@@ -7,6 +7,24 @@
 //! for nothing the edge uses. Native builds (tests) keep std.
 
 #![cfg_attr(target_arch = "wasm32", no_std)]
+// No panicking shortcut in the shipped code: every index and slice is
+// checked, and a state the code rules out goes through `broken_invariant`
+// (a trap), never through an unwrap or a silent default. Unit tests may
+// use them.
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::indexing_slicing,
+        clippy::string_slice,
+        clippy::get_unwrap,
+        clippy::unwrap_in_result,
+    )
+)]
 
 extern crate alloc;
 
@@ -24,6 +42,22 @@ mod bindings;
 pub use config::{Config, ConfigInput, EdgeError};
 pub use evaluate::{evaluate, Context, Outcome, Preflight};
 pub use headers::Headers;
+
+/// A state the code rules out has happened: a bug here, never the fault of
+/// an input. In the component this traps, so the host discards the instance
+/// and serves the request from its fallback instead of acting on a wrong
+/// answer; natively (tests, fuzzing) it panics naming the invariant.
+#[cold]
+#[inline(never)]
+pub(crate) fn broken_invariant(what: &'static str) -> ! {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = what;
+        core::arch::wasm32::unreachable()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    unreachable!("broken invariant: {what}")
+}
 
 /// Version of this component build.
 #[cfg(not(feature = "version-bump"))]

@@ -4,7 +4,8 @@ use alloc::borrow::Cow;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::text::is_unreserved;
+use crate::broken_invariant;
+use crate::text::{is_unreserved, slice};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -41,7 +42,7 @@ pub struct PathInfo<'a> {
 impl PathInfo<'_> {
     pub fn server_id(&self) -> Option<&str> {
         let (start, end) = self.server_id?;
-        self.path.get(start..end)
+        Some(slice(&self.path, start..end))
     }
 }
 
@@ -80,8 +81,8 @@ fn decode_escapes(raw: &str) -> Cow<'_, str> {
     // Start of the text not yet copied to `out`.
     let mut copied = 0;
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'%' {
+    while let Some(&b) = bytes.get(i) {
+        if b != b'%' {
             i += 1;
             continue;
         }
@@ -96,7 +97,8 @@ fn decode_escapes(raw: &str) -> Cow<'_, str> {
         let unchanged = !is_unreserved(byte) && !h.is_ascii_lowercase() && !l.is_ascii_lowercase();
         if !unchanged {
             let s = out.get_or_insert_with(|| String::with_capacity(raw.len()));
-            s.push_str(raw.get(copied..i).unwrap_or_default());
+            // `copied` and `i` are at the end and start of escapes (ASCII).
+            s.push_str(slice(raw, copied..i));
             if is_unreserved(byte) {
                 s.push(byte as char);
             } else {
@@ -111,18 +113,17 @@ fn decode_escapes(raw: &str) -> Cow<'_, str> {
     match out {
         None => Cow::Borrowed(raw),
         Some(mut s) => {
-            s.push_str(raw.get(copied..).unwrap_or_default());
+            s.push_str(slice(raw, copied..));
             Cow::Owned(s)
         }
     }
 }
 
-/// True when no segment is empty, `.` or `..` (the path starts with `/`).
-fn is_canonical(path: &str) -> bool {
-    path == "/"
-        || path
-            .get(1..)
-            .unwrap_or_default()
+/// True when no segment is empty, `.` or `..` (`rest`: the path after its
+/// leading `/`).
+fn is_canonical(rest: &str) -> bool {
+    rest.is_empty()
+        || rest
             .split('/')
             .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
@@ -133,11 +134,15 @@ fn canonical(raw: &str) -> Cow<'_, str> {
         return Cow::Borrowed("/");
     }
     let decoded = decode_escapes(raw);
-    if is_canonical(&decoded) {
+    // Decoding keeps the leading `/` (only escapes change).
+    let Some(rest) = decoded.strip_prefix('/') else {
+        broken_invariant("canonical: a decoded path without its leading /")
+    };
+    if is_canonical(rest) {
         return decoded;
     }
     let mut segments: Vec<&str> = Vec::new();
-    for seg in decoded.get(1..).unwrap_or_default().split('/') {
+    for seg in rest.split('/') {
         match seg {
             "" | "." => {}
             ".." => {
@@ -174,9 +179,9 @@ impl<'p> Iterator for Segments<'p> {
             self.pos = self.path.len();
             return None;
         }
-        let len = rest.find('/').unwrap_or(rest.len());
-        self.pos = start + len;
-        Some((start, rest.get(..len)?))
+        let seg = rest.split_once('/').map_or(rest, |(seg, _)| seg);
+        self.pos = start + seg.len();
+        Some((start, seg))
     }
 }
 

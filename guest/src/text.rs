@@ -6,6 +6,19 @@
 //! position of an ASCII byte (always a char boundary).
 
 use alloc::string::String;
+use core::slice::SliceIndex;
+
+use crate::broken_invariant;
+
+/// `&s[range]` for a range whose ends the caller found next to ASCII bytes
+/// (or at the ends of `s`), so always char boundaries within `s`: anything
+/// else is a broken invariant, never an empty string in its place.
+pub fn slice<R: SliceIndex<str, Output = str>>(s: &str, range: R) -> &str {
+    match s.get(range) {
+        Some(part) => part,
+        None => broken_invariant("text::slice: a range off a char boundary or past the end"),
+    }
+}
 
 /// Trim: U+0020 and U+0009 from both ends, nothing else.
 pub fn trim(s: &str) -> &str {
@@ -17,7 +30,7 @@ pub fn trim(s: &str) -> &str {
         .iter()
         .rposition(|b| !blank(b))
         .map_or(start, |i| i + 1);
-    s.get(start..end).unwrap_or_default()
+    slice(s, start..end)
 }
 
 /// tchar: `!#$%&'*+-.^_`|~`, ASCII digits and letters.
@@ -43,6 +56,10 @@ pub const fn is_tchar(b: u8) -> bool {
 }
 
 /// `is_tchar` by byte value: one load per byte instead of a chain of tests.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "evaluated at compile time, where an out-of-bounds index is a build error"
+)]
 const TCHARS: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0;
@@ -55,7 +72,12 @@ const TCHARS: [bool; 256] = {
 
 /// A token: one or more tchars.
 pub fn is_token(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| TCHARS[usize::from(b)])
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "a u8 always indexes a [_; 256] (no bounds check is emitted)"
+    )]
+    let tchar = |b: u8| TCHARS[usize::from(b)];
+    !s.is_empty() && s.bytes().all(tchar)
 }
 
 /// Visible ASCII: U+0021..U+007E.
@@ -137,17 +159,18 @@ pub fn join<S: AsRef<str>>(items: &[S], sep: &str) -> String {
 
 /// Decimal text of a number without the `core::fmt` machinery.
 pub fn u32_text(mut n: u32) -> String {
+    // Ten places hold u32::MAX; filled from the right.
     let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+    let mut first = digits.len();
+    for (i, d) in digits.iter_mut().enumerate().rev() {
+        *d = b'0' + (n % 10) as u8;
         n /= 10;
+        first = i;
         if n == 0 {
             break;
         }
     }
-    digits[i..].iter().map(|&d| d as char).collect()
+    digits.iter().skip(first).map(|&d| char::from(d)).collect()
 }
 
 #[cfg(test)]
