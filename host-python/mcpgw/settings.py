@@ -3,13 +3,15 @@
 Every setting is declared once in `FIELDS` (name, env var, type, default, help);
 the CLI builds its flags from the same table, and the README documents it.
 """
+
 from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .edge.backend import MODES as EDGE_MODES
 from .edge.contract import (
@@ -80,7 +82,7 @@ class Settings:
                 raise ValueError(f"MCPGW_{f.name.upper()}: must not be negative")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
@@ -147,12 +149,21 @@ CHOICES = {
 HELP = {
     "host": "address to bind (loopback by default; a loopback bind also enables the DNS-rebinding Host check)",
     "port": "port to listen on",
-    "edge": "edge backend: auto (component if it loads and passes its self-test, else python with a warning), wasm (component or refuse to start), python",
+    "edge": (
+        "edge backend: auto (component if it loads and passes its self-test, else python with a warning), "
+        "wasm (component or refuse to start), python"
+    ),
     "edge_component": "path of the transport_core.wasm to load (default: the one shipped in the package)",
     "edge_fuel": "fuel (roughly wasm instructions) per edge call, plus 400 per byte of request head, before it traps",
     "edge_memory_mb": "memory limit per edge component instance, MiB",
-    "allowed_origins": "comma-separated allowed Origins: exact (https://app.example.com), port wildcard (http://localhost:*), null, or *",
-    "allowed_hosts": "comma-separated allowed Host names (name or name:port, * for any); default: loopback names on a loopback bind, else any",
+    "allowed_origins": (
+        "comma-separated allowed Origins: exact (https://app.example.com), port wildcard "
+        "(http://localhost:*), null, or *"
+    ),
+    "allowed_hosts": (
+        "comma-separated allowed Host names (name or name:port, * for any); default: loopback names on a "
+        "loopback bind, else any"
+    ),
     "allow_credentials": "send Access-Control-Allow-Credentials: true (refused together with origin *)",
     "cors_max_age": "Access-Control-Max-Age of preflight answers, seconds",
     "path_prefix": "prefix all routes live under, e.g. /gateway",
@@ -160,17 +171,28 @@ HELP = {
     "max_head_bytes": "largest request head (path, query, header names and values) accepted (431 beyond)",
     "max_sessions": "most live sessions; initialize gets 503 beyond",
     "log_level": "log level: debug, info, warning, error, critical",
-    "edge_allowed_sha256": "comma-separated sha256 hex digests; when set, only these components load (at start-up and on swap)",
-    "edge_rollback_traps": "a swapped-in component that traps this many times within the window is rolled back automatically",
+    "edge_allowed_sha256": (
+        "comma-separated sha256 hex digests; when set, only these components load (at start-up and on swap)"
+    ),
+    "edge_rollback_traps": (
+        "a swapped-in component that traps this many times within the window is rolled back automatically"
+    ),
     "edge_rollback_window_s": "the window, seconds, for automatic rollback",
     "edge_tag_responses": "add `mcpgw-edge: <backend/version/sha256 prefix>` to every response (debugging, tests)",
-    "edge_cache_entries": "edge outcomes cached per backend, keyed by method, path, query and the contract's headers (0: off)",
+    "edge_cache_entries": (
+        "edge outcomes cached per backend, keyed by method, path, query and the contract's headers (0: off)"
+    ),
     "admin_token": "bearer token for the admin API (/admin/edge/...); the admin API is off when unset",
     "admin_allow_remote": "accept admin API calls from non-loopback addresses",
-    "response_mode": "how POST requests are answered: json (application/json unless the request sends progress, logs or requests first, then SSE) or sse (always text/event-stream)",
+    "response_mode": (
+        "how POST requests are answered: json (application/json unless the request sends progress, logs or "
+        "requests first, then SSE) or sse (always text/event-stream)"
+    ),
     "session_idle_timeout_s": "a session with no request and no open stream for this long is ended",
     "sse_keepalive_s": "interval of keepalive comments on idle GET streams, seconds",
-    "sse_keepalive_event": "legacy HTTP+SSE (/sse): send keepalives as a named `keepalive` event instead of an SSE comment",
+    "sse_keepalive_event": (
+        "legacy HTTP+SSE (/sse): send keepalives as a named `keepalive` event instead of an SSE comment"
+    ),
     "ws_ping_interval_s": "WebSocket (/ws): interval of the server's pings, seconds (0: none)",
     "ws_ping_timeout_s": "WebSocket: a client that does not answer a ping within this is disconnected, seconds",
     "sse_retry_ms": "the `retry` an SSE stream sends before the server closes it, milliseconds",

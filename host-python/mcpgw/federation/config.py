@@ -14,6 +14,7 @@ headers = { Authorization = "Bearer ..." }
 
 A bad file stops the gateway at start-up with the key and line at fault.
 """
+
 from __future__ import annotations
 
 import re
@@ -53,9 +54,20 @@ class UpstreamConfig:
 # key -> (type check, description) for the checks and their messages
 _STR, _NUM = "a string", "a non-negative number"
 _KEYS: dict[str, str] = {
-    "transport": _STR, "prefix": _STR, "command": _STR, "args": "a list of strings", "env": "a table of strings",
-    "cwd": _STR, "url": _STR, "headers": "a table of strings", "connect_timeout_s": _NUM, "call_timeout_s": _NUM,
-    "restart_backoff_s": _NUM, "restart_backoff_max_s": _NUM, "health_interval_s": _NUM, "max_connections": _NUM,
+    "transport": _STR,
+    "prefix": _STR,
+    "command": _STR,
+    "args": "a list of strings",
+    "env": "a table of strings",
+    "cwd": _STR,
+    "url": _STR,
+    "headers": "a table of strings",
+    "connect_timeout_s": _NUM,
+    "call_timeout_s": _NUM,
+    "restart_backoff_s": _NUM,
+    "restart_backoff_max_s": _NUM,
+    "health_interval_s": _NUM,
+    "max_connections": _NUM,
 }
 _NEEDS = {"stdio": ("command",), "streamable-http": ("url",), "sse": ("url",)}
 _ONLY = {"stdio": {"command", "args", "env", "cwd"}, "streamable-http": {"url", "headers"}, "sse": {"url", "headers"}}
@@ -113,6 +125,7 @@ def parse(text: str, source: str = "<config>") -> list[UpstreamConfig]:
         raise fail("'upstreams' must be a table of [upstreams.<id>] tables", None, "upstreams")
     upstreams: list[UpstreamConfig] = []
     prefixes: dict[str, str] = {}
+    id_: str  # TOML keys are strings
     for id_, table in tables.items():
         if not ID_PATTERN.fullmatch(id_):
             raise fail(f"upstream id {id_!r} must be letters, digits and '-' (at most 48, no '_')", id_, None)
@@ -125,8 +138,11 @@ def parse(text: str, source: str = "<config>") -> list[UpstreamConfig]:
                 raise fail(f"upstreams.{id_}.{key} must be {_KEYS[key]}", id_, key)
         transport = table.get("transport")
         if transport not in TRANSPORTS:
-            raise fail(f"upstreams.{id_}.transport must be one of {', '.join(TRANSPORTS)}",
-                       id_, "transport" if "transport" in table else None)
+            raise fail(
+                f"upstreams.{id_}.transport must be one of {', '.join(TRANSPORTS)}",
+                id_,
+                "transport" if "transport" in table else None,
+            )
         for key in _NEEDS[transport]:
             if not table.get(key):
                 raise fail(f"upstreams.{id_}: a {transport} upstream needs {key!r}", id_, None)
@@ -140,14 +156,27 @@ def parse(text: str, source: str = "<config>") -> list[UpstreamConfig]:
         if not ID_PATTERN.fullmatch(prefix):
             raise fail(f"upstreams.{id_}.prefix {prefix!r} must be letters, digits and '-' (no '_')", id_, "prefix")
         if prefix in prefixes:
-            raise fail(f"upstreams.{id_}.prefix {prefix!r} is already used by upstream {prefixes[prefix]!r}",
-                       id_, "prefix" if "prefix" in table else None)
+            raise fail(
+                f"upstreams.{id_}.prefix {prefix!r} is already used by upstream {prefixes[prefix]!r}",
+                id_,
+                "prefix" if "prefix" in table else None,
+            )
         prefixes[prefix] = id_
         numbers = {k: float(table[k]) for k in _KEYS if _KEYS[k] == _NUM and k in table}
-        upstreams.append(UpstreamConfig(
-            id=id_, transport=transport, prefix=prefix, command=table.get("command", ""),
-            args=tuple(table.get("args", ())), env=dict(table.get("env", {})), cwd=table.get("cwd"),
-            url=url, headers=dict(table.get("headers", {})), **numbers))
+        upstreams.append(
+            UpstreamConfig(
+                id=id_,
+                transport=transport,
+                prefix=prefix,
+                command=table.get("command", ""),
+                args=tuple(table.get("args", ())),
+                env=dict(table.get("env", {})),
+                cwd=table.get("cwd"),
+                url=url,
+                headers=dict(table.get("headers", {})),
+                **numbers,
+            )
+        )
     return upstreams
 
 

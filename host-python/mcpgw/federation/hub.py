@@ -9,17 +9,19 @@ connection (where the MCP SDK's servers put it too), else on the session's GET
 stream. Requests without a session (2026-07-28) share the catalog connection;
 they get progress but not upstream log messages, which cannot be attributed.
 """
+
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from typing import Any, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeAlias
 
 from ..server.context import CallContext
 from ..server.dispatcher import Dispatcher
 from ..server.jsonrpc import JsonRpcError
-from ..server.sessions import Session
+from ..state.session import Session
 from .config import UpstreamConfig
 from .link import UpstreamLink, UpstreamUnavailable, outgoing_params
 from .upstream import Upstream
@@ -27,9 +29,10 @@ from .upstream import Upstream
 log = logging.getLogger("mcpgw.federation")
 
 Notify = Callable[[Upstream, "set[str]"], Awaitable[None]]
+PendingLink: TypeAlias = "asyncio.Future[tuple[SessionRelay, UpstreamLink]]"  # a session's connection, opening or open
 
 
-def _opened(pending: asyncio.Future) -> UpstreamLink | None:
+def _opened(pending: PendingLink) -> UpstreamLink | None:
     """The link a session connection future holds, if it opened."""
     if pending.done() and not pending.cancelled() and pending.exception() is None:
         return pending.result()[1]
@@ -70,16 +73,21 @@ class SessionRelay:
 
     async def upstream_request(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> dict[str, Any]:
         ctx = self.calls[-1] if self.calls else None
-        return await self.session.request(method, params, timeout=self.upstream.config.call_timeout_s or 3600.0,
-                                          emit=ctx.emit if ctx is not None else None)
+        result: dict[str, Any] = await self.session.request(  # the client's answer, checked by the link
+            method,
+            params,
+            timeout=self.upstream.config.call_timeout_s or 3600.0,
+            emit=ctx.emit if ctx is not None else None,
+        )
+        return result
 
 
 class Federation:
     def __init__(self, configs: list[UpstreamConfig], on_change: Notify) -> None:
         self.upstreams = {c.id: Upstream(c, on_change) for c in configs}
         self.by_prefix = {u.config.prefix: u for u in self.upstreams.values()}
-        self._links: dict[tuple[str, str], asyncio.Future] = {}  # (session id, upstream id) -> link
-        self._closing: set[asyncio.Task] = set()
+        self._links: dict[tuple[str, str], PendingLink] = {}  # (session id, upstream id) -> link
+        self._closing: set[asyncio.Task[None]] = set()
         self._tracked: set[str] = set()  # sessions whose end closes their connections
 
     def start(self) -> None:
@@ -98,8 +106,15 @@ class Federation:
         return len(self._links)
 
     # -- calls ----------------------------------------------------------------
-    async def call(self, upstream: Upstream, method: str, params: dict[str, Any] | None, ctx: CallContext,
-                   session: Session | None, uri_out: Callable[[str], str] = lambda uri: uri) -> dict[str, Any]:
+    async def call(
+        self,
+        upstream: Upstream,
+        method: str,
+        params: dict[str, Any] | None,
+        ctx: CallContext,
+        session: Session | None,
+        uri_out: Callable[[str], str] = lambda uri: uri,
+    ) -> dict[str, Any]:
         """Relay one request to `upstream` for `session` (or for a stateless request) and return its result."""
         # The SDK puts its own token upstream; progress under it is reported under the client's.
         on_progress = ctx.progress if ctx.progress_token is not None else None
@@ -121,12 +136,16 @@ class Federation:
         full = sum(1 for _, uid in self._links if uid == upstream.id) >= upstream.config.max_connections
         if full and not upstream.warned_full:
             upstream.warned_full = True
-            log.warning("upstream %s: %d sessions have their own connection (max_connections); "
-                        "further sessions share one", upstream.id, int(upstream.config.max_connections))
+            log.warning(
+                "upstream %s: %d sessions have their own connection (max_connections); further sessions share one",
+                upstream.id,
+                int(upstream.config.max_connections),
+            )
         return full
 
-    async def session_link(self, session: Session, upstream: Upstream,
-                           uri_out: Callable[[str], str] = lambda uri: uri) -> tuple[SessionRelay, UpstreamLink]:
+    async def session_link(
+        self, session: Session, upstream: Upstream, uri_out: Callable[[str], str] = lambda uri: uri
+    ) -> tuple[SessionRelay, UpstreamLink]:
         key = (session.id, upstream.id)
         pending = self._links.get(key)
         if pending is None:
@@ -138,7 +157,12 @@ class Federation:
             self._links[key] = pending
             if session.id not in self._tracked:
                 self._tracked.add(session.id)
-                session.closers.append(lambda reason, sid=session.id: self._drop_session(sid))
+                session_id = session.id
+
+                def drop_links(reason: str) -> None:
+                    self._drop_session(session_id)
+
+                session.closers.append(drop_links)
         try:
             return await asyncio.shield(pending)
         except Exception:
@@ -146,17 +170,16 @@ class Federation:
                 del self._links[key]
             raise
 
-    async def _open(self, session: Session, upstream: Upstream,
-                    uri_out: Callable[[str], str]) -> tuple[SessionRelay, UpstreamLink]:
+    async def _open(
+        self, session: Session, upstream: Upstream, uri_out: Callable[[str], str]
+    ) -> tuple[SessionRelay, UpstreamLink]:
         relay = SessionRelay(session, upstream, uri_out)
         link = UpstreamLink(upstream.config, relay, session.client_capabilities, label=f"session {session.id[:8]}")
         try:
             await link.open()
             if session.log_level_set and "logging" in link.init_result.get("capabilities", {}):
-                try:
+                with contextlib.suppress(JsonRpcError):  # on an error the upstream keeps its own level
                     await link.request("logging/setLevel", {"level": session.log_level})
-                except JsonRpcError:
-                    pass  # the upstream keeps its own level
         except BaseException:  # failed, or the session ended meanwhile: the link must not outlive this
             self._close_later(link)
             raise
@@ -176,8 +199,11 @@ class Federation:
 
     async def session_links(self, session: Session) -> list[tuple[Upstream, UpstreamLink]]:
         """The open connections of one session."""
-        return [(self.upstreams[uid], link) for (sid, uid), pending in list(self._links.items())
-                if sid == session.id and (link := _opened(pending)) is not None]
+        return [
+            (self.upstreams[uid], link)
+            for (sid, uid), pending in list(self._links.items())
+            if sid == session.id and (link := _opened(pending)) is not None
+        ]
 
     def _drop(self, key: tuple[str, str]) -> None:
         pending = self._links.pop(key, None)

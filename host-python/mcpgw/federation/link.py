@@ -8,25 +8,31 @@ the client byte for byte, not re-validated into whatever shape the SDK knows.
 A link lives in its own task (the SDK's transports are context managers); it
 ends when the upstream goes away (EOF, process exit) or when it is closed.
 """
+
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
 import sys
-from typing import Any, Awaitable, Callable, Protocol
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
 
 import anyio
 import mcp_types as types
-from pydantic import ValidationError
+from mcp.client import Transport
+from mcp.client._transport import TransportStreams
 from mcp.client.session import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp.shared.message import SessionMessage
+from pydantic import ValidationError
 
 from .. import __version__
 from ..server.jsonrpc import INTERNAL_ERROR, JsonRpcError
@@ -36,7 +42,7 @@ log = logging.getLogger("mcpgw.federation")
 
 # 2026-07-28 envelope keys describe the downstream client's request, not ours.
 ENVELOPE_PREFIX = "io.modelcontextprotocol/"
-ProgressFn = Callable[[float, "float | None", "str | None"], Awaitable[None]]
+ProgressFn = ProgressFnT  # (progress, total, message) -> None, awaited
 
 
 class UpstreamUnavailable(JsonRpcError):
@@ -49,8 +55,8 @@ class UpstreamUnavailable(JsonRpcError):
 class LinkHandler(Protocol):
     """Where a link delivers what the upstream sends on its own initiative."""
 
-    async def upstream_notification(self, link: "UpstreamLink", method: str, params: dict[str, Any]) -> None: ...
-    async def upstream_request(self, link: "UpstreamLink", method: str, params: dict[str, Any]) -> dict[str, Any]: ...
+    async def upstream_notification(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> None: ...
+    async def upstream_request(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> dict[str, Any]: ...
 
 
 def describe(exc: BaseException) -> str:
@@ -79,8 +85,13 @@ def outgoing_params(params: dict[str, Any] | None) -> dict[str, Any]:
 
 
 class UpstreamLink:
-    def __init__(self, config: UpstreamConfig, handler: LinkHandler | None = None,
-                 client_capabilities: dict[str, Any] | None = None, label: str = "shared") -> None:
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        handler: LinkHandler | None = None,
+        client_capabilities: dict[str, Any] | None = None,
+        label: str = "shared",
+    ) -> None:
         self.config = config
         self.handler = handler
         self.label = label
@@ -91,7 +102,7 @@ class UpstreamLink:
         self._dispatcher: JSONRPCDispatcher | None = None
         self._ready = asyncio.Event()
         self._ended = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------
     @property
@@ -103,7 +114,7 @@ class UpstreamLink:
         self._task = asyncio.ensure_future(self._run())
         try:
             await asyncio.wait_for(self._ready.wait(), self.config.connect_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.error = f"did not initialize within {self.config.connect_timeout_s:g} s"
         if not self.alive:
             await self.close()
@@ -120,10 +131,10 @@ class UpstreamLink:
                 task.cancel()  # still connecting or initializing: nothing to wind down politely
             try:
                 await asyncio.wait_for(asyncio.shield(task), 10.0)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
 
-    def _transport(self) -> contextlib.AbstractAsyncContextManager:
+    def _transport(self) -> Transport:
         cfg = self.config
         if cfg.transport == "stdio":
             params = StdioServerParameters(command=cfg.command, args=list(cfg.args), env=cfg.env or None, cwd=cfg.cwd)
@@ -133,21 +144,26 @@ class UpstreamLink:
         return self._streamable_http()
 
     @contextlib.asynccontextmanager
-    async def _streamable_http(self):
-        async with create_mcp_http_client(headers=self.config.headers or None) as http:
-            async with streamable_http_client(self.config.url, http_client=http) as streams:
-                yield streams
+    async def _streamable_http(self) -> AsyncIterator[TransportStreams]:
+        async with (
+            create_mcp_http_client(headers=self.config.headers or None) as http,
+            streamable_http_client(self.config.url, http_client=http) as streams,
+        ):
+            yield streams
 
     async def _run(self) -> None:
         try:
             async with self._transport() as streams:
                 read, write = streams[0], streams[1]
                 # Our own hop between transport and dispatcher, so the link knows when the upstream is gone.
-                inbound, dispatcher_read = anyio.create_memory_object_stream(0)
+                inbound, dispatcher_read = anyio.create_memory_object_stream[SessionMessage | Exception](0)
                 dispatcher = JSONRPCDispatcher(dispatcher_read, write)
-                session = ClientSession(dispatcher=dispatcher, message_handler=self._on_message,
-                                        client_info=types.Implementation(name="mcpgw", version=__version__),
-                                        **self._callbacks())
+                session = ClientSession(
+                    dispatcher=dispatcher,
+                    message_handler=self._on_message,
+                    client_info=types.Implementation(name="mcpgw", version=__version__),
+                    **self._callbacks(),
+                )
                 async with session, anyio.create_task_group() as tasks:
                     tasks.start_soon(self._pump, read, inbound)
                     result = await session.initialize()
@@ -155,11 +171,16 @@ class UpstreamLink:
                     self.version = result.protocol_version
                     self._dispatcher = dispatcher
                     self._ready.set()
-                    log.info("upstream %s (%s): connected, %s, protocol %s", self.config.id, self.label,
-                             (result.server_info.name if result.server_info else "?"), self.version)
+                    log.info(
+                        "upstream %s (%s): connected, %s, protocol %s",
+                        self.config.id,
+                        self.label,
+                        result.server_info.name,
+                        self.version,
+                    )
                     await self._ended.wait()
                     tasks.cancel_scope.cancel()
-        except BaseException as exc:  # noqa: BLE001 - every way a link ends is reported the same way
+        except BaseException as exc:  # every way a link ends is reported the same way
             if not isinstance(exc, asyncio.CancelledError):
                 self.error = describe(exc)
                 log.warning("upstream %s (%s): connection failed: %s", self.config.id, self.label, self.error)
@@ -185,28 +206,32 @@ class UpstreamLink:
             await inbound.aclose()
 
     # -- relaying requests ---------------------------------------------------
-    async def request(self, method: str, params: dict[str, Any] | None,
-                      on_progress: ProgressFn | None = None) -> dict[str, Any]:
+    async def request(
+        self, method: str, params: dict[str, Any] | None, on_progress: ProgressFn | None = None
+    ) -> dict[str, Any]:
         """Send one request upstream and return its raw result; upstream errors come back as JsonRpcError."""
-        dispatcher = self._dispatcher
-        if dispatcher is None or self._ended.is_set():
+        dispatcher, version = self._dispatcher, self.version  # the version is set before the dispatcher
+        if dispatcher is None or version is None or self._ended.is_set():
             raise UpstreamUnavailable(self.config.id, f"is unavailable: {self.error or 'not connected'}")
-        opts: dict[str, Any] = {"headers": {MCP_PROTOCOL_VERSION_HEADER: self.version}}
+        opts: CallOptions = {"headers": {MCP_PROTOCOL_VERSION_HEADER: version}}
         if on_progress is not None:
             opts["on_progress"] = on_progress
         timeout = self.config.call_timeout_s or None
         try:
             return await asyncio.wait_for(dispatcher.send_raw_request(method, params, opts), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamUnavailable(self.config.id, f"did not answer {method} within {timeout:g} s") from None
         except MCPError as exc:
             if self._ended.is_set():
-                raise UpstreamUnavailable(self.config.id, f"{self.error or 'closed the connection'} during {method}") from None
+                raise UpstreamUnavailable(
+                    self.config.id, f"{self.error or 'closed the connection'} during {method}"
+                ) from None
             raise JsonRpcError(exc.error.code, exc.error.message, exc.error.data) from None
 
     async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
-        if self.alive:
-            await self._dispatcher.notify(method, params, {"headers": {MCP_PROTOCOL_VERSION_HEADER: self.version}})  # type: ignore[union-attr]
+        dispatcher, version = self._dispatcher, self.version  # the version is set before the dispatcher
+        if dispatcher is not None and version is not None and not self._ended.is_set():  # self.alive
+            await dispatcher.notify(method, params, {"headers": {MCP_PROTOCOL_VERSION_HEADER: version}})
 
     # -- what the upstream sends us ------------------------------------------
     async def _on_message(self, message: Any) -> None:
@@ -227,6 +252,7 @@ class UpstreamLink:
         caps = self.capabilities
         callbacks: dict[str, Any] = {}
         if "sampling" in caps:
+
             async def sampling(ctx: Any, params: Any) -> Any:
                 result = await self._ask("sampling/createMessage", _dump(params))
                 if isinstance(result, types.ErrorData):
@@ -235,16 +261,21 @@ class UpstreamLink:
                     return types.CreateMessageResult.model_validate(result)
                 except ValidationError:  # a tool-use answer has its own shape
                     return types.CreateMessageResultWithTools.model_validate(result)
+
             callbacks["sampling_callback"] = sampling
         if "elicitation" in caps:
+
             async def elicitation(ctx: Any, params: Any) -> Any:
                 result = await self._ask("elicitation/create", _dump(params))
                 return result if isinstance(result, types.ErrorData) else types.ElicitResult.model_validate(result)
+
             callbacks["elicitation_callback"] = elicitation
         if "roots" in caps:
+
             async def roots(ctx: Any) -> Any:
                 result = await self._ask("roots/list", {})
                 return result if isinstance(result, types.ErrorData) else types.ListRootsResult.model_validate(result)
+
             callbacks["list_roots_callback"] = roots
         return callbacks
 
@@ -255,5 +286,5 @@ class UpstreamLink:
             return await self.handler.upstream_request(self, method, params)
         except JsonRpcError as err:
             return types.ErrorData(code=err.code, message=err.message, data=err.data)
-        except Exception as exc:  # the client vanished, timed out, ...
+        except Exception as exc:  # noqa: BLE001 - the client vanished, timed out, ...: the upstream gets an error
             return types.ErrorData(code=INTERNAL_ERROR, message=f"{method} could not reach the client: {describe(exc)}")

@@ -1,6 +1,8 @@
 """`/mcp`: the built-in catalog plus every upstream's, names prefixed per upstream (names.py)."""
+
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -8,13 +10,15 @@ from ..server.catalog import RESOURCE_NOT_FOUND, Catalog
 from ..server.context import LOG_LEVELS, CallContext
 from ..server.dispatcher import _no_cursor
 from ..server.jsonrpc import JsonRpcError
-from ..server.sessions import Session
+from ..state.session import Session
 from .hub import FederatedDispatcher, Federation
 from .names import public_name, public_uri, split_name, split_uri
 from .upstream import Upstream
 
-INSTRUCTIONS = ("mcpgw: built-in tools (echo, add, sleep, log) plus the tools, resources and prompts of every "
-                "configured upstream, named <upstream>__<name> (resource URIs <upstream>+<uri>).")
+INSTRUCTIONS = (
+    "mcpgw: built-in tools (echo, add, sleep, log) plus the tools, resources and prompts of every "
+    "configured upstream, named <upstream>__<name> (resource URIs <upstream>+<uri>)."
+)
 
 
 class GatewayDispatcher(FederatedDispatcher):
@@ -26,7 +30,8 @@ class GatewayDispatcher(FederatedDispatcher):
         caps = copy.deepcopy(super().capabilities())
         # Subscriptions exist as far as some upstream offers them.
         caps["resources"]["subscribe"] = any(
-            u.capabilities.get("resources", {}).get("subscribe") for u in self.federation.upstreams.values())
+            u.capabilities.get("resources", {}).get("subscribe") for u in self.federation.upstreams.values()
+        )
         return caps
 
     def instructions(self) -> str | None:
@@ -38,39 +43,51 @@ class GatewayDispatcher(FederatedDispatcher):
     def _owner(self, public: Any) -> tuple[Upstream, str] | None:
         split = split_name(public) if isinstance(public, str) else None
         upstream = self.federation.by_prefix.get(split[0]) if split else None
-        return (upstream, split[1]) if upstream and split else None  # type: ignore[index]
+        return (upstream, split[1]) if upstream and split else None
 
     def _uri_owner(self, public: Any) -> tuple[Upstream, str] | None:
         split = split_uri(public, self.federation.by_prefix) if isinstance(public, str) else None
         return (self.federation.by_prefix[split[0]], split[1]) if split else None
 
-    async def _relay(self, upstream: Upstream, method: str, params: dict[str, Any], ctx: CallContext,
-                     session: Session | None) -> dict[str, Any]:
+    async def _relay(
+        self, upstream: Upstream, method: str, params: dict[str, Any], ctx: CallContext, session: Session | None
+    ) -> dict[str, Any]:
         prefix = upstream.config.prefix
-        return await self.federation.call(upstream, method, params, ctx, session,
-                                          uri_out=lambda uri: public_uri(prefix, uri))
+        return await self.federation.call(
+            upstream, method, params, ctx, session, uri_out=lambda uri: public_uri(prefix, uri)
+        )
 
     def _listed(self, key: str, field: str, rename: Any) -> list[dict[str, Any]]:
-        return [{**item, field: rename(u.config.prefix, item.get(field, ""))}
-                for u in self._ready() for item in u.lists[key]]
+        return [
+            {**item, field: rename(u.config.prefix, item.get(field, ""))}
+            for u in self._ready()
+            for item in u.lists[key]
+        ]
 
-    async def _result(self, method: str, params: dict[str, Any], ctx: CallContext,
-                      session: Session | None) -> dict[str, Any]:
+    async def _result(
+        self, method: str, params: dict[str, Any], ctx: CallContext, session: Session | None
+    ) -> dict[str, Any]:
         if method == "tools/list":
             _no_cursor(params)
             return {"tools": self.catalog.tool_list() + self._listed("tools", "name", public_name)}
         if method == "prompts/list":
             _no_cursor(params)
-            return {"prompts": [p.describe() for p in self.catalog.prompts.values()]
-                    + self._listed("prompts", "name", public_name)}
+            return {
+                "prompts": [p.describe() for p in self.catalog.prompts.values()]
+                + self._listed("prompts", "name", public_name)
+            }
         if method == "resources/list":
             _no_cursor(params)
-            return {"resources": [r.describe() for r in self.catalog.resources.values()]
-                    + self._listed("resources", "uri", public_uri)}
+            return {
+                "resources": [r.describe() for r in self.catalog.resources.values()]
+                + self._listed("resources", "uri", public_uri)
+            }
         if method == "resources/templates/list":
             _no_cursor(params)
-            return {"resourceTemplates": [t.describe() for t in self.catalog.templates]
-                    + self._listed("resourceTemplates", "uriTemplate", public_uri)}
+            return {
+                "resourceTemplates": [t.describe() for t in self.catalog.templates]
+                + self._listed("resourceTemplates", "uriTemplate", public_uri)
+            }
         if method in ("tools/call", "prompts/get"):
             owner = self._owner(params.get("name"))
             if owner:
@@ -81,34 +98,45 @@ class GatewayDispatcher(FederatedDispatcher):
                 result = await self._relay(owner[0], method, {**params, "uri": owner[1]}, ctx, session)
                 if method == "resources/read":
                     prefix = owner[0].config.prefix
-                    result = {**result, "contents": [
-                        {**c, "uri": public_uri(prefix, c["uri"])} if isinstance(c, dict) and isinstance(c.get("uri"), str)
-                        else c for c in result.get("contents", [])]}
+                    result = {
+                        **result,
+                        "contents": [
+                            {**c, "uri": public_uri(prefix, c["uri"])}
+                            if isinstance(c, dict) and isinstance(c.get("uri"), str)
+                            else c
+                            for c in result.get("contents", [])
+                        ],
+                    }
                 return result
             if method != "resources/read":
                 # Built-in resources never change; a subscription to one is accepted and stays quiet.
                 if params.get("uri") in self.catalog.resources:
                     return {}
-                raise JsonRpcError(RESOURCE_NOT_FOUND, f"Resource not found: {params.get('uri')}",
-                                   {"uri": params.get("uri")})
+                raise JsonRpcError(
+                    RESOURCE_NOT_FOUND, f"Resource not found: {params.get('uri')}", {"uri": params.get("uri")}
+                )
         elif method == "completion/complete":
-            ref = params.get("ref") if isinstance(params.get("ref"), dict) else {}
+            ref = params.get("ref")
+            if not isinstance(ref, dict):
+                ref = {}
             if ref.get("type") == "ref/prompt":
                 owner = self._owner(ref.get("name"))
                 if owner:
-                    return await self._relay(owner[0], method, {**params, "ref": {**ref, "name": owner[1]}}, ctx, session)
+                    return await self._relay(
+                        owner[0], method, {**params, "ref": {**ref, "name": owner[1]}}, ctx, session
+                    )
             elif ref.get("type") == "ref/resource":
                 owner = self._uri_owner(ref.get("uri"))
                 if owner:
-                    return await self._relay(owner[0], method, {**params, "ref": {**ref, "uri": owner[1]}}, ctx, session)
+                    return await self._relay(
+                        owner[0], method, {**params, "ref": {**ref, "uri": owner[1]}}, ctx, session
+                    )
         elif method == "logging/setLevel" and session is not None and params.get("level") in LOG_LEVELS:
             result = await super()._result(method, params, ctx, session)
             for upstream, link in await self.federation.session_links(session):
                 if "logging" in upstream.capabilities:
-                    try:
+                    # On an error that upstream keeps its level; ours applies to the built-ins.
+                    with contextlib.suppress(JsonRpcError):
                         await link.request(method, {"level": params["level"]})
-                    except JsonRpcError:
-                        pass  # that upstream keeps its level; ours applies to the built-ins
             return result
         return await super()._result(method, params, ctx, session)
-

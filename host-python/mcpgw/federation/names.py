@@ -8,7 +8,10 @@
 
 Virtual servers (`/servers/<id>/mcp`) use the upstream's own names unchanged.
 """
+
 from __future__ import annotations
+
+from collections.abc import Container
 
 NAME_SEPARATOR = "__"
 URI_SEPARATOR = "+"
@@ -28,7 +31,7 @@ def public_uri(prefix: str, uri: str) -> str:
     return f"{prefix}{URI_SEPARATOR}{uri}"
 
 
-def split_uri(public: str, prefixes: "set[str] | dict[str, object]") -> tuple[str, str] | None:
+def split_uri(public: str, prefixes: Container[str]) -> tuple[str, str] | None:
     """(prefix, upstream URI) when `public` starts with a known prefix, else None."""
     prefix, sep, uri = public.partition(URI_SEPARATOR)
     return (prefix, uri) if sep and prefix in prefixes and uri else None

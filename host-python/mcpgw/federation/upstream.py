@@ -6,12 +6,14 @@ prompts for the merged catalog, refreshes them on `list_changed`, and tells
 client session gets its own connection (see hub.py), so everything that is
 per-session upstream (log level, roots, subscriptions) stays per client.
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .config import UpstreamConfig
 from .link import UpstreamLink, describe
@@ -28,8 +30,7 @@ MAX_PAGES = 100  # an upstream that keeps paging is cut off here rather than fol
 
 
 class Upstream:
-    def __init__(self, config: UpstreamConfig,
-                 on_change: Callable[["Upstream", set[str]], Awaitable[None]]) -> None:
+    def __init__(self, config: UpstreamConfig, on_change: Callable[[Upstream, set[str]], Awaitable[None]]) -> None:
         self.config = config
         self.on_change = on_change
         self.state = "starting"  # starting, ready, restarting, stopped
@@ -38,8 +39,8 @@ class Upstream:
         self.warned_full = False  # logged once that max_connections was reached
         self.link: UpstreamLink | None = None
         self.lists: dict[str, list[dict[str, Any]]] = {key: [] for _, key, _ in LISTS}
-        self._task: asyncio.Task | None = None
-        self._refresh: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._refresh: asyncio.Task[None] | None = None
         self._announced: set[str] = set()  # list kinds the upstream said changed, not yet re-read
         self._since = time.monotonic()
 
@@ -60,12 +61,19 @@ class Upstream:
         return self.link.init_result if self.link else {}
 
     def health(self) -> dict[str, Any]:
-        info = (self.init_result.get("serverInfo") or {})
-        return {"state": self.state, "transport": self.config.transport, "since_s": round(time.monotonic() - self._since, 1),
-                "restarts": self.restarts, "error": self.error, "server": info.get("name"),
-                "protocol_version": self.link.version if self.link else None,
-                "tools": len(self.lists["tools"]), "resources": len(self.lists["resources"]),
-                "prompts": len(self.lists["prompts"])}
+        info = self.init_result.get("serverInfo") or {}
+        return {
+            "state": self.state,
+            "transport": self.config.transport,
+            "since_s": round(time.monotonic() - self._since, 1),
+            "restarts": self.restarts,
+            "error": self.error,
+            "server": info.get("name"),
+            "protocol_version": self.link.version if self.link else None,
+            "tools": len(self.lists["tools"]),
+            "resources": len(self.lists["resources"]),
+            "prompts": len(self.lists["prompts"]),
+        }
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._supervise())
@@ -98,7 +106,7 @@ class Upstream:
             except asyncio.CancelledError:
                 await link.close()
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure of the connection is recorded, then it restarts
                 self.error = describe(exc)
             finally:
                 self.link = None
@@ -122,10 +130,10 @@ class Upstream:
         while link.alive:
             try:
                 await asyncio.wait_for(link.wait_closed(), interval or None)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 try:
                     await link.request("ping", None)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - whatever the ping's failure, the link counts as ended
                     link.error = f"did not answer a ping: {describe(exc)}"
                     return
 
@@ -165,7 +173,7 @@ class Upstream:
             return
         try:
             changed = await self._fetch_lists(link)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failed refresh keeps the old catalog; the link's own watch handles the rest
             log.warning("upstream %s: refreshing the catalog failed: %s", self.id, describe(exc))
             return
         changed |= {key for _, key, kind in LISTS if kind in announced}

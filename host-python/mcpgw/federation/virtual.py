@@ -4,6 +4,7 @@ The gateway answers `initialize` itself (the session is the gateway's) with the
 upstream's capabilities and instructions and its own identity in `_meta`;
 everything else goes to the upstream as the client sent it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from .. import __version__
 from ..server.catalog import Catalog
 from ..server.context import LOG_LEVELS, CallContext
-from ..server.sessions import Session
+from ..state.session import Session
 from .hub import FederatedDispatcher, Federation
 from .upstream import Upstream
 
@@ -39,11 +40,14 @@ class VirtualDispatcher(FederatedDispatcher):
         return self.upstream.init_result.get("instructions")
 
     def initialize_result(self, revision: str) -> dict[str, Any]:
-        return {**super().initialize_result(revision),
-                "_meta": {GATEWAY_META_KEY: {"name": "mcpgw", "version": __version__, "upstream": self.upstream.id}}}
+        return {
+            **super().initialize_result(revision),
+            "_meta": {GATEWAY_META_KEY: {"name": "mcpgw", "version": __version__, "upstream": self.upstream.id}},
+        }
 
-    async def _result(self, method: str, params: dict[str, Any], ctx: CallContext,
-                      session: Session | None) -> dict[str, Any]:
+    async def _result(
+        self, method: str, params: dict[str, Any], ctx: CallContext, session: Session | None
+    ) -> dict[str, Any]:
         if method == "ping":
             return {}
         if method == "logging/setLevel" and session is not None and params.get("level") in LOG_LEVELS:
