@@ -7,12 +7,13 @@
 `create_app` returns an `App`: the ASGI callable uvicorn serves, holding its
 parts (edge, gateway, transports) as plain attributes for the CLI and tests.
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -39,9 +40,14 @@ WRITERS_CLOSE_S = 1.0
 
 
 def load_edge_from(settings: Settings) -> Edge:
-    return load_edge(settings.edge, settings.edge_config(), settings.component_path(),
-                     allowed_sha256=frozenset(h.lower() for h in settings.edge_allowed_sha256),
-                     fuel=settings.edge_fuel, memory_bytes=settings.edge_memory_mb * 1024 * 1024)
+    return load_edge(
+        settings.edge,
+        settings.edge_config(),
+        settings.component_path(),
+        allowed_sha256=frozenset(h.lower() for h in settings.edge_allowed_sha256),
+        fuel=settings.edge_fuel,
+        memory_bytes=settings.edge_memory_mb * 1024 * 1024,
+    )
 
 
 def edge_registry_for(settings: Settings, edge: Edge) -> EdgeRegistry | None:
@@ -53,11 +59,15 @@ def edge_registry_for(settings: Settings, edge: Edge) -> EdgeRegistry | None:
     except ImportError as exc:
         log.error("admin API disabled: hot swap needs wasmtime (%s)", exc)
         return None
-    return EdgeRegistry(edge, settings.edge_config(),
-                        allowed_sha256=frozenset(h.lower() for h in settings.edge_allowed_sha256),
-                        rollback_traps=settings.edge_rollback_traps,
-                        rollback_window_s=settings.edge_rollback_window_s,
-                        fuel=settings.edge_fuel, memory_bytes=settings.edge_memory_mb * 1024 * 1024)
+    return EdgeRegistry(
+        edge,
+        settings.edge_config(),
+        allowed_sha256=frozenset(h.lower() for h in settings.edge_allowed_sha256),
+        rollback_traps=settings.edge_rollback_traps,
+        rollback_window_s=settings.edge_rollback_window_s,
+        fuel=settings.edge_fuel,
+        memory_bytes=settings.edge_memory_mb * 1024 * 1024,
+    )
 
 
 @dataclass
@@ -74,22 +84,32 @@ class Transports:
 def build_transports(gateway: Gateway, settings: Settings) -> Transports:
     writers = StreamWriters()
     engine = gateway.engine
-    mcp = StreamableHTTP(engine, gateway.server, HttpOptions(
-        max_body_bytes=settings.max_body_bytes,
-        response_mode=settings.response_mode,
-        keepalive_s=settings.sse_keepalive_s,
-        retry_ms=settings.sse_retry_ms,
-        event_max=settings.event_store_max_events,
-        event_ttl_s=settings.event_store_ttl_s,
-    ), writers)
-    sse = LegacySSE(engine, gateway.server, SseOptions(
-        keepalive_s=settings.sse_keepalive_s,
-        keepalive_event=settings.sse_keepalive_event,
-        max_body_bytes=settings.max_body_bytes,
-        retry_ms=settings.sse_retry_ms,
-        event_ttl_s=settings.event_store_ttl_s,
-        path_prefix=settings.path_prefix,
-    ), writers)
+    mcp = StreamableHTTP(
+        engine,
+        gateway.server,
+        HttpOptions(
+            max_body_bytes=settings.max_body_bytes,
+            response_mode=settings.response_mode,
+            keepalive_s=settings.sse_keepalive_s,
+            retry_ms=settings.sse_retry_ms,
+            event_max=settings.event_store_max_events,
+            event_ttl_s=settings.event_store_ttl_s,
+        ),
+        writers,
+    )
+    sse = LegacySSE(
+        engine,
+        gateway.server,
+        SseOptions(
+            keepalive_s=settings.sse_keepalive_s,
+            keepalive_event=settings.sse_keepalive_event,
+            max_body_bytes=settings.max_body_bytes,
+            retry_ms=settings.sse_retry_ms,
+            event_ttl_s=settings.event_store_ttl_s,
+            path_prefix=settings.path_prefix,
+        ),
+        writers,
+    )
     return Transports(mcp, sse, WebSocketEndpoint(engine, gateway.server), writers)
 
 
@@ -100,11 +120,17 @@ def admin_app(settings: Settings, registry: EdgeRegistry | None) -> ASGIApp | No
 
     from .admin import AdminAPI
 
-    app = Starlette(routes=AdminAPI(registry, settings.admin_token, settings.admin_allow_remote)
-                    .routes(settings.path_prefix))
+    app = Starlette(
+        routes=AdminAPI(registry, settings.admin_token, settings.admin_allow_remote).routes(settings.path_prefix)
+    )
     # Never redirect (e.g. `/admin/edge/status/`): a POST would be replayed elsewhere or lost.
     app.router.redirect_slashes = False
-    return app
+
+    async def admin(scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette types messages as MutableMapping, ours as dict: the same objects.
+        await app(scope, receive, cast("Any", send))
+
+    return admin
 
 
 class Router:
@@ -114,7 +140,7 @@ class Router:
     def __init__(self, app: App) -> None:
         self.app = app
         t = app.transports
-        self.http = {"mcp": t.mcp, "sse": t.sse, "message": t.sse}
+        self.http: dict[str, ASGIApp] = {"mcp": t.mcp, "sse": t.sse, "message": t.sse}
         self.admin_prefix = app.settings.path_prefix + "/admin/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -137,12 +163,21 @@ class Router:
             if ctx["method"] == "GET":
                 await send_json(send, 200, self.app.health())
             else:
-                await send_json(send, 405, jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "Method not allowed"),
-                                [(b"allow", b"GET")])
+                await send_json(
+                    send,
+                    405,
+                    jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "Method not allowed"),
+                    [(b"allow", b"GET")],
+                )
         elif route == "ws":
-            await send_json(send, 426, jsonrpc.error_response(
-                None, jsonrpc.INVALID_REQUEST, "Upgrade Required: this endpoint speaks WebSocket (subprotocol mcp)"),
-                [(b"upgrade", b"websocket")])
+            await send_json(
+                send,
+                426,
+                jsonrpc.error_response(
+                    None, jsonrpc.INVALID_REQUEST, "Upgrade Required: this endpoint speaks WebSocket (subprotocol mcp)"
+                ),
+                [(b"upgrade", b"websocket")],
+            )
         elif self.app.admin is not None and scope["path"].startswith(self.admin_prefix):
             await self.app.admin(scope, receive, send)
         else:
@@ -155,8 +190,13 @@ async def _refuse_websocket(scope: Scope, send: Send) -> None:
     if "websocket.http.response" in scope.get("extensions", {}):
         err = not_found()
         data = orjson.dumps(jsonrpc.error_response(None, err.code, err.message))
-        await send({"type": "websocket.http.response.start", "status": 404,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 404,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())],
+            }
+        )
         await send({"type": "websocket.http.response.body", "body": data})
     else:
         await send({"type": "websocket.close", "code": 1008})
@@ -172,9 +212,13 @@ class App:
         self.gateway = build_gateway(settings)
         self.transports = build_transports(self.gateway, settings)
         self.admin = admin_app(settings, self.registry)
-        self.middleware = EdgeMiddleware(Router(self), self.edge, max_head_bytes=settings.max_head_bytes,
-                                         tag_responses=settings.edge_tag_responses,
-                                         cache_entries=settings.edge_cache_entries)
+        self.middleware = EdgeMiddleware(
+            Router(self),
+            self.edge,
+            max_head_bytes=settings.max_head_bytes,
+            tag_responses=settings.edge_tag_responses,
+            cache_entries=settings.edge_cache_entries,
+        )
 
     @property
     def engine(self) -> SessionEngine:
@@ -186,15 +230,24 @@ class App:
     def live(self) -> dict[str, int]:
         """What is running now, every transport; each count returns to zero when clients are gone."""
         live = self.gateway.live()
-        return {"sessions": live["sessions"], "requests": live["requests"], "streams": self.transports.streams(),
-                "upstream_links": live["upstream_links"]}
+        return {
+            "sessions": live["sessions"],
+            "requests": live["requests"],
+            "streams": self.transports.streams(),
+            "upstream_links": live["upstream_links"],
+        }
 
     def health(self) -> dict[str, Any]:
         edge: dict[str, Any] = {**self.edge.health(), "cache": self.middleware.cache.stats()}
         if self.registry is not None:  # admin events (who swapped what) stay behind the admin API
             edge["previous"] = self.registry.status()["previous"]
-        return {"status": "ok", "version": __version__, "edge": edge, "live": self.live(),
-                "upstreams": self.gateway.federation.health()}
+        return {
+            "status": "ok",
+            "version": __version__,
+            "edge": edge,
+            "live": self.live(),
+            "upstreams": self.gateway.federation.health(),
+        }
 
     async def drain(self) -> None:
         """Shutdown, before connections close: every transport's running requests get the grace

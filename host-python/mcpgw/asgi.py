@@ -1,7 +1,9 @@
 """ASGI types and the two response writers every layer uses (no routing, no MCP)."""
+
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 
@@ -21,6 +23,7 @@ async def send_json(send: Send, status: int, payload: Any, headers: list[tuple[b
 
 
 async def send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-length", b"0"), *(headers or [])]})
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0"), *(headers or [])]}
+    )
     await send({"type": "http.response.body", "body": b""})

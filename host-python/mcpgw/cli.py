@@ -1,4 +1,5 @@
 """`mcpgw serve`: flags mirror the MCPGW_* environment variables (settings.py)."""
+
 from __future__ import annotations
 
 import argparse
@@ -25,15 +26,19 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway (uvicorn, one worker)")
     _flag_parser(serve)
-    stdio = sub.add_parser("stdio", help="serve the gateway's catalog over stdin/stdout (one JSON-RPC message per line)")
+    stdio = sub.add_parser(
+        "stdio", help="serve the gateway's catalog over stdin/stdout (one JSON-RPC message per line)"
+    )
     _flag_parser(stdio)
     core = sub.add_parser("core", help="the running gateway's edge component: status, verify, swap, rollback")
     core.add_argument("--url", default=None, help="gateway base URL (default http://MCPGW_HOST:MCPGW_PORT)")
     core.add_argument("--token", default=None, help="admin token (default: env MCPGW_ADMIN_TOKEN)")
     core_sub = core.add_subparsers(dest="action", required=True)
     core_sub.add_parser("status", help="active and previous versions, recent swaps")
-    for action, text in (("verify", "check a component without activating it"),
-                         ("swap", "verify a component, then make it the active edge")):
+    for action, text in (
+        ("verify", "check a component without activating it"),
+        ("swap", "verify a component, then make it the active edge"),
+    ):
         p = core_sub.add_parser(action, help=text)
         p.add_argument("file", help="a transport_core .wasm component")
     core_sub.add_parser("rollback", help="go back to the previous version")
@@ -82,8 +87,13 @@ def core_command(args: argparse.Namespace) -> int:
             except OSError as exc:
                 print(f"mcpgw core: cannot read {path}: {exc}", file=sys.stderr)
                 return 2
-            r = httpx.post(url + args.action, params={"name": path.name}, content=wasm, timeout=120,
-                           headers={**headers, "content-type": "application/wasm"})
+            r = httpx.post(
+                url + args.action,
+                params={"name": path.name},
+                content=wasm,
+                timeout=120,
+                headers={**headers, "content-type": "application/wasm"},
+            )
     except httpx.HTTPError as exc:
         print(f"mcpgw core: cannot reach {url}: {exc}", file=sys.stderr)
         return 1
@@ -129,7 +139,9 @@ def serve_forever(settings: Settings) -> int:
         return 2
     logging.getLogger("mcpgw").info(
         "mcpgw listening on http://%s:%d/mcp (edge: %s)",
-        settings.host, settings.port, app.edge.status.active,
+        settings.host,
+        settings.port,
+        app.edge.status.active,
     )
     config = uvicorn.Config(
         app,
@@ -161,8 +173,9 @@ def serve_stdio(settings: Settings) -> int:
     from .gateway import build_gateway
     from .transports import stdio
 
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         gateway = build_gateway(settings)
     except ConfigError as exc:
@@ -182,8 +195,10 @@ def serve_stdio(settings: Settings) -> int:
                 await gateway.engine.shutdown(settings.shutdown_grace_s)
                 if serving is not None:
                     serving.cancel()
-            asyncio.ensure_future(stop())
 
+            stopping.add(asyncio.ensure_future(stop()))
+
+        stopping: set[asyncio.Future[None]] = set()
         loop.add_signal_handler(signal.SIGTERM, terminate)
         gateway.federation.start()
         # Give upstreams their first connection attempt before the client's first request.
@@ -193,8 +208,7 @@ def serve_stdio(settings: Settings) -> int:
                     break
                 await asyncio.sleep(0.05)
         try:
-            await stdio.serve(gateway.engine, gateway.dispatcher, settings.max_body_bytes,
-                              settings.shutdown_grace_s)
+            await stdio.serve(gateway.engine, gateway.dispatcher, settings.max_body_bytes, settings.shutdown_grace_s)
         except asyncio.CancelledError:
             log_stdio.info("terminated")
         finally:

@@ -1,6 +1,7 @@
 """The gateway without any transport: the session engine and its state, the built-in
 catalog, federation, and the dispatchers for `/mcp` and each virtual server. Every
 transport serves the same one."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ Every other list of revisions (the edge's configuration, the dispatcher's
 negotiation, the Streamable HTTP framing rules) is derived from these
 constants; tests/test_facts.py fails if a copy appears elsewhere.
 """
+
 from __future__ import annotations
 
 # Revisions an `initialize` may negotiate, oldest first.

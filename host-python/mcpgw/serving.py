@@ -5,10 +5,11 @@ stream never ends by itself; the lifespan shutdown event comes only after
 that wait. So the gateway drains first: running requests get
 `shutdown_grace_s` to finish (then an error), streams close with `retry`.
 """
+
 from __future__ import annotations
 
 import socket
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import uvicorn
 

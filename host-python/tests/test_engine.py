@@ -1,6 +1,7 @@
 """The one session engine, seen from every transport: the same shutdown drain, the same error
 shape for unknown paths, inputs that once reached a 500, and sessions that belong to the
 transport that created them. Real `mcpgw serve` / `mcpgw stdio` processes in both edge modes."""
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,19 @@ from conftest import Gateway
 from mcp_http import BASE, Session, headers2026, rpc, rpc2026, wait_live
 
 pytestmark = pytest.mark.timeout(120)
-INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
-SLEEP = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-         "params": {"name": "sleep", "arguments": {"seconds": 60, "ticks": 60}, "_meta": {"progressToken": "p"}}}
+SLEEP = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "tools/call",
+    "params": {"name": "sleep", "arguments": {"seconds": 60, "ticks": 60}, "_meta": {"progressToken": "p"}},
+}
 GRACE = "0.5"
 NOT_FOUND = {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "Not Found"}}
 
@@ -87,8 +96,13 @@ def test_shutdown_answers_running_requests_on_websocket(fresh):
 
 def test_shutdown_answers_running_requests_on_stdio(component_path):
     env = {**os.environ, "MCPGW_SHUTDOWN_GRACE_S": GRACE}
-    proc = subprocess.Popen([sys.executable, "-m", "mcpgw.cli", "stdio"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mcpgw.cli", "stdio"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
         assert proc.stdin is not None and proc.stdout is not None
         for message in (INIT, INITIALIZED, SLEEP):
@@ -98,8 +112,7 @@ def test_shutdown_answers_running_requests_on_stdio(component_path):
         seen.append(json.loads(proc.stdout.readline()))  # the first progress: the sleep is running
         assert seen[-1].get("method") == "notifications/progress"
         proc.send_signal(signal.SIGTERM)
-        for line in proc.stdout:
-            seen.append(json.loads(line))
+        seen.extend(json.loads(line) for line in proc.stdout)
         assert any(shutting_down(m) for m in seen)
         assert proc.wait(30) == 0
     finally:
@@ -109,8 +122,16 @@ def test_shutdown_answers_running_requests_on_stdio(component_path):
 
 
 # -- one router: every unknown or invalid path gets the same JSON-RPC 404 -------------------
-BAD_PATHS = ["/nope", "/MCP", "/servers/a%2Fb/mcp", "/servers/a%2Fb/sse", "/servers/a%2Fb/message",
-             "/servers/a%2Fb/ws", "/servers/x/y/mcp", "/mcp/extra"]
+BAD_PATHS = [
+    "/nope",
+    "/MCP",
+    "/servers/a%2Fb/mcp",
+    "/servers/a%2Fb/sse",
+    "/servers/a%2Fb/message",
+    "/servers/a%2Fb/ws",
+    "/servers/x/y/mcp",
+    "/mcp/extra",
+]
 
 
 @pytest.mark.parametrize("path", BAD_PATHS)
@@ -130,8 +151,12 @@ def test_websocket_upgrades_on_other_paths_get_the_same_404(gateway, path):
 
 def test_unknown_server_ids_get_the_same_shape_on_every_transport(gateway):
     for path in ("/servers/nope/mcp", "/servers/nope/sse"):
-        r = httpx.request("GET" if path.endswith("sse") else "POST", gateway.url + path, json=INIT,
-                          headers={**BASE, "accept": "application/json, text/event-stream"})
+        r = httpx.request(
+            "GET" if path.endswith("sse") else "POST",
+            gateway.url + path,
+            json=INIT,
+            headers={**BASE, "accept": "application/json, text/event-stream"},
+        )
         body = r.json()
         assert r.status_code == 404 and body["id"] is None and body["error"]["code"] == -32600, path
         assert body["error"]["message"] == "Unknown server: nope"
@@ -139,8 +164,11 @@ def test_unknown_server_ids_get_the_same_shape_on_every_transport(gateway):
 
 # -- inputs that once reached a 500 with a traceback ----------------------------------------
 def test_non_ascii_base64_mcp_name_is_a_header_mismatch(gateway):
-    r = httpx.post(gateway.url + "/mcp", json=rpc2026("tools/call", name="echo", arguments={"text": "x"}),
-                   headers={**headers2026("tools/call"), "mcp-name": b"=?base64?\xe9?="})  # type: ignore[dict-item]
+    r = httpx.post(
+        gateway.url + "/mcp",
+        json=rpc2026("tools/call", name="echo", arguments={"text": "x"}),
+        headers={**headers2026("tools/call"), "mcp-name": b"=?base64?\xe9?="},
+    )  # type: ignore[dict-item]
     assert r.status_code == 400 and r.json()["error"]["code"] == -32020
     assert "Traceback" not in gateway.log()
 
@@ -148,8 +176,9 @@ def test_non_ascii_base64_mcp_name_is_a_header_mismatch(gateway):
 def test_last_event_id_with_non_ascii_digits_is_unknown(gateway):
     session = Session(gateway.url)
     try:
-        r = session.http.get(session.url, headers={**session.headers, "accept": "text/event-stream",
-                                                   "last-event-id": b"2_\xb2"})  # type: ignore[dict-item]
+        r = session.http.get(
+            session.url, headers={**session.headers, "accept": "text/event-stream", "last-event-id": b"2_\xb2"}
+        )  # type: ignore[dict-item]
         assert r.status_code == 400 and "Last-Event-ID" in r.json()["error"]["message"]
     finally:
         session.delete()
@@ -176,19 +205,28 @@ def test_cancelled_with_a_request_id_that_is_no_id_is_ignored_on_websocket(gatew
         ws.send(json.dumps(INIT))
         json.loads(ws.recv(timeout=10))
         for request_id in BAD_CANCELS:
-            ws.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                                "params": {"requestId": request_id}}))
+            ws.send(
+                json.dumps({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": request_id}})
+            )
         ws.send(json.dumps(rpc("tools/call", 5, name="add", arguments={"a": 1, "b": 2})))
         assert json.loads(ws.recv(timeout=10))["id"] == 5  # the connection survived
     assert "Traceback" not in gateway.log()
 
 
 def test_cancelled_with_a_request_id_that_is_no_id_is_ignored_on_stdio():
-    lines = [INIT, INITIALIZED, *({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                                   "params": {"requestId": r}} for r in BAD_CANCELS),
-             rpc("tools/call", 5, name="add", arguments={"a": 1, "b": 2})]
-    done = subprocess.run([sys.executable, "-m", "mcpgw.cli", "stdio"], capture_output=True, timeout=60,
-                          input=b"".join(json.dumps(m).encode() + b"\n" for m in lines))
+    lines = [
+        INIT,
+        INITIALIZED,
+        *({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": r}} for r in BAD_CANCELS),
+        rpc("tools/call", 5, name="add", arguments={"a": 1, "b": 2}),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "mcpgw.cli", "stdio"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        input=b"".join(json.dumps(m).encode() + b"\n" for m in lines),
+    )
     assert done.returncode == 0 and b"Traceback" not in done.stderr
     assert [json.loads(line).get("id") for line in done.stdout.splitlines()] == [0, 5]
 

@@ -3,6 +3,7 @@ engine: Streamable HTTP (the ASGI app, in process), the message-oriented connect
 SSE, WebSocket and stdio share (in process), and a real `mcpgw stdio` process. Whatever arrives:
 no 5xx, nothing logged at error level (no traceback), no crashed process, and every live count
 back where it was once the client is done."""
+
 from __future__ import annotations
 
 import asyncio
@@ -23,16 +24,35 @@ from mcpgw.settings import Settings
 from mcpgw.transports.connection import Connection
 
 # Fast methods only: `sleep` and `log` with a generated count would make an example slow, not wrong.
-METHODS = ["initialize", "ping", "tools/list", "tools/call", "resources/list", "resources/read",
-           "resources/templates/list", "prompts/list", "prompts/get", "completion/complete", "logging/setLevel",
-           "server/discover", "notifications/initialized", "notifications/cancelled", "notifications/progress",
-           "nope/nope", ""]
+METHODS = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/read",
+    "resources/templates/list",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "server/discover",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "nope/nope",
+    "",
+]
 TOOLS = ["echo", "add", "nope", ""]
 
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False),
-                      st.text(max_size=8))
-json_value = st.recursive(json_leaf, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)), max_leaves=8)
+json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False), st.text(max_size=8)
+)
+json_value = st.recursive(
+    json_leaf,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=8,
+)
 ids = st.one_of(st.integers(-5, 5), st.text(max_size=4), st.none(), st.booleans(), json_value)
 
 
@@ -47,15 +67,26 @@ def params(draw: st.DrawFn, method: str) -> Any:
     if method == "tools/call":
         p = {"name": draw(st.sampled_from(TOOLS)), "arguments": draw(json_value)}
     elif method == "initialize":
-        p = {"protocolVersion": draw(st.sampled_from([*ALL_REVISIONS, "bogus"])), "capabilities": draw(json_value),
-             "clientInfo": draw(json_value)}
+        p = {
+            "protocolVersion": draw(st.sampled_from([*ALL_REVISIONS, "bogus"])),
+            "capabilities": draw(json_value),
+            "clientInfo": draw(json_value),
+        }
     elif method == "notifications/cancelled":
         p = {"requestId": draw(ids)}
     if draw(st.booleans()):
-        p["_meta"] = draw(st.one_of(json_value, st.fixed_dictionaries({
-            "io.modelcontextprotocol/protocolVersion": st.sampled_from([*ALL_REVISIONS, "x"]),
-            "io.modelcontextprotocol/clientCapabilities": json_value,
-            "progressToken": json_value})))
+        p["_meta"] = draw(
+            st.one_of(
+                json_value,
+                st.fixed_dictionaries(
+                    {
+                        "io.modelcontextprotocol/protocolVersion": st.sampled_from([*ALL_REVISIONS, "x"]),
+                        "io.modelcontextprotocol/clientCapabilities": json_value,
+                        "progressToken": json_value,
+                    }
+                ),
+            )
+        )
     return p
 
 
@@ -92,14 +123,20 @@ b64 = st.builds(lambda s: f"=?base64?{s}?=", header_text)
 @st.composite
 def heads(draw: st.DrawFn) -> dict[str, str]:
     h: dict[str, str] = {}
-    for name, value in (("mcp-protocol-version", st.sampled_from([*ALL_REVISIONS, "1999-01-01", ""])),
-                        ("mcp-method", st.one_of(st.sampled_from(METHODS), header_text)),
-                        ("mcp-name", st.one_of(st.sampled_from(TOOLS), b64, header_text)),
-                        ("mcp-session-id", header_text),
-                        ("last-event-id", header_text),
-                        ("accept", st.sampled_from(["application/json, text/event-stream", "application/json",
-                                                    "text/event-stream", "*/*", ""])),
-                        ("content-type", st.sampled_from(["application/json", "text/plain", ""]))):
+    for name, value in (
+        ("mcp-protocol-version", st.sampled_from([*ALL_REVISIONS, "1999-01-01", ""])),
+        ("mcp-method", st.one_of(st.sampled_from(METHODS), header_text)),
+        ("mcp-name", st.one_of(st.sampled_from(TOOLS), b64, header_text)),
+        ("mcp-session-id", header_text),
+        ("last-event-id", header_text),
+        (
+            "accept",
+            st.sampled_from(
+                ["application/json, text/event-stream", "application/json", "text/event-stream", "*/*", ""]
+            ),
+        ),
+        ("content-type", st.sampled_from(["application/json", "text/plain", ""])),
+    ):
         if draw(st.booleans()):
             h[name] = draw(value)
     return h
@@ -113,8 +150,17 @@ PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 
 
 @PROPERTY
-@given(batch=st.lists(st.tuples(st.sampled_from(["POST", "POST", "POST", "GET", "DELETE"]), heads(),
-                                st.one_of(messages(), st.lists(messages(), max_size=3))), min_size=1, max_size=4))
+@given(
+    batch=st.lists(
+        st.tuples(
+            st.sampled_from(["POST", "POST", "POST", "GET", "DELETE"]),
+            heads(),
+            st.one_of(messages(), st.lists(messages(), max_size=3)),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
 def test_streamable_http_answers_generated_input_without_a_5xx(batch: list[Any], caplog: Any) -> None:
     app = create_app(Settings(edge="python"))
 
@@ -185,16 +231,24 @@ def test_the_message_connection_answers_generated_input(inputs: list[bytes], cap
 
 
 def _init() -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "p", "version": "0"}}}
+    return {
+        "jsonrpc": "2.0",
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "p", "version": "0"}},
+    }
 
 
 @settings(max_examples=4, deadline=None)
 @given(inputs=st.lists(messages(), min_size=5, max_size=40))
 def test_a_real_stdio_process_survives_generated_input(inputs: list[Any]) -> None:
     lines = [_encode({**_init(), "id": "init"}), *(_encode(m) for m in inputs)]
-    done = subprocess.run([sys.executable, "-m", "mcpgw.cli", "stdio"], capture_output=True, timeout=60,
-                          input=b"\n".join(lines) + b"\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "mcpgw.cli", "stdio"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        input=b"\n".join(lines) + b"\n",
+    )
     assert done.returncode == 0, done.stderr.decode()
     assert b"Traceback" not in done.stderr and b" ERROR " not in done.stderr
     assert all(json.loads(line)["jsonrpc"] == "2.0" for line in done.stdout.splitlines())

@@ -1,4 +1,5 @@
 """One source of truth per fact: where a fact must be repeated, these fail when the copies disagree."""
+
 from __future__ import annotations
 
 import ast
@@ -34,10 +35,10 @@ def test_the_revisions_the_edge_is_configured_with_are_the_protocol_module_s():
 
 
 def test_the_revision_sets_are_subsets_of_the_revisions():
-    assert protocol.SESSIONFUL_REVISIONS + (protocol.STATELESS_REVISION,) == protocol.ALL_REVISIONS
-    assert protocol.LATEST_SESSIONFUL == max(protocol.SESSIONFUL_REVISIONS)
-    assert protocol.BATCH_REVISIONS <= set(protocol.SESSIONFUL_REVISIONS)
-    assert protocol.PRIMING_REVISIONS <= set(protocol.SESSIONFUL_REVISIONS)
+    assert (*protocol.SESSIONFUL_REVISIONS, protocol.STATELESS_REVISION) == protocol.ALL_REVISIONS
+    assert max(protocol.SESSIONFUL_REVISIONS) == protocol.LATEST_SESSIONFUL
+    assert set(protocol.SESSIONFUL_REVISIONS) >= protocol.BATCH_REVISIONS
+    assert set(protocol.SESSIONFUL_REVISIONS) >= protocol.PRIMING_REVISIONS
     assert protocol.DEFAULT_REVISION in protocol.SESSIONFUL_REVISIONS
 
 
@@ -47,13 +48,13 @@ def test_server_discover_offers_exactly_the_protocol_revisions():
 
 def test_no_module_but_protocol_py_spells_a_revision():
     """A revision written as a string literal anywhere else in the package is a second copy."""
-    found = []
-    for path in PACKAGE.rglob("*.py"):
-        if path.name == "protocol.py":
-            continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and REVISION_LITERAL.match(node.value):
-                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value}")
+    found = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value}"
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "protocol.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and REVISION_LITERAL.match(node.value)
+    ]
     assert found == []
 
 
@@ -65,8 +66,9 @@ def test_the_docs_name_every_revision():
 def _defaults(target: Any) -> list[str]:
     if isinstance(target, type) and hasattr(target, "__dataclass_fields__"):
         return [f.name for f in fields(target) if f.default is not MISSING or f.default_factory is not MISSING]
-    return [name for name, p in inspect.signature(target).parameters.items()
-            if p.default is not inspect.Parameter.empty]
+    return [
+        name for name, p in inspect.signature(target).parameters.items() if p.default is not inspect.Parameter.empty
+    ]
 
 
 @pytest.mark.parametrize("target", [HttpOptions, SseOptions, MemorySessions, SessionEngine])

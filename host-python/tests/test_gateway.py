@@ -1,5 +1,6 @@
 """The gateway as users run it: a real `mcpgw serve` process (uvicorn), in both edge modes,
 driven by the MCP SDK's client and by raw HTTP for the error paths."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,9 +24,11 @@ def rpc(method, id_=1, **params):
 
 
 def initialize(url: str, **headers) -> str:
-    r = httpx.post(url + "/mcp", json=rpc("initialize", protocolVersion="2025-06-18", capabilities={},
-                                          clientInfo={"name": "t", "version": "0"}),
-                   headers={**BASE, **headers})
+    r = httpx.post(
+        url + "/mcp",
+        json=rpc("initialize", protocolVersion="2025-06-18", capabilities={}, clientInfo={"name": "t", "version": "0"}),
+        headers={**BASE, **headers},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["result"]["protocolVersion"] == "2025-06-18"
     return r.headers["mcp-session-id"]
@@ -90,8 +93,20 @@ def test_session_lifecycle(gateway):
         ({"mcp-protocol-version": "2025-06-18", "mcp-session-id": "unknown"}, rpc("ping"), 404, -32001),
         ({}, rpc("no/such/method"), 400, -32600),  # no session: refused before dispatch
     ],
-    ids=["accept-neither", "accept-sse-only", "content-type", "invalid-json", "invalid-utf8", "not-jsonrpc",
-         "batch", "unsupported-version", "missing-session", "malformed-session", "unknown-session", "no-session"],
+    ids=[
+        "accept-neither",
+        "accept-sse-only",
+        "content-type",
+        "invalid-json",
+        "invalid-utf8",
+        "not-jsonrpc",
+        "batch",
+        "unsupported-version",
+        "missing-session",
+        "malformed-session",
+        "unknown-session",
+        "no-session",
+    ],
 )
 def test_bad_requests_get_the_right_status_and_jsonrpc_error(gateway, headers, body, status, code):
     content = body if isinstance(body, bytes) else httpx.Request("POST", "/", json=body).content
@@ -114,8 +129,11 @@ def test_stateless_revision_needs_no_session(gateway):
 
 def test_oversized_body_is_refused_with_413(gateway):
     sid = initialize(gateway.url)
-    big = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"' + \
-        b"x" * (4 * 1024 * 1024 + 10) + b'"}}}'
+    big = (
+        b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"'
+        + b"x" * (4 * 1024 * 1024 + 10)
+        + b'"}}}'
+    )
     r = httpx.post(gateway.url + "/mcp", content=big, headers=session_headers(sid))
     assert r.status_code == 413 and r.json()["error"]["code"] == -32600
     # The gateway keeps serving.
@@ -124,16 +142,24 @@ def test_oversized_body_is_refused_with_413(gateway):
 
 def test_non_canonical_paths_are_served_without_redirects(gateway):
     for path in ("/mcp/", "//mcp", "/./mcp", "/m%63p", "/x/../mcp//"):
-        r = httpx.post(gateway.url + path, json=rpc("initialize", protocolVersion="2025-06-18", capabilities={},
-                                                    clientInfo={"name": "t", "version": "0"}), headers=BASE)
+        r = httpx.post(
+            gateway.url + path,
+            json=rpc(
+                "initialize", protocolVersion="2025-06-18", capabilities={}, clientInfo={"name": "t", "version": "0"}
+            ),
+            headers=BASE,
+        )
         assert r.status_code == 200, (path, r.status_code, r.text)
         assert "mcp-session-id" in r.headers
     assert httpx.post(gateway.url + "/MCP", json=rpc("ping"), headers=BASE).status_code == 404
 
 
 def test_preflight_is_answered_at_the_edge(gateway):
-    h = {"origin": "http://localhost:5173", "access-control-request-method": "POST",
-         "access-control-request-headers": "content-type, mcp-session-id, Mcp-Protocol-Version"}
+    h = {
+        "origin": "http://localhost:5173",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type, mcp-session-id, Mcp-Protocol-Version",
+    }
     # /servers/nope/mcp would be a 404 from the app: a 204 proves the app was never called.
     for path in ("/mcp", "/servers/nope/mcp"):
         r = httpx.options(gateway.url + path, headers=h)
@@ -150,9 +176,11 @@ def test_preflight_is_answered_at_the_edge(gateway):
 
 
 def test_cors_headers_on_actual_responses_and_denied_origins(gateway):
-    ok = httpx.post(gateway.url + "/mcp", json=rpc("initialize", protocolVersion="2025-06-18", capabilities={},
-                                                   clientInfo={"name": "t", "version": "0"}),
-                    headers={**BASE, "origin": "http://127.0.0.1:8080"})
+    ok = httpx.post(
+        gateway.url + "/mcp",
+        json=rpc("initialize", protocolVersion="2025-06-18", capabilities={}, clientInfo={"name": "t", "version": "0"}),
+        headers={**BASE, "origin": "http://127.0.0.1:8080"},
+    )
     assert ok.status_code == 200
     assert ok.headers["access-control-allow-origin"] == "http://127.0.0.1:8080"
     assert ok.headers["access-control-expose-headers"] == "Mcp-Session-Id, Mcp-Protocol-Version"
@@ -171,13 +199,18 @@ def test_dns_rebinding_host_is_refused_on_loopback_bind(gateway):
 
 @pytest.mark.parametrize("path", ["/servers/a%2Fb/mcp", "/servers/" + "a" * 65 + "/mcp", "/servers/%C3%A9/mcp"])
 def test_invalid_server_ids_are_not_found(gateway, path):
-    r = httpx.post(gateway.url + path, json=rpc("initialize", protocolVersion="2025-06-18", capabilities={},
-                                                clientInfo={"name": "t", "version": "0"}), headers=BASE)
+    r = httpx.post(
+        gateway.url + path,
+        json=rpc("initialize", protocolVersion="2025-06-18", capabilities={}, clientInfo={"name": "t", "version": "0"}),
+        headers=BASE,
+    )
     assert r.status_code == 404 and "mcp-session-id" not in r.headers
 
 
 def test_oversized_request_head_is_refused_with_431(gateway):
-    r = httpx.post(gateway.url + "/mcp", json=rpc("ping"), headers={**BASE, "accept": ",".join(["application/json"] * 5000)})
+    r = httpx.post(
+        gateway.url + "/mcp", json=rpc("ping"), headers={**BASE, "accept": ",".join(["application/json"] * 5000)}
+    )
     assert r.status_code == 431 and r.json()["error"]["code"] == -32600
     assert httpx.get(gateway.url + "/health").status_code == 200  # and everyone else is still served
 
@@ -189,7 +222,14 @@ def test_stateless_revision_allows_post_only(gateway):
 
 
 def test_client_info_is_kept_bounded(gateway):
-    r = httpx.post(gateway.url + "/mcp", json=rpc("initialize", protocolVersion="2025-06-18", capabilities={},
-                                                  clientInfo={"name": "n" * 100_000, "version": "1", "x": "y" * 100_000}),
-                   headers=BASE)
+    r = httpx.post(
+        gateway.url + "/mcp",
+        json=rpc(
+            "initialize",
+            protocolVersion="2025-06-18",
+            capabilities={},
+            clientInfo={"name": "n" * 100_000, "version": "1", "x": "y" * 100_000},
+        ),
+        headers=BASE,
+    )
     assert r.status_code == 200

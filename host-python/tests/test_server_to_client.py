@@ -1,6 +1,7 @@
 """Server-to-client traffic on the GET stream: requests (ping) answered by POST, and notifications
 (list_changed) to every session. The gateway runs in this process (real uvicorn on a loopback
 socket, in a thread) so a test can make the server side speak first."""
+
 from __future__ import annotations
 
 import asyncio
@@ -48,8 +49,14 @@ def inproc(request, component_path):
             time.sleep(0.02)
         return predicate()
 
-    yield SimpleNamespace(url=f"http://127.0.0.1:{sock.getsockname()[1]}", sessions=app.engine.sessions, app=app,
-                          submit=submit, run=run, when=when)
+    yield SimpleNamespace(
+        url=f"http://127.0.0.1:{sock.getsockname()[1]}",
+        sessions=app.engine.sessions,
+        app=app,
+        submit=submit,
+        run=run,
+        when=when,
+    )
     server.should_exit = True
     thread.join(30)
     loop.close()
@@ -104,6 +111,8 @@ async def test_sdk_client_answers_server_ping_and_hears_list_changed(inproc):
         assert await asyncio.to_thread(inproc.when, lambda: _live(inproc)["streams"] == 1)
         (session,) = list(inproc.sessions._sessions.values())  # the only live session (white-box)
         assert await asyncio.wrap_future(inproc.submit(session.request("ping", timeout=20))) == {}
-        assert await asyncio.wrap_future(inproc.submit(inproc.sessions.broadcast("notifications/tools/list_changed"))) == 1
+        assert (
+            await asyncio.wrap_future(inproc.submit(inproc.sessions.broadcast("notifications/tools/list_changed"))) == 1
+        )
         await asyncio.wait_for(heard.wait(), 20)
     assert await asyncio.to_thread(inproc.when, lambda: _live(inproc) == {"sessions": 0, "requests": 0, "streams": 0})

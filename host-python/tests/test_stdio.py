@@ -1,4 +1,5 @@
 """`mcpgw stdio`: the gateway's catalog over stdin/stdout, as a real subprocess."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,12 @@ from mcp.client.stdio import StdioServerParameters
 from upstream_procs import TOY, stdio_table
 
 pytestmark = pytest.mark.timeout(120)
-INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 
 
@@ -25,8 +30,14 @@ def call(id_, name, **arguments):
 def run_stdio(*lines: bytes | dict, env: dict | None = None, args: tuple = ()) -> tuple[list[dict], str]:
     """Feed lines to `mcpgw stdio`, close stdin, and return every stdout line parsed (each must be JSON)."""
     data = b"".join((json.dumps(line).encode() if isinstance(line, dict) else line) + b"\n" for line in lines)
-    done = subprocess.run([sys.executable, "-m", "mcpgw.cli", "stdio", *args], input=data, capture_output=True,
-                          timeout=60, env=env)
+    done = subprocess.run(
+        [sys.executable, "-m", "mcpgw.cli", "stdio", *args],
+        input=data,
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
     assert done.returncode == 0, done.stderr.decode()
     assert "\u2028".encode() not in done.stdout and "\u2029".encode() not in done.stdout
     # Nothing but MCP messages, one per line by any reading of "line".
@@ -57,7 +68,7 @@ async def test_the_sdk_stdio_client_initializes_lists_calls_with_progress_and_cl
 
 
 def test_malformed_lines_get_a_parse_error_and_the_stream_goes_on():
-    out, _ = run_stdio(INIT, b"{not json", b"\xff\xfe not utf-8", b'[1, 2]', INITIALIZED, call(1, "add", a=1, b=2))
+    out, _ = run_stdio(INIT, b"{not json", b"\xff\xfe not utf-8", b"[1, 2]", INITIALIZED, call(1, "add", a=1, b=2))
     errors = [m["error"]["code"] for m in out if m.get("id") is None]
     assert errors == [-32700, -32700, -32600]
     assert by_id(out)[1]["result"]["content"][0]["text"] == "3"
@@ -70,8 +81,14 @@ def test_newlines_inside_strings_are_escaped_so_each_message_is_one_line():
 
 def test_large_messages_pass_and_oversized_ones_are_refused_without_ending_the_stream():
     big = "x" * 200_000
-    out, _ = run_stdio(INIT, INITIALIZED, call(1, "echo", text=big), call(2, "echo", text="y" * 300_000),
-                       call(3, "echo", text="after"), args=("--max-body-bytes", "250000"))
+    out, _ = run_stdio(
+        INIT,
+        INITIALIZED,
+        call(1, "echo", text=big),
+        call(2, "echo", text="y" * 300_000),
+        call(3, "echo", text="after"),
+        args=("--max-body-bytes", "250000"),
+    )
     answers = by_id(out)
     assert answers[1]["result"]["content"][0]["text"] == big
     assert 2 not in answers  # refused before it was parsed: its id is unknown

@@ -1,10 +1,13 @@
 """Streamable HTTP, every revision, both edge modes: a real `mcpgw serve` process driven by the
 MCP SDK's client and by raw HTTP (httpx). Each test names the rule it proves."""
+
 from __future__ import annotations
 
 import base64
+import contextlib
 import signal
 import threading
+
 import httpx
 import mcp_types as types
 import pytest
@@ -18,8 +21,8 @@ from mcp_http import (
     Event,
     Session,
     drained,
-    live,
     headers2026,
+    live,
     read_sse,
     read_sse_text,
     rpc,
@@ -49,13 +52,12 @@ def open_session():
 
     yield make
     for s in opened:
-        try:
+        with contextlib.suppress(httpx.HTTPError):  # its gateway is gone (the shutdown test)
             s.delete()
-        except httpx.HTTPError:
-            pass  # its gateway is gone (the shutdown test)
 
 
 # -- real MCP client ---------------------------------------------------------------------------
+
 
 async def _journey(client: Client, logs: list, progress: list) -> None:
     tools = {t.name for t in (await client.list_tools()).tools}
@@ -130,6 +132,7 @@ async def test_sdk_client_stateless_journey(gw):
 
 # -- raw HTTP: status codes and JSON-RPC errors, per revision ------------------------------------
 
+
 @pytest.mark.parametrize("revision", SESSIONFUL)
 def test_every_status_and_jsonrpc_error_per_revision(open_session, gw, revision):
     s = open_session(gw.url, revision)
@@ -140,8 +143,15 @@ def test_every_status_and_jsonrpc_error_per_revision(open_session, gw, revision)
 
     check(s.post(rpc("ping"), accept="text/event-stream"), 406, -32600)
     check(s.post(rpc("ping"), accept="text/html"), 406, -32600)
-    check(s.http.post(s.url, content=b'{"jsonrpc":"2.0","id":1,"method":"ping"}',
-                      headers={**s.headers, "content-type": "text/plain"}), 415, -32600)
+    check(
+        s.http.post(
+            s.url,
+            content=b'{"jsonrpc":"2.0","id":1,"method":"ping"}',
+            headers={**s.headers, "content-type": "text/plain"},
+        ),
+        415,
+        -32600,
+    )
     check(s.http.post(s.url, content=b'{"jsonrpc": "2.0", "method": ', headers=s.headers), 400, -32700)
     check(s.post({"jsonrpc": "1.0", "id": 1, "method": "ping"}), 400, -32600)
     check(s.post({"id": 1, "result": {}}), 400, -32600)  # neither request nor valid response
@@ -176,7 +186,7 @@ def test_oversized_bodies_get_413_without_being_buffered(open_session, gateways,
     def chunks():  # no Content-Length: the limit applies while reading
         payload = httpx.Request("POST", "/", json=big).content
         for i in range(0, len(payload), 512):
-            yield payload[i:i + 512]
+            yield payload[i : i + 512]
 
     streamed = s.http.post(s.url, content=chunks(), headers=s.headers)
     assert streamed.status_code == 413
@@ -185,16 +195,24 @@ def test_oversized_bodies_get_413_without_being_buffered(open_session, gateways,
 
 def test_batches_only_where_the_revision_allows_them(open_session, gw):
     old = open_session(gw.url, "2025-03-26")
-    r = old.post([rpc("tools/call", 1, name="add", arguments={"a": 1, "b": 2}), rpc("ping", 2),
-                  rpc("notifications/progress", None, progressToken="t", progress=1)])
+    r = old.post(
+        [
+            rpc("tools/call", 1, name="add", arguments={"a": 1, "b": 2}),
+            rpc("ping", 2),
+            rpc("notifications/progress", None, progressToken="t", progress=1),
+        ]
+    )
     assert r.status_code == 200
     assert sorted((m["id"], m["result"]) for m in r.json()) == [
-        (1, {"content": [{"type": "text", "text": "3"}], "isError": False}), (2, {})]
+        (1, {"content": [{"type": "text", "text": "3"}], "isError": False}),
+        (2, {}),
+    ]
     only_notes = old.post([rpc("notifications/roots/list_changed", None)])
     assert only_notes.status_code == 202 and only_notes.content == b""
     assert old.post([]).status_code == 400
-    init_in_batch = old.post([rpc("initialize", 9, protocolVersion="2025-03-26", capabilities={},
-                                  clientInfo={"name": "t", "version": "0"})])
+    init_in_batch = old.post(
+        [rpc("initialize", 9, protocolVersion="2025-03-26", capabilities={}, clientInfo={"name": "t", "version": "0"})]
+    )
     assert init_in_batch.status_code == 400 and init_in_batch.json()["error"]["code"] == -32600
     for revision in ("2025-06-18", "2025-11-25"):
         new = open_session(gw.url, revision)
@@ -203,6 +221,7 @@ def test_batches_only_where_the_revision_allows_them(open_session, gw):
 
 
 # -- SSE responses --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("revision", SESSIONFUL)
 def test_sse_response_framing(open_session, gw, revision):
@@ -232,8 +251,10 @@ def test_json_mode_answers_plain_results_as_json_and_json_only_clients_get_json(
     plain = s.post(rpc("tools/call", name="echo", arguments={"text": "x"}))
     assert plain.headers["content-type"] == "application/json"
     # A client accepting only JSON (allowed in JSON mode) gets the result without the progress.
-    r = s.post(rpc("tools/call", 5, name="sleep", arguments={"seconds": 0, "ticks": 2}, _meta={"progressToken": 1}),
-               accept="application/json")
+    r = s.post(
+        rpc("tools/call", 5, name="sleep", arguments={"seconds": 0, "ticks": 2}, _meta={"progressToken": 1}),
+        accept="application/json",
+    )
     assert r.headers["content-type"] == "application/json" and r.json()["result"]["content"][0]["text"] == "slept 0s"
 
 
@@ -248,6 +269,7 @@ def test_sse_mode_answers_every_request_as_sse(open_session, gateways, edge_mode
 
 
 # -- GET stream -----------------------------------------------------------------------------------
+
 
 def test_get_stream_one_per_session_with_keepalives(open_session, gateways, edge_mode):
     gw = gateways(edge_mode, MCPGW_SSE_KEEPALIVE_S="0.2")
@@ -272,8 +294,14 @@ def test_lifecycle_initialize_stream_calls_delete(open_session, gw):
     with s.stream("GET") as get:
         for i in range(3):
             assert s.post(rpc("tools/call", i, name="add", arguments={"a": i, "b": 1})).json()["result"]["content"][0][
-                "text"] == str(i + 1)
-        assert wait_live(gw.url, sessions=1, streams=1) == {"sessions": 1, "requests": 0, "streams": 1, "upstream_links": 0}
+                "text"
+            ] == str(i + 1)
+        assert wait_live(gw.url, sessions=1, streams=1) == {
+            "sessions": 1,
+            "requests": 0,
+            "streams": 1,
+            "upstream_links": 0,
+        }
         assert s.delete().status_code == 204
         assert read_sse(get) == []  # 2025-06-18: no priming event, and DELETE ends the stream
     assert s.post(rpc("ping")).status_code == 404
@@ -282,6 +310,7 @@ def test_lifecycle_initialize_stream_calls_delete(open_session, gw):
 
 
 # -- resumability ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("revision", ["2025-06-18", "2025-11-25"])
 def test_resume_replays_exactly_the_missed_events_of_that_stream(open_session, gw, revision):
@@ -330,6 +359,7 @@ def test_unknown_or_evicted_event_ids_get_a_clear_error(open_session, gateways, 
 
 # -- expiry and the session cap -------------------------------------------------------------------
 
+
 def test_idle_sessions_expire(open_session, gateways, edge_mode):
     gw = gateways(edge_mode, MCPGW_SESSION_IDLE_TIMEOUT_S="0.5")
     s = open_session(gw.url)
@@ -342,14 +372,20 @@ def test_session_cap_answers_503_with_a_jsonrpc_error(open_session, gateways, ed
     gw = gateways(edge_mode, MCPGW_MAX_SESSIONS="2")
     first = open_session(gw.url)
     open_session(gw.url)
-    r = httpx.post(gw.url + "/mcp", headers=BASE, json=rpc("initialize", 1, protocolVersion="2025-11-25",
-                                                           capabilities={}, clientInfo={"name": "t", "version": "0"}))
+    r = httpx.post(
+        gw.url + "/mcp",
+        headers=BASE,
+        json=rpc(
+            "initialize", 1, protocolVersion="2025-11-25", capabilities={}, clientInfo={"name": "t", "version": "0"}
+        ),
+    )
     assert r.status_code == 503 and r.json()["error"]["code"] == -32603 and r.headers["retry-after"]
     assert first.delete().status_code == 204
     open_session(gw.url)  # room again
 
 
 # -- cancellation ---------------------------------------------------------------------------------
+
 
 def test_cancelled_notification_stops_a_running_sleep(open_session, gw):
     s = open_session(gw.url)
@@ -370,8 +406,11 @@ def test_cancelled_notification_stops_a_running_sleep(open_session, gw):
 def _sleep_in_background(gw, s: Session, id_: int):
     """A 60 s `sleep` from a JSON-only client, running once this returns; its answer lands in the list."""
     answers: list[httpx.Response] = []
-    worker = threading.Thread(target=lambda: answers.append(
-        s.post(rpc("tools/call", id_, name="sleep", arguments={"seconds": 60}), accept="application/json")))
+    worker = threading.Thread(
+        target=lambda: answers.append(
+            s.post(rpc("tools/call", id_, name="sleep", arguments={"seconds": 60}), accept="application/json")
+        )
+    )
     worker.start()
     assert wait_live(gw.url, requests=1)["requests"] == 1
     return worker, answers
@@ -388,8 +427,7 @@ def test_cancelled_json_request_gets_an_answer(open_session, gw):
 
 
 def test_2026_closing_the_stream_cancels_the_request(gw):
-    msg = rpc2026("tools/call", 31, name="sleep", arguments={"seconds": 60, "ticks": 600},
-                  meta={"progressToken": 31})
+    msg = rpc2026("tools/call", 31, name="sleep", arguments={"seconds": 60, "ticks": 600}, meta={"progressToken": 31})
     with httpx.stream("POST", gw.url + "/mcp", json=msg, headers=headers2026("tools/call", "sleep")) as r:
         events = sse_events(r.iter_lines())  # kept referenced: dropping it would close the stream early
         first = next(e for e in events if isinstance(e, Event))
@@ -412,39 +450,71 @@ def test_deleting_a_session_cancels_its_requests_and_closes_its_streams(open_ses
 
 # -- 2026-07-28 -----------------------------------------------------------------------------------
 
+
 def test_2026_is_post_only_and_ignores_session_and_resume_headers(gw):
     url = gw.url + "/mcp"
     for method in ("GET", "DELETE", "PUT"):
         r = httpx.request(method, url, headers=headers2026("tools/list"))
         assert r.status_code == 405 and r.headers["allow"] == "POST"
-    r = httpx.post(url, json=rpc2026("tools/list"),
-                   headers=headers2026("tools/list", **{"mcp-session-id": "whatever", "last-event-id": "1_1"}))
+    r = httpx.post(
+        url,
+        json=rpc2026("tools/list"),
+        headers=headers2026("tools/list", **{"mcp-session-id": "whatever", "last-event-id": "1_1"}),
+    )
     assert r.status_code == 200 and r.json()["result"]["resultType"] == "complete"
     assert "mcp-session-id" not in r.headers
     assert live(gw.url)["sessions"] == 0
 
 
-@pytest.mark.parametrize("headers, body, status, code", [
-    (headers2026("tools/list"), rpc2026("tools/list"), 200, None),
-    ({**BASE, "mcp-protocol-version": STATELESS}, rpc2026("tools/list"), 400, -32020),  # no Mcp-Method
-    (headers2026("tools/call", "echo"), rpc2026("tools/list"), 400, -32020),
-    (headers2026("tools/call"), rpc2026("tools/call", name="echo", arguments={"text": "x"}), 400, -32020),
-    (headers2026("tools/call", "add"), rpc2026("tools/call", name="echo", arguments={"text": "x"}), 400, -32020),
-    (headers2026("tools/call", "=?base64?w6k=?="), rpc2026("tools/call", name="é", arguments={}), 400, -32602),
-    (headers2026("tools/call", "=?base64?w6k?="), rpc2026("tools/call", name="é", arguments={}), 400, -32020),
-    (headers2026("resources/read", "mcpgw://readme"), rpc2026("resources/read", uri="mcpgw://readme"), 200, None),
-    (headers2026("resources/read", "mcpgw://other"), rpc2026("resources/read", uri="mcpgw://readme"), 400, -32020),
-    (headers2026("prompts/get", "greet"), rpc2026("prompts/get", name="greet", arguments={"name": "Ada"}), 200, None),
-    (headers2026("tools/list"), rpc("tools/list"), 400, -32602),  # no envelope
-    (headers2026("tools/list"), rpc2026("tools/list", meta={"io.modelcontextprotocol/protocolVersion": "2025-11-25"}),
-     400, -32020),
-    (headers2026("tools/list"), [rpc2026("tools/list")], 400, -32600),
-    (headers2026("ping"), rpc2026("ping"), 404, -32601),
-    (headers2026("no/such"), rpc2026("no/such"), 404, -32601),
-    (headers2026("tools/call", "echo"), rpc2026("tools/call", name="echo", arguments=[]), 400, -32602),
-], ids=["ok", "no-method-header", "method-mismatch", "no-name-header", "name-mismatch", "name-base64-unknown-tool",
-        "name-bad-base64", "read-ok", "uri-mismatch", "prompt-ok", "no-envelope", "envelope-version-mismatch",
-        "batch", "ping-not-in-2026", "unknown-method", "invalid-params"])
+@pytest.mark.parametrize(
+    "headers, body, status, code",
+    [
+        (headers2026("tools/list"), rpc2026("tools/list"), 200, None),
+        ({**BASE, "mcp-protocol-version": STATELESS}, rpc2026("tools/list"), 400, -32020),  # no Mcp-Method
+        (headers2026("tools/call", "echo"), rpc2026("tools/list"), 400, -32020),
+        (headers2026("tools/call"), rpc2026("tools/call", name="echo", arguments={"text": "x"}), 400, -32020),
+        (headers2026("tools/call", "add"), rpc2026("tools/call", name="echo", arguments={"text": "x"}), 400, -32020),
+        (headers2026("tools/call", "=?base64?w6k=?="), rpc2026("tools/call", name="é", arguments={}), 400, -32602),
+        (headers2026("tools/call", "=?base64?w6k?="), rpc2026("tools/call", name="é", arguments={}), 400, -32020),
+        (headers2026("resources/read", "mcpgw://readme"), rpc2026("resources/read", uri="mcpgw://readme"), 200, None),
+        (headers2026("resources/read", "mcpgw://other"), rpc2026("resources/read", uri="mcpgw://readme"), 400, -32020),
+        (
+            headers2026("prompts/get", "greet"),
+            rpc2026("prompts/get", name="greet", arguments={"name": "Ada"}),
+            200,
+            None,
+        ),
+        (headers2026("tools/list"), rpc("tools/list"), 400, -32602),  # no envelope
+        (
+            headers2026("tools/list"),
+            rpc2026("tools/list", meta={"io.modelcontextprotocol/protocolVersion": "2025-11-25"}),
+            400,
+            -32020,
+        ),
+        (headers2026("tools/list"), [rpc2026("tools/list")], 400, -32600),
+        (headers2026("ping"), rpc2026("ping"), 404, -32601),
+        (headers2026("no/such"), rpc2026("no/such"), 404, -32601),
+        (headers2026("tools/call", "echo"), rpc2026("tools/call", name="echo", arguments=[]), 400, -32602),
+    ],
+    ids=[
+        "ok",
+        "no-method-header",
+        "method-mismatch",
+        "no-name-header",
+        "name-mismatch",
+        "name-base64-unknown-tool",
+        "name-bad-base64",
+        "read-ok",
+        "uri-mismatch",
+        "prompt-ok",
+        "no-envelope",
+        "envelope-version-mismatch",
+        "batch",
+        "ping-not-in-2026",
+        "unknown-method",
+        "invalid-params",
+    ],
+)
 def test_2026_headers_must_match_the_body(gw, headers, body, status, code):
     r = httpx.post(gw.url + "/mcp", json=body, headers=headers)
     assert r.status_code == status, r.text
@@ -461,28 +531,44 @@ def test_2026_discover_and_result_stamps(gw):
     assert result["capabilities"]["tools"] == {"listChanged": True}
     assert (result["resultType"], result["ttlMs"], result["cacheScope"]) == ("complete", 0, "private")
     assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "mcpgw"
-    call = httpx.post(gw.url + "/mcp", json=rpc2026("tools/call", name="add", arguments={"a": 1, "b": 1}),
-                      headers=headers2026("tools/call", "add")).json()["result"]
+    call = httpx.post(
+        gw.url + "/mcp",
+        json=rpc2026("tools/call", name="add", arguments={"a": 1, "b": 1}),
+        headers=headers2026("tools/call", "add"),
+    ).json()["result"]
     assert call["resultType"] == "complete" and "ttlMs" not in call
-    note = httpx.post(gw.url + "/mcp", json=rpc("notifications/cancelled", None, requestId=1),
-                      headers=headers2026("notifications/cancelled"))
+    note = httpx.post(
+        gw.url + "/mcp",
+        json=rpc("notifications/cancelled", None, requestId=1),
+        headers=headers2026("notifications/cancelled"),
+    )
     assert note.status_code == 202
     response = httpx.post(gw.url + "/mcp", json={"jsonrpc": "2.0", "id": 1, "result": {}}, headers=headers2026("x"))
     assert response.status_code == 400
     # Logs only when the request's envelope asks for them.
-    quiet = httpx.post(gw.url + "/mcp", json=rpc2026("tools/call", name="log", arguments={"message": "m"}),
-                       headers=headers2026("tools/call", "log"))
+    quiet = httpx.post(
+        gw.url + "/mcp",
+        json=rpc2026("tools/call", name="log", arguments={"message": "m"}),
+        headers=headers2026("tools/call", "log"),
+    )
     assert quiet.headers["content-type"] == "application/json"
-    loud = httpx.post(gw.url + "/mcp", json=rpc2026("tools/call", name="log", arguments={"message": "m"},
-                                                    meta={"io.modelcontextprotocol/logLevel": "info"}),
-                      headers=headers2026("tools/call", "log"))
+    loud = httpx.post(
+        gw.url + "/mcp",
+        json=rpc2026(
+            "tools/call", name="log", arguments={"message": "m"}, meta={"io.modelcontextprotocol/logLevel": "info"}
+        ),
+        headers=headers2026("tools/call", "log"),
+    )
     assert loud.headers["content-type"] == "text/event-stream"
     assert [e.json().get("method") for e in read_sse_text(loud.text)] == ["notifications/message", None]
 
 
 # -- shutdown -------------------------------------------------------------------------------------
 
-def test_graceful_shutdown_closes_streams_with_retry_and_answers_running_requests(open_session, edge_mode, component_path):
+
+def test_graceful_shutdown_closes_streams_with_retry_and_answers_running_requests(
+    open_session, edge_mode, component_path
+):
     from conftest import Gateway
 
     gw = Gateway({"MCPGW_EDGE": edge_mode, "MCPGW_SHUTDOWN_GRACE_S": "0.5"}).wait_ready()
@@ -500,7 +586,12 @@ def test_graceful_shutdown_closes_streams_with_retry_and_answers_running_request
         workers = [threading.Thread(target=run_get), threading.Thread(target=run_post)]
         for w in workers:
             w.start()
-        assert wait_live(gw.url, requests=1, streams=1) == {"sessions": 1, "requests": 1, "streams": 1, "upstream_links": 0}
+        assert wait_live(gw.url, requests=1, streams=1) == {
+            "sessions": 1,
+            "requests": 1,
+            "streams": 1,
+            "upstream_links": 0,
+        }
         gw.proc.terminate()
         for w in workers:
             w.join(60)

@@ -4,6 +4,7 @@ The SDK's SSE client drives /sse. mcp 2.3.0 has no WebSocket client, so /ws is
 driven with the `websockets` library (the same one the server side runs on),
 and with a raw socket where a client must misbehave (never answering pings).
 """
+
 from __future__ import annotations
 
 import base64
@@ -22,8 +23,12 @@ from websockets.sync.client import connect
 from mcp_http import NOTHING_LIVE, drained, live, sse_events, wait_live
 
 pytestmark = pytest.mark.timeout(120)
-INIT = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}}}
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+}
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 
 
@@ -36,8 +41,13 @@ def sleep_call(id_, seconds, token=None):
 
 @pytest.fixture
 def gw(gateways, edge_mode):
-    return gateways(edge_mode, MCPGW_SSE_KEEPALIVE_S="0.2", MCPGW_MAX_BODY_BYTES="65536",
-                    MCPGW_WS_PING_INTERVAL_S="0.3", MCPGW_WS_PING_TIMEOUT_S="0.6")
+    return gateways(
+        edge_mode,
+        MCPGW_SSE_KEEPALIVE_S="0.2",
+        MCPGW_MAX_BODY_BYTES="65536",
+        MCPGW_WS_PING_INTERVAL_S="0.3",
+        MCPGW_WS_PING_TIMEOUT_S="0.6",
+    )
 
 
 # -- legacy HTTP+SSE ------------------------------------------------------------
@@ -47,13 +57,12 @@ async def test_the_sdk_sse_client_initializes_lists_calls_with_progress_and_clos
     async def on_progress(progress, total, message):
         seen.append(progress)
 
-    async with sse_client(gw.url + "/sse") as (read, write):
-        async with ClientSession(read, write) as session:
-            assert (await session.initialize()).server_info.name == "mcpgw"
-            assert {"echo", "sleep"} <= {t.name for t in (await session.list_tools()).tools}
-            result = await session.call_tool("sleep", {"seconds": 0.2, "ticks": 2}, progress_callback=on_progress)
-            assert isinstance(result.content[0], types.TextContent) and seen == [1, 2]
-            assert wait_live(gw.url, sessions=1)["sessions"] == 1
+    async with sse_client(gw.url + "/sse") as (read, write), ClientSession(read, write) as session:
+        assert (await session.initialize()).server_info.name == "mcpgw"
+        assert {"echo", "sleep"} <= {t.name for t in (await session.list_tools()).tools}
+        result = await session.call_tool("sleep", {"seconds": 0.2, "ticks": 2}, progress_callback=on_progress)
+        assert isinstance(result.content[0], types.TextContent) and seen == [1, 2]
+        assert wait_live(gw.url, sessions=1)["sessions"] == 1
     assert drained(gw.url) == NOTHING_LIVE
 
 
@@ -191,15 +200,17 @@ def test_websocket_binary_and_oversized_frames_close_the_connection(gw, frame, c
     assert drained(gw.url) == NOTHING_LIVE
 
 
-@pytest.mark.parametrize("options", [{"origin": "http://evil.example"}, {"subprotocols": None}],
-                         ids=["cross-site origin", "no mcp subprotocol"])
+@pytest.mark.parametrize(
+    "options",
+    [{"origin": "http://evil.example"}, {"subprotocols": None}],
+    ids=["cross-site origin", "no mcp subprotocol"],
+)
 def test_websocket_upgrades_are_refused_for_a_foreign_origin_or_without_the_subprotocol(gw, options):
     kwargs = {"subprotocols": ["mcp"], **options}
     if kwargs["subprotocols"] is None:
         del kwargs["subprotocols"]
-    with pytest.raises(InvalidStatus) as refused:
-        with connect(ws_url(gw), **kwargs):
-            pass
+    with pytest.raises(InvalidStatus) as refused, connect(ws_url(gw), **kwargs):
+        pass
     assert refused.value.response.status_code == 403
     assert live(gw.url)["sessions"] == 0
 
@@ -208,8 +219,12 @@ def test_websocket_client_that_never_answers_pings_is_disconnected(gw):
     port = int(gw.url.rsplit(":", 1)[1])
     sock = socket.create_connection(("127.0.0.1", port))
     key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mcp\r\n\r\n").encode())
+    sock.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: mcp\r\n\r\n"
+        ).encode()
+    )
     assert sock.recv(4096).startswith(b"HTTP/1.1 101")
     try:
         assert wait_live(gw.url, streams=1)["streams"] == 1

@@ -4,6 +4,7 @@ Small on purpose, but it exercises every part of the protocol a client can
 meet: plain results, tool errors, progress, cancellation, logging, text and
 binary resources, a resource template, a prompt with arguments and completion.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -72,6 +73,7 @@ async def _log(args: dict[str, Any], ctx: CallContext) -> str:
 
 def _png_1x1(rgb: tuple[int, int, int]) -> bytes:
     """A one-pixel PNG: a real binary resource, built here rather than pasted as opaque base64."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -102,37 +104,79 @@ README_TEXT = (
 
 def builtin_catalog() -> Catalog:
     tools = [
-        Tool("echo", "Returns the given text unchanged.",
-             {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}, _echo),
-        Tool("add", "Adds two numbers.",
-             {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
-              "required": ["a", "b"]}, _add),
-        Tool("sleep", "Sleeps for the given seconds in ticks, reporting progress after each; cancellable.",
-             {"type": "object",
-              "properties": {"seconds": {"type": "number", "minimum": 0, "maximum": MAX_SLEEP_S},
-                             "ticks": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10}},
-              "required": ["seconds"]}, _sleep),
-        Tool("log", "Sends log messages (notifications/message) at a level, if the client's level lets them through.",
-             {"type": "object",
-              "properties": {"message": {"type": "string"},
-                             "level": {"type": "string", "enum": list(LOG_LEVELS), "default": "info"},
-                             "count": {"type": "integer", "minimum": 1, "maximum": MAX_LOG_COUNT, "default": 1}},
-              "required": ["message"]}, _log),
+        Tool(
+            "echo",
+            "Returns the given text unchanged.",
+            {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+            _echo,
+        ),
+        Tool(
+            "add",
+            "Adds two numbers.",
+            {
+                "type": "object",
+                "properties": {"a": {"type": "number"}, "b": {"type": "number"}},
+                "required": ["a", "b"],
+            },
+            _add,
+        ),
+        Tool(
+            "sleep",
+            "Sleeps for the given seconds in ticks, reporting progress after each; cancellable.",
+            {
+                "type": "object",
+                "properties": {
+                    "seconds": {"type": "number", "minimum": 0, "maximum": MAX_SLEEP_S},
+                    "ticks": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
+                },
+                "required": ["seconds"],
+            },
+            _sleep,
+        ),
+        Tool(
+            "log",
+            "Sends log messages (notifications/message) at a level, if the client's level lets them through.",
+            {
+                "type": "object",
+                "properties": {
+                    "message": {"type": "string"},
+                    "level": {"type": "string", "enum": list(LOG_LEVELS), "default": "info"},
+                    "count": {"type": "integer", "minimum": 1, "maximum": MAX_LOG_COUNT, "default": 1},
+                },
+                "required": ["message"],
+            },
+            _log,
+        ),
     ]
     resources = [
         Resource("mcpgw://readme", "readme", "What this gateway is.", "text/plain", text=README_TEXT),
-        Resource("mcpgw://logo.png", "logo", "A one-pixel PNG (a binary resource).", "image/png",
-                 blob=base64.b64encode(_png_1x1((255, 128, 0))).decode()),
+        Resource(
+            "mcpgw://logo.png",
+            "logo",
+            "A one-pixel PNG (a binary resource).",
+            "image/png",
+            blob=base64.b64encode(_png_1x1((255, 128, 0))).decode(),
+        ),
     ]
     templates = [
-        ResourceTemplate("mcpgw://echo/{text}", "echo", "Reads back the text in the URI.", "text/plain",
-                         render=lambda values: unquote(values["text"])),
+        ResourceTemplate(
+            "mcpgw://echo/{text}",
+            "echo",
+            "Reads back the text in the URI.",
+            "text/plain",
+            render=lambda values: unquote(values["text"]),
+        ),
     ]
     prompts = [
-        Prompt("greet", "Asks for a greeting for someone, in a style.",
-               (PromptArgument("name", "Who to greet", True, NAMES),
-                PromptArgument("style", "casual, formal or pirate", False, GREETING_STYLES)),
-               _greet),
+        Prompt(
+            "greet",
+            "Asks for a greeting for someone, in a style.",
+            (
+                PromptArgument("name", "Who to greet", True, NAMES),
+                PromptArgument("style", "casual, formal or pirate", False, GREETING_STYLES),
+            ),
+            _greet,
+        ),
     ]
     return Catalog(
         tools={t.name: t for t in tools},

@@ -3,11 +3,13 @@
 The catalog knows MCP shapes, nothing of transports or sessions; a tool gets a
 `CallContext` to report progress and log through whatever stream carries it.
 """
+
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from .context import CallContext
 from .jsonrpc import INVALID_PARAMS, JsonRpcError
@@ -62,8 +64,12 @@ class ResourceTemplate:
     complete: Callable[[str, str], list[str]] = lambda _arg, _value: []
 
     def describe(self) -> dict[str, Any]:
-        return {"uriTemplate": self.uri_template, "name": self.name,
-                "description": self.description, "mimeType": self.mime_type}
+        return {
+            "uriTemplate": self.uri_template,
+            "name": self.name,
+            "description": self.description,
+            "mimeType": self.mime_type,
+        }
 
     def match(self, uri: str) -> dict[str, str] | None:
         pattern = "".join(
@@ -93,8 +99,7 @@ class Prompt:
     render: Callable[[dict[str, str]], str]
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description,
-                "arguments": [a.describe() for a in self.arguments]}
+        return {"name": self.name, "description": self.description, "arguments": [a.describe() for a in self.arguments]}
 
 
 MAX_COMPLETIONS = 100  # the spec caps completion values per response at 100
@@ -154,8 +159,10 @@ class Catalog:
         if missing:
             raise JsonRpcError(INVALID_PARAMS, f"Missing required arguments: {', '.join(missing)}")
         text = prompt.render(args)
-        return {"description": prompt.description,
-                "messages": [{"role": "user", "content": {"type": "text", "text": text}}]}
+        return {
+            "description": prompt.description,
+            "messages": [{"role": "user", "content": {"type": "text", "text": text}}],
+        }
 
     def complete(self, params: dict[str, Any]) -> dict[str, Any]:
         ref, argument = params.get("ref"), params.get("argument")
@@ -179,5 +186,10 @@ class Catalog:
             values = template.complete(name, value)
         else:
             raise JsonRpcError(INVALID_PARAMS, "ref.type must be ref/prompt or ref/resource")
-        return {"completion": {"values": values[:MAX_COMPLETIONS], "total": len(values),
-                               "hasMore": len(values) > MAX_COMPLETIONS}}
+        return {
+            "completion": {
+                "values": values[:MAX_COMPLETIONS],
+                "total": len(values),
+                "hasMore": len(values) > MAX_COMPLETIONS,
+            }
+        }

@@ -4,10 +4,12 @@ Messages go through `emit`, which the transport binds to the request's own
 stream (an SSE response, or whatever the transport has); the server side never
 knows which.
 """
+
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 # RFC 5424 severities, as MCP's logging/setLevel names them, least severe first.
 LOG_LEVELS = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
@@ -42,5 +44,10 @@ class CallContext:
     async def log(self, level: str, data: Any, logger: str = "mcpgw") -> None:
         """notifications/message, if `level` is at or above the level the client set."""
         if self.wants(level):
-            await self.emit({"jsonrpc": "2.0", "method": "notifications/message",
-                             "params": {"level": level, "logger": logger, "data": data}})
+            await self.emit(
+                {
+                    "jsonrpc": "2.0",
+                    "method": "notifications/message",
+                    "params": {"level": level, "logger": logger, "data": data},
+                }
+            )

@@ -1,4 +1,5 @@
 """MCP method dispatch: knows JSON-RPC and MCP, nothing of HTTP."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,7 +19,9 @@ CAPABILITIES: dict[str, Any] = {
     "logging": {},
     "completions": {},
 }
-INSTRUCTIONS = "mcpgw built-in catalog: echo, add, sleep and log tools; a readme, a logo and an echo template; a greet prompt."
+INSTRUCTIONS = (
+    "mcpgw built-in catalog: echo, add, sleep and log tools; a readme, a logo and an echo template; a greet prompt."
+)
 
 
 def _params(message: dict[str, Any]) -> dict[str, Any]:
@@ -57,13 +60,17 @@ class Dispatcher:
         return None
 
     def initialize_result(self, revision: str) -> dict[str, Any]:
-        result = {"protocolVersion": revision, "capabilities": self.capabilities(), "serverInfo": self.server_info()}
+        result: dict[str, Any] = {
+            "protocolVersion": revision,
+            "capabilities": self.capabilities(),
+            "serverInfo": self.server_info(),
+        }
         if self.instructions():
             result["instructions"] = self.instructions()
         return result
 
     def discover_result(self) -> dict[str, Any]:
-        result = {"supportedVersions": list(ALL_REVISIONS), "capabilities": self.capabilities()}
+        result: dict[str, Any] = {"supportedVersions": list(ALL_REVISIONS), "capabilities": self.capabilities()}
         if self.instructions():
             result["instructions"] = self.instructions()
         return result
@@ -76,8 +83,9 @@ class Dispatcher:
         try:
             if stateless:
                 if method in SESSION_ONLY_METHODS:
-                    raise JsonRpcError(METHOD_NOT_FOUND, f"Method not found: {method} (not in {STATELESS_REVISION})",
-                                       method)
+                    raise JsonRpcError(
+                        METHOD_NOT_FOUND, f"Method not found: {method} (not in {STATELESS_REVISION})", method
+                    )
                 if method == "server/discover":
                     result = self.discover_result()
                 else:
@@ -87,8 +95,9 @@ class Dispatcher:
         except JsonRpcError as err:
             return error_response(id_, err.code, err.message, err.data)
 
-    async def _result(self, method: str, params: dict[str, Any], ctx: CallContext,
-                      session: Session | None) -> dict[str, Any]:
+    async def _result(
+        self, method: str, params: dict[str, Any], ctx: CallContext, session: Session | None
+    ) -> dict[str, Any]:
         catalog = self.catalog
         if method == "ping":
             return {}

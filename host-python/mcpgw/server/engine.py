@@ -20,12 +20,14 @@ stream, which status code, JSON or SSE: that is the transport's business.
 Sessions live behind `state.registry.SessionRegistry`; the engine holds only the
 running requests of this process.
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from ..protocol import LATEST_SESSIONFUL, SESSIONFUL_REVISIONS
 from ..state.registry import SessionLimitReached, SessionRegistry, expire_forever
@@ -106,8 +108,9 @@ class SessionEngine:
             await asyncio.wait(set(self._writes), timeout=ANSWER_AFTER_CANCEL_S)
 
     # -- sessions ------------------------------------------------------------
-    def open_session(self, transport: str, server_id: str | None, dispatcher: Dispatcher,
-                     initialize: dict[str, Any] | None = None) -> Session:
+    def open_session(
+        self, transport: str, server_id: str | None, dispatcher: Dispatcher, initialize: dict[str, Any] | None = None
+    ) -> Session:
         """A new session of `transport` on endpoint `server_id`. With the `initialize` request it
         is initialized at once (Streamable HTTP); without, it waits for one (message transports,
         which name the session before the client speaks). Refused when draining, when the
@@ -120,8 +123,13 @@ class SessionEngine:
                 raise Refused(reason)
         params = _params(initialize) if initialize is not None else {}
         try:
-            session = self.sessions.create(negotiate(params.get("protocolVersion")), transport, server_id,
-                                           params.get("clientInfo"), params.get("capabilities"))
+            session = self.sessions.create(
+                negotiate(params.get("protocolVersion")),
+                transport,
+                server_id,
+                params.get("clientInfo"),
+                params.get("capabilities"),
+            )
         except SessionLimitReached:
             raise Refused("Too many live sessions; try again later") from None
         session.ready = initialize is not None
@@ -142,14 +150,14 @@ class SessionEngine:
         """The answer to `initialize` on a session opened without one."""
         id_ = message["id"]
         if session.ready:
-            return jsonrpc.error_response(id_, jsonrpc.INVALID_REQUEST,
-                                          "Invalid Request: the session is already initialized")
+            return jsonrpc.error_response(
+                id_, jsonrpc.INVALID_REQUEST, "Invalid Request: the session is already initialized"
+            )
         reason = dispatcher.unavailable()
         if reason is not None:
             return jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, reason)
         params = _params(message)
-        session.identify(negotiate(params.get("protocolVersion")), params.get("clientInfo"),
-                         params.get("capabilities"))
+        session.identify(negotiate(params.get("protocolVersion")), params.get("clientInfo"), params.get("capabilities"))
         session.ready = True
         return jsonrpc.result_response(id_, dispatcher.initialize_result(session.revision))
 
@@ -174,8 +182,15 @@ class SessionEngine:
         if session is not None:
             session.resolve(message)
 
-    def submit(self, message: dict[str, Any], session: Session | None, revision: str, dispatcher: Dispatcher,
-               emit: Emit, reply: Reply) -> asyncio.Task[Response | None] | None:
+    def submit(
+        self,
+        message: dict[str, Any],
+        session: Session | None,
+        revision: str,
+        dispatcher: Dispatcher,
+        emit: Emit,
+        reply: Reply,
+    ) -> asyncio.Task[Response | None] | None:
         """Answer one request (never `initialize` of a session-opening POST: see open_session).
         Returns the running request, or None when it was answered at once."""
         id_ = message["id"]
@@ -221,8 +236,9 @@ class SessionEngine:
             return jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, SHUTDOWN_MESSAGE)
         return None  # cancelled by the client or with its session: no response (the spec's rule)
 
-    async def _answer(self, message: dict[str, Any], revision: str, session: Session | None,
-                      dispatcher: Dispatcher, emit: Emit) -> Response | None:
+    async def _answer(
+        self, message: dict[str, Any], revision: str, session: Session | None, dispatcher: Dispatcher, emit: Emit
+    ) -> Response | None:
         id_ = message["id"]
         try:
             meta = envelope(message.get("params"))

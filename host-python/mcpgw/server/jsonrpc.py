@@ -1,4 +1,5 @@
 """JSON-RPC 2.0 message shapes and error codes (no transport, no HTTP)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -4,6 +4,7 @@ No session: each request names its protocol version, client capabilities and
 (optionally) log level in `params._meta`, and every result says it is
 complete; list and read results also carry caching directives.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,8 +18,9 @@ SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
 SESSION_ONLY_METHODS = frozenset({"initialize", "ping", "logging/setLevel"})
 # Results a client may cache: they carry ttlMs and cacheScope. ttlMs 0 = immediately stale,
 # so a catalog that changes is never served stale from a client's cache.
-CACHEABLE_METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list",
-                               "resources/read", "server/discover"})
+CACHEABLE_METHODS = frozenset(
+    {"tools/list", "resources/list", "resources/templates/list", "prompts/list", "resources/read", "server/discover"}
+)
 
 
 def envelope(params: Any) -> dict[str, Any]:

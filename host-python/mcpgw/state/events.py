@@ -7,6 +7,7 @@ Event ids are `<stream id>_<sequence>`: unique within a session and naming
 their stream, so an id can never select another stream's events. Sequence 0 is
 the priming event, which carries no message.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +16,6 @@ from collections import deque
 from typing import Any
 
 import orjson
-
 
 # Events a connected but slow client may fall behind by before it is cut off (with `retry`);
 # bounds the memory one stalled reader can pin.
@@ -103,8 +103,9 @@ class EventStream:
 
     def expired(self, now: float) -> bool:
         """A finished stream nobody can resume any more."""
-        return self.done and self.listener is None and self.finished_at is not None \
-            and now - self.finished_at > self.ttl_s
+        return (
+            self.done and self.listener is None and self.finished_at is not None and now - self.finished_at > self.ttl_s
+        )
 
     def attach(self, listener: Listener) -> None:
         if self.listener is not None:
@@ -132,9 +133,8 @@ class EventStream:
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     def clear_wake(self) -> None:
         self._wake.clear()
-

@@ -4,13 +4,15 @@ The session engine (server/engine.py) reaches sessions only through this
 interface, so another implementation (shared state across processes) plugs in
 here without touching the engine or any transport.
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import secrets
 import time
-from typing import Any, Collection, Protocol
+from collections.abc import Collection
+from typing import Any, Protocol
 
 from .session import Session
 
@@ -24,8 +26,9 @@ class SessionLimitReached(Exception):
 class SessionRegistry(Protocol):
     """Live sessions by id."""
 
-    def create(self, revision: str, transport: str, server: str | None,
-               client_info: Any = None, capabilities: Any = None) -> Session:
+    def create(
+        self, revision: str, transport: str, server: str | None, client_info: Any = None, capabilities: Any = None
+    ) -> Session:
         """A new session with a fresh random id; SessionLimitReached past the cap."""
         ...
 
@@ -37,8 +40,9 @@ class SessionRegistry(Protocol):
 
     def expire_idle(self, now: float | None = None) -> int: ...
 
-    async def broadcast(self, method: str, params: dict[str, Any] | None = None,
-                        servers: Collection[str | None] | None = None) -> int: ...
+    async def broadcast(
+        self, method: str, params: dict[str, Any] | None = None, servers: Collection[str | None] | None = None
+    ) -> int: ...
 
     def close_all(self, reason: str) -> None: ...
 
@@ -53,8 +57,9 @@ class MemorySessions:
         self.max_sessions = max_sessions
         self.idle_timeout_s = idle_timeout_s
 
-    def create(self, revision: str, transport: str, server: str | None,
-               client_info: Any = None, capabilities: Any = None) -> Session:
+    def create(
+        self, revision: str, transport: str, server: str | None, client_info: Any = None, capabilities: Any = None
+    ) -> Session:
         if len(self._sessions) >= self.max_sessions:
             self.expire_idle()  # idle ones make room before anyone is refused
             if len(self._sessions) >= self.max_sessions:
@@ -77,16 +82,16 @@ class MemorySessions:
 
     def expire_idle(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now
-        stale = [s.id for s in self._sessions.values()
-                 if now - s.last_active >= self.idle_timeout_s and not s.busy()]
+        stale = [s.id for s in self._sessions.values() if now - s.last_active >= self.idle_timeout_s and not s.busy()]
         for sid in stale:
             self.delete(sid, "expired")
         if stale:
             log.info("expired %d idle session(s)", len(stale))
         return len(stale)
 
-    async def broadcast(self, method: str, params: dict[str, Any] | None = None,
-                        servers: Collection[str | None] | None = None) -> int:
+    async def broadcast(
+        self, method: str, params: dict[str, Any] | None = None, servers: Collection[str | None] | None = None
+    ) -> int:
         """Notify every session, or those of the given servers (None stands for /mcp)."""
         sent = 0
         for session in list(self._sessions.values()):

@@ -6,14 +6,16 @@ attached (its streams). Closing a session, by DELETE, idle expiry, the client
 going away or shutdown, ends all three. A session belongs to the transport
 and endpoint that created it.
 """
+
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from ..server.context import DEFAULT_LOG_LEVEL
 from ..server.jsonrpc import JsonRpcError
@@ -56,10 +58,10 @@ class Session:
     initialized: bool = False  # the client sent notifications/initialized
     closed: bool = False
     last_active: float = field(default_factory=time.monotonic)
-    tasks: dict[tuple[type, Any], asyncio.Task] = field(default_factory=dict)
+    tasks: dict[tuple[type, Any], asyncio.Task[Any]] = field(default_factory=dict)
     attachment: Attachment | None = None
     closers: list[Callable[[str], None]] = field(default_factory=list)  # run once, when the session ends
-    _outgoing: dict[str, asyncio.Future] = field(default_factory=dict)
+    _outgoing: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     _ids: Any = field(default_factory=itertools.count)
 
     def identify(self, revision: str, client_info: Any, capabilities: Any) -> None:
@@ -79,12 +81,12 @@ class Session:
     def running(self, id_: Any) -> bool:
         return request_key(id_) in self.tasks
 
-    def track(self, id_: Any, task: asyncio.Task) -> None:
+    def track(self, id_: Any, task: asyncio.Task[Any]) -> None:
         """Register a running request (until it is done) so it can be cancelled by id."""
         key = request_key(id_)
         self.tasks[key] = task
 
-        def untrack(done: asyncio.Task) -> None:
+        def untrack(done: asyncio.Task[Any]) -> None:
             if self.tasks.get(key) is done:
                 del self.tasks[key]
 
@@ -97,14 +99,19 @@ class Session:
         task.cancel("cancelled by the client")
         return True
 
-    async def request(self, method: str, params: dict[str, Any] | None = None, timeout: float = 30.0,
-                      emit: Callable[[dict[str, Any]], Any] | None = None) -> Any:
+    async def request(
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        timeout: float = 30.0,
+        emit: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> Any:
         """Send the client a request and wait for its answer: on `emit` (the stream of the client's
         request this one serves) when given and open, else on the session's stream."""
         if self.closed:
             raise NoClientChannel("the session has ended")
         id_ = f"mcpgw-{next(self._ids)}"
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._outgoing[id_] = future
         try:
             message: dict[str, Any] = {"jsonrpc": "2.0", "id": id_, "method": method}

@@ -2,6 +2,7 @@
 Streamable HTTP (kept for resumption until they finish and their events expire), or
 the one stream of a legacy HTTP+SSE connection. Delivery of what the server sends on
 its own initiative goes to the session stream (`GET_STREAM_ID`)."""
+
 from __future__ import annotations
 
 import itertools

@@ -6,6 +6,7 @@ every message the client sends, as it arrived, to its `Connection`, then calls
 classifies each message and passes it to the session engine; the session lives
 as long as the connection. Everything MCP means happens in `server/engine.py`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -77,9 +78,13 @@ class Connection:
         session = self.session
         kind = jsonrpc.classify(message)
         if kind == "invalid" or session is None:
-            await self._send(jsonrpc.error_response(
-                None, jsonrpc.INVALID_REQUEST,
-                "Invalid Request: not a JSON-RPC 2.0 message (batches are not supported here)"))
+            await self._send(
+                jsonrpc.error_response(
+                    None,
+                    jsonrpc.INVALID_REQUEST,
+                    "Invalid Request: not a JSON-RPC 2.0 message (batches are not supported here)",
+                )
+            )
         elif kind == "response":
             self.engine.resolve(session, message)
         elif kind == "notification":

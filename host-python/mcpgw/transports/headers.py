@@ -5,6 +5,7 @@ Intermediaries route on these headers without reading bodies, so a request
 whose headers and body disagree is refused (400, -32020) rather than served
 by whichever one a component happens to read.
 """
+
 from __future__ import annotations
 
 import base64
@@ -14,7 +15,6 @@ from typing import Any
 from ..edge.contract import RequestContext
 from ..server.jsonrpc import HEADER_MISMATCH, INVALID_PARAMS, UNSUPPORTED_PROTOCOL_VERSION
 from ..server.stateless import CLIENT_CAPABILITIES_KEY, PROTOCOL_VERSION_KEY
-
 
 # Method -> the params field mirrored in Mcp-Name.
 NAME_BEARING_METHODS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
@@ -53,24 +53,37 @@ def check_stateless_request(ctx: RequestContext, message: Any, supported: tuple[
         return  # a response to the server: the transport refuses those separately
     method = message["method"]
     params = message.get("params")
+    meta: dict[str, Any] = {}
     if "id" in message:  # requests carry the per-request envelope
-        meta = params.get("_meta") if isinstance(params, dict) else None
-        if not isinstance(meta, dict):
-            raise Rejection(INVALID_PARAMS, f"params._meta must be an object carrying {PROTOCOL_VERSION_KEY!r} "
-                                            f"and {CLIENT_CAPABILITIES_KEY!r}")
+        found = params.get("_meta") if isinstance(params, dict) else None
+        if not isinstance(found, dict):
+            raise Rejection(
+                INVALID_PARAMS,
+                f"params._meta must be an object carrying {PROTOCOL_VERSION_KEY!r} and {CLIENT_CAPABILITIES_KEY!r}",
+            )
+        meta = found
         missing = [k for k in (PROTOCOL_VERSION_KEY, CLIENT_CAPABILITIES_KEY) if k not in meta]
         if missing:
             raise Rejection(INVALID_PARAMS, f"params._meta is missing {', '.join(missing)}")
         if ctx["protocol_version"] != meta[PROTOCOL_VERSION_KEY]:
-            raise Rejection(HEADER_MISMATCH, "MCP-Protocol-Version header does not match params._meta's protocol version")
+            raise Rejection(
+                HEADER_MISMATCH, "MCP-Protocol-Version header does not match params._meta's protocol version"
+            )
     if ctx["mcp_method"] is None:
         raise Rejection(HEADER_MISMATCH, "Mcp-Method header is required")
     if ctx["mcp_method"] != method:
         raise Rejection(HEADER_MISMATCH, "Mcp-Method header does not match the request body's method")
     key = NAME_BEARING_METHODS.get(method)
-    if key is not None and isinstance(params, dict) and params.get(key) is not None:
-        if ctx["mcp_name"] is None or decode_header_value(ctx["mcp_name"]) != params[key]:
-            raise Rejection(HEADER_MISMATCH, f"Mcp-Name header does not match the request body's {key!r} parameter")
+    if (
+        key is not None
+        and isinstance(params, dict)
+        and params.get(key) is not None
+        and (ctx["mcp_name"] is None or decode_header_value(ctx["mcp_name"]) != params[key])
+    ):
+        raise Rejection(HEADER_MISMATCH, f"Mcp-Name header does not match the request body's {key!r} parameter")
     if "id" in message and meta[PROTOCOL_VERSION_KEY] not in supported:
-        raise Rejection(UNSUPPORTED_PROTOCOL_VERSION, "Unsupported protocol version",
-                        {"supported": list(supported), "requested": meta[PROTOCOL_VERSION_KEY]})
+        raise Rejection(
+            UNSUPPORTED_PROTOCOL_VERSION,
+            "Unsupported protocol version",
+            {"supported": list(supported), "requested": meta[PROTOCOL_VERSION_KEY]},
+        )

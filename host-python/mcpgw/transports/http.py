@@ -1,4 +1,5 @@
 """HTTP framing shared by the HTTP transports: errors as JSON-RPC bodies, bounded body reads."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,8 +17,9 @@ RETRY_LATER = [(b"retry-after", b"5")]
 class HttpError(Exception):
     """An HTTP status with a JSON-RPC error body (id null)."""
 
-    def __init__(self, status: int, code: int, message: str, headers: list[tuple[bytes, bytes]] | None = None,
-                 data: Any = None):
+    def __init__(
+        self, status: int, code: int, message: str, headers: list[tuple[bytes, bytes]] | None = None, data: Any = None
+    ):
         super().__init__(message)
         self.status = status
         self.code = code
@@ -26,8 +28,9 @@ class HttpError(Exception):
         self.data = data
 
     async def send(self, send: Send) -> None:
-        await send_json(send, self.status, jsonrpc.error_response(None, self.code, self.message, self.data),
-                        self.headers)
+        await send_json(
+            send, self.status, jsonrpc.error_response(None, self.code, self.message, self.data), self.headers
+        )
 
 
 def not_found(what: str = "Not Found") -> HttpError:

@@ -10,11 +10,13 @@ goes away it is reaped with its running requests. A client that falls
 `state.events.LIVE_BACKLOG` messages behind is cut off: the stream is dropped,
 not the gateway.
 """
+
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 from ..asgi import Receive, Scope, Send, send_empty
@@ -65,15 +67,24 @@ class SseStream:
 
 
 class LegacySSE:
-    def __init__(self, engine: SessionEngine, servers: Callable[[str | None], Dispatcher | None],
-                 options: SseOptions, writers: StreamWriters) -> None:
+    def __init__(
+        self,
+        engine: SessionEngine,
+        servers: Callable[[str | None], Dispatcher | None],
+        options: SseOptions,
+        writers: StreamWriters,
+    ) -> None:
         self.engine = engine
         self.servers = servers
         self.options = options
         self.writers = writers
         self.connections: dict[str, Connection] = {}
-        self._pump = PumpOptions(False, options.keepalive_s or None,
-                                 KEEPALIVE_EVENT if options.keepalive_event else SSE_KEEPALIVE, options.retry_ms)
+        self._pump = PumpOptions(
+            False,
+            options.keepalive_s or None,
+            KEEPALIVE_EVENT if options.keepalive_event else SSE_KEEPALIVE,
+            options.retry_ms,
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
@@ -89,8 +100,9 @@ class LegacySSE:
 
     async def _stream(self, ctx: RequestContext, receive: Receive, send: Send) -> None:
         if ctx["method"] != "GET":
-            raise HttpError(405, jsonrpc.INVALID_REQUEST, "Method not allowed: open the stream with GET",
-                            [(b"allow", b"GET")])
+            raise HttpError(
+                405, jsonrpc.INVALID_REQUEST, "Method not allowed: open the stream with GET", [(b"allow", b"GET")]
+            )
         if not ctx["accept_sse"]:
             raise HttpError(406, jsonrpc.INVALID_REQUEST, "Not Acceptable: Accept must list text/event-stream")
         server_id = ctx["server_id"]
@@ -109,8 +121,13 @@ class LegacySSE:
         watcher = asyncio.ensure_future(wait_disconnect(receive))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            await send({"type": "http.response.body", "body": b"event: endpoint\ndata: " + endpoint + b"\n\n",
-                        "more_body": True})
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"event: endpoint\ndata: " + endpoint + b"\n\n",
+                    "more_body": True,
+                }
+            )
             await pump(peer.events, 0, send, watcher, self.writers, self._pump)
         finally:
             watcher.cancel()
@@ -120,8 +137,9 @@ class LegacySSE:
 
     async def _message(self, ctx: RequestContext, scope: Scope, receive: Receive, send: Send) -> None:
         if ctx["method"] != "POST":
-            raise HttpError(405, jsonrpc.INVALID_REQUEST, "Method not allowed: POST messages here",
-                            [(b"allow", b"POST")])
+            raise HttpError(
+                405, jsonrpc.INVALID_REQUEST, "Method not allowed: POST messages here", [(b"allow", b"POST")]
+            )
         ids = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_id")
         if not ids or not ids[0]:
             raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: the session_id query parameter is required")

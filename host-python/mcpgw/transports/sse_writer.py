@@ -1,6 +1,7 @@
 """Server-Sent Events on the wire: the event framing, and the one loop that writes an
 event stream to an HTTP connection (Streamable HTTP's POST responses and GET streams,
 and legacy HTTP+SSE's stream), with keepalives while idle."""
+
 from __future__ import annotations
 
 import asyncio
@@ -38,8 +39,9 @@ async def wait_disconnect(receive: Receive) -> None:
         pass
 
 
-async def wake_or_disconnect(stream: EventStream, timeout: float | None,
-                             watcher: asyncio.Future[Any] | None) -> bool | None:
+async def wake_or_disconnect(
+    stream: EventStream, timeout: float | None, watcher: asyncio.Future[Any] | None
+) -> bool | None:
     """True when the stream woke, False on timeout, None when the client went away
     (`watcher` is a `wait_disconnect` task, or None when nobody watches)."""
     if watcher is None:
@@ -67,8 +69,15 @@ class PumpOptions:
     retry_ms: int
 
 
-async def pump(stream: EventStream, cursor: int, send: Send, watcher: asyncio.Future[Any] | None,
-               writers: StreamWriters, options: PumpOptions, prime: bool = False) -> None:
+async def pump(
+    stream: EventStream,
+    cursor: int,
+    send: Send,
+    watcher: asyncio.Future[Any] | None,
+    writers: StreamWriters,
+    options: PumpOptions,
+    prime: bool = False,
+) -> None:
     """Write `stream` from after `cursor` to this connection until it finishes, the client
     goes away, or the server ends the connection (then with `retry` first). The response
     start has been sent."""
@@ -87,8 +96,7 @@ async def pump(stream: EventStream, cursor: int, send: Send, watcher: asyncio.Fu
                 await send({"type": BODY, "body": sse_retry(options.retry_ms), "more_body": False})
                 return
             if events:
-                chunk = b"".join(sse_event(stream.event_id(seq) if options.ids else None, data)
-                                 for seq, data in events)
+                chunk = b"".join(sse_event(stream.event_id(seq) if options.ids else None, data) for seq, data in events)
                 cursor = events[-1][0]
                 await send({"type": BODY, "body": chunk, "more_body": True})
                 stream.delivered(cursor)

@@ -8,12 +8,15 @@ running requests get the shutdown grace to finish, then are cancelled; on
 SIGTERM they get the same grace, then -32603 "Server shutting down" (the
 engine's shutdown drain, as on every transport).
 """
+
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 
@@ -59,10 +62,12 @@ async def open_stdio(stdin: Any, stdout: Any) -> tuple[asyncio.StreamReader, Any
     try:
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), stdin)
     except ValueError:  # a regular file: read it in a thread
+
         def pump() -> None:
             while data := stdin.buffer.read1(READ_CHUNK) if hasattr(stdin, "buffer") else stdin.read(READ_CHUNK):
                 loop.call_soon_threadsafe(reader.feed_data, data)
             loop.call_soon_threadsafe(reader.feed_eof)
+
         loop.run_in_executor(None, pump)
     try:
         out_transport, out_protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, stdout)
@@ -128,22 +133,29 @@ async def lines(reader: asyncio.StreamReader, limit: int) -> AsyncIterator[bytes
             start = end + 1
 
 
-async def serve(engine: SessionEngine, dispatcher: Dispatcher, max_message_bytes: int, grace_s: float,
-                stdin: Any = None, stdout: Any = None) -> None:
+async def serve(
+    engine: SessionEngine,
+    dispatcher: Dispatcher,
+    max_message_bytes: int,
+    grace_s: float,
+    stdin: Any = None,
+    stdout: Any = None,
+) -> None:
     reader, writer = await open_stdio(stdin or sys.stdin, stdout or sys.stdout)
     transport = StdioTransport(writer)
     connection = Connection(transport, engine, dispatcher, None)
     connection.open()
     async for line in lines(reader, max_message_bytes):
         if line is None:
-            await transport.send(jsonrpc.error_response(
-                None, jsonrpc.INVALID_REQUEST, f"Invalid Request: message larger than {max_message_bytes} bytes"))
+            await transport.send(
+                jsonrpc.error_response(
+                    None, jsonrpc.INVALID_REQUEST, f"Invalid Request: message larger than {max_message_bytes} bytes"
+                )
+            )
         elif line.strip():
             await connection.receive(line)
     log.info("stdin closed; finishing %d running request(s)", connection.running())
     await connection.finish(grace_s)
     transport.close("eof")
-    try:
+    with contextlib.suppress(ConnectionError, BrokenPipeError):  # the client stopped reading for good
         await writer.drain()
-    except (ConnectionError, BrokenPipeError):
-        pass

@@ -5,13 +5,16 @@ reads the edge context from the scope and never re-parses what the edge
 decided; every MCP decision (sessions, requests, cancellation, shutdown) is the
 session engine's (server/engine.py).
 """
+
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -27,15 +30,27 @@ from ..state.session import Session
 from ..state.streams import GET_STREAM_ID, SessionStreams
 from .headers import Rejection, check_stateless_request
 from .http import RETRY_LATER, SESSION_NOT_FOUND, HttpError, read_json_body
-from .sse_writer import SSE_HEADERS, SSE_KEEPALIVE, PumpOptions, StreamWriters, pump, wait_disconnect, \
-    wake_or_disconnect
+from .sse_writer import (
+    SSE_HEADERS,
+    SSE_KEEPALIVE,
+    PumpOptions,
+    StreamWriters,
+    pump,
+    wait_disconnect,
+    wake_or_disconnect,
+)
 
 TRANSPORT = "streamable-http"
 REQUEST_CANCELLED = -32800  # a JSON response had to be sent for a request the client cancelled
 # 2026-07-28 answers errors with HTTP statuses (as the MCP SDK maps them); other revisions with 200.
-STATELESS_ERROR_STATUS = {jsonrpc.PARSE_ERROR: 400, jsonrpc.INVALID_REQUEST: 400, jsonrpc.INVALID_PARAMS: 400,
-                          jsonrpc.HEADER_MISMATCH: 400, jsonrpc.UNSUPPORTED_PROTOCOL_VERSION: 400,
-                          jsonrpc.METHOD_NOT_FOUND: 404}
+STATELESS_ERROR_STATUS = {
+    jsonrpc.PARSE_ERROR: 400,
+    jsonrpc.INVALID_REQUEST: 400,
+    jsonrpc.INVALID_PARAMS: 400,
+    jsonrpc.HEADER_MISMATCH: 400,
+    jsonrpc.UNSUPPORTED_PROTOCOL_VERSION: 400,
+    jsonrpc.METHOD_NOT_FOUND: 404,
+}
 
 
 @dataclass(frozen=True)
@@ -82,12 +97,16 @@ class Exchange:
             self.stream.finish()
 
 
-
 class StreamableHTTP:
     """ASGI app for the `mcp` route (`/mcp` and `/servers/{id}/mcp`)."""
 
-    def __init__(self, engine: SessionEngine, servers: Callable[[str | None], Dispatcher | None],
-                 options: HttpOptions, writers: StreamWriters) -> None:
+    def __init__(
+        self,
+        engine: SessionEngine,
+        servers: Callable[[str | None], Dispatcher | None],
+        options: HttpOptions,
+        writers: StreamWriters,
+    ) -> None:
         self.engine = engine
         self.servers = servers  # the dispatcher of an endpoint: None for /mcp, else the virtual server id
         self.options = options
@@ -107,14 +126,21 @@ class StreamableHTTP:
             if dispatcher is None:
                 raise HttpError(404, jsonrpc.INVALID_REQUEST, f"Unknown server: {server_id}")
             if ctx["protocol_state"] == "unsupported":
-                raise HttpError(400, jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
-                                f"Bad Request: Unsupported protocol version: {ctx['protocol_version']}",
-                                data={"supported": list(ALL_REVISIONS), "requested": ctx["protocol_version"]})
+                raise HttpError(
+                    400,
+                    jsonrpc.UNSUPPORTED_PROTOCOL_VERSION,
+                    f"Bad Request: Unsupported protocol version: {ctx['protocol_version']}",
+                    data={"supported": list(ALL_REVISIONS), "requested": ctx["protocol_version"]},
+                )
             method = ctx["method"]
             stateless = ctx["revision"] == STATELESS_REVISION
             if stateless and method != "POST":
-                raise HttpError(405, jsonrpc.INVALID_REQUEST,
-                                f"Method {method} not allowed under {STATELESS_REVISION}", [(b"allow", b"POST")])
+                raise HttpError(
+                    405,
+                    jsonrpc.INVALID_REQUEST,
+                    f"Method {method} not allowed under {STATELESS_REVISION}",
+                    [(b"allow", b"POST")],
+                )
             if self.engine.draining:
                 raise HttpError(503, jsonrpc.INTERNAL_ERROR, SHUTDOWN_MESSAGE, [(b"retry-after", b"1")])
             if method == "POST":
@@ -125,8 +151,9 @@ class StreamableHTTP:
                 self.engine.end(self._session(ctx), "terminated")
                 await send_empty(send, 204)
             else:
-                raise HttpError(405, jsonrpc.INVALID_REQUEST, f"Method {method} not allowed",
-                                [(b"allow", b"GET, POST, DELETE")])
+                raise HttpError(
+                    405, jsonrpc.INVALID_REQUEST, f"Method {method} not allowed", [(b"allow", b"GET, POST, DELETE")]
+                )
         except HttpError as err:
             await err.send(send)
         except ConnectionAbortedError:
@@ -150,8 +177,9 @@ class StreamableHTTP:
         return session.attachment
 
     # -- POST ----------------------------------------------------------------
-    async def _post(self, ctx: RequestContext, dispatcher: Dispatcher, scope: Scope, receive: Receive,
-                    send: Send) -> None:
+    async def _post(
+        self, ctx: RequestContext, dispatcher: Dispatcher, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         json_mode = self.options.response_mode == "json"
         if not ctx["accept_json"] or not (ctx["accept_sse"] or json_mode):
             wanted = "application/json" if json_mode else "application/json and text/event-stream"
@@ -166,17 +194,23 @@ class StreamableHTTP:
         stateless = revision == STATELESS_REVISION
         if stateless:
             if batch:
-                raise HttpError(400, jsonrpc.INVALID_REQUEST,
-                                f"Invalid Request: JSON-RPC batches are not supported in protocol revision {revision}")
+                raise HttpError(
+                    400,
+                    jsonrpc.INVALID_REQUEST,
+                    f"Invalid Request: JSON-RPC batches are not supported in protocol revision {revision}",
+                )
             if kinds[0] == "response":
-                raise HttpError(400, jsonrpc.INVALID_REQUEST, "Invalid Request: "
-                                f"{STATELESS_REVISION} has no server-to-client requests to respond to")
+                raise HttpError(
+                    400,
+                    jsonrpc.INVALID_REQUEST,
+                    f"Invalid Request: {STATELESS_REVISION} has no server-to-client requests to respond to",
+                )
             try:
                 check_stateless_request(ctx, payload, (STATELESS_REVISION,))
             except Rejection as err:
                 raise HttpError(400, err.code, err.message, data=err.data) from None
 
-        initialize = [m for m, k in zip(messages, kinds) if k == "request" and m["method"] == "initialize"]
+        initialize = [m for m, k in zip(messages, kinds, strict=True) if k == "request" and m["method"] == "initialize"]
         session: Session | None = None
         extra_headers: list[tuple[bytes, bytes]] = []
         if initialize and not stateless:
@@ -191,11 +225,14 @@ class StreamableHTTP:
             session = self._session(ctx)
             revision = session.revision
         if batch and revision not in BATCH_REVISIONS:
-            raise HttpError(400, jsonrpc.INVALID_REQUEST,
-                            f"Invalid Request: JSON-RPC batches are not supported in protocol revision {revision}")
+            raise HttpError(
+                400,
+                jsonrpc.INVALID_REQUEST,
+                f"Invalid Request: JSON-RPC batches are not supported in protocol revision {revision}",
+            )
 
         requests = []
-        for message, kind in zip(messages, kinds):
+        for message, kind in zip(messages, kinds, strict=True):
             if kind == "request":
                 requests.append(message)
             elif kind == "response":
@@ -209,17 +246,27 @@ class StreamableHTTP:
         if session is not None:
             stream = self._streams(session).new_stream()
         else:
-            stream = EventStream(f"{self._stateless_prefix}-{next(self._stateless_ids)}",
-                                 self.options.event_max, self.options.event_ttl_s)
+            stream = EventStream(
+                f"{self._stateless_prefix}-{next(self._stateless_ids)}",
+                self.options.event_max,
+                self.options.event_ttl_s,
+            )
         exchange = Exchange(stream, len(requests), ctx["accept_sse"])
         for message in requests:
             if initialize and message is initialize[0] and session is not None:
-                exchange.respond(message["id"], jsonrpc.result_response(
-                    message["id"], dispatcher.initialize_result(session.revision)))
+                exchange.respond(
+                    message["id"],
+                    jsonrpc.result_response(message["id"], dispatcher.initialize_result(session.revision)),
+                )
                 continue
-            id_ = message["id"]
-            task = self.engine.submit(message, session, revision, dispatcher, exchange.emit,
-                                      lambda response, id_=id_: exchange.respond(id_, response))
+            task = self.engine.submit(
+                message,
+                session,
+                revision,
+                dispatcher,
+                exchange.emit,
+                functools.partial(exchange.respond, message["id"]),
+            )
             if task is not None:
                 exchange.tasks.append(task)
 
@@ -236,10 +283,17 @@ class StreamableHTTP:
         else:
             await self._respond(exchange, revision, session, receive, send, extra_headers, batch, None)
 
-    async def _respond(self, exchange: Exchange, revision: str, session: Session | None,
-                       receive: Receive, send: Send,
-                       extra_headers: list[tuple[bytes, bytes]], batch: bool,
-                       watcher: asyncio.Future[Any] | None) -> None:
+    async def _respond(
+        self,
+        exchange: Exchange,
+        revision: str,
+        session: Session | None,
+        receive: Receive,
+        send: Send,
+        extra_headers: list[tuple[bytes, bytes]],
+        batch: bool,
+        watcher: asyncio.Future[Any] | None,
+    ) -> None:
         stream = exchange.stream
         if self.options.response_mode == "json" or not exchange.can_stream:
             # Hold the decision until the first message: a lone result goes out as JSON.
@@ -265,8 +319,9 @@ class StreamableHTTP:
             if own_watcher:
                 watcher.cancel()
 
-    async def _send_json_result(self, exchange: Exchange, send: Send,
-                                extra_headers: list[tuple[bytes, bytes]], batch: bool, revision: str) -> None:
+    async def _send_json_result(
+        self, exchange: Exchange, send: Send, extra_headers: list[tuple[bytes, bytes]], batch: bool, revision: str
+    ) -> None:
         responses = exchange.responses
         if not responses:
             # Every request was cancelled by the client; HTTP still needs an answer.
@@ -277,9 +332,17 @@ class StreamableHTTP:
         status = 200
         if revision == STATELESS_REVISION and exchange.error_code is not None:
             status = STATELESS_ERROR_STATUS.get(exchange.error_code, 200)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(data)).encode()), *extra_headers]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(data)).encode()),
+                    *extra_headers,
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": data})
 
     # -- GET -----------------------------------------------------------------
@@ -293,8 +356,11 @@ class StreamableHTTP:
             parsed = parse_event_id(last_event_id)
             stream = streams.streams.get(parsed[0]) if parsed else None
             if parsed is None or stream is None or stream.after(parsed[1]) is None:
-                raise HttpError(400, jsonrpc.INVALID_REQUEST,
-                                f"Bad Request: Last-Event-ID {last_event_id!r} is unknown or no longer retained")
+                raise HttpError(
+                    400,
+                    jsonrpc.INVALID_REQUEST,
+                    f"Bad Request: Last-Event-ID {last_event_id!r} is unknown or no longer retained",
+                )
             cursor, prime = parsed[1], False
         else:
             stream = streams.get_stream()
@@ -305,7 +371,14 @@ class StreamableHTTP:
         options = self._session_stream if stream.id == GET_STREAM_ID else self._response_stream
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            await pump(stream, cursor, send, watcher, self.writers, options,
-                       prime=prime and session.revision in PRIMING_REVISIONS)
+            await pump(
+                stream,
+                cursor,
+                send,
+                watcher,
+                self.writers,
+                options,
+                prime=prime and session.revision in PRIMING_REVISIONS,
+            )
         finally:
             watcher.cancel()

@@ -8,11 +8,14 @@ refused by the WebSocket layer with 1009; ping/pong keepalive and its timeout
 are the server's (`MCPGW_WS_PING_INTERVAL_S`, `MCPGW_WS_PING_TIMEOUT_S`). The
 session lives as long as the connection.
 """
+
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -48,7 +51,7 @@ class WebSocketConnection:
             return False
         try:
             await self._send({"type": "websocket.send", "text": orjson.dumps(message).decode()})
-        except Exception:  # the connection is gone (uvicorn raises on a closed socket)
+        except Exception:  # noqa: BLE001 - the connection is gone (uvicorn raises several kinds on a closed socket)
             self.open = False
             return False
         return True
@@ -59,10 +62,9 @@ class WebSocketConnection:
             self._closing = asyncio.ensure_future(self._close(GOING_AWAY, reason))
 
     async def _close(self, code: int, reason: str) -> None:
-        try:
+        # Already gone: uvicorn raises several kinds on a closed socket.
+        with contextlib.suppress(Exception):
             await self._send({"type": "websocket.close", "code": code, "reason": reason[:120]})
-        except Exception:
-            pass  # already gone
 
 
 class WebSocketEndpoint:
