@@ -1,6 +1,7 @@
 """End-to-end throughput and latency: the gateway in wasm and python mode, the SDK's own server,
 Starlette's CORS middleware, side by side: every (workload, connections) cell runs each target in
 turn, the order alternating between repetitions so machine noise hits all of them alike."""
+
 from __future__ import annotations
 
 import json
@@ -15,12 +16,17 @@ import wrk
 SESSION_REVISION = "2025-11-25"
 ORIGIN = "http://localhost:5173"
 JSON_HEADERS = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
-INITIALIZE = ('{"jsonrpc":"2.0","id":@ID@,"method":"initialize","params":{"protocolVersion":"%s",'
-              '"capabilities":{},"clientInfo":{"name":"bench","version":"0"}}}' % SESSION_REVISION)
+INITIALIZE = (
+    '{"jsonrpc":"2.0","id":@ID@,"method":"initialize","params":{"protocolVersion":"' + SESSION_REVISION + '",'
+    '"capabilities":{},"clientInfo":{"name":"bench","version":"0"}}}'
+)
 TOOLS_LIST = '{"jsonrpc":"2.0","id":@ID@,"method":"tools/list","params":{}}'
 ECHO = '{"jsonrpc":"2.0","id":@ID@,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}'
-PREFLIGHT = {"origin": ORIGIN, "access-control-request-method": "POST",
-             "access-control-request-headers": "content-type,mcp-protocol-version,mcp-session-id"}
+PREFLIGHT = {
+    "origin": ORIGIN,
+    "access-control-request-method": "POST",
+    "access-control-request-headers": "content-type,mcp-protocol-version,mcp-session-id",
+}
 
 
 def open_session(url: str) -> dict[str, str]:
@@ -47,8 +53,9 @@ def workloads_for(kind: str, url: str) -> dict[str, wrk.Workload]:
 
 def check(url: str, load: wrk.Workload) -> None:
     """Each workload must get a right answer once before it is timed."""
-    r = httpx.request(load.method, url + load.path, headers=load.headers,
-                      content=load.body.replace("@ID@", '"check"') or None)
+    r = httpx.request(
+        load.method, url + load.path, headers=load.headers, content=load.body.replace("@ID@", '"check"') or None
+    )
     assert r.status_code in (200, 204), (url, load.name, r.status_code, r.text)
     if load.name == "tools/call echo":
         assert "hello" in r.text, r.text
@@ -82,16 +89,22 @@ def run(duration_s: float, reps: int, connections: list[int]) -> list[dict]:
                         samples[n].append(wrk.run(targets[n][1].url, loads[n][workload], conns, duration_s))
                 for n in names:
                     results = samples[n]
-                    row = {"workload": workload, "connections": conns, "target": n,
-                           "rps": statistics.median(r.rps for r in results),
-                           "p50_ms": statistics.median(r.p50_ms for r in results),
-                           "p99_ms": statistics.median(r.p99_ms for r in results),
-                           "errors": sum(r.errors for r in results),
-                           "runs": [asdict(r) for r in results]}
+                    row = {
+                        "workload": workload,
+                        "connections": conns,
+                        "target": n,
+                        "rps": statistics.median(r.rps for r in results),
+                        "p50_ms": statistics.median(r.p50_ms for r in results),
+                        "p99_ms": statistics.median(r.p99_ms for r in results),
+                        "errors": sum(r.errors for r in results),
+                        "runs": [asdict(r) for r in results],
+                    }
                     rows.append(row)
-                    print(f"  {workload:16} c={conns:<3} {n:15} {row['rps']:9.0f} req/s  "
-                          f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  errors {row['errors']}",
-                          flush=True)
+                    print(
+                        f"  {workload:16} c={conns:<3} {n:15} {row['rps']:9.0f} req/s  "
+                        f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  errors {row['errors']}",
+                        flush=True,
+                    )
     finally:
         for _, srv in targets.values():
             srv.stop()

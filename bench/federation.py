@@ -1,6 +1,7 @@
 """What relaying costs: tools/call `echo` on the SDK's own server directly, and the same call
 through the gateway to that server as an upstream (its virtual server `/servers/sdk/mcp`, and
 `/mcp` as `sdk__echo`), side by side, alternating order between repetitions."""
+
 from __future__ import annotations
 
 import json
@@ -40,10 +41,14 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> li
         _wait_upstream(gw.url)
         targets = {
             "sdk direct": (sdk.url, wrk.Workload("echo", "POST", "/mcp", _session(sdk.url, "/mcp"), e2e.ECHO)),
-            "gateway /servers/sdk/mcp": (gw.url, wrk.Workload(
-                "echo", "POST", "/servers/sdk/mcp", _session(gw.url, "/servers/sdk/mcp"), e2e.ECHO)),
-            "gateway /mcp sdk__echo": (gw.url, wrk.Workload(
-                "echo", "POST", "/mcp", _session(gw.url, "/mcp"), ECHO_PREFIXED)),
+            "gateway /servers/sdk/mcp": (
+                gw.url,
+                wrk.Workload("echo", "POST", "/servers/sdk/mcp", _session(gw.url, "/servers/sdk/mcp"), e2e.ECHO),
+            ),
+            "gateway /mcp sdk__echo": (
+                gw.url,
+                wrk.Workload("echo", "POST", "/mcp", _session(gw.url, "/mcp"), ECHO_PREFIXED),
+            ),
         }
         for url, load in targets.values():
             e2e.check(url, load)
@@ -57,13 +62,21 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> li
         direct = [r.rps for r in samples["sdk direct"]]
         rows = []
         for name, results in samples.items():
-            ratios = [r.rps / d for r, d in zip(results, direct)]
-            row = {"target": name, "connections": connections, "rps": statistics.median(r.rps for r in results),
-                   "p50_ms": statistics.median(r.p50_ms for r in results),
-                   "errors": sum(r.errors for r in results), "vs_direct": statistics.median(ratios)}
+            ratios = [r.rps / d for r, d in zip(results, direct, strict=False)]
+            row = {
+                "target": name,
+                "connections": connections,
+                "rps": statistics.median(r.rps for r in results),
+                "p50_ms": statistics.median(r.p50_ms for r in results),
+                "errors": sum(r.errors for r in results),
+                "vs_direct": statistics.median(ratios),
+            }
             rows.append(row)
-            print(f"  tools/call echo c={connections} {name:26} {row['rps']:8.0f} req/s  p50 {row['p50_ms']:6.2f} ms"
-                  f"  x{row['vs_direct']:.2f} of direct  errors {row['errors']}", flush=True)
+            print(
+                f"  tools/call echo c={connections} {name:26} {row['rps']:8.0f} req/s  p50 {row['p50_ms']:6.2f} ms"
+                f"  x{row['vs_direct']:.2f} of direct  errors {row['errors']}",
+                flush=True,
+            )
         return rows
     finally:
         gw.stop()
@@ -72,5 +85,8 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> li
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(float(os.environ.get("BENCH_DURATION_S", 2)), int(os.environ.get("BENCH_REPS", 5))),
-                     indent=1))
+    print(
+        json.dumps(
+            measure(float(os.environ.get("BENCH_DURATION_S", "2")), int(os.environ.get("BENCH_REPS", "5"))), indent=1
+        )
+    )

@@ -1,6 +1,7 @@
 """Resident memory of the gateway: idle, holding 1,000 idle GET streams (each with its session),
 and after 10,000 sessions created and deleted. DESIGN.md 7: under 50 KiB per idle stream, no
 growth from session churn. Streams are held by raw asyncio connections (one socket each)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,8 +9,18 @@ import json
 
 import servers
 
-INIT = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-    "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}}).encode()
+INIT = json.dumps(
+    {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "bench", "version": "0"},
+        },
+    }
+).encode()
 
 
 async def _request(reader, writer, method: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, dict, bytes]:
@@ -29,15 +40,24 @@ async def _request(reader, writer, method: str, headers: dict[str, str], body: b
 
 async def _session(port: int) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    status, headers, _ = await _request(reader, writer, "POST", {
-        "content-type": "application/json", "accept": "application/json, text/event-stream"}, INIT)
+    status, headers, _ = await _request(
+        reader,
+        writer,
+        "POST",
+        {"content-type": "application/json", "accept": "application/json, text/event-stream"},
+        INIT,
+    )
     assert status == 200, status
     return headers["mcp-session-id"], reader, writer
 
 
 def _session_headers(sid: str) -> dict[str, str]:
-    return {"mcp-session-id": sid, "mcp-protocol-version": "2025-11-25",
-            "accept": "application/json, text/event-stream", "content-type": "application/json"}
+    return {
+        "mcp-session-id": sid,
+        "mcp-protocol-version": "2025-11-25",
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+    }
 
 
 async def hold_streams(port: int, count: int):
@@ -45,8 +65,13 @@ async def hold_streams(port: int, count: int):
     held = []
     for _ in range(count):
         sid, reader, writer = await _session(port)
-        writer.write(("GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\n" + "".join(
-            f"{k}: {v}\r\n" for k, v in _session_headers(sid).items()) + "\r\n").encode())
+        writer.write(
+            (
+                "GET /mcp HTTP/1.1\r\nhost: 127.0.0.1\r\n"
+                + "".join(f"{k}: {v}\r\n" for k, v in _session_headers(sid).items())
+                + "\r\n"
+            ).encode()
+        )
         await writer.drain()
         assert (await reader.readline()).startswith(b"HTTP/1.1 200")
         await reader.readuntil(b"data: \n\n")  # headers, chunk size, priming event
@@ -58,8 +83,13 @@ async def churn(port: int, count: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for _ in range(count):
-            status, headers, _ = await _request(reader, writer, "POST", {
-                "content-type": "application/json", "accept": "application/json, text/event-stream"}, INIT)
+            status, headers, _ = await _request(
+                reader,
+                writer,
+                "POST",
+                {"content-type": "application/json", "accept": "application/json, text/event-stream"},
+                INIT,
+            )
             assert status == 200
             status, _, _ = await _request(reader, writer, "DELETE", _session_headers(headers["mcp-session-id"]))
             assert status == 204, status
@@ -87,10 +117,21 @@ def measure(mode: str, streams: int = 1000, sessions: int = 10_000) -> dict:
         after = srv.rss_kib()
     finally:
         srv.stop()
-    result = {"mode": mode, "idle_kib": idle, "streams": streams, "with_streams_kib": holding,
-              "per_stream_kib": (holding - idle) / streams, "sessions_churned": sessions,
-              "before_churn_kib": before, "after_churn_kib": after, "churn_growth_kib": after - before}
-    print(f"  {mode:7} idle {idle / 1024:6.1f} MiB  +{streams} GET streams {holding / 1024:6.1f} MiB "
-          f"({result['per_stream_kib']:.1f} KiB each, session included)  "
-          f"{sessions} sessions created+deleted: {before / 1024:.1f} -> {after / 1024:.1f} MiB", flush=True)
+    result = {
+        "mode": mode,
+        "idle_kib": idle,
+        "streams": streams,
+        "with_streams_kib": holding,
+        "per_stream_kib": (holding - idle) / streams,
+        "sessions_churned": sessions,
+        "before_churn_kib": before,
+        "after_churn_kib": after,
+        "churn_growth_kib": after - before,
+    }
+    print(
+        f"  {mode:7} idle {idle / 1024:6.1f} MiB  +{streams} GET streams {holding / 1024:6.1f} MiB "
+        f"({result['per_stream_kib']:.1f} KiB each, session included)  "
+        f"{sessions} sessions created+deleted: {before / 1024:.1f} -> {after / 1024:.1f} MiB",
+        flush=True,
+    )
     return result

@@ -1,12 +1,14 @@
 """The Markdown report, PNG plots and the bars of DESIGN.md section 7, from one run's record."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 
 def _cell(rows: list[dict], workload: str, conns: int, target: str) -> dict | None:
-    return next((r for r in rows if r["workload"] == workload and r["connections"] == conns
-                 and r["target"] == target), None)
+    return next(
+        (r for r in rows if r["workload"] == workload and r["connections"] == conns and r["target"] == target), None
+    )
 
 
 def paired_ratio(a: dict, b: dict) -> float:
@@ -14,7 +16,7 @@ def paired_ratio(a: dict, b: dict) -> float:
     of a shared machine cancel within a pair, where they would not between separate medians."""
     import statistics
 
-    return statistics.median(x["rps"] / y["rps"] for x, y in zip(a["runs"], b["runs"]))
+    return statistics.median(x["rps"] / y["rps"] for x, y in zip(a["runs"], b["runs"], strict=False))
 
 
 def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
@@ -24,14 +26,26 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
     for backend, limit in (("wasm", 15.0), ("python", 10.0)):
         worst = max((r["p50_us"] for r in edge if r["backend"] == backend), default=None)
         if worst is not None:
-            out.append((f"edge boundary cost p50, {backend}, uncached (worst head)", f"{worst:.1f} us",
-                        f"<= {limit:g} us", worst <= limit))
+            out.append(
+                (
+                    f"edge boundary cost p50, {backend}, uncached (worst head)",
+                    f"{worst:.1f} us",
+                    f"<= {limit:g} us",
+                    worst <= limit,
+                )
+            )
     rows = record.get("e2e", [])
     for workload in ("tools/list", "tools/call echo", "preflight"):
         p, q = _cell(rows, workload, 16, "python"), _cell(rows, workload, 16, "python-control")
         if p and q:
-            out.append((f"noise floor: {workload} python/python (two identical servers), c=16",
-                        f"{paired_ratio(p, q):.3f}x", "(1.000 on a quiet machine)", None))
+            out.append(
+                (
+                    f"noise floor: {workload} python/python (two identical servers), c=16",
+                    f"{paired_ratio(p, q):.3f}x",
+                    "(1.000 on a quiet machine)",
+                    None,
+                )
+            )
         w, p = _cell(rows, workload, 16, "wasm"), _cell(rows, workload, 16, "python")
         if w and p:
             ratio = paired_ratio(w, p)
@@ -47,13 +61,34 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
         out.append(("preflight wasm/Starlette CORSMiddleware req/s, c=16", f"{ratio:.2f}x", ">= 1x", ratio >= 1))
     swap = record.get("hot_swap")
     if swap:
-        out.append((f"hot swaps under load ({swap['swaps']} swaps + {swap['rollbacks']} rollbacks, "
-                    f"{swap['requests']} requests)", f"{swap['failed']} failed", "0 failed", swap["failed"] == 0))
+        out.append(
+            (
+                (
+                    f"hot swaps under load ({swap['swaps']} swaps + {swap['rollbacks']} rollbacks, "
+                    f"{swap['requests']} requests)"
+                ),
+                f"{swap['failed']} failed",
+                "0 failed",
+                swap["failed"] == 0,
+            )
+        )
     for m in record.get("memory", []):
-        out.append((f"idle GET stream + session, {m['mode']}", f"{m['per_stream_kib']:.1f} KiB", "< 50 KiB",
-                    m["per_stream_kib"] < 50))
-        out.append((f"RSS growth after {m['sessions_churned']} sessions created+deleted, {m['mode']}",
-                    f"{m['churn_growth_kib'] / 1024:.1f} MiB", "no growth (< 2 MiB)", m["churn_growth_kib"] < 2048))
+        out.append(
+            (
+                f"idle GET stream + session, {m['mode']}",
+                f"{m['per_stream_kib']:.1f} KiB",
+                "< 50 KiB",
+                m["per_stream_kib"] < 50,
+            )
+        )
+        out.append(
+            (
+                f"RSS growth after {m['sessions_churned']} sessions created+deleted, {m['mode']}",
+                f"{m['churn_growth_kib'] / 1024:.1f} MiB",
+                "no growth (< 2 MiB)",
+                m["churn_growth_kib"] < 2048,
+            )
+        )
     return out
 
 
@@ -77,7 +112,7 @@ def _plot_throughput(record: dict, path: Path) -> bool:
     conns = sorted({r["connections"] for r in rows})
     targets = ["wasm", "python", "python-control", "sdk-stateful", "starlette-cors"]
     fig, axes = plt.subplots(1, len(workloads), figsize=(4 * len(workloads), 3.6), sharey=False)
-    for ax, workload in zip(axes, workloads):
+    for ax, workload in zip(axes, workloads, strict=False):
         width = 0.8 / len(targets)
         for i, target in enumerate(targets):
             values = [(_cell(rows, workload, c, target) or {}).get("rps", 0) for c in conns]
@@ -119,29 +154,67 @@ def _plot_edge(record: dict, path: Path) -> bool:
 
 
 def write(record: dict, out: Path, stamp: str) -> Path:
-    md = [f"# mcpgw benchmark {stamp}", "",
-          f"{record['machine']['cpus']} CPUs, {record['machine']['platform']}, Python {record['machine']['python']}. "
-          f"Every figure in a table was measured side by side in this one run; ratios are what carry over to "
-          f"other machines.", "", "## Bars (DESIGN.md section 7)", "", summary(record), ""]
+    md = [
+        f"# mcpgw benchmark {stamp}",
+        "",
+        (
+            f"{record['machine']['cpus']} CPUs, {record['machine']['platform']}, Python {record['machine']['python']}. "
+            f"Every figure in a table was measured side by side in this one run; ratios are what carry over to "
+            f"other machines."
+        ),
+        "",
+        "## Bars (DESIGN.md section 7)",
+        "",
+        summary(record),
+        "",
+    ]
     if _plot_edge(record, out / f"{stamp}-edge.png"):
-        md += ["## Edge boundary cost", "", f"![edge cost]({stamp}-edge.png)", "",
-               "| head | backend | p50 us (crossing) | p99 us (crossing) | p50 us (cache hit) |", "|---|---|---|---|---|"]
-        md += [f"| {r['head']} | {r['backend']} | {r['p50_us']:.2f} | {r['p99_us']:.2f} | {r.get('cached_p50_us', 0):.2f} |"
-               for r in record["edge"]]
-        md += ["", "Guest instructions per call (fuel, deterministic): " + ", ".join(
-            f"{k}: {v:,}" for k, v in record.get("guest_instructions", {}).items()), ""]
+        md += [
+            "## Edge boundary cost",
+            "",
+            f"![edge cost]({stamp}-edge.png)",
+            "",
+            "| head | backend | p50 us (crossing) | p99 us (crossing) | p50 us (cache hit) |",
+            "|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {r['head']} | {r['backend']} | {r['p50_us']:.2f} | {r['p99_us']:.2f} "
+            f"| {r.get('cached_p50_us', 0):.2f} |"
+            for r in record["edge"]
+        ]
+        md += [
+            "",
+            "Guest instructions per call (fuel, deterministic): "
+            + ", ".join(f"{k}: {v:,}" for k, v in record.get("guest_instructions", {}).items()),
+            "",
+        ]
     if _plot_throughput(record, out / f"{stamp}-throughput.png"):
-        md += ["## End to end", "",
-               f"wrk (Debian), one thread, {record['settings']['reps']} alternating repetitions of "
-               f"{record['settings']['duration_s']:g} s per cell, medians; one server worker each (uvicorn, uvloop, "
-               "httptools); tools workloads on one shared 2025-11-25 session with a unique id per request.", "",
-               f"![throughput]({stamp}-throughput.png)", "",
-               "| workload | conns | target | req/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|"]
-        md += [f"| {r['workload']} | {r['connections']} | {r['target']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
-               f"{r['p99_ms']:.2f} | {r['errors']} |" for r in record["e2e"]]
-        md += ["", "Paired ratios (median over repetitions of back-to-back runs):", "",
-               "| workload | conns | wasm/python | python/python-control | wasm/SDK | wasm/Starlette CORS |",
-               "|---|---|---|---|---|---|"]
+        md += [
+            "## End to end",
+            "",
+            (
+                f"wrk (Debian), one thread, {record['settings']['reps']} alternating repetitions of "
+                f"{record['settings']['duration_s']:g} s per cell, medians; one server worker each (uvicorn, uvloop, "
+                "httptools); tools workloads on one shared 2025-11-25 session with a unique id per request."
+            ),
+            "",
+            f"![throughput]({stamp}-throughput.png)",
+            "",
+            "| workload | conns | target | req/s | p50 ms | p99 ms | errors |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {r['workload']} | {r['connections']} | {r['target']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {r['errors']} |"
+            for r in record["e2e"]
+        ]
+        md += [
+            "",
+            "Paired ratios (median over repetitions of back-to-back runs):",
+            "",
+            "| workload | conns | wasm/python | python/python-control | wasm/SDK | wasm/Starlette CORS |",
+            "|---|---|---|---|---|---|",
+        ]
         rows = record["e2e"]
         for workload in ("initialize", "tools/list", "tools/call echo", "preflight"):
             for conns in record["settings"]["connections"]:
@@ -149,27 +222,48 @@ def write(record: dict, out: Path, stamp: str) -> Path:
                 if w is None:
                     continue
                 cells = []
-                for first, other in (("wasm", "python"), ("python", "python-control"), ("wasm", "sdk-stateful"),
-                                     ("wasm", "starlette-cors")):
+                for first, other in (
+                    ("wasm", "python"),
+                    ("python", "python-control"),
+                    ("wasm", "sdk-stateful"),
+                    ("wasm", "starlette-cors"),
+                ):
                     f, o = _cell(rows, workload, conns, first), _cell(rows, workload, conns, other)
                     cells.append(f"{paired_ratio(f, o):.3f}x" if f and o else "")
                 md.append(f"| {workload} | {conns} | " + " | ".join(cells) + " |")
         md.append("")
     if record.get("memory"):
-        md += ["## Memory (resident set)", "", "| mode | idle MiB | + streams | per stream KiB | churn before/after MiB |",
-               "|---|---|---|---|---|"]
-        md += [f"| {m['mode']} | {m['idle_kib'] / 1024:.1f} | {m['streams']}: {m['with_streams_kib'] / 1024:.1f} MiB | "
-               f"{m['per_stream_kib']:.1f} | {m['before_churn_kib'] / 1024:.1f} / {m['after_churn_kib'] / 1024:.1f} "
-               f"({m['sessions_churned']} sessions) |" for m in record["memory"]]
+        md += [
+            "## Memory (resident set)",
+            "",
+            "| mode | idle MiB | + streams | per stream KiB | churn before/after MiB |",
+            "|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {m['mode']} | {m['idle_kib'] / 1024:.1f} | {m['streams']}: {m['with_streams_kib'] / 1024:.1f} MiB | "
+            f"{m['per_stream_kib']:.1f} | {m['before_churn_kib'] / 1024:.1f} / {m['after_churn_kib'] / 1024:.1f} "
+            f"({m['sessions_churned']} sessions) |"
+            for m in record["memory"]
+        ]
         md.append("")
     if record.get("federation"):
-        md += ["## Relaying through an upstream", "",
-               "tools/call `echo` on the SDK's server directly, and through the gateway (python edge) to that "
-               "server as a Streamable HTTP upstream; one session each, so one upstream connection carries every "
-               "relayed call.", "", "| target | conns | req/s | p50 ms | x of direct (paired) | errors |",
-               "|---|---|---|---|---|---|"]
-        md += [f"| {r['target']} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['vs_direct']:.2f} | "
-               f"{r['errors']} |" for r in record["federation"]]
+        md += [
+            "## Relaying through an upstream",
+            "",
+            (
+                "tools/call `echo` on the SDK's server directly, and through the gateway (python edge) to that "
+                "server as a Streamable HTTP upstream; one session each, so one upstream connection carries every "
+                "relayed call."
+            ),
+            "",
+            "| target | conns | req/s | p50 ms | x of direct (paired) | errors |",
+            "|---|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {r['target']} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['vs_direct']:.2f} | "
+            f"{r['errors']} |"
+            for r in record["federation"]
+        ]
         md.append("")
     path = out / f"{stamp}.md"
     path.write_text("\n".join(md))

@@ -5,6 +5,7 @@ are shared and noisy, so only side-by-side numbers mean anything.
 Environment: BENCH_DURATION_S (per wrk run, default 2), BENCH_REPS (default 5),
 BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,swap,federation).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -17,12 +18,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import e2e  # noqa: E402
-import federation  # noqa: E402
-import edge_cost  # noqa: E402
-import hot_swap  # noqa: E402
-import memory  # noqa: E402
-import report  # noqa: E402
+import e2e  # noqa: E402 - imported once bench/ is on sys.path
+import edge_cost  # noqa: E402 - imported once bench/ is on sys.path
+import federation  # noqa: E402 - imported once bench/ is on sys.path
+import hot_swap  # noqa: E402 - imported once bench/ is on sys.path
+import memory  # noqa: E402 - imported once bench/ is on sys.path
+import report  # noqa: E402 - imported once bench/ is on sys.path
 
 
 def main() -> None:
@@ -30,10 +31,12 @@ def main() -> None:
     reps = int(os.environ.get("BENCH_REPS", "5"))
     connections = [int(c) for c in os.environ.get("BENCH_CONNECTIONS", "1,16,64").split(",")]
     skip = set(filter(None, os.environ.get("BENCH_SKIP", "").split(",")))
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
-    record: dict = {"date": stamp, "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                               "python": platform.python_version()},
-                    "settings": {"duration_s": duration, "reps": reps, "connections": connections}}
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%M%SZ")
+    record: dict = {
+        "date": stamp,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "settings": {"duration_s": duration, "reps": reps, "connections": connections},
+    }
     if "edge" not in skip:
         print("== edge boundary cost", flush=True)
         record["edge"] = edge_cost.collect()

@@ -4,6 +4,7 @@ Runs in its own virtualenv (`make bench` creates it with the pinned SDK).
 
 usage: python sdk_server.py PORT stateful|stateless
 """
+
 import sys
 
 import uvicorn
@@ -21,5 +22,6 @@ def echo(text: str) -> str:
 if __name__ == "__main__":
     port, mode = int(sys.argv[1]), sys.argv[2]
     app = server.streamable_http_app(json_response=True, stateless_http=mode == "stateless", max_sessions=None)
-    uvicorn.run(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning",
-                access_log=False)
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", log_level="warning", access_log=False
+    )

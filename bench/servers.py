@@ -1,5 +1,6 @@
 """Processes under test, each on its own loopback port: the gateway in either edge mode, the
 SDK reference server, Starlette's CORS middleware. Started once per run, stopped at the end."""
+
 from __future__ import annotations
 
 import os
@@ -29,10 +30,10 @@ class Server:
         argv = [a.replace("{port}", str(self.port)) for a in argv]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MCPGW_")}
         full_env.update(env or {})
-        self.log = open(ROOT / ".build" / f"bench-{name}.log", "wb")
+        self.log = open(ROOT / ".build" / f"bench-{name}.log", "wb")  # noqa: SIM115 - held open for the process's lifetime, closed in stop()
         self.proc = subprocess.Popen(argv, env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
 
-    def wait_ready(self, probe: str = "/mcp", timeout: float = 60) -> "Server":
+    def wait_ready(self, probe: str = "/mcp", timeout: float = 60) -> Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -62,10 +63,20 @@ class Server:
 def gateway(mode: str, name: str = "", **env: str) -> Server:
     """`mcpgw serve` in one edge mode; session limits raised so `initialize` load is not refused."""
     port = free_port()
-    return Server(name or f"gateway-{mode}", [sys.executable, "-m", "mcpgw.cli", "serve"],
-                  {"MCPGW_EDGE": mode, "MCPGW_HOST": "127.0.0.1", "MCPGW_PORT": str(port),
-                   "MCPGW_LOG_LEVEL": "warning", "MCPGW_MAX_SESSIONS": "10000000",
-                   "MCPGW_SESSION_IDLE_TIMEOUT_S": "3600", **env}, port=port).wait_ready("/health")
+    return Server(
+        name or f"gateway-{mode}",
+        [sys.executable, "-m", "mcpgw.cli", "serve"],
+        {
+            "MCPGW_EDGE": mode,
+            "MCPGW_HOST": "127.0.0.1",
+            "MCPGW_PORT": str(port),
+            "MCPGW_LOG_LEVEL": "warning",
+            "MCPGW_MAX_SESSIONS": "10000000",
+            "MCPGW_SESSION_IDLE_TIMEOUT_S": "3600",
+            **env,
+        },
+        port=port,
+    ).wait_ready("/health")
 
 
 def sdk(mode: str) -> Server:

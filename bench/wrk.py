@@ -2,6 +2,7 @@
 every request its own JSON-RPC id and prints a JSON summary (requests, errors, latency
 percentiles) when done. wrk is C with an event loop; at one thread it uses a fraction of a
 core while the gateway under test saturates its one worker, so the gateway is the bottleneck."""
+
 from __future__ import annotations
 
 import json
@@ -77,20 +78,40 @@ def require_wrk() -> str:
 
 def run(url: str, workload: Workload, connections: int, duration_s: float) -> Result:
     header_lines = "\n".join(f"headers[{lua_string(k)}] = {lua_string(v)}" for k, v in workload.headers.items())
-    script = LUA % {"template": lua_string(workload.body), "method": lua_string(workload.method),
-                    "headers": header_lines}
+    script = LUA % {
+        "template": lua_string(workload.body),
+        "method": lua_string(workload.method),
+        "headers": header_lines,
+    }
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     try:
         out = subprocess.run(
-            [require_wrk(), "-t1", f"-c{connections}", f"-d{max(1, round(duration_s))}s", "--timeout", "10s",
-             "-s", f.name, url + workload.path],
-            capture_output=True, text=True, timeout=duration_s + 60, check=True,
+            [
+                require_wrk(),
+                "-t1",
+                f"-c{connections}",
+                f"-d{max(1, round(duration_s))}s",
+                "--timeout",
+                "10s",
+                "-s",
+                f.name,
+                url + workload.path,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=duration_s + 60,
+            check=True,
         ).stdout
     finally:
         Path(f.name).unlink()
     line = next(line for line in out.splitlines() if line.startswith("WRK_JSON "))
-    data = json.loads(line[len("WRK_JSON "):])
+    data = json.loads(line[len("WRK_JSON ") :])
     seconds = data["duration_us"] / 1e6
-    return Result(rps=data["requests"] / seconds, p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000,
-                  requests=data["requests"], errors=data["socket_errors"] + data["non2xx"])
+    return Result(
+        rps=data["requests"] / seconds,
+        p50_ms=data["p50_us"] / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        requests=data["requests"],
+        errors=data["socket_errors"] + data["non2xx"],
+    )

@@ -1,14 +1,14 @@
 """Shared fixtures: the built component, its test-only variants, the vectors, a real gateway process."""
+
 from __future__ import annotations
 
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
-
-import tempfile
 
 import httpx
 import pytest
@@ -73,18 +73,20 @@ class Gateway:
         fd, name = tempfile.mkstemp(prefix="mcpgw-test-", suffix=".log")
         os.close(fd)
         self.log_path = Path(name)
-        self._log = open(self.log_path, "w+b")
+        self._log = open(self.log_path, "w+b")  # noqa: SIM115 - held open for the process's lifetime, closed in stop()
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MCPGW_")}
         full_env.update({"MCPGW_PORT": "0", "MCPGW_HOST": "127.0.0.1", **env})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mcpgw.cli", "serve", *(args or [])],
-            env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
         )
 
-    def wait_ready(self, timeout: float = 60.0) -> "Gateway":
+    def wait_ready(self, timeout: float = 60.0) -> Gateway:
         return self.wait_ready_at("/health", timeout)
 
-    def wait_ready_at(self, health_path: str, timeout: float = 60.0) -> "Gateway":
+    def wait_ready_at(self, health_path: str, timeout: float = 60.0) -> Gateway:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -1,9 +1,11 @@
 """Raw Streamable HTTP helpers for tests: messages, SSE parsing, session set-up, live counts."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 
@@ -88,8 +90,17 @@ class Session:
     def __init__(self, url: str, revision: str = "2025-11-25", http: httpx.Client | None = None):
         self.url = url + "/mcp"
         self.http = http or httpx.Client(timeout=30)
-        r = self.http.post(self.url, json=rpc("initialize", 0, protocolVersion=revision, capabilities={},
-                                              clientInfo={"name": "raw-test", "version": "0"}), headers=BASE)
+        r = self.http.post(
+            self.url,
+            json=rpc(
+                "initialize",
+                0,
+                protocolVersion=revision,
+                capabilities={},
+                clientInfo={"name": "raw-test", "version": "0"},
+            ),
+            headers=BASE,
+        )
         assert r.status_code == 200, r.text
         answer = read_sse_text(r.text)[-1].json() if r.headers["content-type"] == "text/event-stream" else r.json()
         assert answer["result"]["protocolVersion"] == revision

@@ -4,6 +4,7 @@ The page is served from another origin on 127.0.0.1 (another port). Allowed: the
 browser's preflight passes and the page reads Mcp-Session-Id (exposed by the
 edge's CORS headers). Not allowed: the browser itself blocks the call.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -34,12 +35,19 @@ async function initialize(gateway) {
 }
 </script>"""
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 class _Page(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):  # http.server's naming
         self.send_response(200)
         self.send_header("content-type", "text/html")
         self.send_header("content-length", str(len(PAGE)))
@@ -103,8 +111,9 @@ def test_disallowed_origin_is_blocked_by_the_browser(browser, page_origin, compo
         # this origin's preflight, and the initialize never reached the app.
         import httpx
 
-        preflight = httpx.options(gw.url + "/mcp", headers={"origin": page_origin,
-                                                             "access-control-request-method": "POST"})
+        preflight = httpx.options(
+            gw.url + "/mcp", headers={"origin": page_origin, "access-control-request-method": "POST"}
+        )
         assert preflight.status_code == 403
         assert httpx.get(gw.url + "/health").json()["live"]["sessions"] == 0
     finally:

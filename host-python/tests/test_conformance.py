@@ -4,6 +4,7 @@ both edge modes: every scenario the fixture passes directly must pass through th
 
 The suite and Node 22 come from npm (tests/e2e/conformance/install.sh, run by `make test`).
 """
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,7 @@ from conftest import REPO
 from upstream_procs import federated_gateway, fixture_http, http_table
 
 sys.path.insert(0, str(REPO / "tests" / "e2e" / "conformance"))
-import run_suite  # noqa: E402
+import run_suite
 
 RESULTS = REPO / ".build" / "conformance" / "results.json"  # the direct-vs-gateway table, for the record
 
@@ -40,8 +41,7 @@ def direct(fixture):
 
 
 @pytest.mark.parametrize("mode", ["wasm", "python"])
-def test_every_scenario_the_fixture_passes_directly_passes_through_the_gateway(mode, fixture, direct,
-                                                                             component_path):
+def test_every_scenario_the_fixture_passes_directly_passes_through_the_gateway(mode, fixture, direct, component_path):
     gw = federated_gateway(mode, [http_table("fixture", fixture.url)])
     try:
         through = run_suite.run(gw.url + "/servers/fixture/mcp")

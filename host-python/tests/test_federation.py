@@ -3,6 +3,7 @@ the toy server over stdio and over Streamable HTTP, and the conformance fixture 
 
 Clients are the mcp SDK's; the upstreams are the SDK's servers.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,9 +29,11 @@ from upstream_procs import (
     wait_upstreams,
 )
 
-pytestmark = [pytest.mark.timeout(180),
-              # roots and resources/subscribe are deprecated for 2026-07-28, current in the 2025-11-25 sessions here
-              pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning")]
+pytestmark = [
+    pytest.mark.timeout(180),
+    # roots and resources/subscribe are deprecated for 2026-07-28, current in the 2025-11-25 sessions here
+    pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -49,20 +52,21 @@ def old_web():
 
 @pytest.fixture(scope="module", params=["wasm", "python"])
 def gw(request, web, old_web, component_path):
-    gateway = federated_gateway(request.param, [
-        stdio_table("toy", TOY, "stdio", "toy", call_timeout_s=3, restart_backoff_s=0.2, health_interval_s=2),
-        http_table("web", web.url, prefix="w"),
-        http_table("oldweb", old_web.url, transport="sse"),
-        stdio_table("fixture", FIXTURE, "--transport", "stdio"),
-    ])
+    gateway = federated_gateway(
+        request.param,
+        [
+            stdio_table("toy", TOY, "stdio", "toy", call_timeout_s=3, restart_backoff_s=0.2, health_interval_s=2),
+            http_table("web", web.url, prefix="w"),
+            http_table("oldweb", old_web.url, transport="sse"),
+            stdio_table("fixture", FIXTURE, "--transport", "stdio"),
+        ],
+    )
     yield gateway
     gateway.stop()
 
 
 def text_of(result) -> str:
     return " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
-
-
 
 
 # -- the merged catalog ---------------------------------------------------------
@@ -97,8 +101,12 @@ async def test_calls_reads_and_prompts_route_to_their_owner_without_the_prefix(g
 
 
 def test_2026_stateless_requests_are_federated_too(gw):
-    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "w__add", "arguments": {"a": 1, "b": 2}, "_meta": ENVELOPE}}
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "w__add", "arguments": {"a": 1, "b": 2}, "_meta": ENVELOPE},
+    }
     r = httpx.post(gw.url + "/mcp", json=body, headers=headers2026("tools/call", "w__add"))
     assert r.status_code == 200, r.text
     result = r.json()["result"]
@@ -120,11 +128,13 @@ async def test_a_virtual_server_is_the_upstream_with_names_unchanged(gw):
 
 def test_sessions_belong_to_one_endpoint_and_unknown_servers_are_404(gw):
     session = Session(gw.url)  # on /mcp
-    r = httpx.post(gw.url + "/servers/web/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
-                   headers=session.headers)
+    r = httpx.post(
+        gw.url + "/servers/web/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=session.headers
+    )
     assert r.status_code == 404 and r.json()["error"]["code"] == -32001
-    r = httpx.post(gw.url + "/servers/nope/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
-                   headers=session.headers)
+    r = httpx.post(
+        gw.url + "/servers/nope/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, headers=session.headers
+    )
     assert r.status_code == 404 and "Unknown server" in r.json()["error"]["message"]
     session.delete()
 
@@ -148,8 +158,9 @@ async def test_progress_and_logs_reach_the_client_on_the_request_stream(gw):
         assert len(logs) == 3  # the fixture logs three times during the call
     async with Client(gw.url + "/servers/fixture/mcp", mode="legacy") as client:
         seen = []
-        result = await client.call_tool("test_tool_with_progress", {},
-                                        progress_callback=lambda v, t, m: _append(seen, v))
+        result = await client.call_tool(
+            "test_tool_with_progress", {}, progress_callback=lambda v, t, m: _append(seen, v)
+        )
         assert seen == [0, 50, 100]
 
 
@@ -159,8 +170,9 @@ async def _append(items, value):
 
 async def test_sampling_elicitation_and_roots_go_to_the_client_and_back(gw):
     async def sampling(ctx, params):
-        return types.CreateMessageResult(role="assistant", model="test-model",
-                                         content=types.TextContent(type="text", text="four"))
+        return types.CreateMessageResult(
+            role="assistant", model="test-model", content=types.TextContent(type="text", text="four")
+        )
 
     async def elicitation(ctx, params):
         return types.ElicitResult(action="accept", content={"username": "ada", "email": "ada@example.com"})
@@ -168,8 +180,13 @@ async def test_sampling_elicitation_and_roots_go_to_the_client_and_back(gw):
     async def roots(ctx):
         return types.ListRootsResult(roots=[types.Root(uri="file:///work", name="work")])
 
-    async with Client(gw.url + "/mcp", mode="legacy", sampling_callback=sampling,
-                      elicitation_callback=elicitation, list_roots_callback=roots) as client:
+    async with Client(
+        gw.url + "/mcp",
+        mode="legacy",
+        sampling_callback=sampling,
+        elicitation_callback=elicitation,
+        list_roots_callback=roots,
+    ) as client:
         result = await client.call_tool("fixture__test_sampling", {"prompt": "2+2?"})
         assert text_of(result) == "LLM response: four"
         result = await client.call_tool("fixture__test_elicitation", {"message": "who are you?"})
@@ -258,10 +275,17 @@ async def test_a_slow_upstream_hits_the_call_timeout(gw):
 
 def test_a_stdio_upstream_that_exits_is_restarted_with_backoff_and_health_says_so(gw):
     # Stateless requests use the upstream's catalog connection: its process is the one to kill.
-    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "toy__whoami", "arguments": {}, "_meta": ENVELOPE}}
-    pid = int(httpx.post(gw.url + "/mcp", json=body, headers=headers2026("tools/call", "toy__whoami"))
-              .json()["result"]["content"][0]["text"].split("pid=")[1])
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "toy__whoami", "arguments": {}, "_meta": ENVELOPE},
+    }
+    pid = int(
+        httpx.post(gw.url + "/mcp", json=body, headers=headers2026("tools/call", "toy__whoami"))
+        .json()["result"]["content"][0]["text"]
+        .split("pid=")[1]
+    )
     restarts = upstream_health(gw.url)["toy"]["restarts"]
     os.kill(pid, signal.SIGKILL)
     health = wait_upstreams(gw.url, only="toy", predicate=lambda u: u["restarts"] > restarts)
@@ -276,8 +300,9 @@ def test_a_stdio_upstream_that_exits_is_restarted_with_backoff_and_health_says_s
 
 async def test_an_http_upstream_that_dies_mid_call_gives_an_error_and_health_shows_it_down(component_path):
     doomed = toy_http("doomed")
-    gateway = federated_gateway("python", [http_table("doomed", doomed.url, health_interval_s=0.5,
-                                                      restart_backoff_s=0.2)])
+    gateway = federated_gateway(
+        "python", [http_table("doomed", doomed.url, health_interval_s=0.5, restart_backoff_s=0.2)]
+    )
     try:
         async with Client(gateway.url + "/mcp", mode="legacy") as client:
             with pytest.raises(MCPError):  # the SDK transport reports the stream that ended
@@ -292,9 +317,20 @@ async def test_an_http_upstream_that_dies_mid_call_gives_an_error_and_health_sho
             assert "Upstream 'doomed' is unavailable" in down.value.error.message
             tools = {t.name for t in (await client.list_tools()).tools}
             assert "doomed__whoami" not in tools and "echo" in tools  # gone until it is back
-        refused = httpx.post(gateway.url + "/servers/doomed/mcp", headers={"accept": "application/json, text/event-stream"},
-                             json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-                                 "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
+        refused = httpx.post(  # noqa: ASYNC210 - the gateway is another process: blocking only pauses this test's own client
+            gateway.url + "/servers/doomed/mcp",
+            headers={"accept": "application/json, text/event-stream"},
+            json={
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": "2025-11-25",
+                    "capabilities": {},
+                    "clientInfo": {"name": "t", "version": "0"},
+                },
+            },
+        )
         assert refused.status_code == 503 and "Upstream 'doomed' is unavailable" in refused.json()["error"]["message"]
         assert drained(gateway.url) == NOTHING_LIVE
     finally:
@@ -305,16 +341,23 @@ async def test_an_http_upstream_that_dies_mid_call_gives_an_error_and_health_sho
 async def test_past_max_connections_sessions_share_the_catalog_connection(component_path):
     gateway = federated_gateway("python", [stdio_table("toy", TOY, "stdio", "toy", max_connections=1)])
     try:
-        async with Client(gateway.url + "/mcp", mode="legacy") as first, \
-                Client(gateway.url + "/mcp", mode="legacy") as second:
+        async with (
+            Client(gateway.url + "/mcp", mode="legacy") as first,
+            Client(gateway.url + "/mcp", mode="legacy") as second,
+        ):
             own = text_of(await first.call_tool("toy__whoami", {}))
             shared = text_of(await second.call_tool("toy__whoami", {}))
             assert own != shared  # the first has its own process; the second uses the catalog's
-            body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                    "params": {"name": "toy__whoami", "arguments": {}, "_meta": ENVELOPE}}
-            catalog = httpx.post(gateway.url + "/mcp", json=body, headers=headers2026("tools/call", "toy__whoami"))
+            body = {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "tools/call",
+                "params": {"name": "toy__whoami", "arguments": {}, "_meta": ENVELOPE},
+            }
+            # The gateway is another process: blocking calls only pause this test's own clients.
+            catalog = httpx.post(gateway.url + "/mcp", json=body, headers=headers2026("tools/call", "toy__whoami"))  # noqa: ASYNC210
             assert catalog.json()["result"]["content"][0]["text"] == shared
-            assert httpx.get(gateway.url + "/health").json()["live"]["upstream_links"] == 1
+            assert httpx.get(gateway.url + "/health").json()["live"]["upstream_links"] == 1  # noqa: ASYNC210
         assert drained(gateway.url) == NOTHING_LIVE
     finally:
         gateway.stop()
@@ -328,12 +371,14 @@ async def test_legacy_sse_reaches_virtual_servers_and_relays_server_to_client_re
     async def sampling(ctx, params):
         return types.CreateMessageResult(role="assistant", model="m", content=types.TextContent(type="text", text="ok"))
 
-    async with sse_client(gw.url + "/servers/fixture/sse") as (read, write):
-        async with ClientSession(read, write, sampling_callback=sampling) as session:
-            init = await session.initialize()
-            assert init.server_info.name == "mcpgw-conformance-fixture"
-            result = await session.call_tool("test_sampling", {"prompt": "hi"})
-            assert text_of(result) == "LLM response: ok"
+    async with (
+        sse_client(gw.url + "/servers/fixture/sse") as (read, write),
+        ClientSession(read, write, sampling_callback=sampling) as session,
+    ):
+        init = await session.initialize()
+        assert init.server_info.name == "mcpgw-conformance-fixture"
+        result = await session.call_tool("test_sampling", {"prompt": "hi"})
+        assert text_of(result) == "LLM response: ok"
     assert drained(gw.url) == NOTHING_LIVE
 
 
@@ -342,15 +387,22 @@ def test_websocket_reaches_the_merged_catalog_and_virtual_servers(gw):
 
     from websockets.sync.client import connect
 
-    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "ws", "version": "0"}}}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 0,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "ws", "version": "0"}},
+    }
     for path, tool in (("/ws", "w__whoami"), ("/servers/web/ws", "whoami")):
         with connect(gw.url.replace("http://", "ws://") + path, subprotocols=["mcp"]) as ws:
             ws.send(json.dumps(init))
             json.loads(ws.recv(timeout=30))
             ws.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
-            ws.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                                "params": {"name": tool, "arguments": {}}}))
+            ws.send(
+                json.dumps(
+                    {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {}}}
+                )
+            )
             answer = json.loads(ws.recv(timeout=60))
             assert answer["result"]["content"][0]["text"].startswith("web pid="), answer
     assert drained(gw.url) == NOTHING_LIVE

@@ -1,4 +1,5 @@
 """The upstream config file: what it accepts, and that a bad one names the key and line at fault."""
+
 from __future__ import annotations
 
 import subprocess
@@ -32,28 +33,59 @@ url = "http://127.0.0.1:9000/sse"
 
 def test_a_good_file_gives_every_upstream_with_defaults():
     files, search, legacy = parse(GOOD)
-    assert (files.id, files.transport, files.command, files.args, files.env, files.cwd, files.prefix) == \
-        ("files", "stdio", "python", ("server.py", "--root", "/srv"), {"LOG": "1"}, "/tmp", "files")
-    assert (search.url, search.headers, search.prefix, search.call_timeout_s) == \
-        ("https://search.example.com/mcp", {"Authorization": "Bearer x"}, "s", 5.0)
+    assert (files.id, files.transport, files.command, files.args, files.env, files.cwd, files.prefix) == (
+        "files",
+        "stdio",
+        "python",
+        ("server.py", "--root", "/srv"),
+        {"LOG": "1"},
+        "/tmp",
+        "files",
+    )
+    assert (search.url, search.headers, search.prefix, search.call_timeout_s) == (
+        "https://search.example.com/mcp",
+        {"Authorization": "Bearer x"},
+        "s",
+        5.0,
+    )
     assert (legacy.transport, legacy.prefix, legacy.connect_timeout_s) == ("sse", "legacy", 10.0)
     assert parse("") == []
 
 
-@pytest.mark.parametrize("text, message", [
-    ('[upstreams.a]\ntransport = "stdio"\ncommand = "x"\ncomand = "y"\n', "line 4: upstreams.a: unknown key 'comand'"),
-    ('[upstreams.a]\ntransport = "carrier-pigeon"\n', "line 2: upstreams.a.transport must be one of"),
-    ('[upstreams.a]\ntransport = "stdio"\n', "line 1: upstreams.a: a stdio upstream needs 'command'"),
-    ('[upstreams.a]\ntransport = "stdio"\ncommand = "x"\nargs = "not a list"\n', "line 4: upstreams.a.args must be a list"),
-    ('[upstreams.a]\ntransport = "sse"\nurl = "ftp://x"\n', "line 3: upstreams.a.url must be an http"),
-    ('[upstreams.a]\ntransport = "sse"\nurl = "http://x"\ncommand = "y"\n', "line 4: upstreams.a.command does not apply"),
-    ('[upstreams.a]\ntransport = "stdio"\ncommand = "x"\ncall_timeout_s = -1\n', "line 4: upstreams.a.call_timeout_s must be"),
-    ('\n[upstreams.my_tools]\ntransport = "stdio"\ncommand = "x"\n', "line 2: upstream id 'my_tools' must be"),
-    ('[upstreams.a]\ntransport = "stdio"\ncommand = "x"\n\n[upstreams.b]\ntransport = "stdio"\ncommand = "x"\n'
-     'prefix = "a"\n', "line 8: upstreams.b.prefix 'a' is already used by upstream 'a'"),
-    ('servers = 1\n', "line 1: unknown key 'servers'"),
-    ('[upstreams.a\n', "invalid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (
+            '[upstreams.a]\ntransport = "stdio"\ncommand = "x"\ncomand = "y"\n',
+            "line 4: upstreams.a: unknown key 'comand'",
+        ),
+        ('[upstreams.a]\ntransport = "carrier-pigeon"\n', "line 2: upstreams.a.transport must be one of"),
+        ('[upstreams.a]\ntransport = "stdio"\n', "line 1: upstreams.a: a stdio upstream needs 'command'"),
+        (
+            '[upstreams.a]\ntransport = "stdio"\ncommand = "x"\nargs = "not a list"\n',
+            "line 4: upstreams.a.args must be a list",
+        ),
+        ('[upstreams.a]\ntransport = "sse"\nurl = "ftp://x"\n', "line 3: upstreams.a.url must be an http"),
+        (
+            '[upstreams.a]\ntransport = "sse"\nurl = "http://x"\ncommand = "y"\n',
+            "line 4: upstreams.a.command does not apply",
+        ),
+        (
+            '[upstreams.a]\ntransport = "stdio"\ncommand = "x"\ncall_timeout_s = -1\n',
+            "line 4: upstreams.a.call_timeout_s must be",
+        ),
+        ('\n[upstreams.my_tools]\ntransport = "stdio"\ncommand = "x"\n', "line 2: upstream id 'my_tools' must be"),
+        (
+            (
+                '[upstreams.a]\ntransport = "stdio"\ncommand = "x"\n\n'
+                '[upstreams.b]\ntransport = "stdio"\ncommand = "x"\nprefix = "a"\n'
+            ),
+            "line 8: upstreams.b.prefix 'a' is already used by upstream 'a'",
+        ),
+        ("servers = 1\n", "line 1: unknown key 'servers'"),
+        ("[upstreams.a\n", "invalid TOML"),
+    ],
+)
 def test_a_bad_file_names_the_key_and_line(text, message):
     with pytest.raises(ConfigError) as err:
         parse(text, "mcpgw.toml")
@@ -64,8 +96,13 @@ def test_a_bad_file_names_the_key_and_line(text, message):
 def test_the_gateway_refuses_to_start_on_a_bad_config(tmp_path):
     path = tmp_path / "mcpgw.toml"
     path.write_text('[upstreams.a]\ntransport = "stdio"\ncommand = "x"\ntimeout = 3\n')
-    done = subprocess.run([sys.executable, "-m", "mcpgw.cli", "serve", "--port", "0", "--config", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "mcpgw.cli", "serve", "--port", "0", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,  # it is meant to fail
+    )
     assert done.returncode == 2
     assert f"{path}, line 4: upstreams.a: unknown key 'timeout'" in done.stderr
 

@@ -1,4 +1,5 @@
 """Real upstream MCP server processes for the federation tests, and a gateway configured with them."""
+
 from __future__ import annotations
 
 import os
@@ -26,7 +27,7 @@ class HttpUpstream:
         fd, name = tempfile.mkstemp(prefix="mcpgw-upstream-", suffix=".log")
         os.close(fd)
         self.log_path = Path(name)
-        self._log = open(self.log_path, "w+b")
+        self._log = open(self.log_path, "w+b")  # noqa: SIM115 - held open for the process's lifetime, closed in stop()
         self.proc = subprocess.Popen([sys.executable, *argv], stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while True:
@@ -57,8 +58,12 @@ def fixture_http() -> HttpUpstream:
 
 
 def stdio_table(id_: str, script: Path, *args: str, **extra: object) -> str:
-    lines = [f"[upstreams.{id_}]", 'transport = "stdio"', f'command = "{sys.executable}"',
-             "args = [" + ", ".join(f'"{a}"' for a in (str(script), *args)) + "]"]
+    lines = [
+        f"[upstreams.{id_}]",
+        'transport = "stdio"',
+        f'command = "{sys.executable}"',
+        "args = [" + ", ".join(f'"{a}"' for a in (str(script), *args)) + "]",
+    ]
     return "\n".join(lines + [f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"' for k, v in extra.items()])
 
 
@@ -83,8 +88,9 @@ def upstream_health(url: str) -> dict:
     return httpx.get(url + "/health").json()["upstreams"]
 
 
-def wait_upstreams(url: str, timeout: float = 60.0, predicate=lambda u: u["state"] == "ready",
-                   only: str | None = None) -> dict:
+def wait_upstreams(
+    url: str, timeout: float = 60.0, predicate=lambda u: u["state"] == "ready", only: str | None = None
+) -> dict:
     """Poll /health until every upstream (or just `only`) satisfies `predicate` (a deadline, not a
     timing assertion)."""
     deadline = time.monotonic() + timeout

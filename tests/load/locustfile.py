@@ -1,6 +1,7 @@
 """MCP users for Locust: run through `make load-test` (headless, bounded) or `make load-test-ui`.
 `tests/load/run.py` starts the gateway with the edge asked for (LOAD_EDGE=wasm|python), so the
 same users and weights compare the two modes."""
+
 from __future__ import annotations
 
 import itertools
@@ -14,9 +15,11 @@ ACCEPT = "application/json, text/event-stream"
 JSON = {"content-type": "application/json", "accept": ACCEPT}
 REVISION = "2025-11-25"
 ORIGIN = "http://localhost:5173"
-ENVELOPE = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": {"name": "locust", "version": "0"}}
+ENVELOPE = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "locust", "version": "0"},
+}
 _ids = itertools.count(1)
 
 
@@ -45,26 +48,42 @@ class SessionUser(HttpUser):
     wait_time = between(0.05, 0.2)
 
     def on_start(self) -> None:
-        r = self.client.post("/mcp", json=rpc("initialize", {"protocolVersion": REVISION, "capabilities": {},
-                                                             "clientInfo": {"name": "locust", "version": "0"}}),
-                             headers=JSON, name="initialize")
+        r = self.client.post(
+            "/mcp",
+            json=rpc(
+                "initialize",
+                {"protocolVersion": REVISION, "capabilities": {}, "clientInfo": {"name": "locust", "version": "0"}},
+            ),
+            headers=JSON,
+            name="initialize",
+        )
         self.headers = {**JSON, "mcp-session-id": r.headers.get("mcp-session-id", ""), "mcp-protocol-version": REVISION}
-        self.client.post("/mcp", json=rpc("notifications/initialized", notification=True), headers=self.headers,
-                         name="notifications/initialized")
+        self.client.post(
+            "/mcp",
+            json=rpc("notifications/initialized", notification=True),
+            headers=self.headers,
+            name="notifications/initialized",
+        )
 
     def on_stop(self) -> None:
         self.client.delete("/mcp", headers=self.headers, name="DELETE session")
 
     @task(1)
     def list_tools(self) -> None:
-        with self.client.post("/mcp", json=rpc("tools/list"), headers=self.headers, name="tools/list",
-                              catch_response=True) as r:
+        with self.client.post(
+            "/mcp", json=rpc("tools/list"), headers=self.headers, name="tools/list", catch_response=True
+        ) as r:
             expect_result(r, "tools/list")
 
     @task(4)
     def call_echo(self) -> None:
-        with self.client.post("/mcp", json=rpc("tools/call", {"name": "echo", "arguments": {"text": "hi"}}),
-                              headers=self.headers, name="tools/call echo", catch_response=True) as r:
+        with self.client.post(
+            "/mcp",
+            json=rpc("tools/call", {"name": "echo", "arguments": {"text": "hi"}}),
+            headers=self.headers,
+            name="tools/call echo",
+            catch_response=True,
+        ) as r:
             expect_result(r, "tools/call echo")
 
 
@@ -78,8 +97,13 @@ class StatelessUser(HttpUser):
         headers = {**JSON, "mcp-protocol-version": "2026-07-28", "mcp-method": method}
         if name_header:
             headers["mcp-name"] = name_header
-        with self.client.post("/mcp", json=rpc(method, {**params, "_meta": ENVELOPE}), headers=headers,
-                              name=f"2026 {method}", catch_response=True) as r:
+        with self.client.post(
+            "/mcp",
+            json=rpc(method, {**params, "_meta": ENVELOPE}),
+            headers=headers,
+            name=f"2026 {method}",
+            catch_response=True,
+        ) as r:
             expect_result(r, method)
 
     @task(1)
@@ -99,12 +123,22 @@ class ChurnUser(HttpUser):
 
     @task
     def churn(self) -> None:
-        r = self.client.post("/mcp", json=rpc("initialize", {"protocolVersion": REVISION, "capabilities": {},
-                                                             "clientInfo": {"name": "churn", "version": "0"}}),
-                             headers=JSON, name="churn initialize")
+        r = self.client.post(
+            "/mcp",
+            json=rpc(
+                "initialize",
+                {"protocolVersion": REVISION, "capabilities": {}, "clientInfo": {"name": "churn", "version": "0"}},
+            ),
+            headers=JSON,
+            name="churn initialize",
+        )
         headers = {**JSON, "mcp-session-id": r.headers.get("mcp-session-id", ""), "mcp-protocol-version": REVISION}
-        self.client.post("/mcp", json=rpc("tools/call", {"name": "echo", "arguments": {"text": "x"}}),
-                         headers=headers, name="churn tools/call")
+        self.client.post(
+            "/mcp",
+            json=rpc("tools/call", {"name": "echo", "arguments": {"text": "x"}}),
+            headers=headers,
+            name="churn tools/call",
+        )
         self.client.delete("/mcp", headers=headers, name="churn DELETE")
 
 
@@ -115,9 +149,15 @@ class StreamHolder(HttpUser):
     wait_time = between(0.5, 1.0)
 
     def on_start(self) -> None:
-        r = self.client.post("/mcp", json=rpc("initialize", {"protocolVersion": REVISION, "capabilities": {},
-                                                             "clientInfo": {"name": "holder", "version": "0"}}),
-                             headers=JSON, name="holder initialize")
+        r = self.client.post(
+            "/mcp",
+            json=rpc(
+                "initialize",
+                {"protocolVersion": REVISION, "capabilities": {}, "clientInfo": {"name": "holder", "version": "0"}},
+            ),
+            headers=JSON,
+            name="holder initialize",
+        )
         self.headers = {**JSON, "mcp-session-id": r.headers.get("mcp-session-id", ""), "mcp-protocol-version": REVISION}
 
     def on_stop(self) -> None:
@@ -125,8 +165,7 @@ class StreamHolder(HttpUser):
 
     @task
     def hold(self) -> None:
-        with self.client.get("/mcp", headers=self.headers, stream=True, name="GET stream",
-                             catch_response=True) as r:
+        with self.client.get("/mcp", headers=self.headers, stream=True, name="GET stream", catch_response=True) as r:
             if r.status_code != 200:
                 r.failure(f"GET stream: HTTP {r.status_code}")
                 return
@@ -145,13 +184,25 @@ class BrowserUser(HttpUser):
 
     @task
     def preflight_then_call(self) -> None:
-        with self.client.options("/mcp", headers={"origin": ORIGIN, "access-control-request-method": "POST",
-                                                  "access-control-request-headers": "content-type,mcp-protocol-version"},
-                                 name="preflight", catch_response=True) as r:
+        with self.client.options(
+            "/mcp",
+            headers={
+                "origin": ORIGIN,
+                "access-control-request-method": "POST",
+                "access-control-request-headers": "content-type,mcp-protocol-version",
+            },
+            name="preflight",
+            catch_response=True,
+        ) as r:
             if r.status_code != 204 or r.headers.get("access-control-allow-origin") != ORIGIN:
                 r.failure(f"preflight: HTTP {r.status_code}")
                 return
         headers = {**JSON, "origin": ORIGIN, "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list"}
-        with self.client.post("/mcp", json=rpc("tools/list", {"_meta": ENVELOPE}), headers=headers,
-                              name="browser tools/list", catch_response=True) as r:
+        with self.client.post(
+            "/mcp",
+            json=rpc("tools/list", {"_meta": ENVELOPE}),
+            headers=headers,
+            name="browser tools/list",
+            catch_response=True,
+        ) as r:
             expect_result(r, "browser tools/list")

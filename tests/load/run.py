@@ -2,6 +2,7 @@
 
 usage: run.py --edge wasm|python --locust PATH [-- locust arguments]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-import servers  # noqa: E402
+import servers  # noqa: E402 - imported once bench/ is on sys.path
 
 
 def main() -> int:
@@ -25,8 +26,9 @@ def main() -> int:
     gw = servers.gateway(args.edge)
     print(f"gateway (edge {args.edge}) on {gw.url}; log in .build/bench-gateway-{args.edge}.log", flush=True)
     try:
-        return subprocess.call([args.locust, "-f", str(Path(__file__).with_name("locustfile.py")),
-                                "--host", gw.url, *rest])
+        return subprocess.call(
+            [args.locust, "-f", str(Path(__file__).with_name("locustfile.py")), "--host", gw.url, *rest]
+        )
     finally:
         gw.stop()
 

@@ -8,6 +8,7 @@ and catalog tests need: a tool that kills its own process mid-call, a slow tool
     python toy_server.py http NAME PORT     # Streamable HTTP at /mcp
     python toy_server.py sse NAME PORT      # legacy HTTP+SSE at /sse
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -73,9 +74,11 @@ ROOTS_CHANGED: list[int] = []  # notifications/roots/list_changed received from 
 async def on_roots_changed(ctx, params) -> None:
     ROOTS_CHANGED.append(1)
 
+
 # MCPServer has no decorator for client notifications; the low-level server it wraps does.
-server._lowlevel_server.add_notification_handler("notifications/roots/list_changed", types.NotificationParams,
-                                                 on_roots_changed)
+server._lowlevel_server.add_notification_handler(
+    "notifications/roots/list_changed", types.NotificationParams, on_roots_changed
+)
 
 
 @server.tool()
@@ -102,8 +105,10 @@ async def crash(ctx: Context) -> str:
 @server.tool()
 async def grow(name: str, ctx: Context) -> str:
     """Adds a tool called `name` and tells the client the tool list changed."""
+
     def grown() -> str:
         return f"I am {name}"
+
     server.add_tool(grown, name=name, description=f"Grown at run time: {name}")
     await ctx.request_context.session.send_tool_list_changed()
     return f"added {name}"

@@ -301,7 +301,9 @@ async def elicitation_enums(ctx: Ctx, args: Args) -> dict[str, Any]:
                 "minItems": 1,
                 "maxItems": 3,
                 "items": {
-                    "anyOf": _titled(("value1", "First Choice"), ("value2", "Second Choice"), ("value3", "Third Choice"))
+                    "anyOf": _titled(
+                        ("value1", "First Choice"), ("value2", "Second Choice"), ("value3", "Third Choice")
+                    )
                 },
             },
         },
@@ -463,8 +465,15 @@ def prompt_messages(name: str, args: dict[str, str]) -> list[dict[str, Any]]:
     if name == "test_prompt_with_arguments":
         return [user(text(f"Prompt with arguments: arg1='{args['arg1']}', arg2='{args['arg2']}'"))]
     if name == "test_prompt_with_embedded_resource":
-        resource = {"uri": args["resourceUri"], "mimeType": "text/plain", "text": "Embedded resource content for testing."}
-        return [user({"type": "resource", "resource": resource}), user(text("Please process the embedded resource above."))]
+        resource = {
+            "uri": args["resourceUri"],
+            "mimeType": "text/plain",
+            "text": "Embedded resource content for testing.",
+        }
+        return [
+            user({"type": "resource", "resource": resource}),
+            user(text("Please process the embedded resource above.")),
+        ]
     # test_prompt_with_image
     return [
         user({"type": "image", "data": PNG_1X1, "mimeType": "image/png"}),

@@ -63,6 +63,7 @@ def _suite(*args: str, timeout: float, cwd: Path) -> subprocess.CompletedProcess
         capture_output=True,
         text=True,
         timeout=timeout,
+        check=False,  # the caller reads the exit status and the report
         env={**os.environ, "PATH": f"{NODE.parent}{os.pathsep}{os.environ.get('PATH', '')}", "NO_COLOR": "1"},
     )
 
@@ -92,7 +93,9 @@ def summarize_checks(checks: list[dict[str, Any]]) -> dict[str, Any]:
     if not checks:
         return {"passed": False, "detail": "scenario produced no checks"}
     if failed:
-        reasons = "; ".join(f"{c.get('id')}: {c.get('errorMessage') or c.get('description')}" for c in by_status["FAILURE"])
+        reasons = "; ".join(
+            f"{c.get('id')}: {c.get('errorMessage') or c.get('description')}" for c in by_status["FAILURE"]
+        )
         return {"passed": False, "detail": _shorten(f"{failed} failed, {ok} passed: {reasons}")}
     detail = f"{ok}/{ok + failed} checks passed"
     if warned:
@@ -112,7 +115,9 @@ def _collect(out_dir: Path) -> dict[str, list[dict[str, Any]]]:
         try:
             found[match["scenario"]] = json.loads(checks_file.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            found[match["scenario"]] = [{"id": "checks.json", "status": "FAILURE", "errorMessage": f"unreadable: {exc}"}]
+            found[match["scenario"]] = [
+                {"id": "checks.json", "status": "FAILURE", "errorMessage": f"unreadable: {exc}"}
+            ]
     return found
 
 
@@ -122,7 +127,9 @@ def run_scenario(url: str, scenario: str, timeout: float = SCENARIO_TIMEOUT) -> 
     with tempfile.TemporaryDirectory(prefix="conformance-") as tmp:
         out = Path(tmp) / "results"
         try:
-            proc = _suite("server", "--url", url, "--scenario", scenario, "-o", str(out), timeout=timeout, cwd=Path(tmp))
+            proc = _suite(
+                "server", "--url", url, "--scenario", scenario, "-o", str(out), timeout=timeout, cwd=Path(tmp)
+            )
         except subprocess.TimeoutExpired:
             return {"passed": False, "detail": f"suite timed out after {timeout:g}s"}
         checks = _collect(out).get(scenario) if out.is_dir() else None
@@ -132,11 +139,16 @@ def run_scenario(url: str, scenario: str, timeout: float = SCENARIO_TIMEOUT) -> 
     verdict = summarize_checks(checks)
     # The suite exits 1 exactly when a check FAILED; disagreeing means we misread it.
     if verdict["passed"] != (proc.returncode == 0):
-        return {"passed": False, "detail": _shorten(f"suite exit {proc.returncode} contradicts checks: {verdict['detail']}")}
+        return {
+            "passed": False,
+            "detail": _shorten(f"suite exit {proc.returncode} contradicts checks: {verdict['detail']}"),
+        }
     return verdict
 
 
-def run(url: str, scenarios: list[str] | None = None, *, timeout: float = SCENARIO_TIMEOUT) -> dict[str, dict[str, Any]]:
+def run(
+    url: str, scenarios: list[str] | None = None, *, timeout: float = SCENARIO_TIMEOUT
+) -> dict[str, dict[str, Any]]:
     """Run `scenarios` (default: every server scenario) against `url`.
 
     Returns {scenario: {"passed": bool, "detail": str}} in suite order.
