@@ -148,17 +148,23 @@ def test_wasmtime_not_importable(monkeypatch, caplog, component_path):
     _fallback(caplog, component_path, "wasmtime-unavailable")
 
 
-def test_a_wasmtime_layout_the_fast_path_does_not_know_still_serves_wasm(monkeypatch, caplog, component_path):
-    """A future wasmtime-py whose value layout differs from the fast path's: the component is
-    called through wasmtime-py's public API instead (slower, still wasm), with a warning."""
+@pytest.mark.parametrize("change", ["layout", "bindings"])
+def test_a_wasmtime_the_fast_path_does_not_know_still_serves_wasm(monkeypatch, caplog, component_path, change):
+    """A future wasmtime-py whose value layout differs from the fast path's, or whose bindings were
+    renamed: the component is called through wasmtime-py's public API instead (slower, still
+    wasm), with a warning."""
     import ctypes
+    import types
 
     from mcpgw.edge import wasm_core
 
     class OtherLayout(ctypes.Structure):  # what a changed wasmtime_component_val_t would look like to us
         _fields_ = [("kind", ctypes.c_uint32), ("size", ctypes.c_size_t), ("data", ctypes.c_void_p)]
 
-    monkeypatch.setattr(wasm_core, "_StrVal", OtherLayout)
+    if change == "layout":
+        monkeypatch.setattr(wasm_core, "_StrVal", OtherLayout)
+    else:  # only the fast path's view of the bindings; wasmtime-py's own public path keeps the real ones
+        monkeypatch.setattr(wasm_core, "ffi", types.SimpleNamespace())
     assert wasm_core._fast_path_problem() is not None  # the real check, failing
 
     def raw_call(*args):

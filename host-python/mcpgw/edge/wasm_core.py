@@ -337,27 +337,31 @@ def _fast_path_problem() -> str | None:
 
     Checked when a component loads, not at import: a mismatch must end in the
     public call path with a warning, never in a gateway that cannot start."""
-    val = ffi.wasmtime_component_val_t
-    if not all(
-        ctypes.sizeof(t) == ctypes.sizeof(val)
-        and t.size.offset == val.of.offset + ffi.wasm_byte_vec_t.size.offset
-        and t.data.offset == val.of.offset + ffi.wasm_byte_vec_t.data.offset
-        for t in (_StrVal, _StrOut)
-    ):
+    try:
+        val, vec = ffi.wasmtime_component_val_t, ffi.wasm_byte_vec_t
+        fits = all(
+            ctypes.sizeof(t) == ctypes.sizeof(val)
+            and t.size.offset == val.of.offset + vec.size.offset
+            and t.data.offset == val.of.offset + vec.data.offset
+            for t in (_StrVal, _StrOut)
+        )
+    except AttributeError as exc:  # a binding the check reads was renamed
+        return f"wasmtime-py's bindings are not the ones the fast path was written for ({exc})"
+    if not fits:
         return "wasmtime's component value layout differs from the one the fast path was written for"
     if _func_call is None:
         return "wasmtime's C API lacks the functions the fast path calls"
     return None
 
 
-_STRING = ffi.WASMTIME_COMPONENT_STRING.value
 _VP = ctypes.c_void_p
 try:
+    _STRING = ffi.WASMTIME_COMPONENT_STRING.value
     _func_call = _prototype("wasmtime_component_func_call", _VP, _VP, _VP, _VP, ctypes.c_size_t, _VP, ctypes.c_size_t)
     _set_fuel = _prototype("wasmtime_context_set_fuel", _VP, _VP, ctypes.c_uint64)
     _byte_vec_delete = _prototype("wasm_byte_vec_delete", None, _VP)
-except AttributeError:  # a symbol is missing: reported by _fast_path_problem()
-    _func_call = _set_fuel = _byte_vec_delete = None
+except AttributeError:  # a binding or symbol is missing: reported by _fast_path_problem()
+    _STRING = _func_call = _set_fuel = _byte_vec_delete = None
 
 
 class _Attrs:
