@@ -5,8 +5,9 @@
 //!   independent [`EdgeHost`]s from it.
 //! * [`EdgeHost`] is one instance in its own [`Store`]: a WASI context that
 //!   grants nothing (no preopened dirs, no env, no args, no network, stdio
-//!   closed/discarded), a memory limit, and fresh fuel before every call. A
-//!   trap poisons the instance; [`EdgeHost::rebuild`] replaces it.
+//!   closed/discarded), a memory limit, and fresh fuel before every call by
+//!   production's formula ([`fuel_for_head`]). A trap poisons the instance;
+//!   [`EdgeHost::rebuild`] replaces it.
 //! * [`json`] converts between the typed WIT values and the encoded JSON of
 //!   `docs/edge-contract.md` section 14.
 //! * [`vectors`] loads `tests/vectors/*.json`, merges configs, matches
@@ -41,9 +42,24 @@ pub use bindings::exports::mcpgw::edge::transport::{
 
 /// Default linear-memory cap of one instance.
 pub const DEFAULT_MEMORY_LIMIT: usize = 16 << 20;
-/// Default fuel given before every call (and before instantiation). A normal
-/// request costs a few ten thousand units; this only stops runaway guests.
-pub const DEFAULT_FUEL_PER_CALL: u64 = 200_000_000;
+/// Fuel given before every call (and before instantiation), as in
+/// production: the default of `MCPGW_EDGE_FUEL` (`edge_fuel` in
+/// host-python/mcpgw/settings.py, `DEFAULT_FUEL` in
+/// host-python/mcpgw/edge/wasm_core.py). A normal request costs a few ten
+/// thousand units; this only stops runaway guests. `tests/fuel.rs` fails when
+/// these numbers and the Python ones disagree.
+pub const DEFAULT_FUEL_BASE: u64 = 5_000_000;
+/// Fuel added per byte of the encoded request head on an evaluate call
+/// (`FUEL_PER_BYTE` in host-python/mcpgw/edge/wasm_core.py): the rules are
+/// linear, so a legal large head never runs out.
+pub const FUEL_PER_HEAD_BYTE: u64 = 400;
+
+/// Production's fuel for one evaluate call: `base` plus
+/// [`FUEL_PER_HEAD_BYTE`] per byte of the encoded head.
+pub fn fuel_for_head(base: u64, head_bytes: usize) -> u64 {
+    let bytes = u64::try_from(head_bytes).unwrap_or(u64::MAX);
+    base.saturating_add(FUEL_PER_HEAD_BYTE.saturating_mul(bytes))
+}
 
 /// Workspace root (`tests/native-host/../..`).
 pub fn workspace_root() -> PathBuf {
@@ -118,7 +134,7 @@ pub struct EdgeComponent {
     component: Component,
     linker: Linker<HostState>,
     memory_limit: usize,
-    fuel_per_call: u64,
+    fuel_base: u64,
 }
 
 impl EdgeComponent {
@@ -151,7 +167,7 @@ impl EdgeComponent {
             component,
             linker,
             memory_limit: DEFAULT_MEMORY_LIMIT,
-            fuel_per_call: DEFAULT_FUEL_PER_CALL,
+            fuel_base: DEFAULT_FUEL_BASE,
         })
     }
 
@@ -161,20 +177,20 @@ impl EdgeComponent {
         self
     }
 
-    /// Fuel per call for instances made from now on.
-    pub fn with_fuel_per_call(mut self, fuel: u64) -> Self {
-        self.fuel_per_call = fuel;
+    /// Base fuel per call (`MCPGW_EDGE_FUEL`) for instances made from now on.
+    pub fn with_fuel_base(mut self, fuel: u64) -> Self {
+        self.fuel_base = fuel;
         self
     }
 
     /// A new, unconfigured instance.
     pub fn instantiate(&self) -> wasmtime::Result<EdgeHost> {
-        let (store, core) = self.new_instance(self.fuel_per_call)?;
+        let (store, core) = self.new_instance(self.fuel_base)?;
         Ok(EdgeHost {
             component: self.clone(),
             store,
             core,
-            fuel_per_call: self.fuel_per_call,
+            fuel_base: self.fuel_base,
             poisoned: None,
             last_good_config: None,
             last_fuel_used: 0,
@@ -263,7 +279,7 @@ pub struct EdgeHost {
     component: EdgeComponent,
     store: Store<HostState>,
     core: bindings::TransportCore,
-    fuel_per_call: u64,
+    fuel_base: u64,
     poisoned: Option<String>,
     last_good_config: Option<GoodConfig>,
     last_fuel_used: u64,
@@ -285,9 +301,10 @@ impl EdgeHost {
         self.last_fuel_used
     }
 
-    /// Changes the fuel given before every following call.
-    pub fn set_fuel_per_call(&mut self, fuel: u64) {
-        self.fuel_per_call = fuel;
+    /// Changes the base fuel of every following call (evaluate calls add
+    /// [`FUEL_PER_HEAD_BYTE`] per byte of head).
+    pub fn set_fuel_base(&mut self, fuel: u64) {
+        self.fuel_base = fuel;
     }
 
     /// Throws the instance (and its store) away and instantiates a fresh one,
@@ -318,28 +335,29 @@ impl EdgeHost {
     /// Like [`EdgeHost::rebuild`] but leaves the new instance unconfigured
     /// (and forgets the last configuration).
     pub fn rebuild_unconfigured(&mut self) -> wasmtime::Result<()> {
-        let (store, core) = self.component.new_instance(self.fuel_per_call)?;
+        let (store, core) = self.component.new_instance(self.fuel_base)?;
         self.store = store;
         self.core = core;
         self.poisoned = None;
         Ok(())
     }
 
-    /// Runs one export call with fresh fuel; a trap poisons the instance.
+    /// Runs one export call with `fuel`; a trap poisons the instance.
     fn call<R>(
         &mut self,
         what: &str,
+        fuel: u64,
         f: impl FnOnce(&bindings::TransportCore, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         if let Some(why) = &self.poisoned {
             return Err(CallError::Poisoned(why.clone()));
         }
-        if let Err(e) = self.store.set_fuel(self.fuel_per_call) {
+        if let Err(e) = self.store.set_fuel(fuel) {
             return Err(CallError::Trap(e));
         }
         let result = f(&self.core, &mut self.store);
         let left = self.store.get_fuel().unwrap_or(0);
-        self.last_fuel_used = self.fuel_per_call.saturating_sub(left);
+        self.last_fuel_used = fuel.saturating_sub(left);
         match result {
             Ok(r) => Ok(r),
             Err(e) => {
@@ -351,14 +369,14 @@ impl EdgeHost {
 
     /// `version: func() -> version-info`.
     pub fn version(&mut self) -> Result<VersionInfo, CallError> {
-        self.call("version", |core, store| {
+        self.call("version", self.fuel_base, |core, store| {
             core.mcpgw_edge_transport().call_version(store)
         })
     }
 
     /// `configure: func(cfg: config) -> result<_, edge-error>`.
     pub fn configure(&mut self, cfg: &Config) -> Result<Result<(), EdgeError>, CallError> {
-        let r = self.call("configure", |core, store| {
+        let r = self.call("configure", self.fuel_base, |core, store| {
             core.mcpgw_edge_transport().call_configure(store, cfg)
         })?;
         if r.is_ok() {
@@ -369,7 +387,7 @@ impl EdgeHost {
 
     /// `configure-encoded: func(cfg: string) -> string`.
     pub fn configure_encoded(&mut self, cfg: &str) -> Result<String, CallError> {
-        let r = self.call("configure-encoded", |core, store| {
+        let r = self.call("configure-encoded", self.fuel_base, |core, store| {
             core.mcpgw_edge_transport()
                 .call_configure_encoded(store, cfg)
         })?;
@@ -379,19 +397,22 @@ impl EdgeHost {
         Ok(r)
     }
 
-    /// `evaluate: func(head: request-head) -> result<outcome, edge-error>`.
+    /// `evaluate: func(head: request-head) -> result<outcome, edge-error>`,
+    /// with the fuel `evaluate-encoded` would get for the same head.
     pub fn evaluate(
         &mut self,
         head: &RequestHead,
     ) -> Result<Result<Outcome, EdgeError>, CallError> {
-        self.call("evaluate", |core, store| {
+        let fuel = fuel_for_head(self.fuel_base, json::encode_head(head).len());
+        self.call("evaluate", fuel, |core, store| {
             core.mcpgw_edge_transport().call_evaluate(store, head)
         })
     }
 
     /// `evaluate-encoded: func(head: string) -> string`.
     pub fn evaluate_encoded(&mut self, head: &str) -> Result<String, CallError> {
-        self.call("evaluate-encoded", |core, store| {
+        let fuel = fuel_for_head(self.fuel_base, head.len());
+        self.call("evaluate-encoded", fuel, |core, store| {
             core.mcpgw_edge_transport()
                 .call_evaluate_encoded(store, head)
         })

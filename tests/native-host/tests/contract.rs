@@ -322,14 +322,15 @@ fn shorten(s: &str) -> String {
 fn trap_poisons_and_rebuild_restores() {
     let mut h = configured();
     let expected = h.evaluate_json(&simple_post()).expect("no trap");
-    // Starve the instance: the next call runs out of fuel and traps.
-    h.set_fuel_per_call(10);
+    // Starve the instance: the next call runs out of fuel and traps (a
+    // call without a head, which gets the base fuel alone).
+    h.set_fuel_base(10);
     let err = h
-        .evaluate(&simple_post())
+        .version()
         .expect_err("10 units of fuel must not be enough");
     assert_eq!(err.trap_code(), Some(wasmtime::Trap::OutOfFuel), "{err}");
     assert!(h.is_poisoned());
-    h.set_fuel_per_call(native_host::DEFAULT_FUEL_PER_CALL);
+    h.set_fuel_base(native_host::DEFAULT_FUEL_BASE);
     let again = h
         .evaluate(&simple_post())
         .expect_err("a trapped instance stays unusable");
