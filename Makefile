@@ -88,7 +88,24 @@ $(BUILD)/chromium.stamp:
 	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@touch $@
 
-test-rust: build
+# rustfmt and clippy with warnings as errors: the workspace natively (all targets), the
+# component for wasm32-wasip2 as shipped and with each variant's feature; the fuzz crate
+# (outside the workspace) is format-checked only (linting it would build libFuzzer's C++).
+.PHONY: lint-rust
+$(BUILD)/rust-lint.stamp:
+	@mkdir -p $(BUILD)
+	{ cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1 || rustup component add clippy rustfmt
+	@touch $@
+
+lint-rust: $(BUILD)/rust-target.stamp $(BUILD)/rust-lint.stamp
+	cargo fmt --all --check
+	cd guest/fuzz && cargo fmt --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+	for f in "" fault-injection contract-2 version-bump wrong-answers; do \
+	  cargo clippy --locked --target $(TARGET) -p transport-core $${f:+--features $$f} -- -D warnings || exit 1; \
+	done
+
+test-rust: build lint-rust
 	cargo test --locked -p transport-core
 	MCPGW_COMPONENT=$(abspath $(WASM_OUT)) cargo test --locked -p native-host
 
