@@ -135,7 +135,8 @@ def admin_app(settings: Settings, registry: EdgeRegistry | None) -> ASGIApp | No
 
 class Router:
     """Routes on the edge's decision (`ctx["route"]`); nothing else routes. Every unknown or
-    invalid path, on every transport, gets the same JSON-RPC 404."""
+    invalid path, on every transport, gets the same JSON-RPC 404 (so does a plain HTTP request
+    to a WebSocket endpoint: it is not a route without the upgrade)."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -169,15 +170,6 @@ class Router:
                     jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "Method not allowed"),
                     [(b"allow", b"GET")],
                 )
-        elif route == "ws":
-            await send_json(
-                send,
-                426,
-                jsonrpc.error_response(
-                    None, jsonrpc.INVALID_REQUEST, "Upgrade Required: this endpoint speaks WebSocket (subprotocol mcp)"
-                ),
-                [(b"upgrade", b"websocket")],
-            )
         elif self.app.admin is not None and scope["path"].startswith(self.admin_prefix):
             await self.app.admin(scope, receive, send)
         else:
