@@ -131,6 +131,7 @@ BAD_PATHS = [
     "/servers/a%2Fb/ws",
     "/servers/x/y/mcp",
     "/mcp/extra",
+    "/ws",  # a WebSocket endpoint without the upgrade
 ]
 
 
