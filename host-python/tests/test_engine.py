@@ -18,15 +18,9 @@ from websockets.sync.client import connect
 
 from conftest import Gateway
 from mcp_http import BASE, Session, headers2026, rpc, rpc2026, wait_live
+from test_transports import INIT, INITIALIZED, SseClient
 
 pytestmark = pytest.mark.timeout(120)
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 0,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
-}
-INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 SLEEP = {
     "jsonrpc": "2.0",
     "id": 1,
@@ -70,8 +64,6 @@ def test_shutdown_answers_running_requests_on_streamable_http(fresh):
 
 
 def test_shutdown_answers_running_requests_on_legacy_sse(fresh):
-    from test_transports import SseClient
-
     client = SseClient(fresh.url)
     try:
         for message in (INIT, INITIALIZED, SLEEP):
@@ -242,8 +234,6 @@ def test_an_id_of_null_is_not_a_request(gateway):
 
 
 def test_a_session_belongs_to_the_transport_that_created_it(gateway):
-    from test_transports import SseClient
-
     client = SseClient(gateway.url)
     try:
         sse_session = client.endpoint.split("=", 1)[1]
