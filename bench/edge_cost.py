@@ -6,6 +6,7 @@ the same head answered from the outcome cache (what a repeated head costs). Roun
 machine noise hits both alike; prints p50/p99 per head and the wasm/python ratio.
 DESIGN.md section 7 bars: wasm p50 <= 15 us, python p50 <= 10 us.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,26 +19,56 @@ from mcpgw.edge.backend import load_edge
 from mcpgw.edge.contract import EdgeConfig
 from mcpgw.edge.outcome_cache import OutcomeCache
 
-BROWSER_POST = ("POST", b"/mcp", b"", [
-    (b"host", b"127.0.0.1:4444"), (b"connection", b"keep-alive"), (b"content-length", b"87"),
-    (b"sec-ch-ua-platform", b'"Linux"'), (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0 Safari/537.36"),
-    (b"accept", b"application/json, text/event-stream"), (b"content-type", b"application/json"),
-    (b"mcp-session-id", b"Vq3n0bq2oQ0rPzJ7s1k9cM8wYpX4hT6uLf2eR5aD1gE"), (b"mcp-protocol-version", b"2025-06-18"),
-    (b"origin", b"http://localhost:5173"), (b"referer", b"http://localhost:5173/"),
-    (b"accept-encoding", b"gzip, deflate, br, zstd"),
-])
-CLI_POST = ("POST", b"/mcp", b"", [
-    (b"host", b"127.0.0.1:4444"), (b"accept", b"application/json, text/event-stream"),
-    (b"content-type", b"application/json"), (b"mcp-protocol-version", b"2025-11-25"),
-    (b"mcp-session-id", b"Vq3n0bq2oQ0rPzJ7s1k9cM8wYpX4hT6uLf2eR5aD1gE"),
-])
-PREFLIGHT = ("OPTIONS", b"/mcp", b"", [
-    (b"host", b"127.0.0.1:4444"), (b"origin", b"http://localhost:5173"),
-    (b"access-control-request-method", b"POST"),
-    (b"access-control-request-headers", b"content-type,mcp-protocol-version,mcp-session-id"),
-    (b"user-agent", b"Mozilla/5.0"), (b"accept", b"*/*"), (b"sec-fetch-mode", b"cors"),
-])
-HEADS = {"browser POST (12 headers)": BROWSER_POST, "CLI POST (5 headers)": CLI_POST, "preflight (7 headers)": PREFLIGHT}
+BROWSER_POST = (
+    "POST",
+    b"/mcp",
+    b"",
+    [
+        (b"host", b"127.0.0.1:4444"),
+        (b"connection", b"keep-alive"),
+        (b"content-length", b"87"),
+        (b"sec-ch-ua-platform", b'"Linux"'),
+        (b"user-agent", b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/156.0 Safari/537.36"),
+        (b"accept", b"application/json, text/event-stream"),
+        (b"content-type", b"application/json"),
+        (b"mcp-session-id", b"Vq3n0bq2oQ0rPzJ7s1k9cM8wYpX4hT6uLf2eR5aD1gE"),
+        (b"mcp-protocol-version", b"2025-06-18"),
+        (b"origin", b"http://localhost:5173"),
+        (b"referer", b"http://localhost:5173/"),
+        (b"accept-encoding", b"gzip, deflate, br, zstd"),
+    ],
+)
+CLI_POST = (
+    "POST",
+    b"/mcp",
+    b"",
+    [
+        (b"host", b"127.0.0.1:4444"),
+        (b"accept", b"application/json, text/event-stream"),
+        (b"content-type", b"application/json"),
+        (b"mcp-protocol-version", b"2025-11-25"),
+        (b"mcp-session-id", b"Vq3n0bq2oQ0rPzJ7s1k9cM8wYpX4hT6uLf2eR5aD1gE"),
+    ],
+)
+PREFLIGHT = (
+    "OPTIONS",
+    b"/mcp",
+    b"",
+    [
+        (b"host", b"127.0.0.1:4444"),
+        (b"origin", b"http://localhost:5173"),
+        (b"access-control-request-method", b"POST"),
+        (b"access-control-request-headers", b"content-type,mcp-protocol-version,mcp-session-id"),
+        (b"user-agent", b"Mozilla/5.0"),
+        (b"accept", b"*/*"),
+        (b"sec-fetch-mode", b"cors"),
+    ],
+)
+HEADS = {
+    "browser POST (12 headers)": BROWSER_POST,
+    "CLI POST (5 headers)": CLI_POST,
+    "preflight (7 headers)": PREFLIGHT,
+}
 
 
 def measure(evaluate, head, n: int) -> list[int]:
@@ -70,7 +101,7 @@ def collect(calls: int = 5000, rounds: int = 6) -> list[dict]:
     for label, head in HEADS.items():
         samples: dict[str, list[int]] = {name: [] for name in backends}
         crossed = backends["wasm"].backend.crossings
-        for name, edge in backends.items():
+        for edge in backends.values():
             measure(edge.evaluate_raw, head, 500)  # warm-up
         for r in range(rounds):
             order = list(backends) if r % 2 == 0 else list(reversed(backends))
@@ -90,10 +121,18 @@ def collect(calls: int = 5000, rounds: int = 6) -> list[dict]:
             cached[name] = measure(hit, head, calls)
             assert cache.crossings == 1 and cache.hits == calls  # the cached figures are hits only
         for name in backends:
-            row = {"head": label, "backend": name, "p50_us": pct(samples[name], 0.50), "p99_us": pct(samples[name], 0.99),
-                   "cached_p50_us": pct(cached[name], 0.50)}
+            row = {
+                "head": label,
+                "backend": name,
+                "p50_us": pct(samples[name], 0.50),
+                "p99_us": pct(samples[name], 0.99),
+                "cached_p50_us": pct(cached[name], 0.50),
+            }
             rows.append(row)
-            print(f"{label:28} {name:8} {row['p50_us']:8.2f} {row['p99_us']:8.2f}   cached hit p50 {row['cached_p50_us']:.2f}")
+            print(
+                f"{label:28} {name:8} {row['p50_us']:8.2f} {row['p99_us']:8.2f}   "
+                f"cached hit p50 {row['cached_p50_us']:.2f}"
+            )
         ratio = rows[-2]["p50_us"] / rows[-1]["p50_us"]
         print(f"{'':28} {'ratio':8} {ratio:8.2f}x (wasm p50 / python p50, uncached)", flush=True)
     print("bars (DESIGN.md 7): wasm p50 <= 15 us, python p50 <= 10 us")
@@ -112,8 +151,8 @@ def main() -> None:
 def print_guest_instructions() -> dict[str, int]:
     """Wasm instructions the guest executes per head, counted by fuel: the same on
     any machine under any load, so a change to the guest shows up exactly."""
-    from mcpgw.edge.python_core import CONTRACT_HEADERS
     from mcpgw.edge.backend import PACKAGED_COMPONENT
+    from mcpgw.edge.python_core import CONTRACT_HEADERS
     from mcpgw.edge.wasm_core import WasmComponent
 
     inst = WasmComponent.from_file(PACKAGED_COMPONENT, fuel=10**9).instantiate()
@@ -121,7 +160,9 @@ def print_guest_instructions() -> dict[str, int]:
     print("guest work per call (fuel = wasm instructions, deterministic):")
     counts = {}
     for label, (method, raw_path, query, headers) in HEADS.items():
-        pairs = [(CONTRACT_HEADERS[n.lower()], v.decode("latin-1")) for n, v in headers if n.lower() in CONTRACT_HEADERS]
+        pairs = [
+            (CONTRACT_HEADERS[n.lower()], v.decode("latin-1")) for n, v in headers if n.lower() in CONTRACT_HEADERS
+        ]
         head = orjson.dumps([method, raw_path.decode("latin-1"), query.decode("latin-1"), pairs])
         inst.store.set_fuel(10**9)
         inst.funcs["evaluate-encoded"](inst.store, head.decode())

@@ -4,6 +4,7 @@ the component in and rolls it back, again and again. DESIGN.md 7: 100 swaps, zer
 wrk repeats one head, so the gateway runs with the outcome cache off: every request crosses into
 whichever version is active (not one crossing per version), and the crossing count from /health
 shows it."""
+
 from __future__ import annotations
 
 import threading
@@ -50,12 +51,21 @@ def measure(swaps: int = 100, connections: int = 16) -> dict:
         done.set()
         srv.stop()
     swap_ms.sort()
-    result = {"swaps": swaps, "rollbacks": swaps, "requests": sum(r.requests for r in runs),
-              "failed": sum(r.errors for r in runs), "crossings": crossings,
-              "swap_p50_ms": swap_ms[len(swap_ms) // 2], "swap_max_ms": swap_ms[-1]}
+    result = {
+        "swaps": swaps,
+        "rollbacks": swaps,
+        "requests": sum(r.requests for r in runs),
+        "failed": sum(r.errors for r in runs),
+        "crossings": crossings,
+        "swap_p50_ms": swap_ms[len(swap_ms) // 2],
+        "swap_max_ms": swap_ms[-1],
+    }
     # Crossings also include the session set-up, /health and the admin calls, hence >=.
     assert crossings >= result["requests"], f"only {crossings} crossings for {result['requests']} requests"
-    print(f"  {swaps} swaps + {swaps} rollbacks under load: {result['requests']} requests, "
-          f"{result['failed']} failed, {crossings} crossings into the component (cache off); "
-          f"swap (verify + activate) p50 {result['swap_p50_ms']:.0f} ms", flush=True)
+    print(
+        f"  {swaps} swaps + {swaps} rollbacks under load: {result['requests']} requests, "
+        f"{result['failed']} failed, {crossings} crossings into the component (cache off); "
+        f"swap (verify + activate) p50 {result['swap_p50_ms']:.0f} ms",
+        flush=True,
+    )
     return result

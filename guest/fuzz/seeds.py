@@ -13,6 +13,7 @@ case, rewritten on every run, so this is idempotent):
                   with the file's, then the case's `config`), 0xFF, the head
                   JSON; config-only cases give the config alone
 """
+
 import json
 import os
 import re
@@ -75,12 +76,12 @@ def main(vectors, out_dir):
                 for n, v in headers:
                     fields += [n, v]
                 data = bytes([selector]) + SEP.join(utf8(x) for x in fields)
-                write(out_dir, "typed_evaluate", "%s-%d" % (name, selector), data)
+                write(out_dir, "typed_evaluate", f"{name}-{selector:d}", data)
             for target in ("encoded_head", "encoded_config"):
                 counts[target] = counts.get(target, 0) + 1
             counts["typed_evaluate"] = counts.get("typed_evaluate", 0) + 3
     for target, n in sorted(counts.items()):
-        print("seeds: %s: %d files in %s" % (target, n, os.path.join(out_dir, target)))
+        print(f"seeds: {target}: {n:d} files in {os.path.join(out_dir, target)}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ callers only unless MCPGW_ADMIN_ALLOW_REMOTE; every call logged with who,
 what, sha256 and outcome. Components are uploaded as the request body
 (`application/wasm`), so the CLI works against a gateway on another host.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -96,8 +97,12 @@ class AdminAPI:
             sha = hashlib.sha256(wasm).hexdigest()
             # Compiling and the self-test take tens of milliseconds: keep them off the event loop.
             candidate = await anyio.to_thread.run_sync(self.registry.verify, wasm, f"admin upload {name}")
-            result: dict[str, Any] = {"verified": True, "sha256": sha, "version": candidate.component.version,
-                                      "self_test": candidate.self_test}
+            result: dict[str, Any] = {
+                "verified": True,
+                "sha256": sha,
+                "version": candidate.component.version,
+                "self_test": candidate.self_test,
+            }
             if activate:
                 result["event"] = self.registry.activate(candidate, who)  # fast: on the serving thread
         except SwapRefused as exc:

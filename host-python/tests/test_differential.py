@@ -3,6 +3,7 @@ outcomes from the Rust component and the Python fallback.
 
 Bounded in `make test`; `make fuzz` sets MCPGW_FUZZ_EXAMPLES for a longer run.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,14 +22,21 @@ CONFIGS = [
     EdgeConfig(),
     EdgeConfig(allow_credentials=True, max_age=0),
     EdgeConfig(allowed_origins=["*"], allowed_hosts=["*"]),
-    EdgeConfig(allowed_origins=["https://app.example.com", "null", "http://LOCALHOST:*"],
-               allowed_hosts=["example.com:8443", "[::1]", "localhost"], path_prefix="/gw/v1"),
-    EdgeConfig(supported_versions=["2025-06-18"], default_version="2025-06-18", allowed_headers=["x-a", "Content-Type"]),
+    EdgeConfig(
+        allowed_origins=["https://app.example.com", "null", "http://LOCALHOST:*"],
+        allowed_hosts=["example.com:8443", "[::1]", "localhost"],
+        path_prefix="/gw/v1",
+    ),
+    EdgeConfig(
+        supported_versions=["2025-06-18"], default_version="2025-06-18", allowed_headers=["x-a", "Content-Type"]
+    ),
 ]
 
 latin1 = st.text(st.characters(max_codepoint=0xFF), max_size=40)
 anything = st.text(max_size=40)  # any code point (the encoded path must hold for all)
-noise = st.sampled_from([" ", "\t", ",", ";", "=", '"', "\\", "%", "/", ":", "*", "[", "]", ".", "\x00", "\x7f", "é", "0", "q"])
+noise = st.sampled_from(
+    [" ", "\t", ",", ";", "=", '"', "\\", "%", "/", ":", "*", "[", "]", ".", "\x00", "\x7f", "é", "0", "q"]
+)
 
 
 def mix(*parts):
@@ -36,21 +44,101 @@ def mix(*parts):
     return st.lists(st.one_of(*parts), max_size=8).map("".join)
 
 
-frag_origin = st.sampled_from(["http://", "https://", "localhost", "127.0.0.1", "[::1]", ":3000", ":", "*",
-                               "null", "app.example.com", "LOCALHOST", ":123456", ".evil.com", "HTTP://"])
-frag_accept = st.sampled_from(["application/json", "text/event-stream", "*/*", "application/*", "text/*", "*/json",
-                               ";q=0", ";q=0.5", ";q=1.000", ";Q=0", ";q=1.5", ";q=abc", ";q=0.0001", ", ",
-                               ';x="a,b"', ';x="\\"', "text/html", "APPLICATION/JSON", ";", ","])
-frag_path = st.sampled_from(["/", "//", "mcp", "servers", "abc", "sse", "ws", "message", "health", "..", ".",
-                             "%2e", "%2F", "%6Dcp", "%zz", "%", "%4", "MCP", "gw", "v1", "a" * 65, "é", "~"])
-frag_host = st.sampled_from(["localhost", "127.0.0.1", "[::1]", ":4444", ":", "evil.com", "[", "]", "example.com",
-                             ":8443", "LOCALHOST", ":abc", ":123456", ", "])
+frag_origin = st.sampled_from(
+    [
+        "http://",
+        "https://",
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+        ":3000",
+        ":",
+        "*",
+        "null",
+        "app.example.com",
+        "LOCALHOST",
+        ":123456",
+        ".evil.com",
+        "HTTP://",
+    ]
+)
+frag_accept = st.sampled_from(
+    [
+        "application/json",
+        "text/event-stream",
+        "*/*",
+        "application/*",
+        "text/*",
+        "*/json",
+        ";q=0",
+        ";q=0.5",
+        ";q=1.000",
+        ";Q=0",
+        ";q=1.5",
+        ";q=abc",
+        ";q=0.0001",
+        ", ",
+        ';x="a,b"',
+        ';x="\\"',
+        "text/html",
+        "APPLICATION/JSON",
+        ";",
+        ",",
+    ]
+)
+frag_path = st.sampled_from(
+    [
+        "/",
+        "//",
+        "mcp",
+        "servers",
+        "abc",
+        "sse",
+        "ws",
+        "message",
+        "health",
+        "..",
+        ".",
+        "%2e",
+        "%2F",
+        "%6Dcp",
+        "%zz",
+        "%",
+        "%4",
+        "MCP",
+        "gw",
+        "v1",
+        "a" * 65,
+        "é",
+        "~",
+    ]
+)
+frag_host = st.sampled_from(
+    [
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+        ":4444",
+        ":",
+        "evil.com",
+        "[",
+        "]",
+        "example.com",
+        ":8443",
+        "LOCALHOST",
+        ":abc",
+        ":123456",
+        ", ",
+    ]
+)
 frag_version = st.sampled_from(["2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28", "2024-11-05", " ", ", "])
-frag_ctype = st.sampled_from(["application/json", "Application/JSON", "; charset=utf-8", "text/plain", " ", ";",
-                              "application/json-rpc", ","])
+frag_ctype = st.sampled_from(
+    ["application/json", "Application/JSON", "; charset=utf-8", "text/plain", " ", ";", "application/json-rpc", ","]
+)
 frag_method = st.sampled_from(["GET", "POST", "DELETE", "OPTIONS", "PUT", "HEAD", "PATCH", ", "])
-frag_reqheaders = st.sampled_from(["content-type", "Mcp-Session-Id", "authorization", "x-custom", ",", " ", "X-A",
-                                   "mcp-protocol-version", ", ,"])
+frag_reqheaders = st.sampled_from(
+    ["content-type", "Mcp-Session-Id", "authorization", "x-custom", ",", " ", "X-A", "mcp-protocol-version", ", ,"]
+)
 
 VALUES = {
     "origin": mix(frag_origin, noise),
@@ -58,7 +146,9 @@ VALUES = {
     "accept": mix(frag_accept, noise),
     "content-type": mix(frag_ctype, noise),
     "mcp-protocol-version": mix(frag_version, noise),
-    "mcp-session-id": st.one_of(latin1, st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=250, max_size=260)),
+    "mcp-session-id": st.one_of(
+        latin1, st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=250, max_size=260)
+    ),
     "access-control-request-method": mix(frag_method, noise),
     "access-control-request-headers": mix(frag_reqheaders, noise),
     "last-event-id": latin1,
@@ -109,8 +199,12 @@ def _production_cores(component, index):
 def _as_bytes(request_head):
     method, path, query, headers = request_head
     try:
-        return method, path.encode("latin-1"), query.encode("latin-1"), [
-            (n.encode("latin-1"), v.encode("latin-1")) for n, v in headers]
+        return (
+            method,
+            path.encode("latin-1"),
+            query.encode("latin-1"),
+            [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers],
+        )
     except UnicodeEncodeError:
         return None  # not something an HTTP server can deliver
 
@@ -142,10 +236,26 @@ def test_backends_agree_on_generated_heads(component, config_index, request_head
 
 
 @FUZZ
-@given(text=st.one_of(st.text(max_size=200), st.binary(max_size=200).map(lambda b: b.decode("latin-1")),
-                      st.sampled_from(['[]', '["GET","/mcp","",[]]', '["GET","/mcp","",[["a"]]]', '{"a":1}',
-                                       '["GET","/mcp","",[["a","b",1]]]', '["GET",1,"",[]]', 'null',
-                                       '["GET","/mcp","",[]] x', '["\\ud800","/","",[]]', "[" * 300 + "]" * 300])))
+@given(
+    text=st.one_of(
+        st.text(max_size=200),
+        st.binary(max_size=200).map(lambda b: b.decode("latin-1")),
+        st.sampled_from(
+            [
+                "[]",
+                '["GET","/mcp","",[]]',
+                '["GET","/mcp","",[["a"]]]',
+                '{"a":1}',
+                '["GET","/mcp","",[["a","b",1]]]',
+                '["GET",1,"",[]]',
+                "null",
+                '["GET","/mcp","",[]] x',
+                '["\\ud800","/","",[]]',
+                "[" * 300 + "]" * 300,
+            ]
+        ),
+    )
+)
 def test_backends_agree_on_garbage_encoded_input(component, text):
     python, wasm = _pair(component, CONFIGS[0])
     expected = orjson.loads(python.evaluate_encoded(text.encode("utf-8")))

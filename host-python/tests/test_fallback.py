@@ -1,5 +1,6 @@
 """Never a silent fallback: every way the component can be unusable ends in the Python
 edge with a warning that says why, and /health says so too. MCPGW_EDGE=wasm refuses instead."""
+
 from __future__ import annotations
 
 import logging
@@ -9,17 +10,24 @@ import httpx
 import orjson
 import pytest
 
+from conftest import CASES, VECTORS_DIR, Gateway
 from mcpgw.edge.backend import EdgeStartupError, load_edge
 from mcpgw.edge.contract import EdgeConfig
 from mcpgw.edge.python_core import PythonCore
 from mcpgw.edge.vectors import matches
 from mcpgw.edge.wasm_core import WasmComponent, WasmCore
 
-from conftest import CASES, VECTORS_DIR, Gateway
-
 CFG = EdgeConfig()
-HEAD = ("POST", "/mcp", "", [("host", "127.0.0.1:4444"), ("accept", "application/json, text/event-stream"),
-                              ("content-type", "application/json")])
+HEAD = (
+    "POST",
+    "/mcp",
+    "",
+    [
+        ("host", "127.0.0.1:4444"),
+        ("accept", "application/json, text/event-stream"),
+        ("content-type", "application/json"),
+    ],
+)
 
 
 def _fallback(caplog, path, reason, **kw):
@@ -130,8 +138,16 @@ def test_gateway_serves_through_traps_and_reports_them(faults_component_path):
         r = httpx.get(gw.url + "/__mcpgw_fault/panic")
         assert r.status_code == 404
         h = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-        body = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"},
+            },
+        }
         r = httpx.post(gw.url + "/mcp", json=body, headers=h)
         assert r.status_code == 200 and "mcp-session-id" in r.headers
         edge = httpx.get(gw.url + "/health").json()["edge"]

@@ -1,4 +1,5 @@
 """Hot swap: verified atomic swap, rollback (manual and automatic), the admin API and CLI."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,14 +13,13 @@ import time
 import httpx
 import pytest
 
+from conftest import Gateway
+from mcp_http import headers2026, rpc2026
 from mcpgw.app import create_app
 from mcpgw.edge.backend import load_edge
 from mcpgw.edge.contract import EdgeConfig
 from mcpgw.edge.registry import EdgeRegistry, SwapRefused
 from mcpgw.settings import Settings
-
-from conftest import Gateway
-from mcp_http import headers2026, rpc2026
 
 TOKEN = "test-admin-token-0123456789"
 CFG = EdgeConfig()
@@ -36,16 +36,28 @@ def _serving_unchanged(registry, sha):
     assert registry.edge.evaluate(*HEAD)["forward"]["origin_state"] == "denied"
 
 
-@pytest.mark.parametrize("variant, step", [("contract2", "contract"), ("wrong", "self-test"), ("corrupt", "compile"),
-                                           ("allowlist", "allowlist"), ("missing", "read")])
+@pytest.mark.parametrize(
+    "variant, step",
+    [
+        ("contract2", "contract"),
+        ("wrong", "self-test"),
+        ("corrupt", "compile"),
+        ("allowlist", "allowlist"),
+        ("missing", "read"),
+    ],
+)
 def test_each_verification_failure_is_refused_and_the_old_version_keeps_serving(
-        component_path, contract2_component_path, wrong_component_path, v2_component_path, tmp_path,
-        variant, step):
+    component_path, contract2_component_path, wrong_component_path, v2_component_path, tmp_path, variant, step
+):
     good = component_path.read_bytes()
     sha = hashlib.sha256(good).hexdigest()
     registry = _registry(component_path, allowed_sha256=frozenset({sha}) if variant == "allowlist" else frozenset())
-    files = {"contract2": contract2_component_path, "wrong": wrong_component_path,
-             "allowlist": v2_component_path, "missing": tmp_path / "nope.wasm"}
+    files = {
+        "contract2": contract2_component_path,
+        "wrong": wrong_component_path,
+        "allowlist": v2_component_path,
+        "missing": tmp_path / "nope.wasm",
+    }
     if variant == "corrupt":
         files["corrupt"] = tmp_path / "corrupt.wasm"
         files["corrupt"].write_bytes(good[: len(good) // 2])
@@ -98,6 +110,7 @@ def test_a_trapping_version_is_rolled_back_automatically(component_path, faults_
 
 # --- the admin API, in process (client address chosen per test) -------------
 
+
 def _client(app, host="127.0.0.1"):
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, client=(host, 5555)), base_url="http://127.0.0.1")
 
@@ -132,8 +145,9 @@ async def test_admin_api_remote_callers_when_configured(component_path):
         assert r.status_code == 200 and r.json()["active"]["backend"] == "wasm"
 
 
-async def test_admin_api_with_the_right_token_swaps_and_logs(component_path, v2_component_path,
-                                                             wrong_component_path, caplog):
+async def test_admin_api_with_the_right_token_swaps_and_logs(
+    component_path, v2_component_path, wrong_component_path, caplog
+):
     app = _app(component_path, admin_token=TOKEN)
     auth = {"authorization": f"Bearer {TOKEN}"}
     v2 = v2_component_path.read_bytes()
@@ -158,10 +172,17 @@ async def test_admin_api_with_the_right_token_swaps_and_logs(component_path, v2_
 
 # --- under load, a real gateway process, through the CLI --------------------
 
+
 def _cli(gw: Gateway, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "MCPGW_ADMIN_TOKEN": TOKEN}
-    return subprocess.run([sys.executable, "-m", "mcpgw.cli", "core", "--url", gw.url, *args],
-                          env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "mcpgw.cli", "core", "--url", gw.url, *args],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _edge_health(gw: Gateway) -> dict:
@@ -172,8 +193,14 @@ def test_swaps_under_concurrent_load_fail_no_request(component_path, v2_componen
     # The outcome cache is off: every request crosses into whichever version is active, instead
     # of the first one per distinct head (the load repeats one head), so the swaps happen under
     # component calls, which the crossing count below proves.
-    gw = Gateway({"MCPGW_EDGE": "wasm", "MCPGW_ADMIN_TOKEN": TOKEN, "MCPGW_EDGE_TAG_RESPONSES": "true",
-                  "MCPGW_EDGE_CACHE_ENTRIES": "0"}).wait_ready()
+    gw = Gateway(
+        {
+            "MCPGW_EDGE": "wasm",
+            "MCPGW_ADMIN_TOKEN": TOKEN,
+            "MCPGW_EDGE_TAG_RESPONSES": "true",
+            "MCPGW_EDGE_CACHE_ENTRIES": "0",
+        }
+    ).wait_ready()
     crossings_before = _edge_health(gw)["cache"]["crossings"]
     stop = threading.Event()
     results: list[tuple[int, str | None]] = []
@@ -185,11 +212,10 @@ def test_swaps_under_concurrent_load_fail_no_request(component_path, v2_componen
             while not stop.is_set():
                 i += 1
                 try:
-                    r = c.post("/mcp", json=rpc2026("tools/list", f"{n}-{i}"),
-                               headers=STATELESS)
+                    r = c.post("/mcp", json=rpc2026("tools/list", f"{n}-{i}"), headers=STATELESS)
                     ok = r.status_code == 200 and r.json()["result"]["tools"]
                     results.append((r.status_code if ok else -r.status_code, r.headers.get("mcpgw-edge")))
-                except BaseException as exc:  # any failure is a finding, recorded, not swallowed
+                except BaseException as exc:  # noqa: BLE001 - any failure is a finding, recorded, not swallowed
                     errors.append(exc)
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
@@ -228,8 +254,10 @@ def test_swaps_under_concurrent_load_fail_no_request(component_path, v2_componen
     v2 = "wasm/1.0.1-test/" + hashlib.sha256(v2_component_path.read_bytes()).hexdigest()[:12]
     assert tags == {v1, v2}, tags  # every response names exactly one version, and both served
     assert "Traceback" not in log
-    print(f"{len(results)} requests, 0 failed, {crossings} crossings into the component; "
-          f"swap via CLI p50 {1000 * sorted(latencies)[2]:.0f} ms")
+    print(
+        f"{len(results)} requests, 0 failed, {crossings} crossings into the component; "
+        f"swap via CLI p50 {1000 * sorted(latencies)[2]:.0f} ms"
+    )
 
 
 def test_cli_reports_refusals_with_a_non_zero_exit(component_path, wrong_component_path):

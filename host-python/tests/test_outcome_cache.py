@@ -2,6 +2,7 @@
 and on generated heads, for both backends; it is bounded; a new backend starts it empty; what it
 hands out is read-only (an entry is shared by every request with that head); it counts the calls
 that do cross into the backend; and the middleware serves from it."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -75,8 +76,13 @@ def test_every_vector_cached_and_uncached_agree(component, backend_name):
 
 
 @settings(max_examples=300, deadline=None)
-@given(config_index=st.integers(0, len(CONFIGS) - 1), request_head=head(), extra=st.sampled_from([
-    [], [(b"authorization", b"Bearer a")], [(b"content-length", b"12")], [(b"user-agent", b"x")]]))
+@given(
+    config_index=st.integers(0, len(CONFIGS) - 1),
+    request_head=head(),
+    extra=st.sampled_from(
+        [[], [(b"authorization", b"Bearer a")], [(b"content-length", b"12")], [(b"user-agent", b"x")]]
+    ),
+)
 def test_generated_heads_cached_and_uncached_agree(component, config_index, request_head, extra):
     raw = _as_bytes(request_head)
     if raw is None:
@@ -116,10 +122,22 @@ def test_bounded_oldest_first_and_per_backend(component):
     assert cache.stats()["entries"] == before
 
 
-PREFLIGHT = ("OPTIONS", b"/mcp", b"", [(b"host", b"127.0.0.1:4444"), (b"origin", b"http://localhost:3000"),
-                                       (b"access-control-request-method", b"POST")])
-FORWARD = ("POST", b"/mcp", b"", [(b"host", b"127.0.0.1:4444"), (b"origin", b"http://localhost:3000"),
-                                  (b"accept", b"application/json, text/event-stream")])
+PREFLIGHT = (
+    "OPTIONS",
+    b"/mcp",
+    b"",
+    [(b"host", b"127.0.0.1:4444"), (b"origin", b"http://localhost:3000"), (b"access-control-request-method", b"POST")],
+)
+FORWARD = (
+    "POST",
+    b"/mcp",
+    b"",
+    [
+        (b"host", b"127.0.0.1:4444"),
+        (b"origin", b"http://localhost:3000"),
+        (b"accept", b"application/json, text/event-stream"),
+    ],
+)
 
 
 @pytest.mark.parametrize("backend_name", ["wasm", "python"])
@@ -190,8 +208,9 @@ async def test_the_middleware_serves_frozen_outcomes(component):
         headers = {"origin": "http://localhost:3000", "accept": "application/json, text/event-stream"}
         first = await client.post("/mcp/", headers=headers)
         second = await client.post("/mcp/", headers=headers)
-        pre = await client.options("/mcp", headers={"origin": "http://localhost:3000",
-                                                    "access-control-request-method": "POST"})
+        pre = await client.options(
+            "/mcp", headers={"origin": "http://localhost:3000", "access-control-request-method": "POST"}
+        )
         evil = await client.post("/mcp", headers={"origin": "https://evil.example"})
     for r in (first, second):
         assert r.status_code == 200 and r.text == "mcp"

@@ -1,4 +1,5 @@
 """One settings object: environment variables and `mcpgw serve` flags mean the same thing."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,9 +18,15 @@ def test_defaults_are_the_documented_ones():
 
 
 def test_environment_variables_are_parsed():
-    s = Settings.from_env({"MCPGW_PORT": "9000", "MCPGW_EDGE": "python",
-                           "MCPGW_ALLOWED_ORIGINS": "https://a.example, http://localhost:*",
-                           "MCPGW_ALLOW_CREDENTIALS": "true", "MCPGW_CORS_MAX_AGE": "60"})
+    s = Settings.from_env(
+        {
+            "MCPGW_PORT": "9000",
+            "MCPGW_EDGE": "python",
+            "MCPGW_ALLOWED_ORIGINS": "https://a.example, http://localhost:*",
+            "MCPGW_ALLOW_CREDENTIALS": "true",
+            "MCPGW_CORS_MAX_AGE": "60",
+        }
+    )
     assert s.port == 9000 and s.edge == "python" and s.allow_credentials is True
     assert s.edge_config().allowed_origins == ["https://a.example", "http://localhost:*"]
     assert s.edge_config().max_age == 60
@@ -44,17 +51,34 @@ def test_serve_flags_mirror_the_environment():
 
     from conftest import Gateway
 
-    gw = Gateway({"MCPGW_EDGE": "wasm", "MCPGW_PORT": "1"},  # the flags below must win over the environment
-                 ["--edge", "python", "--port", "0", "--allowed-origins", "https://app.example",
-                  "--cors-max-age", "42", "--path-prefix", "/gw"])
+    gw = Gateway(
+        {"MCPGW_EDGE": "wasm", "MCPGW_PORT": "1"},  # the flags below must win over the environment
+        [
+            "--edge",
+            "python",
+            "--port",
+            "0",
+            "--allowed-origins",
+            "https://app.example",
+            "--cors-max-age",
+            "42",
+            "--path-prefix",
+            "/gw",
+        ],
+    )
     try:
         gw.wait_ready_at("/gw/health")
         assert httpx.get(gw.url + "/gw/health").json()["edge"]["backend"] == "python"
-        pre = httpx.options(gw.url + "/gw/mcp", headers={"origin": "https://app.example",
-                                                          "access-control-request-method": "POST"})
+        pre = httpx.options(
+            gw.url + "/gw/mcp", headers={"origin": "https://app.example", "access-control-request-method": "POST"}
+        )
         assert pre.status_code == 204 and pre.headers["access-control-max-age"] == "42"
-        assert httpx.options(gw.url + "/gw/mcp", headers={"origin": "http://localhost:3000",
-                                                          "access-control-request-method": "POST"}).status_code == 403
+        assert (
+            httpx.options(
+                gw.url + "/gw/mcp", headers={"origin": "http://localhost:3000", "access-control-request-method": "POST"}
+            ).status_code
+            == 403
+        )
     finally:
         gw.stop()
 
@@ -77,8 +101,16 @@ def test_session_cap_answers_503():
 
     gw = Gateway({"MCPGW_EDGE": "python", "MCPGW_MAX_SESSIONS": "2"}).wait_ready()
     try:
-        body = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-                "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "t", "version": "0"},
+            },
+        }
         h = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
         codes = [httpx.post(gw.url + "/mcp", json=body, headers=h).status_code for _ in range(3)]
         assert codes == [200, 200, 503]

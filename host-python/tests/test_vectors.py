@@ -1,15 +1,15 @@
 """Every vector through every path: Python typed, encoded and raw; wasm encoded (the fast path and
 wasmtime-py's public call path, which serves when the fast path does not fit the wasmtime build) and typed."""
+
 from __future__ import annotations
 
 import orjson
 import pytest
 
+from conftest import CASES, VECTORS_DIR
 from mcpgw.edge.contract import EdgeConfig, EdgeError, encode_head
 from mcpgw.edge.python_core import PythonCore
 from mcpgw.edge.vectors import config_outcome, matches
-
-from conftest import CASES, VECTORS_DIR
 
 EVAL_CASES = [c for c in CASES if c.request is not None]
 CONFIG_CASES = [c for c in CASES if c.request is None]
@@ -49,8 +49,11 @@ def _python_raw(case):
     """The ASGI path: bytes as uvicorn delivers them (only for heads latin-1 can carry)."""
     method, path, query, headers = case.head
     try:
-        raw = (path.encode("latin-1"), query.encode("latin-1"),
-               [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers])
+        raw = (
+            path.encode("latin-1"),
+            query.encode("latin-1"),
+            [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers],
+        )
     except UnicodeEncodeError:
         return None
     core = PythonCore()

@@ -1,6 +1,7 @@
 """The wasmtime-py host itself: nothing imported and nothing granted, one instance shared
 safely by callers on several threads, limits that hold on hostile but legal heads, and no
 secrets crossing into the sandbox."""
+
 from __future__ import annotations
 
 import threading
@@ -10,11 +11,10 @@ import pytest
 from wasmtime import Store, WasmtimeError, wat2wasm
 from wasmtime.component import Component, Linker
 
+from conftest import CASES
 from mcpgw.edge.contract import EdgeConfig
 from mcpgw.edge.python_core import CONTRACT_HEADERS, PythonCore
 from mcpgw.edge.wasm_core import ComponentLoadError, WasmComponent, WasmCore
-
-from conftest import CASES
 
 CFG = EdgeConfig()
 
@@ -27,9 +27,12 @@ def _python() -> PythonCore:
 
 def _raw(head):
     method, path, query, headers = head
-    return method, path.encode("latin-1"), query.encode("latin-1"), [
-        (n.encode("latin-1"), v.encode("latin-1")) for n, v in headers
-    ]
+    return (
+        method,
+        path.encode("latin-1"),
+        query.encode("latin-1"),
+        [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers],
+    )
 
 
 # A component that imports one WASI interface the host used to link (wasi:cli/environment).
@@ -65,18 +68,21 @@ def test_a_component_that_imports_anything_is_refused_by_name():
 def test_callers_on_several_threads_share_one_instance_and_get_the_same_answers(component):
     core = WasmCore(component, CFG)
     python = _python()
-    heads = [c.head for c in CASES if c.request is not None and c.config == CASES[0].config
-             and all(ord(ch) < 256 for ch in c.head[1] + "".join(a + b for a, b in c.head[3]))]
+    heads = [
+        c.head
+        for c in CASES
+        if c.request is not None
+        and c.config == CASES[0].config
+        and all(ord(ch) < 256 for ch in c.head[1] + "".join(a + b for a, b in c.head[3]))
+    ]
     assert len(heads) > 50
     instance = core._instance()
     mismatches, errors = [], []
 
     def worker():
         try:
-            for head in heads * 3:
-                if core.evaluate_raw(*_raw(head)) != python.evaluate(*head):
-                    mismatches.append(head)
-        except Exception as exc:  # surfaced below: a thread's exception is otherwise lost
+            mismatches.extend(head for head in heads * 3 if core.evaluate_raw(*_raw(head)) != python.evaluate(*head))
+        except Exception as exc:  # noqa: BLE001 - surfaced below: a thread's exception is otherwise lost
             errors.append(exc)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
@@ -97,8 +103,16 @@ def test_hostile_but_legal_heads_stay_within_the_limits(component):
         ("POST", "/mcp", "", [("accept", "application/json, " * 60_000 + "text/event-stream")]),  # ~1 MiB
         ("POST", "/" + "a/" * 50_000 + "../" * 50_000 + "mcp", "", []),
         ("POST", "/mcp", "", [("origin", "http://localhost:1")] * 1000),
-        ("OPTIONS", "/mcp", "", [("origin", "http://localhost:1"), ("access-control-request-method", "POST"),
-                                 ("access-control-request-headers", "content-type," * 20_000)]),
+        (
+            "OPTIONS",
+            "/mcp",
+            "",
+            [
+                ("origin", "http://localhost:1"),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "content-type," * 20_000),
+            ],
+        ),
         ("POST", "/mcp", "", [("mcp-session-id", "x" * 300_000)]),
     ]
     for head in heads:
@@ -112,8 +126,14 @@ def test_only_contract_headers_enter_the_sandbox(component, monkeypatch):
     inst = core._instance()
     real = inst.evaluate_encoded
     monkeypatch.setattr(inst, "evaluate_encoded", lambda head: seen.append(orjson.loads(head)) or real(head))
-    headers = [(b"authorization", b"Bearer s3cret"), (b"cookie", b"sid=s3cret"), (b"Origin", b"http://localhost:1"),
-               (b"host", b"127.0.0.1:4444"), (b"x-api-key", b"s3cret"), (b"accept", b"*/*")]
+    headers = [
+        (b"authorization", b"Bearer s3cret"),
+        (b"cookie", b"sid=s3cret"),
+        (b"Origin", b"http://localhost:1"),
+        (b"host", b"127.0.0.1:4444"),
+        (b"x-api-key", b"s3cret"),
+        (b"accept", b"*/*"),
+    ]
     out = core.evaluate_raw("POST", b"/mcp", b"", headers)
     assert out["forward"]["origin_state"] == "allowed"
     names = [n for n, _ in seen[0][3]]

@@ -10,6 +10,7 @@
 The choice, the component's version and sha256, or the reason for falling
 back, are logged at start-up and reported by `/health`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -105,7 +106,7 @@ def load_edge(
         return _unusable(mode, config, f"{exc.reason}: {exc.detail}")
     except (OSError, ValueError, KeyError) as exc:  # unreadable or malformed vectors
         return _unusable(mode, config, f"self-test-failed: {type(exc).__name__}: {exc}")
-    except Exception as exc:  # wasmtime errors we did not classify: same rule, never silent
+    except Exception as exc:  # noqa: BLE001 - wasmtime errors we did not classify: same rule, never silent
         return _unusable(mode, config, f"error: {type(exc).__name__}: {exc}")
 
     info = {
@@ -119,7 +120,11 @@ def load_edge(
     }
     log.info(
         "edge backend: wasm (Rust component %s, contract %s, sha256 %s, %s; %s)",
-        info["version"], info["contract"], component.sha256, path, summary,
+        info["version"],
+        info["contract"],
+        component.sha256,
+        path,
+        summary,
     )
     return Edge(core, EdgeStatus(mode, "wasm", f"MCPGW_EDGE={mode}: component loaded, self-test passed", info))
 

@@ -5,10 +5,12 @@ rule. Outcomes travel as plain dicts shaped like the encoded JSON of section 14
 (`{"forward": {...}}`, `{"preflight": {...}}`, `{"error": {...}}`), so both
 backends hand the middleware exactly the same thing with no conversion.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Iterable, Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 import orjson
 
@@ -70,7 +72,7 @@ class EdgeConfig:
         return orjson.dumps(asdict(self)).decode()
 
     @classmethod
-    def from_mapping(cls, data: Any) -> "EdgeConfig":
+    def from_mapping(cls, data: Any) -> EdgeConfig:
         """Strict decoding of the encoded config (section 14): exact keys and types."""
         if not isinstance(data, dict):
             raise EdgeError("invalid-config", "config must be a JSON object")
@@ -110,12 +112,7 @@ def decode_head(text: str | bytes) -> tuple[str, str, str, list[Header]]:
     if not isinstance(headers, list):
         raise EdgeError("malformed-input", "headers must be an array")
     for pair in headers:
-        if (
-            not isinstance(pair, list)
-            or len(pair) != 2
-            or not isinstance(pair[0], str)
-            or not isinstance(pair[1], str)
-        ):
+        if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], str) or not isinstance(pair[1], str):
             raise EdgeError("malformed-input", "each header must be a [name, value] pair of strings")
     return method, path, query, headers
 

@@ -16,6 +16,7 @@
 - Outcomes are cached per backend (`outcome_cache.py`): a repeated head
   does not cross the boundary again (`cache.crossings` counts those that do).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -56,8 +57,14 @@ def _tagging(send: Send, tag: str) -> Send:
 
 
 class EdgeMiddleware:
-    def __init__(self, app: ASGIApp, edge: Edge, max_head_bytes: int = 65536, tag_responses: bool = False,
-                 cache_entries: int = 4096):
+    def __init__(
+        self,
+        app: ASGIApp,
+        edge: Edge,
+        max_head_bytes: int = 65536,
+        tag_responses: bool = False,
+        cache_entries: int = 4096,
+    ):
         self.app = app
         self.edge = edge
         self.cache = OutcomeCache(cache_entries)

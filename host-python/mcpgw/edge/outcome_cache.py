@@ -22,14 +22,19 @@ size of the head.
 `crossings` counts calls into the backend (misses and heads too big to store):
 what tests and benchmarks that claim to exercise the backend assert on.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from .python_core import CONTRACT_HEADERS
 
 MAX_KEY_BYTES = 2048
+
+# (method, raw path, query, the contract's headers as (lowered name, value) in order)
+_Key = tuple[str, bytes, bytes, tuple[tuple[bytes, bytes], ...]]
 
 
 # The lists in an outcome (contract section 14): header pairs, by outcome kind.
@@ -51,14 +56,21 @@ def freeze(outcome: dict[str, Any]) -> Mapping[str, Any]:
 class OutcomeCache:
     def __init__(self, max_entries: int = 4096) -> None:
         self.max_entries = max_entries
-        self._entries: dict[tuple, Mapping[str, Any]] = {}
+        self._entries: dict[_Key, Mapping[str, Any]] = {}
         self._backend: Any = None
         self.hits = 0
         self.misses = 0
         self.crossings = 0
 
-    def evaluate(self, backend: Any, method: str, raw_path: bytes, query: bytes,
-                 headers: list[tuple[bytes, bytes]], head_bytes: int) -> Mapping[str, Any]:
+    def evaluate(
+        self,
+        backend: Any,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        head_bytes: int,
+    ) -> Mapping[str, Any]:
         if self.max_entries <= 0 or head_bytes > MAX_KEY_BYTES:
             self.crossings += 1
             return freeze(backend.evaluate_raw(method, raw_path, query, headers))
@@ -80,5 +92,10 @@ class OutcomeCache:
         return outcome
 
     def stats(self) -> dict[str, int]:
-        return {"entries": len(self._entries), "max_entries": self.max_entries, "hits": self.hits,
-                "misses": self.misses, "crossings": self.crossings}
+        return {
+            "entries": len(self._entries),
+            "max_entries": self.max_entries,
+            "hits": self.hits,
+            "misses": self.misses,
+            "crossings": self.crossings,
+        }

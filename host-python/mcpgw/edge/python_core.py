@@ -5,14 +5,18 @@ Every function mirrors a section of docs/edge-contract.md; the Rust component
 fuzzer hold the two together. Python's str.lower()/upper()/strip()/isdigit()
 are Unicode-aware, the contract is ASCII-only, hence the helpers below.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar, cast
 
 import orjson
 
 from .contract import EdgeConfig, EdgeError, Header, decode_head
+
+_T = TypeVar("_T")
 
 _LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -50,17 +54,17 @@ _ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 _EXPOSE_HEADERS = "Mcp-Session-Id, Mcp-Protocol-Version"
 _PREFLIGHT_VARY = ["vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"]
 _INTERESTING_NAMES = (
-        "origin",
-        "host",
-        "accept",
-        "content-type",
-        "mcp-session-id",
-        "mcp-protocol-version",
-        "last-event-id",
-        "mcp-method",
-        "mcp-name",
-        "access-control-request-method",
-        "access-control-request-headers",
+    "origin",
+    "host",
+    "accept",
+    "content-type",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "last-event-id",
+    "mcp-method",
+    "mcp-name",
+    "access-control-request-method",
+    "access-control-request-headers",
 )
 _INTERESTING = frozenset(_INTERESTING_NAMES)
 # Contract section 1, by header-name bytes: evaluate_raw reads only these, and
@@ -74,6 +78,7 @@ _MEMO_MAX_LEN = 256
 
 
 # --- section 3: path and route --------------------------------------------
+
 
 def _escape(match: re.Match[str]) -> str:
     ch = chr(int(match.group(1), 16))
@@ -115,6 +120,7 @@ def route_of(segments: list[str], prefix: tuple[str, ...]) -> tuple[str, str | N
 
 
 # --- section 6: Accept -------------------------------------------------------
+
 
 def _split_outside_quotes(value: str, sep: str) -> list[str]:
     if '"' not in value:
@@ -159,9 +165,8 @@ def accept_verdicts(value: str) -> tuple[bool, bool]:
             continue
         weight = 1000
         valid = True
-        for part in parts[1:]:
-            part = part.strip(_OWS)
-            name, eq, raw = part.partition("=")
+        for param in parts[1:]:
+            name, eq, raw = param.strip(_OWS).partition("=")
             if not eq or ascii_lower(name.strip(_OWS)) != "q":
                 continue
             q = _qvalue(raw.strip(_OWS))
@@ -197,6 +202,7 @@ def _better(best: tuple[int, int], spec: int, weight: int) -> tuple[int, int]:
 
 # --- section 9: host-port -----------------------------------------------------
 
+
 def parse_host_port(value: str) -> tuple[str, str | None] | None:
     """(name, port) of an ASCII-lowercased Host value or allowed-hosts entry."""
     if value.startswith("["):
@@ -218,24 +224,25 @@ def parse_host_port(value: str) -> tuple[str, str | None] | None:
 
 # --- section 13: configuration ----------------------------------------------
 
+
 class _Compiled:
     """A validated config with everything evaluate() needs precomputed."""
 
     __slots__ = (
-        "any_origin",
-        "exact_origins",
-        "port_wildcards",
-        "any_host",
-        "host_names",
-        "host_ports",
+        "_memo",
         "allow_credentials",
         "allowed_headers",
         "allowed_headers_value",
-        "max_age",
-        "supported",
+        "any_host",
+        "any_origin",
         "default_version",
+        "exact_origins",
+        "host_names",
+        "host_ports",
+        "max_age",
+        "port_wildcards",
         "prefix",
-        "_memo",
+        "supported",
     )
 
     def __init__(self, cfg: EdgeConfig):
@@ -308,15 +315,19 @@ class _Compiled:
         # The verdicts below are pure functions of (this config, one value), and
         # clients repeat the same values request after request: memoize them.
         self._memo: dict[str, dict[Any, Any]] = {
-            "path": {}, "origin": {}, "host": {}, "accept": {}, "ctype": {},
+            "path": {},
+            "origin": {},
+            "host": {},
+            "accept": {},
+            "ctype": {},
         }
 
-    def _remember(self, table: str, key: str, compute: Any) -> Any:
+    def _remember(self, table: str, key: str, compute: Callable[[str], _T]) -> _T:
         if len(key) > _MEMO_MAX_LEN:
             return compute(key)
         memo = self._memo[table]
         try:
-            return memo[key]
+            return cast(_T, memo[key])  # each table holds only what its one compute function returns
         except KeyError:
             pass
         value = compute(key)
@@ -364,8 +375,10 @@ class _Compiled:
         for base in self.port_wildcards:
             if low == base:
                 return True
-            if low.startswith(base) and low[len(base) : len(base) + 1] == ":" and _PORT_RE.fullmatch(
-                low, len(base) + 1
+            if (
+                low.startswith(base)
+                and low[len(base) : len(base) + 1] == ":"
+                and _PORT_RE.fullmatch(low, len(base) + 1)
             ):
                 return True
         return False
@@ -399,6 +412,7 @@ def _valid_origin_entry(low: str) -> bool:
 
 
 # --- the contract -----------------------------------------------------------
+
 
 class PythonCore:
     """One configured instance of the edge, in Python."""
@@ -435,10 +449,10 @@ class PythonCore:
         """One request head (latin-1 decoded strings) in, one outcome dict out."""
         # section 1: the headers the contract reads, duplicates combined in order
         found: dict[str, str] = {}
-        for name, value in headers:
+        for name, raw_value in headers:
             key = ascii_lower(name)
             if key in _INTERESTING:
-                value = value.strip(_OWS)
+                value = raw_value.strip(_OWS)
                 found[key] = found[key] + ", " + value if key in found else value
         return self._evaluate(method, path, found)
 

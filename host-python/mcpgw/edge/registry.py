@@ -14,8 +14,10 @@ A swap happens in two parts:
 Any failed step raises `SwapRefused(step, detail)` and leaves the active
 version untouched.
 """
+
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -33,8 +35,12 @@ log = logging.getLogger("mcpgw.edge")
 
 # ComponentLoadError reasons, by the swap step that produces them.
 _STEPS = {
-    "missing": "read", "unreadable": "read", "not-allowed": "allowlist", "corrupt": "compile",
-    "instantiate-failed": "compile", "contract-mismatch": "contract",
+    "missing": "read",
+    "unreadable": "read",
+    "not-allowed": "allowlist",
+    "corrupt": "compile",
+    "instantiate-failed": "compile",
+    "contract-mismatch": "contract",
     "self-test-failed": "self-test",
 }
 
@@ -58,8 +64,13 @@ class Candidate:
 def describe(backend: Any) -> dict[str, Any]:
     if isinstance(backend, WasmCore):
         c = backend.component
-        return {"backend": "wasm", "version": c.version["component"], "contract": c.version["contract"],
-                "sha256": c.sha256, "source": c.source}
+        return {
+            "backend": "wasm",
+            "version": c.version["component"],
+            "contract": c.version["contract"],
+            "sha256": c.sha256,
+            "source": c.source,
+        }
     return {"backend": "python"}
 
 
@@ -114,15 +125,23 @@ class EdgeRegistry:
         with self._lock:
             try:
                 core = WasmCore(candidate.component, self.config)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure to instantiate refuses the swap; the old core keeps serving
                 raise SwapRefused("activate", f"{type(exc).__name__}: {exc}") from None
             core.on_trap = self._on_trap
             c = candidate.component
             status = EdgeStatus(
-                self.edge.status.requested, "wasm", f"swapped in by {actor}",
-                {"version": c.version["component"], "contract": c.version["contract"], "sha256": c.sha256,
-                 "path": candidate.source, "size": c.size, "self_test": candidate.self_test,
-                 "call_path": c.call_path},
+                self.edge.status.requested,
+                "wasm",
+                f"swapped in by {actor}",
+                {
+                    "version": c.version["component"],
+                    "contract": c.version["contract"],
+                    "sha256": c.sha256,
+                    "path": candidate.source,
+                    "size": c.size,
+                    "self_test": candidate.self_test,
+                    "call_path": c.call_path,
+                },
             )
             self.previous = (self.edge.backend, self.edge.status)
             self._replace(core, status)
@@ -157,16 +176,17 @@ class EdgeRegistry:
                 traps.popleft()
             tripped = len(traps) >= self.rollback_traps
         if tripped:
-            log.error("edge version %s trapped %d times in %.0f s: rolling back automatically",
-                      core.tag, self.rollback_traps, self.rollback_window_s)
-            try:
+            log.error(
+                "edge version %s trapped %d times in %.0f s: rolling back automatically",
+                core.tag,
+                self.rollback_traps,
+                self.rollback_window_s,
+            )
+            with contextlib.suppress(SwapRefused):  # another request rolled back first
                 self.rollback("auto-rollback", reason=f"{self.rollback_traps} traps in {self.rollback_window_s:.0f} s")
-            except SwapRefused:
-                pass  # another request rolled back first
 
     def _event(self, action: str, actor: str, to: Any, *, from_: Any, reason: str = "") -> dict[str, Any]:
-        event = {"time": time.time(), "action": action, "actor": actor, "from": describe(from_),
-                 "to": describe(to)}
+        event = {"time": time.time(), "action": action, "actor": actor, "from": describe(from_), "to": describe(to)}
         if reason:
             event["reason"] = reason
         self.events.append(event)

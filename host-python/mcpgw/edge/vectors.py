@@ -3,11 +3,13 @@
 Used by the start-up self-test of `MCPGW_EDGE=auto|wasm`, by hot-swap
 verification, and by the Python tests for both backends.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 
@@ -64,10 +66,8 @@ def load_cases(directory: Path = PACKAGED_DIR) -> list[Case]:
 def matches(expected: Any, actual: Any) -> bool:
     """Partial match: expected object keys must be present and equal (recursively)."""
     if isinstance(expected, dict):
-        return isinstance(actual, dict) and all(
-            k in actual and matches(v, actual[k]) for k, v in expected.items()
-        )
-    return expected == actual
+        return isinstance(actual, dict) and all(k in actual and matches(v, actual[k]) for k, v in expected.items())
+    return bool(expected == actual)
 
 
 def config_outcome(configure_encoded: Callable[[str], str], case: Case) -> dict[str, Any]:

@@ -20,6 +20,7 @@ argument and result slots. That path depends on the C value layout of the
 wasmtime-py build; when a build does not match, the component is called through
 wasmtime-py's public API instead (slower, still the component, with a warning).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -28,9 +29,10 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 from wasmtime import Config, Engine, Store, WasmtimeError
@@ -38,7 +40,7 @@ from wasmtime import _bindings as capi  # the raw ctypes functions, without wrap
 from wasmtime import _ffi as ffi
 from wasmtime.component import Component, Linker
 
-from .contract import CONTRACT_VERSION, EdgeConfig, EdgeError, Header, encode_head
+from .contract import CONTRACT_VERSION, EdgeConfig, EdgeError, ErrorKind, Header, encode_head
 from .python_core import CONTRACT_HEADERS, PythonCore
 
 log = logging.getLogger("mcpgw.edge")
@@ -101,8 +103,14 @@ def contract_compatible(offered: str, spoken: str = CONTRACT_VERSION) -> bool:
 class WasmComponent:
     """A compiled component, ready to instantiate in any number of stores."""
 
-    def __init__(self, wasm: bytes, *, fuel: int = DEFAULT_FUEL, memory_bytes: int = DEFAULT_MEMORY_BYTES,
-                 source: str = "<bytes>"):
+    def __init__(
+        self,
+        wasm: bytes,
+        *,
+        fuel: int = DEFAULT_FUEL,
+        memory_bytes: int = DEFAULT_MEMORY_BYTES,
+        source: str = "<bytes>",
+    ):
         self.source = source
         self.sha256 = hashlib.sha256(wasm).hexdigest()
         self.size = len(wasm)
@@ -134,8 +142,11 @@ class WasmComponent:
         problem = _fast_path_problem()
         self.call_path = "public" if problem else "fast"
         if problem:
-            log.warning("edge component %s: %s; calling it through wasmtime-py's public API instead "
-                        "(slower, still wasm)", source, problem)
+            log.warning(
+                "edge component %s: %s; calling it through wasmtime-py's public API instead (slower, still wasm)",
+                source,
+                problem,
+            )
         probe = self.instantiate()  # also checks the exports
         self.version = probe.version()
         if not contract_compatible(self.version["contract"]):
@@ -145,10 +156,10 @@ class WasmComponent:
             )
 
     @classmethod
-    def from_file(cls, path: str | Path, **limits: Any) -> "WasmComponent":
+    def from_file(cls, path: str | Path, **limits: Any) -> WasmComponent:
         return cls(read_component(path), source=str(path), **limits)
 
-    def instantiate(self) -> "WasmInstance":
+    def instantiate(self) -> WasmInstance:
         return WasmInstance(self)
 
 
@@ -183,7 +194,7 @@ def verify_component(
     probe = component.instantiate()
     try:
         report = self_test(probe.configure_encoded_text, probe.evaluate_encoded, cases)
-    except Exception as exc:  # a trap during the self-test fails it
+    except Exception as exc:  # noqa: BLE001 - a trap (any wasmtime error) during the self-test fails it
         raise ComponentLoadError("self-test-failed", f"{type(exc).__name__}: {_cause_line(exc)}") from None
     if not report.passed:
         raise ComponentLoadError("self-test-failed", report.summary())
@@ -205,9 +216,7 @@ class WasmInstance:
             raise ComponentLoadError("instantiate-failed", str(exc)) from None
         iface = instance.get_export_index(store, _EXPORT_INTERFACE)
         if iface is None:
-            raise ComponentLoadError(
-                "contract-mismatch", f"component does not export {_EXPORT_INTERFACE}"
-            )
+            raise ComponentLoadError("contract-mismatch", f"component does not export {_EXPORT_INTERFACE}")
         funcs = {}
         for name in _REQUIRED_EXPORTS:
             index = instance.get_export_index(store, name, iface)
@@ -251,7 +260,8 @@ class WasmInstance:
 
     def configure_encoded_text(self, text: str) -> str:
         """The export as it is: `""` on success, else the JSON-encoded error."""
-        return self._call("configure-encoded", text)
+        out: str = self._call("configure-encoded", text)
+        return out
 
     def configure_encoded(self, text: str) -> None:
         out = self.configure_encoded_text(text)
@@ -277,7 +287,8 @@ class WasmInstance:
         """`evaluate-encoded` through wasmtime-py's public API: what serves when
         the fast path does not fit this wasmtime-py build. Same fuel, same result."""
         self.store.set_fuel(self._fuel + FUEL_PER_BYTE * len(head))
-        return self.funcs["evaluate-encoded"](self.store, head.decode()).encode()
+        out: str = self.funcs["evaluate-encoded"](self.store, head.decode())
+        return out.encode()
 
     # --- the hot path ----------------------------------------------------------
 
@@ -328,8 +339,10 @@ class _StrOut(ctypes.Structure):
 def _prototype(name: str, restype: Any, *argtypes: Any) -> Any:
     """Our own prototype for a C API function: integer addresses in, no per-call
     type checks (the shared wasmtime-py prototype stays untouched)."""
-    address = ctypes.cast(getattr(capi.dll, name), ctypes.c_void_p).value
-    return ctypes.CFUNCTYPE(restype, *argtypes)(address)
+    # wasmtime-py's loaded library is `dll` in its private _bindings module, not re-exported.
+    address = ctypes.cast(getattr(capi.dll, name), ctypes.c_void_p).value  # type: ignore[attr-defined]
+    # A symbol getattr resolved has an address: `.value` is None only for NULL.
+    return ctypes.CFUNCTYPE(restype, *argtypes)(address)  # type: ignore[arg-type]
 
 
 def _fast_path_problem() -> str | None:
@@ -341,8 +354,10 @@ def _fast_path_problem() -> str | None:
         val, vec = ffi.wasmtime_component_val_t, ffi.wasm_byte_vec_t
         fits = all(
             ctypes.sizeof(t) == ctypes.sizeof(val)
-            and t.size.offset == val.of.offset + vec.size.offset
-            and t.data.offset == val.of.offset + vec.data.offset
+            # Read on the class, a ctypes field is a CField descriptor with .offset;
+            # typeshed types it as the field's value.
+            and t.size.offset == val.of.offset + vec.size.offset  # type: ignore[attr-defined]
+            and t.data.offset == val.of.offset + vec.data.offset  # type: ignore[attr-defined]
             for t in (_StrVal, _StrOut)
         )
     except AttributeError as exc:  # a binding the check reads was renamed
@@ -361,7 +376,8 @@ try:
     _set_fuel = _prototype("wasmtime_context_set_fuel", _VP, _VP, ctypes.c_uint64)
     _byte_vec_delete = _prototype("wasm_byte_vec_delete", None, _VP)
 except AttributeError:  # a binding or symbol is missing: reported by _fast_path_problem()
-    _STRING = _func_call = _set_fuel = _byte_vec_delete = None
+    # None marks a build the fast path does not fit; _fast_path_problem() then keeps it unused.
+    _STRING = _func_call = _set_fuel = _byte_vec_delete = None  # type: ignore[assignment]
 
 
 class _Attrs:
@@ -377,7 +393,7 @@ class _Attrs:
             raise AttributeError(name) from None
 
 
-def _typed_error(err: Any) -> tuple[str, str]:
+def _typed_error(err: Any) -> tuple[ErrorKind, str]:
     tag = getattr(err, "tag", err)
     payload = getattr(err, "payload", None)
     return tag, payload or ""
@@ -445,11 +461,15 @@ class WasmCore:
         try:
             inst = self.component.instantiate()
             inst.configure_encoded(self._config_json)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any failed rebuild backs off and Python serves meanwhile
             self._retry_at = time.monotonic() + REBUILD_BACKOFF_S
             self._count("rebuild-failed")
-            log.error("edge component %s: cannot build a fresh instance (%s); Python serves for %.0f s",
-                      self.component.version.get("component"), _cause_line(exc), REBUILD_BACKOFF_S)
+            log.error(
+                "edge component %s: cannot build a fresh instance (%s); Python serves for %.0f s",
+                self.component.version.get("component"),
+                _cause_line(exc),
+                REBUILD_BACKOFF_S,
+            )
             return None
         self._inst = inst
         return inst
@@ -475,8 +495,8 @@ class WasmCore:
                 return self._fallback.evaluate(method, path, query, headers)
             self.crossings += 1
             try:
-                out = orjson.loads(inst.evaluate_encoded(head))
-            except Exception as exc:  # a trap, or output that is not JSON: never a failed request
+                out: dict[str, Any] = orjson.loads(inst.evaluate_encoded(head))
+            except Exception as exc:  # noqa: BLE001 - a trap, or output that is not JSON: never a failed request
                 return self._recover(exc, method, path, query, headers)
             if "error" in out:
                 # Only a host bug can cause this (the head is well-formed and the
@@ -506,7 +526,9 @@ class WasmCore:
             suppressed, self._log_suppressed = self._log_suppressed, 0
             log.warning(
                 "edge component %s failed (%s): %s; request served by the Python fallback%s",
-                self.component.version.get("component"), kind, _cause_line(cause),
+                self.component.version.get("component"),
+                kind,
+                _cause_line(cause),
                 f" ({suppressed} more failures in the last interval, not logged)" if suppressed else "",
             )
         return self._fallback.evaluate(method, path, query, headers)
