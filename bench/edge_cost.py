@@ -18,6 +18,7 @@ import orjson
 from mcpgw.edge.backend import load_edge
 from mcpgw.edge.contract import EdgeConfig
 from mcpgw.edge.outcome_cache import OutcomeCache
+from mcpgw.settings import Settings
 
 BROWSER_POST = (
     "POST",
@@ -94,7 +95,13 @@ def pct(samples: list[int], p: float) -> float:
 def collect(calls: int = 5000, rounds: int = 6) -> list[dict]:
     """p50/p99 per head and backend, rounds alternating between backends."""
     cfg = EdgeConfig()
-    backends = {"wasm": load_edge("wasm", cfg), "python": load_edge("python", cfg)}
+    defaults = Settings()  # the gateway's defaults
+    limits = {
+        "fuel": defaults.edge_fuel,
+        "memory_bytes": defaults.edge_memory_mb * 1024 * 1024,
+        "allowed_sha256": frozenset(defaults.edge_allowed_sha256),
+    }
+    backends = {"wasm": load_edge("wasm", cfg, None, **limits), "python": load_edge("python", cfg, None, **limits)}
     rows = []
     print(f"edge boundary cost per request ({rounds} alternating rounds x {calls} calls)")
     print(f"{'head':28} {'backend':8} {'p50 us':>8} {'p99 us':>8}")
@@ -111,7 +118,7 @@ def collect(calls: int = 5000, rounds: int = 6) -> list[dict]:
         assert backends["wasm"].backend.crossings - crossed == 500 + rounds * calls
         cached = {}
         for name, edge in backends.items():
-            cache = OutcomeCache()
+            cache = OutcomeCache(defaults.edge_cache_entries)
             size = len(head[1]) + len(head[2]) + sum(len(n) + len(v) for n, v in head[3])
 
             def hit(method, raw_path, query, headers, edge=edge, cache=cache, size=size):

@@ -16,6 +16,7 @@ from typing import Any
 from .edge.backend import MODES as EDGE_MODES
 from .edge.contract import (
     DEFAULT_ALLOWED_HEADERS,
+    DEFAULT_MAX_AGE,
     DEFAULT_VERSION,
     LOOPBACK_HOSTS,
     LOOPBACK_ORIGINS,
@@ -48,7 +49,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = LOOPBACK_ORIGINS
     allowed_hosts: tuple[str, ...] = ()
     allow_credentials: bool = False
-    cors_max_age: int = 600
+    cors_max_age: int = DEFAULT_MAX_AGE
     path_prefix: str = ""
     max_body_bytes: int = 4 * 1024 * 1024
     max_head_bytes: int = 64 * 1024

@@ -16,8 +16,16 @@ from mcpgw.edge.contract import EdgeConfig
 from mcpgw.edge.python_core import PythonCore
 from mcpgw.edge.vectors import matches
 from mcpgw.edge.wasm_core import WasmComponent, WasmCore
+from mcpgw.settings import Settings
 
 CFG = EdgeConfig()
+# What the gateway passes by default (every default lives in Settings).
+DEFAULTS = Settings()
+LIMITS = {
+    "fuel": DEFAULTS.edge_fuel,
+    "memory_bytes": DEFAULTS.edge_memory_mb * 1024 * 1024,
+    "allowed_sha256": frozenset(DEFAULTS.edge_allowed_sha256),
+}
 HEAD = (
     "POST",
     "/mcp",
@@ -32,7 +40,7 @@ HEAD = (
 
 def _fallback(caplog, path, reason, **kw):
     with caplog.at_level(logging.WARNING, logger="mcpgw.edge"):
-        edge = load_edge("auto", CFG, path, **kw)
+        edge = load_edge("auto", CFG, path, **{**LIMITS, **kw})
     assert edge.status.active == "python"
     assert edge.status.fallback_reason.startswith(reason), edge.status.fallback_reason
     warning = [r for r in caplog.records if r.levelno == logging.WARNING and "FALLBACK" in r.getMessage()]
@@ -46,7 +54,7 @@ def _fallback(caplog, path, reason, **kw):
 
 def test_auto_uses_the_component_when_it_is_sound(component_path, caplog):
     with caplog.at_level(logging.INFO, logger="mcpgw.edge"):
-        edge = load_edge("auto", CFG, component_path)
+        edge = load_edge("auto", CFG, component_path, **LIMITS)
     assert edge.status.active == "wasm"
     assert edge.health()["component"]["self_test"].endswith("vectors passed")
     assert any("edge backend: wasm" in r.getMessage() for r in caplog.records)
@@ -90,7 +98,7 @@ def test_self_test_failure(tmp_path, caplog, component_path):
 
 def test_strict_wasm_mode_refuses_to_start(tmp_path):
     with pytest.raises(EdgeStartupError, match="missing"):
-        load_edge("wasm", CFG, tmp_path / "nope.wasm")
+        load_edge("wasm", CFG, tmp_path / "nope.wasm", **LIMITS)
 
 
 @pytest.mark.parametrize("fault, kind", [("panic", "panic"), ("loop", "fuel"), ("alloc", "memory")])
@@ -188,7 +196,7 @@ def test_a_wasmtime_the_fast_path_does_not_know_still_serves_wasm(monkeypatch, c
 
     monkeypatch.setattr(wasm_core, "_func_call", raw_call)
     with caplog.at_level(logging.WARNING, logger="mcpgw.edge"):
-        edge = load_edge("auto", CFG, component_path)  # the self-test runs every vector on the public path
+        edge = load_edge("auto", CFG, component_path, **LIMITS)  # the self-test runs every vector on the public path
     assert edge.status.active == "wasm" and isinstance(edge.backend, WasmCore)
     assert edge.backend.component.call_path == "public"
     assert edge.health()["component"]["call_path"] == "public"

@@ -25,10 +25,18 @@ TOKEN = "test-admin-token-0123456789"
 CFG = EdgeConfig()
 HEAD = ("POST", "/mcp", "", [("host", "127.0.0.1:4444"), ("origin", "https://evil.example")])
 STATELESS = headers2026("tools/list")
+# What the gateway passes by default (every default lives in Settings).
+DEFAULTS = Settings()
+LIMITS = {
+    "fuel": DEFAULTS.edge_fuel,
+    "memory_bytes": DEFAULTS.edge_memory_mb * 1024 * 1024,
+    "allowed_sha256": frozenset(DEFAULTS.edge_allowed_sha256),
+}
 
 
 def _registry(component_path, **kw) -> EdgeRegistry:
-    return EdgeRegistry(load_edge("wasm", CFG, component_path), CFG, **kw)
+    rollback = {"rollback_traps": DEFAULTS.edge_rollback_traps, "rollback_window_s": DEFAULTS.edge_rollback_window_s}
+    return EdgeRegistry(load_edge("wasm", CFG, component_path, **LIMITS), CFG, **{**LIMITS, **rollback, **kw})
 
 
 def _serving_unchanged(registry, sha):

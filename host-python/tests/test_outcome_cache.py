@@ -19,6 +19,7 @@ from mcpgw.edge.middleware import SCOPE_KEY, EdgeMiddleware
 from mcpgw.edge.outcome_cache import MAX_KEY_BYTES, OutcomeCache
 from mcpgw.edge.python_core import PythonCore
 from mcpgw.edge.wasm_core import WasmCore
+from mcpgw.settings import Settings
 from test_differential import CONFIGS, _as_bytes, head
 
 
@@ -202,7 +203,14 @@ async def test_the_middleware_serves_frozen_outcomes(component):
         await send({"type": "http.response.body", "body": ctx["route"].encode()})
 
     wasm = WasmCore(component, EdgeConfig())
-    middleware = EdgeMiddleware(app, Edge(wasm, EdgeStatus("wasm", "wasm", "test")))
+    defaults = Settings()
+    middleware = EdgeMiddleware(
+        app,
+        Edge(wasm, EdgeStatus("wasm", "wasm", "test")),
+        max_head_bytes=defaults.max_head_bytes,
+        tag_responses=defaults.edge_tag_responses,
+        cache_entries=defaults.edge_cache_entries,
+    )
     transport = httpx.ASGITransport(app=middleware)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:4444") as client:
         headers = {"origin": "http://localhost:3000", "accept": "application/json, text/event-stream"}

@@ -75,12 +75,12 @@ class Edge:
 def load_edge(
     mode: str,
     config: EdgeConfig,
-    component_path: Path | str | None = None,
+    component_path: Path | str | None,
     *,
     vectors_dir: Path | str | None = None,
-    fuel: int | None = None,
-    memory_bytes: int | None = None,
-    allowed_sha256: frozenset[str] = frozenset(),
+    fuel: int,
+    memory_bytes: int,
+    allowed_sha256: frozenset[str],
 ) -> Edge:
     if mode not in MODES:
         raise ValueError(f"MCPGW_EDGE must be one of {', '.join(MODES)}, not {mode!r}")
@@ -90,7 +90,6 @@ def load_edge(
         return edge
 
     path = Path(component_path) if component_path else PACKAGED_COMPONENT
-    limits = {k: v for k, v in (("fuel", fuel), ("memory_bytes", memory_bytes)) if v is not None}
     try:
         # Imported here: without a working wasmtime the Python edge must still start.
         from .wasm_core import ComponentLoadError, WasmCore, read_component, verify_component
@@ -99,7 +98,7 @@ def load_edge(
     try:
         cases = load_cases(Path(vectors_dir) if vectors_dir else PACKAGED_DIR)
         component, summary = verify_component(
-            read_component(path), str(path), cases, allowed_sha256=allowed_sha256, **limits
+            read_component(path), str(path), cases, allowed_sha256=allowed_sha256, fuel=fuel, memory_bytes=memory_bytes
         )
         core = WasmCore(component, config)
     except ComponentLoadError as exc:

@@ -61,14 +61,13 @@ class EdgeMiddleware:
         self,
         app: ASGIApp,
         edge: Edge,
-        max_head_bytes: int = 65536,
-        tag_responses: bool = False,
-        cache_entries: int = 4096,
+        max_head_bytes: int,
+        tag_responses: bool,
+        cache_entries: int,
     ):
         self.app = app
         self.edge = edge
         self.cache = OutcomeCache(cache_entries)
-        self.state: Any = None  # the application's state (set by create_app)
         self.max_head_bytes = max_head_bytes
         self.tag_responses = tag_responses
 

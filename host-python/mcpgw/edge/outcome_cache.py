@@ -54,7 +54,7 @@ def freeze(outcome: dict[str, Any]) -> Mapping[str, Any]:
 
 
 class OutcomeCache:
-    def __init__(self, max_entries: int = 4096) -> None:
+    def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._entries: dict[_Key, Mapping[str, Any]] = {}
         self._backend: Any = None

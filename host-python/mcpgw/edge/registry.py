@@ -80,18 +80,19 @@ class EdgeRegistry:
         edge: Edge,
         config: EdgeConfig,
         *,
-        allowed_sha256: frozenset[str] = frozenset(),
+        allowed_sha256: frozenset[str],
         vectors_dir: Path | None = None,
-        fuel: int | None = None,
-        memory_bytes: int | None = None,
-        rollback_traps: int = 20,
-        rollback_window_s: float = 60.0,
+        fuel: int,
+        memory_bytes: int,
+        rollback_traps: int,
+        rollback_window_s: float,
     ):
         self.edge = edge
         self.config = config
         self.allowed_sha256 = frozenset(h.lower() for h in allowed_sha256)
         self.vectors_dir = vectors_dir or PACKAGED_DIR
-        self.limits = {k: v for k, v in (("fuel", fuel), ("memory_bytes", memory_bytes)) if v is not None}
+        self.fuel = fuel
+        self.memory_bytes = memory_bytes
         self.rollback_traps = rollback_traps
         self.rollback_window_s = rollback_window_s
         self.previous: tuple[Any, EdgeStatus] | None = None
@@ -106,7 +107,12 @@ class EdgeRegistry:
     def verify(self, wasm: bytes, source: str) -> Candidate:
         try:
             component, summary = verify_component(
-                wasm, source, load_cases(self.vectors_dir), allowed_sha256=self.allowed_sha256, **self.limits
+                wasm,
+                source,
+                load_cases(self.vectors_dir),
+                allowed_sha256=self.allowed_sha256,
+                fuel=self.fuel,
+                memory_bytes=self.memory_bytes,
             )
         except ComponentLoadError as exc:
             raise SwapRefused(_STEPS.get(exc.reason, exc.reason), exc.detail) from None

@@ -178,8 +178,9 @@ def verify_component(
     source: str,
     cases: list[Any],
     *,
-    allowed_sha256: frozenset[str] = frozenset(),
-    **limits: Any,
+    allowed_sha256: frozenset[str],
+    fuel: int,
+    memory_bytes: int,
 ) -> tuple[WasmComponent, str]:
     """Every check a component passes before it may serve: sha256 allowlist,
     compile, exports and contract version, then every vector under the sandbox
@@ -190,7 +191,7 @@ def verify_component(
     sha = hashlib.sha256(wasm).hexdigest()
     if allowed_sha256 and sha not in allowed_sha256:
         raise ComponentLoadError("not-allowed", f"sha256 {sha} is not in MCPGW_EDGE_ALLOWED_SHA256")
-    component = WasmComponent(wasm, source=source, **limits)
+    component = WasmComponent(wasm, source=source, fuel=fuel, memory_bytes=memory_bytes)
     probe = component.instantiate()
     try:
         report = self_test(probe.configure_encoded_text, probe.evaluate_encoded, cases)
