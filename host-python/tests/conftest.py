@@ -16,11 +16,15 @@ import pytest
 from mcpgw.edge.backend import PACKAGED_COMPONENT
 from mcpgw.edge.vectors import load_cases
 from mcpgw.edge.wasm_core import WasmComponent
+from mcpgw.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 VECTORS_DIR = REPO / "tests" / "vectors"
 VARIANTS_DIR = Path(os.environ.get("MCPGW_TEST_VARIANTS", REPO / ".build" / "variants"))
 CASES = load_cases(VECTORS_DIR)
+
+# The production limits of a component instance, as Settings gives them.
+LIMITS = {"fuel": Settings().edge_fuel, "memory_bytes": Settings().edge_memory_mb * 1024 * 1024}
 
 
 def require_file(path: Path, how: str) -> Path:
@@ -37,7 +41,7 @@ def component_path() -> Path:
 
 @pytest.fixture(scope="session")
 def component(component_path: Path) -> WasmComponent:
-    return WasmComponent.from_file(component_path)
+    return WasmComponent.from_file(component_path, **LIMITS)
 
 
 @pytest.fixture(scope="session")

@@ -103,7 +103,9 @@ def test_strict_wasm_mode_refuses_to_start(tmp_path):
 
 @pytest.mark.parametrize("fault, kind", [("panic", "panic"), ("loop", "fuel"), ("alloc", "memory")])
 def test_trap_recovers_with_python_and_a_fresh_instance(faults_component_path, caplog, fault, kind):
-    core = WasmCore(WasmComponent.from_file(faults_component_path, memory_bytes=4 * 1024 * 1024), CFG)
+    core = WasmCore(
+        WasmComponent.from_file(faults_component_path, fuel=Settings().edge_fuel, memory_bytes=4 * 1024 * 1024), CFG
+    )
     head = ("POST", f"/__mcpgw_fault/{fault}", "", HEAD[3])  # the fault variant's trigger
     expected = PythonCore()
     expected.configure(CFG)
@@ -226,7 +228,9 @@ def test_trap_warnings_are_rate_limited_but_every_trap_is_counted(faults_compone
     from mcpgw.edge import wasm_core
 
     monkeypatch.setattr(wasm_core, "TRAP_LOG_INTERVAL_S", 3600.0)  # no interval ends by itself in this test
-    core = WasmCore(WasmComponent.from_file(faults_component_path), CFG)
+    core = WasmCore(
+        WasmComponent.from_file(faults_component_path, fuel=LIMITS["fuel"], memory_bytes=LIMITS["memory_bytes"]), CFG
+    )
     head = ("POST", "/__mcpgw_fault/panic", "", HEAD[3])
     with caplog.at_level(logging.WARNING, logger="mcpgw.edge"):
         for _ in range(50):

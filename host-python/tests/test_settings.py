@@ -146,15 +146,7 @@ def _defaults(target):
         (load_edge, ["vectors_dir"]),  # where the self-test reads its vectors: not a setting
         (EdgeRegistry, ["vectors_dir"]),
         (verify_component, []),
-        pytest.param(
-            WasmComponent,
-            ["source"],  # the label a component is logged under: not a setting
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="fuel and memory_bytes keep defaults while tests/conftest.py's `component` fixture "
-                "calls WasmComponent.from_file(path) without them",
-            ),
-        ),
+        (WasmComponent, ["source"]),  # the label a component is logged under: not a setting
     ],
 )
 def test_edge_constructors_take_explicit_values_so_settings_hold_every_default(target, not_settings):

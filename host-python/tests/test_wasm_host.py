@@ -11,7 +11,7 @@ import pytest
 from wasmtime import Store, WasmtimeError, wat2wasm
 from wasmtime.component import Component, Linker
 
-from conftest import CASES
+from conftest import CASES, LIMITS
 from mcpgw.edge.contract import EdgeConfig
 from mcpgw.edge.python_core import CONTRACT_HEADERS, PythonCore
 from mcpgw.edge.wasm_core import ComponentLoadError, WasmComponent, WasmCore
@@ -60,7 +60,7 @@ def test_the_linker_grants_nothing(component):
 
 def test_a_component_that_imports_anything_is_refused_by_name():
     with pytest.raises(ComponentLoadError) as refused:
-        WasmComponent(WASI_IMPORTER)
+        WasmComponent(WASI_IMPORTER, **LIMITS)
     assert refused.value.reason == "contract-mismatch"
     assert "wasi:cli/environment@0.2.0" in refused.value.detail
 

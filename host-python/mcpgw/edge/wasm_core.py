@@ -52,7 +52,6 @@ DEFAULT_FUEL = 5_000_000
 FUEL_PER_BYTE = 400
 REBUILD_BACKOFF_S = 5.0
 TRAP_LOG_INTERVAL_S = 1.0
-DEFAULT_MEMORY_BYTES = 16 * 1024 * 1024
 
 _EXPORT_INTERFACE = "mcpgw:edge/transport@1.0.0"
 _REQUIRED_EXPORTS = ("version", "configure", "evaluate", "configure-encoded", "evaluate-encoded")
@@ -107,8 +106,8 @@ class WasmComponent:
         self,
         wasm: bytes,
         *,
-        fuel: int = DEFAULT_FUEL,
-        memory_bytes: int = DEFAULT_MEMORY_BYTES,
+        fuel: int,
+        memory_bytes: int,
         source: str = "<bytes>",
     ):
         self.source = source
