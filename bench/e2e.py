@@ -30,7 +30,7 @@ PREFLIGHT = {
 
 
 def open_session(url: str) -> dict[str, str]:
-    """One shared session for the tools workloads (the SDK's fastest mode, per DESIGN.md 7)."""
+    """One shared session for the tools workloads (the SDK's fastest mode, per docs/benchmarks.md)."""
     r = httpx.post(url + "/mcp", headers=JSON_HEADERS, content=INITIALIZE.replace("@ID@", "0"))
     r.raise_for_status()
     headers = {**JSON_HEADERS, "mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": SESSION_REVISION}

@@ -4,7 +4,7 @@ Measures what the middleware pays per request: ASGI head (bytes, as uvicorn
 delivers it) -> edge.evaluate_raw(...) -> outcome dict (the boundary crossing, uncached), and
 the same head answered from the outcome cache (what a repeated head costs). Rounds alternate between backends so
 machine noise hits both alike; prints p50/p99 per head and the wasm/python ratio.
-DESIGN.md section 7 bars: wasm p50 <= 15 us, python p50 <= 10 us.
+docs/benchmarks.md bars: wasm p50 <= 15 us, python p50 <= 10 us.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def collect(calls: int = 5000, rounds: int = 6) -> list[dict]:
             )
         ratio = rows[-2]["p50_us"] / rows[-1]["p50_us"]
         print(f"{'':28} {'ratio':8} {ratio:8.2f}x (wasm p50 / python p50, uncached)", flush=True)
-    print("bars (DESIGN.md 7): wasm p50 <= 15 us, python p50 <= 10 us")
+    print("bars (docs/benchmarks.md): wasm p50 <= 15 us, python p50 <= 10 us")
     return rows
 
 

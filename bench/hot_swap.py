@@ -1,5 +1,5 @@
 """Hot swaps under load: wrk keeps 16 connections busy with tools/list while the admin API swaps
-the component in and rolls it back, again and again. DESIGN.md 7: 100 swaps, zero failed requests.
+the component in and rolls it back, again and again. docs/benchmarks.md: 100 swaps, zero failed requests.
 
 wrk repeats one head, so the gateway runs with the outcome cache off: every request crosses into
 whichever version is active (not one crossing per version), and the crossing count from /health

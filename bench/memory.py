@@ -1,5 +1,5 @@
 """Resident memory of the gateway: idle, holding 1,000 idle GET streams (each with its session),
-and after 10,000 sessions created and deleted. DESIGN.md 7: under 50 KiB per idle stream, no
+and after 10,000 sessions created and deleted. docs/benchmarks.md: under 50 KiB per idle stream, no
 growth from session churn. Streams are held by raw asyncio connections (one socket each)."""
 
 from __future__ import annotations

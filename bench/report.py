@@ -1,4 +1,4 @@
-"""The Markdown report, PNG plots and the bars of DESIGN.md section 7, from one run's record."""
+"""The Markdown report, PNG plots and the bars of docs/benchmarks.md, from one run's record."""
 
 from __future__ import annotations
 
@@ -163,7 +163,7 @@ def write(record: dict, out: Path, stamp: str) -> Path:
             f"other machines."
         ),
         "",
-        "## Bars (DESIGN.md section 7)",
+        "## Bars (docs/benchmarks.md)",
         "",
         summary(record),
         "",
