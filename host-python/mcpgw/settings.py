@@ -1,7 +1,7 @@
 """The one settings object: environment variables `MCPGW_*`, mirrored by `mcpgw serve` flags.
 
 Every setting is declared once in `FIELDS` (name, env var, type, default, help);
-the CLI builds its flags from the same table, and the README documents it.
+the CLI builds its flags from the same table, and docs/configuration.md documents it.
 """
 
 from __future__ import annotations
