@@ -22,6 +22,7 @@ from .asgi import ASGIApp, Receive, Scope, Send, send_json
 from .edge.backend import Edge, load_edge
 from .edge.middleware import SCOPE_KEY, EdgeMiddleware
 from .gateway import Gateway, build_gateway
+from .http_server import HttpLimits, parse_networks
 from .server import jsonrpc
 from .server.engine import SessionEngine
 from .settings import Settings
@@ -204,6 +205,15 @@ class App:
         self.gateway = build_gateway(settings)
         self.transports = build_transports(self.gateway, settings)
         self.admin = admin_app(settings, self.registry)
+        # The HTTP protocol layer's limits and refusal counters (http_server.py; cli.py installs it).
+        self.limits = HttpLimits(
+            head_timeout_s=settings.head_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+            body_min_rate_bytes_s=settings.body_min_rate_bytes_s,
+            max_head_bytes=settings.max_head_bytes,
+            max_connections_per_client=settings.max_connections_per_client,
+            trusted_proxies=parse_networks(settings.trusted_proxies),
+        )
         self.middleware = EdgeMiddleware(
             Router(self),
             self.edge,
@@ -238,6 +248,7 @@ class App:
             "version": __version__,
             "edge": edge,
             "live": self.live(),
+            "limits": self.limits.health(),
             "upstreams": self.gateway.federation.health(),
         }
 

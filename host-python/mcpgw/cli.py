@@ -122,6 +122,7 @@ def serve_forever(settings: Settings) -> int:
     from .app import create_app
     from .edge.backend import EdgeStartupError
     from .federation.config import ConfigError
+    from .http_server import protocol_class
     from .serving import GatewayServer
 
     logging.basicConfig(
@@ -143,12 +144,16 @@ def serve_forever(settings: Settings) -> int:
         settings.port,
         app.edge.status.active,
     )
+    logging.getLogger("mcpgw").info(
+        "http limits: %s, keep-alive %g s", app.limits.describe(), settings.keepalive_timeout_s
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(app.limits),  # uvicorn's httptools protocol with our limits (http_server.py)
+        timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]  # uvicorn annotates int; call_later takes a float
         log_level=settings.log_level,
         access_log=False,
         # X-Forwarded-* are not trusted by default (uvicorn would trust them from loopback);

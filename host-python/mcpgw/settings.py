@@ -53,6 +53,12 @@ class Settings:
     path_prefix: str = ""
     max_body_bytes: int = 4 * 1024 * 1024
     max_head_bytes: int = 64 * 1024
+    head_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    body_min_rate_bytes_s: int = 1024
+    keepalive_timeout_s: float = 5.0
+    max_connections_per_client: int = 256
+    trusted_proxies: tuple[str, ...] = ()
     max_sessions: int = 10_000
     log_level: str = "info"
     edge_allowed_sha256: tuple[str, ...] = ()
@@ -81,6 +87,11 @@ class Settings:
         for f in fields(self):
             if str(f.type) in ("int", "float") and getattr(self, f.name) < 0:
                 raise ValueError(f"MCPGW_{f.name.upper()}: must not be negative")
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"MCPGW_TRUSTED_PROXIES: not an address or CIDR: {proxy!r}") from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -170,6 +181,20 @@ HELP = {
     "path_prefix": "prefix all routes live under, e.g. /gateway",
     "max_body_bytes": "largest request body accepted (413 beyond)",
     "max_head_bytes": "largest request head (path, query, header names and values) accepted (431 beyond)",
+    "head_timeout_s": (
+        "a connection must complete each request head within this, seconds (408 and closed; 0: no deadline)"
+    ),
+    "body_timeout_s": "grace, seconds, before a request body must keep up with body_min_rate_bytes_s",
+    "body_min_rate_bytes_s": (
+        "slowest request body accepted after the grace, bytes/second on average (408 and closed; 0: no limit)"
+    ),
+    "keepalive_timeout_s": "an idle kept-alive HTTP connection is closed after this, seconds",
+    "max_connections_per_client": (
+        "most open connections from one client address (503 with Retry-After beyond; 0: no limit)"
+    ),
+    "trusted_proxies": (
+        "comma-separated proxy addresses or CIDRs whose X-Forwarded-For names the client (rightmost untrusted hop)"
+    ),
     "max_sessions": "most live sessions; initialize gets 503 beyond",
     "log_level": "log level: debug, info, warning, error, critical",
     "edge_allowed_sha256": (

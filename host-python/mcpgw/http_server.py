@@ -1,0 +1,417 @@
+"""The gateway's own HTTP/1.1 protocol layer: uvicorn's httptools protocol with limits for
+hostile clients, installed with `uvicorn.Config(http=protocol_class(limits))`.
+
+What it adds to `HttpToolsProtocol` (every number comes from `Settings`):
+
+- **Head deadline** (`head_timeout_s`): a connection that has not completed a request head
+  within it, counted from the connection (or from the first byte of a later request on a
+  kept-alive connection), is answered 408 (if it sent anything; else just closed) and closed.
+- **Body rate** (`body_timeout_s`, `body_min_rate_bytes_s`): `t` seconds after a request's head,
+  its body must have reached `min_rate * (t - timeout)` bytes; a body behind that is answered
+  408 and closed. Once a response has started (SSE streams) neither deadline applies, and
+  neither counts time during which the gateway itself stopped reading.
+- **Head size** (`max_head_bytes` + `HEAD_SLACK` for the request line and separators): the
+  raw bytes of a head are counted as they arrive and the parser is fed at most that many, so an
+  80 MB header costs 64 KiB of parsing, not seconds of httptools' quadratic value growth: 431.
+  The exact limit stays the edge middleware's (`head_size`), which sees names and values only.
+- **Connections per client** (`max_connections_per_client`, by peer address): past it a new
+  connection is answered 503 with `Retry-After` at once (before its request is read) and
+  closed. Peers listed in `trusted_proxies` are not capped (their connections are many
+  clients'); their requests' client address is the rightmost untrusted `X-Forwarded-For` hop,
+  written into `scope["client"]`.
+
+Every refusal above is a JSON-RPC error body (`{"jsonrpc":"2.0","id":null,"error":{"code":
+-32600,...}}`, as the edge's 431) with `Connection: close`; the gateway then half-closes and
+discards what the client still sends for at most `LINGER_S`, so the answer is not destroyed by a
+reset. Refusals are counted by kind (`/health` -> `limits.refused`) and logged at most once a
+second per kind, with a tally of the rest.
+
+And three fixes of uvicorn's protocol (0.54):
+
+- A client's half-close (FIN after a complete request) no longer drops the answer owed to it:
+  `eof_received` keeps the write side open until the owed responses are sent, then closes.
+- A parse error pipelined behind a request no longer cuts that request's answer: the 400 is
+  written after the responses before it, in order.
+- `scope["extensions"]["mcpgw.abort"]` closes the connection at once (a writer blocked on a
+  client that stopped reading cannot otherwise be stopped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httptools
+import orjson
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+
+from .server.jsonrpc import INVALID_REQUEST, error_response
+
+log = logging.getLogger("mcpgw.http")
+
+HEAD_SLACK = 16 * 1024  # request line, ": " and CRLFs: bytes the edge's head_size does not count
+LINGER_S = 2.0  # after a refusal: how long what the client still sends is read and dropped
+RETRY_AFTER_S = 5  # the connection cap's Retry-After
+KINDS = ("head_timeout", "body_too_slow", "head_too_large", "connection_cap")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(items: tuple[str, ...] | list[str]) -> tuple[Network, ...]:
+    """Addresses or CIDRs; a ValueError names the one that is neither."""
+    nets = []
+    for item in items:
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"not an address or CIDR: {item!r}") from None
+    return tuple(nets)
+
+
+def escape(text: str, limit: int = 120) -> str:
+    """Client-controlled text for a log line: printable ASCII, bounded."""
+    cut = text[:limit]
+    out = cut.encode("ascii", "backslashreplace").decode("ascii")
+    out = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in out)
+    return out + ("..." if len(text) > limit else "")
+
+
+@dataclass
+class HttpLimits:
+    """The limits, the per-client connection counts and the refusal counters (one per server)."""
+
+    head_timeout_s: float
+    body_timeout_s: float
+    body_min_rate_bytes_s: int
+    max_head_bytes: int
+    max_connections_per_client: int
+    trusted_proxies: tuple[Network, ...]
+    refused: Counter[str] = field(default_factory=Counter)
+    connections: Counter[str] = field(default_factory=Counter)
+    _logged_at: dict[str, float] = field(default_factory=dict)
+    _unlogged: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def head_limit(self) -> int:
+        return self.max_head_bytes + HEAD_SLACK
+
+    def trusted(self, address: str | None) -> bool:
+        if address is None or not self.trusted_proxies:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted_proxies)
+
+    def forwarded_client(self, values: list[bytes]) -> str | None:
+        """The rightmost hop of X-Forwarded-For that is not a trusted proxy (None: none usable)."""
+        hops = [hop.strip() for value in values for hop in value.decode("latin-1").split(",")]
+        for hop in reversed(hops):
+            try:
+                ip = ipaddress.ip_address(hop)
+            except ValueError:
+                return None  # not an address: nothing left of it can be believed
+            if not any(ip in net for net in self.trusted_proxies):
+                return str(ip)
+        return None
+
+    def refuse(self, kind: str, client: str | None, now: float) -> None:
+        self.refused[kind] += 1
+        if now - self._logged_at.get(kind, -1e9) < 1.0:
+            self._unlogged[kind] += 1
+            return
+        more = self._unlogged.pop(kind, 0)
+        self._logged_at[kind] = now
+        log.warning(
+            "refused (%s) a connection from %s%s",
+            kind,
+            escape(client or "unknown"),
+            f" (and {more} more since the last line)" if more else "",
+        )
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "head_timeout_s": self.head_timeout_s,
+            "body_timeout_s": self.body_timeout_s,
+            "body_min_rate_bytes_s": self.body_min_rate_bytes_s,
+            "max_connections_per_client": self.max_connections_per_client,
+            "trusted_proxies": [str(net) for net in self.trusted_proxies],
+            "connections": {"open": sum(self.connections.values()), "clients": len(self.connections)},
+            "refused": {kind: self.refused[kind] for kind in KINDS},
+        }
+
+    def describe(self) -> str:
+        return (
+            f"head {self.head_timeout_s:g} s and {self.head_limit} bytes, body {self.body_min_rate_bytes_s} B/s "
+            f"after {self.body_timeout_s:g} s, {self.max_connections_per_client or 'unlimited'} connections per "
+            f"client, trusted proxies: {', '.join(str(n) for n in self.trusted_proxies) or 'none'}"
+        )
+
+
+def _response(status: int, message: str, extra: list[tuple[bytes, bytes]]) -> bytes:
+    body = orjson.dumps(error_response(None, INVALID_REQUEST, message))
+    lines = [STATUS_LINE[status]]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *extra,
+    ]
+    lines.extend(name + b": " + value + b"\r\n" for name, value in headers)
+    return b"".join([*lines, b"\r\n", body])
+
+
+class GatewayHttpProtocol(HttpToolsProtocol):
+    """One HTTP/1.1 connection; see the module docstring. `limits` is bound by `protocol_class`."""
+
+    limits: ClassVar[HttpLimits]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._peer: str | None = None
+        self._counted = False
+        self._in_head = True  # the next bytes belong to a request head
+        self._head_seen = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_start = 0.0
+        self._body_bytes = 0
+        self._body_open = False
+        self._refusing = False  # a refusal was written: drop input, close on EOF or after LINGER_S
+        self._pending: Callable[[], None] | None = None  # written once the owed responses are out
+
+    # -- connection ----------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn narrows it the same way
+        super().connection_made(transport)
+        self._peer = self.client[0] if self.client else None
+        cap = self.limits.max_connections_per_client
+        if self._peer is not None and not self.limits.trusted(self._peer):
+            if cap and self.limits.connections[self._peer] >= cap:
+                self._refuse("connection_cap", 503, "Service Unavailable: too many connections from this client")
+                return
+            self.limits.connections[self._peer] += 1
+            self._counted = True
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._release()
+        self._cancel_timers()
+        super().connection_lost(exc)
+
+    def _release(self) -> None:
+        if self._counted and self._peer is not None:
+            self._counted = False
+            self.limits.connections[self._peer] -= 1
+            if self.limits.connections[self._peer] <= 0:
+                del self.limits.connections[self._peer]
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio's contract: True keeps the write side open
+        """The client half-closed. Keep the write side open while a response is owed for a
+        complete request (the last owed one then closes the connection); else close."""
+        if self._refusing or self._pending is not None:
+            return None
+        owed = self.pipeline[0][0] if self.pipeline else self._current()
+        if owed is None or owed.response_complete or owed.more_body:
+            return None  # nothing owed, or a body that can now never complete
+        owed.keep_alive = False
+        return True
+
+    def _current(self) -> RequestResponseCycle | None:
+        """The running or last request's cycle (uvicorn types it as always set; it is None at first)."""
+        return self.cycle
+
+    def _stopped(self) -> bool:
+        """A refusal was written, or an answer waits for the owed responses: read nothing more."""
+        return self._refusing or self._pending is not None
+
+    def _responding(self) -> bool:
+        cycle = self._current()
+        return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
+
+    # -- reading ---------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        self._unset_keepalive_if_required()
+        if self._stopped():
+            return
+        if self._in_head and self._head_timer is None and not self._responding():
+            self._arm_head_timer()
+        limit = self.limits.head_limit
+        pos, size = 0, len(data)
+        while pos < size:
+            if self._in_head:
+                room = limit - self._head_seen
+                piece = data[pos : pos + room] if pos or size - pos > room else data
+                self._head_seen += len(piece)
+            else:
+                piece = data[pos:] if pos else data
+            pos += len(piece)
+            try:
+                self.parser.feed_data(piece)
+            except httptools.HttpParserError:
+                self._fail(self._invalid_request)
+                return
+            except httptools.HttpParserUpgrade:
+                if self._should_upgrade():
+                    self._upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
+                return
+            if self._stopped():
+                return
+            if self._in_head and self._head_seen >= limit:
+                self._fail(lambda: self._refuse("head_too_large", 431, "Request Header Fields Too Large"))
+                return
+
+    def _invalid_request(self) -> None:
+        msg = "Invalid HTTP request received."
+        self.logger.warning(msg)
+        self.send_400_response(msg)
+
+    def _fail(self, answer: Callable[[], None]) -> None:
+        """Answer now, or after the responses still owed on this connection (HTTP/1.1 order)."""
+        if self._responding():
+            self._pending = answer
+            self.flow.pause_reading()
+        else:
+            answer()
+
+    def _upgrade(self) -> None:
+        self._cancel_timers()
+        self.handle_websocket_upgrade()
+        protocol = self.transport.get_protocol()
+        lost = protocol.connection_lost
+
+        def connection_lost(exc: Exception | None) -> None:
+            try:
+                lost(exc)
+            finally:
+                self._release()
+
+        protocol.connection_lost = connection_lost  # type: ignore[method-assign]  # the cap counts WebSockets too
+
+    # -- parser callbacks --------------------------------------------------------
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        extensions: dict[str, Any] = {"mcpgw.abort": self._abort_now}
+        self.scope["extensions"] = extensions  # our own extension (ASGI allows any)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_seen = 0
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if self.limits.trusted(self._peer):
+            forwarded = [value for name, value in self.headers if name == b"x-forwarded-for"]
+            client = self.limits.forwarded_client(forwarded) if forwarded else None
+            if client is not None:
+                self.scope["client"] = (client, 0)
+        super().on_headers_complete()
+        if self.limits.body_min_rate_bytes_s and not self._refusing:
+            self._body_open = True
+            self._body_bytes = 0
+            self._body_start = self.loop.time()
+            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._check_body)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_head = True
+        self._head_seen = 0
+        self._body_open = False
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._pending is not None and not self._responding() and not self.transport.is_closing():
+            answer, self._pending = self._pending, None
+            self._unset_keepalive_if_required()
+            answer()
+
+    # -- deadlines -------------------------------------------------------------
+    def _arm_head_timer(self) -> None:
+        if self.limits.head_timeout_s and not self._refusing:
+            self._head_timer = self.loop.call_later(self.limits.head_timeout_s, self._head_expired)
+
+    def _head_expired(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self._responding() or self._refusing or self.transport.is_closing():
+            return  # a response is running (streams are exempt) or the head completed
+        if self._head_seen:
+            self._refuse("head_timeout", 408, "Request Timeout: the request head did not arrive in time")
+        else:
+            self.limits.refuse("head_timeout", self._peer, self.loop.time())
+            self._cancel_timers()
+            self.transport.close()
+
+    def _check_body(self) -> None:
+        self._body_timer = None
+        cycle = self._current()
+        if not self._body_open or self._refusing or cycle is None or cycle.response_started:
+            return  # the body completed, or the gateway answered already: no deadline on a response
+        now = self.loop.time()
+        if self.flow.read_paused or self.pipeline:
+            self._body_start += 1.0  # the gateway is not reading: that second is not the client's
+            self._body_timer = self.loop.call_later(1.0, self._check_body)
+            return
+        rate = self.limits.body_min_rate_bytes_s
+        due = self._body_start + self.limits.body_timeout_s + self._body_bytes / rate
+        if now < due:
+            self._body_timer = self.loop.call_later(min(due - now, 1.0), self._check_body)
+            return
+        self._refuse("body_too_slow", 408, "Request Timeout: the request body arrived too slowly")
+
+    # -- refusing --------------------------------------------------------------
+    def _refuse(self, kind: str, status: int, message: str) -> None:
+        """Write a JSON-RPC error answer, end the running request, half-close, drain, close."""
+        scope: dict[str, Any] | None = self.scope  # type: ignore[assignment]  # None before the first request
+        client = scope.get("client") if scope is not None else None
+        self.limits.refuse(kind, client[0] if client else self._peer, self.loop.time())
+        self._refusing = True
+        self._cancel_timers()
+        self._unset_keepalive_if_required()
+        cycle = self._current()
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # the application sees http.disconnect; its sends are dropped
+            cycle.message_event.set()
+        self.pipeline.clear()
+        if self.transport.is_closing():
+            return
+        extra = [(b"retry-after", str(RETRY_AFTER_S).encode())] if status == 503 else []
+        self.transport.write(_response(status, message, extra))
+        self.flow.resume_reading()  # read and drop what the client still sends
+        try:
+            self.transport.write_eof()
+        except (OSError, RuntimeError, NotImplementedError):  # a transport that cannot half-close
+            self.transport.close()
+            return
+        self.loop.call_later(LINGER_S, self._linger_over)
+
+    def _linger_over(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _abort_now(self) -> None:
+        """`scope["extensions"]["mcpgw.abort"]`: drop the connection and what it still buffers."""
+        self.transport.abort()
+
+
+def protocol_class(limits: HttpLimits) -> type[GatewayHttpProtocol]:
+    """The protocol class uvicorn instantiates per connection, bound to these limits."""
+    return type("GatewayHttpProtocol", (GatewayHttpProtocol,), {"limits": limits})
