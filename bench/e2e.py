@@ -61,6 +61,37 @@ def check(url: str, load: wrk.Workload) -> None:
         assert "hello" in r.text, r.text
 
 
+def edge_cache(url: str) -> dict[str, int] | None:
+    """The gateway's edge cache counters (None for targets that are not the gateway)."""
+    try:
+        cache = httpx.get(url + "/health", timeout=10).json()["edge"]["cache"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+    return {"hits": int(cache.get("hits", 0)), "crossings": int(cache.get("crossings", 0))}
+
+
+def summarize(workload: str, conns: int, target: str, results: list[wrk.Result], cache: dict[str, int] | None) -> dict:
+    """One row: medians over the repetitions that produced a figure; failed ones are counted and
+    named, never averaged in as zeros."""
+    good = [r for r in results if not r.failed]
+    row: dict = {
+        "workload": workload,
+        "connections": conns,
+        "target": target,
+        "rps": statistics.median(r.rps for r in good) if good else None,
+        "p50_ms": statistics.median(r.p50_ms for r in good) if good else None,
+        "p99_ms": statistics.median(r.p99_ms for r in good) if good else None,
+        "errors": sum(r.errors for r in results),
+        "failed_runs": [r.failed for r in results if r.failed],
+        "runs": [asdict(r) for r in results],
+    }
+    if cache is not None:
+        answered = cache["hits"] + cache["crossings"]
+        # What share of the timed requests the edge answered from its cache rather than the backend.
+        row["edge_cache_hit_share"] = cache["hits"] / answered if answered else None
+    return row
+
+
 def run(duration_s: float, reps: int, connections: list[int]) -> list[dict]:
     targets = {
         "wasm": ("gateway", servers.gateway("wasm")),
@@ -83,26 +114,27 @@ def run(duration_s: float, reps: int, connections: list[int]) -> list[dict]:
             for workload in workload_names:
                 names = [n for n in targets if workload in loads[n]]
                 samples: dict[str, list[wrk.Result]] = {n: [] for n in names}
+                caches: dict[str, dict[str, int] | None] = {}
+                before = {n: edge_cache(targets[n][1].url) for n in names if targets[n][0] == "gateway"}
                 for rep in range(reps):
                     order = names if rep % 2 == 0 else list(reversed(names))
                     for n in order:
                         samples[n].append(wrk.run(targets[n][1].url, loads[n][workload], conns, duration_s))
+                for n, start in before.items():
+                    end = edge_cache(targets[n][1].url)
+                    caches[n] = None if start is None or end is None else {k: end[k] - start[k] for k in start}
                 for n in names:
-                    results = samples[n]
-                    row = {
-                        "workload": workload,
-                        "connections": conns,
-                        "target": n,
-                        "rps": statistics.median(r.rps for r in results),
-                        "p50_ms": statistics.median(r.p50_ms for r in results),
-                        "p99_ms": statistics.median(r.p99_ms for r in results),
-                        "errors": sum(r.errors for r in results),
-                        "runs": [asdict(r) for r in results],
-                    }
+                    row = summarize(workload, conns, n, samples[n], caches.get(n))
                     rows.append(row)
+                    if row["rps"] is None:
+                        print(f"  {workload:16} c={conns:<3} {n:15} FAILED: {'; '.join(row['failed_runs'])}")
+                        continue
+                    share = row.get("edge_cache_hit_share")
                     print(
                         f"  {workload:16} c={conns:<3} {n:15} {row['rps']:9.0f} req/s  "
-                        f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  errors {row['errors']}",
+                        f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  errors {row['errors']}"
+                        + (f"  failed runs {len(row['failed_runs'])}" if row["failed_runs"] else "")
+                        + (f"  edge cache {share:.0%}" if share is not None else ""),
                         flush=True,
                     )
     finally:

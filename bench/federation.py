@@ -59,19 +59,25 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> li
             for name in order:
                 url, load = targets[name]
                 samples[name].append(wrk.run(url, load, connections, duration_s))
-        direct = [r.rps for r in samples["sdk direct"]]
+        direct = samples["sdk direct"]
         rows = []
         for name, results in samples.items():
-            ratios = [r.rps / d for r, d in zip(results, direct, strict=False)]
+            good = [r for r in results if not r.failed]
+            # Paired: repetition i through the gateway against repetition i direct, both with a figure.
+            ratios = [r.rps / d.rps for r, d in zip(results, direct, strict=False) if not r.failed and not d.failed]
             row = {
                 "target": name,
                 "connections": connections,
-                "rps": statistics.median(r.rps for r in results),
-                "p50_ms": statistics.median(r.p50_ms for r in results),
+                "rps": statistics.median(r.rps for r in good) if good else None,
+                "p50_ms": statistics.median(r.p50_ms for r in good) if good else None,
                 "errors": sum(r.errors for r in results),
-                "vs_direct": statistics.median(ratios),
+                "failed_runs": [r.failed for r in results if r.failed],
+                "vs_direct": statistics.median(ratios) if ratios else None,
             }
             rows.append(row)
+            if row["rps"] is None or row["vs_direct"] is None:
+                print(f"  tools/call echo c={connections} {name:26} FAILED: {'; '.join(row['failed_runs'])}")
+                continue
             print(
                 f"  tools/call echo c={connections} {name:26} {row['rps']:8.0f} req/s  p50 {row['p50_ms']:6.2f} ms"
                 f"  x{row['vs_direct']:.2f} of direct  errors {row['errors']}",

@@ -11,12 +11,32 @@ def _cell(rows: list[dict], workload: str, conns: int, target: str) -> dict | No
     )
 
 
-def paired_ratio(a: dict, b: dict) -> float:
+def _counts(run: dict) -> bool:
+    """A repetition counts toward a ratio only with a figure and no error of any kind (a JSON-RPC
+    error inside a 2xx included): errors answered fast would flatter the target."""
+    return not run.get("failed") and not run.get("errors") and run["rps"] > 0
+
+
+def paired_ratio(a: dict, b: dict) -> float | None:
     """Median over repetitions of a/b, each repetition's two runs measured back to back: slow drifts
-    of a shared machine cancel within a pair, where they would not between separate medians."""
+    of a shared machine cancel within a pair, where they would not between separate medians. Pairs
+    with a run that does not count are left out; None when no pair is left."""
     import statistics
 
-    return statistics.median(x["rps"] / y["rps"] for x, y in zip(a["runs"], b["runs"], strict=False))
+    pairs = [x["rps"] / y["rps"] for x, y in zip(a["runs"], b["runs"], strict=False) if _counts(x) and _counts(y)]
+    return statistics.median(pairs) if pairs else None
+
+
+def _fmt(ratio: float | None, digits: int = 3) -> str:
+    return "failed" if ratio is None else f"{ratio:.{digits}f}x"
+
+
+def _met(ratio: float | None, limit: float) -> bool:
+    return ratio is not None and ratio >= limit  # a bar with no figure is not met
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "failed" if value is None else format(value, spec)
 
 
 def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
@@ -41,7 +61,7 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
             out.append(
                 (
                     f"noise floor: {workload} python/python (two identical servers), c=16",
-                    f"{paired_ratio(p, q):.3f}x",
+                    _fmt(paired_ratio(p, q)),
                     "(1.000 on a quiet machine)",
                     None,
                 )
@@ -49,16 +69,16 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
         w, p = _cell(rows, workload, 16, "wasm"), _cell(rows, workload, 16, "python")
         if w and p:
             ratio = paired_ratio(w, p)
-            out.append((f"{workload} wasm/python req/s, c=16", f"{ratio:.3f}x", ">= 0.97x", ratio >= 0.97))
+            out.append((f"{workload} wasm/python req/s, c=16", _fmt(ratio), ">= 0.97x", _met(ratio, 0.97)))
     for workload in ("tools/list", "tools/call echo"):
         w, s = _cell(rows, workload, 16, "wasm"), _cell(rows, workload, 16, "sdk-stateful")
         if w and s:
             ratio = paired_ratio(w, s)
-            out.append((f"{workload} gateway(wasm)/SDK req/s, c=16", f"{ratio:.2f}x", ">= 2x", ratio >= 2))
+            out.append((f"{workload} gateway(wasm)/SDK req/s, c=16", _fmt(ratio, 2), ">= 2x", _met(ratio, 2)))
     w, c = _cell(rows, "preflight", 16, "wasm"), _cell(rows, "preflight", 16, "starlette-cors")
     if w and c:
         ratio = paired_ratio(w, c)
-        out.append(("preflight wasm/Starlette CORSMiddleware req/s, c=16", f"{ratio:.2f}x", ">= 1x", ratio >= 1))
+        out.append(("preflight wasm/Starlette CORSMiddleware req/s, c=16", _fmt(ratio, 2), ">= 1x", _met(ratio, 1)))
     swap = record.get("hot_swap")
     if swap:
         out.append(
@@ -115,7 +135,9 @@ def _plot_throughput(record: dict, path: Path) -> bool:
     for ax, workload in zip(axes, workloads, strict=False):
         width = 0.8 / len(targets)
         for i, target in enumerate(targets):
-            values = [(_cell(rows, workload, c, target) or {}).get("rps", 0) for c in conns]
+            values = [
+                (_cell(rows, workload, c, target) or {}).get("rps") or 0 for c in conns
+            ]  # failed: 0 (the table says why)
             if any(values):
                 ax.bar([x + i * width for x in range(len(conns))], values, width, label=target, color=f"C{i}")
         ax.set_title(workload)
@@ -168,6 +190,8 @@ def write(record: dict, out: Path, stamp: str) -> Path:
         summary(record),
         "",
     ]
+    for name, reason in record.get("failed_sections", {}).items():
+        md += [f"**Section `{name}` failed:** {reason}", ""]
     if _plot_edge(record, out / f"{stamp}-edge.png"):
         md += [
             "## Edge boundary cost",
@@ -200,12 +224,14 @@ def write(record: dict, out: Path, stamp: str) -> Path:
             "",
             f"![throughput]({stamp}-throughput.png)",
             "",
-            "| workload | conns | target | req/s | p50 ms | p99 ms | errors |",
-            "|---|---|---|---|---|---|---|",
+            "| workload | conns | target | req/s | p50 ms | p99 ms | errors | failed runs | edge cache hits |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         md += [
-            f"| {r['workload']} | {r['connections']} | {r['target']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {r['errors']} |"
+            f"| {r['workload']} | {r['connections']} | {r['target']} | {_num(r['rps'], '.0f')} | "
+            f"{_num(r['p50_ms'], '.2f')} | {_num(r['p99_ms'], '.2f')} | {r['errors']} | "
+            f"{len(r.get('failed_runs', []))} | "
+            f"{'' if r.get('edge_cache_hit_share') is None else format(r['edge_cache_hit_share'], '.0%')} |"
             for r in record["e2e"]
         ]
         md += [
@@ -229,7 +255,7 @@ def write(record: dict, out: Path, stamp: str) -> Path:
                     ("wasm", "starlette-cors"),
                 ):
                     f, o = _cell(rows, workload, conns, first), _cell(rows, workload, conns, other)
-                    cells.append(f"{paired_ratio(f, o):.3f}x" if f and o else "")
+                    cells.append(_fmt(paired_ratio(f, o)) if f and o else "")
                 md.append(f"| {workload} | {conns} | " + " | ".join(cells) + " |")
         md.append("")
     if record.get("memory"):
@@ -260,7 +286,8 @@ def write(record: dict, out: Path, stamp: str) -> Path:
             "|---|---|---|---|---|---|",
         ]
         md += [
-            f"| {r['target']} | {r['connections']} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['vs_direct']:.2f} | "
+            f"| {r['target']} | {r['connections']} | {_num(r['rps'], '.0f')} | {_num(r['p50_ms'], '.2f')} | "
+            f"{_num(r['vs_direct'], '.2f')} | "
             f"{r['errors']} |"
             for r in record["federation"]
         ]

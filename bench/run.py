@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -37,25 +38,42 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "settings": {"duration_s": duration, "reps": reps, "connections": connections},
     }
-    if "edge" not in skip:
-        print("== edge boundary cost", flush=True)
-        record["edge"] = edge_cost.collect()
-        record["guest_instructions"] = edge_cost.print_guest_instructions()
-    if "e2e" not in skip:
-        print(f"== end to end (wrk, one thread; {reps} alternating repetitions of {duration:g}s)", flush=True)
-        record["e2e"] = e2e.run(duration, reps, connections)
-    if "memory" not in skip:
-        print("== memory", flush=True)
-        record["memory"] = [memory.measure("wasm"), memory.measure("python")]
-    if "swap" not in skip:
-        print("== hot swaps under load", flush=True)
-        record["hot_swap"] = hot_swap.measure()
-    if "federation" not in skip:
-        print("== relaying through an upstream", flush=True)
-        record["federation"] = federation.measure(duration, reps)
     out = HERE / "results"
     out.mkdir(exist_ok=True)
-    (out / f"{stamp}.json").write_text(json.dumps(record, indent=1))
+    record["failed_sections"] = {}
+
+    def section(name: str, title: str, measure: Callable[[], None]) -> None:
+        """Run one part; a part that fails is recorded with its reason and the run goes on (the
+        record is written after every part, so nothing measured is lost)."""
+        if name in skip:
+            return
+        print(f"== {title}", flush=True)
+        try:
+            measure()
+        except Exception as exc:  # noqa: BLE001 - any failure of one part is reported, never fatal to the run
+            record["failed_sections"][name] = f"{type(exc).__name__}: {exc}"
+            print(f"   FAILED: {record['failed_sections'][name]}", flush=True)
+        (out / f"{stamp}.json").write_text(json.dumps(record, indent=1))
+
+    def edge() -> None:
+        record["edge"] = edge_cost.collect()
+        record["guest_instructions"] = edge_cost.print_guest_instructions()
+
+    section("edge", "edge boundary cost", edge)
+    section(
+        "e2e",
+        f"end to end (wrk, one thread; {reps} alternating repetitions of {duration:g}s)",
+        lambda: record.__setitem__("e2e", e2e.run(duration, reps, connections)),
+    )
+    section(
+        "memory", "memory", lambda: record.__setitem__("memory", [memory.measure("wasm"), memory.measure("python")])
+    )
+    section("swap", "hot swaps under load", lambda: record.__setitem__("hot_swap", hot_swap.measure()))
+    section(
+        "federation",
+        "relaying through an upstream",
+        lambda: record.__setitem__("federation", federation.measure(duration, reps)),
+    )
     md = report.write(record, out, stamp)
     print(f"\nwrote bench/results/{stamp}.json and {md.relative_to(HERE.parent)}")
     print(report.summary(record))

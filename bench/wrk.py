@@ -1,7 +1,10 @@
 """wrk (Debian's) as the load generator: one thread, N connections, a Lua script that gives
-every request its own JSON-RPC id and prints a JSON summary (requests, errors, latency
-percentiles) when done. wrk is C with an event loop; at one thread it uses a fraction of a
-core while the gateway under test saturates its one worker, so the gateway is the bottleneck."""
+every request its own JSON-RPC id, checks every answer's body (a JSON-RPC error inside a 2xx
+is an error, not a success) and prints a JSON summary (requests, errors by kind, latency
+percentiles) when done. A run that fails (wrk dies, no request completes) is returned as a
+failed Result with its reason, never raised and never a silent 0. wrk is C with an event loop;
+at one thread it uses a fraction of a core while the gateway under test saturates its one
+worker, so the gateway is the bottleneck."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ local headers = {}
 local thread_no = 0
 local counter = 0
 local threads = {}
+rpc_errors = 0
 
 function setup(thread)
   thread_no = thread_no + 1
@@ -37,11 +41,24 @@ function request()
   return wrk.format(method, nil, headers, body)
 end
 
+function response(status, headers, body)
+  -- A JSON-RPC error object in a successful HTTP answer (a refused duplicate id, a stalled
+  -- session, an upstream failure) is an error: timing it as a success would flatter the target.
+  if status >= 200 and status < 300 and body ~= nil and string.find(body, '"error":{', 1, true) then
+    rpc_errors = rpc_errors + 1
+  end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
+  local rpc = 0
+  for _, thread in ipairs(threads) do
+    rpc = rpc + (thread:get("rpc_errors") or 0)
+  end
   io.write(string.format(
-    'WRK_JSON {"requests":%%d,"duration_us":%%d,"socket_errors":%%d,"non2xx":%%d,"p50_us":%%d,"p99_us":%%d}\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    'WRK_JSON {"requests":%%d,"duration_us":%%d,"socket_errors":%%d,"non2xx":%%d,"rpc_errors":%%d,'
+    .. '"p50_us":%%d,"p99_us":%%d}\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status, rpc,
     latency:percentile(50), latency:percentile(99)))
 end
 """
@@ -62,7 +79,17 @@ class Result:
     p50_ms: float
     p99_ms: float
     requests: int
-    errors: int
+    errors: int  # socket errors + non-2xx + JSON-RPC errors inside 2xx
+    rpc_errors: int = 0
+    failed: str = ""  # why this repetition produced no figure ("" when it did)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and self.errors == 0 and self.requests > 0
+
+
+def failed(reason: str) -> Result:
+    return Result(rps=0.0, p50_ms=0.0, p99_ms=0.0, requests=0, errors=0, failed=reason)
 
 
 def lua_string(value: str) -> str:
@@ -103,15 +130,22 @@ def run(url: str, workload: Workload, connections: int, duration_s: float) -> Re
             timeout=duration_s + 60,
             check=True,
         ).stdout
+    except (subprocess.SubprocessError, OSError) as exc:
+        return failed(f"wrk did not complete: {exc}")
     finally:
         Path(f.name).unlink()
-    line = next(line for line in out.splitlines() if line.startswith("WRK_JSON "))
+    line = next((line for line in out.splitlines() if line.startswith("WRK_JSON ")), None)
+    if line is None:
+        return failed("wrk printed no summary")
     data = json.loads(line[len("WRK_JSON ") :])
     seconds = data["duration_us"] / 1e6
+    if data["requests"] == 0 or seconds <= 0:
+        return failed("no request completed")
     return Result(
         rps=data["requests"] / seconds,
         p50_ms=data["p50_us"] / 1000,
         p99_ms=data["p99_us"] / 1000,
         requests=data["requests"],
-        errors=data["socket_errors"] + data["non2xx"],
+        errors=data["socket_errors"] + data["non2xx"] + data["rpc_errors"],
+        rpc_errors=data["rpc_errors"],
     )
