@@ -99,6 +99,20 @@ def contract_compatible(offered: str, spoken: str = CONTRACT_VERSION) -> bool:
     return o_major == s_major and o_minor >= s_minor
 
 
+def sandbox_engine() -> Engine:
+    """An engine for sandboxed components (the edge, plugins): fuel metering on."""
+    config = Config()
+    config.consume_fuel = True
+    # The contracts have no async functions; without the component-model
+    # concurrency machinery each call does less bookkeeping (measured with
+    # callgrind: 5.7% fewer instructions per call). Not wrapped by
+    # wasmtime-py, so set through the C API when it has it.
+    set_concurrency = getattr(capi, "wasmtime_config_concurrency_support_set", None)
+    if set_concurrency is not None:
+        set_concurrency(config.ptr(), False)
+    return Engine(config)
+
+
 class WasmComponent:
     """A compiled component, ready to instantiate in any number of stores."""
 
@@ -115,16 +129,7 @@ class WasmComponent:
         self.size = len(wasm)
         self.fuel = fuel
         self.memory_bytes = memory_bytes
-        config = Config()
-        config.consume_fuel = True
-        # The contract has no async functions; without the component-model
-        # concurrency machinery each call does less bookkeeping (measured with
-        # callgrind: 5.7% fewer instructions per call). Not wrapped by
-        # wasmtime-py, so set through the C API when it has it.
-        set_concurrency = getattr(capi, "wasmtime_config_concurrency_support_set", None)
-        if set_concurrency is not None:
-            set_concurrency(config.ptr(), False)
-        self.engine = Engine(config)
+        self.engine = sandbox_engine()
         try:
             self.component = Component(self.engine, wasm)
         except WasmtimeError as exc:
@@ -230,23 +235,7 @@ class WasmInstance:
             self.evaluate_encoded = self.evaluate_encoded_public  # type: ignore[method-assign]
             return
 
-        # Fast-path state, built once: raw addresses of the function handle,
-        # the store context, one string argument slot and one result slot.
-        self._ctx = store._context()
-        self._func = funcs["evaluate-encoded"]._func
-        self._arg = _StrVal()
-        self._arg.kind = _STRING
-        self._result = _StrOut()
-        self._call_args = (
-            ctypes.addressof(self._func),
-            ctypes.cast(self._ctx, ctypes.c_void_p).value,
-            ctypes.addressof(self._arg),
-            1,
-            ctypes.addressof(self._result),
-            1,
-        )
-        self._ctx_addr = self._call_args[1]
-        self._result_vec = ctypes.addressof(self._result) + _StrOut.size.offset
+        self._encoded = EncodedCall(store, funcs["evaluate-encoded"])
 
     # --- slow, generic calls (start-up, tests) -------------------------------
 
@@ -294,10 +283,40 @@ class WasmInstance:
 
     def evaluate_encoded(self, head: bytes) -> bytes:
         """One encoded head in, one encoded outcome out. Raises WasmtimeError on a trap."""
+        return self._encoded(head, self._fuel + FUEL_PER_BYTE * len(head))
+
+
+class EncodedCall:
+    """The fast path for an export that takes one string and returns one (the
+    edge's `evaluate-encoded`, a plugin's `invoke-encoded`): straight through the
+    C API with a borrowed argument and preallocated slots, built once per
+    instance. Only when `_fast_path_problem()` is None (the caller checks)."""
+
+    def __init__(self, store: Store, func: Any):
+        # Raw addresses of the function handle, the store context, one string
+        # argument slot and one result slot.
+        self._ctx = store._context()
+        self._func = func._func
+        self._arg = _StrVal()
+        self._arg.kind = _STRING
+        self._result = _StrOut()
+        self._call_args = (
+            ctypes.addressof(self._func),
+            ctypes.cast(self._ctx, ctypes.c_void_p).value,
+            ctypes.addressof(self._arg),
+            1,
+            ctypes.addressof(self._result),
+            1,
+        )
+        self._ctx_addr = self._call_args[1]
+        self._result_vec = ctypes.addressof(self._result) + _StrOut.size.offset
+
+    def __call__(self, data: bytes, fuel: int) -> bytes:
+        """Raises WasmtimeError on a trap; the store gets `fuel` for this call."""
         arg = self._arg
-        arg.size = len(head)
-        arg.data = head  # borrowed, not copied: the C API takes arguments as const
-        err = _set_fuel(self._ctx_addr, self._fuel + FUEL_PER_BYTE * len(head))
+        arg.size = len(data)
+        arg.data = data  # borrowed, not copied: the C API takes arguments as const
+        err = _set_fuel(self._ctx_addr, fuel)
         if err:
             raise WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(capi.wasmtime_error_t)))
         err = _func_call(*self._call_args)
@@ -306,7 +325,7 @@ class WasmInstance:
             raise WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(capi.wasmtime_error_t)))
         res = self._result
         if res.kind != _STRING:
-            raise WasmtimeError("evaluate-encoded returned a non-string value")
+            raise WasmtimeError("the encoded export returned a non-string value")
         out = ctypes.string_at(res.data, res.size)
         _byte_vec_delete(self._result_vec)
         return out
