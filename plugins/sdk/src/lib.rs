@@ -1,0 +1,486 @@
+//! Write mcpgw plugins in Rust.
+//!
+//! A plugin is a type that implements [`Plugin`] (its name, version and
+//! hooks, `configure`, and the hooks it acts on) and one line,
+//! [`export_plugin!`], that turns it into the component the gateway loads
+//! (the world `plugin-world` of `wit/plugin.wit`, package
+//! `mcpgw:plugin@1.0.0`). docs/plugins.md walks through one.
+//!
+//! The component is `no_std` + `alloc` on wasm32: std's runtime imports WASI
+//! (stdio, environment, exit), which no manifest can grant, so a plugin built
+//! with std would be refused. The SDK supplies the runtime pieces instead
+//! (allocator, panic handler, the canonical ABI's `cabi_realloc`); a plugin
+//! crate starts with `#![cfg_attr(target_arch = "wasm32", no_std)]` and takes
+//! `String`, `Vec`, `format!` and friends from [`prelude`]. Natively (the
+//! plugin's unit tests) std is there as usual and [`export_plugin!`] only
+//! checks the type.
+//!
+//! The host functions a manifest may grant are [`log`] (grant `"log"`) and
+//! [`now_ms`] (grant `"clock"`). A plugin that never calls one does not
+//! import it, and then needs no grant.
+
+#![cfg_attr(target_arch = "wasm32", no_std)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+extern crate alloc;
+
+use alloc::borrow::ToOwned;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use serde::Deserialize;
+pub use serde_json::{self, json, Value};
+
+#[doc(hidden)]
+pub mod __rt;
+
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin-world",
+        path: "../../wit/plugin.wit",
+        pub_export_macro: true,
+        export_macro_name: "__export_plugin_world",
+        default_bindings_module: "mcpgw_plugin_sdk::bindings",
+    });
+}
+
+/// What a plugin file needs besides its own logic.
+pub mod prelude {
+    pub use crate::{
+        export_plugin, json, log, now_ms, Action, Context, Hook, Level, Plugin, Principal, Value,
+    };
+    pub use alloc::borrow::ToOwned;
+    pub use alloc::boxed::Box;
+    pub use alloc::collections::BTreeMap;
+    pub use alloc::string::{String, ToString};
+    pub use alloc::vec::Vec;
+    pub use alloc::{format, vec};
+}
+
+/// JSON-RPC "internal error": what a plugin answers to input it cannot read.
+pub const INTERNAL_ERROR: i32 = -32603;
+/// JSON-RPC "method not found".
+pub const METHOD_NOT_FOUND: i32 = -32601;
+/// JSON-RPC "invalid params".
+pub const INVALID_PARAMS: i32 = -32602;
+
+/// The points of the request path a plugin can act on (`hook` in the WIT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    /// Before `tools/call` reaches its tool: payload = the request's params.
+    ToolPreInvoke,
+    /// After the tool answered: payload = the result.
+    ToolPostInvoke,
+    /// Before `prompts/get`: payload = the request's params.
+    PromptPreFetch,
+    /// After `prompts/get`: payload = the result.
+    PromptPostFetch,
+    /// Before `resources/read`: payload = the request's params.
+    ResourcePreFetch,
+    /// After `resources/read`: payload = the result.
+    ResourcePostFetch,
+    /// A list result (`tools/list`, `prompts/list`, `resources/list`,
+    /// `resources/templates/list`): payload = the result.
+    ListFilter,
+}
+
+impl Hook {
+    /// The hook's name in the WIT and in the encoded JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::ToolPreInvoke => "tool-pre-invoke",
+            Hook::ToolPostInvoke => "tool-post-invoke",
+            Hook::PromptPreFetch => "prompt-pre-fetch",
+            Hook::PromptPostFetch => "prompt-post-fetch",
+            Hook::ResourcePreFetch => "resource-pre-fetch",
+            Hook::ResourcePostFetch => "resource-post-fetch",
+            Hook::ListFilter => "list-filter",
+        }
+    }
+}
+
+/// Who is calling, when authentication is on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Principal {
+    pub subject: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Selected claims as a JSON object (text).
+    #[serde(default)]
+    pub claims_json: String,
+}
+
+/// What a hook knows about the call besides its payload (`context` in the WIT).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Context {
+    pub hook: Hook,
+    /// `/mcp`, or `/servers/<id>/mcp` for a virtual server.
+    pub endpoint: String,
+    /// The upstream that owns the tool, prompt or resource; none for built-ins.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// The MCP method (`tools/call`, `tools/list`, ...).
+    pub method: String,
+    /// Tool or prompt name, or resource URI; none for list-filter.
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub principal: Option<Principal>,
+    /// The JSON-RPC request id, as JSON text.
+    #[serde(default)]
+    pub request_id: String,
+    /// A hash of the session id; none without a session.
+    #[serde(default)]
+    pub session_hash: Option<String>,
+}
+
+impl Context {
+    /// A context for `hook` on `/mcp` with nothing else set: for tests.
+    pub fn new(hook: Hook, method: &str, name: Option<&str>) -> Self {
+        Context {
+            hook,
+            endpoint: "/mcp".to_owned(),
+            upstream: None,
+            method: method.to_owned(),
+            name: name.map(ToOwned::to_owned),
+            principal: None,
+            request_id: "1".to_owned(),
+            session_hash: None,
+        }
+    }
+}
+
+/// What a hook decides.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Leave the payload as it is.
+    Continue,
+    /// Replace the payload with this value.
+    Modify(Value),
+    /// Stop the call: the client gets this JSON-RPC error.
+    Deny { code: i32, message: String },
+}
+
+impl Action {
+    /// `Action::Deny` from anything printable.
+    pub fn deny(code: i32, message: impl Into<String>) -> Self {
+        Action::Deny {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The action as `invoke-encoded` answers it: `{"continue": null}`,
+    /// `{"modify": <json>}` or `{"deny": {"code": <int>, "message": <string>}}`.
+    pub fn encode(&self) -> String {
+        match self {
+            Action::Continue => "{\"continue\":null}".to_owned(),
+            Action::Modify(value) => format!("{{\"modify\":{value}}}"),
+            Action::Deny { code, message } => {
+                json!({"deny": {"code": code, "message": message}}).to_string()
+            }
+        }
+    }
+}
+
+/// A plugin: metadata, configuration and one method per hook. Every hook
+/// defaults to [`Action::Continue`]; implement the ones named in `HOOKS`.
+///
+/// One value of the type lives per component instance: `Default` makes it,
+/// `configure` is called once with the manifest's `config` table before any
+/// hook, and hooks may keep state in it (`&mut self`).
+pub trait Plugin: Default {
+    /// Shown in the gateway's log and `/health`.
+    const NAME: &'static str;
+    /// Usually `env!("CARGO_PKG_VERSION")`.
+    const VERSION: &'static str;
+    /// The hooks this plugin implements: the gateway calls only these.
+    const HOOKS: &'static [Hook];
+
+    /// The manifest's `config` table (a JSON object; `{}` when absent). An
+    /// error refuses the plugin at load, with this message. [`config`]
+    /// deserializes it into a struct.
+    fn configure(&mut self, config: Value) -> Result<(), String> {
+        let _ = config;
+        Ok(())
+    }
+
+    fn tool_pre_invoke(&mut self, ctx: &Context, params: Value) -> Action {
+        let _ = (ctx, params);
+        Action::Continue
+    }
+    fn tool_post_invoke(&mut self, ctx: &Context, result: Value) -> Action {
+        let _ = (ctx, result);
+        Action::Continue
+    }
+    fn prompt_pre_fetch(&mut self, ctx: &Context, params: Value) -> Action {
+        let _ = (ctx, params);
+        Action::Continue
+    }
+    fn prompt_post_fetch(&mut self, ctx: &Context, result: Value) -> Action {
+        let _ = (ctx, result);
+        Action::Continue
+    }
+    fn resource_pre_fetch(&mut self, ctx: &Context, params: Value) -> Action {
+        let _ = (ctx, params);
+        Action::Continue
+    }
+    fn resource_post_fetch(&mut self, ctx: &Context, result: Value) -> Action {
+        let _ = (ctx, result);
+        Action::Continue
+    }
+    fn list_filter(&mut self, ctx: &Context, result: Value) -> Action {
+        let _ = (ctx, result);
+        Action::Continue
+    }
+}
+
+/// Deserialize a plugin's `config` into `T` (any `serde::Deserialize`),
+/// with an error message fit for the gateway's log.
+pub fn config<T: serde::de::DeserializeOwned>(config: Value) -> Result<T, String> {
+    serde_json::from_value(config).map_err(|e| format!("invalid config: {e}"))
+}
+
+/// Call the hook `ctx.hook` names on `plugin`.
+pub fn dispatch<P: Plugin>(plugin: &mut P, ctx: &Context, payload: Value) -> Action {
+    match ctx.hook {
+        Hook::ToolPreInvoke => plugin.tool_pre_invoke(ctx, payload),
+        Hook::ToolPostInvoke => plugin.tool_post_invoke(ctx, payload),
+        Hook::PromptPreFetch => plugin.prompt_pre_fetch(ctx, payload),
+        Hook::PromptPostFetch => plugin.prompt_post_fetch(ctx, payload),
+        Hook::ResourcePreFetch => plugin.resource_pre_fetch(ctx, payload),
+        Hook::ResourcePostFetch => plugin.resource_post_fetch(ctx, payload),
+        Hook::ListFilter => plugin.list_filter(ctx, payload),
+    }
+}
+
+#[derive(Deserialize)]
+struct Encoded {
+    context: Context,
+    #[serde(default)]
+    payload: Value,
+}
+
+/// `invoke-encoded` for `plugin`: parse `{"context": {...}, "payload": ...}`,
+/// run the hook, encode its action. Input that does not parse is answered
+/// with a deny (-32603) naming the plugin and the problem, never a trap.
+pub fn invoke_encoded<P: Plugin>(plugin: &mut P, input: &str) -> String {
+    match serde_json::from_str::<Encoded>(input) {
+        Ok(Encoded { context, payload }) => dispatch(plugin, &context, payload).encode(),
+        Err(e) => Action::deny(
+            INTERNAL_ERROR,
+            format!("plugin {}: malformed input: {e}", P::NAME),
+        )
+        .encode(),
+    }
+}
+
+/// `configure` for `plugin`: the config text must be JSON (`""` counts as `{}`).
+pub fn configure_encoded<P: Plugin>(plugin: &mut P, config_json: &str) -> Result<(), String> {
+    let value = if config_json.trim().is_empty() {
+        Value::Object(serde_json::Map::new())
+    } else {
+        serde_json::from_str(config_json)
+            .map_err(|e| format!("plugin {}: config is not JSON: {e}", P::NAME))?
+    };
+    plugin.configure(value)
+}
+
+/// Log levels of the `log` grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+/// A line in the gateway's log, tagged with the plugin's name (rate-limited
+/// by the host). Calling it makes the component import `log`: the manifest
+/// must then grant `"log"`. Natively (tests) it prints to stderr.
+pub fn log(level: Level, message: &str) {
+    #[cfg(target_arch = "wasm32")]
+    {
+        use bindings::mcpgw::plugin::log::{write, Level as L};
+        let level = match level {
+            Level::Debug => L::Debug,
+            Level::Info => L::Info,
+            Level::Warning => L::Warning,
+            Level::Error => L::Error,
+        };
+        write(level, message);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    std::eprintln!("[{level:?}] {message}");
+}
+
+/// Milliseconds on the host's monotonic clock (an arbitrary origin; never
+/// goes back). Calling it makes the component import `clock`: the manifest
+/// must then grant `"clock"`. Natively (tests) it counts from the first call.
+pub fn now_ms() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    {
+        bindings::mcpgw::plugin::clock::now_ms()
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let start = START.get_or_init(std::time::Instant::now);
+        u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Turn a [`Plugin`] type into the plugin component: implements the exported
+/// interface (`describe`, `configure`, `invoke`, `invoke-encoded`) over one
+/// `Default` value of the type per instance. Natively it only checks that the
+/// type is a plugin, so the crate's unit tests build as usual.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        const _: fn() = || {
+            fn is_plugin<P: $crate::Plugin>() {}
+            is_plugin::<$plugin>();
+        };
+
+        #[cfg(target_arch = "wasm32")]
+        mod __mcpgw_plugin_export {
+            use super::*;
+            use $crate::bindings::exports::mcpgw::plugin::plugin::Guest;
+            use $crate::bindings::exports::mcpgw::plugin::types as wit;
+
+            static INSTANCE: $crate::__rt::Slot<$plugin> = $crate::__rt::Slot::new();
+
+            pub struct Export;
+
+            impl Guest for Export {
+                fn describe() -> wit::PluginInfo {
+                    $crate::__rt::describe::<$plugin>()
+                }
+                fn configure(config_json: $crate::__rt::String) -> Result<(), $crate::__rt::String> {
+                    INSTANCE.with(|p| $crate::configure_encoded(p, &config_json))
+                }
+                fn invoke(ctx: wit::Context, payload: $crate::__rt::String) -> wit::Action {
+                    INSTANCE.with(|p| $crate::__rt::invoke(p, ctx, &payload))
+                }
+                fn invoke_encoded(input: $crate::__rt::String) -> $crate::__rt::String {
+                    INSTANCE.with(|p| $crate::invoke_encoded(p, &input))
+                }
+            }
+
+            $crate::bindings::__export_plugin_world!(Export with_types_in $crate::bindings);
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Echo {
+        prefix: String,
+    }
+
+    impl Plugin for Echo {
+        const NAME: &'static str = "echo";
+        const VERSION: &'static str = "0";
+        const HOOKS: &'static [Hook] = &[Hook::ToolPostInvoke];
+        fn configure(&mut self, config: Value) -> Result<(), String> {
+            #[derive(Deserialize)]
+            struct C {
+                prefix: String,
+            }
+            self.prefix = crate::config::<C>(config)?.prefix;
+            Ok(())
+        }
+        fn tool_post_invoke(&mut self, ctx: &Context, result: Value) -> Action {
+            if ctx.principal.as_ref().map(|p| p.subject.as_str()) == Some("mallory") {
+                return Action::deny(-32001, "no");
+            }
+            Action::Modify(json!({"p": self.prefix, "r": result}))
+        }
+    }
+
+    fn input(hook: &str, principal: Value, payload: Value) -> String {
+        json!({"context": {"hook": hook, "endpoint": "/mcp", "upstream": null, "method": "tools/call",
+            "name": "echo", "principal": principal, "request-id": "1", "session-hash": null},
+            "payload": payload})
+        .to_string()
+    }
+
+    #[test]
+    fn encodes_the_three_actions() {
+        assert_eq!(Action::Continue.encode(), r#"{"continue":null}"#);
+        assert_eq!(
+            Action::Modify(json!([1, "a"])).encode(),
+            r#"{"modify":[1,"a"]}"#
+        );
+        assert_eq!(
+            Action::deny(-32602, "bad \"x\"").encode(),
+            r#"{"deny":{"code":-32602,"message":"bad \"x\""}}"#
+        );
+    }
+
+    #[test]
+    fn dispatches_on_the_hook_with_config_and_principal() {
+        let mut p = Echo::default();
+        configure_encoded(&mut p, r#"{"prefix": ">"}"#).unwrap();
+        let out = invoke_encoded(&mut p, &input("tool-post-invoke", Value::Null, json!(7)));
+        assert_eq!(out, r#"{"modify":{"p":">","r":7}}"#);
+        // A hook the plugin does not implement continues.
+        let out = invoke_encoded(&mut p, &input("tool-pre-invoke", Value::Null, json!(7)));
+        assert_eq!(out, r#"{"continue":null}"#);
+        let mallory = json!({"subject": "mallory", "scopes": ["a"], "claims-json": "{}"});
+        let out = invoke_encoded(&mut p, &input("tool-post-invoke", mallory, json!(7)));
+        assert_eq!(out, r#"{"deny":{"code":-32001,"message":"no"}}"#);
+    }
+
+    #[test]
+    fn malformed_input_is_a_deny_never_a_panic() {
+        let mut p = Echo::default();
+        for bad in [
+            "",
+            "not json",
+            "[]",
+            "{}",
+            r#"{"context": {"hook": "tool-pre-invoke"}}"#,
+            r#"{"context": {"hook": "no-such-hook", "endpoint": "/mcp", "method": "m"}}"#,
+            &"[".repeat(10_000),
+        ] {
+            let out: Value = serde_json::from_str(&invoke_encoded(&mut p, bad)).unwrap();
+            assert_eq!(out["deny"]["code"], json!(INTERNAL_ERROR), "{bad:.40}");
+            let message = out["deny"]["message"].as_str().unwrap();
+            assert!(
+                message.starts_with("plugin echo: malformed input: "),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn configure_reports_bad_config() {
+        let mut p = Echo::default();
+        let err = configure_encoded(&mut p, "{").unwrap_err();
+        assert!(err.starts_with("plugin echo: config is not JSON"), "{err}");
+        let err = configure_encoded(&mut p, r#"{"prefix": 3}"#).unwrap_err();
+        assert!(err.starts_with("invalid config: invalid type"), "{err}");
+        // An empty config is `{}`, which this plugin refuses (prefix is required).
+        assert!(configure_encoded(&mut p, "")
+            .unwrap_err()
+            .contains("missing field `prefix`"));
+    }
+}
