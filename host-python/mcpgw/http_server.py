@@ -22,8 +22,10 @@ What it adds to `HttpToolsProtocol` (every number comes from `Settings`):
 
 Every refusal above is a JSON-RPC error body (`{"jsonrpc":"2.0","id":null,"error":{"code":
 -32600,...}}`, as the edge's 431) with `Connection: close`; the gateway then half-closes and
-discards what the client still sends for at most `LINGER_S`, so the answer is not destroyed by a
-reset. Refusals are counted by kind (`/health` -> `limits.refused`) and logged at most once a
+discards what the client still sends, so the answer is not destroyed by a reset: until the
+client pauses `LINGER_IDLE_S`, half-closes, or `LINGER_MAX_S` has passed (at most
+`LINGER_MAX_CONNECTIONS` at a time; past that a refused connection is closed at once).
+Refusals are counted by kind (`/health` -> `limits.refused`) and logged at most once a
 second per kind, with a tally of the rest.
 
 And three fixes of uvicorn's protocol (0.54):
@@ -55,7 +57,9 @@ from .server.jsonrpc import INVALID_REQUEST, error_response
 log = logging.getLogger("mcpgw.http")
 
 HEAD_SLACK = 16 * 1024  # request line, ": " and CRLFs: bytes the edge's head_size does not count
-LINGER_S = 2.0  # after a refusal: how long what the client still sends is read and dropped
+LINGER_IDLE_S = 5.0  # after a refusal, what the client still sends is read and dropped until it
+LINGER_MAX_S = 10.0  # pauses this long, half-closes, or this much time has passed: then close;
+LINGER_MAX_CONNECTIONS = 1024  # with this many lingering already, close at once (a reset may eat the answer)
 RETRY_AFTER_S = 5  # the connection cap's Retry-After
 KINDS = ("head_timeout", "body_too_slow", "head_too_large", "connection_cap")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -91,6 +95,7 @@ class HttpLimits:
     max_connections_per_client: int
     trusted_proxies: tuple[Network, ...]
     refused: Counter[str] = field(default_factory=Counter)
+    lingering: int = 0
     connections: Counter[str] = field(default_factory=Counter)
     _logged_at: dict[str, float] = field(default_factory=dict)
     _unlogged: Counter[str] = field(default_factory=Counter)
@@ -141,7 +146,11 @@ class HttpLimits:
             "body_min_rate_bytes_s": self.body_min_rate_bytes_s,
             "max_connections_per_client": self.max_connections_per_client,
             "trusted_proxies": [str(net) for net in self.trusted_proxies],
-            "connections": {"open": sum(self.connections.values()), "clients": len(self.connections)},
+            "connections": {
+                "open": sum(self.connections.values()),
+                "clients": len(self.connections),
+                "lingering": self.lingering,
+            },
             "refused": {kind: self.refused[kind] for kind in KINDS},
         }
 
@@ -182,8 +191,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._body_start = 0.0
         self._body_bytes = 0
         self._body_open = False
-        self._refusing = False  # a refusal was written: drop input, close on EOF or after LINGER_S
+        self._refusing = False  # a refusal was written: drop input, close on EOF or at the linger's end
         self._pending: Callable[[], None] | None = None  # written once the owed responses are out
+        self._linger_end = 0.0
+        self._lingering = False
+        self._last_data = 0.0
 
     # -- connection ----------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn narrows it the same way
@@ -199,6 +211,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._lingering:
+            self._lingering = False
+            self.limits.lingering -= 1
         self._release()
         self._cancel_timers()
         super().connection_lost(exc)
@@ -243,6 +258,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
         if self._stopped():
+            self._last_data = self.loop.time()
             return
         if self._in_head and self._head_timer is None and not self._responding():
             self._arm_head_timer()
@@ -395,17 +411,29 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             return
         extra = [(b"retry-after", str(RETRY_AFTER_S).encode())] if status == 503 else []
         self.transport.write(_response(status, message, extra))
+        if self.limits.lingering >= LINGER_MAX_CONNECTIONS:
+            self.transport.close()
+            return
         self.flow.resume_reading()  # read and drop what the client still sends
         try:
             self.transport.write_eof()
         except (OSError, RuntimeError, NotImplementedError):  # a transport that cannot half-close
             self.transport.close()
             return
-        self.loop.call_later(LINGER_S, self._linger_over)
+        self._lingering = True
+        self.limits.lingering += 1
+        now = self.loop.time()
+        self._last_data, self._linger_end = now, now + LINGER_MAX_S
+        self.loop.call_later(LINGER_IDLE_S, self._linger)
 
-    def _linger_over(self) -> None:
-        if not self.transport.is_closing():
+    def _linger(self) -> None:
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if now >= self._linger_end or now - self._last_data >= LINGER_IDLE_S:
             self.transport.close()
+        else:
+            self.loop.call_later(min(self._last_data + LINGER_IDLE_S, self._linger_end) - now, self._linger)
 
     def _abort_now(self) -> None:
         """`scope["extensions"]["mcpgw.abort"]`: drop the connection and what it still buffers."""

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,10 +53,17 @@ pub enum ReadEnd {
 }
 
 impl Conn {
-    pub async fn connect(addr: SocketAddr, recv_buffer: Option<u32>) -> std::io::Result<Conn> {
+    pub async fn connect(
+        addr: SocketAddr,
+        recv_buffer: Option<u32>,
+        source: Option<Ipv4Addr>,
+    ) -> std::io::Result<Conn> {
         let socket = TcpSocket::new_v4()?;
         if let Some(size) = recv_buffer {
             socket.set_recv_buffer_size(size)?;
+        }
+        if let Some(ip) = source {
+            socket.bind(SocketAddr::new(ip.into(), 0))?;
         }
         let stream = timeout(Duration::from_secs(10), socket.connect(addr))
             .await

@@ -72,6 +72,9 @@ pub struct ConnectStep {
     /// SO_RCVBUF before connecting: a small receive window makes a non-reading client push
     /// back on the server after a few KiB instead of megabytes.
     pub recv_buffer: Option<u32>,
+    /// Local IPv4 address to connect from (e.g. "127.0.0.2"): a client other than the
+    /// control client, for per-client limits.
+    pub source: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -184,7 +184,7 @@ impl<'a> Runner<'a> {
 
     async fn connect(&mut self, c: &ConnectStep) -> Result<(), String> {
         self.note(format!("step {}: connect {}", self.step_no, c.connect));
-        let conn = Conn::connect(self.gw.addr, c.recv_buffer)
+        let conn = Conn::connect(self.gw.addr, c.recv_buffer, c.source)
             .await
             .map_err(|e| format!("connect {}: {e}", c.connect))?;
         self.conns.insert(c.connect.clone(), conn);
@@ -421,7 +421,7 @@ impl<'a> Runner<'a> {
             "step {}: session {} ({})",
             self.step_no, s.session, s.revision
         ));
-        let conn = Conn::connect(self.gw.addr, None)
+        let conn = Conn::connect(self.gw.addr, None, None)
             .await
             .map_err(|e| format!("session {}: connect: {e}", s.session))?;
         self.conns.insert(name.clone(), conn);
