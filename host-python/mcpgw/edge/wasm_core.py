@@ -42,6 +42,16 @@ from wasmtime.component import Component, Linker
 
 from .contract import CONTRACT_VERSION, EdgeConfig, EdgeError, ErrorKind, Header, encode_head
 from .python_core import CONTRACT_HEADERS, PythonCore
+from .validate import (
+    InvalidOutput,
+    OutcomeGuard,
+    binary_problem,
+    escape,
+    export_type_problem,
+    redact,
+    restore,
+    version_problem,
+)
 
 log = logging.getLogger("mcpgw.edge")
 
@@ -54,6 +64,7 @@ REBUILD_BACKOFF_S = 5.0
 TRAP_LOG_INTERVAL_S = 1.0
 
 _EXPORT_INTERFACE = "mcpgw:edge/transport@1.0.0"
+_CONTRACT_NAMES = frozenset(CONTRACT_HEADERS.values())
 _REQUIRED_EXPORTS = ("version", "configure", "evaluate", "configure-encoded", "evaluate-encoded")
 
 
@@ -86,7 +97,8 @@ def classify_trap(message: str) -> str:
 def _cause_line(cause: Any) -> str:
     """The informative line of a wasmtime error (the last one: 'wasm trap: ...')."""
     lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    return lines[-1] if lines else repr(cause)
+    # Escaped: a trap message can carry the component's own names (its name section).
+    return escape(lines[-1] if lines else repr(cause), 300)
 
 
 def contract_compatible(offered: str, spoken: str = CONTRACT_VERSION) -> bool:
@@ -133,7 +145,8 @@ class WasmComponent:
         try:
             self.component = Component(self.engine, wasm)
         except WasmtimeError as exc:
-            raise ComponentLoadError("corrupt", f"{source} is not a valid component: {exc}") from None
+            why = escape(exc, 300)  # a parse error quotes what it parsed
+            raise ComponentLoadError("corrupt", f"{escape(source)} is not a valid component: {why}") from None
         # The contract's world imports nothing, so a component that imports
         # anything (WASI included) is not built for it: refused by name here,
         # rather than by a linker error at instantiation.
@@ -142,6 +155,9 @@ class WasmComponent:
             raise ComponentLoadError(
                 "contract-mismatch", f"component imports {', '.join(imports)}; the edge grants nothing"
             )
+        # Right names, wrong types: refused by name here, not by a failing call below.
+        if (problem := export_type_problem(self.component, self.engine, _EXPORT_INTERFACE)) is not None:
+            raise ComponentLoadError("contract-mismatch", problem)
         self.linker = Linker(self.engine)  # empty on purpose: nothing is linked, nothing granted
         problem = _fast_path_problem()
         self.call_path = "public" if problem else "fast"
@@ -153,6 +169,8 @@ class WasmComponent:
             )
         probe = self.instantiate()  # also checks the exports
         self.version = probe.version()
+        if (problem := version_problem(self.version)) is not None:
+            raise ComponentLoadError("contract-mismatch", problem)
         if not contract_compatible(self.version["contract"]):
             raise ComponentLoadError(
                 "contract-mismatch",
@@ -192,6 +210,8 @@ def verify_component(
     ComponentLoadError naming the failed check."""
     from .vectors import self_test
 
+    if (problem := binary_problem(wasm)) is not None:  # before compiling: never WAT text
+        raise ComponentLoadError(*problem)
     sha = hashlib.sha256(wasm).hexdigest()
     if allowed_sha256 and sha not in allowed_sha256:
         raise ComponentLoadError("not-allowed", f"sha256 {sha} is not in MCPGW_EDGE_ALLOWED_SHA256")
@@ -456,6 +476,7 @@ class WasmCore:
         # uses it for automatic rollback.
         self.on_trap: Any = None
         self._config_json = config.to_json()
+        self._guard = OutcomeGuard(config)  # every outcome is checked before it is used or cached
         self._fallback = PythonCore()
         self._fallback.configure(config)
         self.traps = TrapCounts()
@@ -494,18 +515,22 @@ class WasmCore:
         return inst
 
     def evaluate(self, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
-        return self._evaluate(encode_head(method, path, query, headers), method, path, query, headers)
+        wanted = _CONTRACT_NAMES
+        pairs = [(key, v) for n, v in headers if (key := n.lower()) in wanted]
+        crossing, secrets = redact(pairs)
+        return restore(self._evaluate(encode_head(method, path, "", crossing), method, path, "", crossing), secrets)
 
     def evaluate_raw(
         self, method: str, raw_path: bytes, query: bytes, headers: list[tuple[bytes, bytes]]
     ) -> dict[str, Any]:
         """The ASGI hot path: header bytes as received. Only the headers the contract
-        reads cross into the sandbox (never Authorization or Cookie), decoded as latin-1."""
+        reads cross into the sandbox (never Authorization or Cookie), decoded as latin-1;
+        session ids and Last-Event-ID as stand-ins, the query not at all (validate.redact)."""
         path = raw_path.decode("latin-1")
-        qs = query.decode("latin-1")
         wanted = CONTRACT_HEADERS
         pairs = [(wanted[key], v.decode("latin-1")) for n, v in headers if (key := n.lower()) in wanted]
-        return self._evaluate(orjson.dumps([method, path, qs, pairs]), method, path, qs, pairs)
+        crossing, secrets = redact(pairs)
+        return restore(self._evaluate(orjson.dumps([method, path, "", crossing]), method, path, "", crossing), secrets)
 
     def _evaluate(self, head: bytes, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
         with self._lock:
@@ -517,10 +542,11 @@ class WasmCore:
                 out: dict[str, Any] = orjson.loads(inst.evaluate_encoded(head))
             except Exception as exc:  # noqa: BLE001 - a trap, or output that is not JSON: never a failed request
                 return self._recover(exc, method, path, query, headers)
-            if "error" in out:
-                # Only a host bug can cause this (the head is well-formed and the
-                # instance configured); serve the request anyway and say so.
-                return self._recover(out["error"], method, path, query, headers)
+            # Wrong shape, a header the edge may not set, a value it may not give, an
+            # error for a well-formed head: Python answers, counted as invalid-output.
+            problem = self._guard.check(out, method, path, headers)
+            if problem is not None:
+                return self._recover(InvalidOutput(problem), method, path, query, headers)
             return out
 
     def _count(self, kind: str) -> None:
@@ -533,7 +559,10 @@ class WasmCore:
     def _recover(self, cause: Any, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
         """Lock held."""
         self._inst = None  # a trapped instance is unusable: rebuild on next call
-        kind = classify_trap(str(cause)) if isinstance(cause, WasmtimeError) else "error"
+        if isinstance(cause, WasmtimeError):
+            kind = classify_trap(str(cause))
+        else:  # JSON that is not a valid outcome for the head, or output that is not JSON at all
+            kind = "invalid-output" if isinstance(cause, InvalidOutput) else "error"
         self._count(kind)
         # Every trap is counted; the log gets at most one line a second, so
         # hostile traffic that trips a guest bug cannot flood it.

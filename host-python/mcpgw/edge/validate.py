@@ -1,0 +1,377 @@
+"""What the host checks so that a loaded edge component can neither leak nor lie.
+
+A component is code someone uploaded. It passes the vectors, but nothing
+stops it from keeping state across requests or answering differently on a
+path the vectors never visit. So the host:
+
+- **sends no secrets** (`redact`, `restore`): `Mcp-Session-Id` and
+  `Last-Event-ID` values cross as placeholders with the same verdict inputs
+  (a one-character stand-in when the value is present and, for the session
+  id, valid; an empty one otherwise), and the query string never crosses
+  (contract 1.0 does not read it; the legacy `session_id` lives there). The
+  host puts the real values back into the context afterwards. The contract
+  is unchanged: the component applies the session-id rule to a value with
+  the same verdict (docs/edge-contract.md, "What crosses the boundary").
+- **checks every outcome** (`OutcomeGuard.check`) before it is used or
+  cached: exact shape, types and enums; every pass-through field equal to
+  what crossed; preflight status 204 or 403; response headers only the CORS
+  headers and `Vary`, each with the one value the contract allows. A failed
+  check is a trap of kind `invalid-output`.
+- **checks the binary before compiling it** (`binary_problem`): a component
+  in the binary format, never WAT text (which wasmtime would compile, and
+  echo into its parse errors);
+- **checks the exported types** (`export_type_problem`) against the contract,
+  so a component with the right names and wrong types is refused by name
+  instead of failing inside a call;
+- **escapes what others control** before it reaches a log line (`escape`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .contract import EdgeConfig, Header, RequestContext
+
+# --- logs ---------------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
+
+
+def escape(text: object, limit: int = 200) -> str:
+    """`text` as one printable-ASCII line of at most `limit` characters: control
+    characters (CR, LF, NUL, ...) and non-ASCII become `\\xNN`/`\\uNNNN` escapes, so
+    a client's or an upload's text can never start a new log line."""
+    s = str(text)
+    clipped = len(s) > limit
+    s = _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), s[:limit])
+    return s + "..." if clipped else s
+
+
+# --- load time: the binary and its exports --------------------------------------
+
+WASM_MAGIC = b"\x00asm"
+COMPONENT_LAYER = b"\x01\x00"  # bytes 6-7 of a component's header; a core module has 00 00
+
+
+def binary_problem(wasm: bytes) -> tuple[str, str] | None:
+    """(reason, detail) when `wasm` is not a binary component, else None. The reason is
+    `corrupt` (what the compiler would say of junk); the detail names the rule and never
+    quotes the upload."""
+    if wasm[:4] != WASM_MAGIC:
+        return "corrupt", (
+            f"not a binary component: {len(wasm)} bytes without the wasm magic \\0asm "
+            "(components are accepted in the binary format only, never as WAT text)"
+        )
+    if len(wasm) < 8 or wasm[6:8] != COMPONENT_LAYER:
+        return "corrupt", "not a binary component: a core wasm module (the component layer header is missing)"
+    return None
+
+
+# The contract's exports, as `describe_type` writes them (wit/transport.wit). Parameter
+# names are not part of the check; types, field names, cases and their order are.
+_HEADER = "tuple<string,string>"
+_ERROR = "variant{not-configured,invalid-config(string),malformed-input(string)}"
+_CONFIG = (
+    "record{allowed-origins:list<string>,allowed-hosts:list<string>,allow-credentials:bool,"
+    "allowed-headers:list<string>,max-age:u32,supported-versions:list<string>,default-version:string,"
+    "path-prefix:string}"
+)
+_HEAD = f"record{{method:string,path:string,query:string,headers:list<{_HEADER}>}}"
+_CONTEXT = (
+    "record{method:string,path:string,route:enum{mcp,sse,message,ws,health,other},server-id:option<string>,"
+    "session-state:enum{absent,valid,invalid},session-id:option<string>,protocol-version:option<string>,"
+    "protocol-state:enum{absent,supported,unsupported},revision:option<string>,accept-json:bool,accept-sse:bool,"
+    "content-type:enum{absent,json,other},origin:option<string>,origin-state:enum{absent,allowed,denied},"
+    "host-state:enum{absent,allowed,denied},last-event-id:option<string>,mcp-method:option<string>,"
+    f"mcp-name:option<string>,cors-headers:list<{_HEADER}>}}"
+)
+_OUTCOME = f"variant{{preflight(record{{status:u16,headers:list<{_HEADER}>}}),forward({_CONTEXT})}}"
+EXPECTED_EXPORTS = {
+    "version": "func()->record{component:string,contract:string}",
+    "configure": f"func({_CONFIG})->result<_,{_ERROR}>",
+    "evaluate": f"func({_HEAD})->result<{_OUTCOME},{_ERROR}>",
+    "configure-encoded": "func(string)->string",
+    "evaluate-encoded": "func(string)->string",
+}
+
+
+def describe_type(t: Any) -> str:
+    """A component type as text, e.g. `func(string)->string`, `list<tuple<string,string>>`."""
+    from wasmtime.component import _types as T  # wasmtime only where components are
+
+    if isinstance(t, T.FuncType):
+        params = ",".join(describe_type(v) for _, v in t.params)
+        return f"func({params})" + (f"->{describe_type(t.result)}" if t.result is not None else "")
+    if isinstance(t, T.ListType):
+        return f"list<{describe_type(t.element)}>"
+    if isinstance(t, T.TupleType):
+        return "tuple<" + ",".join(describe_type(e) for e in t.elements) + ">"
+    if isinstance(t, T.OptionType):
+        return f"option<{describe_type(t.payload)}>"
+    if isinstance(t, T.ResultType):
+        ok = describe_type(t.ok) if t.ok is not None else "_"
+        err = describe_type(t.err) if t.err is not None else "_"
+        return f"result<{ok},{err}>"
+    if isinstance(t, T.RecordType):
+        return "record{" + ",".join(f"{n}:{describe_type(v)}" for n, v in t.fields) + "}"
+    if isinstance(t, T.EnumType):
+        return "enum{" + ",".join(t.names) + "}"
+    if isinstance(t, T.VariantType):
+        return "variant{" + ",".join(n + (f"({describe_type(v)})" if v is not None else "") for n, v in t.cases) + "}"
+    return type(t).__name__.lower()  # the scalars: String -> string, U16 -> u16, Bool -> bool
+
+
+def export_type_problem(component: Any, engine: Any, interface: str) -> str | None:
+    """Why the component's exports do not have the contract's types, or None.
+    Extra exports are allowed (a later minor version may add some)."""
+    from wasmtime.component import _types as T
+
+    exports = component.type.exports(engine)
+    if interface not in exports:
+        return f"component does not export {interface}"
+    iface = exports[interface].ty
+    if not isinstance(iface, T.ComponentInstanceType):
+        return f"export {interface} is not an instance"
+    items = iface.exports(engine)
+    for name, expected in EXPECTED_EXPORTS.items():
+        if name not in items:
+            return f"component lacks export {name!r}"
+        got = describe_type(items[name].ty)
+        if got != expected:
+            return f"export {name!r} has type {escape(got, 160)}; the contract says {expected[:160]}"
+    return None
+
+
+_VERSION = re.compile(r"[0-9A-Za-z.+-]{1,64}")
+
+
+def version_problem(info: Mapping[str, str]) -> str | None:
+    """The version strings end up in logs, /health and the `mcpgw-edge` response tag."""
+    for key in ("component", "contract"):
+        if not _VERSION.fullmatch(info[key]):
+            return f"version() gave {key} {escape(info[key], 80)!s}: not 1..64 of [0-9A-Za-z.+-]"
+    return None
+
+
+# --- run time: what crosses, and what comes back ------------------------------
+
+SESSION_STANDIN = "s"
+EVENT_STANDIN = "e"
+_SECRET = ("mcp-session-id", "last-event-id")
+_TRIM = " \t"
+_VISIBLE = re.compile(r"[\x21-\x7e]{1,256}")
+
+
+def _get(headers: Iterable[Header], name: str) -> str | None:
+    """Section 1's `get`: the trimmed values joined with ", ", or None when absent."""
+    values = [v.strip(_TRIM) for n, v in headers if n == name]
+    return ", ".join(values) if values else None
+
+
+def redact(headers: list[Header]) -> tuple[list[Header], tuple[str | None, str | None] | None]:
+    """The headers as they cross (secret values replaced by stand-ins with the same
+    verdict inputs), and the real values to restore (None when there was nothing
+    to replace). `headers` are the contract's, names lower-case."""
+    if not any(n in _SECRET for n, _ in headers):
+        return headers, None
+    crossing: list[Header] = []
+    for name, value in headers:
+        if name == "mcp-session-id":
+            crossing.append((name, SESSION_STANDIN if _VISIBLE.fullmatch(value.strip(_TRIM)) else ""))
+        elif name == "last-event-id":
+            crossing.append((name, EVENT_STANDIN if value.strip(_TRIM) else ""))
+        else:
+            crossing.append((name, value))
+    return crossing, (_get(headers, "mcp-session-id"), _get(headers, "last-event-id"))
+
+
+def restore(outcome: dict[str, Any], secrets: tuple[str | None, str | None] | None) -> dict[str, Any]:
+    """Put the real session id and Last-Event-ID back into a (checked) context."""
+    if secrets is not None:
+        ctx = outcome.get("forward")
+        if ctx is not None:
+            if ctx["session_id"] is not None:
+                ctx["session_id"] = secrets[0]
+            if ctx["last_event_id"] is not None:
+                ctx["last_event_id"] = secrets[1]
+    return outcome
+
+
+FORWARD_KEYS = frozenset(RequestContext.__annotations__)
+_ROUTES = frozenset(("mcp", "sse", "message", "ws", "health", "other"))
+_SERVER_ROUTES = frozenset(("mcp", "sse", "message", "ws"))
+_PRESENCE = frozenset(("absent", "valid", "invalid"))
+_VERSION_STATES = frozenset(("absent", "supported", "unsupported"))
+_CONTENT = frozenset(("absent", "json", "other"))
+_VERDICTS = frozenset(("absent", "allowed", "denied"))
+_METHODS = frozenset(("DELETE", "GET", "HEAD", "OPTIONS", "POST", "PUT"))
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_SERVER_ID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
+_CANONICAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/%")
+_ROUTE_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
+_PASS_THROUGH = (
+    ("protocol_version", "mcp-protocol-version"),
+    ("origin", "origin"),
+    ("last_event_id", "last-event-id"),
+    ("mcp_method", "mcp-method"),
+    ("mcp_name", "mcp-name"),
+)
+EXPOSE = "Mcp-Session-Id, Mcp-Protocol-Version"
+ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
+PREFLIGHT_VARY = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
+PREFLIGHT_STATUSES = frozenset((204, 403))
+MAX_HEADER_VALUE = 8192
+_VALUE_UNSAFE = re.compile(r"[\x00\r\n]|[^\x00-\xff]")
+
+
+class InvalidOutput(Exception):
+    """An outcome that is not what the contract allows: a trap of kind `invalid-output`."""
+
+
+class OutcomeGuard:
+    """Checks one configured backend's outcomes against the contract and the head that crossed."""
+
+    def __init__(self, config: EdgeConfig):
+        self.credentials = config.allow_credentials
+        self.max_age = str(config.max_age)
+        self.allowed_headers = frozenset(h.translate(_ASCII_LOWER) for h in config.allowed_headers)
+        self.versions = frozenset(config.supported_versions)
+        self.default_version = config.default_version
+
+    def check(self, out: Any, method: str, path: str, headers: list[Header]) -> str | None:
+        """None when `out` is a valid forward or preflight outcome for this head, else why not
+        (printable and bounded: it goes into a log line)."""
+        if not isinstance(out, dict) or len(out) != 1:
+            return "the outcome is not an object with exactly one key"
+        kind, payload = next(iter(out.items()))
+        if not isinstance(payload, dict):
+            return f"{escape(kind, 40)} is not an object"
+        origin = _get(headers, "origin")
+        if kind == "forward":
+            return self._forward(payload, method, path, headers, origin)
+        if kind == "preflight":
+            return self._preflight(payload, origin)
+        if kind == "error":
+            return f"an error outcome for a well-formed head: {escape(payload.get('kind'), 40)}"
+        return f"unknown outcome kind {escape(kind, 40)}"
+
+    def _forward(
+        self, ctx: dict[str, Any], method: str, path: str, headers: list[Header], origin: str | None
+    ) -> str | None:
+        if ctx.keys() != FORWARD_KEYS:
+            missing = sorted(FORWARD_KEYS - ctx.keys())
+            extra = sorted(ctx.keys() - FORWARD_KEYS)
+            return f"forward keys differ from the contract's (missing {missing[:3]}, unknown {escape(extra[:3], 80)})"
+        for key, allowed in (
+            ("route", _ROUTES),
+            ("session_state", _PRESENCE),
+            ("protocol_state", _VERSION_STATES),
+            ("content_type", _CONTENT),
+            ("origin_state", _VERDICTS),
+            ("host_state", _VERDICTS),
+        ):
+            if not isinstance(ctx[key], str) or ctx[key] not in allowed:
+                return f"{key} is {escape(ctx[key], 40)}, not one of {sorted(allowed)}"
+        for key in ("accept_json", "accept_sse"):
+            if not isinstance(ctx[key], bool):
+                return f"{key} is not a boolean"
+        upper = method.translate(_ASCII_UPPER)
+        if ctx["method"] != (upper if upper in _METHODS else method):
+            return "method is not the request's, normalized"
+        canonical = ctx["path"]
+        # Canonicalizing only decodes escapes of unreserved characters, upper-cases
+        # other escapes and drops segments: never longer, never a new character.
+        if (
+            not isinstance(canonical, str)
+            or len(canonical) > max(1, len(path))
+            or not set(canonical) <= _CANONICAL_CHARS.union(path)
+            or (ctx["route"] != "other" and not _ROUTE_PATH.fullmatch(canonical))
+        ):
+            return "path is not the request's path canonicalized"
+        server_id = ctx["server_id"]
+        if server_id is not None and (
+            ctx["route"] not in _SERVER_ROUTES or not isinstance(server_id, str) or not _SERVER_ID.fullmatch(server_id)
+        ):
+            return "server_id is set but not a server route's 1..64 unreserved characters"
+        for key, name in _PASS_THROUGH:
+            if ctx[key] != _get(headers, name):
+                return f"{key} is not the {name} header that crossed"
+        session = _get(headers, "mcp-session-id")
+        state = "absent" if session is None else "valid" if _VISIBLE.fullmatch(session) else "invalid"
+        if ctx["session_state"] != state or ctx["session_id"] != (session if state == "valid" else None):
+            return "session_state/session_id do not follow the mcp-session-id header that crossed"
+        if (ctx["origin_state"] == "absent") != (origin is None):
+            return "origin_state disagrees with the presence of Origin"
+        revision, protocol = ctx["revision"], ctx["protocol_version"]
+        expected_revision = {"absent": self.default_version, "supported": protocol, "unsupported": None}
+        if revision != expected_revision[ctx["protocol_state"]] or (
+            ctx["protocol_state"] == "supported" and protocol not in self.versions
+        ):
+            return "revision/protocol_state do not follow mcp-protocol-version and the configured versions"
+        cors = ctx["cors_headers"]
+        if ctx["route"] != "mcp" and cors != []:
+            return "cors_headers on a route that is not an MCP path"
+        values = {"vary": "Origin", "access-control-expose-headers": EXPOSE}
+        if origin is not None:
+            values["access-control-allow-origin"] = origin
+        if self.credentials:
+            values["access-control-allow-credentials"] = "true"
+        return _headers(cors, values, "cors_headers")
+
+    def _preflight(self, p: dict[str, Any], origin: str | None) -> str | None:
+        if p.keys() != {"status", "headers"}:
+            return "preflight keys are not exactly status and headers"
+        status = p["status"]
+        if isinstance(status, bool) or status not in PREFLIGHT_STATUSES:
+            return f"preflight status {escape(status, 20)} is not 204 or 403"
+        headers = p["headers"]
+        if status == 403:
+            return _headers(headers, {"vary": PREFLIGHT_VARY}, "preflight headers")
+        if origin is None:
+            return "a 204 preflight for a request without Origin"
+        allowed = {
+            "access-control-allow-origin": origin,
+            "access-control-allow-methods": ALLOW_METHODS,
+            "access-control-max-age": self.max_age,
+            "vary": PREFLIGHT_VARY,
+        }
+        if self.credentials:
+            allowed["access-control-allow-credentials"] = "true"
+        problem = _headers(headers, allowed, "preflight headers", free="access-control-allow-headers")
+        if problem is not None:
+            return problem
+        for name, value in headers:
+            if name == "access-control-allow-headers":
+                names = value.split(", ")
+                if not value or any(n not in self.allowed_headers for n in names):
+                    return "access-control-allow-headers names a header that is not allowed"
+        return None
+
+
+def _headers(pairs: Any, allowed: dict[str, str], what: str, free: str | None = None) -> str | None:
+    """`pairs` is a list of [name, value] string pairs, each name in `allowed` (or `free`) at
+    most once, each value exactly the allowed one: a constant, or the request's own Origin
+    echoed (so no CR, LF or NUL a client did not send); a `free` value only well-formed."""
+    if not isinstance(pairs, list):
+        return f"{what} is not a list"
+    seen: set[str] = set()
+    for pair in pairs:
+        if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], str) or not isinstance(pair[1], str):
+            return f"{what}: an entry is not a [name, value] pair of strings"
+        name, value = pair
+        if name in seen:
+            return f"{what}: {escape(name, 60)} twice"
+        seen.add(name)
+        if name == free:
+            # The one value not fixed by the contract or echoed from the request: well-formed.
+            if len(value) > MAX_HEADER_VALUE or _VALUE_UNSAFE.search(value):
+                return f"{what}: the value of {escape(name, 60)} is too long or has CR, LF, NUL or non-latin-1"
+            continue
+        if name not in allowed:
+            return f"{what}: header {escape(name, 60)} is not one the edge may set"
+        if value != allowed[name]:
+            return f"{what}: {escape(name, 60)} is not the value the contract gives it"
+    return None
