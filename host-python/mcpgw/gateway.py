@@ -5,17 +5,22 @@ transport serves the same one."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .federation.config import load as load_upstreams
 from .federation.hub import Federation
 from .federation.merged import GatewayDispatcher
 from .federation.upstream import Upstream
 from .federation.virtual import VirtualDispatcher
+from .plugins import plugin_registry_for
 from .server.builtin import builtin_catalog
 from .server.dispatcher import Dispatcher
 from .server.engine import SessionEngine
 from .settings import Settings
 from .state.registry import MemorySessions
+
+if TYPE_CHECKING:
+    from .plugins.registry import PluginRegistry
 
 
 @dataclass
@@ -24,6 +29,7 @@ class Gateway:
     federation: Federation
     dispatcher: GatewayDispatcher  # /mcp
     servers: dict[str, VirtualDispatcher]  # /servers/{id}/...
+    plugins: PluginRegistry | None = None  # None: no plugins configured and no admin API to load some
 
     def server(self, server_id: str | None) -> Dispatcher | None:
         """The dispatcher of an endpoint: None is /mcp, else a virtual server id (None if unknown)."""
@@ -35,8 +41,9 @@ class Gateway:
 
 def build_gateway(settings: Settings) -> Gateway:
     """Raises federation.config.ConfigError for a bad upstream config file."""
+    plugins = plugin_registry_for(settings)
     sessions = MemorySessions(max_sessions=settings.max_sessions, idle_timeout_s=settings.session_idle_timeout_s)
-    engine = SessionEngine(sessions, settings.session_idle_timeout_s)
+    engine = SessionEngine(sessions, settings.session_idle_timeout_s, plugins.hooks if plugins is not None else None)
     upstreams = load_upstreams(settings.config) if settings.config else []
 
     async def catalog_changed(upstream: Upstream, kinds: set[str]) -> None:
@@ -45,4 +52,4 @@ def build_gateway(settings: Settings) -> Gateway:
 
     federation = Federation(upstreams, catalog_changed)
     servers = {u.id: VirtualDispatcher(u, federation) for u in federation.upstreams.values()}
-    return Gateway(engine, federation, GatewayDispatcher(builtin_catalog(), federation), servers)
+    return Gateway(engine, federation, GatewayDispatcher(builtin_catalog(), federation), servers, plugins)

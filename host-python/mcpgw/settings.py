@@ -79,6 +79,7 @@ class Settings:
     event_store_ttl_s: float = 300.0
     shutdown_grace_s: float = 10.0
     config: str = ""
+    plugins_allowed_sha256: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
@@ -226,4 +227,7 @@ HELP = {
     "event_store_ttl_s": "how long events are kept for resumption, seconds",
     "shutdown_grace_s": "on shutdown, how long running requests may finish before they are answered with an error",
     "config": "path of the TOML file listing upstream MCP servers (see Federation); none: built-in tools only",
+    "plugins_allowed_sha256": (
+        "comma-separated sha256 hex digests; when set, only these plugin components load (at start-up and at run time)"
+    ),
 }

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..plugins.manifest import PluginManifest
 
 TRANSPORTS = ("stdio", "streamable-http", "sse")
 # No underscore in ids: `<prefix>__<name>` must split back unambiguously.
@@ -83,17 +86,20 @@ def _fits(kind: str, value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
 
 
-def _line_of(text: str, table: str | None, key: str | None) -> int | None:
-    """The line of `key` inside `[upstreams.<table>]` (or of the table header), 1-based."""
+def _line_of(text: str, table: str | None, key: str | None, section: str = "upstreams") -> int | None:
+    """The line of `key` inside `[<section>.<table>]` (or of its own sub-table header, or of the
+    table header), 1-based."""
     current: str | None = None
     header_line: int | None = None
     for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
-        found = re.fullmatch(r"\[\s*upstreams\s*\.\s*\"?([^\]\"]+)\"?\s*\](\s*#.*)?", line)
+        found = re.fullmatch(rf"\[\s*{section}\s*\.\s*\"?([^\]\"]+)\"?\s*\](\s*#.*)?", line)
         if found:
             current = found.group(1).strip()
             if current == table:
                 header_line = number
+            elif key is not None and current == f"{table}.{key}":
+                return number
             continue
         if line.startswith("["):
             current = None
@@ -118,8 +124,8 @@ def parse(text: str, source: str = "<config>") -> list[UpstreamConfig]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: invalid TOML: {exc}") from None
     for key in data:
-        if key != "upstreams":
-            raise fail(f"unknown key {key!r} (the file holds [upstreams.<id>] tables)", None, key)
+        if key not in ("upstreams", "plugins"):
+            raise fail(f"unknown key {key!r} (the file holds [upstreams.<id>] and [plugins.<name>] tables)", None, key)
     tables = data.get("upstreams", {})
     if not isinstance(tables, dict):
         raise fail("'upstreams' must be a table of [upstreams.<id>] tables", None, "upstreams")
@@ -180,11 +186,42 @@ def parse(text: str, source: str = "<config>") -> list[UpstreamConfig]:
     return upstreams
 
 
-def load(path: str | Path) -> list[UpstreamConfig]:
+def parse_plugins(text: str, source: str = "<config>", base: Path | None = None) -> list[PluginManifest]:
+    """The `[plugins.<name>]` tables (mcpgw.plugins.manifest checks each), errors with file, line and key."""
+    from ..plugins.manifest import check_table
+
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        tables = tomllib.loads(text).get("plugins", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    if not isinstance(tables, dict):
+        line = _line_of(text, None, "plugins")
+        raise ConfigError(f"{source}{f', line {line}' if line else ''}: 'plugins' must be a table of [plugins.<name>]")
+    manifests = []
+    for name, table in tables.items():
+
+        def fail(message: str, key: str | None, name: str = name) -> ConfigError:
+            line = _line_of(text, name, key, "plugins")
+            return ConfigError(f"{source}, line {line}: {message}" if line else f"{source}: {message}")
+
+        manifest = check_table(name, table, fail, base)
+        manifests.append(replace(manifest, line=_line_of(text, name, None, "plugins"), source=source))
+    return manifests
+
+
+def _read(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
-    return parse(text, str(path))
+
+
+def load(path: str | Path) -> list[UpstreamConfig]:
+    return parse(_read(path), str(path))
+
+
+def load_plugins(path: str | Path) -> list[PluginManifest]:
+    """The file's plugin manifests; relative plugin paths are relative to the file."""
+    return parse_plugins(_read(path), str(path), Path(path).resolve().parent)

@@ -45,6 +45,11 @@ class GatewayDispatcher(FederatedDispatcher):
         upstream = self.federation.by_prefix.get(split[0]) if split else None
         return (upstream, split[1]) if upstream and split else None
 
+    def owner(self, method: str, params: dict[str, Any]) -> str | None:
+        resource = method.startswith("resources/")
+        found = self._uri_owner(params.get("uri")) if resource else self._owner(params.get("name"))
+        return found[0].id if found else None
+
     def _uri_owner(self, public: Any) -> tuple[Upstream, str] | None:
         split = split_uri(public, self.federation.by_prefix) if isinstance(public, str) else None
         return (self.federation.by_prefix[split[0]], split[1]) if split else None

@@ -30,6 +30,12 @@ class VirtualDispatcher(FederatedDispatcher):
             return None
         return f"Upstream {self.upstream.id!r} is unavailable: {self.upstream.error or self.upstream.state}"
 
+    def endpoint(self) -> str:
+        return f"/servers/{self.upstream.id}/mcp"
+
+    def owner(self, method: str, params: dict[str, Any]) -> str | None:
+        return self.upstream.id
+
     def server_info(self) -> dict[str, Any]:
         return self.upstream.init_result.get("serverInfo") or {"name": self.upstream.id, "version": "unknown"}
 

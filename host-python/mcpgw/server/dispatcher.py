@@ -59,6 +59,14 @@ class Dispatcher:
         """Why this server cannot take a new session now, or None."""
         return None
 
+    def endpoint(self) -> str:
+        """The path clients reach this dispatcher at (what plugins see as the endpoint)."""
+        return "/mcp"
+
+    def owner(self, method: str, params: dict[str, Any]) -> str | None:
+        """The upstream that owns the tool, prompt or resource a request names; None for built-ins."""
+        return None
+
     def initialize_result(self, revision: str) -> dict[str, Any]:
         result: dict[str, Any] = {
             "protocolVersion": revision,

@@ -35,6 +35,7 @@ from ..state.session import Session
 from . import jsonrpc
 from .context import LOG_LEVELS, CallContext, Emit
 from .dispatcher import Dispatcher
+from .hooks import Hooks
 from .stateless import LOG_LEVEL_KEY, envelope
 
 log = logging.getLogger("mcpgw.engine")
@@ -67,9 +68,10 @@ def _params(message: dict[str, Any]) -> dict[str, Any]:
 
 
 class SessionEngine:
-    def __init__(self, sessions: SessionRegistry, idle_timeout_s: float) -> None:
+    def __init__(self, sessions: SessionRegistry, idle_timeout_s: float, hooks: Hooks | None) -> None:
         self.sessions = sessions
         self.idle_timeout_s = idle_timeout_s
+        self.hooks = hooks  # the plugin chain around dispatch (None: no plugins, nothing extra on the path)
         self.requests: set[asyncio.Task[Response | None]] = set()  # running, every session and transport
         self._writes: set[asyncio.Future[Any]] = set()  # answers being written by a transport
         self.draining = False
@@ -248,6 +250,10 @@ class SessionEngine:
                 requested = meta.get(LOG_LEVEL_KEY)
                 log_level = requested if isinstance(requested, str) and requested in LOG_LEVELS else None
             ctx = CallContext(id_, revision, emit, meta.get("progressToken"), log_level)
+            hooks = self.hooks
+            if hooks is not None and message["method"] in hooks.methods:
+                # The one place plugins act, for every transport and endpoint.
+                return await hooks.around(message, dispatcher, session, lambda m: dispatcher.handle(m, ctx, session))
             return await dispatcher.handle(message, ctx, session)
         except asyncio.CancelledError as exc:
             return self._cancelled_answer(id_, exc.args[0] if exc.args else "")

@@ -1,0 +1,256 @@
+"""One plugin component under wasmtime: compile, check imports against grants,
+link only the granted host functions, and call it under fuel and memory limits.
+
+The edge's wasm hosting is reused (`edge/wasm_core.py`): the same sandbox
+engine, the same fast string-call path (`EncodedCall`) for `invoke-encoded`,
+the same trap classification, and `ComponentLoadError` for a refused load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from typing import Any
+
+import orjson
+from wasmtime import Store, WasmtimeError
+from wasmtime.component import Component, Linker
+
+from ..edge.wasm_core import (
+    ComponentLoadError,
+    EncodedCall,
+    _cause_line,
+    _fast_path_problem,
+    classify_trap,
+    sandbox_engine,
+)
+from .manifest import HOOKS
+
+EXPORT_INTERFACE = "mcpgw:plugin/plugin@1.0.0"
+REQUIRED_EXPORTS = ("describe", "configure", "invoke", "invoke-encoded")
+# The host interfaces a manifest may grant, by grant name; the version's major must match.
+GRANT_INTERFACES = {"log": "mcpgw:plugin/log@1.", "clock": "mcpgw:plugin/clock@1."}
+# Plugin log lines: at most this many a second per plugin, the rest counted and tallied.
+LOG_LINES_PER_S = 10
+LOG_MESSAGE_MAX = 1000
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class PluginFault(Exception):
+    """A call the plugin could not answer: `kind` is fuel, panic, memory, other
+    (traps), garbage (output that is not an action), oversized (output over the
+    manifest's max_output_kb), configure (configure refused) or instantiate."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
+def escape(text: str, limit: int = LOG_MESSAGE_MAX) -> str:
+    """Client- or plugin-controlled text made safe for one log line: control
+    characters and non-ASCII escaped, length bounded."""
+    cut = text[:limit]
+    out = cut.encode("ascii", "backslashreplace").decode("ascii")
+    out = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in out)
+    return out + (f"... ({len(text) - limit} more characters)" if len(text) > limit else "")
+
+
+class LogSink:
+    """The `log` grant: lines into logger `mcpgw.plugin.<name>`, rate-limited."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.logger = logging.getLogger(f"mcpgw.plugin.{name}")
+        self._window = 0.0
+        self._lines = 0
+        self.suppressed = 0
+        self._lock = threading.Lock()
+
+    def write(self, level: Any, message: Any) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._window >= 1.0:
+                if self.suppressed:
+                    self.logger.warning("plugin %s: %d log lines suppressed (rate limit)", self.name, self.suppressed)
+                self._window, self._lines, self.suppressed = now, 0, 0
+            if self._lines >= LOG_LINES_PER_S:
+                self.suppressed += 1
+                return
+            self._lines += 1
+        self.logger.log(
+            _LEVELS.get(str(level), logging.INFO),
+            "plugin %s: %s",
+            self.name,
+            escape(str(message)),
+            extra={"plugin": self.name},
+        )
+
+
+def _now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class PluginComponent:
+    """A compiled plugin: its imports checked against its grants, a linker that
+    defines only the granted functions. Instantiate it any number of times."""
+
+    def __init__(
+        self,
+        wasm: bytes,
+        *,
+        name: str,
+        grants: tuple[str, ...],
+        fuel: int,
+        memory_bytes: int,
+        max_output_bytes: int,
+        source: str = "<bytes>",
+    ):
+        self.name = name
+        self.source = source
+        self.sha256 = hashlib.sha256(wasm).hexdigest()
+        self.size = len(wasm)
+        self.grants = grants
+        self.fuel = fuel
+        self.memory_bytes = memory_bytes
+        self.max_output_bytes = max_output_bytes
+        self.engine = sandbox_engine()
+        try:
+            self.component = Component(self.engine, wasm)
+        except WasmtimeError as exc:
+            raise ComponentLoadError("corrupt", f"{source} is not a valid component: {_cause_line(exc)}") from None
+        granted = {GRANT_INTERFACES[g]: g for g in grants}
+        for imported in sorted(self.component.type.imports(self.engine)):
+            grant = next((g for prefix, g in granted.items() if imported.startswith(prefix)), None)
+            if grant is None:
+                wanted = next((g for g, p in GRANT_INTERFACES.items() if imported.startswith(p)), None)
+                hint = f" (add {wanted!r} to grants)" if wanted else " (a plugin may import only log and clock)"
+                raise ComponentLoadError("import-not-granted", f"plugin imports {imported}, which is not granted{hint}")
+        self.log = LogSink(name)
+        self.linker = Linker(self.engine)
+        with self.linker.root() as root:
+            if "log" in grants:
+                with root.add_instance("mcpgw:plugin/log@1.0.0") as log_iface:
+                    log_iface.add_func("write", lambda _store, level, message: self.log.write(level, message))
+            if "clock" in grants:
+                with root.add_instance("mcpgw:plugin/clock@1.0.0") as clock_iface:
+                    clock_iface.add_func("now-ms", lambda _store: _now_ms())
+        self.call_path = "public" if _fast_path_problem() else "fast"
+        probe = PluginInstance(self)
+        self.info = probe.describe()
+
+    def instantiate(self, config_json: str) -> PluginInstance:
+        inst = PluginInstance(self)
+        inst.configure(config_json)
+        return inst
+
+
+class PluginInstance:
+    """One store and instance. One caller at a time (the pool hands it out)."""
+
+    def __init__(self, component: PluginComponent):
+        self.component = component
+        store = Store(component.engine)
+        store.set_limits(memory_size=component.memory_bytes)
+        store.set_fuel(component.fuel)
+        try:
+            instance = component.linker.instantiate(store, component.component)
+        except WasmtimeError as exc:
+            raise ComponentLoadError("instantiate-failed", _cause_line(exc)) from None
+        iface = instance.get_export_index(store, EXPORT_INTERFACE)
+        if iface is None:
+            raise ComponentLoadError("contract-mismatch", f"component does not export {EXPORT_INTERFACE}")
+        funcs = {}
+        for name in REQUIRED_EXPORTS:
+            index = instance.get_export_index(store, name, iface)
+            func = instance.get_func(store, index) if index is not None else None
+            if func is None:
+                raise ComponentLoadError("contract-mismatch", f"component lacks export {name!r}")
+            funcs[name] = func
+        self.store = store
+        self.funcs = funcs
+        self._encoded = EncodedCall(store, funcs["invoke-encoded"]) if component.call_path == "fast" else None
+
+    def _call(self, name: str, *args: Any) -> Any:
+        self.store.set_fuel(self.component.fuel)
+        try:
+            return self.funcs[name](self.store, *args)
+        except WasmtimeError as exc:
+            raise PluginFault(classify_trap(str(exc)), _cause_line(exc)) from None
+
+    def describe(self) -> dict[str, Any]:
+        info = self._call("describe")
+        hooks = [str(h) for h in info.hooks]
+        unknown = [h for h in hooks if h not in HOOKS]
+        if unknown:
+            raise ComponentLoadError("contract-mismatch", f"describe() names unknown hooks {unknown}")
+        return {"name": str(info.name), "version": str(info.version), "hooks": hooks}
+
+    def configure(self, config_json: str) -> None:
+        err = self._call("configure", config_json)
+        if err is not None:  # result<_, string> lifts untagged: None or the error text
+            raise PluginFault("configure", f"configure refused: {escape(str(err), 300)}")
+
+    def invoke_typed(self, ctx: dict[str, Any], payload: str) -> Any:
+        """Typed `invoke` (measurement and parity tests; the request path uses invoke-encoded)."""
+        return self._call("invoke", _Record(ctx), payload)
+
+    def invoke_encoded(self, data: bytes) -> bytes:
+        """One encoded call: raises PluginFault on a trap or an oversized output."""
+        if self._encoded is not None:
+            try:
+                out = self._encoded(data, self.component.fuel)
+            except WasmtimeError as exc:
+                raise PluginFault(classify_trap(str(exc)), _cause_line(exc)) from None
+        else:
+            out = str(self._call("invoke-encoded", data.decode())).encode()
+        if len(out) > self.component.max_output_bytes:
+            raise PluginFault("oversized", f"output of {len(out)} bytes over {self.component.max_output_bytes}")
+        return out
+
+
+class _Record:
+    """Attribute access over a dict, as wasmtime-py's record lowering wants (kebab keys)."""
+
+    def __init__(self, data: dict[str, Any]):
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._data[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def parse_action(out: bytes) -> tuple[str, Any]:
+    """`{"continue": null}` | `{"modify": <json>}` | `{"deny": {"code": int, "message": str}}`."""
+    try:
+        action = orjson.loads(out)
+    except orjson.JSONDecodeError:
+        raise PluginFault("garbage", "output is not JSON") from None
+    if not isinstance(action, dict) or len(action) != 1:
+        raise PluginFault("garbage", "output is not one of continue, modify, deny")
+    ((kind, value),) = action.items()
+    if kind == "continue":
+        return "continue", None
+    if kind == "modify":
+        if not isinstance(value, dict):
+            raise PluginFault("garbage", "modify must carry a JSON object")
+        return "modify", value
+    if kind == "deny":
+        if (
+            not isinstance(value, dict)
+            or not isinstance(value.get("code"), int)
+            or isinstance(value.get("code"), bool)
+            or not isinstance(value.get("message"), str)
+        ):
+            raise PluginFault("garbage", "deny must carry an integer code and a string message")
+        return "deny", value
+    raise PluginFault("garbage", f"unknown action {escape(kind, 40)!r}")
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
