@@ -42,6 +42,7 @@ pub use serde_json::{self, json, Value};
 
 #[doc(hidden)]
 pub mod __rt;
+pub mod glob;
 
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
