@@ -74,8 +74,9 @@ $(eval $(call variant,faults,fault-injection))
 $(eval $(call variant,contract2,contract-2))
 $(eval $(call variant,v2,version-bump))
 $(eval $(call variant,wrong,wrong-answers))
+$(eval $(call variant,hostile,hostile))
 
-variants: $(FAULTS_WASM) $(CONTRACT2_WASM) $(V2_WASM) $(WRONG_WASM)
+variants: $(FAULTS_WASM) $(CONTRACT2_WASM) $(V2_WASM) $(WRONG_WASM) $(VARIANTS_DIR)/transport_core_hostile.wasm
 
 # --- run -------------------------------------------------------------------
 serve: build

@@ -14,7 +14,7 @@ use crate::path::Route;
 
 wit_bindgen::generate!({
     world: "transport-core",
-    path: "../wit",
+    path: "../wit/transport.wit",
 });
 
 use exports::mcpgw::edge::transport as wit;
@@ -276,7 +276,12 @@ impl wit::Guest for Component {
         if let Ok(parsed) = crate::encoded::head_from_json(&head) {
             inject_fault(&parsed.path);
         }
-        with_config(|cfg| crate::encoded::evaluate_encoded(cfg, &head))
+        let honest = with_config(|cfg| crate::encoded::evaluate_encoded(cfg, &head));
+        #[cfg(feature = "hostile")]
+        if let Some(lie) = crate::hostile::intercept(&head, &honest) {
+            return lie;
+        }
+        honest
     }
 }
 

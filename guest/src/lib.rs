@@ -38,6 +38,8 @@ pub mod text;
 
 #[cfg(target_arch = "wasm32")]
 mod bindings;
+#[cfg(all(target_arch = "wasm32", feature = "hostile"))]
+mod hostile;
 
 pub use config::{Config, ConfigInput, EdgeError};
 pub use evaluate::{evaluate, Context, Outcome, Preflight};
