@@ -1,4 +1,5 @@
-"""Admin API for the edge: status, verify, swap, rollback under /admin/edge/.
+"""Admin API for the edge (status, verify, swap, rollback under /admin/edge/) and for
+plugins (list, verify, load, reload, enable, disable, unload under /admin/plugins/).
 
 Loading code is the most dangerous thing the gateway does, so: off unless
 MCPGW_ADMIN_TOKEN is set; a bearer token compared in constant time; loopback
@@ -13,7 +14,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.requests import Request
@@ -21,6 +22,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .edge.registry import EdgeRegistry, SwapRefused
+
+if TYPE_CHECKING:
+    from .plugins.registry import PluginRegistry
 
 log = logging.getLogger("mcpgw.admin")
 
@@ -37,8 +41,11 @@ def _is_loopback(host: str | None) -> bool:
 
 
 class AdminAPI:
-    def __init__(self, registry: EdgeRegistry, token: str, allow_remote: bool = False):
+    def __init__(
+        self, registry: EdgeRegistry, token: str, allow_remote: bool = False, plugins: PluginRegistry | None = None
+    ):
         self.registry = registry
+        self.plugins = plugins
         self._token = token.encode()
         self.allow_remote = allow_remote
 
@@ -49,6 +56,19 @@ class AdminAPI:
             Route(base + "/verify", self.verify, methods=["POST"]),
             Route(base + "/swap", self.swap, methods=["POST"]),
             Route(base + "/rollback", self.rollback, methods=["POST"]),
+            *self._plugin_routes(prefix + "/admin/plugins"),
+        ]
+
+    def _plugin_routes(self, base: str) -> list[Route]:
+        if self.plugins is None:
+            return []
+        return [
+            Route(base, self.plugin_list, methods=["GET"]),
+            Route(base + "/verify", self.plugin_verify, methods=["POST"]),
+            *(
+                Route(base + "/{name}/" + action, self.plugin_action, methods=["POST"])
+                for action in ("load", "reload", "enable", "disable", "unload")
+            ),
         ]
 
     def _refusal(self, request: Request, action: str) -> JSONResponse | None:
@@ -122,3 +142,85 @@ class AdminAPI:
             return JSONResponse({"rolled_back": False, "detail": exc.detail}, 409)
         log.warning("admin rollback by %s: now %s", who, event["to"])
         return JSONResponse({"rolled_back": True, "event": event})
+
+    # --- plugins: the same token, loopback and audit rules -----------------------
+
+    async def plugin_list(self, request: Request) -> JSONResponse:
+        if (refused := self._refusal(request, "plugin list")) is not None:
+            return refused
+        assert self.plugins is not None  # routes exist only with a plugin registry
+        return JSONResponse(self.plugins.status())
+
+    async def plugin_verify(self, request: Request) -> JSONResponse:
+        return await self._plugin(request, "verify", request.query_params.get("name", "upload"))
+
+    async def plugin_action(self, request: Request) -> JSONResponse:
+        action = request.url.path.rsplit("/", 1)[-1]
+        return await self._plugin(request, action, request.path_params["name"])
+
+    async def _plugin(self, request: Request, action: str, name: str) -> JSONResponse:
+        if (refused := self._refusal(request, f"plugin {action}")) is not None:
+            return refused
+        plugins = self.plugins
+        assert plugins is not None  # routes exist only with a plugin registry
+        who = self._who(request)
+        sha = "-"
+        try:
+            if action in ("enable", "disable", "unload"):
+                if action == "unload":
+                    event = plugins.unload(name, who)
+                else:
+                    event = plugins.set_enabled(name, action == "enable", who)
+                log.warning("admin plugin %s by %s: %s", action, who, name)
+                return JSONResponse({"ok": True, "event": event})
+            wasm = await self._component(request)
+            sha = hashlib.sha256(wasm).hexdigest()
+            overrides = _manifest_overrides(request.query_params.get("manifest"))
+            manifest = plugins.manifest_for(name, overrides, f"admin upload {name}")
+            # Compiling, describe and configure take milliseconds: keep them off the event loop.
+            plugin = await anyio.to_thread.run_sync(plugins.verify, wasm, manifest, manifest.source)
+            result: dict[str, Any] = {
+                "verified": True,
+                "sha256": sha,
+                "name": plugin.name,
+                "version": plugin.version,
+                "hooks": sorted(plugin.hooks),
+            }
+            if action in ("load", "reload"):
+                result["event"] = plugins.activate(plugin, who, replace_existing=action == "reload")
+        except SwapRefused as exc:
+            log.warning(
+                "admin plugin %s by %s: %s sha256 %s refused at step %s: %s",
+                action,
+                who,
+                name,
+                sha,
+                exc.step,
+                exc.detail,
+            )
+            status = 404 if exc.step == "name" and action not in ("load", "reload") else 422
+            return JSONResponse({"ok": False, "step": exc.step, "detail": exc.detail, "sha256": sha}, status)
+        log.warning(
+            "admin plugin %s by %s: %s sha256 %s %s",
+            action,
+            who,
+            name,
+            sha,
+            "active" if action != "verify" else "verified",
+        )
+        return JSONResponse({"ok": True, **result})
+
+
+def _manifest_overrides(raw: str | None) -> dict[str, Any] | None:
+    """Manifest keys for a run-time load, as a JSON object (`?manifest={"grants": ["log"]}`)."""
+    if not raw:
+        return None
+    import orjson
+
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise SwapRefused("manifest", "the manifest query parameter is not JSON") from None
+    if not isinstance(value, dict):
+        raise SwapRefused("manifest", "the manifest query parameter must be a JSON object")
+    return value

@@ -34,6 +34,7 @@ from .transports.websocket import WebSocketEndpoint
 
 if TYPE_CHECKING:
     from .edge.registry import EdgeRegistry
+    from .plugins.registry import PluginRegistry
 
 log = logging.getLogger("mcpgw")
 # After the engine's drain, how long stream writers get to see their close (they wake at once).
@@ -114,7 +115,7 @@ def build_transports(gateway: Gateway, settings: Settings) -> Transports:
     return Transports(mcp, sse, WebSocketEndpoint(engine, gateway.server), writers)
 
 
-def admin_app(settings: Settings, registry: EdgeRegistry | None) -> ASGIApp | None:
+def admin_app(settings: Settings, registry: EdgeRegistry | None, plugins: PluginRegistry | None) -> ASGIApp | None:
     if registry is None:
         return None
     from starlette.applications import Starlette
@@ -122,7 +123,9 @@ def admin_app(settings: Settings, registry: EdgeRegistry | None) -> ASGIApp | No
     from .admin import AdminAPI
 
     app = Starlette(
-        routes=AdminAPI(registry, settings.admin_token, settings.admin_allow_remote).routes(settings.path_prefix)
+        routes=AdminAPI(registry, settings.admin_token, settings.admin_allow_remote, plugins).routes(
+            settings.path_prefix
+        )
     )
     # Never redirect (e.g. `/admin/edge/status/`): a POST would be replayed elsewhere or lost.
     app.router.redirect_slashes = False
@@ -204,7 +207,7 @@ class App:
         self.registry = edge_registry_for(settings, self.edge)
         self.gateway = build_gateway(settings)
         self.transports = build_transports(self.gateway, settings)
-        self.admin = admin_app(settings, self.registry)
+        self.admin = admin_app(settings, self.registry, self.gateway.plugins)
         # The HTTP protocol layer's limits and refusal counters (http_server.py; cli.py installs it).
         self.limits = HttpLimits(
             head_timeout_s=settings.head_timeout_s,
@@ -250,6 +253,7 @@ class App:
             "live": self.live(),
             "limits": self.limits.health(),
             "upstreams": self.gateway.federation.health(),
+            "plugins": self.gateway.plugins.health() if self.gateway.plugins is not None else [],
         }
 
     async def drain(self) -> None:

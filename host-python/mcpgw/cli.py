@@ -42,9 +42,36 @@ def main(argv: list[str] | None = None) -> int:
         p = core_sub.add_parser(action, help=text)
         p.add_argument("file", help="a transport_core .wasm component")
     core_sub.add_parser("rollback", help="go back to the previous version")
+    plugin = sub.add_parser("plugin", help="the running gateway's plugins: list, verify, load, reload, enable, ...")
+    plugin.add_argument("--url", default=None, help="gateway base URL (default http://MCPGW_HOST:MCPGW_PORT)")
+    plugin.add_argument("--token", default=None, help="admin token (default: env MCPGW_ADMIN_TOKEN)")
+    plugin_sub = plugin.add_subparsers(dest="action", required=True)
+    plugin_sub.add_parser("list", help="loaded plugins, their state and counters, recent changes")
+    p = plugin_sub.add_parser("verify", help="check a plugin component without loading it")
+    p.add_argument("file", help="a plugin .wasm component")
+    for action, text in (
+        ("load", "verify a plugin, then add it under NAME"),
+        ("reload", "verify a new version of plugin NAME, then replace it (running calls finish on the old one)"),
+    ):
+        p = plugin_sub.add_parser(action, help=text)
+        p.add_argument("name")
+        p.add_argument("file", help="a plugin .wasm component")
+        p.add_argument(
+            "--manifest",
+            default=None,
+            help='manifest keys as a JSON object, e.g. \'{"grants": ["log"], "priority": 5}\'',
+        )
+    for action, text in (
+        ("enable", "enable plugin NAME"),
+        ("disable", "disable plugin NAME"),
+        ("unload", "remove NAME"),
+    ):
+        plugin_sub.add_parser(action, help=text).add_argument("name")
     args = parser.parse_args(argv)
     if args.command == "core":
         return core_command(args)
+    if args.command == "plugin":
+        return plugin_command(args)
 
     if args.command in ("serve", "stdio"):
         raw = {f.name: getattr(args, f.name) for f in fields(Settings)}
@@ -104,6 +131,53 @@ def core_command(args: argparse.Namespace) -> int:
     return 0 if r.status_code == 200 else 1
 
 
+def plugin_command(args: argparse.Namespace) -> int:
+    """`mcpgw plugin ...` against a running gateway's admin API (/admin/plugins/); prints its JSON."""
+    import json
+    import os
+    from pathlib import Path
+
+    import httpx
+
+    settings = Settings.from_env()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    base = (args.url or f"http://{host}:{settings.port}").rstrip("/") + settings.path_prefix + "/admin/plugins"
+    token = args.token or os.environ.get("MCPGW_ADMIN_TOKEN", "")
+    if not token:
+        print("mcpgw plugin: no admin token (--token or MCPGW_ADMIN_TOKEN)", file=sys.stderr)
+        return 2
+    headers = {"authorization": f"Bearer {token}"}
+    try:
+        if args.action == "list":
+            r = httpx.get(base, headers=headers, timeout=30)
+        elif args.action in ("enable", "disable", "unload"):
+            r = httpx.post(f"{base}/{args.name}/{args.action}", headers=headers, timeout=30)
+        else:
+            path = Path(args.file)
+            try:
+                wasm = path.read_bytes()
+            except OSError as exc:
+                print(f"mcpgw plugin: cannot read {path}: {exc}", file=sys.stderr)
+                return 2
+            if args.action == "verify":
+                url, params = f"{base}/verify", {"name": path.stem}
+            else:
+                url, params = f"{base}/{args.name}/{args.action}", {}
+                if args.manifest:
+                    params["manifest"] = args.manifest
+            r = httpx.post(
+                url, params=params, content=wasm, timeout=120, headers={**headers, "content-type": "application/wasm"}
+            )
+    except httpx.HTTPError as exc:
+        print(f"mcpgw plugin: cannot reach {base}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(json.dumps(r.json(), indent=2))
+    except ValueError:
+        print(r.text)
+    return 0 if r.status_code == 200 else 1
+
+
 def _env() -> dict[str, str]:
     import os
 
@@ -136,7 +210,7 @@ def serve_forever(settings: Settings) -> int:
         logging.getLogger("mcpgw").error("%s", exc)
         return 1
     except ConfigError as exc:
-        logging.getLogger("mcpgw").error("invalid upstream config: %s", exc)
+        logging.getLogger("mcpgw").error("invalid config: %s", exc)
         return 2
     logging.getLogger("mcpgw").info(
         "mcpgw listening on http://%s:%d/mcp (edge: %s)",
@@ -184,7 +258,7 @@ def serve_stdio(settings: Settings) -> int:
     try:
         gateway = build_gateway(settings)
     except ConfigError as exc:
-        logging.getLogger("mcpgw").error("invalid upstream config: %s", exc)
+        logging.getLogger("mcpgw").error("invalid config: %s", exc)
         return 2
 
     async def run() -> None:
