@@ -233,12 +233,18 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # asyncio's contract: True keeps the write side open
         """The client half-closed. Keep the write side open while a response is owed for a
-        complete request (the last owed one then closes the connection); else close."""
+        complete request and has not started (the last owed one then closes the connection);
+        else close as uvicorn does. A started response (an SSE stream) ends on the client's
+        FIN: for a stream reader a FIN means gone. A FIN before the response starts cannot be
+        told from a half-close, so that request runs to its answer (a reset still ends it)."""
         if self._refusing or self._pending is not None:
             return None
         owed = self.pipeline[0][0] if self.pipeline else self._current()
         if owed is None or owed.response_complete or owed.more_body:
             return None  # nothing owed, or a body that can now never complete
+        current = self._current()
+        if current is not None and current.response_started:
+            return None
         owed.keep_alive = False
         return True
 
@@ -295,8 +301,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.send_400_response(msg)
 
     def _fail(self, answer: Callable[[], None]) -> None:
-        """Answer now, or after the responses still owed on this connection (HTTP/1.1 order)."""
-        if self._responding():
+        """Answer now, or after the responses still owed on this connection (HTTP/1.1 order).
+        Now also when the newest request's body is incomplete: the error is in that request,
+        which can never complete (its application sees the disconnect)."""
+        cycle = self._current()
+        if self._responding() and not (cycle is not None and cycle.more_body):
             self._pending = answer
             self.flow.pause_reading()
         else:
