@@ -78,8 +78,35 @@ $(eval $(call variant,hostile,hostile))
 
 variants: $(FAULTS_WASM) $(CONTRACT2_WASM) $(V2_WASM) $(WRONG_WASM) $(VARIANTS_DIR)/transport_core_hostile.wasm
 
+# --- plugins -----------------------------------------------------------------
+# The example plugins (plugins/examples, shipped in plugins/dist/) and the test-only hostile
+# ones (plugins/test, in plugins/dist/test/), all from one cargo build; docs/plugins.md.
+PLUGINS       := tool-guard redact args-guard rate-limit noop
+TEST_PLUGINS  := loop alloc-bomb panic garbage huge-output wasi-probe clock-ungranted
+PLUGIN_CRATES := mcpgw-plugin-sdk $(PLUGINS) $(TEST_PLUGINS:%=test-%)
+PLUGIN_SRC    := $(shell find plugins/sdk plugins/examples plugins/test -name '*.rs' -o -name Cargo.toml) wit/plugin.wit Cargo.toml Cargo.lock
+PLUGIN_DIST   := $(PLUGINS:%=plugins/dist/%.wasm) $(TEST_PLUGINS:%=plugins/dist/test/%.wasm)
+
+$(BUILD)/plugins.stamp: $(BUILD)/rust-target.stamp $(PLUGIN_SRC)
+	cargo build --locked --release --target $(TARGET) $(PLUGIN_CRATES:%=-p %)
+	@touch $@
+plugins/dist/test/%.wasm: $(BUILD)/plugins.stamp
+	@mkdir -p $(dir $@)
+	cp target/$(TARGET)/release/test_$(subst -,_,$*).wasm $@
+plugins/dist/%.wasm: $(BUILD)/plugins.stamp
+	@mkdir -p $(dir $@)
+	cp target/$(TARGET)/release/$(subst -,_,$*).wasm $@
+
+.PHONY: plugins test-plugins
+plugins: $(PLUGIN_DIST)
+
+# The SDK's and each plugin's unit tests, natively; the SDK's integration tests check the built
+# components' imports and build the plugin docs/plugins.md writes from scratch.
+test-plugins: plugins
+	cargo test --locked $(PLUGIN_CRATES:%=-p %)
+
 # --- run -------------------------------------------------------------------
-serve: build
+serve: build plugins
 	$(VENV)/bin/mcpgw serve
 
 # --- tests -----------------------------------------------------------------
@@ -102,6 +129,7 @@ lint-rust: $(BUILD)/rust-target.stamp $(BUILD)/rust-lint.stamp
 	cargo fmt --all --check
 	cd guest/fuzz && cargo fmt --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+	cargo clippy --locked --target $(TARGET) $(PLUGIN_CRATES:%=-p %) -- -D warnings
 	for f in "" fault-injection contract-2 version-bump wrong-answers; do \
 	  cargo clippy --locked --target $(TARGET) -p transport-core $${f:+--features $$f} -- -D warnings || exit 1; \
 	done
@@ -123,7 +151,7 @@ lint-python: $(BUILD)/venv.stamp
 	cd host-python && ../$(VENV)/bin/ruff format --check . ../bench ../tests/load ../tests/e2e ../guest/fuzz
 	cd host-python && ../$(VENV)/bin/mypy
 
-test-python: lint-python build variants $(BUILD)/chromium.stamp conformance-suite
+test-python: lint-python build variants plugins $(BUILD)/chromium.stamp conformance-suite
 	cd host-python && MCPGW_TEST_VARIANTS=$(abspath $(VARIANTS_DIR)) ../$(PY) -m pytest -q
 
 # Raw-TCP scenarios (tests/scenarios/) replayed against the gateway in wasm and python mode,
@@ -132,7 +160,7 @@ test-wire: build
 	cargo build --locked -p native-host --bin wire-parity
 	target/debug/wire-parity --repo $(CURDIR) --python $(abspath $(PY))
 
-test: test-rust test-python test-wire
+test: test-rust test-plugins test-python test-wire
 
 bench-edge: build
 	$(PY) bench/edge_cost.py
