@@ -1,0 +1,176 @@
+"""Plugins in a real gateway process, in both edge modes, with a real upstream (the toy server
+over stdio) and the mcp SDK's client: each example plugin (tool-guard, args-guard, redact,
+rate-limit) doing its job on /mcp and on a virtual server, and what /health and the start-up log
+say about them. Also the helpers the other test_plugins_*.py modules use: where the plugin
+components are (`make plugins` builds them into plugins/dist) and a writer of `[plugins.<name>]`
+tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import mcp_types as types
+import pytest
+from mcp.client.client import Client
+from mcp.shared.exceptions import MCPError
+
+from conftest import REPO, require_file
+
+PLUGINS_DIR = Path(os.environ.get("MCPGW_TEST_PLUGINS", REPO / "plugins" / "dist"))
+
+
+def example(name: str) -> Path:
+    return require_file(PLUGINS_DIR / f"{name}.wasm", "run `make plugins`")
+
+
+def hostile(name: str) -> Path:
+    return require_file(PLUGINS_DIR / "test" / f"{name}.wasm", "run `make plugins`")
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise TypeError(value)
+
+
+def plugin_table(name: str, path: Path, **keys: Any) -> str:
+    """`[plugins.<name>]` with `path` and the given keys (config as an inline table)."""
+    lines = [f"[plugins.{name}]", f"path = {_toml(str(path))}"]
+    lines += [f"{key} = {_toml(value)}" for key, value in keys.items()]
+    return "\n".join(lines)
+
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def text_of(result: Any) -> str:
+    return " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+@pytest.fixture(scope="module", params=["wasm", "python"])
+def gw(request, component_path):
+    from upstream_procs import TOY, federated_gateway, stdio_table
+
+    gateway = federated_gateway(
+        request.param,
+        [
+            stdio_table("toy", TOY, "stdio", "toy"),
+            plugin_table(
+                "guard",
+                example("tool-guard"),
+                priority=10,
+                config={"deny": ["toy__add", "add"], "endpoints": {"/servers/toy/mcp": {"deny": ["add"]}}},
+            ),
+            plugin_table(
+                "args",
+                example("args-guard"),
+                priority=20,
+                tools=["echo"],
+                config={"rules": [{"pointer": "/text", "contains": "DROP TABLE"}]},
+            ),
+            plugin_table("redact", example("redact"), priority=30, hooks=["tool-post-invoke"]),
+            plugin_table(
+                "rate",
+                example("rate-limit"),
+                priority=40,
+                grants=["clock"],
+                tools=["toy__whoami", "whoami"],
+                config={"rate_per_s": 0.001, "burst": 3},
+            ),
+        ],
+    )
+    yield gateway
+    gateway.stop()
+
+
+async def test_a_denied_call_gets_the_plugins_error(gw):
+    async with Client(gw.url + "/mcp") as client:
+        with pytest.raises(MCPError) as denied:
+            await client.call_tool("echo", {"text": "1; DROP TABLE users"})
+        assert denied.value.error.code == -32602
+        assert "/text" in denied.value.error.message  # args-guard names the pointer
+        assert text_of(await client.call_tool("echo", {"text": "harmless"})) == "harmless"
+
+
+async def test_a_redacted_result_arrives_redacted(gw):
+    async with Client(gw.url + "/mcp") as client:
+        text = text_of(await client.call_tool("echo", {"text": "write to ann@example.com or call +4712345678"}))
+    assert "ann@example.com" not in text and "12345678" not in text
+    assert "[redacted:email]" in text and "[redacted:phone]" in text
+
+
+async def test_a_hidden_tool_is_neither_listed_nor_callable(gw):
+    async with Client(gw.url + "/mcp") as client:
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert "toy__whoami" in names and "echo" in names
+        assert "toy__add" not in names and "add" not in names
+        for hidden in ("toy__add", "add"):
+            with pytest.raises(MCPError) as refused:
+                await client.call_tool(hidden, {"a": 1, "b": 2})
+            assert refused.value.error.code == -32602
+            assert f"Unknown tool: {hidden}" in refused.value.error.message
+    async with Client(gw.url + "/servers/toy/mcp") as client:  # the virtual server, with its own names
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert "whoami" in names and "add" not in names
+        with pytest.raises(MCPError) as refused:
+            await client.call_tool("add", {"a": 1, "b": 2})
+        assert refused.value.error.code == -32602
+
+
+def test_a_hidden_tool_is_refused_without_a_list_first_on_a_2026_request(gw):
+    """A stateless request that never listed: the gateway filters the list itself before the call."""
+    from mcp_http import headers2026, rpc2026
+
+    body = rpc2026("tools/call", 7, name="add", arguments={"a": 1, "b": 2})
+    answer = httpx.post(gw.url + "/mcp", json=body, headers=headers2026("tools/call", "add")).json()
+    assert answer["error"]["code"] == -32602
+    assert answer["error"]["message"] == "Unknown tool: add"
+
+
+async def test_the_rate_limit_answers_the_plugins_error_past_its_budget(gw):
+    async with Client(gw.url + "/servers/toy/mcp", mode="legacy") as client:  # a session: one bucket
+        for _ in range(3):
+            assert text_of(await client.call_tool("whoami", {})).startswith("toy pid=")
+        with pytest.raises(MCPError) as limited:
+            await client.call_tool("whoami", {})
+        assert limited.value.error.code == -32000
+        assert "rate limit" in limited.value.error.message
+        # Other tools are not rate-limited: the plugin's `tools` globs exclude them.
+        for _ in range(4):
+            await client.call_tool("state", {})
+
+
+def test_health_and_the_start_up_log_describe_every_plugin(gw):
+    from mcp_http import headers2026, rpc2026
+
+    body = rpc2026("tools/call", 8, name="echo", arguments={"text": "DROP TABLE t"})
+    assert "error" in httpx.post(gw.url + "/mcp", json=body, headers=headers2026("tools/call", "echo")).json()
+    plugins = {p["name"]: p for p in httpx.get(gw.url + "/health").json()["plugins"]}
+    assert list(plugins) == ["guard", "args", "redact", "rate"]  # priority order
+    rate = plugins["rate"]
+    assert rate["state"] == "enabled" and rate["grants"] == ["clock"]
+    assert re.fullmatch(r"[0-9a-f]{64}", rate["sha256"]) and rate["version"]
+    assert plugins["redact"]["hooks"] == ["tool-post-invoke"]
+    for plugin in plugins.values():
+        assert set(plugin["counters"]) >= {"calls", "denials", "modifications", "faults", "p50_us"}
+    args = plugins["args"]["counters"]
+    assert args["denials"] >= 1 and args["calls"] >= args["denials"] and args["p50_us"] > 0
+    assert args["faults"] == {}
+    log = gw.log()
+    for name, plugin in plugins.items():
+        line = next(line for line in log.splitlines() if f"plugin {name} " in line and "hooks" in line)
+        assert plugin["sha256"][:12] in line and plugin["version"] in line and "enabled" in line
