@@ -122,13 +122,15 @@ class PluginComponent:
             self.component = Component(self.engine, wasm)
         except WasmtimeError as exc:
             raise ComponentLoadError("corrupt", f"{source} is not a valid component: {_cause_line(exc)}") from None
-        granted = {GRANT_INTERFACES[g]: g for g in grants}
-        for imported in sorted(self.component.type.imports(self.engine)):
-            grant = next((g for prefix, g in granted.items() if imported.startswith(prefix)), None)
-            if grant is None:
-                wanted = next((g for g, p in GRANT_INTERFACES.items() if imported.startswith(p)), None)
-                hint = f" (add {wanted!r} to grants)" if wanted else " (a plugin may import only log and clock)"
-                raise ComponentLoadError("import-not-granted", f"plugin imports {imported}, which is not granted{hint}")
+        granted = tuple(GRANT_INTERFACES[g] for g in grants)
+        refused = [i for i in sorted(self.component.type.imports(self.engine)) if not i.startswith(granted or ("\0",))]
+        if refused:
+            wanted = sorted({g for g, p in GRANT_INTERFACES.items() for i in refused if i.startswith(p)})
+            hint = (
+                f"add {', '.join(map(repr, wanted))} to grants" if wanted else "a plugin may import only log and clock"
+            )
+            shown = ", ".join(refused[:8]) + (f" and {len(refused) - 8} more" if len(refused) > 8 else "")
+            raise ComponentLoadError("import-not-granted", f"plugin imports {shown}, which is not granted ({hint})")
         self.log = LogSink(name)
         self.linker = Linker(self.engine)
         with self.linker.root() as root:
