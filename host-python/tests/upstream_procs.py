@@ -24,6 +24,10 @@ class HttpUpstream:
     """An upstream serving Streamable HTTP on a port it picked itself (port 0, read from its log)."""
 
     def __init__(self, argv: list[str], path: str = "/mcp"):
+        self.argv, self.path = argv, path
+        self._start(argv)
+
+    def _start(self, argv: list[str]) -> None:
         fd, name = tempfile.mkstemp(prefix="mcpgw-upstream-", suffix=".log")
         os.close(fd)
         self.log_path = Path(name)
@@ -33,11 +37,29 @@ class HttpUpstream:
         while True:
             bound = _BOUND.search(self.log_path.read_text(errors="replace"))
             if bound:
-                self.url = f"http://127.0.0.1:{bound.group(1)}{path}"
+                self.port = int(bound.group(1))
+                self.url = f"http://127.0.0.1:{self.port}{self.path}"
                 return
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"upstream {argv} did not start:\n{self.log_path.read_text(errors='replace')}")
             time.sleep(0.05)
+
+    def restart(self) -> None:
+        """Kill the process and start it again on the same port: same URL, none of its sessions."""
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+        self.log_path.unlink(missing_ok=True)
+        argv = [str(self.port) if a == "0" else a for a in self.argv]  # the port it had picked
+        deadline = time.monotonic() + 30
+        while True:  # the port may linger for a moment after the kill
+            try:
+                self._start(argv)
+                return
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def stop(self) -> None:
         stop_process(self.proc)

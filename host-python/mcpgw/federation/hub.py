@@ -8,6 +8,13 @@ on the stream of the session's most recent request still running through that
 connection (where the MCP SDK's servers put it too), else on the session's GET
 stream. Requests without a session (2026-07-28) share the catalog connection;
 they get progress but not upstream log messages, which cannot be attributed.
+
+A session's connection that ends under it (the upstream restarted, dropped an idle
+link, or exited) is reopened with the session's upstream state re-applied: its log
+level and its resource subscriptions (the client's roots capability is offered again,
+so the upstream asks for roots afresh). A request the upstream refused for want of
+the session (HTTP 404, never run) is sent again once on the new connection; a request
+that was running when the connection ended fails with one -32603 error.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from ..server.dispatcher import Dispatcher
 from ..server.jsonrpc import JsonRpcError
 from ..state.session import Session
 from .config import UpstreamConfig
-from .link import UpstreamLink, UpstreamUnavailable, outgoing_params
+from .link import UpstreamLink, UpstreamSessionLost, UpstreamUnavailable, outgoing_params
 from .upstream import Upstream
 
 log = logging.getLogger("mcpgw.federation")
@@ -89,6 +96,10 @@ class Federation:
         self._links: dict[tuple[str, str], PendingLink] = {}  # (session id, upstream id) -> link
         self._closing: set[asyncio.Task[None]] = set()
         self._tracked: set[str] = set()  # sessions whose end closes their connections
+        # (session id, upstream id) -> the upstream URIs the session subscribed to, re-applied on reconnect
+        self.subscriptions: dict[tuple[str, str], set[str]] = {}
+        for upstream in self.upstreams.values():
+            upstream.down_listeners.append(self._upstream_down)
 
     def start(self) -> None:
         for upstream in self.upstreams.values():
@@ -118,14 +129,48 @@ class Federation:
         """Relay one request to `upstream` for `session` (or for a stateless request) and return its result."""
         # The SDK puts its own token upstream; progress under it is reported under the client's.
         on_progress = ctx.progress if ctx.progress_token is not None else None
-        if session is None or self._at_capacity(session, upstream):
-            link = upstream.link
-            if link is None or not upstream.ready:
-                raise UpstreamUnavailable(upstream.id, f"is unavailable: {upstream.error or upstream.state}")
-            return await link.request(method, outgoing_params(params), on_progress)
-        relay, link = await self.session_link(session, upstream, uri_out)
-        with relay.running(ctx):
-            return await link.request(method, outgoing_params(params), on_progress)
+        for attempt in (1, 2):
+            try:
+                if session is None or self._at_capacity(session, upstream):
+                    link = upstream.link
+                    if link is None or not upstream.ready:
+                        raise UpstreamUnavailable(upstream.id, f"is unavailable: {upstream.error or upstream.state}")
+                    return await link.request(method, outgoing_params(params), on_progress)
+                relay, link = await self.session_link(session, upstream, uri_out)
+                with relay.running(ctx):
+                    result = await link.request(method, outgoing_params(params), on_progress)
+                self._remember(session, upstream, method, params)
+                return result
+            except UpstreamSessionLost:
+                # Never run upstream: once more on a new connection, when the upstream is back.
+                upstream.check_now()
+                if attempt == 2 or not await upstream.wait_ready(upstream.config.connect_timeout_s):
+                    raise
+            except UpstreamUnavailable:
+                upstream.check_now()  # the catalog connection finds out now, not at the next ping
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _remember(self, session: Session, upstream: Upstream, method: str, params: dict[str, Any] | None) -> None:
+        """Session state the upstream holds, so a reopened connection can be given it again."""
+        uri = (params or {}).get("uri")
+        if method not in ("resources/subscribe", "resources/unsubscribe") or not isinstance(uri, str):
+            return
+        key = (session.id, upstream.id)
+        if method == "resources/subscribe":
+            self.subscriptions.setdefault(key, set()).add(uri)
+        elif key in self.subscriptions:
+            self.subscriptions[key].discard(uri)
+
+    def _upstream_down(self, upstream: Upstream) -> None:
+        """The catalog connection of a network upstream went down (it stopped answering or went
+        away): every session connection to that same server fails its calls now rather than hang.
+        (A stdio upstream's session connections are processes of their own, unaffected.)"""
+        if upstream.config.transport == "stdio":
+            return
+        for (_, uid), pending in list(self._links.items()):
+            if uid == upstream.id and (link := _opened(pending)) is not None:
+                link.lose(f"is down ({upstream.error or 'not answering'})")
 
     def _at_capacity(self, session: Session, upstream: Upstream) -> bool:
         """Each session connection to a stdio upstream is a process: past the upstream's
@@ -149,7 +194,9 @@ class Federation:
         key = (session.id, upstream.id)
         pending = self._links.get(key)
         if pending is None:
-            if not upstream.ready:  # the catalog connection is down: a new one would fail the same way
+            # The catalog connection is down. A new stdio process would most likely fail the same way;
+            # a network upstream may be back already (restarted): one attempt tells.
+            if not upstream.ready and (upstream.config.transport == "stdio" or upstream.state == "stopped"):
                 raise UpstreamUnavailable(upstream.id, f"is unavailable: {upstream.error or upstream.state}")
             if session.closed:
                 raise UpstreamUnavailable(upstream.id, "is not reachable from an ended session")
@@ -177,25 +224,61 @@ class Federation:
         link = UpstreamLink(upstream.config, relay, session.client_capabilities, label=f"session {session.id[:8]}")
         try:
             await link.open()
-            if session.log_level_set and "logging" in link.init_result.get("capabilities", {}):
-                with contextlib.suppress(JsonRpcError):  # on an error the upstream keeps its own level
-                    await link.request("logging/setLevel", {"level": session.log_level})
+            if not upstream.ready:
+                upstream.reconnect_now()
+            await self._reapply(session, upstream, link)
         except BaseException:  # failed, or the session ended meanwhile: the link must not outlive this
             self._close_later(link)
             raise
-        watcher = asyncio.ensure_future(self._forget_when_closed(session.id, upstream.id, link))
+        watcher = asyncio.ensure_future(self._forget_when_closed(session, upstream, link, uri_out))
         self._closing.add(watcher)
         watcher.add_done_callback(self._closing.discard)
         return relay, link
 
-    async def _forget_when_closed(self, session_id: str, upstream_id: str, link: UpstreamLink) -> None:
-        """An upstream that went away mid-session is reconnected at the session's next call."""
+    async def _reapply(self, session: Session, upstream: Upstream, link: UpstreamLink) -> None:
+        """Give a new connection the session's state: its log level and its subscriptions."""
+        caps = link.init_result.get("capabilities", {})
+        if session.log_level_set and "logging" in caps:
+            with contextlib.suppress(JsonRpcError):  # on an error the upstream keeps its own level
+                await link.request("logging/setLevel", {"level": session.log_level})
+        for uri in sorted(self.subscriptions.get((session.id, upstream.id), ())):
+            try:
+                await link.request("resources/subscribe", {"uri": uri})
+            except JsonRpcError as err:
+                log.warning(
+                    "upstream %s: re-subscribing session %s to %s failed: %s",
+                    upstream.id,
+                    session.id[:8],
+                    uri,
+                    err.message,
+                )
+
+    async def _forget_when_closed(
+        self, session: Session, upstream: Upstream, link: UpstreamLink, uri_out: Callable[[str], str]
+    ) -> None:
+        """An upstream connection that ended under a live session is reopened: at once when the
+        session holds subscriptions there (so their updates keep coming), else at its next call."""
         await link.wait_closed()
-        key = (session_id, upstream_id)
+        key = (session.id, upstream.id)
         pending = self._links.get(key)
-        if pending is not None and _opened(pending) is link:
+        mine = pending is not None and _opened(pending) is link
+        if mine:
             del self._links[key]
         await link.close()
+        if mine and not session.closed and self.subscriptions.get(key):
+            await self._reopen(session, upstream, uri_out)
+
+    async def _reopen(self, session: Session, upstream: Upstream, uri_out: Callable[[str], str]) -> None:
+        while not session.closed and (session.id, upstream.id) not in self._links:
+            if not await upstream.wait_ready(upstream.config.restart_backoff_max_s or 30.0):
+                continue
+            try:
+                await self.session_link(session, upstream, uri_out)
+                log.info("upstream %s: session %s reconnected, state re-applied", upstream.id, session.id[:8])
+                return
+            except UpstreamUnavailable as exc:
+                log.warning("upstream %s: reconnecting session %s failed: %s", upstream.id, session.id[:8], exc.reason)
+                await asyncio.sleep(upstream.config.restart_backoff_s or 0.5)
 
     async def session_links(self, session: Session) -> list[tuple[Upstream, UpstreamLink]]:
         """The open connections of one session."""
@@ -231,6 +314,8 @@ class Federation:
 
     def _drop_session(self, session_id: str) -> None:
         self._tracked.discard(session_id)
+        for key in [k for k in self.subscriptions if k[0] == session_id]:
+            del self.subscriptions[key]
         for key in [k for k in self._links if k[0] == session_id]:
             self._drop(key)
 

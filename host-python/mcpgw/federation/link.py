@@ -6,19 +6,29 @@ relay go through its JSON-RPC dispatcher raw, so the upstream's results reach
 the client byte for byte, not re-validated into whatever shape the SDK knows.
 
 A link lives in its own task (the SDK's transports are context managers); it
-ends when the upstream goes away (EOF, process exit) or when it is closed.
+ends when the upstream goes away (EOF, process exit, a refused HTTP connection),
+when the upstream no longer knows its session (HTTP 404 to a request carrying the
+session id: the upstream restarted or expired it), or when it is closed.
+
+Errors say whose fault they are: what the SDK's transport synthesises (a stream that
+ended without a response, a refused connection) is reported in the gateway's words
+(`UpstreamUnavailable`, with `data.upstream`); only what the upstream itself answered
+passes through unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import logging
 import sys
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import anyio
+import httpx2
 import mcp_types as types
 from mcp.client import Transport
 from mcp.client._transport import TransportStreams
@@ -26,7 +36,7 @@ from mcp.client.session import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared._httpx_utils import MCP_DEFAULT_TIMEOUT
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
@@ -45,11 +55,32 @@ ENVELOPE_PREFIX = "io.modelcontextprotocol/"
 ProgressFn = ProgressFnT  # (progress, total, message) -> None, awaited
 
 
+PING_TIMEOUT_FALLBACK_S = 10.0  # a health ping's bound when connect_timeout_s is 0
+SESSION_HEADER = "mcp-session-id"
+# What the SDK's client transports answer in the upstream's name when the connection, not the
+# upstream, failed (mcp 2.3.0, code -32000 CONNECTION_CLOSED): reported as the gateway's.
+_TRANSPORT_MESSAGES = (
+    "Connection closed",
+    "SSE stream ended",
+    "SSE stream failed",
+    "server answered a request with 202",
+    "Server returned an error response",
+    "Failed to parse",
+    "Unexpected content type",
+)
+
+
 class UpstreamUnavailable(JsonRpcError):
     """The upstream cannot take the request: not connected, gone mid-call, or too slow."""
 
     def __init__(self, upstream: str, reason: str):
         super().__init__(INTERNAL_ERROR, f"Upstream {upstream!r} {reason}", {"upstream": upstream})
+        self.reason = reason
+
+
+class UpstreamSessionLost(UpstreamUnavailable):
+    """The upstream refused the request because it no longer knows the link's session (HTTP 404):
+    the request was not run, so it may be sent again on a new link."""
 
 
 class LinkHandler(Protocol):
@@ -65,6 +96,39 @@ def describe(exc: BaseException) -> str:
         exc = exc.exceptions[0]
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:300]
+
+
+def _request_ids(request: httpx2.Request) -> set[str]:
+    """The JSON-RPC request ids of a POST body (one message, or a batch)."""
+    try:
+        body = json.loads(request.content or b"null")
+    except (ValueError, httpx2.RequestNotRead):
+        return set()
+    messages = body if isinstance(body, list) else [body]
+    return {str(m["id"]) for m in messages if isinstance(m, dict) and "id" in m and "method" in m}
+
+
+class _Watchful(httpx2.AsyncBaseTransport):
+    """The HTTP transport under an upstream link: tells the link when the upstream refuses the
+    connection or answers 404 to a request carrying the link's session id."""
+
+    def __init__(self, link: UpstreamLink) -> None:
+        self.link = link
+        self.inner = httpx2.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            response = await self.inner.handle_async_request(request)
+        except httpx2.ConnectError as exc:
+            self.link.lose(f"refused the connection ({describe(exc)})")
+            raise
+        if response.status_code == 404 and request.headers.get(SESSION_HEADER):
+            self.link.refused |= _request_ids(request)
+            self.link.lose("lost its session (HTTP 404: the upstream restarted or ended it)", session=True)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -99,6 +163,9 @@ class UpstreamLink:
         self.init_result: dict[str, Any] = {}
         self.version: str | None = None
         self.error: str | None = None
+        self.session_lost = False  # the upstream answered 404 to our session (it restarted)
+        self.refused: set[str] = set()  # our request ids the upstream refused that way (never run)
+        self._ids = itertools.count(1)
         self._dispatcher: JSONRPCDispatcher | None = None
         self._ready = asyncio.Event()
         self._ended = asyncio.Event()
@@ -123,6 +190,15 @@ class UpstreamLink:
     async def wait_closed(self) -> None:
         await self._ended.wait()
 
+    def lose(self, reason: str, session: bool = False) -> None:
+        """End the link because the upstream went away under it (the first reason is kept)."""
+        if self._ended.is_set():
+            return
+        self.session_lost = self.session_lost or session
+        self.error = reason
+        log.warning("upstream %s (%s): %s", self.config.id, self.label, reason)
+        self._ended.set()
+
     async def close(self) -> None:
         self._ended.set()
         task = self._task
@@ -140,13 +216,29 @@ class UpstreamLink:
             params = StdioServerParameters(command=cfg.command, args=list(cfg.args), env=cfg.env or None, cwd=cfg.cwd)
             return stdio_client(params, errlog=sys.stderr)
         if cfg.transport == "sse":
-            return sse_client(cfg.url, headers=cfg.headers or None, timeout=cfg.connect_timeout_s)
+            return sse_client(
+                cfg.url, headers=cfg.headers or None, timeout=cfg.connect_timeout_s, httpx_client_factory=self._http
+            )
         return self._streamable_http()
+
+    def _http(
+        self,
+        headers: dict[str, str] | None = None,
+        timeout: httpx2.Timeout | None = None,
+        auth: httpx2.Auth | None = None,
+    ) -> httpx2.AsyncClient:
+        """The SDK's HTTP client, over a transport that tells this link when the upstream goes away."""
+        return httpx2.AsyncClient(
+            headers=headers,
+            timeout=timeout or httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=300.0),
+            auth=auth,
+            transport=_Watchful(self),
+        )
 
     @contextlib.asynccontextmanager
     async def _streamable_http(self) -> AsyncIterator[TransportStreams]:
         async with (
-            create_mcp_http_client(headers=self.config.headers or None) as http,
+            self._http(headers=self.config.headers or None) as http,
             streamable_http_client(self.config.url, http_client=http) as streams,
         ):
             yield streams
@@ -182,7 +274,8 @@ class UpstreamLink:
                     tasks.cancel_scope.cancel()
         except BaseException as exc:  # every way a link ends is reported the same way
             if not isinstance(exc, asyncio.CancelledError):
-                self.error = describe(exc)
+                if not self._ended.is_set():  # else lose() already said why
+                    self.error = describe(exc)
                 log.warning("upstream %s (%s): connection failed: %s", self.config.id, self.label, self.error)
             elif not self._ended.is_set():
                 raise
@@ -206,26 +299,47 @@ class UpstreamLink:
             await inbound.aclose()
 
     # -- relaying requests ---------------------------------------------------
+    @property
+    def ping_timeout_s(self) -> float:
+        """A health ping always has a bound, whatever call_timeout_s says (0 there means no bound)."""
+        bounds = [t for t in (self.config.call_timeout_s, self.config.connect_timeout_s) if t > 0]
+        return min(bounds) if bounds else PING_TIMEOUT_FALLBACK_S
+
     async def request(
-        self, method: str, params: dict[str, Any] | None, on_progress: ProgressFn | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        on_progress: ProgressFn | None = None,
+        timeout: float | None = None,
     ) -> dict[str, Any]:
-        """Send one request upstream and return its raw result; upstream errors come back as JsonRpcError."""
+        """Send one request upstream and return its raw result; upstream errors come back as JsonRpcError.
+
+        `timeout` (seconds) overrides call_timeout_s. Raises UpstreamSessionLost when the upstream
+        refused the request for want of our session (not run: it may be sent again on a new link)."""
         dispatcher, version = self._dispatcher, self.version  # the version is set before the dispatcher
         if dispatcher is None or version is None or self._ended.is_set():
             raise UpstreamUnavailable(self.config.id, f"is unavailable: {self.error or 'not connected'}")
-        opts: CallOptions = {"headers": {MCP_PROTOCOL_VERSION_HEADER: version}}
+        request_id = f"mcpgw-{next(self._ids)}"  # ours, so a refusal (404) names the request it refused
+        opts: CallOptions = {"headers": {MCP_PROTOCOL_VERSION_HEADER: version}, "request_id": request_id}
         if on_progress is not None:
             opts["on_progress"] = on_progress
-        timeout = self.config.call_timeout_s or None
+        bound = timeout if timeout is not None else (self.config.call_timeout_s or None)
         try:
-            return await asyncio.wait_for(dispatcher.send_raw_request(method, params, opts), timeout)
+            return await asyncio.wait_for(dispatcher.send_raw_request(method, params, opts), bound)
         except TimeoutError:
-            raise UpstreamUnavailable(self.config.id, f"did not answer {method} within {timeout:g} s") from None
+            raise UpstreamUnavailable(self.config.id, f"did not answer {method} within {bound:g} s") from None
         except MCPError as exc:
+            if request_id in self.refused:
+                self.refused.discard(request_id)
+                raise UpstreamSessionLost(self.config.id, f"{self.error} during {method}") from None
             if self._ended.is_set():
                 raise UpstreamUnavailable(
                     self.config.id, f"{self.error or 'closed the connection'} during {method}"
                 ) from None
+            if exc.error.code == types.CONNECTION_CLOSED and exc.error.message.startswith(_TRANSPORT_MESSAGES):
+                # The SDK's transport speaking, not the upstream: the connection failed mid-call.
+                log.info("upstream %s (%s): %s: %s", self.config.id, self.label, method, exc.error.message)
+                raise UpstreamUnavailable(self.config.id, f"closed the connection during {method}") from None
             raise JsonRpcError(exc.error.code, exc.error.message, exc.error.data) from None
 
     async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:

@@ -10,13 +10,14 @@ per-session upstream (log level, roots, subscriptions) stays per client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .config import UpstreamConfig
-from .link import UpstreamLink, describe
+from .link import UpstreamLink, UpstreamUnavailable, describe
 
 log = logging.getLogger("mcpgw.federation")
 
@@ -43,6 +44,10 @@ class Upstream:
         self._refresh: asyncio.Task[None] | None = None
         self._announced: set[str] = set()  # list kinds the upstream said changed, not yet re-read
         self._since = time.monotonic()
+        self._up = asyncio.Event()  # set while ready
+        self._check = asyncio.Event()  # ping the catalog connection now (a session connection failed)
+        self._wake = asyncio.Event()  # end the backoff now (a session connection reached the upstream)
+        self.down_listeners: list[Callable[[Upstream], None]] = []  # told when a ready upstream goes down
 
     @property
     def id(self) -> str:
@@ -88,17 +93,39 @@ class Upstream:
 
     def _enter(self, state: str, error: str | None = None) -> None:
         self.state, self.error, self._since = state, error, time.monotonic()
+        if state == "ready":
+            self._up.set()
+        else:
+            self._up.clear()
+
+    async def wait_ready(self, timeout: float) -> bool:
+        """Wait (at most `timeout` s) until the catalog connection is up; True if it is."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._up.wait(), timeout or None)
+        return self.ready
+
+    def check_now(self) -> None:
+        """A call through another connection found the upstream gone or restarted: ping the catalog
+        connection at once instead of at the next health interval, so /health tells the truth."""
+        self._check.set()
+
+    def reconnect_now(self) -> None:
+        """A session connection just reached the upstream: the catalog connection need not wait out
+        its backoff."""
+        self._wake.set()
 
     async def _supervise(self) -> None:
         backoff = self.config.restart_backoff_s
         while True:
             link = UpstreamLink(self.config, handler=self, label="catalog")
             up_since = time.monotonic()
+            was_ready = False
             try:
                 await link.open()
                 self.link = link
                 changed = await self._fetch_lists(link)
                 self._enter("ready")
+                was_ready = True
                 if changed:
                     await self.on_change(self, changed)
                 await self._watch(link)
@@ -107,35 +134,56 @@ class Upstream:
                 await link.close()
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure of the connection is recorded, then it restarts
-                self.error = describe(exc)
+                # The link's own reason, not the error built from it (no doubled "Upstream 'x' ...").
+                self.error = link.error or describe(exc)
             finally:
                 self.link = None
+            self._enter("restarting", self.error)  # before closing: /health says the truth at once
+            if was_ready:
+                for listener in list(self.down_listeners):
+                    listener(self)
             await link.close()
             # A connection that stayed up for a while starts the backoff afresh.
             if time.monotonic() - up_since > max(10 * backoff, 30.0):
                 backoff = self.config.restart_backoff_s
-            self._enter("restarting", self.error)
             self.restarts += 1
             gone = {key for key, items in self.lists.items() if items}
             if gone:  # its tools and the rest leave the merged catalog until it is back
                 self.lists = {key: [] for key in self.lists}
                 await self.on_change(self, gone)
+            if link.session_lost and was_ready:
+                # It answered: it is up again with none of our sessions. Reconnect now.
+                log.warning("upstream %s: %s; reconnecting now", self.id, self.error)
+                continue
             log.warning("upstream %s: %s; reconnecting in %.1f s", self.id, self.error, backoff)
-            await asyncio.sleep(backoff)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), backoff)
             backoff = min(backoff * 2, self.config.restart_backoff_max_s)
 
     async def _watch(self, link: UpstreamLink) -> None:
         """Until the connection ends; an upstream that stops answering pings counts as ended."""
         interval = self.config.health_interval_s
         while link.alive:
+            self._check.clear()
+            closed = asyncio.ensure_future(link.wait_closed())
+            check = asyncio.ensure_future(self._check.wait())
             try:
-                await asyncio.wait_for(link.wait_closed(), interval or None)
-            except TimeoutError:
-                try:
-                    await link.request("ping", None)
-                except Exception as exc:  # noqa: BLE001 - whatever the ping's failure, the link counts as ended
-                    link.error = f"did not answer a ping: {describe(exc)}"
-                    return
+                await asyncio.wait({closed, check}, timeout=interval or None, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed.cancel()
+                check.cancel()
+            if not link.alive:
+                return
+            try:  # the interval passed, or a session connection asked for a check
+                await link.request("ping", None, timeout=link.ping_timeout_s)
+            except UpstreamUnavailable as exc:
+                if link.alive:
+                    link.lose(f"did not answer a ping: {exc.reason}")
+                return
+            except Exception as exc:  # noqa: BLE001 - whatever the ping's failure, the link counts as ended
+                link.lose(f"did not answer a ping: {describe(exc)}")
+                return
 
     async def _fetch_lists(self, link: UpstreamLink) -> set[str]:
         """Re-read every list the upstream offers; returns the keys whose contents changed."""

@@ -12,9 +12,11 @@ and catalog tests need: a tool that kills its own process mid-call, a slow tool
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 import warnings
+from typing import Any
 
 import mcp_types as types
 from mcp.server.mcpserver import Context, MCPServer
@@ -112,6 +114,45 @@ async def grow(name: str, ctx: Context) -> str:
     server.add_tool(grown, name=name, description=f"Grown at run time: {name}")
     await ctx.request_context.session.send_tool_list_changed()
     return f"added {name}"
+
+
+# What this process's sessions set: the log level and subscriptions (a restarted process starts empty).
+STATE: dict[str, Any] = {"level": None, "subscribed": []}
+
+
+async def on_set_level(ctx, params: types.SetLevelRequestParams) -> dict[str, Any]:
+    STATE["level"] = params.level
+    return {}
+
+
+async def on_subscribe(ctx, params: types.SubscribeRequestParams) -> dict[str, Any]:
+    STATE["subscribed"] = sorted({*STATE["subscribed"], str(params.uri)})
+    return {}
+
+
+async def on_unsubscribe(ctx, params: types.UnsubscribeRequestParams) -> dict[str, Any]:
+    STATE["subscribed"] = [uri for uri in STATE["subscribed"] if uri != str(params.uri)]
+    return {}
+
+
+server._lowlevel_server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, on_set_level)
+server._lowlevel_server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, on_subscribe)
+server._lowlevel_server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, on_unsubscribe)
+
+
+@server.tool()
+def state() -> str:
+    """The log level and subscriptions this process was given, as JSON."""
+    return json.dumps(STATE, sort_keys=True)
+
+
+@server.tool()
+async def touch_if_subscribed(ctx: Context) -> str:
+    """Says toy://note was updated, only when a session subscribed to it (as a server would)."""
+    if "toy://note" in STATE["subscribed"]:
+        await ctx.session.send_resource_updated("toy://note")
+        return "touched"
+    return "not subscribed"
 
 
 @server.resource("toy://note", mime_type="text/plain")
