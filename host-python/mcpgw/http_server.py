@@ -58,7 +58,7 @@ log = logging.getLogger("mcpgw.http")
 
 HEAD_SLACK = 16 * 1024  # request line, ": " and CRLFs: bytes the edge's head_size does not count
 LINGER_IDLE_S = 5.0  # after a refusal, what the client still sends is read and dropped until it
-LINGER_MAX_S = 10.0  # pauses this long, half-closes, or this much time has passed: then close;
+LINGER_MAX_S = 30.0  # pauses this long, half-closes, or this much time has passed: then close;
 LINGER_MAX_CONNECTIONS = 1024  # with this many lingering already, close at once (a reset may eat the answer)
 RETRY_AFTER_S = 5  # the connection cap's Retry-After
 KINDS = ("head_timeout", "body_too_slow", "head_too_large", "connection_cap")
