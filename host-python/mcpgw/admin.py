@@ -22,6 +22,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from .edge.registry import EdgeRegistry, SwapRefused
+from .edge.signing import decode_signature
+from .edge.validate import escape
 
 if TYPE_CHECKING:
     from .plugins.registry import PluginRegistry
@@ -29,6 +31,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("mcpgw.admin")
 
 MAX_COMPONENT_BYTES = 32 * 1024 * 1024
+
+
+def _signature(request: Request) -> bytes | None:
+    """The detached Ed25519 signature sent with an upload: `?signature=` or the
+    `Mcpgw-Signature` header, base64 (docs/operations.md)."""
+    text = request.query_params.get("signature") or request.headers.get("mcpgw-signature")
+    if not text:
+        return None
+    try:
+        return decode_signature(text)
+    except ValueError as exc:
+        raise SwapRefused("signature", str(exc)) from None
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -110,13 +124,15 @@ class AdminAPI:
         if (refused := self._refusal(request, action)) is not None:
             return refused
         who = self._who(request)
-        name = request.query_params.get("name", "upload")
+        # The caller's text is escaped before it is logged or kept: no forged log lines.
+        name = escape(request.query_params.get("name", "upload"), 80)
         sha = "-"
         try:
             wasm = await self._component(request)
             sha = hashlib.sha256(wasm).hexdigest()
+            signature = _signature(request)
             # Compiling and the self-test take tens of milliseconds: keep them off the event loop.
-            candidate = await anyio.to_thread.run_sync(self.registry.verify, wasm, f"admin upload {name}")
+            candidate = await anyio.to_thread.run_sync(self.registry.verify, wasm, f"admin upload {name}", signature)
             result: dict[str, Any] = {
                 "verified": True,
                 "sha256": sha,
@@ -126,9 +142,11 @@ class AdminAPI:
             if activate:
                 result["event"] = self.registry.activate(candidate, who)  # fast: on the serving thread
         except SwapRefused as exc:
-            log.warning("admin %s by %s: sha256 %s refused at step %s: %s", action, who, sha, exc.step, exc.detail)
-            return JSONResponse({"verified": False, "step": exc.step, "detail": exc.detail, "sha256": sha}, 422)
-        log.warning("admin %s by %s: sha256 %s %s", action, who, sha, "now active" if activate else "verified")
+            step, detail = escape(exc.step, 40), escape(exc.detail, 400)
+            log.warning("admin %s by %s: sha256 %s refused at step %s: %s (%s)", action, who, sha, step, detail, name)
+            return JSONResponse({"verified": False, "step": step, "detail": detail, "sha256": sha}, 422)
+        outcome = "now active" if activate else "verified"
+        log.warning("admin %s by %s: sha256 %s %s (%s)", action, who, sha, outcome, name)
         return JSONResponse(result)
 
     async def rollback(self, request: Request) -> JSONResponse:

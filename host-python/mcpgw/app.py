@@ -19,7 +19,7 @@ import orjson
 
 from . import __version__
 from .asgi import ASGIApp, Receive, Scope, Send, send_json
-from .edge.backend import Edge, load_edge
+from .edge.backend import Edge, load_verified_edge, public_version
 from .edge.middleware import SCOPE_KEY, EdgeMiddleware
 from .gateway import Gateway, build_gateway
 from .http_server import HttpLimits, parse_networks
@@ -42,13 +42,14 @@ WRITERS_CLOSE_S = 1.0
 
 
 def load_edge_from(settings: Settings) -> Edge:
-    return load_edge(
+    return load_verified_edge(
         settings.edge,
         settings.edge_config(),
         settings.component_path(),
         allowed_sha256=frozenset(h.lower() for h in settings.edge_allowed_sha256),
         fuel=settings.edge_fuel,
         memory_bytes=settings.edge_memory_mb * 1024 * 1024,
+        signing_keys=settings.edge_signing_public_keys(),
     )
 
 
@@ -245,7 +246,7 @@ class App:
     def health(self) -> dict[str, Any]:
         edge: dict[str, Any] = {**self.edge.health(), "cache": self.middleware.cache.stats()}
         if self.registry is not None:  # admin events (who swapped what) stay behind the admin API
-            edge["previous"] = self.registry.status()["previous"]
+            edge["previous"] = public_version(self.registry.status()["previous"])
         return {
             "status": "ok",
             "version": __version__,

@@ -66,6 +66,7 @@ class Settings:
     edge_rollback_window_s: int = 60
     edge_tag_responses: bool = False
     edge_cache_entries: int = 4096
+    edge_signing_keys: tuple[str, ...] = ()
     admin_token: str = ""
     admin_allow_remote: bool = False
     response_mode: str = "json"
@@ -93,6 +94,15 @@ class Settings:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise ValueError(f"MCPGW_TRUSTED_PROXIES: not an address or CIDR: {proxy!r}") from None
+        self.edge_signing_public_keys()  # a key that cannot be read is a setting error, at start-up
+
+    def edge_signing_public_keys(self) -> tuple[Any, ...]:
+        from .edge.signing import load_keys  # cryptography: only imported when keys are set
+
+        try:
+            return load_keys(self.edge_signing_keys) if self.edge_signing_keys else ()
+        except ValueError as exc:
+            raise ValueError(f"MCPGW_EDGE_SIGNING_KEYS: {exc}") from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -208,6 +218,10 @@ HELP = {
     "edge_tag_responses": "add `mcpgw-edge: <backend/version/sha256 prefix>` to every response (debugging, tests)",
     "edge_cache_entries": (
         "edge outcomes cached per backend, keyed by method, path, query and the contract's headers (0: off)"
+    ),
+    "edge_signing_keys": (
+        "comma-separated Ed25519 public keys (files: PEM or base64; or the base64 itself); when set, a component "
+        "serves only with a signature one of them verifies (<component>.sig at start-up; ?signature= on swap)"
     ),
     "admin_token": "bearer token for the admin API (/admin/edge/...); the admin API is off when unset",
     "admin_allow_remote": "accept admin API calls from non-loopback addresses",

@@ -13,7 +13,9 @@ back, are logged at start-up and reported by `/health`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,12 +46,39 @@ class EdgeStatus:
     fallback_reason: str | None = None
 
 
+# What /health (public) may say about a component: which version, not who put it there,
+# from where, or where its file is (those stay in the admin API's status).
+PUBLIC_COMPONENT_KEYS = ("version", "contract", "sha256", "size", "self_test", "call_path")
+
+
+def public_version(described: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A registry description (`registry.describe`) without its source path."""
+    if described is None:
+        return None
+    return {k: described[k] for k in ("backend", "version", "contract", "sha256") if k in described}
+
+
 class Edge:
-    """The active edge backend and the story of how it was chosen."""
+    """The active edge backend and the story of how it was chosen.
+
+    `signing_keys`: the Ed25519 keys a replacement must be signed with (none: no
+    signature needed), as `load_verified_edge` checked the first one with them."""
 
     def __init__(self, backend: PythonCore | WasmCore, status: EdgeStatus):
         self.backend = backend
         self.status = status
+        self.signing_keys: tuple[Any, ...] = ()
+        self.allowlist_size = 0
+
+    @property
+    def status(self) -> EdgeStatus:
+        return self._status
+
+    @status.setter
+    def status(self, status: EdgeStatus) -> None:
+        # Every swap and rollback sets a status: so `since` is when this version took over.
+        self._status = status
+        self.since = time.time()
 
     # The middleware reads `backend` once per request itself (hot swap replaces
     # it); these are for everyone else.
@@ -60,12 +89,17 @@ class Edge:
         return self.backend.evaluate_raw(*head)
 
     def health(self) -> dict[str, Any]:
+        """Public: the version that is active, since when, and why in general terms; not who
+        swapped it in, from which address, or file paths (the admin API's status has those)."""
         s = self.status
         report: dict[str, Any] = {"backend": s.active, "requested": s.requested, "reason": s.reason}
+        report["since"] = round(self.since, 3)
         if s.component:
-            report["component"] = s.component
+            report["component"] = {k: s.component[k] for k in PUBLIC_COMPONENT_KEYS if k in s.component}
         if s.fallback_reason:
-            report["fallback_reason"] = s.fallback_reason
+            report["fallback_reason"] = s.fallback_reason.split(":", 1)[0]  # the reason's name, no detail
+            report["reason"] = "fallback: " + report["fallback_reason"]
+        report["verification"] = {"sha256_allowlist": self.allowlist_size, "signing_keys": len(self.signing_keys)}
         traps = getattr(self.backend, "traps", None)
         if traps is not None:
             report["traps"] = {"total": traps.total, **traps.by_kind}
@@ -126,6 +160,61 @@ def load_edge(
         summary,
     )
     return Edge(core, EdgeStatus(mode, "wasm", f"MCPGW_EDGE={mode}: component loaded, self-test passed", info))
+
+
+def load_verified_edge(
+    mode: str,
+    config: EdgeConfig,
+    component_path: Path | str | None,
+    *,
+    vectors_dir: Path | str | None = None,
+    fuel: int,
+    memory_bytes: int,
+    allowed_sha256: frozenset[str],
+    signing_keys: tuple[Any, ...],
+) -> Edge:
+    """`load_edge`, and with signing keys the component's signature first (`<component>.sig`,
+    over the bytes that then load). The Edge keeps the keys: every swap needs them too."""
+    if mode != "python" and signing_keys:
+        from .signing import sidecar_signature, signature_problem
+        from .wasm_core import ComponentLoadError, read_component
+
+        path = Path(component_path) if component_path else PACKAGED_COMPONENT
+        try:
+            wasm = read_component(path)
+        except ComponentLoadError as exc:
+            return _unusable(mode, config, f"{exc.reason}: {exc.detail}")
+        try:
+            problem = signature_problem(wasm, sidecar_signature(path), signing_keys)
+        except ValueError as exc:
+            problem = str(exc)
+        if problem is not None:
+            return _unusable(mode, config, f"signature: {problem}")
+        edge = load_edge(
+            mode,
+            config,
+            path,
+            vectors_dir=vectors_dir,
+            fuel=fuel,
+            memory_bytes=memory_bytes,
+            allowed_sha256=allowed_sha256,
+        )
+        loaded = getattr(edge.backend, "component", None)
+        if loaded is not None and loaded.sha256 != hashlib.sha256(wasm).hexdigest():
+            return _unusable(mode, config, "signature: the file changed between its signature check and its load")
+    else:
+        edge = load_edge(
+            mode,
+            config,
+            component_path,
+            vectors_dir=vectors_dir,
+            fuel=fuel,
+            memory_bytes=memory_bytes,
+            allowed_sha256=allowed_sha256,
+        )
+    edge.signing_keys = signing_keys
+    edge.allowlist_size = len(allowed_sha256)
+    return edge
 
 
 def _unusable(mode: str, config: EdgeConfig, why: str) -> Edge:

@@ -28,6 +28,8 @@ from typing import Any
 
 from .backend import Edge, EdgeStatus
 from .contract import EdgeConfig
+from .signing import sidecar_signature, signature_problem
+from .validate import escape
 from .vectors import PACKAGED_DIR, load_cases
 from .wasm_core import ComponentLoadError, WasmComponent, WasmCore, read_component, verify_component
 
@@ -104,7 +106,10 @@ class EdgeRegistry:
 
     # --- verification (slow: run it off the event loop) ----------------------
 
-    def verify(self, wasm: bytes, source: str) -> Candidate:
+    def verify(self, wasm: bytes, source: str, signature: bytes | None = None) -> Candidate:
+        # With MCPGW_EDGE_SIGNING_KEYS, the signature before anything else looks at the bytes.
+        if (problem := signature_problem(wasm, signature, self.edge.signing_keys)) is not None:
+            raise SwapRefused("signature", problem)
         try:
             component, summary = verify_component(
                 wasm,
@@ -116,14 +121,19 @@ class EdgeRegistry:
             )
         except ComponentLoadError as exc:
             raise SwapRefused(_STEPS.get(exc.reason, exc.reason), exc.detail) from None
+        except Exception as exc:  # noqa: BLE001 - anything unforeseen is a named refusal too, never a 500
+            raise SwapRefused("error", f"{type(exc).__name__}: {escape(exc, 300)}") from None
         return Candidate(component, source, summary)
 
     def verify_file(self, path: Path | str) -> Candidate:
         try:
             wasm = read_component(path)
+            signature = sidecar_signature(Path(path))
         except ComponentLoadError as exc:
             raise SwapRefused("read", exc.detail) from None
-        return self.verify(wasm, str(path))
+        except ValueError as exc:
+            raise SwapRefused("signature", str(exc)) from None
+        return self.verify(wasm, str(path), signature)
 
     # --- activation and rollback (fast: on the serving thread) ---------------
 
@@ -138,7 +148,7 @@ class EdgeRegistry:
             status = EdgeStatus(
                 self.edge.status.requested,
                 "wasm",
-                f"swapped in by {actor}",
+                "swapped in through the admin API",  # who did it: the event, behind the admin API
                 {
                     "version": c.version["component"],
                     "contract": c.version["contract"],
