@@ -1,0 +1,61 @@
+"""Who is calling: the principal an authenticator establishes for one request (or a stdio process)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+# The ASGI scope key the Router sets for the transports (absent: authentication is off).
+SCOPE_KEY = "mcpgw.principal"
+# Claims a principal keeps (for policy claim matches, plugins and logs); never the token itself.
+KEPT_CLAIMS = ("iss", "sub", "aud", "azp", "client_id", "exp", "groups", "roles", "email", "name")
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: str  # "jwt", "api-key", "anonymous"
+    subject: str
+    issuer: str = ""
+    scopes: frozenset[str] = frozenset()
+    claims: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """What a session is bound to: the same key is the same caller."""
+        return (self.kind, self.issuer, self.subject)
+
+    def describe(self) -> dict[str, Any]:
+        """What plugins and logs may see: subject, scopes, selected claims (never a token)."""
+        return {
+            "kind": self.kind,
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "scopes": sorted(self.scopes),
+            "claims": {k: v for k, v in self.claims.items() if k in KEPT_CLAIMS},
+        }
+
+
+ANONYMOUS = Principal("anonymous", "")
+
+
+def same_caller(a: Principal | None, b: Principal | None) -> bool:
+    """Sessions opened without authentication (None) match only requests without it."""
+    if a is None or b is None:
+        return a is b
+    return a.key == b.key
+
+
+def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
+    """OAuth's `scope` (space-separated) and the `scp` list some servers issue."""
+    found: set[str] = set()
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        found.update(scope.split())
+    scp = claims.get("scp")
+    if isinstance(scp, list):
+        found.update(s for s in scp if isinstance(s, str))
+    elif isinstance(scp, str):
+        found.update(scp.split())
+    return frozenset(found)
