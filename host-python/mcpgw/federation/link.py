@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import itertools
 import json
 import logging
@@ -129,6 +130,30 @@ class _Watchful(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+
+# The client capabilities a session connection can carry: server-to-client requests the gateway
+# relays (sampling, elicitation, roots, with every sub-capability as the client declared it) and
+# `experimental` (its notifications are relayed). Not `tasks` or `extensions`: not relayed.
+RELAYABLE_CAPABILITIES = ("sampling", "elicitation", "roots", "experimental")
+
+
+def relayable(declared: dict[str, Any]) -> dict[str, Any]:
+    """The client's declared capabilities, exactly, intersected with what the gateway relays."""
+    return {key: copy.deepcopy(declared[key]) for key in RELAYABLE_CAPABILITIES if isinstance(declared.get(key), dict)}
+
+
+class _RelayingClientSession(ClientSession):
+    """The SDK's client session, offering the upstream what the downstream client declared (the SDK
+    would rebuild capabilities from which callbacks exist: dropping sampling.tools, sampling.context
+    and experimental, adding elicitation.url and roots.listChanged)."""
+
+    def __init__(self, offered: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._offered = types.ClientCapabilities.model_validate(offered)
+
+    def _build_capabilities(self, version: str) -> types.ClientCapabilities:
+        return self._offered
 
 
 def _dump(model: Any) -> dict[str, Any]:
@@ -250,7 +275,8 @@ class UpstreamLink:
                 # Our own hop between transport and dispatcher, so the link knows when the upstream is gone.
                 inbound, dispatcher_read = anyio.create_memory_object_stream[SessionMessage | Exception](0)
                 dispatcher = JSONRPCDispatcher(dispatcher_read, write)
-                session = ClientSession(
+                session = _RelayingClientSession(
+                    relayable(self.capabilities),
                     dispatcher=dispatcher,
                     message_handler=self._on_message,
                     client_info=types.Implementation(name="mcpgw", version=__version__),

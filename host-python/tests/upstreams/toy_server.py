@@ -155,6 +155,14 @@ async def touch_if_subscribed(ctx: Context) -> str:
     return "not subscribed"
 
 
+@server.tool()
+def offered(ctx: Context) -> str:
+    """The client capabilities this connection was offered in initialize, as JSON (as received)."""
+    params = ctx.session.client_params
+    caps = params.capabilities if params is not None else None
+    return json.dumps(caps.model_dump(by_alias=True, mode="json", exclude_unset=True) if caps else None, sort_keys=True)
+
+
 @server.resource("toy://note", mime_type="text/plain")
 def note() -> str:
     """A fixed note."""

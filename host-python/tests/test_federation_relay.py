@@ -1,0 +1,80 @@
+"""What the gateway relays between a client and an upstream (issue 19): the client's capabilities
+exactly as declared (never more), on virtual servers and on /mcp.
+
+A real gateway process (Python edge), the toy server over Streamable HTTP as the upstream (its
+`offered` tool answers what its connection was offered in initialize), raw HTTP clients so the
+declared capabilities are exactly what the test writes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from mcp_http import BASE, read_sse_text, rpc
+from upstream_procs import federated_gateway, http_table, toy_http
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def gw(component_path):
+    web = toy_http("web")
+    gateway = federated_gateway("python", [http_table("web", web.url, prefix="w")])
+    yield gateway
+    gateway.stop()
+    web.stop()
+
+
+def _answer(r: httpx.Response) -> dict:
+    assert r.status_code == 200, r.text
+    return read_sse_text(r.text)[-1].json() if r.headers["content-type"] == "text/event-stream" else r.json()
+
+
+def offered_upstream(url: str, capabilities: dict, tool: str) -> dict:
+    """Open a session declaring `capabilities`, and ask the upstream what its connection was offered."""
+    with httpx.Client(timeout=60) as http:
+        init = rpc(
+            "initialize",
+            0,
+            protocolVersion="2025-11-25",
+            capabilities=capabilities,
+            clientInfo={"name": "t", "version": "0"},
+        )
+        r = http.post(url, json=init, headers=BASE)
+        _answer(r)
+        headers = {**BASE, "mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+        http.post(url, json=rpc("notifications/initialized", None), headers=headers)
+        result = _answer(http.post(url, json=rpc("tools/call", 1, name=tool, arguments={}), headers=headers))
+        http.delete(url, headers=headers)
+    return json.loads(result["result"]["content"][0]["text"])
+
+
+RICH = {
+    "sampling": {"context": {}, "tools": {}},
+    "elicitation": {"form": {}},
+    "roots": {"listChanged": True},
+    "experimental": {"x-test": {"depth": 2}},
+    "tasks": {"list": {}, "cancel": {}, "requests": {"sampling": {"createMessage": {}}}},
+}
+RELAYED = {key: RICH[key] for key in ("sampling", "elicitation", "roots", "experimental")}  # no tasks
+
+
+@pytest.mark.parametrize(("path", "tool"), [("/servers/web/mcp", "offered"), ("/mcp", "w__offered")])
+def test_client_capabilities_reach_the_upstream_exactly_as_declared(gw, path, tool):
+    assert offered_upstream(gw.url + path, RICH, tool) == RELAYED
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [
+        {},  # nothing: the upstream is offered nothing
+        {"elicitation": {}},  # form only (the spec's empty object): never url added
+        {"roots": {}},  # roots without listChanged: not added
+        {"sampling": {}},  # plain sampling: no tools, no context
+    ],
+)
+def test_an_upstream_is_never_offered_more_than_the_client_declared(gw, declared):
+    assert offered_upstream(gw.url + "/servers/web/mcp", declared, "offered") == declared
