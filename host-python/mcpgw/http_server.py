@@ -28,14 +28,17 @@ client pauses `LINGER_IDLE_S`, half-closes, or `LINGER_MAX_S` has passed (at mos
 Refusals are counted by kind (`/health` -> `limits.refused`) and logged at most once a
 second per kind, with a tally of the rest.
 
-And three fixes of uvicorn's protocol (0.54):
+And, around uvicorn's protocol (0.54):
 
 - A client's half-close (FIN after a complete request) no longer drops the answer owed to it:
   `eof_received` keeps the write side open until the owed responses are sent, then closes.
 - A parse error pipelined behind a request no longer cuts that request's answer: the 400 is
   written after the responses before it, in order.
-- `scope["extensions"]["mcpgw.abort"]` closes the connection at once (a writer blocked on a
-  client that stopped reading cannot otherwise be stopped).
+- `scope["extensions"]["mcpgw.abort"]` drops the connection at once: uvicorn's `send` waits
+  for a client that stopped reading to drain, and nothing else can end such a writer. Not yet
+  called: the SSE writer must call it when its stream is kicked during a blocked send (DELETE,
+  expiry, shutdown, a slow reader cut off); tests/scenarios/known-bugs/
+  delete-leaves-blocked-stream-open.toml shows the bug until it does.
 """
 
 from __future__ import annotations
