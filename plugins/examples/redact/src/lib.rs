@@ -103,6 +103,10 @@ fn emails(s: &[u8], out: &mut Vec<Span>) {
 fn aws_keys(s: &[u8], out: &mut Vec<Span>) {
     let mut i = 0;
     while i + 20 <= s.len() {
+        if s.get(i) != Some(&b'A') {
+            i += 1;
+            continue;
+        }
         let key = s.get(i..i + 20).unwrap_or_default();
         let boundary_before = i == 0 || !s.get(i - 1).copied().is_some_and(is_word);
         let boundary_after = !s.get(i + 20).copied().is_some_and(is_word);
@@ -126,6 +130,10 @@ fn bearers(s: &[u8], out: &mut Vec<Span>) {
     let token = |b: u8| b.is_ascii_alphanumeric() || b"-._~+/=".contains(&b);
     let mut i = 0;
     while i + 7 <= s.len() {
+        if !matches!(s.get(i), Some(b'b' | b'B')) {
+            i += 1;
+            continue;
+        }
         let word = s.get(i..i + 7).unwrap_or_default();
         let boundary = i == 0 || !s.get(i - 1).copied().is_some_and(is_word);
         if boundary && word.eq_ignore_ascii_case(b"bearer ") {
