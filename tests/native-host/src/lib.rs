@@ -31,7 +31,7 @@ pub mod wire;
 pub mod bindings {
     wasmtime::component::bindgen!({
         world: "transport-core",
-        path: "../../wit",
+        path: "../../wit/transport.wit",
     });
 }
 
