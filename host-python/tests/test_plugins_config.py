@@ -1,0 +1,165 @@
+"""`[plugins.<name>]` tables: every error names the file, the line and the key, and stops the
+gateway at start-up (exit 2); what a valid table becomes. Also the sandbox on its own: the
+typed `invoke` and the encoded `invoke-encoded` (what the request path uses) agree."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from mcpgw.federation.config import ConfigError, parse, parse_plugins
+from mcpgw.plugins.manifest import DEFAULT_FUEL, DEFAULT_MAX_OUTPUT_KB, DEFAULT_MEMORY_MB
+from mcpgw.plugins.sandbox import PluginComponent
+from test_plugins import example, plugin_table
+
+GOOD = '[plugins.guard]\npath = "guard.wasm"\n'
+
+
+@pytest.mark.parametrize(
+    ("extra", "line", "message"),
+    [
+        ("fuel = -1", 3, "plugins.guard.fuel must be a non-negative integer"),
+        ("fuel = 0", 3, "plugins.guard.fuel must be greater than 0"),
+        ('hooks = ["tool-pre-invoke", "after-everything"]', 3, "plugins.guard.hooks must be a list of hooks"),
+        ('grants = ["log", "network"]', 3, "plugins.guard.grants must be a list drawn from log, clock"),
+        ('on_error = "ignore"', 3, "plugins.guard.on_error must be one of fail-closed, fail-open"),
+        ('sha256 = "abc"', 3, "plugins.guard.sha256 must be a 64-digit lowercase hex sha256"),
+        ('priority = "high"', 3, "plugins.guard.priority must be an integer"),
+        ("tools = 3", 3, "plugins.guard.tools must be a list of strings"),
+        ('config = "x"', 3, "plugins.guard.config must be a table"),
+        ("memroy_mb = 4", 3, "plugins.guard: unknown key 'memroy_mb'"),
+    ],
+)
+def test_each_error_names_the_line_and_the_key(extra, line, message):
+    with pytest.raises(ConfigError) as err:
+        parse_plugins(GOOD + extra + "\n", "gw.toml")
+    assert str(err.value).startswith(f"gw.toml, line {line}: {message}"), str(err.value)
+
+
+def test_a_missing_path_and_a_bad_name_name_the_table():
+    with pytest.raises(ConfigError, match=r"^gw.toml, line 2: plugins.guard: 'path' .* is required"):
+        parse_plugins("\n[plugins.guard]\nfuel = 5\n", "gw.toml")
+    with pytest.raises(ConfigError, match=r"^gw.toml, line 1: plugin name 'a.b' must be"):
+        parse_plugins('[plugins."a.b"]\npath = "x"\n', "gw.toml")
+
+
+def test_an_error_inside_a_config_sub_table_names_its_header():
+    text = (
+        '[plugins.guard]\npath = "g.wasm"\nfuel = 1\n\n[plugins.guard.config]\ndeny = ["x"]\n'
+        "[plugins.other]\nfuel = 1\n"
+    )
+    with pytest.raises(ConfigError, match=r"^gw.toml, line 7: plugins.other: 'path'"):
+        parse_plugins(text, "gw.toml")
+    manifest = parse_plugins(text.split("[plugins.other]")[0], "gw.toml")[0]
+    assert manifest.config == {"deny": ["x"]}
+
+
+def test_a_valid_table_with_defaults_and_upstreams_beside_it(tmp_path):
+    text = '[upstreams.toy]\ntransport = "stdio"\ncommand = "x"\n\n' + GOOD
+    assert [u.id for u in parse(text, "gw.toml")] == ["toy"]  # upstream parsing accepts [plugins]
+    (manifest,) = parse_plugins(text, "gw.toml", tmp_path)
+    assert manifest.path == str(tmp_path / "guard.wasm")  # relative to the config file
+    assert (manifest.fuel, manifest.memory_mb, manifest.max_output_kb) == (
+        DEFAULT_FUEL,
+        DEFAULT_MEMORY_MB,
+        DEFAULT_MAX_OUTPUT_KB,
+    )
+    assert (manifest.on_error, manifest.grants, manifest.endpoints, manifest.tools) == (
+        "fail-closed",
+        (),
+        ("*",),
+        ("*",),
+    )
+    assert manifest.line == 5
+
+
+def serve(tmp_path, table: str, **env: str) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "gw.toml"
+    config.write_text(table + "\n")
+    full = {"MCPGW_CONFIG": str(config), "MCPGW_PORT": "0", "MCPGW_EDGE": "python", **env}
+    return subprocess.run(
+        [sys.executable, "-m", "mcpgw.cli", "serve"], env=full, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_start_up_stops_with_exit_2_naming_file_line_and_key(tmp_path):
+    run = serve(tmp_path, plugin_table("guard", example("tool-guard"), fuel=-5))
+    assert run.returncode == 2
+    assert f"invalid config: {tmp_path / 'gw.toml'}, line 3: plugins.guard.fuel must be" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("keys", "env", "step", "detail"),
+    [
+        ({"hooks": ["prompt-pre-fetch"]}, {}, "hooks", "are not implemented"),
+        ({"sha256": "0" * 64}, {}, "allowlist", "is not the manifest's sha256"),
+        ({}, {"MCPGW_PLUGINS_ALLOWED_SHA256": "0" * 64}, "allowlist", "MCPGW_PLUGINS_ALLOWED_SHA256"),
+        ({"config": {"allow": 3}}, {}, "configure", "configure refused"),
+    ],
+)
+def test_a_plugin_refused_at_start_up_stops_it_naming_the_table(tmp_path, keys, env, step, detail):
+    run = serve(tmp_path, plugin_table("guard", example("tool-guard"), **keys), **env)
+    assert run.returncode == 2
+    assert f"{tmp_path / 'gw.toml'}, line 1: plugins.guard: refused at {step}: " in run.stderr
+    assert detail in run.stderr
+
+
+def test_a_missing_file_is_named(tmp_path):
+    run = serve(tmp_path, plugin_table("guard", tmp_path / "nowhere.wasm"))
+    assert run.returncode == 2 and "refused at read" in run.stderr and "nowhere.wasm" in run.stderr
+
+
+def test_the_allowlist_admits_a_listed_component(tmp_path):
+    sha = hashlib.sha256(example("noop").read_bytes()).hexdigest()
+    config = tmp_path / "gw.toml"
+    config.write_text(plugin_table("n", example("noop"), sha256=sha) + "\n")
+    from mcpgw.plugins import plugin_registry_for
+    from mcpgw.settings import Settings
+
+    registry = plugin_registry_for(Settings(config=str(config), plugins_allowed_sha256=(sha,)))
+    assert registry is not None and [p["sha256"] for p in registry.health()] == [sha]
+
+
+def _typed_action(value):
+    """wasmtime-py lifts `action` untagged: None (continue), a str (modify) or a record (deny)."""
+    if value is None:
+        return {"continue": None}
+    if isinstance(value, str):
+        return {"modify": orjson.loads(value)}
+    return {"deny": {"code": value.code, "message": value.message}}
+
+
+def test_typed_invoke_and_invoke_encoded_agree():
+    component = PluginComponent(
+        example("tool-guard").read_bytes(),
+        name="guard",
+        grants=(),
+        fuel=DEFAULT_FUEL,
+        memory_bytes=DEFAULT_MEMORY_MB << 20,
+        max_output_bytes=DEFAULT_MAX_OUTPUT_KB << 10,
+    )
+    inst = component.instantiate(orjson.dumps({"deny": ["rm*"]}).decode())
+    ctx = {
+        "endpoint": "/mcp",
+        "upstream": None,
+        "principal": None,
+        "request-id": "1",
+        "session-hash": None,
+    }
+    cases = [
+        ("tool-pre-invoke", "tools/call", "rm_rf", {"name": "rm_rf", "arguments": {}}),
+        ("tool-pre-invoke", "tools/call", "echo", {"name": "echo", "arguments": {"text": "x"}}),
+        ("list-filter", "tools/list", None, {"tools": [{"name": "rm_rf"}, {"name": "echo"}]}),
+    ]
+    seen = set()
+    for hook, method, name, payload in cases:
+        context = {"hook": hook, **ctx, "method": method, "name": name}
+        encoded = orjson.loads(inst.invoke_encoded(orjson.dumps({"context": context, "payload": payload})))
+        typed = _typed_action(inst.invoke_typed(context, orjson.dumps(payload).decode()))
+        assert typed == encoded, (hook, name)
+        seen.add(next(iter(encoded)))
+    assert seen == {"deny", "continue", "modify"}
