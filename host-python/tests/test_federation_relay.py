@@ -1,5 +1,6 @@
 """What the gateway relays between a client and an upstream (issue 19): the client's capabilities
-exactly as declared (never more), on virtual servers and on /mcp.
+exactly as declared (never more), and an upstream's withdrawal (notifications/cancelled) of its
+own elicitation, on virtual servers and on /mcp.
 
 A real gateway process (Python edge), the toy server over Streamable HTTP as the upstream (its
 `offered` tool answers what its connection was offered in initialize), raw HTTP clients so the
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import json
 
+import anyio
 import httpx
+import mcp_types as types
 import pytest
+from mcp.client.client import Client
 
 from mcp_http import BASE, read_sse_text, rpc
 from upstream_procs import federated_gateway, http_table, toy_http
@@ -78,3 +82,25 @@ def test_client_capabilities_reach_the_upstream_exactly_as_declared(gw, path, to
 )
 def test_an_upstream_is_never_offered_more_than_the_client_declared(gw, declared):
     assert offered_upstream(gw.url + "/servers/web/mcp", declared, "offered") == declared
+
+
+@pytest.mark.parametrize("path", ["/servers/web/mcp", "/mcp"])
+async def test_an_upstream_withdrawing_its_elicitation_reaches_the_client_with_its_id(gw, path):
+    asked, withdrawn = anyio.Event(), anyio.Event()
+
+    async def elicitation(ctx, params):
+        asked.set()
+        try:
+            await anyio.sleep_forever()  # a user who has not answered yet
+        except anyio.get_cancelled_exc_class():
+            withdrawn.set()  # the client SDK cancels the handler on notifications/cancelled for its id
+            raise
+        return types.ElicitResult(action="cancel")  # pragma: no cover
+
+    tool = "withdraw" if path.startswith("/servers") else "w__withdraw"
+    async with Client(gw.url + path, mode="legacy", elicitation_callback=elicitation) as client:
+        with anyio.fail_after(30):
+            result = await client.call_tool(tool, {"seconds": 1.0})
+            await withdrawn.wait()
+        assert asked.is_set()
+        assert result.content[0].text == "withdrawn"

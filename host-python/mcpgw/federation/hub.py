@@ -46,6 +46,9 @@ def _opened(pending: PendingLink) -> UpstreamLink | None:
     return None
 
 
+_background: set[asyncio.Task[None]] = set()  # sends that must outlive the task that started them
+
+
 class SessionRelay:
     """Routes what one upstream connection of one client session sends back to that client."""
 
@@ -80,13 +83,35 @@ class SessionRelay:
 
     async def upstream_request(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> dict[str, Any]:
         ctx = self.calls[-1] if self.calls else None
-        result: dict[str, Any] = await self.session.request(  # the client's answer, checked by the link
-            method,
-            params,
-            timeout=self.upstream.config.call_timeout_s or 3600.0,
-            emit=ctx.emit if ctx is not None else None,
-        )
+        session = self.session
+        sent: list[Any] = []  # the id the client knows this request by
+
+        async def emit(message: dict[str, Any]) -> bool:
+            # On the stream of the call it serves, else on the session's stream (as Session.request does).
+            sent.append(message.get("id"))
+            if ctx is not None and await ctx.emit(message):
+                return True
+            return session.attachment is not None and bool(await session.attachment.send(message))
+
+        try:
+            result: dict[str, Any] = await session.request(  # the client's answer, checked by the link
+                method, params, timeout=self.upstream.config.call_timeout_s or 3600.0, emit=emit
+            )
+        except asyncio.CancelledError:
+            # The upstream withdrew its request (notifications/cancelled; the SDK cancels this
+            # callback): the client hears of it under the id it knows, so its dialog can close.
+            if sent and sent[0] is not None and not session.closed:
+                note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": sent[0]}}
+                task = asyncio.ensure_future(self._cancelled(ctx, note))
+                _background.add(task)
+                task.add_done_callback(_background.discard)
+            raise
         return result
+
+    async def _cancelled(self, ctx: CallContext | None, note: dict[str, Any]) -> None:
+        if ctx is not None and await ctx.emit(note):
+            return
+        await self.session.notify(note["method"], note["params"])
 
 
 class Federation:

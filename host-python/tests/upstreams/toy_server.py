@@ -18,9 +18,11 @@ import sys
 import warnings
 from typing import Any
 
+import anyio
 import mcp_types as types
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPDeprecationWarning
+from pydantic import BaseModel
 
 warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
 
@@ -161,6 +163,22 @@ def offered(ctx: Context) -> str:
     params = ctx.session.client_params
     caps = params.capabilities if params is not None else None
     return json.dumps(caps.model_dump(by_alias=True, mode="json", exclude_unset=True) if caps else None, sort_keys=True)
+
+
+class Confirm(BaseModel):
+    ok: bool
+
+
+@server.tool()
+async def withdraw(seconds: float, ctx: Context) -> str:
+    """Asks the client something (elicitation/create), then withdraws the question after `seconds`
+    (the SDK sends notifications/cancelled for its own abandoned request)."""
+    try:
+        with anyio.fail_after(seconds):
+            result = await ctx.elicit("Still there?", schema=Confirm)
+    except TimeoutError:
+        return "withdrawn"
+    return f"answered {result.action}"
 
 
 @server.resource("toy://note", mime_type="text/plain")
