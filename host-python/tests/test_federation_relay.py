@@ -1,6 +1,6 @@
 """What the gateway relays between a client and an upstream (issue 19): the client's capabilities
 exactly as declared (never more), and an upstream's withdrawal (notifications/cancelled) of its
-own elicitation, on virtual servers and on /mcp.
+own elicitation, on virtual servers and on /mcp; a stdio upstream's stderr in the gateway's log.
 
 A real gateway process (Python edge), the toy server over Streamable HTTP as the upstream (its
 `offered` tool answers what its connection was offered in initialize), raw HTTP clients so the
@@ -18,7 +18,7 @@ import pytest
 from mcp.client.client import Client
 
 from mcp_http import BASE, read_sse_text, rpc
-from upstream_procs import federated_gateway, http_table, toy_http
+from upstream_procs import TOY, federated_gateway, http_table, stdio_table, toy_http
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -104,3 +104,21 @@ async def test_an_upstream_withdrawing_its_elicitation_reaches_the_client_with_i
             await withdrawn.wait()
         assert asked.is_set()
         assert result.content[0].text == "withdrawn"
+
+
+async def test_a_stdio_upstreams_stderr_goes_to_the_gateway_log_with_its_id_and_rate_limited(component_path):
+    gateway = federated_gateway("python", [stdio_table("loud", TOY, "stdio", "loud")])
+    try:
+        async with Client(gateway.url + "/servers/loud/mcp", mode="legacy") as client:
+            await client.call_tool("complain", {"text": "disk almost full"})
+            await client.call_tool("complain", {"text": "flood", "times": 5000})
+            await client.call_tool("complain", {"text": "after the flood"})
+        with anyio.fail_after(30):
+            while "dropped: rate limit" not in gateway.log():  # noqa: ASYNC110 - another process's log file: polled
+                await anyio.sleep(0.1)
+        log = gateway.log()
+        assert "upstream loud (session " in log and "stderr: disk almost full 0" in log
+        floods = [line for line in log.splitlines() if "stderr: flood " in line]
+        assert 0 < len(floods) < 5000  # a burst, then the rate limit
+    finally:
+        gateway.stop()

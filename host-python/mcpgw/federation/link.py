@@ -24,7 +24,9 @@ import copy
 import itertools
 import json
 import logging
-import sys
+import os
+import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -156,6 +158,47 @@ class _RelayingClientSession(ClientSession):
         return self._offered
 
 
+STDERR_LINES_PER_S = 20.0  # a stdio upstream's stderr lines logged per second (bursts of up to 100)
+STDERR_BURST = 100
+STDERR_LINE_MAX = 2000  # characters of one line kept
+
+
+class StderrLog:
+    """A stdio upstream's stderr, into the gateway's log line by line, prefixed with the upstream's
+    id and connection, rate-limited (a token bucket; what was dropped is counted in the next line
+    and when the stream ends). A thread reads the pipe: the SDK hands the fd to the child process."""
+
+    def __init__(self, upstream: str, label: str) -> None:
+        self.prefix = f"upstream {upstream} ({label}) stderr"
+        read_fd, write_fd = os.pipe()
+        self.file = os.fdopen(write_fd, "w")  # the child's stderr; closed here once the child has it
+        self._thread = threading.Thread(target=self._pump, args=(read_fd,), name=self.prefix, daemon=True)
+        self._thread.start()
+
+    def _pump(self, read_fd: int) -> None:
+        tokens, last, dropped = float(STDERR_BURST), time.monotonic(), 0
+        with os.fdopen(read_fd, "rb") as pipe:
+            for raw in pipe:
+                now = time.monotonic()
+                tokens = min(float(STDERR_BURST), tokens + (now - last) * STDERR_LINES_PER_S)
+                last = now
+                if tokens < 1:
+                    dropped += 1
+                    continue
+                tokens -= 1
+                line = raw.decode("utf-8", "replace").rstrip()[:STDERR_LINE_MAX]
+                if dropped:
+                    log.warning("%s: (%d lines dropped: rate limit)", self.prefix, dropped)
+                    dropped = 0
+                log.info("%s: %s", self.prefix, line)
+        if dropped:
+            log.warning("%s: (%d lines dropped: rate limit)", self.prefix, dropped)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+
+
 def _dump(model: Any) -> dict[str, Any]:
     return model.model_dump(by_alias=True, mode="json", exclude_none=True) if model is not None else {}
 
@@ -239,12 +282,22 @@ class UpstreamLink:
         cfg = self.config
         if cfg.transport == "stdio":
             params = StdioServerParameters(command=cfg.command, args=list(cfg.args), env=cfg.env or None, cwd=cfg.cwd)
-            return stdio_client(params, errlog=sys.stderr)
+            return self._stdio(params)
         if cfg.transport == "sse":
             return sse_client(
                 cfg.url, headers=cfg.headers or None, timeout=cfg.connect_timeout_s, httpx_client_factory=self._http
             )
         return self._streamable_http()
+
+    @contextlib.asynccontextmanager
+    async def _stdio(self, params: StdioServerParameters) -> AsyncIterator[TransportStreams]:
+        stderr = StderrLog(self.config.id, self.label)
+        try:
+            async with stdio_client(params, errlog=stderr.file) as streams:
+                stderr.close()  # the child holds its own copy: EOF comes when the child exits
+                yield streams
+        finally:
+            stderr.close()
 
     def _http(
         self,

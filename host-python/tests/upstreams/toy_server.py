@@ -165,6 +165,14 @@ def offered(ctx: Context) -> str:
     return json.dumps(caps.model_dump(by_alias=True, mode="json", exclude_unset=True) if caps else None, sort_keys=True)
 
 
+@server.tool()
+def complain(text: str, times: int = 1) -> str:
+    """Writes `text` to stderr `times` times."""
+    for n in range(times):
+        print(f"{text} {n}", file=sys.stderr, flush=True)
+    return "complained"
+
+
 class Confirm(BaseModel):
     ok: bool
 
