@@ -174,3 +174,57 @@ def test_health_and_the_start_up_log_describe_every_plugin(gw):
     for name, plugin in plugins.items():
         line = next(line for line in log.splitlines() if f"plugin {name} " in line and "hooks" in line)
         assert plugin["sha256"][:12] in line and plugin["version"] in line and "enabled" in line
+
+
+# -- every transport gets the same chain ------------------------------------------
+
+
+def test_websocket_and_legacy_sse_get_the_same_chain(gw):
+    from websockets.sync.client import connect
+
+    from test_stdio import INIT
+
+    with connect(gw.url.replace("http://", "ws://") + "/ws", subprotocols=["mcp"]) as ws:
+        ws.send(json.dumps(INIT))
+        json.loads(ws.recv(timeout=30))
+        ws.send(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        ws.send(json.dumps(_call(1, "echo", text="DROP TABLE t")))
+        assert json.loads(ws.recv(timeout=60))["error"]["code"] == -32602
+        ws.send(json.dumps(_call(2, "toy__add", a=1, b=2)))
+        assert json.loads(ws.recv(timeout=60))["error"]["message"] == "Unknown tool: toy__add"
+
+
+async def test_legacy_sse_gets_the_same_chain(gw):
+    from mcp.client.sse import sse_client
+
+    async with Client(sse_client(gw.url + "/sse")) as client:
+        text = text_of(await client.call_tool("echo", {"text": "ann@example.com"}))
+        assert text == "[redacted:email]"
+        assert "toy__add" not in {t.name for t in (await client.list_tools()).tools}
+
+
+def _call(id_: int, name: str, **arguments: Any) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": {"name": name, "arguments": arguments}}
+
+
+def test_stdio_gets_the_same_chain(tmp_path):
+    from test_stdio import INIT, INITIALIZED, by_id, run_stdio
+
+    config = tmp_path / "mcpgw.toml"
+    config.write_text(
+        plugin_table("guard", example("tool-guard"), config={"deny": ["add"]})
+        + "\n"
+        + plugin_table("redact", example("redact"))
+        + "\n"
+    )
+    out, log = run_stdio(
+        INIT,
+        INITIALIZED,
+        _call(1, "add", a=1, b=2),
+        _call(2, "echo", text="ann@example.com"),
+        args=("--config", str(config)),
+    )
+    answers = by_id(out)
+    assert answers[1]["error"] == {"code": -32602, "message": "Unknown tool: add"}
+    assert answers[2]["result"]["content"][0]["text"] == "[redacted:email]"
+    assert "plugin guard" in log and "plugin redact" in log
