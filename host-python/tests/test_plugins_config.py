@@ -163,3 +163,19 @@ def test_typed_invoke_and_invoke_encoded_agree():
         assert typed == encoded, (hook, name)
         seen.add(next(iter(encoded)))
     assert seen == {"deny", "continue", "modify"}
+
+
+def test_the_log_grant_escapes_and_rate_limits(caplog):
+    from mcpgw.plugins.sandbox import LOG_LINES_PER_S, LogSink
+
+    sink = LogSink("chatty")
+    with caplog.at_level("DEBUG", logger="mcpgw.plugin.chatty"):
+        sink.write("warning", "forged\nINFO mcpgw: line\x1b[31m é")
+        for _ in range(50):
+            sink.write("info", "again")
+    records = [r for r in caplog.records if r.name == "mcpgw.plugin.chatty"]
+    assert len(records) == LOG_LINES_PER_S  # the rest suppressed, counted
+    first = records[0]
+    assert first.levelname == "WARNING" and first.plugin == "chatty"
+    assert first.getMessage() == "plugin chatty: forged\\x0aINFO mcpgw: line\\x1b[31m \\xe9"
+    assert sink.suppressed == 50 + 1 - LOG_LINES_PER_S
