@@ -27,9 +27,21 @@ class SessionRegistry(Protocol):
     """Live sessions by id."""
 
     def create(
-        self, revision: str, transport: str, server: str | None, client_info: Any = None, capabilities: Any = None
+        self,
+        revision: str,
+        transport: str,
+        server: str | None,
+        client_info: Any = None,
+        capabilities: Any = None,
+        *,
+        client: str | None,
     ) -> Session:
-        """A new session with a fresh random id; SessionLimitReached past the cap."""
+        """A new session with a fresh random id for the client at address `client`;
+        SessionLimitReached past the cap."""
+        ...
+
+    def count_client(self, client: str) -> int:
+        """Live sessions of the client at this address."""
         ...
 
     def get(self, session_id: str) -> Session | None: ...
@@ -54,21 +66,34 @@ class MemorySessions:
 
     def __init__(self, max_sessions: int, idle_timeout_s: float) -> None:
         self._sessions: dict[str, Session] = {}
+        self._per_client: dict[str, int] = {}
         self.max_sessions = max_sessions
         self.idle_timeout_s = idle_timeout_s
 
     def create(
-        self, revision: str, transport: str, server: str | None, client_info: Any = None, capabilities: Any = None
+        self,
+        revision: str,
+        transport: str,
+        server: str | None,
+        client_info: Any = None,
+        capabilities: Any = None,
+        *,
+        client: str | None,
     ) -> Session:
         if len(self._sessions) >= self.max_sessions:
             self.expire_idle()  # idle ones make room before anyone is refused
             if len(self._sessions) >= self.max_sessions:
                 raise SessionLimitReached(f"{self.max_sessions} sessions are live")
         # token_urlsafe: 256 random bits as visible ASCII, as the spec asks of session ids.
-        session = Session(secrets.token_urlsafe(32), revision, transport, server=server)
+        session = Session(secrets.token_urlsafe(32), revision, transport, server=server, client=client)
         session.identify(revision, client_info, capabilities)
         self._sessions[session.id] = session
+        if client is not None:
+            self._per_client[client] = self._per_client.get(client, 0) + 1
         return session
+
+    def count_client(self, client: str) -> int:
+        return self._per_client.get(client, 0)
 
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
@@ -77,6 +102,12 @@ class MemorySessions:
         session = self._sessions.pop(session_id, None)
         if session is None:
             return False
+        if session.client is not None:
+            left = self._per_client[session.client] - 1
+            if left:
+                self._per_client[session.client] = left
+            else:
+                del self._per_client[session.client]
         session.close(reason)
         return True
 

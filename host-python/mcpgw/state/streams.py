@@ -9,6 +9,7 @@ import itertools
 import time
 from typing import Any
 
+from .budget import EventBudget
 from .events import EventStream
 
 GET_STREAM_ID = "0"
@@ -19,16 +20,18 @@ MAX_STREAMS = 64
 class SessionStreams:
     """Implements `state.session.Attachment` for one session."""
 
-    def __init__(self, max_events: int, ttl_s: float) -> None:
+    def __init__(self, max_events: int, ttl_s: float, budget: EventBudget) -> None:
         self.max_events = max_events
         self.ttl_s = ttl_s
+        self.budget = budget
+        self.bytes = budget.session()  # what this session's streams retain (MCPGW_EVENT_STORE_MAX_SESSION_BYTES)
         self.streams: dict[str, EventStream] = {}
         self._ids = itertools.count(1)
         self.closed = False
 
     def new_stream(self) -> EventStream:
         """A stream for a POST's SSE response (not registered until `register`)."""
-        return EventStream(str(next(self._ids)), self.max_events, self.ttl_s)
+        return EventStream(str(next(self._ids)), self.max_events, self.ttl_s, self.budget, self.bytes)
 
     def register(self, stream: EventStream) -> None:
         self._prune()
@@ -37,17 +40,19 @@ class SessionStreams:
     def get_stream(self) -> EventStream:
         stream = self.streams.get(GET_STREAM_ID)
         if stream is None:
-            stream = self.streams[GET_STREAM_ID] = EventStream(GET_STREAM_ID, self.max_events, self.ttl_s)
+            stream = self.streams[GET_STREAM_ID] = EventStream(
+                GET_STREAM_ID, self.max_events, self.ttl_s, self.budget, self.bytes
+            )
         return stream
 
     def _prune(self) -> None:
         now = time.monotonic()
         for sid in [sid for sid, s in self.streams.items() if s.expired(now)]:
-            del self.streams[sid]
+            self.streams.pop(sid).discard()
         # Too many retained: drop the oldest finished ones (ids grow, dicts keep insertion order).
         finished = [sid for sid, s in self.streams.items() if s.done and s.listener is None]
         for sid in finished[: max(0, len(self.streams) - MAX_STREAMS)]:
-            del self.streams[sid]
+            self.streams.pop(sid).discard()
 
     # -- Attachment --------------------------------------------------------
     def busy(self) -> bool:
@@ -67,4 +72,4 @@ class SessionStreams:
         retry = reason != "terminated"
         for stream in self.streams.values():
             stream.kick(retry)
-            stream.finish()
+            stream.discard()  # the session is gone: nothing can be resumed

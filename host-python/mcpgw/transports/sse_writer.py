@@ -18,6 +18,7 @@ SSE_HEADERS = [
 ]
 SSE_KEEPALIVE = b": keepalive\n\n"
 BODY = "http.response.body"
+CHUNK_BYTES = 1024 * 1024
 
 
 def sse_event(event_id: str | None, data: bytes) -> bytes:
@@ -96,6 +97,13 @@ async def pump(
                 await send({"type": BODY, "body": sse_retry(options.retry_ms), "more_body": False})
                 return
             if events:
+                # At most about CHUNK_BYTES per write (at least one event): a backlog is not copied whole.
+                size = 0
+                for n, (_, data) in enumerate(events, 1):
+                    size += len(data)
+                    if size >= CHUNK_BYTES:
+                        del events[n:]
+                        break
                 chunk = b"".join(sse_event(stream.event_id(seq) if options.ids else None, data) for seq, data in events)
                 cursor = events[-1][0]
                 await send({"type": BODY, "body": chunk, "more_body": True})
