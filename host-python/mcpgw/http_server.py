@@ -448,7 +448,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.loop.call_later(min(self._last_data + LINGER_IDLE_S, self._linger_end) - now, self._linger)
 
     def _abort_now(self) -> None:
-        """`scope["extensions"]["mcpgw.abort"]`: drop the connection and what it still buffers."""
+        """`scope["extensions"]["mcpgw.abort"]`: drop the connection and what it still buffers. The
+        current exchange counts as disconnected at once (uvicorn would otherwise log the response
+        as never completed before its connection_lost runs)."""
+        if self.cycle is not None:
+            self.cycle.disconnected = True
         self.transport.abort()
 
 

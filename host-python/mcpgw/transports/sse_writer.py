@@ -5,10 +5,11 @@ and legacy HTTP+SSE's stream), with keepalives while idle."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..asgi import Receive, Send
+from ..asgi import Receive, Scope, Send
 from ..state.events import EventStream, Listener
 
 SSE_HEADERS = [
@@ -19,6 +20,17 @@ SSE_HEADERS = [
 SSE_KEEPALIVE = b": keepalive\n\n"
 BODY = "http.response.body"
 CHUNK_BYTES = 1024 * 1024
+# A stream the server has ended (DELETE, expiry, shutdown, a slow reader cut off) still gets this
+# long to write what it holds; a client that reads nothing by then has its connection dropped.
+KICKED_WRITE_GRACE_S = 2.0
+
+Abort = Callable[[], None]
+
+
+def abort_of(scope: Scope) -> Abort | None:
+    """The HTTP layer's way to drop this connection at once (http_server.py), if it offers one."""
+    abort: Abort | None = scope.get("extensions", {}).get("mcpgw.abort")
+    return abort
 
 
 def sse_event(event_id: str | None, data: bytes) -> bytes:
@@ -77,24 +89,47 @@ async def pump(
     watcher: asyncio.Future[Any] | None,
     writers: StreamWriters,
     options: PumpOptions,
+    abort: Abort | None,
     prime: bool = False,
 ) -> None:
     """Write `stream` from after `cursor` to this connection until it finishes, the client
     goes away, or the server ends the connection (then with `retry` first). The response
-    start has been sent."""
+    start has been sent. A write to a client that has stopped reading blocks (the socket does
+    not drain); if the server ends the stream meanwhile, the connection is dropped with `abort`
+    rather than left waiting for a reader that never comes."""
     listener = Listener()
+
+    async def send_or_abort(message: dict[str, Any]) -> None:
+        if abort is None:
+            await send(message)
+            return
+        sending = asyncio.ensure_future(send(message))
+        while not sending.done():
+            if listener.kicked:
+                done, _ = await asyncio.wait({sending}, timeout=KICKED_WRITE_GRACE_S)
+                if not done:
+                    abort()
+                    sending.cancel()
+                    raise ConnectionAbortedError("the stream ended while its client was not reading")
+                break
+            stream.clear_wake()  # the loop below re-reads the stream after every write anyway
+            waiter = asyncio.ensure_future(stream.wait(None))
+            await asyncio.wait({sending, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        await sending
+
     stream.attach(listener)
     stream.delivered(cursor)
     writers.count += 1
     try:
         if prime:
-            await send({"type": BODY, "body": sse_priming(stream.event_id(cursor)), "more_body": True})
+            await send_or_abort({"type": BODY, "body": sse_priming(stream.event_id(cursor)), "more_body": True})
         while True:
             stream.clear_wake()
             events = [] if listener.kicked and not listener.retry else stream.after(cursor)
             if events is None:
                 # This client fell behind the retained window: end it; on reconnect it is told.
-                await send({"type": BODY, "body": sse_retry(options.retry_ms), "more_body": False})
+                await send_or_abort({"type": BODY, "body": sse_retry(options.retry_ms), "more_body": False})
                 return
             if events:
                 # At most about CHUNK_BYTES per write (at least one event): a backlog is not copied whole.
@@ -106,22 +141,22 @@ async def pump(
                         break
                 chunk = b"".join(sse_event(stream.event_id(seq) if options.ids else None, data) for seq, data in events)
                 cursor = events[-1][0]
-                await send({"type": BODY, "body": chunk, "more_body": True})
+                await send_or_abort({"type": BODY, "body": chunk, "more_body": True})
                 stream.delivered(cursor)
                 continue
             if listener.kicked:
                 # Replaced by a newer connection, or closed by us (then `retry` tells the client to return).
                 tail = sse_retry(options.retry_ms) if listener.retry else b""
-                await send({"type": BODY, "body": tail, "more_body": False})
+                await send_or_abort({"type": BODY, "body": tail, "more_body": False})
                 return
             if stream.done:
-                await send({"type": BODY, "body": b"", "more_body": False})
+                await send_or_abort({"type": BODY, "body": b"", "more_body": False})
                 return
             woke = await wake_or_disconnect(stream, options.keepalive_s, watcher)
             if woke is None:
                 return  # the client went away; the stream keeps its events for a resume
             if not woke:
-                await send({"type": BODY, "body": options.keepalive, "more_body": True})
+                await send_or_abort({"type": BODY, "body": options.keepalive, "more_body": True})
     finally:
         stream.detach(listener)
         writers.count -= 1
