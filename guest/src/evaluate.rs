@@ -116,7 +116,7 @@ impl<'s> HeaderList<'s> {
 const VARY_PREFLIGHT: &str =
     "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
 const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
-const EXPOSE_HEADERS: &str = "Mcp-Session-Id, Mcp-Protocol-Version";
+const EXPOSE_HEADERS: &str = "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate";
 
 /// CORS headers of the actual response (section 11), by case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -635,7 +635,7 @@ mod tests {
                 ("access-control-allow-origin", "HTTP://LOCALHOST:3000"),
                 (
                     "access-control-expose-headers",
-                    "Mcp-Session-Id, Mcp-Protocol-Version"
+                    "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate"
                 ),
                 ("access-control-allow-credentials", "true"),
                 ("vary", "Origin"),

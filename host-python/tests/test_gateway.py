@@ -183,7 +183,7 @@ def test_cors_headers_on_actual_responses_and_denied_origins(gateway):
     )
     assert ok.status_code == 200
     assert ok.headers["access-control-allow-origin"] == "http://127.0.0.1:8080"
-    assert ok.headers["access-control-expose-headers"] == "Mcp-Session-Id, Mcp-Protocol-Version"
+    assert ok.headers["access-control-expose-headers"] == "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate"
     assert ok.headers["vary"] == "Origin"
     evil = httpx.post(gateway.url + "/mcp", json=rpc("ping"), headers={**BASE, "origin": "https://evil.example"})
     assert evil.status_code == 403 and evil.json()["error"]["code"] == -32600

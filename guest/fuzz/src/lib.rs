@@ -42,7 +42,7 @@ const KNOWN_METHODS: [&str; 6] = ["DELETE", "GET", "HEAD", "OPTIONS", "POST", "P
 const VARY_PREFLIGHT: &str =
     "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
 const ALLOW_METHODS: &str = "GET, POST, DELETE, OPTIONS";
-const EXPOSE_HEADERS: &str = "Mcp-Session-Id, Mcp-Protocol-Version";
+const EXPOSE_HEADERS: &str = "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate";
 
 /// A configuration as given and as validated.
 pub struct Configured {

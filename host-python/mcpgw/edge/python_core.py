@@ -51,7 +51,7 @@ _ROUTES = {"mcp": "mcp", "sse": "sse", "message": "message", "ws": "ws", "health
 _SERVER_ROUTES = frozenset(("mcp", "sse", "message", "ws"))
 _PREFLIGHT_METHODS = frozenset(("GET", "POST", "DELETE", "OPTIONS"))
 _ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
-_EXPOSE_HEADERS = "Mcp-Session-Id, Mcp-Protocol-Version"
+_EXPOSE_HEADERS = "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate"
 _PREFLIGHT_VARY = ["vary", "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"]
 _INTERESTING_NAMES = (
     "origin",

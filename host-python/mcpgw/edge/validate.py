@@ -219,7 +219,7 @@ _PASS_THROUGH = (
     ("mcp_method", "mcp-method"),
     ("mcp_name", "mcp-name"),
 )
-EXPOSE = "Mcp-Session-Id, Mcp-Protocol-Version"
+EXPOSE = "Mcp-Session-Id, Mcp-Protocol-Version, WWW-Authenticate"
 ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
 PREFLIGHT_VARY = "Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
 PREFLIGHT_STATUSES = frozenset((204, 403))
