@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -56,12 +57,19 @@ def _is_loopback(host: str | None) -> bool:
 
 class AdminAPI:
     def __init__(
-        self, registry: EdgeRegistry, token: str, allow_remote: bool = False, plugins: PluginRegistry | None = None
+        self,
+        registry: EdgeRegistry,
+        token: str,
+        allow_remote: bool,
+        plugins: PluginRegistry | None,
+        scope_check: Callable[[str], Awaitable[bool]] | None,
     ):
         self.registry = registry
         self.plugins = plugins
         self._token = token.encode()
         self.allow_remote = allow_remote
+        # With authentication on: whether a bearer token is a valid JWT carrying the admin scope.
+        self._scope_check = scope_check
 
     def routes(self, prefix: str = "") -> list[Route]:
         base = prefix + "/admin/edge"
@@ -85,14 +93,19 @@ class AdminAPI:
             ),
         ]
 
-    def _refusal(self, request: Request, action: str) -> JSONResponse | None:
+    async def _refusal(self, request: Request, action: str) -> JSONResponse | None:
         who = request.client.host if request.client else None
         if not self.allow_remote and not _is_loopback(who):
             log.warning("admin %s refused: caller %s is not loopback", action, who)
             return JSONResponse({"error": "admin API is loopback-only (MCPGW_ADMIN_ALLOW_REMOTE)"}, 403)
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self._token):
+        token = token.strip()
+        valid = scheme.lower() == "bearer" and (
+            hmac.compare_digest(token.encode(), self._token)
+            or (self._scope_check is not None and bool(token) and await self._scope_check(token))
+        )
+        if not valid:
             log.warning("admin %s refused: caller %s sent no valid token", action, who)
             return JSONResponse({"error": "admin token required"}, 401, headers={"www-authenticate": "Bearer"})
         return None
@@ -110,7 +123,7 @@ class AdminAPI:
         return b"".join(chunks)
 
     async def status(self, request: Request) -> JSONResponse:
-        if (refused := self._refusal(request, "status")) is not None:
+        if (refused := await self._refusal(request, "status")) is not None:
             return refused
         return JSONResponse(self.registry.status())
 
@@ -121,7 +134,7 @@ class AdminAPI:
         return await self._load(request, "swap", activate=True)
 
     async def _load(self, request: Request, action: str, activate: bool) -> JSONResponse:
-        if (refused := self._refusal(request, action)) is not None:
+        if (refused := await self._refusal(request, action)) is not None:
             return refused
         who = self._who(request)
         # The caller's text is escaped before it is logged or kept: no forged log lines.
@@ -150,7 +163,7 @@ class AdminAPI:
         return JSONResponse(result)
 
     async def rollback(self, request: Request) -> JSONResponse:
-        if (refused := self._refusal(request, "rollback")) is not None:
+        if (refused := await self._refusal(request, "rollback")) is not None:
             return refused
         who = self._who(request)
         try:
@@ -164,7 +177,7 @@ class AdminAPI:
     # --- plugins: the same token, loopback and audit rules -----------------------
 
     async def plugin_list(self, request: Request) -> JSONResponse:
-        if (refused := self._refusal(request, "plugin list")) is not None:
+        if (refused := await self._refusal(request, "plugin list")) is not None:
             return refused
         assert self.plugins is not None  # routes exist only with a plugin registry
         return JSONResponse(self.plugins.status())
@@ -177,7 +190,7 @@ class AdminAPI:
         return await self._plugin(request, action, request.path_params["name"])
 
     async def _plugin(self, request: Request, action: str, name: str) -> JSONResponse:
-        if (refused := self._refusal(request, f"plugin {action}")) is not None:
+        if (refused := await self._refusal(request, f"plugin {action}")) is not None:
             return refused
         plugins = self.plugins
         assert plugins is not None  # routes exist only with a plugin registry

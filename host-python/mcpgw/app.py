@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -19,13 +20,21 @@ import orjson
 
 from . import __version__
 from .asgi import ASGIApp, Receive, Scope, Send, send_json
+from .auth.access import Access
+from .auth.errors import AuthFailure, Forbidden
+from .auth.gate import Gate
+from .auth.policy import EMPTY
+from .auth.principal import SCOPE_KEY as PRINCIPAL_KEY
+from .auth.setup import build_authenticator, build_gate, unauthenticated_exposure
 from .edge.backend import Edge, load_verified_edge, public_version
 from .edge.middleware import SCOPE_KEY, EdgeMiddleware
+from .federation.config import load_policy
 from .gateway import Gateway, build_gateway
 from .http_server import HttpLimits, parse_networks
 from .server import jsonrpc
 from .server.engine import SessionEngine
 from .settings import Settings
+from .state.budget import EventBudget, return_large_frees
 from .transports.http import not_found
 from .transports.sse import LegacySSE, SseOptions
 from .transports.sse_writer import StreamWriters
@@ -37,6 +46,7 @@ if TYPE_CHECKING:
     from .plugins.registry import PluginRegistry
 
 log = logging.getLogger("mcpgw")
+AUTH_ROUTES = frozenset({"mcp", "sse", "message", "ws"})  # every MCP route needs a caller when auth is on
 # After the engine's drain, how long stream writers get to see their close (they wake at once).
 WRITERS_CLOSE_S = 1.0
 
@@ -79,6 +89,7 @@ class Transports:
     sse: LegacySSE
     websocket: WebSocketEndpoint
     writers: StreamWriters  # event streams being written, both HTTP transports
+    events: EventBudget  # the event bytes of every stream (retention and slow readers)
 
     def streams(self) -> int:
         return self.writers.count + self.websocket.streams()
@@ -87,6 +98,15 @@ class Transports:
 def build_transports(gateway: Gateway, settings: Settings) -> Transports:
     writers = StreamWriters()
     engine = gateway.engine
+    if not return_large_frees():
+        log.debug("mallopt unavailable: large freed buffers may stay in the process (not glibc)")
+    events = EventBudget(
+        max_bytes=settings.event_store_max_bytes,
+        max_session_bytes=settings.event_store_max_session_bytes,
+        max_stream_bytes=settings.event_store_max_stream_bytes,
+        slow_reader_max_bytes=settings.slow_reader_max_bytes,
+        slow_reader_wait_s=settings.slow_reader_wait_s,
+    )
     mcp = StreamableHTTP(
         engine,
         gateway.server,
@@ -97,6 +117,7 @@ def build_transports(gateway: Gateway, settings: Settings) -> Transports:
             retry_ms=settings.sse_retry_ms,
             event_max=settings.event_store_max_events,
             event_ttl_s=settings.event_store_ttl_s,
+            budget=events,
         ),
         writers,
     )
@@ -110,13 +131,36 @@ def build_transports(gateway: Gateway, settings: Settings) -> Transports:
             retry_ms=settings.sse_retry_ms,
             event_ttl_s=settings.event_store_ttl_s,
             path_prefix=settings.path_prefix,
+            budget=events,
         ),
         writers,
     )
-    return Transports(mcp, sse, WebSocketEndpoint(engine, gateway.server), writers)
+    return Transports(mcp, sse, WebSocketEndpoint(engine, gateway.server), writers, events)
 
 
-def admin_app(settings: Settings, registry: EdgeRegistry | None, plugins: PluginRegistry | None) -> ASGIApp | None:
+def admin_scope_check(settings: Settings, gate: Gate | None) -> Callable[[str], Awaitable[bool]] | None:
+    """With authentication on, the admin API also accepts a credential carrying MCPGW_ADMIN_SCOPE
+    (a JWT for this gateway, or an API key with that scope)."""
+    if gate is None:
+        return None
+    audiences = gate.audiences or (gate.resources.base,)
+
+    async def check(token: str) -> bool:
+        try:
+            principal = await gate.authenticator.authenticate(token, audiences)
+        except AuthFailure:
+            return False
+        return settings.admin_scope in principal.scopes
+
+    return check
+
+
+def admin_app(
+    settings: Settings,
+    registry: EdgeRegistry | None,
+    plugins: PluginRegistry | None,
+    scope_check: Callable[[str], Awaitable[bool]] | None,
+) -> ASGIApp | None:
     if registry is None:
         return None
     from starlette.applications import Starlette
@@ -124,7 +168,7 @@ def admin_app(settings: Settings, registry: EdgeRegistry | None, plugins: Plugin
     from .admin import AdminAPI
 
     app = Starlette(
-        routes=AdminAPI(registry, settings.admin_token, settings.admin_allow_remote, plugins).routes(
+        routes=AdminAPI(registry, settings.admin_token, settings.admin_allow_remote, plugins, scope_check).routes(
             settings.path_prefix
         )
     )
@@ -156,6 +200,13 @@ class Router:
             return
         ctx = scope[SCOPE_KEY]
         route = ctx["route"]
+        gate = self.app.gate
+        if gate is not None and route in AUTH_ROUTES:  # authenticated before any transport sees it
+            try:
+                scope[PRINCIPAL_KEY] = await gate.admit(scope, ctx)
+            except (AuthFailure, Forbidden) as refused:
+                await gate.refuse(scope, send, ctx, refused)
+                return
         if kind == "websocket":
             if route == "ws":
                 await self.app.transports.websocket(scope, receive, send)
@@ -177,6 +228,8 @@ class Router:
                 )
         elif self.app.admin is not None and scope["path"].startswith(self.admin_prefix):
             await self.app.admin(scope, receive, send)
+        elif gate is not None and ctx["method"] in ("GET", "HEAD") and (found := gate.resources.lookup(scope["path"])):
+            await send_json(send, 200, gate.resources.metadata(found))  # RFC 9728
         else:
             await not_found().send(send)
 
@@ -207,8 +260,14 @@ class App:
         self.edge = edge if edge is not None else load_edge_from(settings)
         self.registry = edge_registry_for(settings, self.edge)
         self.gateway = build_gateway(settings)
+        # Identity and authorization (auth/): the Router's gate (None: MCPGW_AUTH=none) and the
+        # engine's policy filter at the dispatch point.
+        self.authenticator = build_authenticator(settings)
+        policy = load_policy(settings.config) if settings.config else EMPTY
+        self.gate = build_gate(settings, self.authenticator, policy, lambda sid: sid in self.gateway.servers)
+        self.gateway.engine.access = Access(policy) if policy.names else None
         self.transports = build_transports(self.gateway, settings)
-        self.admin = admin_app(settings, self.registry, self.gateway.plugins)
+        self.admin = admin_app(settings, self.registry, self.gateway.plugins, admin_scope_check(settings, self.gate))
         # The HTTP protocol layer's limits and refusal counters (http_server.py; cli.py installs it).
         self.limits = HttpLimits(
             head_timeout_s=settings.head_timeout_s,
@@ -252,10 +311,30 @@ class App:
             "version": __version__,
             "edge": edge,
             "live": self.live(),
-            "limits": self.limits.health(),
+            "limits": {
+                **self.limits.health(),
+                "sessions": {
+                    "max_sessions_per_client": self.engine.max_sessions_per_client,
+                    "max_requests_per_session": self.engine.max_requests_per_session,
+                    "refused": dict(self.engine.refusals),
+                },
+                "events": self.transports.events.stats(),
+            },
+            "auth": self.auth_health(),
             "upstreams": self.gateway.federation.health(),
             "plugins": self.gateway.plugins.health() if self.gateway.plugins is not None else [],
         }
+
+    def auth_health(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"mode": self.settings.auth}
+        if self.gate is not None:
+            found.update(self.gate.health())
+        if unauthenticated_exposure(self.settings):
+            found["warning"] = (
+                f"no authentication on a non-loopback bind ({self.settings.host}): anyone who can reach it may call "
+                "every tool (--allow-unauthenticated)"
+            )
+        return found
 
     async def drain(self) -> None:
         """Shutdown, before connections close: every transport's running requests get the grace
@@ -272,6 +351,9 @@ class App:
             if message["type"] == "lifespan.startup":
                 try:
                     self.engine.start()
+                    log.info("limits: %s", self.transports.events.describe() + "; " + self.engine.describe_caps())
+                    if self.authenticator is not None:
+                        await self.authenticator.start()  # a JWKS outage is logged, never fatal
                     self.gateway.federation.start()
                     if self.admin is not None:
                         log.info("admin API on %s", self.settings.path_prefix + "/admin/edge/")
@@ -285,6 +367,8 @@ class App:
                 # here for hosts that only send the lifespan event.
                 await self.drain()
                 await self.gateway.federation.stop()
+                if self.authenticator is not None:
+                    await self.authenticator.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -67,9 +67,19 @@ def main(argv: list[str] | None = None) -> int:
         ("unload", "remove NAME"),
     ):
         plugin_sub.add_parser(action, help=text).add_argument("name")
+    auth = sub.add_parser("auth", help="API keys for MCPGW_AUTH=api-key")
+    auth_sub = auth.add_subparsers(dest="action", required=True)
+    hash_key = auth_sub.add_parser(
+        "hash-key", help="print the keys-file line for a key read from stdin (or a new one, --generate)"
+    )
+    hash_key.add_argument("name", help="the key's name (the principal's subject)")
+    hash_key.add_argument("scopes", nargs="*", help="scopes the key carries")
+    hash_key.add_argument("--generate", action="store_true", help="make a new random key and print it to stderr")
     args = parser.parse_args(argv)
     if args.command == "core":
         return core_command(args)
+    if args.command == "auth":
+        return auth_command(args)
     if args.command == "plugin":
         return plugin_command(args)
 
@@ -178,6 +188,40 @@ def plugin_command(args: argparse.Namespace) -> int:
     return 0 if r.status_code == 200 else 1
 
 
+def auth_command(args: argparse.Namespace) -> int:
+    """`mcpgw auth hash-key NAME [SCOPE ...]`: the line for MCPGW_AUTH_API_KEYS_FILE (only the
+    key's SHA-256 is stored; the key itself is read from stdin or generated)."""
+    from .auth.tokens import hash_line, new_key
+
+    if args.generate:
+        key = new_key()
+        print(f"key (give it to the client; it is not stored): {key}", file=sys.stderr)
+    else:
+        key = sys.stdin.readline().strip()
+        if not key:
+            print("mcpgw auth hash-key: no key on stdin (or use --generate)", file=sys.stderr)
+            return 2
+    try:
+        print(hash_line(args.name, key, args.scopes))
+    except ValueError as exc:
+        print(f"mcpgw auth hash-key: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def refuse_unauthenticated(settings: Settings) -> str | None:
+    """Why the gateway must not start (auth none on a non-loopback bind), or None."""
+    from .auth.setup import unauthenticated_exposure
+
+    if unauthenticated_exposure(settings) and not settings.allow_unauthenticated:
+        return (
+            f"refusing to bind {settings.host} with MCPGW_AUTH=none: anyone who can reach it could call every tool. "
+            "Set --auth jwt or --auth api-key (see docs/auth.md), bind a loopback address, or pass "
+            "--allow-unauthenticated (MCPGW_ALLOW_UNAUTHENTICATED=1) if something in front of it authenticates"
+        )
+    return None
+
+
 def _env() -> dict[str, str]:
     import os
 
@@ -204,6 +248,10 @@ def serve_forever(settings: Settings) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    refusal = refuse_unauthenticated(settings)
+    if refusal is not None:
+        logging.getLogger("mcpgw").error("%s", refusal)
+        return 2
     try:
         app = create_app(settings)
     except EdgeStartupError as exc:
@@ -212,6 +260,17 @@ def serve_forever(settings: Settings) -> int:
     except ConfigError as exc:
         logging.getLogger("mcpgw").error("invalid config: %s", exc)
         return 2
+    except ValueError as exc:  # an auth setting (settings.py checked the rest)
+        logging.getLogger("mcpgw").error("invalid auth settings: %s", exc)
+        return 2
+    auth = app.auth_health()
+    if "warning" in auth:
+        logging.getLogger("mcpgw").warning("%s", auth["warning"])
+    logging.getLogger("mcpgw").info(
+        "auth: %s%s",
+        settings.auth,
+        f" (resource {auth['resource']}, policy rules {auth['policy_rules']})" if "resource" in auth else "",
+    )
     logging.getLogger("mcpgw").info(
         "mcpgw listening on http://%s:%d/mcp (edge: %s)",
         settings.host,
@@ -255,11 +314,23 @@ def serve_stdio(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    from .auth.access import Access
+    from .auth.setup import stdio_principal
+    from .federation.config import load_policy
+
     try:
         gateway = build_gateway(settings)
+        policy = load_policy(settings.config) if settings.config else None
+        # stdio: the caller is whoever started the process (MCPGW_AUTH_TOKEN when auth is on).
+        principal = stdio_principal(settings)
     except ConfigError as exc:
         logging.getLogger("mcpgw").error("invalid config: %s", exc)
         return 2
+    except ValueError as exc:
+        logging.getLogger("mcpgw").error("invalid auth settings: %s", exc)
+        return 2
+    if policy is not None and policy.names:
+        gateway.engine.access = Access(policy)
 
     async def run() -> None:
         import signal
@@ -287,7 +358,13 @@ def serve_stdio(settings: Settings) -> int:
                     break
                 await asyncio.sleep(0.05)
         try:
-            await stdio.serve(gateway.engine, gateway.dispatcher, settings.max_body_bytes, settings.shutdown_grace_s)
+            await stdio.serve(
+                gateway.engine,
+                gateway.dispatcher,
+                settings.max_body_bytes,
+                settings.shutdown_grace_s,
+                principal=principal,
+            )
         except asyncio.CancelledError:
             log_stdio.info("terminated")
         finally:

@@ -43,7 +43,13 @@ def build_gateway(settings: Settings) -> Gateway:
     """Raises federation.config.ConfigError for a bad upstream config file."""
     plugins = plugin_registry_for(settings)
     sessions = MemorySessions(max_sessions=settings.max_sessions, idle_timeout_s=settings.session_idle_timeout_s)
-    engine = SessionEngine(sessions, settings.session_idle_timeout_s, plugins.hooks if plugins is not None else None)
+    engine = SessionEngine(
+        sessions,
+        settings.session_idle_timeout_s,
+        plugins.hooks if plugins is not None else None,
+        max_sessions_per_client=settings.max_sessions_per_client,
+        max_requests_per_session=settings.max_requests_per_session,
+    )
     upstreams = load_upstreams(settings.config) if settings.config else []
 
     async def catalog_changed(upstream: Upstream, kinds: set[str]) -> None:

@@ -69,6 +69,24 @@ class Settings:
     edge_signing_keys: tuple[str, ...] = ()
     admin_token: str = ""
     admin_allow_remote: bool = False
+    auth: str = "none"
+    allow_unauthenticated: bool = False
+    public_url: str = ""
+    auth_issuer: str = ""
+    auth_jwks_url: str = ""
+    auth_jwks_file: str = ""
+    auth_audience: tuple[str, ...] = ()
+    auth_algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    auth_hs_secret: str = ""
+    auth_leeway_s: float = 60.0
+    auth_jwks_timeout_s: float = 5.0
+    auth_jwks_min_refresh_s: float = 60.0
+    auth_jwks_refresh_s: float = 300.0
+    auth_token_cache_entries: int = 4096
+    auth_api_keys_file: str = ""
+    auth_authorization_servers: tuple[str, ...] = ()
+    auth_token: str = ""
+    admin_scope: str = "mcpgw:admin"
     response_mode: str = "json"
     session_idle_timeout_s: float = 1800.0
     sse_keepalive_s: float = 15.0
@@ -78,6 +96,13 @@ class Settings:
     sse_retry_ms: int = 1000
     event_store_max_events: int = 1000
     event_store_ttl_s: float = 300.0
+    event_store_max_stream_bytes: int = 8 * 1024 * 1024
+    event_store_max_session_bytes: int = 16 * 1024 * 1024
+    event_store_max_bytes: int = 64 * 1024 * 1024
+    slow_reader_max_bytes: int = 8 * 1024 * 1024
+    slow_reader_wait_s: float = 5.0
+    max_sessions_per_client: int = 100
+    max_requests_per_session: int = 64
     shutdown_grace_s: float = 10.0
     config: str = ""
     plugins_allowed_sha256: tuple[str, ...] = ()
@@ -167,6 +192,7 @@ CHOICES = {
     "edge": EDGE_MODES,
     "response_mode": ("json", "sse"),
     "log_level": ("debug", "info", "warning", "error", "critical"),
+    "auth": ("none", "jwt", "api-key"),
 }
 
 HELP = {
@@ -225,6 +251,36 @@ HELP = {
     ),
     "admin_token": "bearer token for the admin API (/admin/edge/...); the admin API is off when unset",
     "admin_allow_remote": "accept admin API calls from non-loopback addresses",
+    "auth": (
+        "who may call: none (anyone who can reach the gateway; refused on a non-loopback bind unless "
+        "allow_unauthenticated), jwt (OAuth 2.1 bearer JWTs), api-key (keys from auth_api_keys_file)"
+    ),
+    "allow_unauthenticated": "start with auth none on a non-loopback bind anyway (warned at start-up and in /health)",
+    "public_url": (
+        "the gateway's canonical URL as clients reach it (the OAuth resource; default http://<host>:<port>)"
+    ),
+    "auth_issuer": "jwt: the authorization server's issuer; tokens must carry exactly this iss",
+    "auth_jwks_url": "jwt: the authorization server's JWKS URL (fetched with a timeout, cached, refreshed)",
+    "auth_jwks_file": "jwt: a JWKS file with static keys, instead of or besides auth_jwks_url",
+    "auth_audience": (
+        "jwt: comma-separated accepted aud values; default: the resource called (<public_url>/mcp, "
+        "<public_url>/servers/<id>/mcp) or <public_url> itself"
+    ),
+    "auth_algorithms": "jwt: accepted signature algorithms; HS* only with auth_hs_secret; none never",
+    "auth_hs_secret": "jwt: the shared secret for HS* algorithms (at least 32 bytes; only if HS* is listed)",
+    "auth_leeway_s": "jwt: clock skew allowed on exp and nbf, seconds",
+    "auth_jwks_timeout_s": "jwt: timeout of one JWKS fetch, seconds",
+    "auth_jwks_min_refresh_s": "jwt: an unknown kid refetches the JWKS at most once per this, seconds",
+    "auth_jwks_refresh_s": (
+        "jwt: the JWKS is refetched in the background every this, seconds (a removed key stops working then)"
+    ),
+    "auth_token_cache_entries": "jwt: verified tokens remembered until they expire or the key set changes (0: off)",
+    "auth_api_keys_file": "api-key: the keys file (`<name> sha256:<hex> [scope ...]` per line; `mcpgw auth hash-key`)",
+    "auth_authorization_servers": (
+        "comma-separated authorization server issuer URLs for the protected-resource metadata (default: auth_issuer)"
+    ),
+    "auth_token": "mcpgw stdio only: the bearer token (JWT or API key) whose principal the stdio session runs as",
+    "admin_scope": "a JWT carrying this scope may use the admin API (besides admin_token)",
     "response_mode": (
         "how POST requests are answered: json (application/json unless the request sends progress, logs or "
         "requests first, then SSE) or sse (always text/event-stream)"
@@ -239,6 +295,23 @@ HELP = {
     "sse_retry_ms": "the `retry` an SSE stream sends before the server closes it, milliseconds",
     "event_store_max_events": "events kept per stream for resumption (Last-Event-ID)",
     "event_store_ttl_s": "how long events are kept for resumption, seconds",
+    "event_store_max_stream_bytes": (
+        "bytes of events kept per stream for resumption once sent (a single larger message is still delivered)"
+    ),
+    "event_store_max_session_bytes": "bytes of events kept for resumption across one session's streams",
+    "event_store_max_bytes": (
+        "bytes of events kept for resumption by the whole process (oldest finished streams evicted first)"
+    ),
+    "slow_reader_max_bytes": (
+        "bytes a connected SSE reader may have queued but unsent; past it its stream ends with retry"
+    ),
+    "slow_reader_wait_s": (
+        "how long a request producing messages waits for a slow SSE reader to make room before it is cut off, seconds"
+    ),
+    "max_sessions_per_client": "live sessions per client address; initialize gets 429 beyond (0: no cap)",
+    "max_requests_per_session": (
+        "running requests per session; a request gets 429 or a JSON-RPC error beyond (0: no cap)"
+    ),
     "shutdown_grace_s": "on shutdown, how long running requests may finish before they are answered with an error",
     "config": "path of the TOML file listing upstream MCP servers (see Federation); none: built-in tools only",
     "plugins_allowed_sha256": (

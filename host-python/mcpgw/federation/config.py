@@ -17,6 +17,7 @@ A bad file stops the gateway at start-up with the key and line at fault.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ..auth.policy import Policy
     from ..plugins.manifest import PluginManifest
 
 TRANSPORTS = ("stdio", "streamable-http", "sse")
@@ -52,6 +54,7 @@ class UpstreamConfig:
     restart_backoff_max_s: float = 30.0
     health_interval_s: float = 30.0
     max_connections: float = 100  # client sessions with their own connection; beyond, calls share one
+    max_pages: float = 100  # pages of each list read from the upstream; past it the catalog is cut (logged, /health)
 
 
 # key -> (type check, description) for the checks and their messages
@@ -71,6 +74,7 @@ _KEYS: dict[str, str] = {
     "restart_backoff_max_s": _NUM,
     "health_interval_s": _NUM,
     "max_connections": _NUM,
+    "max_pages": _NUM,
 }
 _NEEDS = {"stdio": ("command",), "streamable-http": ("url",), "sse": ("url",)}
 _ONLY = {"stdio": {"command", "args", "env", "cwd"}, "streamable-http": {"url", "headers"}, "sse": {"url", "headers"}}
@@ -124,8 +128,10 @@ def parse(text: str, source: str = "<config>") -> list[UpstreamConfig]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: invalid TOML: {exc}") from None
     for key in data:
-        if key not in ("upstreams", "plugins"):
-            raise fail(f"unknown key {key!r} (the file holds [upstreams.<id>] and [plugins.<name>] tables)", None, key)
+        if key not in ("upstreams", "plugins", "auth"):
+            raise fail(
+                f"unknown key {key!r} (the file holds [upstreams.<id>], [plugins.<name>] and [auth] tables)", None, key
+            )
     tables = data.get("upstreams", {})
     if not isinstance(tables, dict):
         raise fail("'upstreams' must be a table of [upstreams.<id>] tables", None, "upstreams")
@@ -176,10 +182,10 @@ def parse(text: str, source: str = "<config>") -> list[UpstreamConfig]:
                 prefix=prefix,
                 command=table.get("command", ""),
                 args=tuple(table.get("args", ())),
-                env=dict(table.get("env", {})),
+                env={k: _secret(v, fail, id_, "env") for k, v in table.get("env", {}).items()},
                 cwd=table.get("cwd"),
                 url=url,
-                headers=dict(table.get("headers", {})),
+                headers={k: _secret(v, fail, id_, "headers") for k, v in table.get("headers", {}).items()},
                 **numbers,
             )
         )
@@ -207,6 +213,50 @@ def parse_plugins(text: str, source: str = "<config>", base: Path | None = None)
         manifest = check_table(name, table, fail, base)
         manifests.append(replace(manifest, line=_line_of(text, name, None, "plugins"), source=source))
     return manifests
+
+
+def _secret(value: str, fail: Any, table: str, key: str) -> str:
+    """A header or env value: `${VAR}` is the environment variable VAR, `file:<path>` the file's
+    content (trailing newline stripped); anything else is literal. Secrets need not sit in the file."""
+    if value.startswith("${") and value.endswith("}"):
+        name = value[2:-1]
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise fail(f"upstreams.{table}.{key}: {value!r} is not a ${{VARIABLE}} reference", table, key)
+        if name not in os.environ:
+            raise fail(f"upstreams.{table}.{key}: environment variable {name} is not set", table, key)
+        return os.environ[name]
+    if value.startswith("file:"):
+        try:
+            return Path(value[5:]).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise fail(f"upstreams.{table}.{key}: cannot read {value[5:]}: {exc}", table, key) from None
+    return value
+
+
+def parse_auth(text: str, source: str = "<config>") -> Policy:
+    """The `[auth]` table (today: `[auth.policy]` with `[[auth.policy.rules]]`), errors with file and line."""
+    from ..auth.policy import EMPTY, parse_policy, rule_lines
+
+    try:
+        table = tomllib.loads(text).get("auth", {})
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    lines = rule_lines(text)
+
+    def fail(message: str, index: int | None) -> ConfigError:
+        line = lines[index] if index is not None and index < len(lines) else _line_of(text, None, "auth")
+        return ConfigError(f"{source}, line {line}: {message}" if line else f"{source}: {message}")
+
+    if not isinstance(table, dict):
+        raise fail("'auth' must be a table", None)
+    for key in table:
+        if key != "policy":
+            raise fail(f"auth: unknown key {key!r}; known: policy", None)
+    return parse_policy(table["policy"], fail) if "policy" in table else EMPTY
+
+
+def load_policy(path: str | Path) -> Policy:
+    return parse_auth(_read(path), str(path))
 
 
 def _read(path: str | Path) -> str:

@@ -27,7 +27,6 @@ LISTS = (  # method, result key, capability that offers it
     ("resources/templates/list", "resourceTemplates", "resources"),
     ("prompts/list", "prompts", "prompts"),
 )
-MAX_PAGES = 100  # an upstream that keeps paging is cut off here rather than followed forever
 
 
 class Upstream:
@@ -40,6 +39,7 @@ class Upstream:
         self.warned_full = False  # logged once that max_connections was reached
         self.link: UpstreamLink | None = None
         self.lists: dict[str, list[dict[str, Any]]] = {key: [] for _, key, _ in LISTS}
+        self.cut: list[str] = []  # lists cut at max_pages (the upstream had more pages)
         self._task: asyncio.Task[None] | None = None
         self._refresh: asyncio.Task[None] | None = None
         self._announced: set[str] = set()  # list kinds the upstream said changed, not yet re-read
@@ -78,6 +78,7 @@ class Upstream:
             "tools": len(self.lists["tools"]),
             "resources": len(self.lists["resources"]),
             "prompts": len(self.lists["prompts"]),
+            "cut_at_max_pages": self.cut,
         }
 
     def start(self) -> None:
@@ -189,19 +190,30 @@ class Upstream:
         """Re-read every list the upstream offers; returns the keys whose contents changed."""
         caps = link.init_result.get("capabilities", {})
         lists: dict[str, list[dict[str, Any]]] = {}
+        cut: list[str] = []
+        max_pages = int(self.config.max_pages)
         for method, key, capability in LISTS:
             items: list[dict[str, Any]] = []
             if capability in caps:
                 cursor = None
-                for _ in range(MAX_PAGES):
+                for _ in range(max_pages):
                     result = await link.request(method, {"cursor": cursor} if cursor else None)
                     items += [item for item in result.get(key, []) if isinstance(item, dict)]
                     cursor = result.get("nextCursor")
                     if not cursor:
                         break
+                if cursor:  # an upstream that keeps paging is cut off rather than followed forever
+                    cut.append(key)
+                    log.warning(
+                        "upstream %s: %s cut at max_pages (%d pages, %d items); raise max_pages to see the rest",
+                        self.id,
+                        key,
+                        max_pages,
+                        len(items),
+                    )
             lists[key] = items
         changed = {key for key in lists if lists[key] != self.lists.get(key)}
-        self.lists = lists
+        self.lists, self.cut = lists, cut
         return changed
 
     def refresh_soon(self, notification: str) -> None:

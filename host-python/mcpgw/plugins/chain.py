@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from ..auth.principal import Principal
 from ..server import jsonrpc
 from ..server.dispatcher import Dispatcher
 from ..server.hooks import Handle, Response
@@ -49,6 +50,19 @@ LISTED = {
 }
 
 _generations = itertools.count(1)
+
+
+def plugin_principal(principal: Principal | None) -> dict[str, Any] | None:
+    """The caller as a hook's context carries it (wit/plugin.wit `principal`): subject, scopes and
+    the selected claims, never a token; None without authentication."""
+    if principal is None:
+        return None
+    described = principal.describe()
+    return {
+        "subject": described["subject"],
+        "scopes": described["scopes"],
+        "claims-json": orjson.dumps(described["claims"]).decode(),
+    }
 
 
 @dataclass
@@ -227,7 +241,12 @@ class PluginHooks:
         self._visible: OrderedDict[tuple[Any, ...], frozenset[str]] = OrderedDict()
 
     async def around(
-        self, message: dict[str, Any], dispatcher: Dispatcher, session: Session | None, handle: Handle
+        self,
+        message: dict[str, Any],
+        dispatcher: Dispatcher,
+        session: Session | None,
+        principal: Principal | None,
+        handle: Handle,
     ) -> Response:
         pset = self._current()  # read once: this call runs on this set from start to end
         if not pset.enabled:
@@ -241,7 +260,7 @@ class PluginHooks:
             "upstream": None,
             "method": method,
             "name": None,
-            "principal": None,  # no authentication in the gateway yet
+            "principal": plugin_principal(principal),
             "request-id": orjson.dumps(message["id"]).decode(),
             "session-hash": hashlib.sha256(session.id.encode()).hexdigest()[:16] if session is not None else None,
         }
@@ -304,7 +323,8 @@ class PluginHooks:
         names are cached per endpoint, principal and plugin set; a name not in the cache is
         checked against a fresh list once before it is refused (a new upstream tool)."""
         list_method, result_key, unknown = listed
-        cache_key = (base["endpoint"], base["principal"], pset.generation, list_method)
+        # The principal as its encoded context (hashable): what the plugins saw decides the list.
+        cache_key = (base["endpoint"], orjson.dumps(base["principal"]), pset.generation, list_method)
         visible = self._visible.get(cache_key)
         if visible is not None and name in visible:
             return

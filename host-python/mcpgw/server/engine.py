@@ -3,12 +3,13 @@
 Transports only frame. Each hands the engine what a client sent, already split
 into JSON-RPC messages, and says how an answer reaches the client:
 
-    engine.open_session(transport, server_id, dispatcher, initialize=None) -> Session
+    engine.open_session(transport, server_id, dispatcher, initialize=None, client=addr) -> Session
+    engine.admit(session, count)                                      (HTTP: refuse a POST past the request cap)
     engine.initialize(session, message, dispatcher) -> response     (in order, message transports)
     engine.notify(session, message, dispatcher)                       (initialized, cancelled, others)
     engine.resolve(session, message)                                  (the client's answer to our request)
-    engine.submit(message, session, revision, dispatcher, emit, reply)
-    engine.find(session_id, transport, server_id) -> Session | None
+    engine.submit(message, session, revision, dispatcher, emit, reply, principal=p)
+    engine.find(session_id, transport, server_id, principal=p) -> Session | None   (bound to its principal)
     await engine.shutdown(grace_s)                                    (every transport's requests)
 
 `emit` carries what a running request sends before its result (progress, logs,
@@ -29,6 +30,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..auth.access import Access
+from ..auth.principal import Principal, same_caller
 from ..protocol import LATEST_SESSIONFUL, SESSIONFUL_REVISIONS
 from ..state.registry import SessionLimitReached, SessionRegistry, expire_forever
 from ..state.session import Session
@@ -44,6 +47,9 @@ SHUTDOWN = "shutdown"  # the cancellation reason of requests the shutdown drain 
 SHUTDOWN_MESSAGE = "Server shutting down"
 # After the grace period, how long cancelled requests get to write their error answers.
 ANSWER_AFTER_CANCEL_S = 5.0
+# The JSON-RPC error of a request or session refused by a cap (MCPGW_MAX_SESSIONS_PER_CLIENT,
+# MCPGW_MAX_REQUESTS_PER_SESSION); HTTP answers it with 429 and Retry-After.
+LIMIT_EXCEEDED = -32029
 
 Response = dict[str, Any]
 Reply = Callable[[Response | None], Awaitable[Any] | None]
@@ -57,6 +63,15 @@ class Refused(Exception):
         self.message = message
 
 
+class LimitExceeded(Refused):
+    """A client is over one of its caps (HTTP answers these with 429, `retry_after_s` and
+    LIMIT_EXCEEDED)."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 def negotiate(requested: Any) -> str:
     """The spec's rule: the client's version if we speak it, else our latest."""
     return requested if requested in SESSIONFUL_REVISIONS else LATEST_SESSIONFUL
@@ -68,10 +83,25 @@ def _params(message: dict[str, Any]) -> dict[str, Any]:
 
 
 class SessionEngine:
-    def __init__(self, sessions: SessionRegistry, idle_timeout_s: float, hooks: Hooks | None) -> None:
+    def __init__(
+        self,
+        sessions: SessionRegistry,
+        idle_timeout_s: float,
+        hooks: Hooks | None,
+        *,
+        max_sessions_per_client: int,
+        max_requests_per_session: int,
+    ) -> None:
         self.sessions = sessions
         self.idle_timeout_s = idle_timeout_s
+        self.max_sessions_per_client = max_sessions_per_client  # 0: no cap
+        self.max_requests_per_session = max_requests_per_session  # 0: no cap
+        # Sessions and requests refused by those caps (/health -> limits.refused).
+        self.refusals = {"sessions_per_client": 0, "requests_per_session": 0}
         self.hooks = hooks  # the plugin chain around dispatch (None: no plugins, nothing extra on the path)
+        # The auth policy at the dispatch point; set by the composition root (app.py, cli.py stdio)
+        # when the config file has [auth.policy] rules naming tools, prompts or resources.
+        self.access: Access | None = None
         self.requests: set[asyncio.Task[Response | None]] = set()  # running, every session and transport
         self._writes: set[asyncio.Future[Any]] = set()  # answers being written by a transport
         self.draining = False
@@ -111,18 +141,32 @@ class SessionEngine:
 
     # -- sessions ------------------------------------------------------------
     def open_session(
-        self, transport: str, server_id: str | None, dispatcher: Dispatcher, initialize: dict[str, Any] | None = None
+        self,
+        transport: str,
+        server_id: str | None,
+        dispatcher: Dispatcher,
+        initialize: dict[str, Any] | None = None,
+        *,
+        client: str | None,
+        principal: Principal | None,
     ) -> Session:
-        """A new session of `transport` on endpoint `server_id`. With the `initialize` request it
-        is initialized at once (Streamable HTTP); without, it waits for one (message transports,
-        which name the session before the client speaks). Refused when draining, when the
-        endpoint is unavailable, or at the session cap."""
+        """A new session of `transport` on endpoint `server_id` for the client at address `client`
+        (None: no address, stdio). With the `initialize` request it is initialized at once
+        (Streamable HTTP); without, it waits for one (message transports, which name the session
+        before the client speaks). Refused when draining, when the endpoint is unavailable, at
+        the session cap, or (LimitExceeded) at the cap of sessions per client address."""
         if self.draining:
             raise Refused(SHUTDOWN_MESSAGE)
         if initialize is not None:
             reason = dispatcher.unavailable()
             if reason is not None:
                 raise Refused(reason)
+        cap = self.max_sessions_per_client
+        if client is not None and cap and self.sessions.count_client(client) >= cap:
+            self.sessions.expire_idle()  # idle ones make room before anyone is refused
+            if self.sessions.count_client(client) >= cap:
+                self.refusals["sessions_per_client"] += 1
+                raise LimitExceeded(f"Too many live sessions from this client (limit {cap}); try again later", 5)
         params = _params(initialize) if initialize is not None else {}
         try:
             session = self.sessions.create(
@@ -131,16 +175,23 @@ class SessionEngine:
                 server_id,
                 params.get("clientInfo"),
                 params.get("capabilities"),
+                client=client,
             )
         except SessionLimitReached:
             raise Refused("Too many live sessions; try again later") from None
+        session.principal = principal  # bound for its life: another caller's requests never find it
         session.ready = initialize is not None
         return session
 
-    def find(self, session_id: str, transport: str, server_id: str | None) -> Session | None:
-        """The live session with this id, if it belongs to this transport and endpoint."""
+    def find(
+        self, session_id: str, transport: str, server_id: str | None, *, principal: Principal | None
+    ) -> Session | None:
+        """The live session with this id, if it belongs to this transport, endpoint and caller
+        (another principal's session is as unknown as a session that never existed)."""
         session = self.sessions.get(session_id)
         if session is None or session.transport != transport or session.server != server_id:
+            return None
+        if not same_caller(session.principal, principal):
             return None
         session.touch()
         return session
@@ -162,6 +213,29 @@ class SessionEngine:
         session.identify(negotiate(params.get("protocolVersion")), params.get("clientInfo"), params.get("capabilities"))
         session.ready = True
         return jsonrpc.result_response(id_, dispatcher.initialize_result(session.revision))
+
+    def describe_caps(self) -> str:
+        """The caps, for the start-up log."""
+        per_client = self.max_sessions_per_client or "unlimited"
+        per_session = self.max_requests_per_session or "unlimited"
+        return f"{per_client} sessions per client address, {per_session} running requests per session"
+
+    def admit(self, session: Session | None, count: int) -> None:
+        """Raise LimitExceeded when `count` more requests would put `session` past the cap of
+        running requests (HTTP checks a POST as a whole before any of it runs)."""
+        if session is not None and self._over_request_cap(session, count):
+            self.refusals["requests_per_session"] += 1
+            raise LimitExceeded(self._request_cap_message(), 1)
+
+    def _over_request_cap(self, session: Session, count: int) -> bool:
+        cap = self.max_requests_per_session
+        return bool(cap) and len(session.tasks) + count > cap
+
+    def _request_cap_message(self) -> str:
+        return (
+            f"Too many requests running in this session (limit {self.max_requests_per_session}); "
+            "retry when one has finished"
+        )
 
     # -- messages ------------------------------------------------------------
     def notify(self, session: Session | None, message: dict[str, Any], dispatcher: Dispatcher) -> None:
@@ -192,8 +266,11 @@ class SessionEngine:
         dispatcher: Dispatcher,
         emit: Emit,
         reply: Reply,
+        *,
+        principal: Principal | None,
     ) -> asyncio.Task[Response | None] | None:
         """Answer one request (never `initialize` of a session-opening POST: see open_session).
+        `principal` is the caller of a request without a session (a session's is its own).
         Returns the running request, or None when it was answered at once."""
         id_ = message["id"]
         refusal: str | None = None
@@ -207,13 +284,18 @@ class SessionEngine:
                 refusal = "Invalid Request: the session is already initialized"
             elif session.running(id_):
                 refusal = f"Invalid Request: request id {id_!r} is already in use"
+            elif self._over_request_cap(session, 1):
+                self.refusals["requests_per_session"] += 1
+                self._reply(reply, jsonrpc.error_response(id_, LIMIT_EXCEEDED, self._request_cap_message()))
+                return None
         if refusal is not None:
             self._reply(reply, jsonrpc.error_response(id_, jsonrpc.INVALID_REQUEST, refusal))
             return None
         if self.draining:
             self._reply(reply, jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, SHUTDOWN_MESSAGE))
             return None
-        task = asyncio.ensure_future(self._answer(message, revision, session, dispatcher, emit))
+        caller = session.principal if session is not None else principal
+        task = asyncio.ensure_future(self._answer(message, revision, session, dispatcher, emit, caller))
         self.requests.add(task)
         if session is not None:
             session.track(id_, task)
@@ -239,7 +321,13 @@ class SessionEngine:
         return None  # cancelled by the client or with its session: no response (the spec's rule)
 
     async def _answer(
-        self, message: dict[str, Any], revision: str, session: Session | None, dispatcher: Dispatcher, emit: Emit
+        self,
+        message: dict[str, Any],
+        revision: str,
+        session: Session | None,
+        dispatcher: Dispatcher,
+        emit: Emit,
+        principal: Principal | None,
     ) -> Response | None:
         id_ = message["id"]
         try:
@@ -250,10 +338,14 @@ class SessionEngine:
                 requested = meta.get(LOG_LEVEL_KEY)
                 log_level = requested if isinstance(requested, str) and requested in LOG_LEVELS else None
             ctx = CallContext(id_, revision, emit, meta.get("progressToken"), log_level)
+            if self.access is not None:  # [auth.policy]: hidden names, filtered lists (auth/access.py)
+                dispatcher = self.access.guard(dispatcher, principal)
             hooks = self.hooks
             if hooks is not None and message["method"] in hooks.methods:
                 # The one place plugins act, for every transport and endpoint.
-                return await hooks.around(message, dispatcher, session, lambda m: dispatcher.handle(m, ctx, session))
+                return await hooks.around(
+                    message, dispatcher, session, principal, lambda m: dispatcher.handle(m, ctx, session)
+                )
             return await dispatcher.handle(message, ctx, session)
         except asyncio.CancelledError as exc:
             return self._cancelled_answer(id_, exc.args[0] if exc.args else "")

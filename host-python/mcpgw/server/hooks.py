@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from ..auth.principal import Principal
 from ..state.session import Session
 from .dispatcher import Dispatcher
 
@@ -26,7 +27,13 @@ class Hooks(Protocol):
     methods: frozenset[str]
 
     async def around(
-        self, message: dict[str, Any], dispatcher: Dispatcher, session: Session | None, handle: Handle
+        self,
+        message: dict[str, Any],
+        dispatcher: Dispatcher,
+        session: Session | None,
+        principal: Principal | None,
+        handle: Handle,
     ) -> Response:
-        """The response to `message`: the plugin chain around `handle(message)`."""
+        """The response to `message`: the plugin chain around `handle(message)`. `principal` is the
+        caller when authentication is on (None without it)."""
         ...

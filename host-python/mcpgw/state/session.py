@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..auth.principal import Principal
 from ..server.context import DEFAULT_LOG_LEVEL
 from ..server.jsonrpc import JsonRpcError
 
@@ -52,6 +53,8 @@ class Session:
     client_info: dict[str, Any] = field(default_factory=dict)
     client_capabilities: dict[str, Any] = field(default_factory=dict)
     server: str | None = None  # the virtual server it belongs to; None: the gateway's own /mcp
+    client: str | None = None  # the client's address (scope["client"][0]); None: none (stdio)
+    principal: Principal | None = None  # who opened it (None: auth off); only that caller finds it again
     log_level: str = DEFAULT_LOG_LEVEL
     log_level_set: bool = False  # the client chose the level (logging/setLevel)
     ready: bool = False  # initialize answered: requests other than ping may run

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from ..auth.principal import Principal
 from ..server import jsonrpc
 from ..server.dispatcher import Dispatcher
 from ..server.engine import SessionEngine
@@ -56,11 +57,14 @@ class Connection:
         self.server_id = server_id
         self.session: Session | None = None
 
-    def open(self) -> Session:
-        """Create the session before `initialize` (legacy SSE names it in the endpoint URL).
-        Raises engine.Refused."""
+    def open(self, client: str | None = None, principal: Principal | None = None) -> Session:
+        """Create the session, for the client at address `client` (None: stdio) authenticated as
+        `principal` (None: auth off), before `initialize` (legacy SSE names it in the endpoint
+        URL). Raises engine.Refused."""
         if self.session is None:
-            self.session = self.engine.open_session(self.peer.name, self.server_id, self.dispatcher)
+            self.session = self.engine.open_session(
+                self.peer.name, self.server_id, self.dispatcher, client=client, principal=principal
+            )
             self.session.attachment = PeerAttachment(self.peer)
         return self.session
 
@@ -93,7 +97,15 @@ class Connection:
             # In order: what follows it may rely on the session being initialized.
             await self._send(self.engine.initialize(session, message, self.dispatcher))
         else:
-            self.engine.submit(message, session, session.revision, self.dispatcher, self.peer.send, self._reply)
+            self.engine.submit(
+                message,
+                session,
+                session.revision,
+                self.dispatcher,
+                self.peer.send,
+                self._reply,
+                principal=session.principal,
+            )
 
     def _reply(self, response: dict[str, Any] | None) -> Any:
         return None if response is None else self.peer.send(response)

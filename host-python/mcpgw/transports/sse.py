@@ -7,8 +7,9 @@ ignore; `MCPGW_SSE_KEEPALIVE_EVENT=true` sends a named `keepalive` event
 instead). `POST /message?session_id=...` answers 202 and the response travels on
 the stream. The session lives exactly as long as the stream: when the client
 goes away it is reaped with its running requests. A client that falls
-`state.events.LIVE_BACKLOG` messages behind is cut off: the stream is dropped,
-not the gateway.
+`MCPGW_SLOW_READER_MAX_BYTES` (or `state.events.LIVE_BACKLOG` messages) behind,
+after its requests waited `MCPGW_SLOW_READER_WAIT_S` for room, is cut off: the
+stream is dropped, not the gateway.
 """
 
 from __future__ import annotations
@@ -19,16 +20,22 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
+
 from ..asgi import Receive, Scope, Send, send_empty
+from ..auth.principal import SCOPE_KEY as PRINCIPAL_KEY
+from ..auth.principal import same_caller
 from ..edge.contract import RequestContext
 from ..edge.middleware import SCOPE_KEY
 from ..server import jsonrpc
 from ..server.dispatcher import Dispatcher
-from ..server.engine import Refused, SessionEngine
+from ..server.engine import LimitExceeded, Refused, SessionEngine
+from ..state.budget import EVENT_OVERHEAD, EventBudget
 from ..state.events import EventStream
 from .connection import Connection
 from .http import RETRY_LATER, SESSION_NOT_FOUND, HttpError, read_json_body
-from .sse_writer import SSE_HEADERS, SSE_KEEPALIVE, PumpOptions, StreamWriters, pump, wait_disconnect
+from .sse_writer import SSE_HEADERS, SSE_KEEPALIVE, PumpOptions, StreamWriters, abort_of, pump, wait_disconnect
+from .streamable_http import client_address, too_many
 
 KEEPALIVE_EVENT = b"event: keepalive\ndata: \n\n"
 
@@ -41,6 +48,7 @@ class SseOptions:
     retry_ms: int
     event_ttl_s: float
     path_prefix: str
+    budget: EventBudget  # the process's event bytes, shared with every stream
 
 
 class SseStream:
@@ -49,15 +57,20 @@ class SseStream:
 
     name = "sse"
 
-    def __init__(self, ttl_s: float) -> None:
-        self.events = EventStream("sse", 0, ttl_s)
+    def __init__(self, ttl_s: float, budget: EventBudget) -> None:
+        self.events = EventStream("sse", 0, ttl_s, budget, None)
         self.open = True
 
     def connected(self) -> bool:
         return self.open
 
     async def send(self, message: dict[str, Any]) -> bool:
-        return self.open and self.events.publish(message) is not None
+        if not self.open:
+            return False
+        data = orjson.dumps(message)
+        # Backpressure: wait (bounded) for the reader to make room rather than cut it off.
+        await self.events.room(len(data) + EVENT_OVERHEAD, self.events.budget.slow_reader_wait_s)
+        return self.events.publish(data) is not None  # None: the stream closed meanwhile
 
     def close(self, reason: str) -> None:
         if self.open:
@@ -90,7 +103,7 @@ class LegacySSE:
         ctx: RequestContext = scope[SCOPE_KEY]
         try:
             if ctx["route"] == "sse":
-                await self._stream(ctx, receive, send)
+                await self._stream(ctx, scope, receive, send)
             else:
                 await self._message(ctx, scope, receive, send)
         except HttpError as err:
@@ -98,7 +111,7 @@ class LegacySSE:
         except ConnectionAbortedError:
             return
 
-    async def _stream(self, ctx: RequestContext, receive: Receive, send: Send) -> None:
+    async def _stream(self, ctx: RequestContext, scope: Scope, receive: Receive, send: Send) -> None:
         if ctx["method"] != "GET":
             raise HttpError(
                 405, jsonrpc.INVALID_REQUEST, "Method not allowed: open the stream with GET", [(b"allow", b"GET")]
@@ -109,10 +122,12 @@ class LegacySSE:
         dispatcher = self.servers(server_id)
         if dispatcher is None:
             raise HttpError(404, jsonrpc.INVALID_REQUEST, f"Unknown server: {server_id}")
-        peer = SseStream(self.options.event_ttl_s)
+        peer = SseStream(self.options.event_ttl_s, self.options.budget)
         connection = Connection(peer, self.engine, dispatcher, server_id)
         try:
-            session = connection.open()
+            session = connection.open(client_address(scope), scope.get(PRINCIPAL_KEY))
+        except LimitExceeded as refused:
+            raise too_many(refused) from None
         except Refused as refused:
             raise HttpError(503, jsonrpc.INTERNAL_ERROR, refused.message, RETRY_LATER) from None
         self.connections[session.id] = connection
@@ -128,7 +143,7 @@ class LegacySSE:
                     "more_body": True,
                 }
             )
-            await pump(peer.events, 0, send, watcher, self.writers, self._pump)
+            await pump(peer.events, 0, send, watcher, self.writers, self._pump, abort_of(scope))
         finally:
             watcher.cancel()
             peer.close("disconnected")
@@ -144,7 +159,12 @@ class LegacySSE:
         if not ids or not ids[0]:
             raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: the session_id query parameter is required")
         connection = self.connections.get(ids[0])
-        if connection is None or connection.server_id != ctx["server_id"]:
+        if (
+            connection is None
+            or connection.server_id != ctx["server_id"]
+            or connection.session is None
+            or not same_caller(connection.session.principal, scope.get(PRINCIPAL_KEY))
+        ):
             raise HttpError(404, SESSION_NOT_FOUND, "Session not found")
         message = await read_json_body(ctx, scope, receive, self.options.max_body_bytes)
         if jsonrpc.classify(message) == "invalid":

@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from ..auth.principal import Principal
 from ..server import jsonrpc
 from ..server.dispatcher import Dispatcher
 from ..server.engine import SessionEngine
@@ -140,11 +141,12 @@ async def serve(
     grace_s: float,
     stdin: Any = None,
     stdout: Any = None,
+    principal: Principal | None = None,
 ) -> None:
     reader, writer = await open_stdio(stdin or sys.stdin, stdout or sys.stdout)
     transport = StdioTransport(writer)
     connection = Connection(transport, engine, dispatcher, None)
-    connection.open()
+    connection.open(None, principal)  # the caller from the environment (cli.py: stdio_principal)
     async for line in lines(reader, max_message_bytes):
         if line is None:
             await transport.send(

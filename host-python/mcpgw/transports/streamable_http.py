@@ -19,12 +19,15 @@ from typing import Any
 import orjson
 
 from ..asgi import Receive, Scope, Send, send_empty
+from ..auth.principal import SCOPE_KEY as PRINCIPAL_KEY
+from ..auth.principal import Principal
 from ..edge.contract import RequestContext
 from ..edge.middleware import SCOPE_KEY
 from ..protocol import ALL_REVISIONS, BATCH_REVISIONS, PRIMING_REVISIONS, STATELESS_REVISION
 from ..server import jsonrpc
 from ..server.dispatcher import Dispatcher
-from ..server.engine import SHUTDOWN_MESSAGE, Refused, SessionEngine
+from ..server.engine import LIMIT_EXCEEDED, SHUTDOWN_MESSAGE, LimitExceeded, Refused, SessionEngine
+from ..state.budget import EVENT_OVERHEAD, EventBudget
 from ..state.events import EventStream, parse_event_id
 from ..state.session import Session
 from ..state.streams import GET_STREAM_ID, SessionStreams
@@ -33,8 +36,10 @@ from .http import RETRY_LATER, SESSION_NOT_FOUND, HttpError, read_json_body
 from .sse_writer import (
     SSE_HEADERS,
     SSE_KEEPALIVE,
+    Abort,
     PumpOptions,
     StreamWriters,
+    abort_of,
     pump,
     wait_disconnect,
     wake_or_disconnect,
@@ -61,6 +66,18 @@ class HttpOptions:
     retry_ms: int
     event_max: int
     event_ttl_s: float
+    budget: EventBudget  # the process's event bytes, shared with every stream
+
+
+def client_address(scope: Scope) -> str | None:
+    """The client's address as the HTTP server layer reports it (None: unknown)."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+def too_many(refused: LimitExceeded) -> HttpError:
+    """A cap was hit: 429 with Retry-After and the LIMIT_EXCEEDED JSON-RPC error."""
+    return HttpError(429, LIMIT_EXCEEDED, refused.message, [(b"retry-after", str(refused.retry_after_s).encode())])
 
 
 class Exchange:
@@ -79,7 +96,10 @@ class Exchange:
     async def emit(self, message: dict[str, Any]) -> bool:
         if self.can_stream and not self.stream.done:
             self.upgraded = True
-            self.stream.publish(message)
+            data = orjson.dumps(message)
+            # Backpressure: wait (bounded) for the reader to make room rather than cut it off.
+            await self.stream.room(len(data) + EVENT_OVERHEAD, self.stream.budget.slow_reader_wait_s)
+            self.stream.publish(data)
             return True
         return False  # a JSON-only client cannot receive messages before the result
 
@@ -146,9 +166,9 @@ class StreamableHTTP:
             if method == "POST":
                 await self._post(ctx, dispatcher, scope, receive, send)
             elif method == "GET":
-                await self._get(ctx, receive, send)
+                await self._get(ctx, receive, send, scope.get(PRINCIPAL_KEY), abort_of(scope))
             elif method == "DELETE":
-                self.engine.end(self._session(ctx), "terminated")
+                self.engine.end(self._session(ctx, scope.get(PRINCIPAL_KEY)), "terminated")
                 await send_empty(send, 204)
             else:
                 raise HttpError(
@@ -160,20 +180,20 @@ class StreamableHTTP:
             return  # nobody to answer; nothing was started
 
     # -- sessions ------------------------------------------------------------
-    def _session(self, ctx: RequestContext) -> Session:
+    def _session(self, ctx: RequestContext, principal: Principal | None) -> Session:
         state = ctx["session_state"]
         if state == "absent":
             raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
         if state == "invalid" or ctx["session_id"] is None:
             raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: malformed Mcp-Session-Id")
-        session = self.engine.find(ctx["session_id"], TRANSPORT, ctx["server_id"])
+        session = self.engine.find(ctx["session_id"], TRANSPORT, ctx["server_id"], principal=principal)
         if session is None:
             raise HttpError(404, SESSION_NOT_FOUND, "Session not found")
         return session
 
     def _streams(self, session: Session) -> SessionStreams:
         if not isinstance(session.attachment, SessionStreams):
-            session.attachment = SessionStreams(self.options.event_max, self.options.event_ttl_s)
+            session.attachment = SessionStreams(self.options.event_max, self.options.event_ttl_s, self.options.budget)
         return session.attachment
 
     # -- POST ----------------------------------------------------------------
@@ -217,12 +237,21 @@ class StreamableHTTP:
             if batch:
                 raise HttpError(400, jsonrpc.INVALID_REQUEST, "Invalid Request: initialize must not be batched")
             try:
-                session = self.engine.open_session(TRANSPORT, ctx["server_id"], dispatcher, initialize[0])
+                session = self.engine.open_session(
+                    TRANSPORT,
+                    ctx["server_id"],
+                    dispatcher,
+                    initialize[0],
+                    client=client_address(scope),
+                    principal=scope.get(PRINCIPAL_KEY),
+                )
+            except LimitExceeded as refused:
+                raise too_many(refused) from None
             except Refused as refused:
                 raise HttpError(503, jsonrpc.INTERNAL_ERROR, refused.message, RETRY_LATER) from None
             extra_headers.append((b"mcp-session-id", session.id.encode()))
         elif not stateless:
-            session = self._session(ctx)
+            session = self._session(ctx, scope.get(PRINCIPAL_KEY))
             revision = session.revision
         if batch and revision not in BATCH_REVISIONS:
             raise HttpError(
@@ -231,6 +260,10 @@ class StreamableHTTP:
                 f"Invalid Request: JSON-RPC batches are not supported in protocol revision {revision}",
             )
 
+        try:
+            self.engine.admit(session, sum(1 for m, k in zip(messages, kinds, strict=True) if k == "request"))
+        except LimitExceeded as refused:
+            raise too_many(refused) from None
         requests = []
         for message, kind in zip(messages, kinds, strict=True):
             if kind == "request":
@@ -250,6 +283,8 @@ class StreamableHTTP:
                 f"{self._stateless_prefix}-{next(self._stateless_ids)}",
                 self.options.event_max,
                 self.options.event_ttl_s,
+                self.options.budget,
+                None,
             )
         exchange = Exchange(stream, len(requests), ctx["accept_sse"])
         for message in requests:
@@ -266,6 +301,7 @@ class StreamableHTTP:
                 dispatcher,
                 exchange.emit,
                 functools.partial(exchange.respond, message["id"]),
+                principal=scope.get(PRINCIPAL_KEY),
             )
             if task is not None:
                 exchange.tasks.append(task)
@@ -274,14 +310,16 @@ class StreamableHTTP:
             # 2026-07-28: the client closing the response stream cancels its requests.
             watcher = asyncio.ensure_future(wait_disconnect(receive))
             try:
-                await self._respond(exchange, revision, session, receive, send, extra_headers, batch, watcher)
+                await self._respond(
+                    exchange, revision, session, receive, send, extra_headers, batch, watcher, abort_of(scope)
+                )
             finally:
                 watcher.cancel()
             if watcher.done() and not watcher.cancelled():
                 for task in exchange.tasks:
                     task.cancel("the client closed the stream")
         else:
-            await self._respond(exchange, revision, session, receive, send, extra_headers, batch, None)
+            await self._respond(exchange, revision, session, receive, send, extra_headers, batch, None, abort_of(scope))
 
     async def _respond(
         self,
@@ -293,6 +331,7 @@ class StreamableHTTP:
         extra_headers: list[tuple[bytes, bytes]],
         batch: bool,
         watcher: asyncio.Future[Any] | None,
+        abort: Abort | None,
     ) -> None:
         stream = exchange.stream
         if self.options.response_mode == "json" or not exchange.can_stream:
@@ -314,7 +353,7 @@ class StreamableHTTP:
         options = self._stateless_stream if revision == STATELESS_REVISION else self._response_stream
         try:
             await send({"type": "http.response.start", "status": 200, "headers": [*SSE_HEADERS, *extra_headers]})
-            await pump(stream, 0, send, watcher, self.writers, options, prime=revision in PRIMING_REVISIONS)
+            await pump(stream, 0, send, watcher, self.writers, options, abort, prime=revision in PRIMING_REVISIONS)
         finally:
             if own_watcher:
                 watcher.cancel()
@@ -346,10 +385,12 @@ class StreamableHTTP:
         await send({"type": "http.response.body", "body": data})
 
     # -- GET -----------------------------------------------------------------
-    async def _get(self, ctx: RequestContext, receive: Receive, send: Send) -> None:
+    async def _get(
+        self, ctx: RequestContext, receive: Receive, send: Send, principal: Principal | None, abort: Abort | None
+    ) -> None:
         if not ctx["accept_sse"]:
             raise HttpError(406, jsonrpc.INVALID_REQUEST, "Not Acceptable: Accept must list text/event-stream")
-        session = self._session(ctx)
+        session = self._session(ctx, principal)
         streams = self._streams(session)
         last_event_id = ctx["last_event_id"]
         if last_event_id is not None:
@@ -378,6 +419,7 @@ class StreamableHTTP:
                 watcher,
                 self.writers,
                 options,
+                abort,
                 prime=prime and session.revision in PRIMING_REVISIONS,
             )
         finally:

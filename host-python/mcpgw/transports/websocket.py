@@ -20,11 +20,14 @@ from typing import Any
 import orjson
 
 from ..asgi import Receive, Scope, Send
+from ..auth.principal import SCOPE_KEY as PRINCIPAL_KEY
 from ..edge.contract import RequestContext
 from ..edge.middleware import SCOPE_KEY
 from ..server.dispatcher import Dispatcher
-from ..server.engine import Refused, SessionEngine
+from ..server.engine import LimitExceeded, Refused, SessionEngine
 from .connection import Connection
+from .http import HttpError
+from .streamable_http import client_address, too_many
 
 log = logging.getLogger("mcpgw.websocket")
 SUBPROTOCOL = "mcp"
@@ -67,6 +70,18 @@ class WebSocketConnection:
             await self._send({"type": "websocket.close", "code": code, "reason": reason[:120]})
 
 
+async def refuse_handshake(scope: Scope, send: Send, err: HttpError) -> None:
+    """Refuse an upgrade with `err` as an HTTP response when the server can send one, else
+    with a refused handshake (403)."""
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": TRY_AGAIN_LATER})
+        return
+    body = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": err.code, "message": err.message}})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *err.headers]
+    await send({"type": "websocket.http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
 class WebSocketEndpoint:
     def __init__(self, engine: SessionEngine, servers: Callable[[str | None], Dispatcher | None]) -> None:
         self.engine = engine
@@ -87,7 +102,10 @@ class WebSocketEndpoint:
         peer = WebSocketConnection(send)
         connection = Connection(peer, self.engine, dispatcher, ctx["server_id"])
         try:
-            connection.open()
+            connection.open(client_address(scope), scope.get(PRINCIPAL_KEY))
+        except LimitExceeded as refused:
+            await refuse_handshake(scope, send, too_many(refused))
+            return
         except Refused:
             await send({"type": "websocket.close", "code": TRY_AGAIN_LATER})
             return
