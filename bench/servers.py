@@ -73,6 +73,12 @@ def gateway(mode: str, name: str = "", **env: str) -> Server:
             "MCPGW_LOG_LEVEL": "warning",
             "MCPGW_MAX_SESSIONS": "10000000",
             "MCPGW_SESSION_IDLE_TIMEOUT_S": "3600",
+            # Every load here comes from one address (loopback): the per-address caps, which protect
+            # a gateway from one hostile client, would refuse the benchmark's own sessions and streams.
+            "MCPGW_MAX_SESSIONS_PER_CLIENT": "0",
+            "MCPGW_MAX_CONNECTIONS_PER_CLIENT": "0",
+            # The tools workloads share one session across up to 64 connections.
+            "MCPGW_MAX_REQUESTS_PER_SESSION": "0",
             **env,
         },
         port=port,
