@@ -79,6 +79,15 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
     if w and c:
         ratio = paired_ratio(w, c)
         out.append(("preflight wasm/Starlette CORSMiddleware req/s, c=16", _fmt(ratio, 2), ">= 1x", _met(ratio, 1)))
+    plugin_rows = {r["target"]: r for r in record.get("plugins", {}).get("rows", [])}
+    base = plugin_rows.get("no plugin")
+    for target, limit in (("noop pre+post", 0.95), ("tool-guard + redact + rate-limit", 0.85)):
+        row = plugin_rows.get(target)
+        if base and row:
+            ratio = paired_ratio(row, base)
+            out.append(
+                (f"tools/call echo with {target} / no plugin, c=16", _fmt(ratio), f">= {limit}x", _met(ratio, limit))
+            )
     swap = record.get("hot_swap")
     if swap:
         out.append(
@@ -270,6 +279,29 @@ def write(record: dict, out: Path, stamp: str) -> Path:
             f"{m['per_stream_kib']:.1f} | {m['before_churn_kib'] / 1024:.1f} / {m['after_churn_kib'] / 1024:.1f} "
             f"({m['sessions_churned']} sessions) |"
             for m in record["memory"]
+        ]
+        md.append("")
+    if record.get("plugins"):
+        md += [
+            "## Plugins on the tool-call path",
+            "",
+            "tools/call `echo` at 16 connections (wasm edge), paired against the same gateway with no plugin.",
+            "",
+            "| plugins | req/s | p50 ms | x of no plugin (paired) | errors |",
+            "|---|---|---|---|---|",
+        ]
+        rows = record["plugins"]["rows"]
+        base = next((r for r in rows if r["target"] == "no plugin"), None)
+        for r in rows:
+            ratio = paired_ratio(r, base) if base else None
+            md.append(
+                f"| {r['target']} | {_num(r['rps'], '.0f')} | {_num(r['p50_ms'], '.2f')} | {_fmt(ratio, 2)} | "
+                f"{r['errors']} |"
+            )
+        md += ["", "| echo of | no plugin ms | tool-guard + redact + rate-limit ms |", "|---|---|---|"]
+        md += [
+            f"| {e['bytes'] // 1024} KB | {e['no plugin']:.2f} | {e['tool-guard + redact + rate-limit']:.2f} |"
+            for e in record["plugins"]["redaction"]
         ]
         md.append("")
     if record.get("federation"):

@@ -3,7 +3,7 @@ and PNG plots under bench/results/. Figures are ratios measured in the same run:
 are shared and noisy, so only side-by-side numbers mean anything.
 
 Environment: BENCH_DURATION_S (per wrk run, default 2), BENCH_REPS (default 5),
-BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,swap,federation).
+BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,swap,federation,plugins).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import edge_cost  # noqa: E402 - imported once bench/ is on sys.path
 import federation  # noqa: E402 - imported once bench/ is on sys.path
 import hot_swap  # noqa: E402 - imported once bench/ is on sys.path
 import memory  # noqa: E402 - imported once bench/ is on sys.path
+import plugins  # noqa: E402 - imported once bench/ is on sys.path
 import report  # noqa: E402 - imported once bench/ is on sys.path
 
 
@@ -73,6 +74,11 @@ def main() -> None:
         "federation",
         "relaying through an upstream",
         lambda: record.__setitem__("federation", federation.measure(duration, reps)),
+    )
+    section(
+        "plugins",
+        "plugins on the tool-call path",
+        lambda: record.__setitem__("plugins", plugins.measure(duration, reps)),
     )
     md = report.write(record, out, stamp)
     print(f"\nwrote bench/results/{stamp}.json and {md.relative_to(HERE.parent)}")

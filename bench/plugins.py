@@ -1,0 +1,123 @@
+"""What plugins cost on the tool-call path: tools/call `echo` at 16 connections through a gateway
+with no plugin, with the no-op plugin on both tool hooks, and with tool-guard + redact +
+rate-limit together, side by side, alternating order between repetitions; and the time one
+`echo` of a 10 KB and of a 1 MB text takes with and without redact on its result.
+
+Every answer is checked (wrk counts a JSON-RPC error inside a 200 as an error), and the echo
+must come back through the plugins: a call the chain refused would not count."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+import e2e
+import servers
+import wrk
+
+DIST = Path(__file__).resolve().parents[1] / "plugins" / "dist"
+# Enough budget that rate-limit never refuses the benchmark's own load: it is measured, not tested.
+UNLIMITED = {"rate_per_s": 1e9, "burst": 1e9}
+REDACT_FUEL = 1_000_000_000  # redact scans about 130 instructions a byte: a 1 MB result needs ~140M
+
+
+def _table(name: str, plugin: str, **keys: object) -> str:
+    lines = [f"[plugins.{name}]", f"path = {json.dumps(str(DIST / (plugin + '.wasm')))}"]
+    for key, value in keys.items():
+        if isinstance(value, dict):
+            inner = ", ".join(f"{k} = {json.dumps(v)}" for k, v in value.items())
+            lines.append(f"{key} = {{ {inner} }}")
+        else:
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+CONFIGS = {
+    "no plugin": "",
+    "noop pre+post": _table("noop", "noop", hooks=["tool-pre-invoke", "tool-post-invoke"]),
+    "tool-guard + redact + rate-limit": (
+        _table("guard", "tool-guard", config={"deny": ["nothing-*"]})
+        + _table("redact", "redact", fuel=REDACT_FUEL, max_output_kb=4096)
+        + _table("rate", "rate-limit", grants=["clock"], config=UNLIMITED)
+    ),
+}
+
+
+def _gateway(name: str, config_text: str, paths: list[str]) -> servers.Server:
+    env = {}
+    if config_text:
+        fd, path = tempfile.mkstemp(suffix=".toml")
+        with os.fdopen(fd, "w") as f:
+            f.write(config_text)
+        paths.append(path)
+        env["MCPGW_CONFIG"] = path
+    return servers.gateway("wasm", name=f"gateway-{name.replace(' ', '-').replace('+', '')}", **env)
+
+
+def _echo_ms(url: str, text: str, calls: int) -> float:
+    """Median time of one tools/call echo of `text` on its own session, answer checked."""
+    headers = e2e.open_session(url)
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": text}}}
+    times = []
+    with httpx.Client(timeout=120) as http:
+        for i in range(calls):
+            body["id"] = i + 1
+            start = time.perf_counter()
+            r = http.post(url + "/mcp", json=body, headers=headers)
+            times.append((time.perf_counter() - start) * 1000)
+            answer = r.json()
+            assert "result" in answer, answer
+            assert len(answer["result"]["content"][0]["text"]) == len(text)  # nothing to redact in x's
+    return statistics.median(times)
+
+
+def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> dict:
+    paths: list[str] = []
+    targets: dict[str, servers.Server] = {}
+    try:
+        for name, text in CONFIGS.items():
+            targets[name] = _gateway(name, text, paths)
+        loads = {
+            name: wrk.Workload("echo", "POST", "/mcp", e2e.open_session(srv.url), e2e.ECHO)
+            for name, srv in targets.items()
+        }
+        for name, srv in targets.items():
+            e2e.check(srv.url, loads[name])
+            wrk.run(srv.url, loads[name], connections, 1)  # warm-up
+        samples: dict[str, list[wrk.Result]] = {name: [] for name in targets}
+        for rep in range(reps):
+            order = list(targets) if rep % 2 == 0 else list(reversed(targets))
+            for name in order:
+                samples[name].append(wrk.run(targets[name].url, loads[name], connections, duration_s))
+        rows = [e2e.summarize("tools/call echo", connections, name, results, None) for name, results in samples.items()]
+        for row in rows:
+            figure = "FAILED" if row["rps"] is None else f"{row['rps']:8.0f} req/s  p50 {row['p50_ms']:6.2f} ms"
+            print(f"  tools/call echo c={connections} {row['target']:34} {figure}  errors {row['errors']}", flush=True)
+        redaction = []
+        for size in (10 * 1024, 1024 * 1024):
+            text = "x" * size
+            entry = {"bytes": size}
+            for name in ("no plugin", "tool-guard + redact + rate-limit"):
+                entry[name] = _echo_ms(targets[name].url, text, 5 if size > 100_000 else 20)
+            redaction.append(entry)
+            print(
+                f"  echo of {size // 1024} KB: {entry['no plugin']:.2f} ms without plugins, "
+                f"{entry['tool-guard + redact + rate-limit']:.2f} ms with tool-guard + redact + rate-limit",
+                flush=True,
+            )
+        return {"rows": rows, "redaction": redaction}
+    finally:
+        for srv in targets.values():
+            srv.stop()
+        for path in paths:
+            os.unlink(path)
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(1, 1), indent=1))
