@@ -135,3 +135,51 @@ def measure(mode: str, streams: int = 1000, sessions: int = 10_000) -> dict:
         flush=True,
     )
     return result
+
+
+def store_full(mode: str, sessions: int = 8, calls: int = 2) -> dict:
+    """RSS with the event store full at its budget: `sessions` sessions each run `calls` tools/call
+    `log` of 20 x 1 MiB messages, read in full; their finished streams stay retained for resumption
+    until the byte budgets (MCPGW_EVENT_STORE_MAX_*, defaults) evict them."""
+    import httpx
+
+    srv = servers.gateway(mode)
+    try:
+        asyncio.run(churn(srv.port, 200))
+        idle = srv.rss_kib()
+        produced = 0
+        with httpx.Client(timeout=120) as http:
+            for _ in range(sessions):
+                json_and_sse = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+                r = http.post(srv.url + "/mcp", content=INIT, headers=json_and_sse)
+                sid = r.headers["mcp-session-id"]
+                for i in range(calls):
+                    call = {
+                        "jsonrpc": "2.0",
+                        "id": i + 1,
+                        "method": "tools/call",
+                        "params": {"name": "log", "arguments": {"message": "x" * (1 << 20), "count": 20}},
+                    }
+                    r = http.post(srv.url + "/mcp", json=call, headers=_session_headers(sid))
+                    assert r.status_code == 200 and f'"id":{i + 1}' in r.text, r.text[-300:]
+                    produced += len(r.content)
+        full = srv.rss_kib()
+        events = httpx.get(srv.url + "/health").json().get("limits", {}).get("events", {})
+    finally:
+        srv.stop()
+    result = {
+        "mode": mode,
+        "idle_kib": idle,
+        "produced_bytes": produced,
+        "store_full_kib": full,
+        "retained_bytes": events.get("bytes"),
+        "budget_bytes": events.get("max_bytes", events.get("budget")),
+    }
+    retained = result["retained_bytes"]
+    print(
+        f"  {mode:7} event store full: produced {produced / (1 << 20):.0f} MiB of events, retained "
+        f"{'?' if retained is None else f'{retained / (1 << 20):.1f}'} MiB; RSS {idle / 1024:.1f} -> "
+        f"{full / 1024:.1f} MiB",
+        flush=True,
+    )
+    return result

@@ -281,6 +281,20 @@ def write(record: dict, out: Path, stamp: str) -> Path:
             for m in record["memory"]
         ]
         md.append("")
+    if record.get("store"):
+        md += [
+            "## Memory with the event store full at its budget",
+            "",
+            "| mode | idle MiB | events produced MiB | retained MiB (budget) | RSS MiB |",
+            "|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {m['mode']} | {m['idle_kib'] / 1024:.1f} | {m['produced_bytes'] / 2**20:.0f} | "
+            f"{(m['retained_bytes'] or 0) / 2**20:.1f} ({(m['budget_bytes'] or 0) / 2**20:.0f}) | "
+            f"{m['store_full_kib'] / 1024:.1f} |"
+            for m in record["store"]
+        ]
+        md.append("")
     if record.get("plugins"):
         md += [
             "## Plugins on the tool-call path",

@@ -3,7 +3,7 @@ and PNG plots under bench/results/. Figures are ratios measured in the same run:
 are shared and noisy, so only side-by-side numbers mean anything.
 
 Environment: BENCH_DURATION_S (per wrk run, default 2), BENCH_REPS (default 5),
-BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,swap,federation,plugins).
+BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,store,swap,federation,plugins).
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ def main() -> None:
     )
     section(
         "memory", "memory", lambda: record.__setitem__("memory", [memory.measure("wasm"), memory.measure("python")])
+    )
+    section(
+        "store", "memory with the event store full", lambda: record.__setitem__("store", [memory.store_full("wasm")])
     )
     section("swap", "hot swaps under load", lambda: record.__setitem__("hot_swap", hot_swap.measure()))
     section(
