@@ -12,7 +12,7 @@ What it adds to `HttpToolsProtocol` (every number comes from `Settings`):
   neither counts time during which the gateway itself stopped reading.
 - **Head size** (`max_head_bytes` + `HEAD_SLACK` for the request line and separators): the
   raw bytes of a head are counted as they arrive and the parser is fed at most that many, so an
-  80 MB header costs 64 KiB of parsing, not seconds of httptools' quadratic value growth: 431.
+  80 MB header costs about 80 KiB of parsing, not seconds of httptools' quadratic value growth: 431.
   The exact limit stays the edge middleware's (`head_size`), which sees names and values only.
 - **Connections per client** (`max_connections_per_client`, by peer address): past it a new
   connection is answered 503 with `Retry-After` at once (before its request is read) and
@@ -35,10 +35,9 @@ And, around uvicorn's protocol (0.54):
 - A parse error pipelined behind a request no longer cuts that request's answer: the 400 is
   written after the responses before it, in order.
 - `scope["extensions"]["mcpgw.abort"]` drops the connection at once: uvicorn's `send` waits
-  for a client that stopped reading to drain, and nothing else can end such a writer. Not yet
-  called: the SSE writer must call it when its stream is kicked during a blocked send (DELETE,
-  expiry, shutdown, a slow reader cut off); tests/scenarios/known-bugs/
-  delete-leaves-blocked-stream-open.toml shows the bug until it does.
+  for a client that stopped reading to drain, and nothing else can end such a writer. The SSE
+  writer (transports/sse_writer.py) calls it when its stream is ended during a blocked send
+  (DELETE, expiry, shutdown, a slow reader cut off); scenario delete-leaves-blocked-stream-open.
 """
 
 from __future__ import annotations
