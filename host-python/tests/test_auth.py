@@ -523,3 +523,48 @@ def test_plugins_see_the_caller_a_rate_limit_per_principal(setup, component_path
         assert "result" in call("bob")  # bob has a bucket of his own
     finally:
         g.stop()
+
+
+def test_the_clients_token_never_reaches_an_upstream(tmp_path, monkeypatch, component_path):
+    """No token passthrough: a client authenticated with an API key calls an upstream tool through
+    /mcp and through the virtual server; the upstream records every header it receives."""
+    from mcpgw.auth.tokens import hash_line
+    from upstream_procs import federated_gateway, http_table, toy_http
+
+    record = tmp_path / "headers.jsonl"
+    monkeypatch.setenv("TOY_RECORD_HEADERS", str(record))
+    upstream = toy_http("toy")
+    key = "client-api-key-that-must-stay-here-0123456789"
+    keys = tmp_path / "keys"
+    keys.write_text(hash_line("alice", key, []) + "\n")
+    gw = federated_gateway(
+        "python",
+        [http_table("toy", upstream.url) + '\nheaders = { x-gateway-credential = "configured-upstream-secret" }'],
+        MCPGW_AUTH="api-key",
+        MCPGW_AUTH_API_KEYS_FILE=str(keys),
+    )
+    try:
+        auth = {"authorization": f"Bearer {key}"}
+        for path, tool in (("/mcp", "toy__add"), ("/servers/toy/mcp", "add")):
+            session = post(gw, INIT, headers={**auth}, path=path)
+            assert session.status_code == 200, session.text
+            headers = {
+                **auth,
+                "mcp-session-id": session.headers["mcp-session-id"],
+                "mcp-protocol-version": "2025-11-25",
+            }
+            call = {
+                "jsonrpc": "2.0",
+                "id": 2,
+                "method": "tools/call",
+                "params": {"name": tool, "arguments": {"a": 1, "b": 2}},
+            }
+            answer = post(gw, call, headers=headers, path=path).json()
+            assert answer["result"]["content"][0]["text"] == "3", answer
+        seen = [json.loads(line) for line in record.read_text().splitlines()]
+        assert seen, "the upstream recorded no request"
+        assert all(key not in json.dumps(h) for h in seen)  # the client's credential never went upstream
+        assert all(h.get("x-gateway-credential") == "configured-upstream-secret" for h in seen)  # ours did
+    finally:
+        gw.stop()
+        upstream.stop()

@@ -208,4 +208,16 @@ if __name__ == "__main__":
         import uvicorn
 
         app = server.sse_app(host="127.0.0.1") if sys.argv[1] == "sse" else server.streamable_http_app(host="127.0.0.1")
+        record = os.environ.get("TOY_RECORD_HEADERS")
+        if record:
+            # Tests of what the gateway sends upstream: every request's header names and values,
+            # one JSON object a line, appended to this file.
+            inner = app
+
+            async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+                if scope["type"] == "http":
+                    with open(record, "a") as out:  # noqa: ASYNC230 - a test upstream's tiny append
+                        out.write(json.dumps({k.decode(): v.decode("latin-1") for k, v in scope["headers"]}) + "\n")
+                await inner(scope, receive, send)
+
         uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="info", access_log=False)
