@@ -568,3 +568,24 @@ def test_the_clients_token_never_reaches_an_upstream(tmp_path, monkeypatch, comp
     finally:
         gw.stop()
         upstream.stop()
+
+
+def test_upstream_secrets_in_urls_never_reach_the_log(component_path):
+    """An upstream URL with userinfo and a key in its query: the HTTP client logs every request's
+    URL at INFO; the gateway's log filter masks both."""
+    from upstream_procs import federated_gateway, http_table, toy_http
+
+    upstream = toy_http("toy")
+    url = upstream.url.replace("http://", "http://bob:userinfo-secret-1@") + "?api_key=query-secret-2"
+    gw = federated_gateway("python", [http_table("toy", url)])
+    try:
+        session = post(gw, INIT)
+        headers = {"mcp-session-id": session.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "toy__whoami", "arguments": {}}}
+        assert "result" in post(gw, call, headers=headers).json()
+        log = gw.log()
+        assert "HTTP Request" in log  # the client library did log the upstream's URLs
+        assert "userinfo-secret-1" not in log and "query-secret-2" not in log
+    finally:
+        gw.stop()
+        upstream.stop()
