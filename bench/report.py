@@ -88,6 +88,10 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
             out.append(
                 (f"tools/call echo with {target} / no plugin, c=16", _fmt(ratio), f">= {limit}x", _met(ratio, limit))
             )
+    auth_rows = {r["target"]: r for r in record.get("auth", [])}
+    if "jwt RS256" in auth_rows and "auth off" in auth_rows:
+        ratio = paired_ratio(auth_rows["jwt RS256"], auth_rows["auth off"])
+        out.append(("tools/list with JWT auth (RS256) / auth off, c=16", _fmt(ratio, 2), ">= 0.9x", _met(ratio, 0.9)))
     swap = record.get("hot_swap")
     if swap:
         out.append(

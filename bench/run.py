@@ -3,7 +3,7 @@ and PNG plots under bench/results/. Figures are ratios measured in the same run:
 are shared and noisy, so only side-by-side numbers mean anything.
 
 Environment: BENCH_DURATION_S (per wrk run, default 2), BENCH_REPS (default 5),
-BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,store,swap,federation,plugins).
+BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,store,swap,federation,plugins,auth).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import auth  # noqa: E402 - imported once bench/ is on sys.path
 import e2e  # noqa: E402 - imported once bench/ is on sys.path
 import edge_cost  # noqa: E402 - imported once bench/ is on sys.path
 import federation  # noqa: E402 - imported once bench/ is on sys.path
@@ -82,6 +83,9 @@ def main() -> None:
         "plugins",
         "plugins on the tool-call path",
         lambda: record.__setitem__("plugins", plugins.measure(duration, reps)),
+    )
+    section(
+        "auth", "authentication on the request path", lambda: record.__setitem__("auth", auth.measure(duration, reps))
     )
     md = report.write(record, out, stamp)
     print(f"\nwrote bench/results/{stamp}.json and {md.relative_to(HERE.parent)}")

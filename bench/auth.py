@@ -1,0 +1,111 @@
+"""What authentication costs: tools/list at 16 connections through a gateway with JWT auth on
+(RS256, keys from a local JWKS, verified tokens cached) and with auth off, side by side, alternating
+order between repetitions. Every answer is checked (wrk counts a JSON-RPC error inside a 200 and
+every 401 as errors): a refused request would not count."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+import e2e
+import servers
+import wrk
+
+ISSUER = "https://issuer.bench.invalid"
+
+
+class _Jwks:
+    """A JWKS endpoint on loopback, in this process."""
+
+    def __init__(self, key: rsa.RSAPrivateKey) -> None:
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+        body = json.dumps({"keys": [{**jwk, "kid": "bench", "alg": "RS256", "use": "sig"}]}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> list[dict]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwks = _Jwks(key)
+    targets: dict[str, servers.Server] = {}
+    try:
+        targets["auth off"] = servers.gateway("wasm", name="gateway-auth-off")
+        on = servers.gateway(
+            "wasm",
+            name="gateway-auth-jwt",
+            MCPGW_AUTH="jwt",
+            MCPGW_AUTH_ISSUER=ISSUER,
+            MCPGW_AUTH_JWKS_URL=jwks.url,
+        )
+        targets["jwt RS256"] = on
+        now = int(time.time())
+        token = jwt.encode(
+            {"iss": ISSUER, "sub": "bench", "aud": on.url, "iat": now, "exp": now + 3600},
+            key,
+            algorithm="RS256",
+            headers={"kid": "bench"},
+        )
+        loads = {}
+        for name, srv in targets.items():
+            auth = {"authorization": f"Bearer {token}"} if name == "jwt RS256" else {}
+            init = wrk.Workload("initialize", "POST", "/mcp", {**e2e.JSON_HEADERS, **auth}, e2e.INITIALIZE)
+            e2e.check(srv.url, init)
+            session = _session(srv.url, auth)
+            loads[name] = wrk.Workload("tools/list", "POST", "/mcp", session, e2e.TOOLS_LIST)
+            e2e.check(srv.url, loads[name])
+            wrk.run(srv.url, loads[name], connections, 1)  # warm-up (and the token cache)
+        samples: dict[str, list[wrk.Result]] = {name: [] for name in targets}
+        for rep in range(reps):
+            order = list(targets) if rep % 2 == 0 else list(reversed(targets))
+            for name in order:
+                samples[name].append(wrk.run(targets[name].url, loads[name], connections, duration_s))
+        rows = [e2e.summarize("tools/list", connections, name, results, None) for name, results in samples.items()]
+        for row in rows:
+            figure = "FAILED" if row["rps"] is None else f"{row['rps']:8.0f} req/s  p50 {row['p50_ms']:6.2f} ms"
+            print(f"  tools/list c={connections} {row['target']:10} {figure}  errors {row['errors']}", flush=True)
+        return rows
+    finally:
+        for srv in targets.values():
+            srv.stop()
+        jwks.close()
+
+
+def _session(url: str, auth: dict[str, str]) -> dict[str, str]:
+    import httpx
+
+    r = httpx.post(url + "/mcp", headers={**e2e.JSON_HEADERS, **auth}, content=e2e.INITIALIZE.replace("@ID@", "0"))
+    r.raise_for_status()
+    headers = {
+        **e2e.JSON_HEADERS,
+        **auth,
+        "mcp-session-id": r.headers["mcp-session-id"],
+        "mcp-protocol-version": e2e.SESSION_REVISION,
+    }
+    httpx.post(url + "/mcp", headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    return headers
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(1, 1), indent=1))
