@@ -268,6 +268,14 @@ def serve_forever(settings: Settings) -> int:
     auth = app.auth_health()
     if "warning" in auth:
         logging.getLogger("mcpgw").warning("%s", auth["warning"])
+    from .app import STATE_BACKEND
+
+    plugins = app.gateway.plugins
+    logging.getLogger("mcpgw").info(
+        "state: %s; plugins: %s",
+        STATE_BACKEND,
+        ", ".join(p["name"] for p in plugins.health()) if plugins is not None and plugins.health() else "none",
+    )
     logging.getLogger("mcpgw").info(
         "auth: %s%s",
         settings.auth,

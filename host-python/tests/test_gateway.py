@@ -63,6 +63,16 @@ def test_health_and_startup_log_name_the_active_backend(gateway):
         assert "edge backend: python (requested by MCPGW_EDGE=python)" in gateway.log()
 
 
+def test_health_and_startup_log_name_state_backend_plugins_and_auth(gateway):
+    health = httpx.get(gateway.url + "/health").json()
+    assert health["state"] == {"backend": "memory"}
+    assert health["plugins"] == []
+    assert health["auth"]["mode"] == "none"
+    log = gateway.log()
+    assert "state: memory; plugins: none" in log
+    assert "auth: none" in log
+
+
 def test_session_lifecycle(gateway):
     url = gateway.url
     sid = initialize(url)
