@@ -20,7 +20,7 @@ V2_WASM := $(VARIANTS_DIR)/transport_core_v2.wasm
 WRONG_WASM := $(VARIANTS_DIR)/transport_core_wrong.wasm
 
 
-.PHONY: help setup build variants serve test test-python test-rust test-wire conformance-suite bench bench-edge load-test load-test-ui fuzz fuzz-native clean
+.PHONY: help setup build variants serve test test-python oauth-server test-rust test-wire conformance-suite bench bench-edge load-test load-test-ui fuzz fuzz-native clean
 
 help:
 	@echo "make serve       set up and start the gateway on 127.0.0.1:4444 (MCPGW_* variables apply)"
@@ -143,6 +143,11 @@ test-rust: build lint-rust
 conformance-suite:
 	@bash tests/e2e/conformance/install.sh >/dev/null
 
+# A real OAuth 2.1 authorization server for the auth tests: oidc-provider from npm, run on the
+# Node 22 the conformance suite installs; the script pins it and keeps its own stamp.
+oauth-server: conformance-suite
+	@bash tests/e2e/oauth/install.sh >/dev/null
+
 # ruff (lint, then format --check) on every Python file in the repository and mypy --strict on
 # the mcpgw package; the configuration is in host-python/pyproject.toml.
 .PHONY: lint-python
@@ -151,7 +156,7 @@ lint-python: $(BUILD)/venv.stamp
 	cd host-python && ../$(VENV)/bin/ruff format --check . ../bench ../tests/load ../tests/e2e ../guest/fuzz
 	cd host-python && ../$(VENV)/bin/mypy
 
-test-python: lint-python build variants plugins $(BUILD)/chromium.stamp conformance-suite
+test-python: lint-python build variants plugins $(BUILD)/chromium.stamp conformance-suite oauth-server
 	cd host-python && MCPGW_TEST_VARIANTS=$(abspath $(VARIANTS_DIR)) ../$(PY) -m pytest -q
 
 # Raw-TCP scenarios (tests/scenarios/) replayed against the gateway in wasm and python mode,
