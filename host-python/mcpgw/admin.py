@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from .edge.registry import EdgeRegistry, SwapRefused
 from .edge.signing import decode_signature
-from .edge.validate import escape
+from .logsafe import escape
 
 if TYPE_CHECKING:
     from .plugins.registry import PluginRegistry

@@ -7,7 +7,7 @@ import logging
 import sys
 from dataclasses import fields
 
-from . import logredact
+from . import logsafe
 from .settings import HELP, Settings
 
 
@@ -249,7 +249,7 @@ def serve_forever(settings: Settings) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logredact.install()
+    logsafe.install()
     refusal = refuse_unauthenticated(settings)
     if refusal is not None:
         logging.getLogger("mcpgw").error("%s", refusal)
@@ -324,7 +324,7 @@ def serve_stdio(settings: Settings) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    logredact.install()
+    logsafe.install()
     from .auth.access import Access
     from .auth.setup import stdio_principal
     from .federation.config import load_policy

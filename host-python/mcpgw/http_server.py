@@ -54,6 +54,7 @@ import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
+from .logsafe import escape
 from .server.jsonrpc import INVALID_REQUEST, error_response
 
 log = logging.getLogger("mcpgw.http")
@@ -76,14 +77,6 @@ def parse_networks(items: tuple[str, ...] | list[str]) -> tuple[Network, ...]:
         except ValueError:
             raise ValueError(f"not an address or CIDR: {item!r}") from None
     return tuple(nets)
-
-
-def escape(text: str, limit: int = 120) -> str:
-    """Client-controlled text for a log line: printable ASCII, bounded."""
-    cut = text[:limit]
-    out = cut.encode("ascii", "backslashreplace").decode("ascii")
-    out = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in out)
-    return out + ("..." if len(text) > limit else "")
 
 
 @dataclass
@@ -137,7 +130,7 @@ class HttpLimits:
         log.warning(
             "refused (%s) a connection from %s%s",
             kind,
-            escape(client or "unknown"),
+            escape(client or "unknown", 120),
             f" (and {more} more since the last line)" if more else "",
         )
 

@@ -26,7 +26,7 @@ from mcpgw.edge.backend import load_edge
 from mcpgw.edge.contract import EdgeConfig
 from mcpgw.edge.python_core import PythonCore
 from mcpgw.edge.registry import EdgeRegistry, SwapRefused
-from mcpgw.edge.validate import escape
+from mcpgw.logsafe import escape
 from mcpgw.settings import Settings
 
 TOKEN = "test-admin-token-hostile-0123456789"

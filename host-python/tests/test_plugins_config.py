@@ -177,5 +177,5 @@ def test_the_log_grant_escapes_and_rate_limits(caplog):
     assert len(records) == LOG_LINES_PER_S  # the rest suppressed, counted
     first = records[0]
     assert first.levelname == "WARNING" and first.plugin == "chatty"
-    assert first.getMessage() == "plugin chatty: forged\\x0aINFO mcpgw: line\\x1b[31m \\xe9"
+    assert first.getMessage() == "plugin chatty: forged\\nINFO mcpgw: line\\x1b[31m \\xe9"
     assert sink.suppressed == 50 + 1 - LOG_LINES_PER_S

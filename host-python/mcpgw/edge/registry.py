@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..logsafe import escape
 from .backend import Edge, EdgeStatus
 from .contract import EdgeConfig
 from .signing import sidecar_signature, signature_problem
-from .validate import escape
 from .vectors import PACKAGED_DIR, load_cases
 from .wasm_core import ComponentLoadError, WasmComponent, WasmCore, read_component, verify_component
 

@@ -32,22 +32,10 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..logsafe import escape
 from .contract import EdgeConfig, Header, RequestContext
 
 # --- logs ---------------------------------------------------------------------
-
-_UNSAFE = re.compile(r"[^\x20-\x7e]")
-
-
-def escape(text: object, limit: int = 200) -> str:
-    """`text` as one printable-ASCII line of at most `limit` characters: control
-    characters (CR, LF, NUL, ...) and non-ASCII become `\\xNN`/`\\uNNNN` escapes, so
-    a client's or an upload's text can never start a new log line."""
-    s = str(text)
-    clipped = len(s) > limit
-    s = _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), s[:limit])
-    return s + "..." if clipped else s
-
 
 # --- load time: the binary and its exports --------------------------------------
 

@@ -40,13 +40,13 @@ from wasmtime import _bindings as capi  # the raw ctypes functions, without wrap
 from wasmtime import _ffi as ffi
 from wasmtime.component import Component, Linker
 
+from ..logsafe import escape
 from .contract import CONTRACT_VERSION, EdgeConfig, EdgeError, ErrorKind, Header, encode_head
 from .python_core import CONTRACT_HEADERS, PythonCore
 from .validate import (
     InvalidOutput,
     OutcomeGuard,
     binary_problem,
-    escape,
     export_type_problem,
     redact,
     restore,

@@ -22,12 +22,13 @@ from typing import Any
 import orjson
 
 from ..auth.principal import Principal
+from ..logsafe import escape
 from ..server import jsonrpc
 from ..server.dispatcher import Dispatcher
 from ..server.hooks import Handle, Response
 from ..state.session import Session
 from .manifest import PluginManifest
-from .sandbox import PluginComponent, PluginFault, PluginInstance, escape, parse_action
+from .sandbox import PluginComponent, PluginFault, PluginInstance, parse_action
 
 log = logging.getLogger("mcpgw.plugins")
 

@@ -26,6 +26,7 @@ from ..edge.wasm_core import (
     classify_trap,
     sandbox_engine,
 )
+from ..logsafe import escape
 from .manifest import HOOKS
 
 EXPORT_INTERFACE = "mcpgw:plugin/plugin@1.0.0"
@@ -48,15 +49,6 @@ class PluginFault(Exception):
         super().__init__(f"{kind}: {detail}")
         self.kind = kind
         self.detail = detail
-
-
-def escape(text: str, limit: int = LOG_MESSAGE_MAX) -> str:
-    """Client- or plugin-controlled text made safe for one log line: control
-    characters and non-ASCII escaped, length bounded."""
-    cut = text[:limit]
-    out = cut.encode("ascii", "backslashreplace").decode("ascii")
-    out = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in out)
-    return out + (f"... ({len(text) - limit} more characters)" if len(text) > limit else "")
 
 
 class LogSink:
@@ -85,7 +77,7 @@ class LogSink:
             _LEVELS.get(str(level), logging.INFO),
             "plugin %s: %s",
             self.name,
-            escape(str(message)),
+            escape(str(message), LOG_MESSAGE_MAX),
             extra={"plugin": self.name},
         )
 
