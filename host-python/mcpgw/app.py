@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 from . import __version__
+from .access_log import AccessLog
 from .asgi import ASGIApp, Receive, Scope, Send, send_json
 from .auth.access import Access
 from .auth.errors import AuthFailure, Forbidden
@@ -279,8 +280,9 @@ class App:
             max_connections_per_client=settings.max_connections_per_client,
             trusted_proxies=parse_networks(settings.trusted_proxies),
         )
+        router = Router(self)
         self.middleware = EdgeMiddleware(
-            Router(self),
+            AccessLog(router) if settings.access_log else router,
             self.edge,
             max_head_bytes=settings.max_head_bytes,
             tag_responses=settings.edge_tag_responses,

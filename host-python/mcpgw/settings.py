@@ -61,6 +61,7 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     max_sessions: int = 10_000
     log_level: str = "info"
+    access_log: bool = False
     edge_allowed_sha256: tuple[str, ...] = ()
     edge_rollback_traps: int = 20
     edge_rollback_window_s: int = 60
@@ -234,6 +235,10 @@ HELP = {
     ),
     "max_sessions": "most live sessions; initialize gets 503 beyond",
     "log_level": "log level: debug, info, warning, error, critical",
+    "access_log": (
+        "one log line per HTTP request (client, method, path, status, duration, the caller's subject "
+        "when auth knows it; never a token)"
+    ),
     "edge_allowed_sha256": (
         "comma-separated sha256 hex digests; when set, only these components load (at start-up and on swap)"
     ),

@@ -589,3 +589,22 @@ def test_upstream_secrets_in_urls_never_reach_the_log(component_path):
     finally:
         gw.stop()
         upstream.stop()
+
+
+def test_the_access_log_names_the_subject_and_never_the_token(tmp_path, component_path):
+    from mcpgw.auth.tokens import hash_line
+
+    key = "an-api-key-that-must-never-be-logged-0123456789"
+    keys = tmp_path / "keys"
+    keys.write_text(hash_line("alice", key, []) + "\n")
+    g = Gateway({"MCPGW_AUTH": "api-key", "MCPGW_AUTH_API_KEYS_FILE": str(keys), "MCPGW_ACCESS_LOG": "true"})
+    g.wait_ready()
+    try:
+        assert post(g, INIT, headers={"authorization": f"Bearer {key}"}).status_code == 200
+        assert post(g, INIT, headers={"authorization": "Bearer wrong-key"}).status_code == 401
+        log = g.log()
+        assert "POST /mcp 200" in log and "subject=alice" in log
+        assert "POST /mcp 401" in log  # refused before any principal: subject=-
+        assert key not in log and "wrong-key" not in log
+    finally:
+        g.stop()
