@@ -74,3 +74,8 @@ def _defaults(target: Any) -> list[str]:
 @pytest.mark.parametrize("target", [HttpOptions, SseOptions, MemorySessions, SessionEngine])
 def test_constructors_take_explicit_values_so_settings_hold_every_default(target):
     assert _defaults(target) == []
+
+
+def test_every_setting_is_documented_in_docs_configuration_md():
+    documented = (REPO / "docs" / "configuration.md").read_text()
+    assert [f.name for f in fields(Settings) if f"`MCPGW_{f.name.upper()}`" not in documented] == []
