@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 from .asgi import ASGIApp, Receive, Scope, Send
-from .auth.principal import SCOPE_KEY as PRINCIPAL_KEY
 from .logsafe import escape
+from .state.principal import SCOPE_KEY as PRINCIPAL_KEY
 
 log = logging.getLogger("mcpgw.access")
 

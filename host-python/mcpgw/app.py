@@ -25,7 +25,6 @@ from .auth.access import Access
 from .auth.errors import AuthFailure, Forbidden
 from .auth.gate import Gate
 from .auth.policy import EMPTY
-from .auth.principal import SCOPE_KEY as PRINCIPAL_KEY
 from .auth.setup import build_authenticator, build_gate, unauthenticated_exposure
 from .edge.backend import Edge, load_verified_edge, public_version
 from .edge.middleware import SCOPE_KEY, EdgeMiddleware
@@ -36,6 +35,7 @@ from .server import jsonrpc
 from .server.engine import SessionEngine
 from .settings import Settings
 from .state.budget import EventBudget, return_large_frees
+from .state.principal import SCOPE_KEY as PRINCIPAL_KEY
 from .transports.http import not_found
 from .transports.sse import LegacySSE, SseOptions
 from .transports.sse_writer import StreamWriters

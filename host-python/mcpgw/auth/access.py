@@ -13,9 +13,9 @@ from ..server.catalog import RESOURCE_NOT_FOUND
 from ..server.context import CallContext
 from ..server.dispatcher import Dispatcher
 from ..server.jsonrpc import INVALID_PARAMS, error_response
+from ..state.principal import Principal
 from ..state.session import Session
 from .policy import Policy
-from .principal import Principal
 
 _LISTS = {
     "tools/list": ("tools", "tool", "name"),

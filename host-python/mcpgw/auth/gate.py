@@ -21,9 +21,9 @@ import orjson
 from ..asgi import Scope, Send, send_json
 from ..edge.contract import RequestContext
 from ..server import jsonrpc
+from ..state.principal import Principal
 from .errors import AuthFailure, Forbidden
 from .policy import Policy
-from .principal import Principal
 from .tokens import Authenticator, bearer_token
 
 log = logging.getLogger("mcpgw.auth")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .principal import Principal
+from ..state.principal import Principal
 
 KINDS = ("endpoint", "tool", "prompt", "resource")
 

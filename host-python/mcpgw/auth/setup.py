@@ -6,11 +6,11 @@ import asyncio
 from collections.abc import Callable
 
 from ..settings import Settings
+from ..state.principal import ANONYMOUS, Principal
 from .errors import AuthFailure
 from .gate import Gate, ResourceServer
 from .jwks import JwksCache
 from .policy import Policy
-from .principal import ANONYMOUS, Principal
 from .tokens import ApiKeyAuthenticator, Authenticator, JwtAuthenticator
 
 

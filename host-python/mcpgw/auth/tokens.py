@@ -18,7 +18,7 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -26,9 +26,9 @@ from typing import Any, Protocol
 
 import jwt
 
+from ..state.principal import Principal
 from .errors import AuthFailure
 from .jwks import JwksCache
-from .principal import Principal, scopes_of
 
 DEFAULT_ALGORITHMS = ("RS256", "ES256", "EdDSA")
 ASYMMETRIC = frozenset(
@@ -306,3 +306,17 @@ class ApiKeyAuthenticator:
 
     def health(self) -> dict[str, Any]:
         return {"file": self.path, "keys": len(self.keys), **self.counts}
+
+
+def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
+    """OAuth's `scope` (space-separated) and the `scp` list some servers issue."""
+    found: set[str] = set()
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        found.update(scope.split())
+    scp = claims.get("scp")
+    if isinstance(scp, list):
+        found.update(s for s in scp if isinstance(s, str))
+    elif isinstance(scp, str):
+        found.update(scp.split())
+    return frozenset(found)

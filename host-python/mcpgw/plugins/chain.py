@@ -21,11 +21,11 @@ from typing import Any
 
 import orjson
 
-from ..auth.principal import Principal
 from ..logsafe import escape
 from ..server import jsonrpc
 from ..server.dispatcher import Dispatcher
 from ..server.hooks import Handle, Response
+from ..state.principal import Principal
 from ..state.session import Session
 from .manifest import PluginManifest
 from .sandbox import PluginComponent, PluginFault, PluginInstance, parse_action

@@ -30,15 +30,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..auth.access import Access
-from ..auth.principal import Principal, same_caller
 from ..protocol import LATEST_SESSIONFUL, SESSIONFUL_REVISIONS
+from ..state.principal import Principal, same_caller
 from ..state.registry import SessionLimitReached, SessionRegistry, expire_forever
 from ..state.session import Session
 from . import jsonrpc
 from .context import LOG_LEVELS, CallContext, Emit
 from .dispatcher import Dispatcher
-from .hooks import Hooks
+from .hooks import Guard, Hooks
 from .stateless import LOG_LEVEL_KEY, envelope
 
 log = logging.getLogger("mcpgw.engine")
@@ -101,7 +100,7 @@ class SessionEngine:
         self.hooks = hooks  # the plugin chain around dispatch (None: no plugins, nothing extra on the path)
         # The auth policy at the dispatch point; set by the composition root (app.py, cli.py stdio)
         # when the config file has [auth.policy] rules naming tools, prompts or resources.
-        self.access: Access | None = None
+        self.access: Guard | None = None
         self.requests: set[asyncio.Task[Response | None]] = set()  # running, every session and transport
         self._writes: set[asyncio.Future[Any]] = set()  # answers being written by a transport
         self.draining = False

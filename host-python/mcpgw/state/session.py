@@ -17,9 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..auth.principal import Principal
 from ..server.context import DEFAULT_LOG_LEVEL
 from ..server.jsonrpc import JsonRpcError
+from ..state.principal import Principal
 
 log = logging.getLogger("mcpgw.sessions")
 

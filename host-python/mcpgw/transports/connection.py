@@ -14,10 +14,10 @@ from typing import Any, Protocol
 
 import orjson
 
-from ..auth.principal import Principal
 from ..server import jsonrpc
 from ..server.dispatcher import Dispatcher
 from ..server.engine import SessionEngine
+from ..state.principal import Principal
 from ..state.session import Session
 
 

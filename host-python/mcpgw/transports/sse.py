@@ -23,8 +23,6 @@ from urllib.parse import parse_qs
 import orjson
 
 from ..asgi import Receive, Scope, Send, send_empty
-from ..auth.principal import SCOPE_KEY as PRINCIPAL_KEY
-from ..auth.principal import same_caller
 from ..edge.contract import RequestContext
 from ..edge.middleware import SCOPE_KEY
 from ..server import jsonrpc
@@ -32,6 +30,8 @@ from ..server.dispatcher import Dispatcher
 from ..server.engine import LimitExceeded, Refused, SessionEngine
 from ..state.budget import EVENT_OVERHEAD, EventBudget
 from ..state.events import EventStream
+from ..state.principal import SCOPE_KEY as PRINCIPAL_KEY
+from ..state.principal import same_caller
 from .connection import Connection
 from .http import RETRY_LATER, SESSION_NOT_FOUND, HttpError, read_json_body
 from .sse_writer import SSE_HEADERS, SSE_KEEPALIVE, PumpOptions, StreamWriters, abort_of, pump, wait_disconnect

@@ -20,10 +20,10 @@ from typing import Any
 
 import orjson
 
-from ..auth.principal import Principal
 from ..server import jsonrpc
 from ..server.dispatcher import Dispatcher
 from ..server.engine import SessionEngine
+from ..state.principal import Principal
 from .connection import Connection
 
 log = logging.getLogger("mcpgw.stdio")

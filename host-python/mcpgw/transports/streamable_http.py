@@ -19,8 +19,6 @@ from typing import Any
 import orjson
 
 from ..asgi import Receive, Scope, Send, send_empty
-from ..auth.principal import SCOPE_KEY as PRINCIPAL_KEY
-from ..auth.principal import Principal
 from ..edge.contract import RequestContext
 from ..edge.middleware import SCOPE_KEY
 from ..protocol import ALL_REVISIONS, BATCH_REVISIONS, PRIMING_REVISIONS, STATELESS_REVISION
@@ -29,6 +27,8 @@ from ..server.dispatcher import Dispatcher
 from ..server.engine import LIMIT_EXCEEDED, SHUTDOWN_MESSAGE, LimitExceeded, Refused, SessionEngine
 from ..state.budget import EVENT_OVERHEAD, EventBudget
 from ..state.events import EventStream, parse_event_id
+from ..state.principal import SCOPE_KEY as PRINCIPAL_KEY
+from ..state.principal import Principal
 from ..state.session import Session
 from ..state.streams import GET_STREAM_ID, SessionStreams
 from .headers import Rejection, check_stateless_request

@@ -20,11 +20,11 @@ from typing import Any
 import orjson
 
 from ..asgi import Receive, Scope, Send
-from ..auth.principal import SCOPE_KEY as PRINCIPAL_KEY
 from ..edge.contract import RequestContext
 from ..edge.middleware import SCOPE_KEY
 from ..server.dispatcher import Dispatcher
 from ..server.engine import LimitExceeded, Refused, SessionEngine
+from ..state.principal import SCOPE_KEY as PRINCIPAL_KEY
 from .connection import Connection
 from .http import HttpError
 from .streamable_http import client_address, too_many

@@ -1,4 +1,6 @@
-"""Who is calling: the principal an authenticator establishes for one request (or a stdio process)."""
+"""Who is calling: the principal an authenticator (auth/) establishes for one request or a stdio
+process. A plain value that sessions are bound to; it lives here, below the engine and the
+transports, so that they can carry it without reaching up into auth/."""
 
 from __future__ import annotations
 
@@ -45,17 +47,3 @@ def same_caller(a: Principal | None, b: Principal | None) -> bool:
     if a is None or b is None:
         return a is b
     return a.key == b.key
-
-
-def scopes_of(claims: Mapping[str, Any]) -> frozenset[str]:
-    """OAuth's `scope` (space-separated) and the `scp` list some servers issue."""
-    found: set[str] = set()
-    scope = claims.get("scope")
-    if isinstance(scope, str):
-        found.update(scope.split())
-    scp = claims.get("scp")
-    if isinstance(scp, list):
-        found.update(s for s in scp if isinstance(s, str))
-    elif isinstance(scp, str):
-        found.update(scp.split())
-    return frozenset(found)
