@@ -97,22 +97,32 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def _admin_target(args: argparse.Namespace, command: str, path: str) -> tuple[str, dict[str, str]] | None:
+    """The running gateway's admin URL for `path` and the bearer header, from the flags or the
+    MCPGW_* environment; None (after saying why) without an admin token."""
+    import os
+
+    settings = Settings.from_env()
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    url = (args.url or f"http://{host}:{settings.port}").rstrip("/") + settings.path_prefix + path
+    token = args.token or os.environ.get("MCPGW_ADMIN_TOKEN", "")
+    if not token:
+        print(f"mcpgw {command}: no admin token (--token or MCPGW_ADMIN_TOKEN)", file=sys.stderr)
+        return None
+    return url, {"authorization": f"Bearer {token}"}
+
+
 def core_command(args: argparse.Namespace) -> int:
     """Talk to a running gateway's admin API; print its JSON answer; non-zero on refusal."""
     import json
-    import os
     from pathlib import Path
 
     import httpx
 
-    settings = Settings.from_env()
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    url = (args.url or f"http://{host}:{settings.port}").rstrip("/") + settings.path_prefix + "/admin/edge/"
-    token = args.token or os.environ.get("MCPGW_ADMIN_TOKEN", "")
-    if not token:
-        print("mcpgw core: no admin token (--token or MCPGW_ADMIN_TOKEN)", file=sys.stderr)
+    target = _admin_target(args, "core", "/admin/edge/")
+    if target is None:
         return 2
-    headers = {"authorization": f"Bearer {token}"}
+    url, headers = target
     try:
         if args.action == "status":
             r = httpx.get(url + "status", headers=headers, timeout=30)
@@ -145,19 +155,14 @@ def core_command(args: argparse.Namespace) -> int:
 def plugin_command(args: argparse.Namespace) -> int:
     """`mcpgw plugin ...` against a running gateway's admin API (/admin/plugins/); prints its JSON."""
     import json
-    import os
     from pathlib import Path
 
     import httpx
 
-    settings = Settings.from_env()
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    base = (args.url or f"http://{host}:{settings.port}").rstrip("/") + settings.path_prefix + "/admin/plugins"
-    token = args.token or os.environ.get("MCPGW_ADMIN_TOKEN", "")
-    if not token:
-        print("mcpgw plugin: no admin token (--token or MCPGW_ADMIN_TOKEN)", file=sys.stderr)
+    target = _admin_target(args, "plugin", "/admin/plugins")
+    if target is None:
         return 2
-    headers = {"authorization": f"Bearer {token}"}
+    base, headers = target
     try:
         if args.action == "list":
             r = httpx.get(base, headers=headers, timeout=30)

@@ -29,7 +29,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ import orjson
 from wasmtime import Config, Engine, Store, WasmtimeError
 from wasmtime import _bindings as capi  # the raw ctypes functions, without wrappers
 from wasmtime import _ffi as ffi
-from wasmtime.component import Component, Linker
+from wasmtime.component import Component, Func, Linker
 
 from ..logsafe import escape
 from .contract import CONTRACT_VERSION, EdgeConfig, EdgeError, ErrorKind, Header, encode_head
@@ -226,29 +226,56 @@ def verify_component(
     return component, report.summary()
 
 
+def instantiate(
+    engine: Engine,
+    linker: Linker,
+    component: Component,
+    memory_bytes: int,
+    fuel: int,
+    interface: str,
+    exports: Iterable[str],
+    cause: Callable[[WasmtimeError], str],
+) -> tuple[Store, dict[str, Func]]:
+    """A fresh store with its limits and fuel, the component instantiated in it, and the named
+    functions of `interface`; ComponentLoadError (instantiate-failed, contract-mismatch) otherwise.
+    The edge and plugins instantiate through this one path."""
+    store = Store(engine)
+    store.set_limits(memory_size=memory_bytes)
+    store.set_fuel(fuel)
+    try:
+        instance = linker.instantiate(store, component)
+    except WasmtimeError as exc:
+        raise ComponentLoadError("instantiate-failed", cause(exc)) from None
+    iface = instance.get_export_index(store, interface)
+    if iface is None:
+        raise ComponentLoadError("contract-mismatch", f"component does not export {interface}")
+    funcs = {}
+    for name in exports:
+        index = instance.get_export_index(store, name, iface)
+        func = instance.get_func(store, index) if index is not None else None
+        if func is None:
+            raise ComponentLoadError("contract-mismatch", f"component lacks export {name!r}")
+        funcs[name] = func
+    return store, funcs
+
+
 class WasmInstance:
     """One store and instance. Not thread-safe: one caller at a time (WasmCore holds a lock)."""
 
     def __init__(self, component: WasmComponent):
         self.component = component
         self._fuel = component.fuel
-        store = Store(component.engine)  # no WASI context: the component has no imports to use one
-        store.set_limits(memory_size=component.memory_bytes)
-        store.set_fuel(self._fuel)
-        try:
-            instance = component.linker.instantiate(store, component.component)
-        except WasmtimeError as exc:
-            raise ComponentLoadError("instantiate-failed", str(exc)) from None
-        iface = instance.get_export_index(store, _EXPORT_INTERFACE)
-        if iface is None:
-            raise ComponentLoadError("contract-mismatch", f"component does not export {_EXPORT_INTERFACE}")
-        funcs = {}
-        for name in _REQUIRED_EXPORTS:
-            index = instance.get_export_index(store, name, iface)
-            func = instance.get_func(store, index) if index is not None else None
-            if func is None:
-                raise ComponentLoadError("contract-mismatch", f"component lacks export {name!r}")
-            funcs[name] = func
+        # No WASI context: the component has no imports to use one.
+        store, funcs = instantiate(
+            component.engine,
+            component.linker,
+            component.component,
+            component.memory_bytes,
+            self._fuel,
+            _EXPORT_INTERFACE,
+            _REQUIRED_EXPORTS,
+            str,
+        )
         self.store = store
         self.funcs = funcs
         if component.call_path != "fast":

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 import orjson
-from wasmtime import Store, WasmtimeError
+from wasmtime import WasmtimeError
 from wasmtime.component import Component, Linker
 
 from ..edge.wasm_core import (
@@ -24,6 +24,7 @@ from ..edge.wasm_core import (
     _cause_line,
     _fast_path_problem,
     classify_trap,
+    instantiate,
     sandbox_engine,
 )
 from ..logsafe import escape
@@ -147,23 +148,16 @@ class PluginInstance:
 
     def __init__(self, component: PluginComponent):
         self.component = component
-        store = Store(component.engine)
-        store.set_limits(memory_size=component.memory_bytes)
-        store.set_fuel(component.fuel)
-        try:
-            instance = component.linker.instantiate(store, component.component)
-        except WasmtimeError as exc:
-            raise ComponentLoadError("instantiate-failed", _cause_line(exc)) from None
-        iface = instance.get_export_index(store, EXPORT_INTERFACE)
-        if iface is None:
-            raise ComponentLoadError("contract-mismatch", f"component does not export {EXPORT_INTERFACE}")
-        funcs = {}
-        for name in REQUIRED_EXPORTS:
-            index = instance.get_export_index(store, name, iface)
-            func = instance.get_func(store, index) if index is not None else None
-            if func is None:
-                raise ComponentLoadError("contract-mismatch", f"component lacks export {name!r}")
-            funcs[name] = func
+        store, funcs = instantiate(
+            component.engine,
+            component.linker,
+            component.component,
+            component.memory_bytes,
+            component.fuel,
+            EXPORT_INTERFACE,
+            REQUIRED_EXPORTS,
+            _cause_line,
+        )
         self.store = store
         self.funcs = funcs
         self._encoded = EncodedCall(store, funcs["invoke-encoded"]) if component.call_path == "fast" else None
