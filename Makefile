@@ -116,6 +116,13 @@ $(BUILD)/chromium.stamp:
 	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	@touch $@
 
+# Debian's redis-server for the scale-out tests and benchmarks (they start their own on a free
+# loopback port, no persistence; the packaged service is not used).
+$(BUILD)/redis.stamp:
+	@mkdir -p $(BUILD)
+	command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@touch $@
+
 # rustfmt and clippy with warnings as errors: the workspace natively (all targets), the
 # component for wasm32-wasip2 as shipped and with each variant's feature; the fuzz crate
 # (outside the workspace) is format-checked only (linting it would build libFuzzer's C++).
@@ -156,7 +163,7 @@ lint-python: $(BUILD)/venv.stamp
 	cd host-python && ../$(VENV)/bin/ruff format --check . ../bench ../tests/load ../tests/e2e ../guest/fuzz
 	cd host-python && ../$(VENV)/bin/mypy
 
-test-python: lint-python build variants plugins $(BUILD)/chromium.stamp conformance-suite oauth-server
+test-python: lint-python build variants plugins $(BUILD)/chromium.stamp conformance-suite oauth-server $(BUILD)/redis.stamp
 	cd host-python && MCPGW_TEST_VARIANTS=$(abspath $(VARIANTS_DIR)) ../$(PY) -m pytest -q
 
 # Raw-TCP scenarios (tests/scenarios/) replayed against the gateway in wasm and python mode,
@@ -197,7 +204,7 @@ $(BUILD)/locust.stamp:
 	$(LOCUST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check locust==2.47.0
 	@touch $@
 
-bench: build $(BUILD)/wrk.stamp $(BUILD)/bench-deps.stamp
+bench: build $(BUILD)/wrk.stamp $(BUILD)/bench-deps.stamp $(BUILD)/redis.stamp
 	$(PY) bench/run.py
 
 # Headless and bounded; LOAD_EDGE=wasm|python picks the edge, so runs compare across modes.
