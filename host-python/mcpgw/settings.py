@@ -90,6 +90,7 @@ class Settings:
     admin_scope: str = "mcpgw:admin"
     response_mode: str = "json"
     session_idle_timeout_s: float = 1800.0
+    redis_url: str = ""
     sse_keepalive_s: float = 15.0
     sse_keepalive_event: bool = False
     ws_ping_interval_s: float = 20.0
@@ -291,6 +292,10 @@ HELP = {
         "requests first, then SSE) or sse (always text/event-stream)"
     ),
     "session_idle_timeout_s": "a session with no request and no open stream for this long is ended",
+    "redis_url": (
+        "redis://[:password@]host:port/db shared by several gateway processes for sessions, event streams and "
+        "delivery (any process serves any request); unset: this process's memory"
+    ),
     "sse_keepalive_s": "interval of keepalive comments on idle GET streams, seconds",
     "sse_keepalive_event": (
         "legacy HTTP+SSE (/sse): send keepalives as a named `keepalive` event instead of an SSE comment"
