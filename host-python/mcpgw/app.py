@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from . import __version__
+from . import __version__, workers
 from .access_log import AccessLog
 from .asgi import ASGIApp, Receive, Scope, Send, send_json
 from .auth.access import Access
@@ -325,6 +325,7 @@ class App:
                 "events": self.transports.events.stats(),
             },
             "state": {"backend": STATE_BACKEND},
+            "process": workers.identity(),  # which process answered, of how many (--workers)
             "auth": self.auth_health(),
             "upstreams": self.gateway.federation.health(),
             "plugins": self.gateway.plugins.health() if self.gateway.plugins is not None else [],

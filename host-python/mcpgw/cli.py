@@ -25,7 +25,7 @@ def _flag_parser(parser: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mcpgw", description="MCP gateway with a WebAssembly transport edge")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the gateway (uvicorn, one worker)")
+    serve = sub.add_parser("serve", help="run the gateway (uvicorn; --workers N for N processes)")
     _flag_parser(serve)
     stdio = sub.add_parser(
         "stdio", help="serve the gateway's catalog over stdin/stdout (one JSON-RPC message per line)"
@@ -93,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         except ValueError as exc:
             parser.error(str(exc))
-        return serve_forever(settings) if args.command == "serve" else serve_stdio(settings)
+        if args.command == "stdio":
+            return serve_stdio(settings)
+        return serve_forever(settings, argv if argv is not None else sys.argv[1:])
     return 2
 
 
@@ -240,9 +242,11 @@ def _as_env(value: object) -> str:
     return str(value)
 
 
-def serve_forever(settings: Settings) -> int:
+def serve_forever(settings: Settings, argv: list[str] | None = None) -> int:
+    """One gateway process; with `--workers N` (N > 1) the supervisor of N of them (workers.py)."""
     import uvicorn
 
+    from . import workers
     from .app import create_app
     from .edge.backend import EdgeStartupError
     from .federation.config import ConfigError
@@ -259,6 +263,13 @@ def serve_forever(settings: Settings) -> int:
     if refusal is not None:
         logging.getLogger("mcpgw").error("%s", refusal)
         return 2
+    slot = workers.this_worker()
+    if slot is None and settings.workers > 1:
+        refusal = workers.refusal(settings)
+        if refusal is not None:
+            logging.getLogger("mcpgw").error("%s", refusal)
+            return 2
+        return workers.supervise(settings, argv if argv is not None else sys.argv[1:])
     try:
         app = create_app(settings)
     except EdgeStartupError as exc:
@@ -287,9 +298,10 @@ def serve_forever(settings: Settings) -> int:
         f" (resource {auth['resource']}, policy rules {auth['policy_rules']})" if "resource" in auth else "",
     )
     logging.getLogger("mcpgw").info(
-        "mcpgw listening on http://%s:%d/mcp (edge: %s)",
+        "mcpgw listening on http://%s:%d/mcp (edge: %s)%s",
         settings.host,
-        settings.port,
+        slot.port if slot is not None else settings.port,
+        f"; worker {slot.index}/{slot.count}, pid {workers.identity()['pid']}" if slot is not None else "",
         app.edge.status.active,
     )
     logging.getLogger("mcpgw").info(
@@ -298,7 +310,7 @@ def serve_forever(settings: Settings) -> int:
     config = uvicorn.Config(
         app,
         host=settings.host,
-        port=settings.port,
+        port=slot.port if slot is not None else settings.port,
         loop="uvloop",
         http=protocol_class(app.limits),  # uvicorn's httptools protocol with our limits (http_server.py)
         timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]  # uvicorn annotates int; call_later takes a float
@@ -314,7 +326,10 @@ def serve_forever(settings: Settings) -> int:
         # Our own drain (serving.py) bounds requests; this bounds what is left after it.
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 5,
     )
-    GatewayServer(config, app.drain).run()
+    if slot is None:
+        GatewayServer(config, app.drain).run()
+    else:  # a worker: its own SO_REUSEPORT socket on the supervisor's port
+        GatewayServer(config, app.drain, slot).run(sockets=[workers.listening_socket(settings.host, slot)])
     return 0
 
 

@@ -93,6 +93,7 @@ class Settings:
     redis_url: str = ""
     sse_keepalive_s: float = 15.0
     sse_keepalive_event: bool = False
+    workers: int = 1
     ws_ping_interval_s: float = 20.0
     ws_ping_timeout_s: float = 20.0
     sse_retry_ms: int = 1000
@@ -118,6 +119,8 @@ class Settings:
                 raise ValueError(f"MCPGW_{f.name.upper()}: must not be negative")
         for proxy in self.trusted_proxies:
             try:
+        if self.workers < 1:
+            raise ValueError("MCPGW_WORKERS: must be at least 1")
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise ValueError(f"MCPGW_TRUSTED_PROXIES: not an address or CIDR: {proxy!r}") from None
@@ -307,6 +310,9 @@ HELP = {
     "event_store_ttl_s": "how long events are kept for resumption, seconds",
     "event_store_max_stream_bytes": (
         "bytes of events kept per stream for resumption once sent (a single larger message is still delivered)"
+    "workers": (
+        "mcpgw serve: gateway processes sharing the port (restarted if one dies); more than 1 needs redis_url"
+    ),
     ),
     "event_store_max_session_bytes": "bytes of events kept for resumption across one session's streams",
     "event_store_max_bytes": (
