@@ -93,11 +93,19 @@ class AdminAPI:
             ),
         ]
 
-    async def _refusal(self, request: Request, action: str) -> JSONResponse | None:
+    def remote_refusal(self, request: Request, action: str) -> JSONResponse | None:
+        """403 for a caller that is not on loopback, unless MCPGW_ADMIN_ALLOW_REMOTE."""
         who = request.client.host if request.client else None
         if not self.allow_remote and not _is_loopback(who):
             log.warning("admin %s refused: caller %s is not loopback", action, who)
             return JSONResponse({"error": "admin API is loopback-only (MCPGW_ADMIN_ALLOW_REMOTE)"}, 403)
+        return None
+
+    async def refusal(self, request: Request, action: str) -> JSONResponse | None:
+        """The answer refusing this call (403 remote, 401 without a valid token), or None to go on."""
+        if (remote := self.remote_refusal(request, action)) is not None:
+            return remote
+        who = request.client.host if request.client else None
         auth = request.headers.get("authorization", "")
         scheme, _, token = auth.partition(" ")
         token = token.strip()
@@ -123,7 +131,7 @@ class AdminAPI:
         return b"".join(chunks)
 
     async def status(self, request: Request) -> JSONResponse:
-        if (refused := await self._refusal(request, "status")) is not None:
+        if (refused := await self.refusal(request, "status")) is not None:
             return refused
         return JSONResponse(self.registry.status())
 
@@ -134,7 +142,7 @@ class AdminAPI:
         return await self._load(request, "swap", activate=True)
 
     async def _load(self, request: Request, action: str, activate: bool) -> JSONResponse:
-        if (refused := await self._refusal(request, action)) is not None:
+        if (refused := await self.refusal(request, action)) is not None:
             return refused
         who = self._who(request)
         # The caller's text is escaped before it is logged or kept: no forged log lines.
@@ -163,7 +171,7 @@ class AdminAPI:
         return JSONResponse(result)
 
     async def rollback(self, request: Request) -> JSONResponse:
-        if (refused := await self._refusal(request, "rollback")) is not None:
+        if (refused := await self.refusal(request, "rollback")) is not None:
             return refused
         who = self._who(request)
         try:
@@ -177,7 +185,7 @@ class AdminAPI:
     # --- plugins: the same token, loopback and audit rules -----------------------
 
     async def plugin_list(self, request: Request) -> JSONResponse:
-        if (refused := await self._refusal(request, "plugin list")) is not None:
+        if (refused := await self.refusal(request, "plugin list")) is not None:
             return refused
         assert self.plugins is not None  # routes exist only with a plugin registry
         return JSONResponse(self.plugins.status())
@@ -190,7 +198,7 @@ class AdminAPI:
         return await self._plugin(request, action, request.path_params["name"])
 
     async def _plugin(self, request: Request, action: str, name: str) -> JSONResponse:
-        if (refused := await self._refusal(request, f"plugin {action}")) is not None:
+        if (refused := await self.refusal(request, f"plugin {action}")) is not None:
             return refused
         plugins = self.plugins
         assert plugins is not None  # routes exist only with a plugin registry

@@ -43,6 +43,7 @@ from .transports.streamable_http import HttpOptions, StreamableHTTP
 from .transports.websocket import WebSocketEndpoint
 
 if TYPE_CHECKING:
+    from .console.traffic import Traffic
     from .edge.registry import EdgeRegistry
     from .plugins.registry import PluginRegistry
 
@@ -163,18 +164,22 @@ def admin_app(
     registry: EdgeRegistry | None,
     plugins: PluginRegistry | None,
     scope_check: Callable[[str], Awaitable[bool]] | None,
+    overview: Callable[[], dict[str, Any]] | None = None,
 ) -> ASGIApp | None:
+    """The admin API, and with `overview` (what the console shows) the operator console at /admin/."""
     if registry is None:
         return None
     from starlette.applications import Starlette
 
     from .admin import AdminAPI
 
-    app = Starlette(
-        routes=AdminAPI(registry, settings.admin_token, settings.admin_allow_remote, plugins, scope_check).routes(
-            settings.path_prefix
-        )
-    )
+    api = AdminAPI(registry, settings.admin_token, settings.admin_allow_remote, plugins, scope_check)
+    routes = api.routes(settings.path_prefix)
+    if overview is not None:
+        from .console import Console
+
+        routes += Console(api, overview).routes(settings.path_prefix)
+    app = Starlette(routes=routes)
     # Never redirect (e.g. `/admin/edge/status/`): a POST would be replayed elsewhere or lost.
     app.router.redirect_slashes = False
 
@@ -270,7 +275,9 @@ class App:
         self.gate = build_gate(settings, self.authenticator, policy, lambda sid: sid in self.gateway.servers)
         self.gateway.engine.access = Access(policy) if policy.names else None
         self.transports = build_transports(self.gateway, settings)
-        self.admin = admin_app(settings, self.registry, self.gateway.plugins, admin_scope_check(settings, self.gate))
+        self.admin = admin_app(
+            settings, self.registry, self.gateway.plugins, admin_scope_check(settings, self.gate), self.console_overview
+        )
         # The HTTP protocol layer's limits and refusal counters (http_server.py; cli.py installs it).
         self.limits = HttpLimits(
             head_timeout_s=settings.head_timeout_s,
@@ -288,13 +295,25 @@ class App:
             tag_responses=settings.edge_tag_responses,
             cache_entries=settings.edge_cache_entries,
         )
+        # The console's request counters (console/traffic.py): only with the console (admin API) on.
+        self.traffic: Traffic | None = None
+        self.asgi: ASGIApp = self.middleware
+        if self.admin is not None:
+            from .console.traffic import Traffic
+
+            self.traffic = Traffic(self.middleware)
+            self.asgi = self.traffic
 
     @property
     def engine(self) -> SessionEngine:
         return self.gateway.engine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.middleware(scope, receive, send)
+        await self.asgi(scope, receive, send)
+
+    def console_overview(self) -> dict[str, Any]:
+        """What the operator console polls (behind the admin credential): /health and the traffic counters."""
+        return {"health": self.health(), "traffic": self.traffic.snapshot() if self.traffic is not None else None}
 
     def live(self) -> dict[str, int]:
         """What is running now, every transport; each count returns to zero when clients are gone."""
@@ -363,6 +382,7 @@ class App:
                     self.gateway.federation.start()
                     if self.admin is not None:
                         log.info("admin API on %s", self.settings.path_prefix + "/admin/edge/")
+                        log.info("operator console on %s", self.settings.path_prefix + "/admin/")
                 except Exception as exc:  # the server must hear why start-up failed
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})

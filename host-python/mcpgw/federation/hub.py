@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeAlias
 
@@ -152,6 +153,24 @@ class Federation:
         uri_out: Callable[[str], str] = lambda uri: uri,
     ) -> dict[str, Any]:
         """Relay one request to `upstream` for `session` (or for a stateless request) and return its result."""
+        started = time.perf_counter()
+        try:
+            result = await self._call(upstream, method, params, ctx, session, uri_out)
+        except Exception:  # an error answer, a timeout, a lost upstream (a cancelled call is not counted)
+            upstream.calls.record(time.perf_counter() - started, ok=False)
+            raise
+        upstream.calls.record(time.perf_counter() - started, ok=True)
+        return result
+
+    async def _call(
+        self,
+        upstream: Upstream,
+        method: str,
+        params: dict[str, Any] | None,
+        ctx: CallContext,
+        session: Session | None,
+        uri_out: Callable[[str], str],
+    ) -> dict[str, Any]:
         # The SDK puts its own token upstream; progress under it is reported under the client's.
         on_progress = ctx.progress if ctx.progress_token is not None else None
         for attempt in (1, 2):

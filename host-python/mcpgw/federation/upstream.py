@@ -18,6 +18,7 @@ from typing import Any
 
 from .config import UpstreamConfig
 from .link import UpstreamLink, UpstreamUnavailable, describe
+from .stats import CallStats
 
 log = logging.getLogger("mcpgw.federation")
 
@@ -48,6 +49,7 @@ class Upstream:
         self._check = asyncio.Event()  # ping the catalog connection now (a session connection failed)
         self._wake = asyncio.Event()  # end the backoff now (a session connection reached the upstream)
         self.down_listeners: list[Callable[[Upstream], None]] = []  # told when a ready upstream goes down
+        self.calls = CallStats()  # requests relayed to it (hub.py), for /health and the console
 
     @property
     def id(self) -> str:
@@ -79,6 +81,7 @@ class Upstream:
             "resources": len(self.lists["resources"]),
             "prompts": len(self.lists["prompts"]),
             "cut_at_max_pages": self.cut,
+            "calls": self.calls.health(),
         }
 
     def start(self) -> None:
