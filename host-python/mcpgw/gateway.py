@@ -50,7 +50,7 @@ def build_gateway(settings: Settings) -> Gateway:
         max_sessions_per_client=settings.max_sessions_per_client,
         max_requests_per_session=settings.max_requests_per_session,
     )
-    upstreams = load_upstreams(settings.config) if settings.config else []
+    upstreams = load_upstreams(settings.config, settings.max_body_bytes) if settings.config else []
 
     async def catalog_changed(upstream: Upstream, kinds: set[str]) -> None:
         for kind in sorted({"resources" if k == "resourceTemplates" else k for k in kinds}):

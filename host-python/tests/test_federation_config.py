@@ -115,3 +115,19 @@ def test_names_and_uris_split_back_to_their_upstream():
     assert uri == "files+git+ssh://host/repo"
     assert split_uri(uri, {"files"}) == ("files", "git+ssh://host/repo")
     assert split_uri("git+ssh://host/repo", {"files"}) is None  # not a prefix we know: not ours
+
+
+def test_max_message_bytes_defaults_to_16_mib_or_the_body_limit_and_has_a_floor():
+    _, search, legacy = parse(GOOD)
+    assert search.max_message_bytes == legacy.max_message_bytes == 16 * 1024 * 1024
+    assert search.read_timeout_s == 300
+    _, search, _ = parse(GOOD, body_limit=64 * 1024 * 1024)  # a gateway that accepts 64 MiB bodies
+    assert search.max_message_bytes == 64 * 1024 * 1024
+    (tight,) = parse(
+        '[upstreams.t]\ntransport = "sse"\nurl = "http://h/sse"\nmax_message_bytes = 2048\nread_timeout_s = 0'
+    )
+    assert (tight.max_message_bytes, tight.read_timeout_s) == (2048, 0)
+    with pytest.raises(ConfigError, match=r"line 4: upstreams.t.max_message_bytes must be at least 1024"):
+        parse('[upstreams.t]\ntransport = "sse"\nurl = "http://h/sse"\nmax_message_bytes = 10')
+    with pytest.raises(ConfigError, match=r"read_timeout_s does not apply to a stdio upstream"):
+        parse('[upstreams.t]\ntransport = "stdio"\ncommand = "x"\nread_timeout_s = 5')

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from ..plugins.manifest import PluginManifest
 
 TRANSPORTS = ("stdio", "streamable-http", "sse")
+# The largest message read from an upstream unless the file says otherwise (the mcp SDK's client
+# would stop at 1 MiB an SSE event); never below the gateway's own body limit (see `parse`).
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # No underscore in ids: `<prefix>__<name>` must split back unambiguously.
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,47}")
 
@@ -55,6 +58,8 @@ class UpstreamConfig:
     health_interval_s: float = 30.0
     max_connections: float = 100  # client sessions with their own connection; beyond, calls share one
     max_pages: float = 100  # pages of each list read from the upstream; past it the catalog is cut (logged, /health)
+    max_message_bytes: float = DEFAULT_MAX_MESSAGE_BYTES  # one message from an HTTP upstream; larger fails its call
+    read_timeout_s: float = 300.0  # an HTTP upstream's event stream silent this long counts as gone (0: never)
 
 
 # key -> (type check, description) for the checks and their messages
@@ -75,9 +80,12 @@ _KEYS: dict[str, str] = {
     "health_interval_s": _NUM,
     "max_connections": _NUM,
     "max_pages": _NUM,
+    "max_message_bytes": _NUM,
+    "read_timeout_s": _NUM,
 }
 _NEEDS = {"stdio": ("command",), "streamable-http": ("url",), "sse": ("url",)}
-_ONLY = {"stdio": {"command", "args", "env", "cwd"}, "streamable-http": {"url", "headers"}, "sse": {"url", "headers"}}
+_HTTP = {"url", "headers", "max_message_bytes", "read_timeout_s"}
+_ONLY = {"stdio": {"command", "args", "env", "cwd"}, "streamable-http": _HTTP, "sse": _HTTP}
 
 
 def _fits(kind: str, value: Any) -> bool:
@@ -117,7 +125,10 @@ def _line_of(text: str, table: str | None, key: str | None, section: str = "upst
     return header_line
 
 
-def parse(text: str, source: str = "<config>") -> list[UpstreamConfig]:
+def parse(text: str, source: str = "<config>", body_limit: int = 0) -> list[UpstreamConfig]:
+    """The `[upstreams.<id>]` tables. `body_limit` (the gateway's own request body limit) raises
+    the default `max_message_bytes` when it is larger: an upstream may answer what a client may send."""
+
     def fail(message: str, table: str | None = None, key: str | None = None) -> ConfigError:
         line = _line_of(text, table, key)
         where = f"{source}, line {line}" if line else source
@@ -175,6 +186,9 @@ def parse(text: str, source: str = "<config>") -> list[UpstreamConfig]:
             )
         prefixes[prefix] = id_
         numbers = {k: float(table[k]) for k in _KEYS if _KEYS[k] == _NUM and k in table}
+        if numbers.get("max_message_bytes", 1024) < 1024:
+            raise fail(f"upstreams.{id_}.max_message_bytes must be at least 1024", id_, "max_message_bytes")
+        numbers.setdefault("max_message_bytes", float(max(DEFAULT_MAX_MESSAGE_BYTES, body_limit)))
         upstreams.append(
             UpstreamConfig(
                 id=id_,
@@ -268,8 +282,8 @@ def _read(path: str | Path) -> str:
         raise ConfigError(f"{path}: not UTF-8 text") from None
 
 
-def load(path: str | Path) -> list[UpstreamConfig]:
-    return parse(_read(path), str(path))
+def load(path: str | Path, body_limit: int = 0) -> list[UpstreamConfig]:
+    return parse(_read(path), str(path), body_limit)
 
 
 def load_plugins(path: str | Path) -> list[PluginManifest]:

@@ -36,7 +36,6 @@ import mcp_types as types
 from mcp.client import Transport
 from mcp.client._transport import TransportStreams
 from mcp.client.session import ClientSession
-from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import MCP_DEFAULT_TIMEOUT
@@ -50,6 +49,7 @@ from pydantic import ValidationError
 from .. import __version__
 from ..server.jsonrpc import INTERNAL_ERROR, JsonRpcError
 from .config import UpstreamConfig
+from .sse_client import legacy_sse_client
 
 log = logging.getLogger("mcpgw.federation")
 
@@ -79,6 +79,10 @@ class UpstreamUnavailable(JsonRpcError):
     def __init__(self, upstream: str, reason: str):
         super().__init__(INTERNAL_ERROR, f"Upstream {upstream!r} {reason}", {"upstream": upstream})
         self.reason = reason
+
+
+class UpstreamTimeout(UpstreamUnavailable):
+    """The upstream did not answer within the call's bound."""
 
 
 class UpstreamSessionLost(UpstreamUnavailable):
@@ -128,7 +132,33 @@ class _Watchful(httpx2.AsyncBaseTransport):
         if response.status_code == 404 and request.headers.get(SESSION_HEADER):
             self.link.refused |= _request_ids(request)
             self.link.lose("lost its session (HTTP 404: the upstream restarted or ended it)", session=True)
+        kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if request.method == "POST" and kind == "application/json":
+            # A JSON answer is read whole by the SDK: bounded here as SSE events are by the SDK.
+            response.stream = _Capped(response.stream, self.link, _request_ids(request))
         return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _Capped(httpx2.AsyncByteStream):
+    """A response body read up to the link's `max_message_bytes`; past it the read fails (the SDK
+    answers the request it carried with an error) and the link is told which requests those were."""
+
+    def __init__(self, inner: Any, link: UpstreamLink, request_ids: set[str]) -> None:
+        self.inner, self.link, self.request_ids = inner, link, request_ids
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size, limit = 0, int(self.link.config.max_message_bytes)
+        async for chunk in self.inner:
+            size += len(chunk)
+            if size > limit:
+                ids: list[str | None] = [*sorted(self.request_ids)] or [None]
+                for request_id in ids:
+                    self.link.oversized(request_id, size)
+                raise httpx2.StreamError(f"a JSON answer over {limit} bytes")
+            yield chunk
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -233,7 +263,9 @@ class UpstreamLink:
         self.error: str | None = None
         self.session_lost = False  # the upstream answered 404 to our session (it restarted)
         self.refused: set[str] = set()  # our request ids the upstream refused that way (never run)
+        self.too_large: set[str] = set()  # our request ids whose answer was over max_message_bytes
         self._ids = itertools.count(1)
+        self._heard = time.monotonic()  # when the upstream last sent anything
         self._dispatcher: JSONRPCDispatcher | None = None
         self._ready = asyncio.Event()
         self._ended = asyncio.Event()
@@ -267,6 +299,19 @@ class UpstreamLink:
         log.warning("upstream %s (%s): %s", self.config.id, self.label, reason)
         self._ended.set()
 
+    def oversized(self, request_id: str | None, size: int) -> None:
+        """The upstream sent a message over max_message_bytes: skipped; the request it answered fails."""
+        if request_id is not None:
+            self.too_large.add(request_id)
+        log.warning(
+            "upstream %s (%s): a message of %s bytes or more, over max_message_bytes (%d), skipped%s",
+            self.config.id,
+            self.label,
+            size,
+            int(self.config.max_message_bytes),
+            f"; request {request_id} fails" if request_id else "",
+        )
+
     async def close(self) -> None:
         self._ended.set()
         task = self._task
@@ -284,9 +329,7 @@ class UpstreamLink:
             params = StdioServerParameters(command=cfg.command, args=list(cfg.args), env=cfg.env or None, cwd=cfg.cwd)
             return self._stdio(params)
         if cfg.transport == "sse":
-            return sse_client(
-                cfg.url, headers=cfg.headers or None, timeout=cfg.connect_timeout_s, httpx_client_factory=self._http
-            )
+            return self._legacy_sse()
         return self._streamable_http()
 
     @contextlib.asynccontextmanager
@@ -308,7 +351,7 @@ class UpstreamLink:
         """The SDK's HTTP client, over a transport that tells this link when the upstream goes away."""
         return httpx2.AsyncClient(
             headers=headers,
-            timeout=timeout or httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=300.0),
+            timeout=timeout or httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=self.config.read_timeout_s or None),
             auth=auth,
             transport=_Watchful(self),
         )
@@ -317,7 +360,19 @@ class UpstreamLink:
     async def _streamable_http(self) -> AsyncIterator[TransportStreams]:
         async with (
             self._http(headers=self.config.headers or None) as http,
-            streamable_http_client(self.config.url, http_client=http) as streams,
+            streamable_http_client(
+                self.config.url, http_client=http, max_sse_event_size=int(self.config.max_message_bytes)
+            ) as streams,
+        ):
+            yield streams
+
+    @contextlib.asynccontextmanager
+    async def _legacy_sse(self) -> AsyncIterator[TransportStreams]:
+        cfg = self.config
+        timeout = httpx2.Timeout(cfg.connect_timeout_s or None)
+        async with (
+            self._http(headers=cfg.headers or None, timeout=timeout) as http,
+            legacy_sse_client(http, cfg.url, self, int(cfg.max_message_bytes), cfg.read_timeout_s) as streams,
         ):
             yield streams
 
@@ -342,6 +397,8 @@ class UpstreamLink:
                     self.version = result.protocol_version
                     self._dispatcher = dispatcher
                     self._ready.set()
+                    if self.config.transport == "sse" and self.config.read_timeout_s > 0:
+                        tasks.start_soon(self._keepalive)
                     log.info(
                         "upstream %s (%s): connected, %s, protocol %s",
                         self.config.id,
@@ -367,6 +424,7 @@ class UpstreamLink:
     async def _pump(self, read: Any, inbound: Any) -> None:
         try:
             async for item in read:
+                self._heard = time.monotonic()
                 await inbound.send(item)
         finally:
             # Marked ended before the dispatcher sees EOF, so the requests it then fails are
@@ -376,6 +434,17 @@ class UpstreamLink:
                 log.warning("upstream %s (%s): closed the connection", self.config.id, self.label)
             self._ended.set()
             await inbound.aclose()
+
+    async def _keepalive(self) -> None:
+        """A legacy SSE stream that carries nothing for read_timeout_s counts as gone, and many SSE
+        servers send no keepalive of their own: a ping when the stream has been quiet for a third
+        of that makes the upstream answer on it. (A ping that fails is left to the read timeout.)"""
+        quiet = self.config.read_timeout_s / 3
+        while True:
+            await asyncio.sleep(max(quiet - (time.monotonic() - self._heard), 0.01))
+            if time.monotonic() - self._heard >= quiet:
+                with contextlib.suppress(JsonRpcError):
+                    await self.request("ping", None, timeout=quiet)
 
     # -- relaying requests ---------------------------------------------------
     @property
@@ -406,8 +475,18 @@ class UpstreamLink:
         try:
             return await asyncio.wait_for(dispatcher.send_raw_request(method, params, opts), bound)
         except TimeoutError:
-            raise UpstreamUnavailable(self.config.id, f"did not answer {method} within {bound:g} s") from None
+            raise UpstreamTimeout(self.config.id, f"did not answer {method} within {bound:g} s") from None
         except MCPError as exc:
+            if request_id in self.too_large or "byte limit" in exc.error.message:
+                # Skipped on arrival (sse_client.py, _Capped) or refused by the SDK's SSE reader.
+                self.too_large.discard(request_id)
+                limit = int(self.config.max_message_bytes)
+                raise JsonRpcError(
+                    INTERNAL_ERROR,
+                    f"Upstream {self.config.id!r} answered {method} with a message over {limit} bytes"
+                    " (the upstream's max_message_bytes)",
+                    {"upstream": self.config.id},
+                ) from None
             if request_id in self.refused:
                 self.refused.discard(request_id)
                 raise UpstreamSessionLost(self.config.id, f"{self.error} during {method}") from None

@@ -127,8 +127,12 @@ async def on_set_level(ctx, params: types.SetLevelRequestParams) -> dict[str, An
     return {}
 
 
+SUBSCRIBERS: dict[str, list[Any]] = {}  # uri -> the server sessions that subscribed to it
+
+
 async def on_subscribe(ctx, params: types.SubscribeRequestParams) -> dict[str, Any]:
     STATE["subscribed"] = sorted({*STATE["subscribed"], str(params.uri)})
+    SUBSCRIBERS.setdefault(str(params.uri), []).append(ctx.session)
     return {}
 
 
@@ -140,6 +144,21 @@ async def on_unsubscribe(ctx, params: types.UnsubscribeRequestParams) -> dict[st
 server._lowlevel_server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, on_set_level)
 server._lowlevel_server.add_request_handler("resources/subscribe", types.SubscribeRequestParams, on_subscribe)
 server._lowlevel_server.add_request_handler("resources/unsubscribe", types.UnsubscribeRequestParams, on_unsubscribe)
+
+
+@server.tool()
+async def announce(uri: str) -> int:
+    """Sends notifications/resources/updated for `uri` to every session that subscribed to it (as a
+    server does: on the subscriber's own connection); answers how many sessions it reached."""
+    reached = 0
+    for session in SUBSCRIBERS.get(uri, []):
+        try:
+            with anyio.fail_after(2):
+                await session.send_resource_updated(uri)
+            reached += 1
+        except Exception:  # noqa: BLE001 - a subscriber whose connection is gone
+            pass
+    return reached
 
 
 @server.tool()
@@ -187,6 +206,15 @@ async def withdraw(seconds: float, ctx: Context) -> str:
     except TimeoutError:
         return "withdrawn"
     return f"answered {result.action}"
+
+
+@server.tool()
+def big(mib: float) -> types.CallToolResult:
+    """Answers with `mib` MiB of text (one text content, no structured copy)."""
+    size = int(mib * 1024 * 1024)
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=("0123456789abcdef" * (size // 16 + 1))[:size])]
+    )
 
 
 @server.resource("toy://note", mime_type="text/plain")

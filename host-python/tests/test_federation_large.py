@@ -1,0 +1,90 @@
+"""Large messages from upstreams (issue 19, defect 3): the upstream side accepts messages up to
+`max_message_bytes` on every transport (the mcp SDK client's own limit is 1 MiB an SSE event), and
+one message over the limit fails that call only, never the connection it came on.
+
+Real gateway process (Python edge), real upstream processes (the toy server over Streamable HTTP,
+legacy SSE and stdio), the mcp SDK's client with its own SSE event limit lifted (the gateway's
+answers are as large as the upstream's).
+"""
+
+from __future__ import annotations
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from upstream_procs import TOY, federated_gateway, http_table, stdio_table, toy_http, toy_sse, upstream_health
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning"),
+]
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def gw(component_path):
+    web, legacy = toy_http("web"), toy_sse("legacy")
+    tight_web, tight_legacy = toy_http("tight-web"), toy_sse("tight-legacy")
+    tables = [
+        http_table("web", web.url),
+        http_table("legacy", legacy.url, transport="sse"),
+        stdio_table("local", TOY, "stdio", "local"),
+        http_table("tight-web", tight_web.url, max_message_bytes=2 * MIB, restart_backoff_s=0.2),
+        http_table("tight-legacy", tight_legacy.url, transport="sse", max_message_bytes=2 * MIB, restart_backoff_s=0.2),
+    ]
+    gateway = federated_gateway("python", tables)
+    yield gateway
+    gateway.stop()
+    for upstream in (web, legacy, tight_web, tight_legacy):
+        upstream.stop()
+
+
+def client(url: str) -> Client:
+    return Client(streamable_http_client(url, max_sse_event_size=None), mode="legacy")
+
+
+def text_of(result: types.CallToolResult) -> str:
+    return "".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+@pytest.mark.parametrize("upstream", ["web", "legacy", "local"])
+async def test_a_5_mib_answer_comes_through_every_upstream_transport(gw, upstream):
+    expected = ("0123456789abcdef" * (5 * MIB // 16 + 1))[: 5 * MIB]
+    async with client(gw.url + f"/servers/{upstream}/mcp") as direct:
+        result = await direct.call_tool("big", {"mib": 5})
+        assert not result.is_error and text_of(result) == expected
+    async with client(gw.url + "/mcp") as merged:
+        result = await merged.call_tool(f"{upstream}__big", {"mib": 5})
+        assert not result.is_error and text_of(result) == expected
+        assert text_of(await merged.call_tool(f"{upstream}__whoami", {})).startswith(f"{upstream} pid=")
+
+
+@pytest.mark.parametrize("upstream", ["tight-web", "tight-legacy"])
+async def test_an_answer_over_the_limit_fails_that_call_only(gw, upstream):
+    restarts = upstream_health(gw.url)[upstream]["restarts"]
+    async with client(gw.url + f"/servers/{upstream}/mcp") as session:
+        first = text_of(await session.call_tool("whoami", {}))
+        slow: list[str] = []
+
+        async def slow_call() -> None:  # in flight on the same connection while the large answer fails
+            slow.append(text_of(await session.call_tool("slow", {"seconds": 2})))
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(slow_call)
+            with pytest.raises(MCPError) as too_large:
+                await session.call_tool("big", {"mib": 3})
+        error = too_large.value.error
+        assert error.code == -32603 and error.data == {"upstream": upstream}
+        assert error.message.startswith(f"Upstream '{upstream}' answered tools/call with a message over ")
+        assert "max_message_bytes" in error.message
+        assert slow == ["slept 2.0"]
+        # The same connection goes on: under the limit works, and nothing restarted.
+        assert text_of(await session.call_tool("whoami", {})) == first
+        assert len(text_of(await session.call_tool("big", {"mib": 1.5}))) == int(1.5 * MIB)
+    health = upstream_health(gw.url)[upstream]
+    assert health["state"] == "ready" and health["restarts"] == restarts
