@@ -49,8 +49,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mcpgw")
 AUTH_ROUTES = frozenset({"mcp", "sse", "message", "ws"})  # every MCP route needs a caller when auth is on
-# Where sessions and their event streams live (state/): this process's memory, the only backend so far.
-STATE_BACKEND = "memory"
 # After the engine's drain, how long stream writers get to see their close (they wake at once).
 WRITERS_CLOSE_S = 1.0
 
@@ -343,7 +341,7 @@ class App:
                 },
                 "events": self.transports.events.stats(),
             },
-            "state": {"backend": STATE_BACKEND},
+            "state": self.engine.sessions.health(),
             "process": workers.identity(),  # which process answered, of how many (--workers)
             "auth": self.auth_health(),
             "upstreams": self.gateway.federation.health(),

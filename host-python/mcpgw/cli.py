@@ -284,12 +284,11 @@ def serve_forever(settings: Settings, argv: list[str] | None = None) -> int:
     auth = app.auth_health()
     if "warning" in auth:
         logging.getLogger("mcpgw").warning("%s", auth["warning"])
-    from .app import STATE_BACKEND
-
+    state = app.engine.sessions.health()  # where sessions live: memory, or redis (password redacted)
     plugins = app.gateway.plugins
     logging.getLogger("mcpgw").info(
         "state: %s; plugins: %s",
-        STATE_BACKEND,
+        state["backend"] + (f" {state['url']} (process {state['process']})" if "url" in state else ""),
         ", ".join(p["name"] for p in plugins.health()) if plugins is not None and plugins.health() else "none",
     )
     logging.getLogger("mcpgw").info(

@@ -17,7 +17,7 @@ from .server.builtin import builtin_catalog
 from .server.dispatcher import Dispatcher
 from .server.engine import SessionEngine
 from .settings import Settings
-from .state.registry import MemorySessions
+from .state.registry import MemorySessions, SessionRegistry
 
 if TYPE_CHECKING:
     from .plugins.registry import PluginRegistry
@@ -42,7 +42,13 @@ class Gateway:
 def build_gateway(settings: Settings) -> Gateway:
     """Raises federation.config.ConfigError for a bad upstream config file."""
     plugins = plugin_registry_for(settings)
-    sessions = MemorySessions(max_sessions=settings.max_sessions, idle_timeout_s=settings.session_idle_timeout_s)
+    sessions: SessionRegistry
+    if settings.redis_url:
+        from .state.shared import RedisSessions  # redis: only imported when configured
+
+        sessions = RedisSessions(settings.redis_url, settings.max_sessions, settings.session_idle_timeout_s)
+    else:
+        sessions = MemorySessions(max_sessions=settings.max_sessions, idle_timeout_s=settings.session_idle_timeout_s)
     engine = SessionEngine(
         sessions,
         settings.session_idle_timeout_s,

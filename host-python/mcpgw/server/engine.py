@@ -9,7 +9,9 @@ into JSON-RPC messages, and says how an answer reaches the client:
     engine.notify(session, message, dispatcher)                       (initialized, cancelled, others)
     engine.resolve(session, message)                                  (the client's answer to our request)
     engine.submit(message, session, revision, dispatcher, emit, reply, principal=p)
-    engine.find(session_id, transport, server_id, principal=p) -> Session | None   (bound to its principal)
+    await engine.share(session)                                       (Streamable HTTP: visible to every process)
+    await engine.find(session_id, transport, server_id, principal=p) -> Session | None   (bound to its principal)
+    await engine.terminate(session)                                   (DELETE: ended everywhere)
     await engine.shutdown(grace_s)                                    (every transport's requests)
 
 `emit` carries what a running request sends before its result (progress, logs,
@@ -19,12 +21,16 @@ answer, as the spec says) and may return an awaitable that writes it. Which
 stream, which status code, JSON or SSE: that is the transport's business.
 
 Sessions live behind `state.registry.SessionRegistry`; the engine holds only the
-running requests of this process.
+running requests of this process. A shared session (`session.shared`, MCPGW_REDIS_URL) is
+served by several processes: its request ids are claimed across them, and a cancellation
+or an answer to a server-to-client request that is not for this process is forwarded to
+the one it is for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +38,7 @@ from typing import Any
 
 from ..protocol import LATEST_SESSIONFUL, SESSIONFUL_REVISIONS
 from ..state.principal import Principal, same_caller
-from ..state.registry import SessionLimitReached, SessionRegistry, expire_forever
+from ..state.registry import SessionLimitReached, SessionRegistry, StateUnavailable, expire_forever
 from ..state.session import Session
 from . import jsonrpc
 from .context import LOG_LEVELS, CallContext, Emit
@@ -101,6 +107,8 @@ class SessionEngine:
         # The auth policy at the dispatch point; set by the composition root (app.py, cli.py stdio)
         # when the config file has [auth.policy] rules naming tools, prompts or resources.
         self.access: Guard | None = None
+        # Told of every answered request (the response; None: cancelled): /metrics (observability/).
+        self.observe: Callable[[dict[str, Any], Response | None], None] | None = None
         self.requests: set[asyncio.Task[Response | None]] = set()  # running, every session and transport
         self._writes: set[asyncio.Future[Any]] = set()  # answers being written by a transport
         self.draining = False
@@ -113,6 +121,7 @@ class SessionEngine:
     def start(self) -> None:
         if self._expiry is None:
             self._expiry = asyncio.ensure_future(expire_forever(self.sessions, self.idle_timeout_s))
+            self.sessions.start()
 
     async def shutdown(self, grace_s: float) -> None:
         """Refuse new work; running requests, whatever their transport, get `grace_s` to finish,
@@ -131,7 +140,8 @@ class SessionEngine:
         deadline = time.monotonic() + ANSWER_AFTER_CANCEL_S
         while (pending := self.requests | self._writes) and time.monotonic() < deadline:
             await asyncio.wait(pending, timeout=deadline - time.monotonic())
-        self.sessions.close_all(SHUTDOWN)
+        self.sessions.close_all(SHUTDOWN)  # here; shared sessions continue on other processes
+        await self.sessions.stop()
 
     async def flush(self) -> None:
         """Until the answers being written now are written (bounded)."""
@@ -182,12 +192,22 @@ class SessionEngine:
         session.ready = initialize is not None
         return session
 
-    def find(
+    async def share(self, session: Session) -> None:
+        """Make a new session visible to every process (shared state; no-op in memory). Refused
+        (the session is dropped) when shared state cannot be reached."""
+        try:
+            await self.sessions.persist(session)
+        except StateUnavailable as exc:
+            self.sessions.delete(session.id, "unavailable")
+            raise Refused(f"Session state unavailable ({exc}); try again later") from None
+
+    async def find(
         self, session_id: str, transport: str, server_id: str | None, *, principal: Principal | None
     ) -> Session | None:
         """The live session with this id, if it belongs to this transport, endpoint and caller
-        (another principal's session is as unknown as a session that never existed)."""
-        session = self.sessions.get(session_id)
+        (another principal's session is as unknown as a session that never existed). Raises
+        StateUnavailable when shared state cannot be reached."""
+        session = await self.sessions.lookup(session_id)
         if session is None or session.transport != transport or session.server != server_id:
             return None
         if not same_caller(session.principal, principal):
@@ -197,6 +217,10 @@ class SessionEngine:
 
     def end(self, session: Session, reason: str) -> None:
         self.sessions.delete(session.id, reason)
+
+    async def terminate(self, session: Session) -> None:
+        """The client ended the session (DELETE): gone for every process when this returns."""
+        await self.sessions.terminate(session.id, "terminated")
 
     def initialize(self, session: Session, message: dict[str, Any], dispatcher: Dispatcher) -> Response:
         """The answer to `initialize` on a session opened without one."""
@@ -247,15 +271,21 @@ class SessionEngine:
         elif method == "notifications/cancelled":
             request_id = params.get("requestId")
             if jsonrpc.valid_id(request_id):
-                session.cancel(request_id)
+                if not session.cancel(request_id) and session.shared:
+                    self._background(self.sessions.forward(session, message))  # it may run elsewhere
             else:
                 log.debug("notifications/cancelled without a valid requestId ignored")
         else:
             dispatcher.notified(method, params, session)
 
     def resolve(self, session: Session | None, message: dict[str, Any]) -> None:
-        if session is not None:
-            session.resolve(message)
+        if session is not None and not session.resolve(message) and session.shared:
+            self._background(self.sessions.forward(session, message))  # another process may have asked
+
+    def _background(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     def submit(
         self,
@@ -302,7 +332,10 @@ class SessionEngine:
         def finished(done: asyncio.Task[Response | None]) -> None:
             self.requests.discard(done)
             # A task cancelled before its first step never ran its own handler: answer for it here.
-            self._reply(reply, self._cancelled_answer(id_, "") if done.cancelled() else done.result())
+            response = self._cancelled_answer(id_, "") if done.cancelled() else done.result()
+            if self.observe is not None:
+                self.observe(message, response)
+            self._reply(reply, response)
 
         task.add_done_callback(finished)
         return task
@@ -320,6 +353,52 @@ class SessionEngine:
         return None  # cancelled by the client or with its session: no response (the spec's rule)
 
     async def _answer(
+        self,
+        message: dict[str, Any],
+        revision: str,
+        session: Session | None,
+        dispatcher: Dispatcher,
+        emit: Emit,
+        principal: Principal | None,
+    ) -> Response | None:
+        if session is not None and session.shared:
+            return await self._answer_shared(message, revision, session, dispatcher, emit, principal)
+        return await self._dispatch(message, revision, session, dispatcher, emit, principal)
+
+    async def _answer_shared(
+        self,
+        message: dict[str, Any],
+        revision: str,
+        session: Session,
+        dispatcher: Dispatcher,
+        emit: Emit,
+        principal: Principal | None,
+    ) -> Response | None:
+        """A request of a shared session: its id is claimed across processes while it runs."""
+        id_ = message["id"]
+        try:
+            claimed = await self.sessions.claim(session, id_)
+        except StateUnavailable as exc:
+            return jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, f"Session state unavailable ({exc})")
+        except asyncio.CancelledError as exc:
+            return self._cancelled_answer(id_, exc.args[0] if exc.args else "")
+        if not claimed:
+            return jsonrpc.error_response(
+                id_, jsonrpc.INVALID_REQUEST, f"Invalid Request: request id {id_!r} is already in use"
+            )
+        try:
+            response = await self._dispatch(message, revision, session, dispatcher, emit, principal)
+            if message["method"] == "logging/setLevel" and response is not None and "result" in response:
+                await self.sessions.store(session)  # every process logs at the level the client chose
+            return response
+        except StateUnavailable as exc:
+            return jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, f"Session state unavailable ({exc})")
+        finally:
+            # Unreleased, the claim is taken over once this process stops heartbeating.
+            with contextlib.suppress(StateUnavailable, asyncio.CancelledError):
+                await self.sessions.release(session, id_)
+
+    async def _dispatch(
         self,
         message: dict[str, Any],
         revision: str,

@@ -23,6 +23,10 @@ class SessionLimitReached(Exception):
     pass
 
 
+class StateUnavailable(Exception):
+    """The shared state backend (Redis) cannot be reached: HTTP answers 503 with Retry-After."""
+
+
 class SessionRegistry(Protocol):
     """Live sessions by id."""
 
@@ -44,13 +48,54 @@ class SessionRegistry(Protocol):
         """Live sessions of the client at this address."""
         ...
 
-    def get(self, session_id: str) -> Session | None: ...
+    def get(self, session_id: str) -> Session | None:
+        """The session as this process holds it (no shared-state round trip)."""
+        ...
+
+    async def lookup(self, session_id: str) -> Session | None:
+        """The live session, wherever it was created (refreshing its expiry); StateUnavailable
+        when shared state cannot be reached."""
+        ...
+
+    async def persist(self, session: Session) -> None:
+        """Make a session just created visible to every process (no-op in memory)."""
+        ...
 
     def delete(self, session_id: str, reason: str = "terminated") -> bool:
         """End the session (its requests, its outgoing requests, its streams); False if unknown."""
         ...
 
+    async def terminate(self, session_id: str, reason: str = "terminated") -> bool:
+        """End the session everywhere before returning (DELETE); False if unknown."""
+        ...
+
     def expire_idle(self, now: float | None = None) -> int: ...
+
+    # Shared sessions only (`session.shared`; never called for this process's own sessions):
+    async def claim(self, session: Session, id_: Any) -> bool:
+        """Reserve a request id in the session across processes; False: running elsewhere."""
+        ...
+
+    async def release(self, session: Session, id_: Any) -> None: ...
+
+    async def store(self, session: Session) -> None:
+        """Write back what a request changed in the session record (its log level)."""
+        ...
+
+    async def forward(self, session: Session, message: dict[str, Any]) -> None:
+        """A client message for a request or outgoing request that runs in another process
+        (notifications/cancelled, the client's answer): hand it to that process."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """/health's `state`: the backend and whether it is reachable."""
+        ...
+
+    def start(self) -> None:
+        """Background work (heartbeats, channels), once the event loop runs."""
+        ...
+
+    async def stop(self) -> None: ...
 
     async def broadcast(
         self, method: str, params: dict[str, Any] | None = None, servers: Collection[str | None] | None = None
@@ -98,6 +143,15 @@ class MemorySessions:
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
 
+    async def lookup(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+    async def persist(self, session: Session) -> None:
+        return None
+
+    async def terminate(self, session_id: str, reason: str = "terminated") -> bool:
+        return self.delete(session_id, reason)
+
     def delete(self, session_id: str, reason: str = "terminated") -> bool:
         session = self._sessions.pop(session_id, None)
         if session is None:
@@ -129,6 +183,27 @@ class MemorySessions:
             if servers is None or session.server in servers:
                 sent += await session.notify(method, params)
         return sent
+
+    async def claim(self, session: Session, id_: Any) -> bool:
+        return True
+
+    async def release(self, session: Session, id_: Any) -> None:
+        return None
+
+    async def store(self, session: Session) -> None:
+        return None
+
+    def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def forward(self, session: Session, message: dict[str, Any]) -> None:
+        return None
+
+    def health(self) -> dict[str, Any]:
+        return {"backend": "memory"}
 
     def close_all(self, reason: str) -> None:
         for sid in list(self._sessions):

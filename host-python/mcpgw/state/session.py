@@ -60,6 +60,8 @@ class Session:
     ready: bool = False  # initialize answered: requests other than ping may run
     initialized: bool = False  # the client sent notifications/initialized
     closed: bool = False
+    shared: bool = False  # its record lives in shared state (Redis): other processes serve it too
+    outgoing_prefix: str = "mcpgw-"  # of the ids of requests sent to the client (shared: names this process)
     last_active: float = field(default_factory=time.monotonic)
     tasks: dict[tuple[type, Any], asyncio.Task[Any]] = field(default_factory=dict)
     attachment: Attachment | None = None
@@ -113,7 +115,7 @@ class Session:
         request this one serves) when given and open, else on the session's stream."""
         if self.closed:
             raise NoClientChannel("the session has ended")
-        id_ = f"mcpgw-{next(self._ids)}"
+        id_ = f"{self.outgoing_prefix}{next(self._ids)}"
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._outgoing[id_] = future
         try:

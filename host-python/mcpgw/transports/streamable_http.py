@@ -29,6 +29,7 @@ from ..state.budget import EVENT_OVERHEAD, EventBudget
 from ..state.events import EventStream, parse_event_id
 from ..state.principal import SCOPE_KEY as PRINCIPAL_KEY
 from ..state.principal import Principal
+from ..state.registry import StateUnavailable
 from ..state.session import Session
 from ..state.streams import GET_STREAM_ID, SessionStreams
 from .headers import Rejection, check_stateless_request
@@ -168,7 +169,7 @@ class StreamableHTTP:
             elif method == "GET":
                 await self._get(ctx, receive, send, scope.get(PRINCIPAL_KEY), abort_of(scope))
             elif method == "DELETE":
-                self.engine.end(self._session(ctx, scope.get(PRINCIPAL_KEY)), "terminated")
+                await self.engine.terminate(await self._session(ctx, scope.get(PRINCIPAL_KEY)))
                 await send_empty(send, 204)
             else:
                 raise HttpError(
@@ -176,17 +177,19 @@ class StreamableHTTP:
                 )
         except HttpError as err:
             await err.send(send)
+        except StateUnavailable as exc:
+            await HttpError(503, jsonrpc.INTERNAL_ERROR, f"Session state unavailable ({exc})", RETRY_LATER).send(send)
         except ConnectionAbortedError:
             return  # nobody to answer; nothing was started
 
     # -- sessions ------------------------------------------------------------
-    def _session(self, ctx: RequestContext, principal: Principal | None) -> Session:
+    async def _session(self, ctx: RequestContext, principal: Principal | None) -> Session:
         state = ctx["session_state"]
         if state == "absent":
             raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
         if state == "invalid" or ctx["session_id"] is None:
             raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: malformed Mcp-Session-Id")
-        session = self.engine.find(ctx["session_id"], TRANSPORT, ctx["server_id"], principal=principal)
+        session = await self.engine.find(ctx["session_id"], TRANSPORT, ctx["server_id"], principal=principal)
         if session is None:
             raise HttpError(404, SESSION_NOT_FOUND, "Session not found")
         return session
@@ -245,13 +248,14 @@ class StreamableHTTP:
                     client=client_address(scope),
                     principal=scope.get(PRINCIPAL_KEY),
                 )
+                await self.engine.share(session)
             except LimitExceeded as refused:
                 raise too_many(refused) from None
             except Refused as refused:
                 raise HttpError(503, jsonrpc.INTERNAL_ERROR, refused.message, RETRY_LATER) from None
             extra_headers.append((b"mcp-session-id", session.id.encode()))
         elif not stateless:
-            session = self._session(ctx, scope.get(PRINCIPAL_KEY))
+            session = await self._session(ctx, scope.get(PRINCIPAL_KEY))
             revision = session.revision
         if batch and revision not in BATCH_REVISIONS:
             raise HttpError(
@@ -390,7 +394,7 @@ class StreamableHTTP:
     ) -> None:
         if not ctx["accept_sse"]:
             raise HttpError(406, jsonrpc.INVALID_REQUEST, "Not Acceptable: Accept must list text/event-stream")
-        session = self._session(ctx, principal)
+        session = await self._session(ctx, principal)
         streams = self._streams(session)
         last_event_id = ctx["last_event_id"]
         if last_event_id is not None:

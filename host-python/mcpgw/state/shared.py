@@ -1,0 +1,405 @@
+"""Sessions shared by several gateway processes through one Redis (MCPGW_REDIS_URL).
+
+Any process serves any request of any Streamable HTTP session (docs/scale-out.md):
+
+- the session *record* (revision, client info and capabilities, principal, log level)
+  is a Redis hash `mcpgw:s:<id>` whose TTL is the idle timeout; every use refreshes it
+  with one `PEXPIRE`, whose answer (0: gone) also proves that the session still exists,
+  so DELETE or expiry on one process is a 404 on every process at once;
+- each process keeps its own live `Session` for it (running requests, outgoing requests,
+  streams), materialised from the record on first use and dropped when the record is
+  gone or an `ended` message arrives on the `mcpgw:ended` channel;
+- a running request's id is claimed with `mcpgw:r:<session>:<id>` (its value: the
+  owning process) for as long as it runs: duplicates are refused across processes; a
+  claim whose owner has stopped heartbeating is taken over;
+- `notifications/cancelled` and the client's answers to server-to-client requests are
+  published to the channel `mcpgw:p:<process>` of the process they are for;
+- each process heartbeats `mcpgw:proc:<id>` (TTL `PROC_TTL_MS`), refreshed every
+  `HEARTBEAT_S`: a process whose key is gone is dead.
+
+Sessions of the message transports (legacy SSE, WebSocket, stdio) belong to their
+connection and stay in this process's memory, as they are without Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from .principal import Principal
+from .registry import MemorySessions, StateUnavailable
+from .session import Session
+
+log = logging.getLogger("mcpgw.state")
+
+SHARED_TRANSPORT = "streamable-http"  # the one transport whose sessions outlive a connection
+PREFIX = "mcpgw:"
+ENDED_CHANNEL = PREFIX + "ended"
+HEARTBEAT_S = 1.0
+PROC_TTL_MS = 3000  # a process that has not heartbeaten for this long is dead
+# Round trips to Redis never wait longer than this: an unreachable Redis is an error, not a hang.
+SOCKET_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_S = 1.0
+
+# Take a request id: free, ours (a stale claim: this process checked its own running ids
+# first), or held by a process that no longer heartbeats.
+CLAIM = """
+local owner = redis.call('GET', KEYS[1])
+if owner and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[3] .. owner) == 1 then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+# Release a request id only if this process holds it.
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by `***` (logs, /health)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+def record_key(session_id: str) -> str:
+    return f"{PREFIX}s:{session_id}"
+
+
+def claim_key(session_id: str, id_: Any) -> str:
+    # orjson of the id: 1 and "1" are different requests
+    return f"{PREFIX}r:{session_id}:{orjson.dumps(id_).decode()}"
+
+
+def proc_key(proc: str) -> str:
+    return f"{PREFIX}proc:{proc}"
+
+
+def proc_channel(proc: str) -> str:
+    return f"{PREFIX}p:{proc}"
+
+
+def owner_of_outgoing(id_: Any) -> str | None:
+    """The process that sent a server-to-client request, from its id `mcpgw-<process>-<n>`."""
+    if isinstance(id_, str) and id_.startswith("mcpgw-"):
+        parts = id_.split("-")
+        if len(parts) == 3:
+            return parts[1]
+    return None
+
+
+def _principal_data(principal: Principal | None) -> bytes:
+    if principal is None:
+        return b"null"
+    return orjson.dumps(
+        {
+            "kind": principal.kind,
+            "subject": principal.subject,
+            "issuer": principal.issuer,
+            "scopes": sorted(principal.scopes),
+            "claims": dict(principal.claims),
+        }
+    )
+
+
+def _principal_of(data: bytes) -> Principal | None:
+    value = orjson.loads(data)
+    if not isinstance(value, dict):
+        return None
+    return Principal(
+        value["kind"], value["subject"], value["issuer"], frozenset(value["scopes"]), dict(value["claims"])
+    )
+
+
+class RedisSessions(MemorySessions):
+    """Implements `state.registry.SessionRegistry`: Streamable HTTP sessions in Redis, the live
+    part of each in this process; other transports' sessions as MemorySessions keeps them."""
+
+    def __init__(self, url: str, max_sessions: int, idle_timeout_s: float) -> None:
+        super().__init__(max_sessions, idle_timeout_s)
+        self.url = url
+        self.proc = secrets.token_hex(6)  # this process, for claims, channels and heartbeats
+        self.ttl_ms = max(int(idle_timeout_s * 1000), 1)
+        retry = Retry(NoBackoff(), 1)  # one retry: a connection that died with a Redis restart
+        self.redis = Redis.from_url(
+            url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S, retry=retry
+        )
+        # Pub/sub and blocking reads wait longer than any round trip: their own connections.
+        self.listening = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=None)
+        self.available = False
+        self.error = "not connected yet"
+        self._claim = self.redis.register_script(CLAIM)
+        self._release = self.redis.register_script(RELEASE)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._handlers: dict[str, Any] = {}  # channel message kinds other modules handle (events)
+
+    # -- availability ------------------------------------------------------------
+    def _failed(self, exc: BaseException) -> StateUnavailable:
+        if self.available:
+            log.error("state: redis at %s unavailable: %s", redact(self.url), exc)
+        self.available = False
+        self.error = str(exc) or type(exc).__name__
+        return StateUnavailable("redis unreachable")
+
+    def _ok(self) -> None:
+        if not self.available:
+            log.info("state: redis at %s available", redact(self.url))
+        self.available = True
+        self.error = ""
+
+    def health(self) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "backend": "redis",
+            "url": redact(self.url),
+            "process": self.proc,
+            "available": self.available,
+            "local_sessions": len(self._sessions),
+        }
+        if self.error:
+            found["error"] = self.error
+        return found
+
+    # -- sessions ----------------------------------------------------------------
+    def _shared(self, session: Session) -> None:
+        session.shared = True
+        session.outgoing_prefix = f"mcpgw-{self.proc}-"
+
+    async def persist(self, session: Session) -> None:
+        if session.transport != SHARED_TRANSPORT:
+            return
+        self._shared(session)
+        key = record_key(session.id)
+        record: Any = {
+            "revision": session.revision,
+            "transport": session.transport,
+            "server": orjson.dumps(session.server),
+            "client_info": orjson.dumps(session.client_info),
+            "capabilities": orjson.dumps(session.client_capabilities),
+            "principal": _principal_data(session.principal),
+            "log_level": session.log_level,
+            "log_level_set": "1" if session.log_level_set else "",
+        }
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=record)
+                pipe.pexpire(key, self.ttl_ms)
+                await pipe.execute()
+        except RedisError as exc:
+            raise self._failed(exc) from None
+        self._ok()
+
+    async def store(self, session: Session) -> None:
+        """Write back what a request changed in the record (the log level)."""
+        if not session.shared:
+            return
+        try:
+            await self.redis.hset(
+                record_key(session.id),
+                mapping={"log_level": session.log_level, "log_level_set": "1" if session.log_level_set else ""},
+            )
+        except RedisError as exc:
+            raise self._failed(exc) from None
+
+    async def lookup(self, session_id: str) -> Session | None:
+        session = self._sessions.get(session_id)
+        if session is not None and not session.shared:
+            return session  # a connection's session (not in Redis)
+        key = record_key(session_id)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.pexpire(key, self.ttl_ms)
+                if session is None:
+                    pipe.hgetall(key)
+                else:
+                    pipe.hmget(key, ["log_level", "log_level_set"])
+                found = await pipe.execute()
+        except RedisError as exc:
+            raise self._failed(exc) from None
+        self._ok()
+        if not found[0]:  # expired, or ended by another process
+            if session is not None:
+                self.delete(session_id, "ended")
+            return None
+        if session is not None:
+            level, level_set = found[1]
+            if level is not None:
+                session.log_level, session.log_level_set = level.decode(), bool(level_set)
+            return session
+        return self._materialise(session_id, found[1])
+
+    def _materialise(self, session_id: str, record: dict[bytes, bytes]) -> Session | None:
+        try:
+            session = Session(
+                session_id,
+                record[b"revision"].decode(),
+                record[b"transport"].decode(),
+                server=orjson.loads(record[b"server"]),
+                client=None,  # counted against its client address where it was created
+                principal=_principal_of(record[b"principal"]),
+                log_level=record[b"log_level"].decode(),
+                log_level_set=bool(record[b"log_level_set"]),
+            )
+            session.client_info = orjson.loads(record[b"client_info"])
+            session.client_capabilities = orjson.loads(record[b"capabilities"])
+        except (KeyError, ValueError, TypeError):
+            log.warning("session %s: unreadable record in redis, treated as unknown", session_id[:8])
+            return None
+        session.ready = session.initialized = True
+        self._shared(session)
+        # Another process may have materialised it meanwhile: keep the first.
+        return self._sessions.setdefault(session_id, session)
+
+    async def terminate(self, session_id: str, reason: str = "terminated") -> bool:
+        known = self.delete(session_id, reason)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(record_key(session_id))
+                pipe.publish(ENDED_CHANNEL, session_id)
+                deleted, _ = await pipe.execute()
+        except RedisError as exc:
+            raise self._failed(exc) from None
+        return known or bool(deleted)
+
+    # -- requests ----------------------------------------------------------------
+    async def claim(self, session: Session, id_: Any) -> bool:
+        try:
+            key = claim_key(session.id, id_)
+            taken = await self._claim(keys=[key], args=[self.proc, self.ttl_ms, PREFIX + "proc:"])
+        except RedisError as exc:
+            raise self._failed(exc) from None
+        return bool(taken)
+
+    async def release(self, session: Session, id_: Any) -> None:
+        try:
+            await self._release(keys=[claim_key(session.id, id_)], args=[self.proc])
+        except RedisError as exc:
+            raise self._failed(exc) from None
+
+    async def forward(self, session: Session, message: dict[str, Any]) -> None:
+        try:
+            if "method" in message:  # notifications/cancelled: to where the request runs
+                params = message.get("params")
+                request_id = params.get("requestId") if isinstance(params, dict) else None
+                raw = await self.redis.get(claim_key(session.id, request_id))
+                owner = raw.decode() if isinstance(raw, bytes) else None
+            else:  # the client's answer: to the process that asked
+                owner = owner_of_outgoing(message.get("id"))
+            if owner is not None and owner != self.proc:
+                await self.redis.publish(proc_channel(owner), orjson.dumps({"session": session.id, "message": message}))
+        except RedisError as exc:
+            log.warning("session %s: could not forward a message: %s", session.id[:8], exc)
+            self._failed(exc)
+
+    def _delivered(self, data: bytes) -> None:
+        """A message forwarded to this process by another."""
+        try:
+            envelope = orjson.loads(data)
+            session = self._sessions.get(envelope["session"])
+            message = envelope["message"]
+        except (ValueError, KeyError, TypeError):
+            return
+        if session is None:
+            return
+        if "method" in message:
+            params = message.get("params") or {}
+            session.cancel(params.get("requestId"))
+        else:
+            session.resolve(message)
+
+    # -- background: heartbeat, refresh, channels --------------------------------
+    def start(self) -> None:
+        if not self._tasks:
+            self._tasks = [
+                asyncio.ensure_future(self._heartbeat()),
+                asyncio.ensure_future(self._listen()),
+            ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.delete(proc_key(self.proc))  # a clean stop: nobody waits for our heartbeat
+        await self.redis.aclose()
+        await self.listening.aclose()
+
+    async def _heartbeat(self) -> None:
+        refresh_every = min(max(self.ttl_ms / 4000, HEARTBEAT_S), 30.0)
+        refreshed = time.monotonic()
+        while True:
+            try:
+                await self.redis.set(proc_key(self.proc), b"1", px=PROC_TTL_MS)
+                if time.monotonic() - refreshed >= refresh_every:
+                    refreshed = time.monotonic()
+                    await self._refresh_busy()
+                self._ok()
+            except RedisError as exc:
+                self._failed(exc)
+            except Exception:  # a bug here must not stop the heartbeat for good
+                log.exception("state heartbeat failed")
+            await asyncio.sleep(HEARTBEAT_S)
+
+    async def _refresh_busy(self) -> None:
+        """A session with a running request or an open stream here stays alive (as in memory);
+        one whose record is gone (missed `ended` message, Redis restarted empty) ends here."""
+        shared = [s for s in self._sessions.values() if s.shared and s.busy()]
+        if not shared:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for session in shared:
+                pipe.pexpire(record_key(session.id), self.ttl_ms)
+            alive = await pipe.execute()
+        for session, ok in zip(shared, alive, strict=True):
+            if not ok:
+                self.delete(session.id, "ended")
+
+    def on_channel(self, kind: str, handler: Any) -> None:
+        """Let another module (the event store) handle messages of `kind` on this process's channel."""
+        self._handlers[kind] = handler
+
+    async def _listen(self) -> None:
+        mine = proc_channel(self.proc)
+        while True:
+            pubsub = self.listening.pubsub()
+            try:
+                await pubsub.subscribe(ENDED_CHANNEL, mine)
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is None:
+                        continue
+                    channel = message["channel"].decode()
+                    if channel == ENDED_CHANNEL:
+                        self.delete(message["data"].decode(), "terminated")
+                    else:
+                        self._delivered(message["data"])
+            except (RedisError, OSError) as exc:
+                self._failed(exc)
+                await asyncio.sleep(HEARTBEAT_S)
+            except Exception:
+                log.exception("state channel listener failed")
+                await asyncio.sleep(HEARTBEAT_S)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()

@@ -1,0 +1,196 @@
+"""Scale-out through Redis, the core (docs/scale-out.md): several real `mcpgw serve` processes
+sharing one real `redis-server` (no persistence, a free loopback port); any process serves any
+request of any session."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from conftest import Gateway, stop_process
+from mcp_http import Session, read_sse_text, rpc, wait_live
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (make test)")
+
+
+class Redis:
+    """A real redis-server on a free loopback port, no persistence."""
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="mcpgw-redis-")
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        for _ in range(20):
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                port = probe.getsockname()[1]
+            if self.port:
+                port = self.port  # a restart keeps its address
+            proc = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                cwd=self.dir,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+                        conn.sendall(b"PING\r\n")
+                        if conn.recv(16).startswith(b"+PONG"):
+                            self.port, self.proc = port, proc
+                            return
+                except OSError:
+                    time.sleep(0.05)
+            stop_process(proc)
+        raise RuntimeError("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[Redis]:
+    server = Redis()
+    yield server
+    server.stop()
+    shutil.rmtree(server.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def trio(redis: Redis) -> Iterator[list[Gateway]]:
+    """Three gateway processes sharing the Redis."""
+    env = {"MCPGW_EDGE": "python", "MCPGW_REDIS_URL": redis.url}
+    gws = [Gateway(env) for _ in range(3)]
+    try:
+        yield [gw.wait_ready() for gw in gws]
+    finally:
+        for gw in gws:
+            gw.stop()
+
+
+def on(gw: Gateway, s: Session) -> Session:
+    """The same session, spoken to another process."""
+    other = object.__new__(Session)
+    other.url, other.http, other.id, other.revision = gw.url + "/mcp", s.http, s.id, s.revision
+    other.headers = dict(s.headers)
+    return other
+
+
+def answer(r: httpx.Response) -> dict:
+    assert r.status_code == 200, r.text
+    return read_sse_text(r.text)[-1].json() if r.headers["content-type"] == "text/event-stream" else r.json()
+
+
+def test_health_and_log_name_the_backend(trio: list[Gateway], redis: Redis) -> None:
+    procs = set()
+    for gw in trio:
+        state = httpx.get(gw.url + "/health").json()["state"]
+        assert state["backend"] == "redis" and state["url"] == redis.url and state["available"] is True
+        procs.add(state["process"])
+        assert f"state: redis {redis.url}" in gw.log()
+    assert len(procs) == 3
+
+
+def test_initialize_on_a_use_on_b_delete_on_c_then_404_everywhere(trio: list[Gateway]) -> None:
+    a, b, c = trio
+    s = Session(a.url)
+    tools = answer(on(b, s).post(rpc("tools/list", 1)))["result"]["tools"]
+    assert {t["name"] for t in tools} >= {"echo", "add", "sleep", "log"}
+    called = answer(on(b, s).post(rpc("tools/call", 2, name="add", arguments={"a": 2, "b": 3})))
+    assert called["result"]["content"][0]["text"] == "5"
+    assert answer(on(c, s).post(rpc("ping", 3)))["result"] == {}
+    assert on(c, s).delete().status_code == 204
+    for gw in trio:
+        r = on(gw, s).post(rpc("ping", 4))
+        assert r.status_code == 404, (gw.url, r.text)
+        assert r.json()["error"]["code"] == -32001
+    assert on(a, s).delete().status_code == 404
+
+
+def test_log_level_set_on_one_process_applies_on_another(trio: list[Gateway]) -> None:
+    a, b, _ = trio
+    s = Session(a.url)
+    assert "result" in answer(on(b, s).post(rpc("logging/setLevel", 1, level="error")))
+    text = answer(on(a, s).post(rpc("tools/call", 2, name="log", arguments={"message": "x", "level": "info"})))
+    assert "sent 0 log message(s)" in text["result"]["content"][0]["text"]
+    assert "client level error" in text["result"]["content"][0]["text"]
+
+
+def _sleep_on(gw: Gateway, s: Session, id_: int, seconds: float = 60) -> tuple[threading.Thread, list[httpx.Response]]:
+    answers: list[httpx.Response] = []
+    worker = threading.Thread(
+        target=lambda: answers.append(
+            on(gw, s).post(
+                rpc("tools/call", id_, name="sleep", arguments={"seconds": seconds}), accept="application/json"
+            )
+        )
+    )
+    worker.start()
+    assert wait_live(gw.url, requests=1)["requests"] == 1
+    return worker, answers
+
+
+def test_duplicate_request_id_refused_across_processes(trio: list[Gateway]) -> None:
+    a, b, _ = trio
+    s = Session(a.url)
+    worker, answers = _sleep_on(a, s, 7)
+    dup = answer(on(b, s).post(rpc("tools/call", 7, name="add", arguments={"a": 1, "b": 1})))
+    assert dup["error"]["code"] == -32600 and "already in use" in dup["error"]["message"]
+    # another id runs fine meanwhile, on either process
+    assert answer(on(b, s).post(rpc("ping", 8)))["result"] == {}
+    assert on(b, s).post(rpc("notifications/cancelled", None, requestId=7)).status_code == 202
+    worker.join(30)
+    assert not worker.is_alive()
+    # released: the id may be used again once its request is answered
+    assert answer(on(b, s).post(rpc("tools/call", 7, name="add", arguments={"a": 1, "b": 1})))["result"]
+
+
+def test_sleep_on_a_cancelled_by_a_notification_posted_to_b(trio: list[Gateway]) -> None:
+    a, b, _ = trio
+    s = Session(a.url)
+    worker, answers = _sleep_on(a, s, 21)
+    started = time.monotonic()
+    assert on(b, s).post(rpc("notifications/cancelled", None, requestId=21, reason="test")).status_code == 202
+    worker.join(30)
+    assert not worker.is_alive() and time.monotonic() - started < 30
+    assert answers[0].json()["error"]["code"] == -32800  # the JSON-only client's answer for a cancelled request
+    assert wait_live(a.url, requests=0)["requests"] == 0
+
+
+def test_2026_stateless_requests_on_any_process(trio: list[Gateway]) -> None:
+    from mcp_http import headers2026, rpc2026
+
+    for gw in trio:
+        r = httpx.post(
+            gw.url + "/mcp",
+            json=rpc2026("tools/call", 1, name="add", arguments={"a": 1, "b": 2}),
+            headers=headers2026("tools/call", "add"),
+        )
+        assert answer(r)["result"]["content"][0]["text"] == "3"
+
+
+def test_without_redis_the_default_is_memory() -> None:
+    gw = Gateway({"MCPGW_EDGE": "python"}).wait_ready()
+    try:
+        assert httpx.get(gw.url + "/health").json()["state"] == {"backend": "memory"}
+        assert "state: memory;" in gw.log()
+    finally:
+        gw.stop()
+
