@@ -1,0 +1,471 @@
+"""Scale-out through Redis (docs/scale-out.md): several real gateway processes sharing one real
+`redis-server` (scaleout_procs.py), any process serving any request of any session.
+
+- a session's journey spread over three processes: initialize on A, list and call on B, DELETE
+  on C, then 404 on every process;
+- the SDK client behind a round-robin proxy (every request to the next process) through a full
+  journey with progress, logging, sampling, elicitation and roots relayed from real upstreams;
+- a GET stream on A receives the list_changed a request on B caused;
+- a `sleep` running on A is cancelled by a notification posted to B;
+- an SSE stream read from A, A SIGKILLed mid-stream, resumed with Last-Event-ID on B: the
+  retained events, then the lost request's error, within the bound;
+- Redis stopped and restarted under load: clear errors meanwhile, full service after;
+- 2026-07-28 stateless requests across processes;
+- `mcpgw serve --workers 2`: refused without Redis; with it, a session spans both workers, a
+  killed worker is restarted, SIGTERM drains all.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import signal
+import threading
+import time
+
+import httpx
+import mcp_types as types
+import pytest
+from mcp.client.client import Client
+
+from conftest import Gateway
+from mcp_http import (
+    BASE,
+    Event,
+    Session,
+    headers2026,
+    read_sse,
+    rpc,
+    rpc2026,
+    sse_events,
+)
+from scaleout_procs import (
+    RedisServer,
+    RoundRobinProxy,
+    gateways,
+    kill,
+    log_of,
+    wait_workers,
+    workers_gateway,
+)
+from upstream_procs import FIXTURE, TOY, http_table, stdio_table, toy_http, wait_upstreams
+
+pytestmark = [
+    pytest.mark.timeout(240),
+    pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning"),
+]
+
+# A SIGKILLed process's running requests are answered within this (docs/scale-out.md); the
+# assertion adds slack for a loaded 2-core machine, the benchmark reports the measured figure.
+LOSS_BOUND_S = 5.0
+LOADED_MACHINE_SLACK_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def redis():
+    server = RedisServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def trio(redis, component_path):
+    """Three gateway processes on their own ports, one Redis."""
+    started = gateways(redis, 3)
+    yield started
+    for gw in started:
+        gw.stop()
+
+
+def on(session: Session, gw: Gateway) -> Session:
+    """The same MCP session, spoken to another process."""
+    moved = copy.copy(session)
+    moved.url = gw.url + "/mcp"
+    return moved
+
+
+def text_of(result) -> str:
+    return " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+def answer_of(response: httpx.Response) -> dict:
+    """The JSON-RPC answer of a POST, JSON or SSE."""
+    if response.headers["content-type"].startswith("text/event-stream"):
+        return [e.json() for e in read_sse(response) if e.data and "id" in e.json()][-1]
+    return response.json()
+
+
+# -- one session, three processes ---------------------------------------------------------------------
+
+
+def test_initialize_on_a_list_and_call_on_b_delete_on_c_then_404_everywhere(trio):
+    a, b, c = trio
+    s = Session(a.url)  # initialize and notifications/initialized on A
+    on_b = on(s, b)
+    listed = on_b.post(rpc("tools/list", 1))
+    assert listed.status_code == 200, log_of(trio)
+    assert {"echo", "add", "sleep", "log"} <= {t["name"] for t in answer_of(listed)["result"]["tools"]}
+    called = on_b.post(rpc("tools/call", 2, name="add", arguments={"a": 2, "b": 3}))
+    assert answer_of(called)["result"]["content"][0]["text"] == "5"
+    assert on(s, c).delete().status_code == 204
+    for gw in trio:
+        gone = on(s, gw).post(rpc("ping", 3))
+        assert gone.status_code == 404, (gw.url, gone.text)
+        assert gone.json()["error"]["code"] == -32001
+    for gw in trio:
+        assert httpx.get(gw.url + "/health").json()["state"]["backend"] == "redis"
+
+
+def test_a_request_id_running_on_one_process_is_refused_on_another(trio):
+    a, b, _ = trio
+    s = Session(a.url)
+    answers: list[httpx.Response] = []
+    running = threading.Thread(
+        target=lambda: answers.append(
+            s.post(rpc("tools/call", 7, name="sleep", arguments={"seconds": 3}), accept="application/json")
+        )
+    )
+    running.start()
+    try:
+        deadline = time.monotonic() + 30
+        while httpx.get(a.url + "/health").json()["live"]["requests"] < 1:
+            assert time.monotonic() < deadline, "the sleep never started on A"
+            time.sleep(0.05)
+        duplicate = on(s, b).post(rpc("tools/call", 7, name="add", arguments={"a": 1, "b": 1}))
+        assert duplicate.status_code in (200, 400, 409), duplicate.text
+        assert "error" in answer_of(duplicate) if duplicate.status_code == 200 else duplicate.json()["error"]
+    finally:
+        running.join(60)
+    assert answers and answer_of(answers[0])["result"]["content"][0]["text"].startswith("slept")
+    assert on(s, b).delete().status_code == 204
+
+
+# -- delivery across processes -----------------------------------------------------------------------
+
+
+def test_a_sleep_running_on_a_is_cancelled_by_a_notification_posted_to_b(trio):
+    a, b, _ = trio
+    s = Session(a.url)
+    msg = rpc("tools/call", 21, name="sleep", arguments={"seconds": 60, "ticks": 600}, _meta={"progressToken": 1})
+    started = time.monotonic()
+    with s.stream("POST", msg) as r:
+        events = sse_events(r.iter_lines())
+        first = next(e for e in events if isinstance(e, Event) and e.data)
+        assert first.json()["method"] == "notifications/progress"
+        note = on(s, b).post(rpc("notifications/cancelled", None, requestId=21, reason="test"))
+        assert note.status_code == 202
+        rest = [e for e in events if isinstance(e, Event) and e.data]
+    assert all("id" not in e.json() for e in rest)  # no response for a cancelled request, as on one process
+    assert time.monotonic() - started < 30, "the cancellation did not reach A"
+    assert on(s, b).post(rpc("ping", 22)).status_code == 200  # the session lives on
+    assert on(s, a).delete().status_code == 204
+
+
+@pytest.fixture(scope="module")
+def web():
+    upstream = toy_http("web")
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def federated(redis, web, component_path):
+    """Three processes with real upstreams: the toy server over Streamable HTTP and over stdio,
+    and the conformance fixture over stdio (each process starts its own stdio children)."""
+    started = gateways(
+        redis,
+        3,
+        [
+            http_table("web", web.url, prefix="w"),
+            stdio_table("toy", TOY, "stdio", "toy", call_timeout_s=10),
+            stdio_table("fixture", FIXTURE, "--transport", "stdio"),
+        ],
+    )
+    for gw in started:
+        wait_upstreams(gw.url)
+    yield started
+    for gw in started:
+        gw.stop()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core (issue 17) not there yet: a notification produced on B is not delivered to the GET stream on A",
+)
+def test_a_get_stream_on_a_receives_the_list_changed_a_request_on_b_caused(federated):
+    a, b, _ = federated
+    s = Session(a.url)
+    name = f"sprout{int(time.monotonic() * 1000)}"
+    arrived: list[dict] = []
+    with s.stream("GET") as get:
+        assert get.status_code == 200, log_of(federated)
+        grown = on(s, b).post(rpc("tools/call", 1, name="w__grow", arguments={"name": name}))
+        assert answer_of(grown)["result"]["content"][0]["text"] == f"added {name}"
+        deadline = time.monotonic() + 30
+        for event in sse_events(get.iter_lines()):
+            if isinstance(event, Event) and event.data:
+                arrived.append(event.json())
+                if event.json().get("method") == "notifications/tools/list_changed":
+                    break
+            assert time.monotonic() < deadline, arrived
+    assert arrived[-1]["method"] == "notifications/tools/list_changed"
+    tools = {t["name"] for t in answer_of(on(s, b).post(rpc("tools/list", 2)))["result"]["tools"]}
+    assert f"w__{name}" in tools
+    assert on(s, a).delete().status_code == 204
+
+
+async def test_the_sdk_client_round_robin_over_three_processes_through_a_full_journey(federated):
+    progress: list[float] = []
+    logs: list[object] = []
+
+    async def on_progress(value, total, message):
+        progress.append(value)
+
+    async def on_log(params):
+        logs.append(params.data)
+
+    async def sampling(ctx, params):
+        return types.CreateMessageResult(
+            role="assistant", model="test-model", content=types.TextContent(type="text", text="four")
+        )
+
+    async def elicitation(ctx, params):
+        return types.ElicitResult(action="accept", content={"username": "ada", "email": "ada@example.com"})
+
+    async def roots(ctx):
+        return types.ListRootsResult(roots=[types.Root(uri="file:///work", name="work")])
+
+    with RoundRobinProxy([gw.url for gw in federated]) as proxy:
+        async with Client(
+            proxy.url + "/mcp",
+            mode="legacy",
+            logging_callback=on_log,
+            sampling_callback=sampling,
+            elicitation_callback=elicitation,
+            list_roots_callback=roots,
+        ) as client:
+            tools = {t.name for t in (await client.list_tools()).tools}
+            assert {"echo", "sleep", "w__whoami", "toy__slow", "fixture__test_sampling"} <= tools
+            assert text_of(await client.call_tool("add", {"a": 2, "b": 3})) == "5"
+            result = await client.call_tool("toy__slow", {"seconds": 0.3}, progress_callback=on_progress)
+            assert text_of(result) == "slept 0.3" and progress == [1, 2, 3]
+            result = await client.call_tool("w__slow", {"seconds": 0.3}, progress_callback=on_progress)
+            assert text_of(result) == "slept 0.3"
+            result = await client.call_tool("fixture__test_tool_with_logging", {})
+            assert not result.is_error and len(logs) == 3
+            result = await client.call_tool("fixture__test_sampling", {"prompt": "2+2?"})
+            assert text_of(result) == "LLM response: four"
+            result = await client.call_tool("fixture__test_elicitation", {"message": "who are you?"})
+            assert "action=accept" in text_of(result) and "ada@example.com" in text_of(result)
+            assert text_of(await client.call_tool("toy__roots", {})) == "file:///work"
+            assert text_of(await client.call_tool("w__roots", {})) == "file:///work"
+            for _ in range(3):  # the same upstream session whatever process relays
+                assert text_of(await client.call_tool("w__add", {"a": 1, "b": 2})) == "3"
+        used = {index for _, index in proxy.served}
+    assert used == {0, 1, 2}, proxy.served  # every process served part of the journey
+    assert len(proxy.served) >= 10
+
+
+# -- a process dies ------------------------------------------------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core (issue 17) not there yet: events are kept in the process's memory, not Redis (B answers 400)",
+)
+def test_a_stream_read_from_a_killed_process_resumes_on_another_with_the_loss_named(redis, component_path):
+    a, b = gateways(redis, 2)
+    try:
+        s = Session(a.url)
+        slow = rpc("tools/call", 11, name="sleep", arguments={"seconds": 60, "ticks": 600}, _meta={"progressToken": 7})
+        seen: list[Event] = []
+        with s.stream("POST", slow) as r:
+            for event in sse_events(r.iter_lines()):
+                if isinstance(event, Event) and event.data:
+                    seen.append(event)
+                    if len(seen) == 3:
+                        break  # leave mid-stream
+        assert [e.json()["params"]["progress"] for e in seen] == [1, 2, 3]
+        kill(a)
+        killed_at = time.monotonic()
+        replay: list[dict] = []
+        with on(s, b).stream("GET", **{"last-event-id": seen[0].id}) as r:
+            assert r.status_code == 200, r.read()
+            for event in sse_events(r.iter_lines()):
+                if isinstance(event, Event) and event.data:
+                    replay.append(event.json())
+                    if "id" in event.json():
+                        break
+        elapsed = time.monotonic() - killed_at
+        progress = [m["params"]["progress"] for m in replay if m.get("method") == "notifications/progress"]
+        assert progress[:2] == [2, 3], replay  # the retained events after Last-Event-ID, in order
+        lost = replay[-1]
+        assert lost["id"] == 11 and lost["error"]["code"] < 0 and lost["error"]["message"], lost
+        assert elapsed < LOSS_BOUND_S + LOADED_MACHINE_SLACK_S, f"the loss took {elapsed:.1f} s to be answered"
+        assert on(s, b).post(rpc("ping", 12)).status_code == 200  # the session continues on B
+        assert on(s, b).delete().status_code == 204
+    finally:
+        for gw in (a, b):
+            gw.stop()
+
+
+# -- Redis goes away -------------------------------------------------------------------------------------
+
+
+def test_redis_stopped_and_restarted_under_load(redis, component_path):
+    a, b = gateways(redis, 2)
+    outcomes: dict[str, int] = {}
+    unclear: list[str] = []
+    stop = threading.Event()
+
+    def load(gw_pair: tuple[Gateway, Gateway]) -> None:
+        with httpx.Client(timeout=15) as http:
+            while not stop.is_set():
+                try:
+                    init = http.post(
+                        gw_pair[0].url + "/mcp",
+                        headers=BASE,
+                        json=rpc(
+                            "initialize",
+                            0,
+                            protocolVersion="2025-11-25",
+                            capabilities={},
+                            clientInfo={"name": "load", "version": "0"},
+                        ),
+                    )
+                except httpx.TimeoutException:
+                    unclear.append("initialize hung past 15 s")
+                    continue
+                if init.status_code != 200:
+                    kind = f"initialize {init.status_code}"
+                    if init.status_code != 503 or "retry-after" not in init.headers or "error" not in init.json():
+                        unclear.append(f"{kind}: {init.headers} {init.text[:200]}")
+                    outcomes[kind] = outcomes.get(kind, 0) + 1
+                    time.sleep(0.05)
+                    continue
+                sid = init.headers["mcp-session-id"]
+                headers = {**BASE, "mcp-session-id": sid, "mcp-protocol-version": "2025-11-25"}
+                try:
+                    call = http.post(
+                        gw_pair[1].url + "/mcp",
+                        headers=headers,
+                        json=rpc("tools/call", 1, name="add", arguments={"a": 1, "b": 1}),
+                    )
+                except httpx.TimeoutException:
+                    unclear.append("tools/call hung past 15 s")
+                    continue
+                ok = call.status_code == 200 and "result" in answer_of(call)
+                kind = "call ok" if ok else f"call {call.status_code}"
+                if not ok and (call.status_code not in (404, 503) or "error" not in call.json()):
+                    unclear.append(f"{kind}: {call.text[:200]}")
+                outcomes[kind] = outcomes.get(kind, 0) + 1
+
+    threads = [threading.Thread(target=load, args=(pair,)) for pair in ((a, b), (b, a))]
+    try:
+        for t in threads:
+            t.start()
+        _wait(lambda: outcomes.get("call ok", 0) >= 20, "no load went through before the outage")
+        redis.stop()
+        before = dict(outcomes)
+        _wait(lambda: outcomes.get("initialize 503", 0) >= 5, f"no 503 during the outage: {outcomes}")
+        for gw in (a, b):
+            health = httpx.get(gw.url + "/health", timeout=15)
+            assert health.status_code == 200 and health.json()["state"]["available"] is False, health.text
+        redis.start()
+        ok_after = outcomes.get("call ok", 0)
+        _wait(lambda: outcomes.get("call ok", 0) >= ok_after + 20, f"service did not resume: {outcomes}")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    try:
+        assert unclear == [], unclear[:5]
+        assert before.get("call ok", 0) >= 20
+        for gw in (a, b):
+            assert gw.proc.poll() is None, gw.log()
+            assert httpx.get(gw.url + "/health").json()["state"]["available"] is True
+        s = Session(a.url)  # full service: a new session across both processes
+        assert answer_of(on(s, b).post(rpc("tools/call", 1, name="echo", arguments={"text": "back"})))["result"]
+        assert on(s, a).delete().status_code == 204
+    finally:
+        for gw in (a, b):
+            gw.stop()
+
+
+def _wait(condition, message: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)
+
+
+# -- 2026-07-28: stateless -----------------------------------------------------------------------------
+
+
+async def test_2026_stateless_requests_across_processes(trio):
+    for gw in trio:
+        async with httpx.AsyncClient() as http:
+            call = await http.post(
+                gw.url + "/mcp",
+                json=rpc2026("tools/call", name="add", arguments={"a": 20, "b": 22}),
+                headers=headers2026("tools/call", "add"),
+            )
+        assert call.status_code == 200 and call.json()["result"]["content"][0]["text"] == "42"
+    with RoundRobinProxy([gw.url for gw in trio]) as proxy:
+        async with Client(proxy.url + "/mcp") as client:  # 2026-07-28: no session
+            for _ in range(3):
+                assert {"echo", "add"} <= {t.name for t in (await client.list_tools()).tools}
+                assert text_of(await client.call_tool("add", {"a": 2, "b": 3})) == "5"
+        assert {index for _, index in proxy.served} == {0, 1, 2}
+
+
+# -- mcpgw serve --workers N --------------------------------------------------------------------------
+
+
+def test_workers_above_one_without_redis_refuse_to_start(component_path):
+    gw = workers_gateway(None, 2)
+    try:
+        assert gw.proc.wait(60) == 2
+        assert "refusing --workers 2 without MCPGW_REDIS_URL" in gw.log()
+    finally:
+        gw.stop()
+
+
+def test_workers_2_share_sessions_restart_a_killed_worker_and_drain_on_sigterm(redis, component_path):
+    gw = wait_workers(workers_gateway(redis, 2))
+    clients: dict[int, httpx.Client] = {}
+    try:
+        # One kept-alive connection to each worker (the kernel picks a worker per connection).
+        for _ in range(200):
+            http = httpx.Client(timeout=30)
+            process = http.get(gw.url + "/health").json()["process"]
+            assert process["workers"] == 2
+            if process["pid"] in clients:
+                http.close()
+            else:
+                clients[process["pid"]] = http
+            if len(clients) == 2:
+                break
+        assert len(clients) == 2, "200 connections all reached one worker"
+        (pid1, first), (pid2, second) = clients.items()
+        s = Session(gw.url, http=first)  # initialized on one worker
+        on_second = copy.copy(s)
+        on_second.http = second
+        assert second.get(gw.url + "/health").json()["process"]["pid"] == pid2  # still that connection
+        assert answer_of(on_second.post(rpc("tools/call", 1, name="add", arguments={"a": 1, "b": 2})))["result"]
+        # SIGKILL the first worker: the supervisor starts it again; the session lives on.
+        os.kill(pid1, signal.SIGKILL)
+        _wait(lambda: len(re.findall(r"worker \d/2 \(pid \d+\) serving", gw.log())) >= 3, f"no restart:\n{gw.log()}")
+        assert "exited with signal SIGKILL: starting it again" in gw.log()
+        assert answer_of(on_second.post(rpc("ping", 2)))["result"] == {}
+        assert on_second.delete().status_code == 204
+    finally:
+        for http in clients.values():
+            http.close()
+    gw.proc.terminate()
+    assert gw.proc.wait(60) == 0, gw.log()
+    log = gw.log()
+    assert "SIGTERM: draining 2 workers" in log and "all workers stopped" in log
+    assert log.count("Finished server process") >= 2
+    gw.stop()
