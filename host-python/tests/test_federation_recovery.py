@@ -94,6 +94,28 @@ async def test_a_restarted_http_upstream_serves_the_next_call_with_the_session_s
         gw.stop()
 
 
+async def test_a_restarted_upstream_that_answers_400_for_the_old_session_counts_as_a_lost_session(component_path):
+    # Some servers (the TypeScript SDK's) answer 400 "No valid session ID provided", not 404.
+    web = toy_http("web", TOY_LOST_SESSION_400="1")
+    gw = federated_gateway("python", [http_table("web", web.url, health_interval_s=300, restart_backoff_s=0.2)])
+    try:
+        async with Client(gw.url + "/servers/web/mcp", mode="legacy") as client:
+            await client.session.set_logging_level("warning")
+            await client.session.subscribe_resource("toy://note")
+            first = text_of(await client.call_tool("whoami", {}))
+            web.restart()
+            with anyio.fail_after(30):  # the call refused with 400 is sent again on a new link
+                again = text_of(await client.call_tool("whoami", {}))
+            assert again.startswith("web pid=") and again != first
+            after = json.loads(text_of(await client.call_tool("state", {})))
+            assert after == {"level": "warning", "subscribed": ["toy://note"]}  # re-applied on the new link
+        r = stateless_call(gw.url, "web__whoami")  # the catalog connection re-initialized too
+        assert r.status_code == 200 and r.json()["result"]["content"][0]["text"] == again
+    finally:
+        gw.stop()
+        web.stop()
+
+
 async def test_a_stateless_call_after_a_restart_is_answered_not_refused(web):
     gw = federated_gateway("python", [http_table("web", web.url, health_interval_s=300, restart_backoff_s=0.2)])
     try:

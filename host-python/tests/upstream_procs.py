@@ -23,8 +23,8 @@ _BOUND = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 class HttpUpstream:
     """An upstream serving Streamable HTTP on a port it picked itself (port 0, read from its log)."""
 
-    def __init__(self, argv: list[str], path: str = "/mcp"):
-        self.argv, self.path = argv, path
+    def __init__(self, argv: list[str], path: str = "/mcp", env: dict[str, str] | None = None):
+        self.argv, self.path, self.env = argv, path, {**os.environ, **(env or {})}
         self._start(argv)
 
     def _start(self, argv: list[str]) -> None:
@@ -32,7 +32,7 @@ class HttpUpstream:
         os.close(fd)
         self.log_path = Path(name)
         self._log = open(self.log_path, "w+b")  # noqa: SIM115 - held open for the process's lifetime, closed in stop()
-        self.proc = subprocess.Popen([sys.executable, *argv], stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([sys.executable, *argv], stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + 60
         while True:
             bound = _BOUND.search(self.log_path.read_text(errors="replace"))
@@ -67,8 +67,8 @@ class HttpUpstream:
         self.log_path.unlink(missing_ok=True)
 
 
-def toy_http(name: str) -> HttpUpstream:
-    return HttpUpstream([str(TOY), "http", name, "0"])
+def toy_http(name: str, **env: str) -> HttpUpstream:
+    return HttpUpstream([str(TOY), "http", name, "0"], env=env)
 
 
 def toy_sse(name: str) -> HttpUpstream:

@@ -7,8 +7,8 @@ the client byte for byte, not re-validated into whatever shape the SDK knows.
 
 A link lives in its own task (the SDK's transports are context managers); it
 ends when the upstream goes away (EOF, process exit, a refused HTTP connection),
-when the upstream no longer knows its session (HTTP 404 to a request carrying the
-session id: the upstream restarted or expired it), or when it is closed.
+when the upstream no longer knows its session (HTTP 404, or 400 naming the session, to a
+request carrying the session id: the upstream restarted or expired it), or when it is closed.
 
 Errors say whose fault they are: what the SDK's transport synthesises (a stream that
 ended without a response, a refused connection) is reported in the gateway's words
@@ -132,11 +132,50 @@ class _Watchful(httpx2.AsyncBaseTransport):
         if response.status_code == 404 and request.headers.get(SESSION_HEADER):
             self.link.refused |= _request_ids(request)
             self.link.lose("lost its session (HTTP 404: the upstream restarted or ended it)", session=True)
+        elif response.status_code == 400 and request.headers.get(SESSION_HEADER):
+            # Some servers (the TypeScript SDK's) refuse a session id they do not know with 400
+            # "No valid session ID provided", not 404: the same loss when the answer says so.
+            head = await _head(response)
+            if b"session" in head.lower():
+                self.link.refused |= _request_ids(request)
+                self.link.lose("lost its session (HTTP 400 naming the session: the upstream restarted)", session=True)
         kind = response.headers.get("content-type", "").partition(";")[0].strip().lower()
         if request.method == "POST" and kind == "application/json":
             # A JSON answer is read whole by the SDK: bounded here as SSE events are by the SDK.
             response.stream = _Capped(response.stream, self.link, _request_ids(request))
         return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+REFUSAL_HEAD_BYTES = 64 * 1024  # of a 400 answer, read to see whether it is about the session
+
+
+async def _head(response: httpx2.Response) -> bytes:
+    """The first bytes of a response's body; the body still reads whole afterwards."""
+    stream = response.stream
+    if not isinstance(stream, httpx2.AsyncByteStream):
+        return b""
+    chunks = aiter(stream)
+    head = b""
+    async for chunk in chunks:
+        head += chunk
+        if len(head) >= REFUSAL_HEAD_BYTES:
+            break
+    response.stream = _Replayed(head, chunks, stream)
+    return head[:REFUSAL_HEAD_BYTES]
+
+
+class _Replayed(httpx2.AsyncByteStream):
+    def __init__(self, head: bytes, rest: AsyncIterator[bytes], inner: Any) -> None:
+        self.head, self.rest, self.inner = head, rest, inner
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self.head:
+            yield self.head
+        async for chunk in self.rest:
+            yield chunk
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -236,6 +236,28 @@ if __name__ == "__main__":
         import uvicorn
 
         app = server.sse_app(host="127.0.0.1") if sys.argv[1] == "sse" else server.streamable_http_app(host="127.0.0.1")
+        if os.environ.get("TOY_LOST_SESSION_400"):
+            # As some servers do (the TypeScript SDK's): a request with a session id this process
+            # does not know gets 400 "No valid session ID", not the spec's 404.
+            plain = app
+
+            async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+                refused = False
+
+                async def relay(message):  # type: ignore[no-untyped-def]
+                    nonlocal refused
+                    if message["type"] == "http.response.start" and message["status"] == 404:
+                        refused = True
+                        error = {"code": -32000, "message": "Bad Request: No valid session ID provided"}
+                        body = json.dumps({"jsonrpc": "2.0", "error": error, "id": None}).encode()
+                        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+                        await send({"type": "http.response.start", "status": 400, "headers": headers})
+                        await send({"type": "http.response.body", "body": body})
+                    elif not refused:
+                        await send(message)
+
+                await plain(scope, receive, relay if scope["type"] == "http" else send)
+
         record = os.environ.get("TOY_RECORD_HEADERS")
         if record:
             # Tests of what the gateway sends upstream: every request's header names and values,
