@@ -25,6 +25,7 @@ WRONG_WASM := $(VARIANTS_DIR)/transport_core_wrong.wasm
 help:
 	@echo "make serve       set up and start the gateway on 127.0.0.1:4444 (MCPGW_* variables apply)"
 	@echo "make test        set up and run every test (Rust, Python, browser)"
+	@echo "make dist        the wheel and sdist into dist/ (pip install dist/mcpgw-*.whl && mcpgw serve)"
 	@echo "make bench       every benchmark side by side; report in bench/results/"
 	@echo "make bench-edge  per-request edge cost from Python, both backends"
 	@echo "make load-test   headless Locust against a gateway (LOAD_EDGE=wasm|python), bounded"
@@ -40,7 +41,7 @@ $(BUILD)/rust-target.stamp:
 $(BUILD)/venv.stamp: host-python/pyproject.toml
 	@mkdir -p $(BUILD)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e 'host-python[test,lint]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e 'host-python[test,lint,dist]'
 	@touch $@
 
 setup: $(BUILD)/rust-target.stamp $(BUILD)/venv.stamp
@@ -105,6 +106,20 @@ plugins: $(PLUGIN_DIST)
 test-plugins: plugins
 	cargo test --locked $(PLUGIN_CRATES:%=-p %)
 
+# --- packaging -----------------------------------------------------------------
+# `make dist`: the sdist and, built from it, the wheel (component, vectors and console inside; the
+# example plugins are not: they are built by `make plugins` and named by path in the config).
+# pypa/build (the `dist` extra) in an isolated environment with the backend pyproject.toml names.
+DIST_SRC := $(shell find host-python/mcpgw -type f -not -path '*/__pycache__/*') host-python/pyproject.toml
+$(BUILD)/dist.stamp: $(WASM_PKG) $(BUILD)/vectors.stamp $(BUILD)/venv.stamp $(DIST_SRC)
+	rm -rf dist
+	$(PY) -m build --outdir dist host-python >/dev/null
+	@ls -l dist
+	@touch $@
+
+.PHONY: dist
+dist: setup $(BUILD)/dist.stamp
+
 # --- run -------------------------------------------------------------------
 serve: build plugins
 	$(VENV)/bin/mcpgw serve
@@ -163,7 +178,7 @@ lint-python: $(BUILD)/venv.stamp
 	cd host-python && ../$(VENV)/bin/ruff format --check . ../bench ../tests/load ../tests/e2e ../guest/fuzz
 	cd host-python && ../$(VENV)/bin/mypy
 
-test-python: lint-python build variants plugins $(BUILD)/chromium.stamp conformance-suite oauth-server $(BUILD)/redis.stamp
+test-python: lint-python build variants plugins dist $(BUILD)/chromium.stamp conformance-suite oauth-server $(BUILD)/redis.stamp
 	cd host-python && MCPGW_TEST_VARIANTS=$(abspath $(VARIANTS_DIR)) ../$(PY) -m pytest -q
 
 # Raw-TCP scenarios (tests/scenarios/) replayed against the gateway in wasm and python mode,
@@ -228,4 +243,4 @@ fuzz: build fuzz-native
 	PROPTEST_CASES=20000 cargo test --locked -p transport-core --test properties
 
 clean:
-	rm -rf $(BUILD) target $(PKG_EDGE)/wasm/*.wasm $(PKG_EDGE)/vectors
+	rm -rf $(BUILD) target $(PKG_EDGE)/wasm/*.wasm $(PKG_EDGE)/vectors dist
