@@ -92,6 +92,7 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
     if "jwt RS256" in auth_rows and "auth off" in auth_rows:
         ratio = paired_ratio(auth_rows["jwt RS256"], auth_rows["auth off"])
         out.append(("tools/list with JWT auth (RS256) / auth off, c=16", _fmt(ratio, 2), ">= 0.9x", _met(ratio, 0.9)))
+    out += _scaleout_bars(record.get("scaleout") or {})
     swap = record.get("hot_swap")
     if swap:
         out.append(
@@ -342,6 +343,65 @@ def write(record: dict, out: Path, stamp: str) -> Path:
             for r in record["federation"]
         ]
         md.append("")
+    md += _scaleout_section(record.get("scaleout") or {})
     path = out / f"{stamp}.md"
     path.write_text("\n".join(md))
     return path
+
+
+def _scaleout_bars(scale: dict) -> list[tuple[str, str, str, bool | None]]:
+    """Scale-out through Redis: one process with Redis against one in memory, two with Redis
+    against one with Redis (same state backend: what the second process buys)."""
+    out: list[tuple[str, str, str, bool | None]] = []
+    rows = scale.get("rows", [])
+    conns = scale.get("connections", 16)
+    for workload in ("tools/list", "tools/call echo"):
+        memory = _cell(rows, workload, conns, "memory, 1 process")
+        one = _cell(rows, workload, conns, "redis, 1 process")
+        two = _cell(rows, workload, conns, "redis, 2 processes")
+        if memory and one:
+            ratio = paired_ratio(one, memory)
+            name = f"{workload}, 1 process with Redis / in memory, c={conns}"
+            out.append((name, _fmt(ratio, 2), ">= 0.8x", _met(ratio, 0.8)))
+        if one and two:
+            ratio = paired_ratio(two, one)
+            name = f"{workload}, 2 processes / 1, both with Redis, c={conns} ({scale.get('cpus')} cores, shared)"
+            out.append((name, _fmt(ratio, 2), ">= 1.3x", _met(ratio, 1.3)))
+    resume = scale.get("resume")
+    if resume:
+        worst = resume.get("max_s")
+        trials = f"{len(resume['latencies_s'])}/{resume['trials']} trials"
+        name = f"resume on another process after a SIGKILL: the lost request answered ({trials})"
+        met = worst is not None and not resume["failures"] and worst <= resume["bound_s"]
+        out.append((name, "failed" if worst is None else f"max {worst:.2f} s", f"<= {resume['bound_s']:g} s", met))
+    return out
+
+
+def _scaleout_section(scale: dict) -> list[str]:
+    if not scale:
+        return []
+    md = [
+        "## Scale-out through Redis",
+        "",
+        f"One session, {scale.get('connections')} connections (wrk, one thread); {scale.get('core_split')}.",
+        "",
+        "| workload | target | req/s | p50 ms | x of 1 process in memory (paired) | errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = scale.get("rows", [])
+    for r in rows:
+        memory = _cell(rows, r["workload"], r["connections"], "memory, 1 process")
+        ratio = paired_ratio(r, memory) if memory else None
+        md.append(
+            f"| {r['workload']} | {r['target']} | {_num(r['rps'], '.0f')} | {_num(r['p50_ms'], '.2f')} | "
+            f"{_fmt(ratio, 2)} | {r['errors']} |"
+        )
+    if scale.get("rows_failed"):
+        md += ["", f"Throughput failed: {scale['rows_failed']}"]
+    resume = scale.get("resume") or {}
+    if resume:
+        figures = ", ".join(f"{s:.2f}" for s in resume["latencies_s"]) or "none"
+        md += ["", f"Resume after a SIGKILL (seconds until the lost request's error on another process): {figures}."]
+        md += [f"- failed trial: {f}" for f in resume["failures"]]
+    md.append("")
+    return md

@@ -3,7 +3,8 @@ and PNG plots under bench/results/. Figures are ratios measured in the same run:
 are shared and noisy, so only side-by-side numbers mean anything.
 
 Environment: BENCH_DURATION_S (per wrk run, default 2), BENCH_REPS (default 5),
-BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,store,swap,federation,plugins,auth).
+BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,store,swap,federation,plugins,auth,
+scaleout).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import hot_swap  # noqa: E402 - imported once bench/ is on sys.path
 import memory  # noqa: E402 - imported once bench/ is on sys.path
 import plugins  # noqa: E402 - imported once bench/ is on sys.path
 import report  # noqa: E402 - imported once bench/ is on sys.path
+import scaleout  # noqa: E402 - imported once bench/ is on sys.path
 
 
 def main() -> None:
@@ -86,6 +88,11 @@ def main() -> None:
     )
     section(
         "auth", "authentication on the request path", lambda: record.__setitem__("auth", auth.measure(duration, reps))
+    )
+    section(
+        "scaleout",
+        "scale-out through Redis (one process in memory, one and two with Redis)",
+        lambda: record.__setitem__("scaleout", scaleout.measure(duration, reps)),
     )
     md = report.write(record, out, stamp)
     print(f"\nwrote bench/results/{stamp}.json and {md.relative_to(HERE.parent)}")
