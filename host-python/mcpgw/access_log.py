@@ -1,48 +1,40 @@
-"""One log line per HTTP request (MCPGW_ACCESS_LOG, off by default: a line per request costs
-throughput): method, path, status, duration and the caller's subject when authentication knows
-it, never a token. Client-controlled text is escaped (logsafe.escape)."""
+"""One log line per HTTP request and WebSocket handshake (MCPGW_ACCESS_LOG, off by default: a line
+per request costs throughput), written by the observer (observability/observer.py), so the edge's
+own answers (preflights, 403/421/431) have one too: client, method, path (never the query),
+status, duration, route, the caller's subject when authentication knows it (never a token) and
+the request id. Client-controlled text is escaped (logsafe.escape). In JSON (MCPGW_LOG_FORMAT=json)
+the same values are fields of the line."""
 
 from __future__ import annotations
 
 import logging
-import time
-from typing import Any
 
-from .asgi import ASGIApp, Receive, Scope, Send
+from .asgi import Scope
 from .logsafe import escape
-from .state.principal import SCOPE_KEY as PRINCIPAL_KEY
 
 log = logging.getLogger("mcpgw.access")
 
 
-class AccessLog:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 0
-
-        async def sending(message: dict[str, Any]) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            principal = scope.get(PRINCIPAL_KEY)  # set by the Router's auth gate on this same scope
-            client = scope.get("client")
-            log.info(
-                "%s %s %s %d %.1fms subject=%s",
-                escape(client[0] if client else "-", 64),
-                escape(scope.get("method", ""), 16),
-                escape(scope.get("path", ""), 200),
-                status,
-                (time.perf_counter() - start) * 1000,
-                escape(principal.subject, 120) if principal is not None else "-",
-            )
+def write(rid: str, scope: Scope, route: str, status: int, seconds: float, subject: str | None) -> None:
+    client = scope.get("client")
+    fields = {
+        "client": escape(client[0] if client else "-", 64),
+        "method": escape(scope.get("method", "GET"), 16),
+        "path": escape(scope.get("path", ""), 200),
+        "status": status,
+        "duration_ms": round(seconds * 1000, 1),
+        "route": route,
+        "principal": escape(subject, 120) if subject is not None else None,
+    }
+    log.info(
+        "%s %s %s %d %.1fms subject=%s route=%s request_id=%s",
+        fields["client"],
+        fields["method"],
+        fields["path"],
+        status,
+        seconds * 1000,
+        fields["principal"] or "-",
+        route,
+        rid,
+        extra={"request": fields},
+    )

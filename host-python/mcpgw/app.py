@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 from . import __version__, workers
-from .access_log import AccessLog
 from .asgi import ASGIApp, Receive, Scope, Send, send_json
 from .auth.access import Access
 from .auth.errors import AuthFailure, Forbidden
@@ -31,6 +30,7 @@ from .edge.middleware import SCOPE_KEY, EdgeMiddleware
 from .federation.config import load_policy
 from .gateway import Gateway, build_gateway
 from .http_server import HttpLimits, parse_networks
+from .observability.observer import RequestObserver, RouteNote
 from .server import jsonrpc
 from .server.engine import SessionEngine
 from .settings import Settings
@@ -45,6 +45,7 @@ from .transports.websocket import WebSocketEndpoint
 if TYPE_CHECKING:
     from .console.traffic import Traffic
     from .edge.registry import EdgeRegistry
+    from .observability.metrics import Metrics, MetricsEndpoint
     from .plugins.registry import PluginRegistry
 
 log = logging.getLogger("mcpgw")
@@ -198,6 +199,7 @@ class Router:
         t = app.transports
         self.http: dict[str, ASGIApp] = {"mcp": t.mcp, "sse": t.sse, "message": t.sse}
         self.admin_prefix = app.settings.path_prefix + "/admin/"
+        self.metrics_path = app.settings.path_prefix + "/metrics"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -232,6 +234,8 @@ class Router:
                     jsonrpc.error_response(None, jsonrpc.INVALID_REQUEST, "Method not allowed"),
                     [(b"allow", b"GET")],
                 )
+        elif self.app.metrics_endpoint is not None and scope["path"] == self.metrics_path:
+            await self.app.metrics_endpoint(scope, receive, send)
         elif self.app.admin is not None and scope["path"].startswith(self.admin_prefix):
             await self.app.admin(scope, receive, send)
         elif gate is not None and ctx["method"] in ("GET", "HEAD") and (found := gate.resources.lookup(scope["path"])):
@@ -285,9 +289,14 @@ class App:
             max_connections_per_client=settings.max_connections_per_client,
             trusted_proxies=parse_networks(settings.trusted_proxies),
         )
+        # Prometheus /metrics (observability/metrics.py; MCPGW_METRICS=off: none, nothing counted).
+        self.metrics: Metrics | None = None
+        self.metrics_endpoint: MetricsEndpoint | None = None
+        if settings.metrics != "off":
+            self.install_metrics()
         router = Router(self)
         self.middleware = EdgeMiddleware(
-            AccessLog(router) if settings.access_log else router,
+            RouteNote(router, settings.path_prefix),
             self.edge,
             max_head_bytes=settings.max_head_bytes,
             tag_responses=settings.edge_tag_responses,
@@ -301,10 +310,24 @@ class App:
 
             self.traffic = Traffic(self.middleware)
             self.asgi = self.traffic
+        if self.metrics is not None:
+            self.middleware.cache.on_crossing = self.metrics.observe_crossing
+        # Outermost: request ids, the request counters and the access log (observability/observer.py).
+        self.asgi = RequestObserver(self.asgi, self.edge, self.metrics, settings.access_log)
 
     @property
     def engine(self) -> SessionEngine:
         return self.gateway.engine
+
+    def install_metrics(self) -> None:
+        from .observability.metrics import Metrics, MetricsEndpoint
+
+        self.metrics = Metrics(self)
+        self.metrics_endpoint = MetricsEndpoint(
+            self.metrics, self.settings.metrics, self.settings.admin_token, admin_scope_check(self.settings, self.gate)
+        )
+        self.gateway.engine.observe = self.metrics.observe_mcp
+        self.gateway.federation.observe = self.metrics.observe_upstream
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.asgi(scope, receive, send)
@@ -378,6 +401,9 @@ class App:
                     if self.authenticator is not None:
                         await self.authenticator.start()  # a JWKS outage is logged, never fatal
                     self.gateway.federation.start()
+                    if self.metrics is not None:
+                        await self.metrics.start()
+                    log.info("metrics: %s", self.metrics.describe() if self.metrics else "off (MCPGW_METRICS=off)")
                     if self.admin is not None:
                         log.info("admin API on %s", self.settings.path_prefix + "/admin/edge/")
                         log.info("operator console on %s", self.settings.path_prefix + "/admin/")
@@ -393,6 +419,8 @@ class App:
                 await self.gateway.federation.stop()
                 if self.authenticator is not None:
                     await self.authenticator.stop()
+                if self.metrics is not None:
+                    await self.metrics.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -7,7 +7,7 @@ import logging
 import sys
 from dataclasses import fields
 
-from . import logsafe
+from .observability import logs as observability_logs
 from .settings import HELP, Settings
 
 
@@ -253,12 +253,7 @@ def serve_forever(settings: Settings, argv: list[str] | None = None) -> int:
     from .http_server import protocol_class
     from .serving import GatewayServer
 
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logsafe.install()
+    observability_logs.configure(settings.log_level, settings.log_format)  # format, secret filters
     refusal = refuse_unauthenticated(settings)
     if refusal is not None:
         logging.getLogger("mcpgw").error("%s", refusal)
@@ -300,8 +295,8 @@ def serve_forever(settings: Settings, argv: list[str] | None = None) -> int:
         "mcpgw listening on http://%s:%d/mcp (edge: %s)%s",
         settings.host,
         slot.port if slot is not None else settings.port,
-        f"; worker {slot.index}/{slot.count}, pid {workers.identity()['pid']}" if slot is not None else "",
         app.edge.status.active,
+        f"; worker {slot.index}/{slot.count}, pid {workers.identity()['pid']}" if slot is not None else "",
     )
     logging.getLogger("mcpgw").info(
         "http limits: %s, keep-alive %g s", app.limits.describe(), settings.keepalive_timeout_s
@@ -314,6 +309,8 @@ def serve_forever(settings: Settings, argv: list[str] | None = None) -> int:
         http=protocol_class(app.limits),  # uvicorn's httptools protocol with our limits (http_server.py)
         timeout_keep_alive=settings.keepalive_timeout_s,  # type: ignore[arg-type]  # uvicorn annotates int; call_later takes a float
         log_level=settings.log_level,
+        # uvicorn's loggers propagate to our handler: one format, and the secret filters see them.
+        log_config=None,
         access_log=False,
         # X-Forwarded-* are not trusted by default (uvicorn would trust them from loopback);
         # the edge's Host and Origin checks read what the client actually sent.
@@ -340,10 +337,7 @@ def serve_stdio(settings: Settings) -> int:
     from .gateway import build_gateway
     from .transports import stdio
 
-    logging.basicConfig(
-        level=settings.log_level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    logsafe.install()
+    observability_logs.configure(settings.log_level, settings.log_format)  # stderr: stdout is the MCP stream
     from .auth.access import Access
     from .auth.setup import stdio_principal
     from .federation.config import load_policy

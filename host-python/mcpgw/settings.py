@@ -62,6 +62,9 @@ class Settings:
     max_sessions: int = 10_000
     log_level: str = "info"
     access_log: bool = False
+    log_format: str = "text"
+    metrics: str = "loopback"
+    tracing: str = "auto"
     edge_allowed_sha256: tuple[str, ...] = ()
     edge_rollback_traps: int = 20
     edge_rollback_window_s: int = 60
@@ -91,9 +94,9 @@ class Settings:
     response_mode: str = "json"
     session_idle_timeout_s: float = 1800.0
     redis_url: str = ""
+    workers: int = 1
     sse_keepalive_s: float = 15.0
     sse_keepalive_event: bool = False
-    workers: int = 1
     ws_ping_interval_s: float = 20.0
     ws_ping_timeout_s: float = 20.0
     sse_retry_ms: int = 1000
@@ -117,13 +120,15 @@ class Settings:
         for f in fields(self):
             if str(f.type) in ("int", "float") and getattr(self, f.name) < 0:
                 raise ValueError(f"MCPGW_{f.name.upper()}: must not be negative")
-        for proxy in self.trusted_proxies:
-            try:
         if self.workers < 1:
             raise ValueError("MCPGW_WORKERS: must be at least 1")
+        for proxy in self.trusted_proxies:
+            try:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise ValueError(f"MCPGW_TRUSTED_PROXIES: not an address or CIDR: {proxy!r}") from None
+        if self.metrics == "admin" and not self.admin_token and self.auth == "none":
+            raise ValueError("MCPGW_METRICS=admin needs an admin credential: MCPGW_ADMIN_TOKEN (or auth on)")
         self.edge_signing_public_keys()  # a key that cannot be read is a setting error, at start-up
 
     def edge_signing_public_keys(self) -> tuple[Any, ...]:
@@ -198,6 +203,9 @@ CHOICES = {
     "response_mode": ("json", "sse"),
     "log_level": ("debug", "info", "warning", "error", "critical"),
     "auth": ("none", "jwt", "api-key"),
+    "log_format": ("text", "json"),
+    "metrics": ("off", "loopback", "admin", "public"),
+    "tracing": ("auto", "off", "otlp", "console"),
 }
 
 HELP = {
@@ -242,6 +250,16 @@ HELP = {
     "access_log": (
         "one log line per HTTP request (client, method, path, status, duration, the caller's subject "
         "when auth knows it; never a token)"
+    ),
+    "log_format": "log lines as text (human) or json (one JSON object per line, with the request's fields)",
+    "metrics": (
+        "Prometheus /metrics: off, loopback (loopback callers, others with the admin credential), admin (the admin "
+        "credential always), public (anyone who can reach the gateway)"
+    ),
+    "tracing": (
+        "OpenTelemetry traces (the mcpgw[otel] extra): auto (on when OTEL_EXPORTER_OTLP_ENDPOINT or "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set), otlp (on, OTLP/HTTP to the OTEL_* endpoint or localhost:4318), "
+        "console (spans printed to stderr), off"
     ),
     "edge_allowed_sha256": (
         "comma-separated sha256 hex digests; when set, only these components load (at start-up and on swap)"
@@ -299,6 +317,7 @@ HELP = {
         "redis://[:password@]host:port/db shared by several gateway processes for sessions, event streams and "
         "delivery (any process serves any request); unset: this process's memory"
     ),
+    "workers": ("mcpgw serve: gateway processes sharing the port (restarted if one dies); more than 1 needs redis_url"),
     "sse_keepalive_s": "interval of keepalive comments on idle GET streams, seconds",
     "sse_keepalive_event": (
         "legacy HTTP+SSE (/sse): send keepalives as a named `keepalive` event instead of an SSE comment"
@@ -310,9 +329,6 @@ HELP = {
     "event_store_ttl_s": "how long events are kept for resumption, seconds",
     "event_store_max_stream_bytes": (
         "bytes of events kept per stream for resumption once sent (a single larger message is still delivered)"
-    "workers": (
-        "mcpgw serve: gateway processes sharing the port (restarted if one dies); more than 1 needs redis_url"
-    ),
     ),
     "event_store_max_session_bytes": "bytes of events kept for resumption across one session's streams",
     "event_store_max_bytes": (

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +99,8 @@ class EdgeRegistry:
         self.rollback_window_s = rollback_window_s
         self.previous: tuple[Any, EdgeStatus] | None = None
         self.events: deque[dict[str, Any]] = deque(maxlen=20)
+        # swap, rollback-manual, rollback-auto since start (/metrics; `events` keeps only the last 20)
+        self.counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._traps: deque[float] = deque()
         if isinstance(edge.backend, WasmCore):
@@ -206,6 +208,7 @@ class EdgeRegistry:
         if reason:
             event["reason"] = reason
         self.events.append(event)
+        self.counts[action if action == "swap" else f"{action}-{'auto' if actor == 'auto-rollback' else 'manual'}"] += 1
         return event
 
     def status(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeAlias
 
 from ..server.context import CallContext
@@ -31,12 +31,11 @@ from ..server.dispatcher import Dispatcher
 from ..server.jsonrpc import JsonRpcError
 from ..state.session import Session
 from .config import UpstreamConfig
-from .link import UpstreamLink, UpstreamSessionLost, UpstreamUnavailable, outgoing_params
-from .upstream import Upstream
+from .link import UpstreamLink, UpstreamSessionLost, UpstreamTimeout, UpstreamUnavailable, outgoing_params, relayable
+from .upstream import Upstream, read_lists
 
 log = logging.getLogger("mcpgw.federation")
 
-Notify = Callable[[Upstream, "set[str]"], Awaitable[None]]
 PendingLink: TypeAlias = "asyncio.Future[tuple[SessionRelay, UpstreamLink]]"  # a session's connection, opening or open
 
 
@@ -53,10 +52,22 @@ _background: set[asyncio.Task[None]] = set()  # sends that must outlive the task
 class SessionRelay:
     """Routes what one upstream connection of one client session sends back to that client."""
 
-    def __init__(self, session: Session, upstream: Upstream, uri_out: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        session: Session,
+        upstream: Upstream,
+        uri_out: Callable[[str], str],
+        tell: Callable[[Session, str], None],
+    ) -> None:
         self.session = session
         self.upstream = upstream
         self.uri_out = uri_out  # upstream URI -> the URI this session's client knows
+        self.tell = tell  # queue a notifications/<kind>/list_changed for the session (coalesced)
+        # The upstream's lists as this connection sees them (what /mcp shows a session whose client
+        # declared capabilities: the upstream may offer it more); None until read or after list_changed.
+        self.lists: dict[str, list[dict[str, Any]]] | None = None
+        self.viewed = False  # /mcp listed through this connection
+        self.generation = 0  # bumped by each list_changed, so a re-read already under way is not kept
         self.calls: list[CallContext] = []  # requests running through this connection, oldest first
 
     @contextlib.contextmanager
@@ -75,7 +86,13 @@ class SessionRelay:
 
     async def upstream_notification(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> None:
         if method.endswith("/list_changed"):
-            self.upstream.refresh_soon(method)  # every affected client hears of it once the catalog is re-read
+            self.lists, self.generation = None, self.generation + 1
+            # This session's own view: a virtual server lists through this connection, and so does
+            # /mcp for a client that declared capabilities. Everyone else's view is the catalog:
+            # re-read once (coalesced), those clients are told only if it changed.
+            if self.session.server is not None or self.viewed:
+                self.tell(self.session, method.split("/")[1])
+            self.upstream.refresh_soon(method)
         elif method == "notifications/resources/updated":
             uri = params.get("uri")
             await self.session.notify(method, {**params, "uri": self.uri_out(uri)} if isinstance(uri, str) else params)
@@ -115,15 +132,30 @@ class SessionRelay:
         await self.session.notify(note["method"], note["params"])
 
 
+def _outcome(exc: Exception) -> str:
+    """A failed relay, for /metrics: timeout, unavailable (not connected, gone mid-call), or error
+    (the upstream's own error answer)."""
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    if isinstance(exc, UpstreamUnavailable):
+        return "unavailable"
+    return "error"
+
+
 class Federation:
-    def __init__(self, configs: list[UpstreamConfig], on_change: Notify) -> None:
-        self.upstreams = {c.id: Upstream(c, on_change) for c in configs}
+    def __init__(self, configs: list[UpstreamConfig]) -> None:
+        self.upstreams = {c.id: Upstream(c, self._catalog_changed) for c in configs}
         self.by_prefix = {u.config.prefix: u for u in self.upstreams.values()}
         self._links: dict[tuple[str, str], PendingLink] = {}  # (session id, upstream id) -> link
         self._closing: set[asyncio.Task[None]] = set()
         self._tracked: set[str] = set()  # sessions whose end closes their connections
         # (session id, upstream id) -> the upstream URIs the session subscribed to, re-applied on reconnect
         self.subscriptions: dict[tuple[str, str], set[str]] = {}
+        self._viewers: dict[str, Session] = {}  # sessions that listed something: told when their view changes
+        self._queued: set[tuple[str, str]] = set()  # (session id, kind): a list_changed about to be sent
+        self.list_changed_sent = 0  # notifications/<kind>/list_changed sent to clients (/health)
+        # Told of every relayed request: (upstream id, method, outcome, seconds); /metrics (observability/).
+        self.observe: Callable[[str, str, str, float], None] | None = None
         for upstream in self.upstreams.values():
             upstream.down_listeners.append(self._upstream_down)
 
@@ -142,6 +174,82 @@ class Federation:
     def live_links(self) -> int:
         return len(self._links)
 
+    # -- list_changed: only to the sessions whose view changed, coalesced ---------------
+    def watch(self, session: Session) -> None:
+        """The session listed something: its client is told from now on when that view changes."""
+        if session.id not in self._viewers and not session.closed:
+            self._viewers[session.id] = session
+            self._track(session)
+
+    def tell(self, session: Session, kind: str) -> None:
+        """Queue notifications/<kind>/list_changed for the session: one however many causes arrive
+        before it goes out."""
+        key = (session.id, kind)
+        if key in self._queued or session.closed:
+            return
+        self._queued.add(key)
+        task = asyncio.ensure_future(self._tell(session, kind, key))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _tell(self, session: Session, kind: str, key: tuple[str, str]) -> None:
+        await asyncio.sleep(0)  # a burst of causes becomes one notification
+        self._queued.discard(key)
+        if not session.closed:
+            self.list_changed_sent += 1
+            await session.notify(f"notifications/{kind}/list_changed")
+
+    def _own_view(self, session: Session, upstream: Upstream) -> bool:
+        """Whether the session sees the upstream through its own connection (told by it), not the catalog."""
+        pending = self._links.get((session.id, upstream.id))
+        if pending is None or _opened(pending) is None:
+            return False
+        return session.server is not None or pending.result()[0].viewed
+
+    async def _catalog_changed(self, upstream: Upstream, keys: set[str], everyone: bool) -> None:
+        """The catalog of `upstream` changed: tell the sessions that see it (on /mcp, or a virtual
+        server session sharing the catalog connection). An upstream that came or went changed every
+        view of it."""
+        kinds = sorted({"resources" if k == "resourceTemplates" else k for k in keys})
+        for session in list(self._viewers.values()):
+            if session.server not in (None, upstream.id) or (not everyone and self._own_view(session, upstream)):
+                continue
+            for kind in kinds:
+                self.tell(session, kind)
+
+    async def view(
+        self, upstream: Upstream, session: Session | None, uri_out: Callable[[str], str]
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The upstream's lists as `session` would see them on /mcp: the catalog's, or, for a client
+        that declared capabilities (an upstream may offer such a client more: tools that sample,
+        elicit or ask for roots), read through the session's own connection and kept until that
+        connection says list_changed."""
+        if (
+            session is None
+            or session.server is not None
+            or not relayable(session.client_capabilities)
+            or self._at_capacity(session, upstream)
+        ):
+            return upstream.lists
+        try:
+            relay, link = await self.session_link(session, upstream, uri_out)
+            relay.viewed = True
+            if relay.lists is not None:
+                return relay.lists
+            generation = relay.generation
+            lists, _ = await read_lists(link, int(upstream.config.max_pages))
+        except JsonRpcError as err:
+            log.info(
+                "upstream %s: listing for session %s fell back to the catalog: %s",
+                upstream.id,
+                session.id[:8],
+                err.message,
+            )
+            return upstream.lists
+        if relay.generation == generation:
+            relay.lists = lists
+        return lists
+
     # -- calls ----------------------------------------------------------------
     async def call(
         self,
@@ -156,10 +264,14 @@ class Federation:
         started = time.perf_counter()
         try:
             result = await self._call(upstream, method, params, ctx, session, uri_out)
-        except Exception:  # an error answer, a timeout, a lost upstream (a cancelled call is not counted)
+        except Exception as exc:  # an error answer, a timeout, a lost upstream (a cancelled call is not counted)
             upstream.calls.record(time.perf_counter() - started, ok=False)
+            if self.observe is not None:
+                self.observe(upstream.id, method, _outcome(exc), time.perf_counter() - started)
             raise
         upstream.calls.record(time.perf_counter() - started, ok=True)
+        if self.observe is not None:
+            self.observe(upstream.id, method, "ok", time.perf_counter() - started)
         return result
 
     async def _call(
@@ -246,14 +358,7 @@ class Federation:
                 raise UpstreamUnavailable(upstream.id, "is not reachable from an ended session")
             pending = asyncio.ensure_future(self._open(session, upstream, uri_out))
             self._links[key] = pending
-            if session.id not in self._tracked:
-                self._tracked.add(session.id)
-                session_id = session.id
-
-                def drop_links(reason: str) -> None:
-                    self._drop_session(session_id)
-
-                session.closers.append(drop_links)
+            self._track(session)
         try:
             return await asyncio.shield(pending)
         except Exception:
@@ -261,10 +366,21 @@ class Federation:
                 del self._links[key]
             raise
 
+    def _track(self, session: Session) -> None:
+        """Forget the session's connections and interests when it ends."""
+        if session.id not in self._tracked:
+            self._tracked.add(session.id)
+            session_id = session.id
+
+            def drop_links(reason: str) -> None:
+                self._drop_session(session_id)
+
+            session.closers.append(drop_links)
+
     async def _open(
         self, session: Session, upstream: Upstream, uri_out: Callable[[str], str]
     ) -> tuple[SessionRelay, UpstreamLink]:
-        relay = SessionRelay(session, upstream, uri_out)
+        relay = SessionRelay(session, upstream, uri_out, self.tell)
         link = UpstreamLink(upstream.config, relay, session.client_capabilities, label=f"session {session.id[:8]}")
         try:
             await link.open()
@@ -358,6 +474,7 @@ class Federation:
 
     def _drop_session(self, session_id: str) -> None:
         self._tracked.discard(session_id)
+        self._viewers.pop(session_id, None)
         for key in [k for k in self.subscriptions if k[0] == session_id]:
             del self.subscriptions[key]
         for key in [k for k in self._links if k[0] == session_id]:

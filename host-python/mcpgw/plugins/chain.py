@@ -7,14 +7,15 @@ on one set finishes on it (and on the plugin versions in it).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
 import statistics
-import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -36,6 +37,7 @@ POOL_MAX = 4  # idle instances kept per plugin
 COSTS_KEPT = 1024  # recent call costs per plugin, for the p50 in /health
 FAULT_LOG_INTERVAL_S = 1.0
 VISIBLE_CACHE_ENTRIES = 1024
+PLANS_KEPT = 4096  # (method, endpoint, name) -> the plugins a call goes through, per plugin set
 
 # method -> (pre hook, post hook, the params key that names the target)
 CALL_HOOKS = {
@@ -74,6 +76,7 @@ class Counters:
     skipped: int = 0  # fail-open faults: the call went on without this plugin
     faults: Counter[str] = field(default_factory=Counter)
     costs_us: deque[float] = field(default_factory=lambda: deque(maxlen=COSTS_KEPT))
+    cost_us_total: float = 0.0  # every call's, for /metrics
 
 
 class Plugin:
@@ -93,7 +96,6 @@ class Plugin:
         # Called with the plugin when it auto-disables (the registry publishes a new set).
         self.on_auto_disable: Callable[[Plugin], None] | None = None
         self._pool: list[PluginInstance] = []
-        self._lock = threading.Lock()
         self._fault_times: deque[float] = deque()
         self._log_after = 0.0
         self._log_suppressed = 0
@@ -120,9 +122,12 @@ class Plugin:
             raise PluginFault("instantiate", str(exc)) from None
 
     def call(self, data: bytes) -> tuple[str, Any]:
-        """One hook call: (action, value). Raises PluginFault after counting it."""
-        with self._lock:
-            inst = self._pool.pop() if self._pool else None
+        """One hook call: (action, value). Raises PluginFault after counting it.
+
+        Runs on the event loop (one caller at a time); the pool's pop and append are single list
+        operations, atomic under the GIL, so no lock is taken on the request path."""
+        pool = self._pool
+        inst = pool.pop() if pool else None
         self.counters.calls += 1
         started = time.perf_counter_ns()
         try:
@@ -132,14 +137,17 @@ class Plugin:
         except PluginFault as fault:
             self._fault(fault)  # the instance is dropped: a fresh one serves the next call
             raise
-        self.counters.costs_us.append((time.perf_counter_ns() - started) / 1000)
-        with self._lock:
-            if len(self._pool) < POOL_MAX:
-                self._pool.append(inst)
-        if action[0] == "deny":
-            self.counters.denials += 1
-        elif action[0] == "modify":
-            self.counters.modifications += 1
+        cost_us = (time.perf_counter_ns() - started) / 1000
+        self.counters.costs_us.append(cost_us)
+        self.counters.cost_us_total += cost_us
+        if len(pool) < POOL_MAX:
+            pool.append(inst)
+        kind = action[0]
+        if kind != "continue":
+            if kind == "deny":
+                self.counters.denials += 1
+            else:
+                self.counters.modifications += 1
         return action
 
     def _fault(self, fault: PluginFault) -> None:
@@ -212,6 +220,7 @@ class PluginSet:
         self.generation = next(_generations)
         self.enabled = tuple(p for p in self.plugins if p.enabled)
         self._chains: dict[tuple[str, str], tuple[Plugin, ...]] = {}
+        self._plans: dict[tuple[str, str, str | None], Plan] = {}
 
     def by_name(self, name: str) -> Plugin | None:
         return next((p for p in self.plugins if p.name == name), None)
@@ -224,6 +233,29 @@ class PluginSet:
             if len(self._chains) < 256:  # endpoints are few; bound it anyway
                 self._chains[key] = found
         return found
+
+    def plan(self, method: str, endpoint: str, name: Any) -> Plan:
+        """The plugins a call of `method` on `name` at `endpoint` goes through, computed once per
+        (method, endpoint, name) and kept (bounded): the per-call glob matching is not repeated."""
+        key = (method, endpoint, name if isinstance(name, str) else None)
+        found = self._plans.get(key)
+        if found is None:
+            pre_hook, post_hook, _ = CALL_HOOKS[method]
+            found = Plan(
+                pre=tuple(p for p in self.chain(pre_hook, endpoint) if p.applies_to_name(name)),
+                post=tuple(reversed([p for p in self.chain(post_hook, endpoint) if p.applies_to_name(name)])),
+                filtered=method in LISTED and bool(self.chain("list-filter", endpoint)),
+            )
+            if len(self._plans) < PLANS_KEPT:
+                self._plans[key] = found
+        return found
+
+
+@dataclass(frozen=True)
+class Plan:
+    pre: tuple[Plugin, ...]  # pre hooks, in priority order
+    post: tuple[Plugin, ...]  # post hooks, in the order they run (reverse priority)
+    filtered: bool  # a list-filter applies: the name must be one the filtered list shows
 
 
 class _Denied(Exception):
@@ -240,6 +272,8 @@ class PluginHooks:
         self._current = current
         # (endpoint, principal, set generation, list method) -> names the filtered list shows
         self._visible: OrderedDict[tuple[Any, ...], frozenset[str]] = OrderedDict()
+        # OpenTelemetry (observability/tracing.py, only when tracing is on): a span per hook call.
+        self.trace: Callable[[str, str], AbstractContextManager[Any]] | None = None
 
     async def around(
         self,
@@ -256,6 +290,14 @@ class PluginHooks:
         endpoint = dispatcher.endpoint()
         raw = message.get("params")
         params: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        if method in LIST_METHODS:
+            if not pset.chain("list-filter", endpoint):
+                return await handle(message)
+            plan = None
+        else:
+            plan = pset.plan(method, endpoint, params.get(CALL_HOOKS[method][2]))
+            if not (plan.pre or plan.post or plan.filtered):
+                return await handle(message)
         base = {
             "endpoint": endpoint,
             "upstream": None,
@@ -263,29 +305,30 @@ class PluginHooks:
             "name": None,
             "principal": plugin_principal(principal),
             "request-id": orjson.dumps(message["id"]).decode(),
-            "session-hash": hashlib.sha256(session.id.encode()).hexdigest()[:16] if session is not None else None,
+            "session-hash": session_hash(session.id) if session is not None else None,
         }
         try:
-            if method in LIST_METHODS:
+            if plan is None:
                 return await self._list(pset, message, base, handle)
-            return await self._call(pset, message, params, base, dispatcher, handle)
+            return await self._call(pset, plan, message, params, base, dispatcher, handle)
         except _Denied as denied:
             return denied.response
 
     async def _list(self, pset: PluginSet, message: dict[str, Any], base: dict[str, Any], handle: Handle) -> Response:
-        chain = pset.chain("list-filter", base["endpoint"])
         response = await handle(message)
-        if not chain or "result" not in response:
+        if "result" not in response:
             return response
-        result = self._run(chain, "list-filter", base, response["result"], message["id"])
+        chain = pset.chain("list-filter", base["endpoint"])
+        result = self._run(chain, {"hook": "list-filter", **base}, response["result"], message["id"])
         listed = next((v for v in LISTED.values() if v[0] == message["method"]), None)
         if listed is not None:
-            self._remember(base["endpoint"], pset, listed[0], result.get(listed[1]))
-        return {**response, "result": result}
+            self._remember(self._visible_key(base, pset, listed[0]), result.get(listed[1]))
+        return response if result is response["result"] else {**response, "result": result}
 
     async def _call(
         self,
         pset: PluginSet,
+        plan: Plan,
         message: dict[str, Any],
         params: dict[str, Any],
         base: dict[str, Any],
@@ -295,21 +338,30 @@ class PluginHooks:
         method = message["method"]
         pre_hook, post_hook, key = CALL_HOOKS[method]
         id_ = message["id"]
-        listed = LISTED.get(method)
-        if listed is not None and pset.chain("list-filter", base["endpoint"]):
-            await self._check_visible(pset, message, params.get(key), base, listed, handle)
         name = params.get(key)
-        base = {**base, "name": name if isinstance(name, str) else None, "upstream": dispatcher.owner(method, params)}
-        pre = tuple(p for p in pset.chain(pre_hook, base["endpoint"]) if p.applies_to_name(name))
-        if pre:
-            params = self._run(pre, pre_hook, base, params, id_)
-            message = {**message, "params": params}
+        if plan.filtered:
+            await self._check_visible(pset, message, name, base, LISTED[method], handle)
+        # One context for the call, its hook named per step (the dict is this call's own).
+        context = {
+            **base,
+            "hook": pre_hook,
+            "name": name if isinstance(name, str) else None,
+            "upstream": dispatcher.owner(method, params),
+        }
+        if plan.pre:
+            new = self._run(plan.pre, context, params, id_)
+            if new is not params:
+                message = {**message, "params": new}
         response = await handle(message)
-        post = tuple(p for p in pset.chain(post_hook, base["endpoint"]) if p.applies_to_name(name))
-        if not post or "result" not in response:
+        if not plan.post or "result" not in response:
             return response
-        result = self._run(tuple(reversed(post)), post_hook, base, response["result"], id_)
-        return {**response, "result": result}
+        context["hook"] = post_hook
+        result = self._run(plan.post, context, response["result"], id_)
+        return response if result is response["result"] else {**response, "result": result}
+
+    def _visible_key(self, base: dict[str, Any], pset: PluginSet, list_method: str) -> tuple[Any, ...]:
+        # The principal as its encoded context (hashable): what the plugins saw decides the list.
+        return (base["endpoint"], orjson.dumps(base["principal"]), pset.generation, list_method)
 
     async def _check_visible(
         self,
@@ -324,26 +376,25 @@ class PluginHooks:
         names are cached per endpoint, principal and plugin set; a name not in the cache is
         checked against a fresh list once before it is refused (a new upstream tool)."""
         list_method, result_key, unknown = listed
-        # The principal as its encoded context (hashable): what the plugins saw decides the list.
-        cache_key = (base["endpoint"], orjson.dumps(base["principal"]), pset.generation, list_method)
+        cache_key = self._visible_key(base, pset, list_method)
         visible = self._visible.get(cache_key)
         if visible is not None and name in visible:
             return
         listing = await handle({"jsonrpc": "2.0", "id": message["id"], "method": list_method, "params": {}})
         if "result" in listing:
             chain = pset.chain("list-filter", base["endpoint"])
-            result = self._run(chain, "list-filter", {**base, "method": list_method}, listing["result"], message["id"])
-            visible = self._remember(base["endpoint"], pset, list_method, result.get(result_key))
+            context = {**base, "hook": "list-filter", "method": list_method}
+            result = self._run(chain, context, listing["result"], message["id"])
+            visible = self._remember(cache_key, result.get(result_key))
         if visible is None or name not in visible:
             raise _Denied(jsonrpc.error_response(message["id"], jsonrpc.INVALID_PARAMS, f"{unknown}: {name}"))
 
-    def _remember(self, endpoint: str, pset: PluginSet, list_method: str, items: Any) -> frozenset[str]:
+    def _remember(self, key: tuple[Any, ...], items: Any) -> frozenset[str]:
         names = frozenset(
             item["name"]
             for item in (items if isinstance(items, list) else [])
             if isinstance(item, dict) and isinstance(item.get("name"), str)
         )
-        key = (endpoint, None, pset.generation, list_method)
         self._visible[key] = names
         self._visible.move_to_end(key)
         while len(self._visible) > VISIBLE_CACHE_ENTRIES:
@@ -351,16 +402,21 @@ class PluginHooks:
         return names
 
     def _run(
-        self, chain: tuple[Plugin, ...], hook: str, base: dict[str, Any], payload: dict[str, Any], id_: Any
+        self, chain: tuple[Plugin, ...], context: dict[str, Any], payload: dict[str, Any], id_: Any
     ) -> dict[str, Any]:
-        """Each plugin of the chain in turn: a modify feeds the next, a deny ends it (raises _Denied)."""
-        context = {"hook": hook, **base}
+        """Each plugin of the chain in turn (`context` names the hook): a modify feeds the next, a
+        deny ends it (raises _Denied). Returns the payload itself when every plugin continued."""
         for plugin in chain:
             if not plugin.enabled:  # auto-disabled since this set was built
                 continue
             data = orjson.dumps({"context": context, "payload": payload})
             try:
-                action, value = plugin.call(data)
+                if self.trace is None:
+                    action, value = plugin.call(data)
+                else:
+                    with self.trace(plugin.name, context["hook"]) as span:
+                        action, value = plugin.call(data)
+                        span.set_attribute("mcpgw.plugin.action", action)
             except PluginFault as fault:
                 if plugin.manifest.on_error == "fail-open":
                     plugin.counters.skipped += 1
@@ -373,3 +429,10 @@ class PluginHooks:
             if action == "modify":
                 payload = value
         return payload
+
+
+@functools.lru_cache(maxsize=4096)
+def session_hash(session_id: str) -> str:
+    """What a plugin sees of a session: the first 16 hex digits of its id's sha256, never the id
+    (computed once per live session, not per hook call)."""
+    return hashlib.sha256(session_id.encode()).hexdigest()[:16]

@@ -1,0 +1,31 @@
+"""One id per HTTP request (and WebSocket handshake): the client's well-formed `X-Request-Id`, or
+a new random one. It is returned in the `X-Request-Id` response header and is the `request_id`
+of every log line written while the request runs (a context variable: tasks the request starts
+inherit it)."""
+
+from __future__ import annotations
+
+import os
+import re
+from contextvars import ContextVar
+
+HEADER = b"x-request-id"
+# What a client may choose: 1 to 128 characters that are safe in a log line and a header.
+_WELL_FORMED = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
+
+current: ContextVar[str | None] = ContextVar("mcpgw_request_id", default=None)
+
+
+def new() -> str:
+    """16 hex characters (64 random bits): unique enough across workers and restarts."""
+    return os.urandom(8).hex()
+
+
+def from_headers(headers: list[tuple[bytes, bytes]]) -> str:
+    """The client's `X-Request-Id` when it is well formed (the first one), else a new id."""
+    for name, value in headers:
+        if len(name) == 12 and name.lower() == HEADER:
+            if _WELL_FORMED.fullmatch(value):
+                return value.decode("ascii")
+            break
+    return new()
