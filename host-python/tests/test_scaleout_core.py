@@ -4,6 +4,7 @@ request of any session."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -14,16 +15,17 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import Gateway, stop_process
-from mcp_http import Session, read_sse_text, rpc, wait_live
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed (make test)")
+from conftest import Gateway, stop_process
+from mcp_http import Event, Session, read_sse_text, rpc, sse_events, wait_live
 
 
 class Redis:
     """A real redis-server on a free loopback port, no persistence."""
 
     def __init__(self) -> None:
+        if shutil.which("redis-server") is None:
+            pytest.fail("redis-server is missing: `make test` installs it (Debian's redis-server)")
         self.dir = tempfile.mkdtemp(prefix="mcpgw-redis-")
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -150,7 +152,7 @@ def _sleep_on(gw: Gateway, s: Session, id_: int, seconds: float = 60) -> tuple[t
 def test_duplicate_request_id_refused_across_processes(trio: list[Gateway]) -> None:
     a, b, _ = trio
     s = Session(a.url)
-    worker, answers = _sleep_on(a, s, 7)
+    worker, _ = _sleep_on(a, s, 7)
     dup = answer(on(b, s).post(rpc("tools/call", 7, name="add", arguments={"a": 1, "b": 1})))
     assert dup["error"]["code"] == -32600 and "already in use" in dup["error"]["message"]
     # another id runs fine meanwhile, on either process
@@ -194,3 +196,133 @@ def test_without_redis_the_default_is_memory() -> None:
     finally:
         gw.stop()
 
+
+# -- events: delivery and resumption across processes ---------------------------------------
+def _events(response: httpx.Response) -> Iterator[Event]:
+    for item in sse_events(response.iter_lines()):
+        if isinstance(item, Event) and item.data:
+            yield item
+
+
+def test_post_stream_read_on_a_resumed_on_b(trio: list[Gateway]) -> None:
+    """A POST's SSE response, cut after two progress events on A, resumes with Last-Event-ID on
+    B: the events after it, then the result, exactly once each."""
+    a, b, _ = trio
+    s = Session(a.url)
+    msg = rpc("tools/call", 5, name="sleep", arguments={"seconds": 1.5, "ticks": 6}, _meta={"progressToken": "p"})
+    seen: list[Event] = []
+    with on(a, s).stream("POST", msg) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for event in _events(r):
+            seen.append(event)
+            if len(seen) == 2:
+                break
+    last_id = seen[-1].id
+    assert last_id is not None
+    with on(b, s).stream("GET", None, **{"last-event-id": last_id}) as r:
+        assert r.status_code == 200
+        rest = list(_events(r))
+    progress = [e.json()["params"]["progress"] for e in seen + rest if e.json().get("method")]
+    assert progress == [1, 2, 3, 4, 5, 6]
+    assert rest[-1].json()["id"] == 5 and rest[-1].json()["result"]["content"][0]["text"] == "slept 1.5s"
+    # the events' ids are the same on every process: resuming again from the first one on C
+    with on(trio[2], s).stream("GET", None, **{"last-event-id": seen[0].id}) as r:
+        again = list(_events(r))
+    assert [e.id for e in again] == [e.id for e in seen[1:] + rest]
+
+
+def test_unknown_last_event_id_is_400_on_any_process(trio: list[Gateway]) -> None:
+    s = Session(trio[0].url)
+    for gw in trio:
+        with on(gw, s).stream("GET", None, **{"last-event-id": "nosuch-1_3"}) as r:
+            assert r.status_code == 400
+
+
+# -- process death -------------------------------------------------------------------------------
+LOSS_BOUND_S = 5.0  # the stated bound (docs/scale-out.md): heartbeat TTL 3 s + one 1 s read
+
+
+def test_sigkilled_mid_stream_resumed_on_b_gets_the_events_then_the_loss(redis: Redis) -> None:
+    """SSE stream read from A, A SIGKILLed mid-stream, resumed with Last-Event-ID on B: the
+    retained events arrive, then a JSON-RPC error for the lost request, within the bound."""
+    env = {"MCPGW_EDGE": "python", "MCPGW_REDIS_URL": redis.url}
+    a, b = Gateway(env).wait_ready(), Gateway(env).wait_ready()
+    try:
+        s = Session(a.url)
+        msg = rpc("tools/call", 9, name="sleep", arguments={"seconds": 60, "ticks": 120}, _meta={"progressToken": 9})
+        seen: list[Event] = []
+        with on(a, s).stream("POST", msg) as r:
+            for event in _events(r):
+                seen.append(event)
+                if len(seen) == 2:
+                    break
+        time.sleep(1.2)  # two more ticks are written through to redis while nobody reads
+        a.proc.kill()
+        a.proc.wait()
+        killed = time.monotonic()
+        with on(b, s).stream("GET", None, **{"last-event-id": seen[-1].id}) as r:
+            assert r.status_code == 200
+            rest = list(_events(r))
+        took = time.monotonic() - killed
+        messages = [e.json() for e in rest]
+        progress = [m["params"]["progress"] for m in messages if m.get("method") == "notifications/progress"]
+        assert progress[:2] == [3, 4]  # the retained events first, in order
+        assert progress == list(range(3, 3 + len(progress)))
+        final = messages[-1]
+        assert final["id"] == 9 and final["error"]["code"] == -32603
+        assert "lost" in final["error"]["message"] and final["error"]["data"]["lost"] is True
+        assert took < LOSS_BOUND_S + 5, took  # the bound, with slack for a loaded 2-core machine
+        # the session continues on B, and the lost request's id is free again
+        assert answer(on(b, s).post(rpc("tools/call", 9, name="add", arguments={"a": 1, "b": 1})))["result"]
+        # a second resume gets the same ending, without waiting
+        with on(b, s).stream("GET", None, **{"last-event-id": seen[-1].id}) as r:
+            assert [e.json() for e in _events(r)][-1] == final
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_get_stream_on_a_gets_a_list_changed_caused_by_a_request_on_b(redis: Redis) -> None:
+    """GET stream on A; a tool call on B makes its upstream add a tool and say list_changed: the
+    notification reaches the client on A's GET stream."""
+    from upstream_procs import http_table, toy_http, wait_upstreams
+
+    upstream = toy_http("w")
+    fd, config = tempfile.mkstemp(prefix="mcpgw-", suffix=".toml")
+    with os.fdopen(fd, "w") as f:
+        f.write(http_table("w", upstream.url) + "\n")
+    env = {"MCPGW_EDGE": "python", "MCPGW_REDIS_URL": redis.url, "MCPGW_CONFIG": config}
+    a, b = Gateway(env).wait_ready(), Gateway(env).wait_ready()
+    try:
+        wait_upstreams(a.url)
+        wait_upstreams(b.url)
+        s = Session(a.url)
+        arrived = threading.Event()
+        got: list[dict] = []
+
+        def read_get() -> None:
+            with on(a, s).stream("GET", None) as r:
+                assert r.status_code == 200
+                for event in _events(r):
+                    got.append(event.json())
+                    if event.json().get("method") == "notifications/tools/list_changed":
+                        arrived.set()
+                        return
+
+        reader = threading.Thread(target=read_get, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and httpx.get(a.url + "/health").json()["live"]["streams"] < 1:
+            time.sleep(0.05)
+        name = f"sprout{os.getpid()}"
+        # B tells sessions that listed through B (federation's list_changed goes to viewers)
+        assert "result" in answer(on(b, s).post(rpc("tools/list", 2)))
+        called = answer(on(b, s).post(rpc("tools/call", 1, name="w__grow", arguments={"name": name})))
+        assert called["result"]["content"][0]["text"] == f"added {name}"
+        assert arrived.wait(30), got
+        reader.join(10)
+    finally:
+        a.stop()
+        b.stop()
+        upstream.stop()
+        os.unlink(config)

@@ -130,6 +130,25 @@ class EventStream:
         self._wake.set()
         return seq
 
+    def publish_at(self, seq: int, data: bytes) -> int | None:
+        """Publish an event whose sequence was given elsewhere (a stream mirrored from shared
+        state): an older one is a duplicate; a gap means events in between are gone, and so is
+        what came before them (a reader behind the gap ends with `retry`)."""
+        if seq < self._next_seq:
+            return None
+        if seq > self._next_seq:
+            while self._events:
+                self._pop()
+            self._next_seq = seq
+            self.held = min(self.held, seq - 1) if self.held is not None else None
+        return self.publish(data)
+
+    def continue_after(self, seq: int) -> None:
+        """An empty stream continues one kept elsewhere, whose last event is `seq`."""
+        assert not self._events
+        self._next_seq = seq + 1
+        self.held = seq if self.held is not None else None
+
     def finish(self) -> None:
         if not self.done:
             self.done = True

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from .budget import EventBudget
@@ -33,7 +34,8 @@ class SessionStreams:
         """A stream for a POST's SSE response (not registered until `register`)."""
         return EventStream(str(next(self._ids)), self.max_events, self.ttl_s, self.budget, self.bytes)
 
-    def register(self, stream: EventStream) -> None:
+    def register(self, stream: EventStream, requests: Sequence[Any] = ()) -> None:
+        """Keep a POST's SSE response for resumption; `requests`: the ids it answers."""
         self._prune()
         self.streams[stream.id] = stream
 

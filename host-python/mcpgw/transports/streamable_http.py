@@ -14,7 +14,7 @@ import itertools
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -45,6 +45,9 @@ from .sse_writer import (
     wait_disconnect,
     wake_or_disconnect,
 )
+
+if TYPE_CHECKING:
+    from ..state.shared_streams import SharedEvents
 
 TRANSPORT = "streamable-http"
 REQUEST_CANCELLED = -32800  # a JSON response had to be sent for a request the client cancelled
@@ -84,9 +87,10 @@ def too_many(refused: LimitExceeded) -> HttpError:
 class Exchange:
     """The requests of one POST and the stream their messages go to."""
 
-    def __init__(self, stream: EventStream, count: int, can_stream: bool) -> None:
+    def __init__(self, stream: EventStream, ids: list[Any], can_stream: bool) -> None:
         self.stream = stream
-        self.pending = count
+        self.ids = ids  # of its requests
+        self.pending = len(ids)
         self.can_stream = can_stream  # the client accepts SSE
         self.upgraded = False  # something other than a response was sent: this must be SSE
         self.responses: list[bytes] = []
@@ -138,6 +142,7 @@ class StreamableHTTP:
         self._stateless_stream = PumpOptions(False, None, SSE_KEEPALIVE, options.retry_ms)
         self._stateless_ids = itertools.count(1)
         self._stateless_prefix = "s" + secrets.token_hex(4)
+        self._events: SharedEvents | None = None  # shared sessions' event store (Redis), made on first use
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx: RequestContext = scope[SCOPE_KEY]
@@ -196,8 +201,33 @@ class StreamableHTTP:
 
     def _streams(self, session: Session) -> SessionStreams:
         if not isinstance(session.attachment, SessionStreams):
-            session.attachment = SessionStreams(self.options.event_max, self.options.event_ttl_s, self.options.budget)
+            if session.shared:  # MCPGW_REDIS_URL: the event store in Redis (state/shared_streams.py)
+                from ..state.shared_streams import SharedStreams
+
+                session.attachment = SharedStreams(
+                    session.id,
+                    self._shared_events(),
+                    self.options.event_max,
+                    self.options.event_ttl_s,
+                    self.options.budget,
+                )
+            else:
+                session.attachment = SessionStreams(
+                    self.options.event_max, self.options.event_ttl_s, self.options.budget
+                )
         return session.attachment
+
+    def _shared_events(self) -> SharedEvents:
+        if self._events is None:
+            from ..state.shared import RedisSessions
+            from ..state.shared_streams import SharedEvents
+
+            assert isinstance(self.engine.sessions, RedisSessions)
+            budget = self.options.budget
+            self._events = SharedEvents(
+                self.engine.sessions, self.options.event_max, self.options.event_ttl_s, budget.max_stream_bytes
+            )
+        return self._events
 
     # -- POST ----------------------------------------------------------------
     async def _post(
@@ -290,7 +320,7 @@ class StreamableHTTP:
                 self.options.budget,
                 None,
             )
-        exchange = Exchange(stream, len(requests), ctx["accept_sse"])
+        exchange = Exchange(stream, [m["id"] for m in requests], ctx["accept_sse"])
         for message in requests:
             if initialize and message is initialize[0] and session is not None:
                 exchange.respond(
@@ -348,7 +378,7 @@ class StreamableHTTP:
                 await self._send_json_result(exchange, send, extra_headers, batch, revision)
                 return
         if session is not None:
-            self._streams(session).register(stream)
+            self._streams(session).register(stream, exchange.ids)
         own_watcher = watcher is None
         if watcher is None:
             # Sessionful: a vanished client does not cancel anything (its events wait for a
@@ -397,6 +427,9 @@ class StreamableHTTP:
         session = await self._session(ctx, principal)
         streams = self._streams(session)
         last_event_id = ctx["last_event_id"]
+        if session.shared:
+            await self._get_shared(session, last_event_id, receive, send, abort)
+            return
         if last_event_id is not None:
             parsed = parse_event_id(last_event_id)
             stream = streams.streams.get(parsed[0]) if parsed else None
@@ -428,3 +461,41 @@ class StreamableHTTP:
             )
         finally:
             watcher.cancel()
+
+    async def _get_shared(
+        self, session: Session, last_event_id: str | None, receive: Receive, send: Send, abort: Abort | None
+    ) -> None:
+        """GET of a shared session: the stream comes from Redis, wherever it was written."""
+        from ..state.shared_streams import ConflictError, SharedStreams
+
+        streams = self._streams(session)
+        assert isinstance(streams, SharedStreams)
+        try:
+            stream, cursor = await streams.reader(last_event_id)
+        except LookupError:
+            raise HttpError(
+                400,
+                jsonrpc.INVALID_REQUEST,
+                f"Bad Request: Last-Event-ID {last_event_id!r} is unknown or no longer retained",
+            ) from None
+        except ConflictError:
+            raise HttpError(
+                409, jsonrpc.INVALID_REQUEST, "Conflict: only one GET stream per session is allowed"
+            ) from None
+        watcher = asyncio.ensure_future(wait_disconnect(receive))
+        options = self._session_stream if stream.id == GET_STREAM_ID else self._response_stream
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await pump(
+                stream,
+                cursor,
+                send,
+                watcher,
+                self.writers,
+                options,
+                abort,
+                prime=last_event_id is None and session.revision in PRIMING_REVISIONS,
+            )
+        finally:
+            watcher.cancel()
+            streams.stop_following(stream.id)
