@@ -310,6 +310,20 @@ def test_a_stream_read_from_a_killed_process_resumes_on_another_with_the_loss_na
             gw.stop()
 
 
+def test_a_process_drained_by_sigterm_leaves_its_sessions_to_the_others(redis, component_path):
+    a, b = gateways(redis, 2)
+    try:
+        s = Session(a.url)
+        a.proc.terminate()  # SIGTERM: the drain of a rolling restart
+        a.proc.wait(60)
+        assert "Application shutdown complete" in a.log()  # drained (uvicorn then re-raises SIGTERM: -15)
+        assert answer_of(on(s, b).post(rpc("ping", 1)))["result"] == {}
+        assert on(s, b).delete().status_code == 204
+    finally:
+        a.stop()
+        b.stop()
+
+
 # -- Redis goes away -------------------------------------------------------------------------------------
 
 
