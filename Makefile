@@ -41,7 +41,7 @@ $(BUILD)/rust-target.stamp:
 $(BUILD)/venv.stamp: host-python/pyproject.toml
 	@mkdir -p $(BUILD)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e 'host-python[test,lint,dist]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e 'host-python[test,lint,dist,otel]'
 	@touch $@
 
 setup: $(BUILD)/rust-target.stamp $(BUILD)/venv.stamp

@@ -31,6 +31,7 @@ from .federation.config import load_policy
 from .gateway import Gateway, build_gateway
 from .http_server import HttpLimits, parse_networks
 from .observability.observer import RequestObserver, RouteNote
+from .observability.tracing_switch import off_reason, tracing_mode
 from .server import jsonrpc
 from .server.engine import SessionEngine
 from .settings import Settings
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from .console.traffic import Traffic
     from .edge.registry import EdgeRegistry
     from .observability.metrics import Metrics, MetricsEndpoint
+    from .observability.tracing import Tracing
     from .plugins.registry import PluginRegistry
 
 log = logging.getLogger("mcpgw")
@@ -310,6 +312,13 @@ class App:
 
             self.traffic = Traffic(self.middleware)
             self.asgi = self.traffic
+        # OpenTelemetry traces (observability/tracing.py, the mcpgw[otel] extra): imported only when on.
+        self.tracing: Tracing | None = None
+        if (mode := tracing_mode(settings.tracing)) is not None:
+            from .observability.tracing import Tracing
+
+            self.tracing = Tracing(mode)
+            self.asgi = self.tracing.install(self, self.asgi)
         if self.metrics is not None:
             self.middleware.cache.on_crossing = self.metrics.observe_crossing
         # Outermost: request ids, the request counters and the access log (observability/observer.py).
@@ -369,6 +378,9 @@ class App:
             "auth": self.auth_health(),
             "upstreams": self.gateway.federation.health(),
             "plugins": self.gateway.plugins.health() if self.gateway.plugins is not None else [],
+            "tracing": self.tracing.health()
+            if self.tracing is not None
+            else {"enabled": False, "reason": off_reason(self.settings.tracing)},
         }
 
     def auth_health(self) -> dict[str, Any]:
@@ -398,6 +410,10 @@ class App:
                 try:
                     self.engine.start()
                     log.info("limits: %s", self.transports.events.describe() + "; " + self.engine.describe_caps())
+                    log.info(
+                        "tracing: %s",
+                        self.tracing.describe() if self.tracing else f"off ({off_reason(self.settings.tracing)})",
+                    )
                     if self.authenticator is not None:
                         await self.authenticator.start()  # a JWKS outage is logged, never fatal
                     self.gateway.federation.start()
@@ -417,6 +433,8 @@ class App:
                 # here for hosts that only send the lifespan event.
                 await self.drain()
                 await self.gateway.federation.stop()
+                if self.tracing is not None:  # export what is queued (bounded by the exporter's timeout)
+                    await asyncio.to_thread(self.tracing.shutdown)
                 if self.authenticator is not None:
                     await self.authenticator.stop()
                 if self.metrics is not None:

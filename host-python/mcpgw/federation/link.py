@@ -27,7 +27,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import anyio
@@ -286,6 +287,10 @@ def outgoing_params(params: dict[str, Any] | None) -> dict[str, Any]:
 
 
 class UpstreamLink:
+    # OpenTelemetry (observability/tracing.py, only when tracing is on): a span per relayed request,
+    # yielding the headers that carry its context. Process-wide, like the tracer provider itself.
+    trace: Callable[[str, str, str, dict[str, Any] | None], AbstractContextManager[dict[str, str]]] | None = None
+
     def __init__(
         self,
         config: UpstreamConfig,
@@ -512,7 +517,7 @@ class UpstreamLink:
             opts["on_progress"] = on_progress
         bound = timeout if timeout is not None else (self.config.call_timeout_s or None)
         try:
-            return await asyncio.wait_for(dispatcher.send_raw_request(method, params, opts), bound)
+            return await asyncio.wait_for(self._send(dispatcher, method, params, opts), bound)
         except TimeoutError:
             raise UpstreamTimeout(self.config.id, f"did not answer {method} within {bound:g} s") from None
         except MCPError as exc:
@@ -538,6 +543,17 @@ class UpstreamLink:
                 log.info("upstream %s (%s): %s: %s", self.config.id, self.label, method, exc.error.message)
                 raise UpstreamUnavailable(self.config.id, f"closed the connection during {method}") from None
             raise JsonRpcError(exc.error.code, exc.error.message, exc.error.data) from None
+
+    async def _send(
+        self, dispatcher: JSONRPCDispatcher, method: str, params: dict[str, Any] | None, opts: CallOptions
+    ) -> dict[str, Any]:
+        trace = UpstreamLink.trace
+        if trace is None:
+            return await dispatcher.send_raw_request(method, params, opts)
+        with trace(self.config.id, self.config.transport, method, params) as headers:
+            if headers:  # HTTP upstreams get the trace context as headers (stdio ones ignore them)
+                opts["headers"] = {**opts.get("headers", {}), **headers}
+            return await dispatcher.send_raw_request(method, params, opts)
 
     async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
         dispatcher, version = self._dispatcher, self.version  # the version is set before the dispatcher

@@ -33,7 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from ..protocol import LATEST_SESSIONFUL, SESSIONFUL_REVISIONS
@@ -107,6 +107,11 @@ class SessionEngine:
         # The auth policy at the dispatch point; set by the composition root (app.py, cli.py stdio)
         # when the config file has [auth.policy] rules naming tools, prompts or resources.
         self.access: Guard | None = None
+        # OpenTelemetry (observability/tracing.py, only when tracing is on): wraps each request's answer in its span.
+        self.trace: (
+            Callable[[dict[str, Any], Session | None, Coroutine[Any, Any, Response | None]], Awaitable[Response | None]]
+            | None
+        ) = None
         # Told of every answered request (the response; None: cancelled): /metrics (observability/).
         self.observe: Callable[[dict[str, Any], Response | None], None] | None = None
         self.requests: set[asyncio.Task[Response | None]] = set()  # running, every session and transport
@@ -324,7 +329,8 @@ class SessionEngine:
             self._reply(reply, jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, SHUTDOWN_MESSAGE))
             return None
         caller = session.principal if session is not None else principal
-        task = asyncio.ensure_future(self._answer(message, revision, session, dispatcher, emit, caller))
+        answer = self._answer(message, revision, session, dispatcher, emit, caller)
+        task = asyncio.ensure_future(answer if self.trace is None else self.trace(message, session, answer))
         self.requests.add(task)
         if session is not None:
             session.track(id_, task)

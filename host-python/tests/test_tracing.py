@@ -1,0 +1,238 @@
+"""OpenTelemetry tracing, captured with the SDK's in-memory span exporter.
+
+The gateway runs in this process (real uvicorn on a loopback socket, in a thread) with a real
+HTTP upstream process (the toy server, recording every request's headers) and a real plugin:
+the parent/child structure of a relayed tools/call, the client's `traceparent` header and
+`params._meta` (SEP-414) as parents, the `traceparent` that reached the upstream, an error's
+status; with tracing off, OpenTelemetry's SDK is never imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from types import SimpleNamespace
+
+import httpx
+import pytest
+import uvicorn
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider  # the otel extra: make test installs it
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from conftest import REPO
+from upstream_procs import http_table, toy_http, wait_upstreams
+
+NOOP = REPO / "plugins" / "dist" / "noop.wasm"
+HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+VERSION = "2025-11-25"
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": VERSION, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+}
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+
+
+@pytest.fixture(scope="module")
+def spans() -> InMemorySpanExporter:
+    """The process's tracer provider, exporting to memory (the gateway finds it and uses it)."""
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield exporter
+    exporter.shutdown()  # later tests' spans (the mcp SDK's, in this process) are no longer kept
+
+
+@pytest.fixture(scope="module")
+def traced(spans, component_path, tmp_path_factory):
+    from mcpgw.app import create_app
+    from mcpgw.serving import GatewayServer
+    from mcpgw.settings import Settings
+
+    if not NOOP.is_file():
+        pytest.fail(f"{NOOP} is missing: run `make plugins`")
+    folder = tmp_path_factory.mktemp("tracing")
+    record = folder / "headers.jsonl"
+    os.environ["TOY_RECORD_HEADERS"] = str(record)
+    try:
+        upstream = toy_http("toy")
+    finally:
+        del os.environ["TOY_RECORD_HEADERS"]
+    config = folder / "mcpgw.toml"
+    config.write_text(http_table("toy", upstream.url) + f'\n\n[plugins.noop]\npath = "{NOOP}"\n')
+    settings = Settings.from_env({"MCPGW_EDGE": "wasm", "MCPGW_TRACING": "otlp", "MCPGW_CONFIG": str(config)})
+    app = create_app(settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = GatewayServer(uvicorn.Config(app, loop="asyncio", http="httptools", log_level="warning"), app.drain)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "in-process gateway did not start"
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    wait_upstreams(url)
+    yield SimpleNamespace(url=url, app=app, record=record)
+    server.should_exit = True
+    thread.join(30)
+    loop.close()
+    upstream.stop()
+
+
+def _session(url: str) -> str:
+    opened = httpx.post(url + "/mcp", json=INIT, headers=HEADERS, timeout=30)
+    assert opened.status_code == 200, opened.text
+    return opened.headers["mcp-session-id"]
+
+
+def _call(url: str, session: str, body: dict, headers: dict | None = None) -> dict:
+    h = {**HEADERS, "mcp-session-id": session, "mcp-protocol-version": VERSION, **(headers or {})}
+    answer = httpx.post(url + "/mcp", json=body, headers=h, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def _trace_of(spans: InMemorySpanExporter, trace_id: int, want: int) -> list:
+    """The finished spans of one trace, once at least `want` are there (spans end as the answer
+    is written: a deadline, not a timing assertion)."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = [s for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
+        if len(found) >= want or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def _one(found: list, name: str):
+    named = [s for s in found if s.name == name]
+    assert len(named) == 1, (name, [s.name for s in found])
+    return named[0]
+
+
+def test_a_relayed_call_is_one_trace_from_the_client_to_the_upstream(traced, spans):
+    session = _session(traced.url)
+    traced.record.write_text("")  # only what this call sends upstream
+    body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "toy__add", "arguments": {"a": 2}}}
+    body["params"]["arguments"]["b"] = 3
+    answer = _call(traced.url, session, body, {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"})
+    assert answer["result"]["content"][0]["text"] == "5", answer
+
+    found = _trace_of(spans, int(CLIENT_TRACE, 16), 7)
+    http = _one(found, "POST mcp")
+    edge = _one(found, "mcpgw.edge")
+    mcp = _one(found, "tools/call toy__add")
+    pre = _one(found, "mcpgw.plugin noop tool-pre-invoke")
+    post = _one(found, "mcpgw.plugin noop tool-post-invoke")
+    upstream = _one(found, "upstream toy tools/call")
+    sdk = _one(found, "MCP send tools/call add")
+
+    # The structure: client -> HTTP server span -> edge, MCP request -> plugins, upstream -> SDK send.
+    assert http.kind == SpanKind.SERVER and http.parent.span_id == int(CLIENT_SPAN, 16) and http.parent.is_remote
+    assert edge.parent.span_id == http.context.span_id
+    assert mcp.kind == SpanKind.SERVER and mcp.parent.span_id == http.context.span_id
+    assert pre.parent.span_id == mcp.context.span_id and post.parent.span_id == mcp.context.span_id
+    assert upstream.kind == SpanKind.CLIENT and upstream.parent.span_id == mcp.context.span_id
+    assert sdk.parent.span_id == upstream.context.span_id
+
+    # What each says.
+    assert http.attributes["http.route"] == "mcp" and http.attributes["http.response.status_code"] == 200
+    assert http.attributes["mcpgw.edge.backend"] == "wasm"
+    assert edge.attributes["mcpgw.edge.backend"] == "wasm"
+    assert mcp.attributes["mcp.method.name"] == "tools/call" and mcp.attributes["gen_ai.tool.name"] == "toy__add"
+    assert mcp.attributes["mcpgw.edge.backend"] == "wasm"
+    assert re.fullmatch(r"[0-9a-f]{16}", mcp.attributes["mcp.session.id_hash"])
+    assert session not in json.dumps([dict(s.attributes) for s in found])  # the session id itself: never
+    assert mcp.status.status_code != StatusCode.ERROR
+    assert pre.attributes["mcpgw.plugin.action"] == "continue"
+    assert upstream.attributes["mcpgw.upstream.id"] == "toy" and upstream.attributes["gen_ai.tool.name"] == "add"
+
+    # The traceparent that reached the real upstream: this trace, parented by the upstream span.
+    seen = [json.loads(line) for line in traced.record.read_text().splitlines()]
+    sent = [h["traceparent"] for h in seen if "traceparent" in h]
+    assert f"00-{CLIENT_TRACE}-{upstream.context.span_id:016x}-01" in sent, seen
+
+
+def test_trace_context_in_params_meta_parents_the_mcp_span(traced, spans):
+    """SEP-414: a client may carry its trace in `params._meta`; the MCP span joins that trace,
+    linked to the HTTP request's span (a trace of its own here: no header was sent)."""
+    session = _session(traced.url)
+    meta_trace, meta_span = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    body = {
+        "jsonrpc": "2.0",
+        "id": 8,
+        "method": "tools/call",
+        "params": {
+            "name": "echo",
+            "arguments": {"text": "hi"},
+            "_meta": {"traceparent": f"00-{meta_trace}-{meta_span}-01"},
+        },
+    }
+    assert "result" in _call(traced.url, session, body)
+    found = _trace_of(spans, int(meta_trace, 16), 1)
+    mcp = _one(found, "tools/call echo")
+    assert mcp.parent.span_id == int(meta_span, 16)
+    http_context = mcp.links[0].context
+    http = next(s for s in spans.get_finished_spans() if s.context.span_id == http_context.span_id)
+    assert http.name == "POST mcp" and http.context.trace_id != int(meta_trace, 16)
+
+
+def test_an_error_answer_marks_the_mcp_span(traced, spans):
+    session = _session(traced.url)
+    tid = "11111111111111111111111111111111"
+    body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "no_such_tool", "arguments": {}}}
+    answer = _call(traced.url, session, body, {"traceparent": f"00-{tid}-{CLIENT_SPAN}-01"})
+    assert answer["error"]["code"] == -32602, answer  # Unknown tool
+    found = _trace_of(spans, int(tid, 16), 3)
+    mcp = _one(found, "tools/call no_such_tool")
+    assert mcp.status.status_code == StatusCode.ERROR
+    assert mcp.attributes["rpc.jsonrpc.error_code"] == -32602
+    assert _one(found, "POST mcp").status.status_code != StatusCode.ERROR  # HTTP 200: the transport did its job
+
+
+def test_health_and_the_start_up_log_say_where_traces_go(traced):
+    tracing = httpx.get(traced.url + "/health").json()["tracing"]
+    assert tracing["enabled"] is True and tracing["exporter"] == "the process's own tracer provider"
+
+
+def test_with_tracing_off_the_sdk_is_never_imported(component_path, tmp_path):
+    code = (
+        "import sys\n"
+        "from mcpgw.app import create_app\n"
+        "from mcpgw.settings import Settings\n"
+        "app = create_app(Settings(edge='wasm'))\n"
+        "print(app.tracing, app.health()['tracing'])\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk', 'mcpgw.observability.tracing'))))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCPGW_", "OTEL_"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=True)
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("None {'enabled': False"), out.stdout
+    assert lines[1] == "['mcpgw.observability.tracing_switch']", out.stdout  # no SDK, no tracing module
+
+
+def test_an_otlp_endpoint_turns_it_on_and_mcpgw_tracing_off_wins():
+    from mcpgw.observability.tracing_switch import tracing_mode
+
+    assert tracing_mode("auto", {}) is None
+    assert tracing_mode("auto", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}) == "otlp"
+    assert tracing_mode("auto", {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}) == "otlp"
+    assert tracing_mode("off", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}) is None
+    assert tracing_mode("otlp", {"OTEL_SDK_DISABLED": "true"}) is None
+    assert tracing_mode("console", {}) == "console"
