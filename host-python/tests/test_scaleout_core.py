@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from conftest import Gateway, stop_process
-from mcp_http import Event, Session, read_sse_text, rpc, sse_events, wait_live
+from mcp_http import BASE, Event, Session, read_sse_text, rpc, sse_events, wait_live
 
 
 class Redis:
@@ -326,3 +326,84 @@ def test_get_stream_on_a_gets_a_list_changed_caused_by_a_request_on_b(redis: Red
         b.stop()
         upstream.stop()
         os.unlink(config)
+
+
+# -- Redis down and back -------------------------------------------------------------------------
+def _state(gw: Gateway) -> dict:
+    return httpx.get(gw.url + "/health", timeout=10).json()["state"]
+
+
+def _wait_state(gw: Gateway, available: bool, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        state = _state(gw)
+        if state["available"] is available or time.monotonic() > deadline:
+            return state
+        time.sleep(0.1)
+
+
+def test_redis_stopped_and_restarted_under_load() -> None:
+    """Meanwhile: 503 with Retry-After and a JSON-RPC error (never a 500, a hang or a crash),
+    /health says so; after: full service (Redis restarted empty: old sessions are 404, as after
+    an expiry, and clients initialize again)."""
+    own = Redis()
+    env = {"MCPGW_EDGE": "python", "MCPGW_REDIS_URL": own.url, "MCPGW_MAX_SESSIONS_PER_CLIENT": "0"}
+    a, b = Gateway(env).wait_ready(), Gateway(env).wait_ready()
+    statuses: dict[int, int] = {}
+    stop = threading.Event()
+
+    def load() -> None:
+        init = rpc(
+            "initialize", 0, protocolVersion="2025-11-25", capabilities={}, clientInfo={"name": "t", "version": "0"}
+        )
+        with httpx.Client(timeout=15) as http:
+            while not stop.is_set():
+                for first, second in ((a, b), (b, a)):
+                    r = http.post(first.url + "/mcp", json=init, headers=BASE)
+                    codes = [r.status_code]
+                    if r.status_code == 200:
+                        headers = {**BASE, "mcp-session-id": r.headers["mcp-session-id"]}
+                        call = rpc("tools/call", 1, name="echo", arguments={"text": "x"})
+                        codes.append(http.post(second.url + "/mcp", json=call, headers=headers).status_code)
+                        codes.append(http.delete(first.url + "/mcp", headers=headers).status_code)
+                    for code in codes:
+                        statuses[code] = statuses.get(code, 0) + 1
+
+    try:
+        s = Session(a.url)
+        workers = [threading.Thread(target=load, daemon=True) for _ in range(2)]
+        for w in workers:
+            w.start()
+        time.sleep(1)
+        own.stop()
+        refused = httpx.post(
+            a.url + "/mcp",
+            json=rpc(
+                "initialize", 0, protocolVersion="2025-11-25", capabilities={}, clientInfo={"name": "t", "version": "0"}
+            ),
+            headers=BASE,
+        )
+        assert refused.status_code == 503 and refused.headers["retry-after"]
+        assert refused.json()["error"]["code"] == -32603 and "state unavailable" in refused.json()["error"]["message"]
+        used = on(b, s).post(rpc("ping", 2))
+        assert used.status_code == 503 and used.headers["retry-after"]
+        down = _wait_state(a, False)
+        assert down["available"] is False and down["error"]
+        time.sleep(1)
+        own.start()
+        assert _wait_state(a, True)["available"] is True and _wait_state(b, True)["available"] is True
+        stop.set()
+        for w in workers:
+            w.join(30)
+        assert set(statuses) <= {200, 204, 404, 503}, statuses  # 404: a session whose record Redis lost
+        assert statuses.get(503, 0) > 0 and statuses.get(200, 0) > 0
+        # full service after
+        fresh = Session(b.url)
+        assert answer(on(a, fresh).post(rpc("tools/call", 3, name="add", arguments={"a": 2, "b": 2})))["result"]
+        assert on(a, s).post(rpc("ping", 4)).status_code == 404  # its record died with Redis's memory
+        assert a.proc.poll() is None and b.proc.poll() is None
+    finally:
+        stop.set()
+        a.stop()
+        b.stop()
+        own.stop()
