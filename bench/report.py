@@ -92,6 +92,10 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
     if "jwt RS256" in auth_rows and "auth off" in auth_rows:
         ratio = paired_ratio(auth_rows["jwt RS256"], auth_rows["auth off"])
         out.append(("tools/list with JWT auth (RS256) / auth off, c=16", _fmt(ratio, 2), ">= 0.9x", _met(ratio, 0.9)))
+    metrics_rows = {r["target"]: r for r in record.get("metrics", [])}
+    if "metrics on" in metrics_rows and "metrics off" in metrics_rows:
+        ratio = paired_ratio(metrics_rows["metrics on"], metrics_rows["metrics off"])
+        out.append(("tools/list with metrics on / off, c=16", _fmt(ratio), ">= 0.95x", _met(ratio, 0.95)))
     out += _scaleout_bars(record.get("scaleout") or {})
     swap = record.get("hot_swap")
     if swap:

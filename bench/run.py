@@ -4,7 +4,7 @@ are shared and noisy, so only side-by-side numbers mean anything.
 
 Environment: BENCH_DURATION_S (per wrk run, default 2), BENCH_REPS (default 5),
 BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,store,swap,federation,plugins,auth,
-scaleout).
+metrics,scaleout).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import edge_cost  # noqa: E402 - imported once bench/ is on sys.path
 import federation  # noqa: E402 - imported once bench/ is on sys.path
 import hot_swap  # noqa: E402 - imported once bench/ is on sys.path
 import memory  # noqa: E402 - imported once bench/ is on sys.path
+import metrics  # noqa: E402 - imported once bench/ is on sys.path
 import plugins  # noqa: E402 - imported once bench/ is on sys.path
 import report  # noqa: E402 - imported once bench/ is on sys.path
 import scaleout  # noqa: E402 - imported once bench/ is on sys.path
@@ -88,6 +89,11 @@ def main() -> None:
     )
     section(
         "auth", "authentication on the request path", lambda: record.__setitem__("auth", auth.measure(duration, reps))
+    )
+    section(
+        "metrics",
+        "Prometheus metrics on the request path",
+        lambda: record.__setitem__("metrics", metrics.measure(duration, reps)),
     )
     section(
         "scaleout",

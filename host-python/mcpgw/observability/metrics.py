@@ -33,6 +33,7 @@ import ipaddress
 import logging
 import os
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..asgi import Receive, Scope, Send, send_json
@@ -112,18 +113,103 @@ def bounded_mcp_method(method: Any) -> str:
     return method if method in MCP_METHODS else "other"
 
 
-class _Bound:
-    """Label children of one instrument, bound once per label combination."""
+class LocalCounter:
+    """A counter family kept as plain numbers by label tuple (single-process mode). Only the event
+    loop writes and reads it (requests, hooks and scrapes all run there), so no lock is taken: a
+    request pays a dict lookup and an addition. `labels` turns a key into the label values,
+    at scrape time."""
 
-    def __init__(self, instrument: Any) -> None:
-        self.instrument = instrument
-        self.children: dict[tuple[str, ...], Any] = {}
+    def __init__(self, name: str, doc: str, labelnames: list[str], labels: Callable[[Any], list[str]] = list) -> None:
+        self.name, self.doc, self.labelnames, self.labels = name, doc, labelnames, labels
+        self.values: dict[Any, float] = {}
 
-    def __call__(self, *labels: str) -> Any:
-        child = self.children.get(labels)
+    def inc(self, key: Any, amount: float = 1.0) -> None:
+        values = self.values
+        values[key] = values.get(key, 0.0) + amount
+
+    def collect(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for key, value in list(self.values.items()):
+            family.add_metric(self.labels(key), value)
+        return family
+
+
+class LocalHistogram:
+    """A histogram family as plain numbers by label tuple (single-process mode): per key, the
+    count of each bucket (not cumulative; the last is +Inf) and the sum. An observation is a
+    bisect and two additions."""
+
+    def __init__(
+        self,
+        name: str,
+        doc: str,
+        labelnames: list[str],
+        buckets: tuple[float, ...],
+        labels: Callable[[Any], list[str]] = list,
+    ) -> None:
+        self.name, self.doc, self.labelnames, self.labels = name, doc, labelnames, labels
+        self.bounds = buckets
+        self.les = [repr(float(b)) for b in buckets] + ["+Inf"]  # as prometheus-client writes `le`
+        self.data: dict[Any, list[float]] = {}
+
+    def observe(self, key: Any, seconds: float) -> None:
+        found = self.data.get(key)
+        if found is None:
+            found = self.data[key] = [0.0] * (len(self.bounds) + 2)
+        found[bisect_left(self.bounds, seconds)] += 1
+        found[-1] += seconds
+
+    def collect(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labelnames)
+        for key, found in list(self.data.items()):
+            cumulative, buckets = 0.0, []
+            for le, count in zip(self.les, found, strict=False):
+                cumulative += count
+                buckets.append((le, cumulative))
+            family.add_metric(self.labels(key), buckets, sum_value=found[-1])
+        return family
+
+
+class SharedCounter:
+    """The same interface over a prometheus-client Counter (multiprocess mode: the value is written
+    to the shared directory), its label children bound once per key."""
+
+    def __init__(self, name: str, doc: str, labelnames: list[str], labels: Callable[[Any], list[str]] = list) -> None:
+        self.instrument = Counter(name, doc, labelnames, registry=None)
+        self.labels = labels
+        self.children: dict[Any, Any] = {}
+
+    def _child(self, key: Any) -> Any:
+        child = self.children.get(key)
         if child is None:
-            child = self.children[labels] = self.instrument.labels(*labels)
+            values = self.labels(key)
+            child = self.children[key] = self.instrument.labels(*values) if values else self.instrument
         return child
+
+    def inc(self, key: Any, amount: float = 1.0) -> None:
+        self._child(key).inc(amount)
+
+
+class SharedHistogram(SharedCounter):
+    def __init__(
+        self,
+        name: str,
+        doc: str,
+        labelnames: list[str],
+        buckets: tuple[float, ...],
+        labels: Callable[[Any], list[str]] = list,
+    ) -> None:
+        self.instrument = Histogram(name, doc, labelnames, buckets=buckets, registry=None)  # type: ignore[assignment]
+        self.labels = labels
+        self.children = {}
+
+    def observe(self, key: Any, seconds: float) -> None:
+        self._child(key).observe(seconds)
+
+
+def _http_labels(key: tuple[str, str, int, str]) -> list[str]:
+    route, method, status, edge = key
+    return [route, method, str(status), TRANSPORTS.get(route, "http"), edge]
 
 
 class ToolNames:
@@ -167,64 +253,56 @@ class Metrics:
         # Instruments register here in single-process mode; in multiprocess mode they write to the
         # shared directory and a scrape reads that instead (`exposition`).
         self.registry = CollectorRegistry(auto_describe=False)
-        r = self.registry
-        self.http_requests = Counter(
+        local = self.multiprocess is None
+        counter: Any = LocalCounter if local else SharedCounter
+        histogram: Any = LocalHistogram if local else SharedHistogram
+        self.http_requests = counter(
             "mcpgw_http_requests",
             "HTTP requests and WebSocket handshakes answered, by route, method, status, transport and edge backend",
             ["route", "method", "status", "transport", "edge"],
-            registry=r,
+            _http_labels,
         )
-        self.http_duration = Histogram(
+        self.http_duration = histogram(
             "mcpgw_http_request_duration_seconds",
             "Time from the request head to the end of the response (of the stream, for SSE), by route",
             ["route"],
-            buckets=REQUEST_BUCKETS,
-            registry=r,
+            REQUEST_BUCKETS,
         )
-        self.edge_crossing = Histogram(
+        self.edge_crossing = histogram(
             "mcpgw_edge_crossing_seconds",
             "Time of one call into the edge backend (outcome cache misses and uncacheable heads)",
-            buckets=CROSSING_BUCKETS,
-            registry=r,
+            [],
+            CROSSING_BUCKETS,
         )
-        self.mcp_requests = Counter(
+        self.mcp_requests = counter(
             "mcpgw_mcp_requests",
             "MCP requests answered by the session engine, by JSON-RPC method and outcome (ok, error, cancelled)",
             ["method", "outcome"],
-            registry=r,
         )
-        self.tool_calls = Counter(
+        self.tool_calls = counter(
             "mcpgw_tool_calls",
             "tools/call by tool (catalog names only, else other) and outcome (ok, tool_error, error, cancelled)",
             ["tool", "outcome"],
-            registry=r,
         )
-        self.upstream_calls = Counter(
+        self.upstream_calls = counter(
             "mcpgw_upstream_calls",
             "Requests relayed to an upstream, by upstream, MCP method and outcome (ok, error, unavailable, timeout)",
             ["upstream", "method", "outcome"],
-            registry=r,
         )
-        self.upstream_duration = Histogram(
+        self.upstream_duration = histogram(
             "mcpgw_upstream_call_duration_seconds",
             "Time of one relayed upstream request, by upstream and MCP method",
             ["upstream", "method"],
-            buckets=REQUEST_BUCKETS,
-            registry=r,
+            REQUEST_BUCKETS,
         )
-        self._http = _Bound(self.http_requests)
-        self._http_duration = _Bound(self.http_duration)
-        self._mcp = _Bound(self.mcp_requests)
-        self._tools = _Bound(self.tool_calls)
-        self._upstream = _Bound(self.upstream_calls)
-        self._upstream_duration = _Bound(self.upstream_duration)
-        self.observe_crossing = self.edge_crossing.observe
+        self.observe_crossing = self._observe_crossing
         self.tool_names = ToolNames(app)
         self.state = StateCollector(app)
         self.mirror: StateMirror | None = None
-        if self.multiprocess is None:
-            r.register(self.state)
-            r.register(ProcessCollector(registry=None))
+        if local:
+            self.registry.register(RequestCollector(self))
+            self.registry.register(self.state)
+            self.registry.register(ProcessCollector(registry=None))
         else:
             self.mirror = StateMirror(self.state)
 
@@ -232,9 +310,12 @@ class Metrics:
     def observe_http(self, route: str, method: str, status: int, edge: str, seconds: float | None) -> None:
         """One answered HTTP request (seconds) or WebSocket handshake (None: a connection's
         lifetime is not a latency)."""
-        self._http(route, method, str(status), TRANSPORTS.get(route, "http"), edge).inc()
+        self.http_requests.inc((route, method, status, edge))
         if seconds is not None:
-            self._http_duration(route).observe(seconds)
+            self.http_duration.observe((route,), seconds)
+
+    def _observe_crossing(self, seconds: float) -> None:
+        self.edge_crossing.observe((), seconds)
 
     def observe_mcp(self, message: dict[str, Any], response: dict[str, Any] | None) -> None:
         """The engine's hook: one request answered (None: cancelled, no answer)."""
@@ -245,7 +326,7 @@ class Metrics:
             outcome = "error"
         else:
             outcome = "ok"
-        self._mcp(bounded_mcp_method(method), outcome).inc()
+        self.mcp_requests.inc((method if method in MCP_METHODS else "other", outcome))
         if method == "tools/call":
             params = message.get("params")
             name = params.get("name") if isinstance(params, dict) else None
@@ -253,13 +334,13 @@ class Metrics:
                 result = response.get("result") if response is not None else None
                 if isinstance(result, dict) and result.get("isError") is True:
                     outcome = "tool_error"
-            self._tools(self.tool_names.label(name), outcome).inc()
+            self.tool_calls.inc((self.tool_names.label(name), outcome))
 
     def observe_upstream(self, upstream: str, method: str, outcome: str, seconds: float) -> None:
         """The federation's hook: one relayed request (upstream ids come from the configuration)."""
         bounded = bounded_mcp_method(method)
-        self._upstream(upstream, bounded, outcome).inc()
-        self._upstream_duration(upstream, bounded).observe(seconds)
+        self.upstream_calls.inc((upstream, bounded, outcome))
+        self.upstream_duration.observe((upstream, bounded), seconds)
 
     # -- scrape ----------------------------------------------------------------
     def exposition(self) -> bytes:
@@ -295,6 +376,26 @@ def _counter(name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFa
 
 def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, labels=list(labels))
+
+
+class RequestCollector(Collector):
+    """The families counted on the request path (single-process mode)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        for family in (
+            m.http_requests,
+            m.http_duration,
+            m.edge_crossing,
+            m.mcp_requests,
+            m.tool_calls,
+            m.upstream_calls,
+            m.upstream_duration,
+        ):
+            yield family.collect()
 
 
 class StateCollector(Collector):

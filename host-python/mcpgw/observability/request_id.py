@@ -5,7 +5,7 @@ inherit it)."""
 
 from __future__ import annotations
 
-import os
+import random
 import re
 from contextvars import ContextVar
 
@@ -17,8 +17,9 @@ current: ContextVar[str | None] = ContextVar("mcpgw_request_id", default=None)
 
 
 def new() -> str:
-    """16 hex characters (64 random bits): unique enough across workers and restarts."""
-    return os.urandom(8).hex()
+    """16 hex characters (64 random bits: an id, not a secret, so the fast PRNG, which Python
+    reseeds in every forked worker): unique enough across workers and restarts."""
+    return f"{random.getrandbits(64):016x}"
 
 
 def from_headers(headers: list[tuple[bytes, bytes]]) -> str:

@@ -1,0 +1,66 @@
+"""What /metrics costs on the request path: tools/list at 16 connections through a gateway with
+metrics on (the default: every request counted, its latency observed, MCP requests counted) and
+with MCPGW_METRICS=off, side by side, alternating order between repetitions. Every answer is
+checked (wrk counts a JSON-RPC error inside a 200 as an error), and after the runs the gateway
+with metrics on must have counted at least every request wrk saw answered."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+import auth
+import e2e
+import servers
+import wrk
+
+ON, OFF = "metrics on", "metrics off"
+
+
+def counted(url: str) -> float:
+    """tools/list answered, as /metrics counts them (MCP requests by method)."""
+    text = httpx.get(url + "/metrics", timeout=30).text
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "mcpgw_mcp_requests_total" and s.labels.get("method") == "tools/list"
+    )
+
+
+def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> list[dict]:
+    targets: dict[str, servers.Server] = {}
+    try:
+        targets[ON] = servers.gateway("wasm", name="gateway-metrics-on")
+        targets[OFF] = servers.gateway("wasm", name="gateway-metrics-off", MCPGW_METRICS="off")
+        loads = {}
+        for name, srv in targets.items():
+            session = auth._session(srv.url, {})
+            loads[name] = wrk.Workload("tools/list", "POST", "/mcp", session, e2e.TOOLS_LIST)
+            e2e.check(srv.url, loads[name])
+            wrk.run(srv.url, loads[name], connections, 1)  # warm-up
+        before = counted(targets[ON].url)
+        samples: dict[str, list[wrk.Result]] = {name: [] for name in targets}
+        for rep in range(reps):
+            order = list(targets) if rep % 2 == 0 else list(reversed(targets))
+            for name in order:
+                samples[name].append(wrk.run(targets[name].url, loads[name], connections, duration_s))
+        seen = counted(targets[ON].url) - before
+        answered = sum(r.requests for r in samples[ON])
+        if seen < answered:
+            raise RuntimeError(f"/metrics counted {seen:.0f} tools/list, wrk saw {answered} answered")
+        rows = [e2e.summarize("tools/list", connections, name, results, None) for name, results in samples.items()]
+        for row in rows:
+            figure = "FAILED" if row["rps"] is None else f"{row['rps']:8.0f} req/s  p50 {row['p50_ms']:6.2f} ms"
+            print(f"  tools/list c={connections} {row['target']:12} {figure}  errors {row['errors']}", flush=True)
+        print(f"  /metrics counted {seen:.0f} tools/list during the runs (wrk: {answered} answered)", flush=True)
+        return rows
+    finally:
+        for srv in targets.values():
+            srv.stop()
+
+
+if __name__ == "__main__":
+    print(json.dumps(measure(1, 1), indent=1))
