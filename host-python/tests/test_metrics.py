@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -279,3 +280,43 @@ def test_every_metric_the_grafana_dashboard_queries_exists(gw):
     exposed = {name for name, _ in samples} | {n + s for n, t in types.items() for s in suffixes.get(t, ("",))}
     missing = queried - exposed
     assert not missing, f"the dashboard queries metrics /metrics does not expose: {sorted(missing)}"
+
+
+def test_workers_share_one_exposition_in_multiprocess_mode(tmp_path, component_path):
+    """`mcpgw serve --workers 2` with PROMETHEUS_MULTIPROC_DIR: whichever worker answers the scrape,
+    the request counters are the sum over both, and the gauges read from /health-style state (live
+    sessions) are summed over the live workers within the mirror's interval."""
+    from scaleout_procs import RedisServer, wait_workers, workers_gateway
+
+    redis = RedisServer()
+    shared = tmp_path / "prometheus"
+    shared.mkdir()
+    gw = workers_gateway(redis, 2, PROMETHEUS_MULTIPROC_DIR=str(shared))
+    try:
+        wait_workers(gw)
+        assert "multiprocess (PROMETHEUS_MULTIPROC_DIR=" in gw.log()
+        before, _ = scrape(gw)
+        sessions = 20
+        for _ in range(sessions):  # a new connection each: the kernel spreads them over the workers
+            Session(gw.url)
+        key = {"route": "mcp", "method": "POST", "transport": "streamable-http", "edge": "wasm"}
+        deadline = time.monotonic() + 60
+        while True:
+            after, _ = scrape(gw)
+            posts = delta(before, after, "mcpgw_http_requests_total", status="200", **key)
+            live = value(after, "mcpgw_sessions")
+            if (posts == sessions and live >= sessions) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert posts == sessions  # initialize, counted by whichever worker served it
+        assert delta(before, after, "mcpgw_http_requests_total", status="202", **key) == sessions
+        assert live >= sessions  # summed over the workers (each counts the sessions it holds)
+        assert value(after, "mcpgw_build_info", version=after_version(after)) == 2  # one per live worker
+        assert len(list(shared.glob("counter_*.db"))) == 2  # each worker wrote its own file
+    finally:
+        gw.stop()
+        redis.close()
+
+
+def after_version(samples: Samples) -> str:
+    return next(dict(labels)["version"] for name, labels in samples if name == "mcpgw_build_info")
