@@ -10,13 +10,16 @@ The process the operator starts becomes a small **supervisor**; it never serves 
   connections over the workers by a hash of the connection's addresses and ports (an even
   spread, which one shared accept queue does not give: an event loop that wakes first accepts
   everything waiting);
-- a worker tells the supervisor it is serving (one byte on a pipe); a worker that exits before
-  that is a start-up failure (a bad setting or config fails every worker the same way): the
-  supervisor stops the others and exits with its code. A worker that dies later is logged and
-  started again in its slot (at most once a second);
-- SIGTERM or SIGINT to the supervisor is passed to every worker, which drains as a single
-  process does (running requests get `shutdown_grace_s`, streams close with `retry`); what is
-  still running `shutdown_grace_s` + 10 s later is killed;
+- a worker tells the supervisor it is serving (one byte on a pipe). Until every worker has
+  served once, a worker that exits before serving is a start-up failure (a bad setting or
+  config fails every worker the same way): the supervisor stops the others and exits with its
+  code. A worker that dies later is logged and started again in its slot (at most once a
+  second; a restart that fails before serving is retried after 1, 2, 4 ... up to 30 s);
+- SIGTERM or SIGINT to the supervisor is passed to every worker as one SIGTERM (workers run in
+  their own process group, so Ctrl-C in a terminal does not also reach them: a second signal
+  would make uvicorn skip the drain); each drains as a single process does (running requests
+  get `shutdown_grace_s`, streams close with `retry`); what is still running
+  `shutdown_grace_s` + 10 s later is killed;
 - every worker holds the read end of a pipe the supervisor never writes: if the supervisor is
   killed, the pipe ends and the workers drain and exit instead of serving on without it.
 
@@ -43,6 +46,7 @@ log = logging.getLogger("mcpgw.workers")
 
 ENV = "_MCPGW_WORKER"  # index,count,port,lifeline fd,ready fd: set by the supervisor only
 RESTART_MIN_INTERVAL_S = 1.0  # a slot is restarted at most this often
+RESTART_MAX_BACKOFF_S = 30.0  # after restarts that failed before serving, the longest wait
 POLL_S = 0.1
 KILL_AFTER_GRACE_S = 10.0  # beyond shutdown_grace_s, what a worker may take to exit on SIGTERM
 
@@ -122,6 +126,8 @@ class _Worker:
         self.ready_fd = -1
         self.ready = False
         self.started_at = 0.0
+        self.failed_starts = 0  # restarts in a row that exited before serving
+        self.exited_at: float | None = None  # when the supervisor saw this instance gone
 
 
 class Supervisor:
@@ -130,6 +136,7 @@ class Supervisor:
         self.argv = argv
         self.count = settings.workers
         self.stopping = False
+        self.started_all = False  # every worker has served once: later failures are restarted
         self.reserved = _reuseport_socket(settings.host, settings.port)
         self.port = self.reserved.getsockname()[1]
         self.lifeline_r, self.lifeline_w = os.pipe()
@@ -143,9 +150,10 @@ class Supervisor:
             [sys.executable, "-m", "mcpgw.cli", *self.argv],
             env={**os.environ, ENV: slot},
             pass_fds=(self.lifeline_r, ready_w),
+            process_group=0,  # the terminal's Ctrl-C reaches the supervisor only
         )
         os.close(ready_w)
-        worker.ready_fd, worker.ready, worker.started_at = ready_r, False, time.monotonic()
+        worker.ready_fd, worker.ready, worker.started_at, worker.exited_at = ready_r, False, time.monotonic(), None
 
     def _check_ready(self, worker: _Worker) -> None:
         if worker.ready or worker.ready_fd < 0:
@@ -155,10 +163,11 @@ class Supervisor:
         except BlockingIOError:
             return
         if got:
-            worker.ready = True
+            worker.ready, worker.failed_starts = True, 0
             assert worker.proc is not None
             log.info("worker %d/%d (pid %d) serving", worker.index, self.count, worker.proc.pid)
-            if all(w.ready for w in self.workers):
+            if not self.started_all and all(w.ready for w in self.workers):
+                self.started_all = True
                 log.info("all %d workers serving on port %d", self.count, self.port)
         self._close_ready(worker)
 
@@ -195,7 +204,7 @@ class Supervisor:
                     if exit_code is None or self.stopping:
                         continue
                     self._check_ready(worker)  # it may have become ready, then died
-                    if not worker.ready:
+                    if not worker.ready and not self.started_all:
                         log.error(
                             "worker %d exited with %s during start-up: stopping (see its log above)",
                             worker.index,
@@ -205,21 +214,38 @@ class Supervisor:
                         self.stopping = True
                         code = exit_code if exit_code > 0 else 1
                         break
-                    wait = worker.started_at + RESTART_MIN_INTERVAL_S - time.monotonic()
-                    if wait > 0:
-                        continue
-                    log.warning(
-                        "worker %d (pid %d) exited with %s: starting it again (its running requests are lost; "
-                        "its sessions continue on the other workers)",
-                        worker.index,
-                        worker.proc.pid,
-                        _describe(exit_code),
-                    )
-                    self.start(worker)
+                    if worker.exited_at is None:
+                        worker.exited_at = time.monotonic()
+                        if worker.ready:
+                            log.warning(
+                                "worker %d (pid %d) exited with %s: starting it again (its running requests are "
+                                "lost; its sessions continue on the other workers)",
+                                worker.index,
+                                worker.proc.pid,
+                                _describe(exit_code),
+                            )
+                        else:  # a restart that failed before serving
+                            worker.failed_starts += 1
+                            log.error(
+                                "worker %d exited with %s before serving: retrying in %g s",
+                                worker.index,
+                                _describe(exit_code),
+                                self._backoff(worker),
+                            )
+                    due = max(worker.started_at + RESTART_MIN_INTERVAL_S, worker.exited_at + self._backoff(worker))
+                    if time.monotonic() >= due:
+                        self.start(worker)
                 time.sleep(POLL_S)
         finally:
             self._stop_all()
         return code
+
+    @staticmethod
+    def _backoff(worker: _Worker) -> float:
+        """After restarts that failed before serving: 1, 2, 4 ... 30 s; else none."""
+        if worker.failed_starts == 0:
+            return 0.0
+        return float(min(RESTART_MAX_BACKOFF_S, 2 ** (worker.failed_starts - 1)))
 
     def _stop_all(self) -> None:
         running = [w.proc for w in self.workers if w.proc is not None and w.proc.poll() is None]

@@ -483,3 +483,24 @@ def test_workers_2_share_sessions_restart_a_killed_worker_and_drain_on_sigterm(r
     assert "SIGTERM: draining 2 workers" in log and "all workers stopped" in log
     assert log.count("Finished server process") >= 2
     gw.stop()
+
+
+def test_workers_drain_and_exit_when_their_supervisor_is_killed(redis, component_path):
+    gw = wait_workers(workers_gateway(redis, 2))
+    try:
+        pids = [int(p) for p in re.findall(r"worker \d/2 \(pid (\d+)\) serving", gw.log())]
+        assert len(pids) == 2
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait()
+
+        def gone(pid: int) -> bool:  # exited (a zombie nobody reaped yet counts as exited)
+            try:
+                with open(f"/proc/{pid}/status") as status:
+                    return any(line.startswith("State:\tZ") for line in status)
+            except FileNotFoundError:
+                return True
+
+        _wait(lambda: all(gone(pid) for pid in pids), f"workers outlived their supervisor:\n{gw.log()}")
+        assert gw.log().count("the supervisor is gone; draining and exiting") == 2
+    finally:
+        gw.stop()
