@@ -21,6 +21,8 @@ NAME...             only scenarios whose name contains one of these
   --all             run DIR and DIR/known-bugs
   --mode MODE       only `wasm` or `python` (no comparison)
   --out DIR         transcripts and logs   (default REPO/target/wire-parity)
+  --redis           every gateway shares one redis-server (started on a free loopback
+                    port, no persistence) through MCPGW_REDIS_URL
   --list            print the scenarios and their descriptions, run nothing
   -v, --verbose     details for passing scenarios too (control client, memory)";
 
@@ -49,7 +51,7 @@ fn parse(args: Vec<String>) -> Result<Cli, String> {
     let mut out = None;
     let (mut main_set, mut bugs) = (true, false);
     let mut modes = vec!["wasm".to_string(), "python".to_string()];
-    let (mut list, mut verbose) = (false, false);
+    let (mut list, mut verbose, mut redis) = (false, false, false);
     let mut only = Vec::new();
     let mut it = args.into_iter();
     while let Some(arg) = it.next() {
@@ -69,6 +71,7 @@ fn parse(args: Vec<String>) -> Result<Cli, String> {
             "--known-bugs" => (main_set, bugs) = (false, true),
             "--all" => (main_set, bugs) = (true, true),
             "--list" => list = true,
+            "--redis" => redis = true,
             "-v" | "--verbose" => verbose = true,
             "-h" | "--help" => return Err(String::new()),
             flag if flag.starts_with('-') => return Err(format!("unknown option {flag}")),
@@ -93,6 +96,7 @@ fn parse(args: Vec<String>) -> Result<Cli, String> {
             only,
             modes,
             verbose,
+            redis,
         },
         list,
     })

@@ -30,12 +30,14 @@ const BOUND: &str = "Uvicorn running on http://127.0.0.1:";
 
 impl Gateway {
     /// Starts `python -m mcpgw.cli serve` with port 0 and waits until `/health` answers.
-    /// Output goes to a file (a pipe nobody reads would block the gateway).
+    /// Output goes to a file (a pipe nobody reads would block the gateway). `base` (the
+    /// run's settings, e.g. `MCPGW_REDIS_URL`) comes first, the scenario's `env` over it.
     pub async fn start(
         python: &Path,
         repo: &Path,
         mode: &str,
         env: &Env,
+        base: &Env,
         log_path: PathBuf,
     ) -> Result<Gateway, String> {
         let log =
@@ -58,6 +60,7 @@ impl Gateway {
             .env("MCPGW_HOST", "127.0.0.1")
             .env("MCPGW_EDGE", mode)
             .env("PYTHONUNBUFFERED", "1")
+            .envs(base)
             .envs(env);
         let mut child = cmd
             .spawn()

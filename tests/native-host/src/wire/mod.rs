@@ -12,6 +12,7 @@
 //! * [`conn`]: one raw connection; [`http`]: the incremental response reader; [`ws`]: frames;
 //! * [`expect`]: expectations and captures; [`transcript`]: normalized transcript lines;
 //! * [`gateway`]: the gateway process; [`control`]: the control client;
+//! * [`redis`]: `--redis`, one redis-server every gateway of the run shares;
 //! * [`steps`]: a scenario's steps on one gateway; [`runner`]: those plus the checks around
 //!   them; [`suite`]: both modes, diff, report.
 
@@ -21,6 +22,7 @@ pub mod diff;
 pub mod expect;
 pub mod gateway;
 pub mod http;
+pub mod redis;
 pub mod runner;
 pub mod scenario;
 pub mod steps;

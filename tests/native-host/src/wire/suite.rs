@@ -25,6 +25,8 @@ pub struct Options {
     /// Transcripts and gateway logs go here.
     pub out: PathBuf,
     pub verbose: bool,
+    /// Every gateway shares one redis-server started for the run (`MCPGW_REDIS_URL`).
+    pub redis: bool,
 }
 
 pub fn load(opts: &Options) -> Result<Vec<Scenario>, String> {
@@ -56,6 +58,16 @@ pub async fn run(opts: &Options, scenarios: &[Scenario]) -> Result<bool, String>
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
 
+    let redis = if opts.redis {
+        Some(super::redis::Redis::start(logs.join("redis-server.log"), &opts.out).await?)
+    } else {
+        None
+    };
+    let mut base = Env::new();
+    if let Some(r) = &redis {
+        base.insert("MCPGW_REDIS_URL".into(), r.url.clone());
+    }
+
     // One gateway per (mode, env), all started at once and kept for the whole run.
     let envs: Vec<Env> = {
         let mut v: Vec<Env> = scenarios.iter().map(|s| s.meta.env.clone()).collect();
@@ -66,15 +78,16 @@ pub async fn run(opts: &Options, scenarios: &[Scenario]) -> Result<bool, String>
     let mut starting = Vec::new();
     for env in &envs {
         for mode in &opts.modes {
-            let (python, repo, mode, env) = (
+            let (python, repo, mode, env, base) = (
                 opts.python.clone(),
                 opts.repo.clone(),
                 mode.clone(),
                 env.clone(),
+                base.clone(),
             );
             let log = logs.join(format!("{mode}-{}.log", env_tag(&env)));
             starting.push(tokio::spawn(async move {
-                Gateway::start(&python, &repo, &mode, &env, log).await
+                Gateway::start(&python, &repo, &mode, &env, &base, log).await
             }));
         }
     }
@@ -92,13 +105,20 @@ pub async fn run(opts: &Options, scenarios: &[Scenario]) -> Result<bool, String>
         for (_, gw) in gateways {
             gw.stop().await;
         }
+        if let Some(r) = redis {
+            r.stop().await;
+        }
         return Err(why);
     }
     println!(
-        "wire-parity: {} scenarios, modes {}, {} gateways ready in {:.1} s (logs in {})",
+        "wire-parity: {} scenarios, modes {}, {} gateways{} ready in {:.1} s (logs in {})",
         scenarios.len(),
         opts.modes.join("+"),
         gateways.len(),
+        redis
+            .as_ref()
+            .map(|r| format!(" sharing {}", r.url))
+            .unwrap_or_default(),
         started.elapsed().as_secs_f64(),
         logs.display()
     );
@@ -205,6 +225,9 @@ pub async fn run(opts: &Options, scenarios: &[Scenario]) -> Result<bool, String>
     }
     for (_, gw) in gateways {
         gw.stop().await;
+    }
+    if let Some(r) = redis {
+        r.stop().await;
     }
     let total = started.elapsed();
     if failed.is_empty() {
