@@ -24,7 +24,8 @@ import wrk
 DIST = Path(__file__).resolve().parents[1] / "plugins" / "dist"
 # Enough budget that rate-limit never refuses the benchmark's own load: it is measured, not tested.
 UNLIMITED = {"rate_per_s": 1e9, "burst": 1e9}
-REDACT_FUEL = 1_000_000_000  # redact scans about 130 instructions a byte: a 1 MB result needs ~140M
+# Text with an email and a card number in every ~1 KB (as plugins/measure_fuel.py): redact rewrites it.
+PII_CHUNK = "lorem ipsum dolor sit amet " * 36 + "mail bob@example.com card 4111 1111 1111 1111. "
 
 
 def _table(name: str, plugin: str, **keys: object) -> str:
@@ -43,7 +44,7 @@ CONFIGS = {
     "noop pre+post": _table("noop", "noop", hooks=["tool-pre-invoke", "tool-post-invoke"]),
     "tool-guard + redact + rate-limit": (
         _table("guard", "tool-guard", config={"deny": ["nothing-*"]})
-        + _table("redact", "redact", fuel=REDACT_FUEL, max_output_kb=4096)
+        + _table("redact", "redact")  # the manifest defaults: fuel and fuel_per_kb cover 1 MB
         + _table("rate", "rate-limit", grants=["clock"], config=UNLIMITED)
     ),
 }
@@ -60,8 +61,9 @@ def _gateway(name: str, config_text: str, paths: list[str]) -> servers.Server:
     return servers.gateway("wasm", name=f"gateway-{name.replace(' ', '-').replace('+', '')}", **env)
 
 
-def _echo_ms(url: str, text: str, calls: int) -> float:
-    """Median time of one tools/call echo of `text` on its own session, answer checked."""
+def _echo_ms(url: str, text: str, calls: int, redacted: bool) -> float:
+    """Median time of one tools/call echo of `text` on its own session, answer checked: the text
+    as it was, or (`redacted`) with every email and card number replaced."""
     headers = e2e.open_session(url)
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": text}}}
     times = []
@@ -72,8 +74,13 @@ def _echo_ms(url: str, text: str, calls: int) -> float:
             r = http.post(url + "/mcp", json=body, headers=headers)
             times.append((time.perf_counter() - start) * 1000)
             answer = r.json()
-            assert "result" in answer, answer
-            assert len(answer["result"]["content"][0]["text"]) == len(text)  # nothing to redact in x's
+            assert "result" in answer, str(answer)[:300]
+            got = answer["result"]["content"][0]["text"]
+            if redacted:
+                assert "bob@example.com" not in got and "4111" not in got, got[:300]
+                assert got.count("[redacted:email]") == text.count("bob@example.com"), got[:300]
+            else:
+                assert got == text
     return statistics.median(times)
 
 
@@ -101,13 +108,14 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> di
             print(f"  tools/call echo c={connections} {row['target']:34} {figure}  errors {row['errors']}", flush=True)
         redaction = []
         for size in (10 * 1024, 1024 * 1024):
-            text = "x" * size
-            entry = {"bytes": size}
+            text = PII_CHUNK * round(size / len(PII_CHUNK))  # whole chunks: no half-cut email or card
+            entry = {"bytes": len(text)}
             for name in ("no plugin", "tool-guard + redact + rate-limit"):
-                entry[name] = _echo_ms(targets[name].url, text, 5 if size > 100_000 else 20)
+                entry[name] = _echo_ms(targets[name].url, text, 5 if size > 100_000 else 20, name != "no plugin")
             redaction.append(entry)
             print(
-                f"  echo of {size // 1024} KB: {entry['no plugin']:.2f} ms without plugins, "
+                f"  echo of {len(text) // 1024} KB ({len(text) // len(PII_CHUNK)} emails and cards): "
+                f"{entry['no plugin']:.2f} ms without plugins, "
                 f"{entry['tool-guard + redact + rate-limit']:.2f} ms with tool-guard + redact + rate-limit",
                 flush=True,
             )

@@ -12,8 +12,13 @@ import orjson
 import pytest
 
 from mcpgw.federation.config import ConfigError, parse, parse_plugins
-from mcpgw.plugins.manifest import DEFAULT_FUEL, DEFAULT_MAX_OUTPUT_KB, DEFAULT_MEMORY_MB
-from mcpgw.plugins.sandbox import PluginComponent
+from mcpgw.plugins.manifest import (
+    DEFAULT_FUEL,
+    DEFAULT_FUEL_PER_KB,
+    DEFAULT_MAX_OUTPUT_KB,
+    DEFAULT_MEMORY_MB,
+)
+from mcpgw.plugins.sandbox import PluginComponent, PluginFault, parse_action
 from test_plugins import example, plugin_table
 
 GOOD = '[plugins.guard]\npath = "guard.wasm"\n'
@@ -24,6 +29,7 @@ GOOD = '[plugins.guard]\npath = "guard.wasm"\n'
     [
         ("fuel = -1", 3, "plugins.guard.fuel must be a non-negative integer"),
         ("fuel = 0", 3, "plugins.guard.fuel must be greater than 0"),
+        ("fuel_per_kb = 1.5", 3, "plugins.guard.fuel_per_kb must be a non-negative integer"),
         ('hooks = ["tool-pre-invoke", "after-everything"]', 3, "plugins.guard.hooks must be a list of hooks"),
         ('grants = ["log", "network"]', 3, "plugins.guard.grants must be a list drawn from log, clock"),
         ('on_error = "ignore"', 3, "plugins.guard.on_error must be one of fail-closed, fail-open"),
@@ -63,8 +69,9 @@ def test_a_valid_table_with_defaults_and_upstreams_beside_it(tmp_path):
     assert [u.id for u in parse(text, "gw.toml")] == ["toy"]  # upstream parsing accepts [plugins]
     (manifest,) = parse_plugins(text, "gw.toml", tmp_path)
     assert manifest.path == str(tmp_path / "guard.wasm")  # relative to the config file
-    assert (manifest.fuel, manifest.memory_mb, manifest.max_output_kb) == (
+    assert (manifest.fuel, manifest.fuel_per_kb, manifest.memory_mb, manifest.max_output_kb) == (
         DEFAULT_FUEL,
+        DEFAULT_FUEL_PER_KB,
         DEFAULT_MEMORY_MB,
         DEFAULT_MAX_OUTPUT_KB,
     )
@@ -75,6 +82,42 @@ def test_a_valid_table_with_defaults_and_upstreams_beside_it(tmp_path):
         ("*",),
     )
     assert manifest.line == 5
+
+
+# Text with an email and a card number in every ~1 KB: redact's costliest documented case.
+PII_CHUNK = "lorem ipsum dolor sit amet " * 36 + "mail bob@example.com card 4111 1111 1111 1111. "
+
+
+def _redact(fuel_per_kb: int) -> PluginComponent:
+    return PluginComponent(
+        example("redact").read_bytes(),
+        name="redact",
+        grants=(),
+        fuel=DEFAULT_FUEL,
+        fuel_per_kb=fuel_per_kb,
+        memory_bytes=DEFAULT_MEMORY_MB << 20,
+        max_output_bytes=DEFAULT_MAX_OUTPUT_KB << 10,
+    )
+
+
+def test_the_default_budget_redacts_a_1_mb_result():
+    """A call's fuel is `fuel` plus `fuel_per_kb` per KiB of its input, and its answer may be
+    `max_output_kb` plus the input's size: with the defaults, redact rewrites a 1 MB result full of
+    personal data (about 140 fuel a byte, 14 times the fixed 10M); without the per-KiB part the
+    same call runs out of fuel."""
+    text = PII_CHUNK * 1024
+    context = {"hook": "tool-post-invoke", "endpoint": "/mcp", "method": "tools/call", "name": "echo"}
+    data = orjson.dumps({"context": context, "payload": {"content": [{"type": "text", "text": text}]}})
+    inst = _redact(DEFAULT_FUEL_PER_KB).instantiate("{}")
+    assert inst.budget(data)[0] > 14 * DEFAULT_FUEL
+    action, value = parse_action(inst.invoke_encoded(data))
+    assert action == "modify"
+    got = value["content"][0]["text"]
+    assert got.count("[redacted:email]") == got.count("[redacted:card]") == 1024
+    assert "bob@example.com" not in got and "4111" not in got
+    with pytest.raises(PluginFault) as fault:
+        _redact(0).instantiate("{}").invoke_encoded(data)
+    assert fault.value.kind == "fuel"
 
 
 def serve(tmp_path, table: str, **env: str) -> subprocess.CompletedProcess[str]:

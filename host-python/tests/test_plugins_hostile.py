@@ -54,8 +54,9 @@ def gw(request, component_path):
     tables += [
         plugin_table("open", hostile("panic"), tools=["add"], on_error="fail-open"),
         plugin_table("auto", hostile("panic"), tools=["sleep"], disable_after=3, disable_window_s=600),
-        # Redacting a long text makes an output over 1 KiB: the output limit.
-        plugin_table("small", example("redact"), tools=["echo"], max_output_kb=1),
+        # An answer may be its input's size plus max_output_kb: a 3,000-character replacement makes
+        # the rewritten result grow by more than 1 KiB, over the output limit.
+        plugin_table("small", example("redact"), tools=["echo"], max_output_kb=1, config={"replacement": "#" * 3000}),
     ]
     gateway = federated_gateway(request.param, tables)
     yield gateway

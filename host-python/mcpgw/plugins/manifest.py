@@ -41,6 +41,10 @@ SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 # The defaults of a manifest's keys (docs/plugins.md has the table).
 DEFAULT_FUEL = 10_000_000
+# Fuel added per KiB of a call's input (context and payload): parsing alone costs about 6 fuel a
+# byte, redact's scanners about 140 with personal data in the text (docs/plugins.md, "What a call
+# costs"); 200,000 a KiB covers the example plugins on any payload the gateway accepts.
+DEFAULT_FUEL_PER_KB = 200_000
 DEFAULT_MEMORY_MB = 16
 DEFAULT_MAX_OUTPUT_KB = 1024
 DEFAULT_DISABLE_AFTER = 20
@@ -59,6 +63,7 @@ class PluginManifest:
     config: Mapping[str, Any] = field(default_factory=dict)
     grants: tuple[str, ...] = ()
     fuel: int = DEFAULT_FUEL
+    fuel_per_kb: int = DEFAULT_FUEL_PER_KB
     memory_mb: int = DEFAULT_MEMORY_MB
     max_output_kb: int = DEFAULT_MAX_OUTPUT_KB
     on_error: str = "fail-closed"
@@ -83,6 +88,7 @@ KEYS: dict[str, str] = {
     "config": "a table",
     "grants": f"a list drawn from {', '.join(GRANTS)}",
     "fuel": _INT,
+    "fuel_per_kb": _INT,
     "memory_mb": _INT,
     "max_output_kb": _INT,
     "on_error": f"one of {', '.join(ON_ERROR)}",
@@ -118,7 +124,7 @@ def _fits(key: str, value: Any) -> bool:
         return value in ON_ERROR
     if key == "disable_window_s":
         return (_is_int(value) or isinstance(value, float)) and value >= 0
-    return _is_int(value) and value >= 0  # fuel, memory_mb, max_output_kb, disable_after
+    return _is_int(value) and value >= 0  # fuel, fuel_per_kb, memory_mb, max_output_kb, disable_after
 
 
 Fail = Callable[[str, str | None], Exception]

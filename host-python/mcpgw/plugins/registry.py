@@ -74,6 +74,7 @@ class PluginRegistry:
                 name=manifest.name,
                 grants=manifest.grants,
                 fuel=manifest.fuel,
+                fuel_per_kb=manifest.fuel_per_kb,
                 memory_bytes=manifest.memory_mb * 1024 * 1024,
                 max_output_bytes=manifest.max_output_kb * 1024,
                 source=source,

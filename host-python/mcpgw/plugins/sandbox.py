@@ -159,6 +159,7 @@ class PluginComponent:
         name: str,
         grants: tuple[str, ...],
         fuel: int,
+        fuel_per_kb: int = 0,
         memory_bytes: int,
         max_output_bytes: int,
         source: str = "<bytes>",
@@ -169,6 +170,7 @@ class PluginComponent:
         self.size = len(wasm)
         self.grants = grants
         self.fuel = fuel
+        self.fuel_per_kb = fuel_per_kb
         self.memory_bytes = memory_bytes
         self.max_output_bytes = max_output_bytes
         self.engine = sandbox_engine()
@@ -223,8 +225,8 @@ class PluginInstance:
         self.funcs = funcs
         self._encoded = EncodedCall(store, funcs["invoke-encoded"]) if component.call_path == "fast" else None
 
-    def _call(self, name: str, *args: Any) -> Any:
-        self.store.set_fuel(self.component.fuel)
+    def _call(self, name: str, *args: Any, fuel: int = 0) -> Any:
+        self.store.set_fuel(fuel or self.component.fuel)
         try:
             return self.funcs[name](self.store, *args)
         except WasmtimeError as exc:
@@ -247,21 +249,27 @@ class PluginInstance:
         """Typed `invoke` (measurement and parity tests; the request path uses invoke-encoded)."""
         return self._call("invoke", _Record(ctx), payload)
 
+    def budget(self, data: bytes) -> tuple[int, int]:
+        """(fuel, largest answer in bytes) for a call with this input: `fuel` plus `fuel_per_kb` per
+        started KiB of the input, and `max_output_kb` plus the input's own size (a plugin that
+        rewrites a large result answers about as much as it got)."""
+        c = self.component
+        return c.fuel + c.fuel_per_kb * ((len(data) + 1023) >> 10), c.max_output_bytes + len(data)
+
     def invoke_encoded(self, data: bytes) -> bytes:
         """One encoded call: raises PluginFault on a trap or an oversized output."""
+        fuel, max_output = self.budget(data)
         if self._encoded is not None:
             try:
-                out = self._encoded(data, self.component.fuel, self.component.max_output_bytes)
+                out = self._encoded(data, fuel, max_output)
             except WasmtimeError as exc:
                 raise PluginFault(classify_trap(str(exc)), _cause_line(exc)) from None
             except OutputTooLarge as exc:
-                raise PluginFault(
-                    "oversized", f"output of {exc.args[0]} bytes over {self.component.max_output_bytes}"
-                ) from None
+                raise PluginFault("oversized", f"output of {exc.args[0]} bytes over {max_output}") from None
             return out
-        out = str(self._call("invoke-encoded", data.decode())).encode()
-        if len(out) > self.component.max_output_bytes:
-            raise PluginFault("oversized", f"output of {len(out)} bytes over {self.component.max_output_bytes}")
+        out = str(self._call("invoke-encoded", data.decode(), fuel=fuel)).encode()
+        if len(out) > max_output:
+            raise PluginFault("oversized", f"output of {len(out)} bytes over {max_output}")
         return out
 
 
