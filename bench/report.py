@@ -96,6 +96,11 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
     if "metrics on" in metrics_rows and "metrics off" in metrics_rows:
         ratio = paired_ratio(metrics_rows["metrics on"], metrics_rows["metrics off"])
         out.append(("tools/list with metrics on / off, c=16", _fmt(ratio), ">= 0.95x", _met(ratio, 0.95)))
+    tracing_rows = {r["target"]: r for r in (record.get("tracing") or {}).get("rows", [])}
+    for target in ("tracing on", "tracing 10%"):
+        if target in tracing_rows and "tracing off" in tracing_rows:
+            ratio = paired_ratio(tracing_rows[target], tracing_rows["tracing off"])
+            out.append((f"tools/list with {target} / off (OTLP to a local stub), c=16", _fmt(ratio), "(no bar)", None))
     out += _scaleout_bars(record.get("scaleout") or {})
     swap = record.get("hot_swap")
     if swap:

@@ -4,7 +4,7 @@ are shared and noisy, so only side-by-side numbers mean anything.
 
 Environment: BENCH_DURATION_S (per wrk run, default 2), BENCH_REPS (default 5),
 BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,store,swap,federation,plugins,auth,
-metrics,scaleout).
+metrics,scaleout,tracing).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import metrics  # noqa: E402 - imported once bench/ is on sys.path
 import plugins  # noqa: E402 - imported once bench/ is on sys.path
 import report  # noqa: E402 - imported once bench/ is on sys.path
 import scaleout  # noqa: E402 - imported once bench/ is on sys.path
+import tracing  # noqa: E402 - imported once bench/ is on sys.path
 
 
 def main() -> None:
@@ -94,6 +95,11 @@ def main() -> None:
         "metrics",
         "Prometheus metrics on the request path",
         lambda: record.__setitem__("metrics", metrics.measure(duration, reps)),
+    )
+    section(
+        "tracing",
+        "OpenTelemetry tracing on the request path (exporting to a local collector stub)",
+        lambda: record.__setitem__("tracing", tracing.measure(duration, reps)),
     )
     section(
         "scaleout",

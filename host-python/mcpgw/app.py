@@ -312,15 +312,16 @@ class App:
 
             self.traffic = Traffic(self.middleware)
             self.asgi = self.traffic
-        # OpenTelemetry traces (observability/tracing.py, the mcpgw[otel] extra): imported only when on.
+        if self.metrics is not None:
+            self.middleware.cache.on_crossing = self.metrics.observe_crossing
+        # OpenTelemetry traces (observability/tracing.py, the mcpgw[otel] extra): imported only when on;
+        # after the metrics' crossing hook, which the edge-crossing span chains to.
         self.tracing: Tracing | None = None
         if (mode := tracing_mode(settings.tracing)) is not None:
             from .observability.tracing import Tracing
 
             self.tracing = Tracing(mode)
             self.asgi = self.tracing.install(self, self.asgi)
-        if self.metrics is not None:
-            self.middleware.cache.on_crossing = self.metrics.observe_crossing
         # Outermost: request ids, the request counters and the access log (observability/observer.py).
         self.asgi = RequestObserver(self.asgi, self.edge, self.metrics, settings.access_log)
 

@@ -136,7 +136,7 @@ def test_a_relayed_call_is_one_trace_from_the_client_to_the_upstream(traced, spa
 
     found = _trace_of(spans, int(CLIENT_TRACE, 16), 7)
     http = _one(found, "POST mcp")
-    edge = _one(found, "mcpgw.edge")
+    edge = _one(found, "mcpgw.edge crossing")
     mcp = _one(found, "tools/call toy__add")
     pre = _one(found, "mcpgw.plugin noop tool-pre-invoke")
     post = _one(found, "mcpgw.plugin noop tool-post-invoke")
@@ -209,6 +209,34 @@ def test_an_error_answer_marks_the_mcp_span(traced, spans):
 def test_health_and_the_start_up_log_say_where_traces_go(traced):
     tracing = httpx.get(traced.url + "/health").json()["tracing"]
     assert tracing["enabled"] is True and tracing["exporter"] == "the process's own tracer provider"
+
+
+def test_a_served_gateway_exports_over_otlp_and_says_where(component_path):
+    """`mcpgw serve` with only OTEL_EXPORTER_OTLP_ENDPOINT set: spans reach a collector (a stub
+    decoding OTLP/HTTP protobuf) in the client's trace, and the log and /health say where."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from conftest import Gateway
+    from otlp_stub import CollectorStub
+
+    collector = CollectorStub()
+    gw = Gateway({"MCPGW_EDGE": "wasm", "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "200"})
+    try:
+        gw.wait_ready()
+        session = _session(gw.url)
+        tid = "22222222222222222222222222222222"
+        body = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+        assert "result" in _call(gw.url, session, body, {"traceparent": f"00-{tid}-{CLIENT_SPAN}-01"})
+        assert collector.wait_for("tools/list", 1) >= 1
+        ours = [s for s in collector.spans if s["trace_id"] == tid]
+        assert {"POST mcp", "tools/list"} <= {s["name"] for s in ours}, ours
+        assert collector.resource["service.name"] == "mcpgw"
+        where = f"{collector.url}/v1/traces"
+        assert f"tracing: on, exporting otlp/http to {where}" in gw.log()
+        assert httpx.get(gw.url + "/health").json()["tracing"]["endpoint"] == where
+    finally:
+        gw.stop()
+        collector.stop()
+        sys.path.remove(str(REPO / "bench"))
 
 
 def test_with_tracing_off_the_sdk_is_never_imported(component_path, tmp_path):

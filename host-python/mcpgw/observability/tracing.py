@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Coroutine, Iterator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -159,28 +160,43 @@ class Tracing:
         return _ServerSpans(inner, self)
 
     def _trace_edge(self, cache: OutcomeCache) -> None:
+        """The edge's decision names the HTTP span (route, edge version); a crossing into the
+        backend (a cache miss) is a child span, made from the crossing's measured duration (the
+        cache's crossing hook, chained to the one /metrics may have set): a cached answer costs
+        no span."""
         evaluate = cache.evaluate
         tracer = self.tracer
 
         def traced(backend: Any, method: str, raw_path: bytes, query: bytes, headers: Any, size: int) -> Any:
+            tag = backend.tag
+            _EDGE_TAG.set(tag)  # before the crossing, so its span (below) names the version
+            outcome = evaluate(backend, method, raw_path, query, headers, size)
             server = trace.get_current_span()
-            with tracer.start_as_current_span("mcpgw.edge") as span:
-                crossings = cache.crossings
-                outcome = evaluate(backend, method, raw_path, query, headers, size)
-                tag = backend.tag
-                span.set_attribute("mcpgw.edge.backend", tag.split("/", 1)[0])
-                span.set_attribute("mcpgw.edge.version", tag)
-                span.set_attribute("mcpgw.edge.cached", cache.crossings == crossings)
-            forward = outcome.get("forward")
-            route = forward["route"] if forward is not None else "preflight"
-            _EDGE_TAG.set(tag)
-            server.update_name(f"{method} {route}")
-            server.set_attribute("http.route", route)
-            server.set_attribute("mcpgw.edge.backend", tag.split("/", 1)[0])
-            server.set_attribute("mcpgw.edge.version", tag)
+            if server.is_recording():
+                forward = outcome.get("forward")
+                route = forward["route"] if forward is not None else "preflight"
+                server.update_name(f"{method} {route}")
+                server.set_attributes(
+                    {"http.route": route, "mcpgw.edge.backend": tag.split("/", 1)[0], "mcpgw.edge.version": tag}
+                )
             return outcome
 
+        metrics = cache.on_crossing
+
+        def crossed(seconds: float) -> None:
+            if metrics is not None:
+                metrics(seconds)
+            tag = _EDGE_TAG.get()
+            end = time.time_ns()
+            span = tracer.start_span(
+                "mcpgw.edge crossing",
+                start_time=end - int(seconds * 1e9),
+                attributes={"mcpgw.edge.backend": tag.split("/", 1)[0], "mcpgw.edge.version": tag},
+            )
+            span.end(end_time=end)
+
         cache.evaluate = traced  # type: ignore[method-assign,assignment] # the one crossing point, wrapped while on
+        cache.on_crossing = crossed
 
     async def mcp_request(
         self, message: dict[str, Any], session: Session | None, work: Coroutine[Any, Any, Any]
