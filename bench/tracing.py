@@ -1,9 +1,10 @@
 """What OpenTelemetry tracing costs on the request path: tools/list at 16 connections through a
-gateway exporting every span (OTLP/HTTP, batched) to a local collector stub, one sampling one
-trace in ten (OTEL_TRACES_SAMPLER=parentbased_traceidratio, 0.1), and one with tracing off, side by side, alternating order between repetitions; every answer is checked. No
-bar (issue 18 asks for the figure). The stub decodes each export (OTLP protobuf) and counts the
-spans; the report says how many `tools/list` server spans arrived for the requests answered
-(the SDK's batch queue drops spans when the exporter falls behind: that is counted, not hidden)."""
+gateway exporting every span (OTLP/HTTP, batched) to a local collector stub, through one sampling
+one trace in ten (OTEL_TRACES_SAMPLER=parentbased_traceidratio, 0.1), and through one with tracing
+off, side by side, alternating order between repetitions; every answer is checked. No bar (issue
+18 asks for the figure). The stubs decode each export (OTLP protobuf) and count the spans; the
+report says how many `tools/list` server spans arrived for the requests answered (the SDK's batch
+queue drops spans when the exporter falls behind: that is counted, not hidden)."""
 
 from __future__ import annotations
 
