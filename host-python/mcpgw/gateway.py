@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 from .federation.config import load as load_upstreams
 from .federation.hub import Federation
 from .federation.merged import GatewayDispatcher
-from .federation.upstream import Upstream
 from .federation.virtual import VirtualDispatcher
 from .plugins import plugin_registry_for
 from .server.builtin import builtin_catalog
@@ -58,10 +57,6 @@ def build_gateway(settings: Settings) -> Gateway:
     )
     upstreams = load_upstreams(settings.config, settings.max_body_bytes) if settings.config else []
 
-    async def catalog_changed(upstream: Upstream, kinds: set[str]) -> None:
-        for kind in sorted({"resources" if k == "resourceTemplates" else k for k in kinds}):
-            await sessions.broadcast(f"notifications/{kind}/list_changed", servers={None, upstream.id})
-
-    federation = Federation(upstreams, catalog_changed)
+    federation = Federation(upstreams)  # tells clients of list changes itself, only those whose view changed
     servers = {u.id: VirtualDispatcher(u, federation) for u in federation.upstreams.values()}
     return Gateway(engine, federation, GatewayDispatcher(builtin_catalog(), federation), servers, plugins)

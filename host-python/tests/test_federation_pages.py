@@ -30,6 +30,6 @@ async def test_past_max_pages_the_catalog_is_cut_logged_and_shown_in_health(comp
     try:
         health = upstream_health(gateway.url)["paged"]
         assert health["tools"] == 100 and health["cut_at_max_pages"] == ["tools"]
-        assert "upstream paged: tools cut at max_pages (100 pages, 100 items)" in gateway.log()
+        assert "upstream paged (catalog): tools cut at max_pages (100 pages, 100 items)" in gateway.log()
     finally:
         gateway.stop()

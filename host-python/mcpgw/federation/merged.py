@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
+import functools
 from typing import Any
 
 from ..server.catalog import RESOURCE_NOT_FOUND, Catalog
@@ -62,11 +64,18 @@ class GatewayDispatcher(FederatedDispatcher):
             upstream, method, params, ctx, session, uri_out=lambda uri: public_uri(prefix, uri)
         )
 
-    def _listed(self, key: str, field: str, rename: Any) -> list[dict[str, Any]]:
+    async def _listed(self, key: str, field: str, rename: Any, session: Session | None) -> list[dict[str, Any]]:
+        """Every ready upstream's `key` list as this session would see it (hub.Federation.view)."""
+        if session is not None:
+            self.federation.watch(session)
+        upstreams = self._ready()
+        views = await asyncio.gather(
+            *(self.federation.view(u, session, functools.partial(public_uri, u.config.prefix)) for u in upstreams)
+        )
         return [
             {**item, field: rename(u.config.prefix, item.get(field, ""))}
-            for u in self._ready()
-            for item in u.lists[key]
+            for u, lists in zip(upstreams, views, strict=True)
+            for item in lists.get(key, [])
         ]
 
     async def _result(
@@ -74,24 +83,24 @@ class GatewayDispatcher(FederatedDispatcher):
     ) -> dict[str, Any]:
         if method == "tools/list":
             _no_cursor(params)
-            return {"tools": self.catalog.tool_list() + self._listed("tools", "name", public_name)}
+            return {"tools": self.catalog.tool_list() + await self._listed("tools", "name", public_name, session)}
         if method == "prompts/list":
             _no_cursor(params)
             return {
                 "prompts": [p.describe() for p in self.catalog.prompts.values()]
-                + self._listed("prompts", "name", public_name)
+                + await self._listed("prompts", "name", public_name, session)
             }
         if method == "resources/list":
             _no_cursor(params)
             return {
                 "resources": [r.describe() for r in self.catalog.resources.values()]
-                + self._listed("resources", "uri", public_uri)
+                + await self._listed("resources", "uri", public_uri, session)
             }
         if method == "resources/templates/list":
             _no_cursor(params)
             return {
                 "resourceTemplates": [t.describe() for t in self.catalog.templates]
-                + self._listed("resourceTemplates", "uriTemplate", public_uri)
+                + await self._listed("resourceTemplates", "uriTemplate", public_uri, session)
             }
         if method in ("tools/call", "prompts/get"):
             owner = self._owner(params.get("name"))

@@ -30,8 +30,42 @@ LISTS = (  # method, result key, capability that offers it
 )
 
 
+async def read_lists(link: UpstreamLink, max_pages: int) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Every list the upstream offers on `link`, each page up to `max_pages`; and the lists cut there."""
+    caps = link.init_result.get("capabilities", {})
+    lists: dict[str, list[dict[str, Any]]] = {}
+    cut: list[str] = []
+    for method, key, capability in LISTS:
+        items: list[dict[str, Any]] = []
+        if capability in caps:
+            cursor = None
+            for _ in range(max_pages):
+                result = await link.request(method, {"cursor": cursor} if cursor else None)
+                items += [item for item in result.get(key, []) if isinstance(item, dict)]
+                cursor = result.get("nextCursor")
+                if not cursor:
+                    break
+            if cursor:  # an upstream that keeps paging is cut off rather than followed forever
+                cut.append(key)
+                log.warning(
+                    "upstream %s (%s): %s cut at max_pages (%d pages, %d items); raise max_pages to see the rest",
+                    link.config.id,
+                    link.label,
+                    key,
+                    max_pages,
+                    len(items),
+                )
+        lists[key] = items
+    return lists, cut
+
+
+# Told when the catalog changed: (upstream, list keys, whether it came or went as a whole: then every
+# client's view of it changed, not only of those who see the catalog).
+OnChange = Callable[["Upstream", set[str], bool], Awaitable[None]]
+
+
 class Upstream:
-    def __init__(self, config: UpstreamConfig, on_change: Callable[[Upstream, set[str]], Awaitable[None]]) -> None:
+    def __init__(self, config: UpstreamConfig, on_change: OnChange) -> None:
         self.config = config
         self.on_change = on_change
         self.state = "starting"  # starting, ready, restarting, stopped
@@ -44,6 +78,7 @@ class Upstream:
         self._task: asyncio.Task[None] | None = None
         self._refresh: asyncio.Task[None] | None = None
         self._announced: set[str] = set()  # list kinds the upstream said changed, not yet re-read
+        self.refreshes = 0  # catalog re-reads after list_changed
         self._since = time.monotonic()
         self._up = asyncio.Event()  # set while ready
         self._check = asyncio.Event()  # ping the catalog connection now (a session connection failed)
@@ -131,7 +166,7 @@ class Upstream:
                 self._enter("ready")
                 was_ready = True
                 if changed:
-                    await self.on_change(self, changed)
+                    await self.on_change(self, changed, True)
                 await self._watch(link)
                 self.error = link.error
             except asyncio.CancelledError:
@@ -154,7 +189,7 @@ class Upstream:
             gone = {key for key, items in self.lists.items() if items}
             if gone:  # its tools and the rest leave the merged catalog until it is back
                 self.lists = {key: [] for key in self.lists}
-                await self.on_change(self, gone)
+                await self.on_change(self, gone, True)
             if link.session_lost and was_ready:
                 # It answered: it is up again with none of our sessions. Reconnect now.
                 log.warning("upstream %s: %s; reconnecting now", self.id, self.error)
@@ -191,57 +226,33 @@ class Upstream:
 
     async def _fetch_lists(self, link: UpstreamLink) -> set[str]:
         """Re-read every list the upstream offers; returns the keys whose contents changed."""
-        caps = link.init_result.get("capabilities", {})
-        lists: dict[str, list[dict[str, Any]]] = {}
-        cut: list[str] = []
-        max_pages = int(self.config.max_pages)
-        for method, key, capability in LISTS:
-            items: list[dict[str, Any]] = []
-            if capability in caps:
-                cursor = None
-                for _ in range(max_pages):
-                    result = await link.request(method, {"cursor": cursor} if cursor else None)
-                    items += [item for item in result.get(key, []) if isinstance(item, dict)]
-                    cursor = result.get("nextCursor")
-                    if not cursor:
-                        break
-                if cursor:  # an upstream that keeps paging is cut off rather than followed forever
-                    cut.append(key)
-                    log.warning(
-                        "upstream %s: %s cut at max_pages (%d pages, %d items); raise max_pages to see the rest",
-                        self.id,
-                        key,
-                        max_pages,
-                        len(items),
-                    )
-            lists[key] = items
+        lists, cut = await read_lists(link, int(self.config.max_pages))
         changed = {key for key in lists if lists[key] != self.lists.get(key)}
         self.lists, self.cut = lists, cut
         return changed
 
     def refresh_soon(self, notification: str) -> None:
-        """Re-read the catalog after a list_changed (once, however many arrive meanwhile), then tell
-        clients: of what changed, and of what the upstream announced even if it reads the same."""
-        kind = notification.split("/")[1]  # notifications/<kind>/list_changed
-        self._announced.add(kind)
-        if self._refresh is not None and not self._refresh.done():
-            return
-        self._refresh = asyncio.ensure_future(self._refresh_now())
+        """Re-read the catalog after a list_changed, once however many arrive meanwhile (one that
+        arrives while a re-read runs gets one more after it), then tell clients what changed."""
+        self._announced.add(notification.split("/")[1])  # notifications/<kind>/list_changed
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.ensure_future(self._refresh_now())
 
     async def _refresh_now(self) -> None:
-        await asyncio.sleep(0)  # let a burst of list_changed arrive first
-        link = self.link
-        announced, self._announced = self._announced, set()
-        if link is None:
-            return
-        try:
-            changed = await self._fetch_lists(link)
-        except Exception as exc:  # noqa: BLE001 - a failed refresh keeps the old catalog; the link's own watch handles the rest
-            log.warning("upstream %s: refreshing the catalog failed: %s", self.id, describe(exc))
-            return
-        changed |= {key for _, key, kind in LISTS if kind in announced}
-        if changed:
-            await self.on_change(self, changed)
+        while self._announced:
+            await asyncio.sleep(0)  # let a burst of list_changed arrive first
+            self._announced = set()
+            link = self.link
+            if link is None:
+                return
+            self.refreshes += 1
+            try:
+                changed = await self._fetch_lists(link)
+            except Exception as exc:  # noqa: BLE001 - a failed refresh keeps the old catalog; the link's own watch handles the rest
+                log.warning("upstream %s: refreshing the catalog failed: %s", self.id, describe(exc))
+                return
+            if changed:  # an announcement that changed nothing reaches no one
+                await self.on_change(self, changed, False)
 
     # -- LinkHandler for the catalog connection --------------------------------
     async def upstream_notification(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> None:

@@ -56,6 +56,8 @@ class VirtualDispatcher(FederatedDispatcher):
     ) -> dict[str, Any]:
         if method == "ping":
             return {}
+        if method.endswith("/list") and session is not None:
+            self.federation.watch(session)  # told of list_changed when its view changes
         if method == "logging/setLevel" and session is not None and params.get("level") in LOG_LEVELS:
             # Remembered, so a connection reopened after the upstream restarts gets it again.
             session.log_level, session.log_level_set = params["level"], True

@@ -217,6 +217,57 @@ def big(mib: float) -> types.CallToolResult:
     )
 
 
+@server.tool()
+def sampler() -> str:
+    """Listed only to clients that declared sampling (as the everything server does with its
+    sampling, elicitation and roots tools)."""
+    return "only for samplers"
+
+
+LIST_CALLS: list[int] = []  # tools/list requests answered by this process
+ANNOUNCE = bool(os.environ.get("TOY_ANNOUNCE_ON_CONNECT"))
+ANNOUNCED: set[int] = set()  # connections told tools/list_changed already (ctx.session is per request)
+
+
+async def announce_once(ctx) -> None:
+    """As the everything server does, each new connection is told tools/list_changed: here within
+    its first tools/list or tools/call (on that request's stream, so it is never lost)."""
+    connection = ctx.session._connection
+    if ANNOUNCE and id(connection) not in ANNOUNCED:
+        ANNOUNCED.add(id(connection))
+        await ctx.session.send_notification(types.ToolListChangedNotification(), related_request_id=ctx.request_id)
+
+
+_plain_list = server._lowlevel_server.get_request_handler("tools/list")
+_plain_call = server._lowlevel_server.get_request_handler("tools/call")
+assert _plain_list is not None and _plain_call is not None
+
+
+async def on_list_tools(ctx, params) -> Any:
+    LIST_CALLS.append(1)
+    await announce_once(ctx)
+    result = await _plain_list.handler(ctx, params)
+    client = ctx.session.client_params
+    if client is None or client.capabilities.sampling is None:
+        result.tools = [tool for tool in result.tools if tool.name != "sampler"]
+    return result
+
+
+async def on_call_tool(ctx, params) -> Any:
+    await announce_once(ctx)
+    return await _plain_call.handler(ctx, params)
+
+
+server._lowlevel_server.add_request_handler("tools/list", _plain_list.params_type, on_list_tools)
+server._lowlevel_server.add_request_handler("tools/call", _plain_call.params_type, on_call_tool)
+
+
+@server.tool()
+def list_calls() -> int:
+    """How many tools/list requests this process answered."""
+    return len(LIST_CALLS)
+
+
 @server.resource("toy://note", mime_type="text/plain")
 def note() -> str:
     """A fixed note."""

@@ -1,0 +1,100 @@
+"""What each client is told about lists (issue 19, defects 7 and 6).
+
+`list_changed` storms: an upstream that announces tools/list_changed on every new connection (as
+the everything server does) used to have each announcement re-read and broadcast to every session:
+N clients, O(N^2) notifications. Now an announcement on a session's own connection reaches that
+session only when it sees the upstream through that connection (a virtual server session), the
+catalog is re-read once per burst, and catalog-view sessions are told only when it changed.
+
+Client-dependent catalogs: an upstream may offer tools only to clients that declare a capability
+(the toy's `sampler` needs `sampling`, as the everything server's sampling, elicitation and roots
+tools do); /mcp lists for such a session through its own upstream connection, so it lists what it
+can call.
+
+Real gateway process (Python edge), the toy server over Streamable HTTP, the mcp SDK's clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp.client.client import Client
+
+from upstream_procs import federated_gateway, http_table, toy_http
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning"),
+]
+
+N = 10
+
+
+@pytest.fixture(scope="module")
+def storm(component_path):
+    upstream = toy_http("storm", TOY_ANNOUNCE_ON_CONNECT="1")
+    gw = federated_gateway("python", [http_table("storm", upstream.url)])
+    yield gw
+    gw.stop()
+    upstream.stop()
+
+
+class Counting:
+    """A client's tools/list_changed notifications."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.event = anyio.Event()
+
+    async def __call__(self, message) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            self.count += 1
+            self.event.set()
+
+
+def text_of(result) -> str:
+    return " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+async def test_n_clients_on_mcp_cost_o_n_and_hear_only_of_real_changes(storm):
+    counters = [Counting() for _ in range(N)]
+    async with contextlib.AsyncExitStack() as stack:
+        probe = await stack.enter_async_context(Client(storm.url + "/servers/storm/mcp", mode="legacy"))
+        lists_before = int(text_of(await probe.call_tool("list_calls", {})))
+        clients = [
+            await stack.enter_async_context(Client(storm.url + "/mcp", mode="legacy", message_handler=counter))
+            for counter in counters
+        ]
+        for client in clients:  # each opens its own upstream connection: an announcement each
+            assert "storm__whoami" in {t.name for t in (await client.list_tools()).tools}
+            assert text_of(await client.call_tool("storm__whoami", {})).startswith("storm pid=")
+        await anyio.sleep(1)  # room for any notification the announcements would cause
+        assert [c.count for c in counters] == [0] * N  # the catalog did not change: no one is told
+        # A real change: every /mcp client is told once.
+        name = f"grown{os.getpid()}"
+        assert text_of(await clients[0].call_tool("storm__grow", {"name": name})) == f"added {name}"
+        with anyio.fail_after(30):
+            for counter in counters:
+                await counter.event.wait()
+        await anyio.sleep(1)
+        assert [c.count for c in counters] == [1] * N
+        assert f"storm__{name}" in {t.name for t in (await clients[-1].list_tools()).tools}
+        lists = int(text_of(await probe.call_tool("list_calls", {}))) - lists_before
+    assert lists <= 2 * N + 2, lists  # catalog re-reads: at most one per announcement, O(N)
+
+
+async def test_virtual_server_sessions_hear_only_their_own_connections_announcement(storm):
+    counters = [Counting() for _ in range(N)]
+    async with contextlib.AsyncExitStack() as stack:
+        for counter in counters:
+            client = Client(storm.url + "/servers/storm/mcp", mode="legacy", message_handler=counter)
+            await (await stack.enter_async_context(client)).list_tools()  # its own connection announces
+        with anyio.fail_after(30):
+            for counter in counters:
+                await counter.event.wait()
+        await anyio.sleep(1)
+        assert [c.count for c in counters] == [1] * N  # its own, never the others' (was up to N each)
