@@ -83,7 +83,7 @@ variants: $(FAULTS_WASM) $(CONTRACT2_WASM) $(V2_WASM) $(WRONG_WASM) $(VARIANTS_D
 # The example plugins (plugins/examples, shipped in plugins/dist/) and the test-only hostile
 # ones (plugins/test, in plugins/dist/test/), all from one cargo build; docs/plugins.md.
 PLUGINS       := tool-guard redact args-guard rate-limit noop
-TEST_PLUGINS  := loop alloc-bomb panic garbage huge-output wasi-probe clock-ungranted
+TEST_PLUGINS  := loop alloc-bomb panic garbage huge-output wasi-probe clock-ungranted chatty
 PLUGIN_CRATES := mcpgw-plugin-sdk $(PLUGINS) $(TEST_PLUGINS:%=test-%)
 PLUGIN_SRC    := $(shell find plugins/sdk plugins/examples plugins/test -name '*.rs' -o -name Cargo.toml) wit/plugin.wit Cargo.toml Cargo.lock
 PLUGIN_DIST   := $(PLUGINS:%=plugins/dist/%.wasm) $(TEST_PLUGINS:%=plugins/dist/test/%.wasm)
@@ -182,10 +182,16 @@ test-python: lint-python build variants plugins dist $(BUILD)/chromium.stamp con
 	cd host-python && MCPGW_TEST_VARIANTS=$(abspath $(VARIANTS_DIR)) ../$(PY) -m pytest -q
 
 # Raw-TCP scenarios (tests/scenarios/) replayed against the gateway in wasm and python mode,
-# transcripts diffed, a control client alongside, live counts back to baseline after each.
-test-wire: build
+# transcripts diffed, a control client alongside, live counts back to baseline after each;
+# then the same against gateways sharing a redis-server (--redis), whose transcripts must equal
+# the in-memory run's.
+WIRE_OUT := target/wire-parity
+test-wire: build $(BUILD)/redis.stamp
 	cargo build --locked -p native-host --bin wire-parity
-	target/debug/wire-parity --repo $(CURDIR) --python $(abspath $(PY))
+	rm -rf $(WIRE_OUT)/transcripts $(WIRE_OUT)-redis/transcripts
+	target/debug/wire-parity --repo $(CURDIR) --python $(abspath $(PY)) --out $(WIRE_OUT)
+	target/debug/wire-parity --repo $(CURDIR) --python $(abspath $(PY)) --out $(WIRE_OUT)-redis --redis
+	diff -r $(WIRE_OUT)/transcripts $(WIRE_OUT)-redis/transcripts
 
 test: test-rust test-plugins test-python test-wire
 

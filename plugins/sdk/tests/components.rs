@@ -20,6 +20,7 @@ fn plugins_import_only_what_they_call() {
         ("test/garbage.wasm", &[]),
         ("test/huge-output.wasm", &[]),
         ("test/clock-ungranted.wasm", &["mcpgw:plugin/clock@1.0.0"]),
+        ("test/chatty.wasm", &["mcpgw:plugin/log@1.0.0"]),
     ] {
         let (imports, exports) = common::interface(&dist.join(file));
         assert_eq!(imports, want, "{file} imports");
