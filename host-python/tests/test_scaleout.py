@@ -270,10 +270,6 @@ async def test_the_sdk_client_round_robin_over_three_processes_through_a_full_jo
 # -- a process dies ------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core (issue 17) not there yet: events are kept in the process's memory, not Redis (B answers 400)",
-)
 def test_a_stream_read_from_a_killed_process_resumes_on_another_with_the_loss_named(redis, component_path):
     a, b = gateways(redis, 2)
     try:
