@@ -33,10 +33,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
+from ..server.context import LOG_LEVELS
 from .principal import Principal
 from .registry import MemorySessions, StateUnavailable
 from .session import Session
@@ -46,26 +47,44 @@ log = logging.getLogger("mcpgw.state")
 SHARED_TRANSPORT = "streamable-http"  # the one transport whose sessions outlive a connection
 PREFIX = "mcpgw:"
 ENDED_CHANNEL = PREFIX + "ended"
+CHANGED_CHANNEL = PREFIX + "changed"  # a session's log level changed: {"session", "level", "set"}
 HEARTBEAT_S = 1.0
 PROC_TTL_MS = 3000  # a process that has not heartbeaten for this long is dead
 # Round trips to Redis never wait longer than this: an unreachable Redis is an error, not a hang.
 SOCKET_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 1.0
 
-# Take a request id: free, ours (a stale claim: this process checked its own running ids
-# first), or held by a process that no longer heartbeats.
-CLAIM = """
-local owner = redis.call('GET', KEYS[1])
-if owner and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[3] .. owner) == 1 then
-  return 0
+# How long a session confirmed alive in Redis is served from this process's copy without asking
+# again. Its end reaches the copy at once anyway (the `ended` message); this bounds what a missed
+# message could cost, and how often a busy session's TTL is refreshed.
+LIVENESS_S = 1.0
+
+# Everything the requests of one event-loop turn need, in one round trip. KEYS: one per
+# operation; ARGV: this process, claim TTL, record TTL, heartbeat key prefix, then one op per key:
+#   c  claim a request id: free, ours (a stale claim: this process checked its own running ids
+#      first), or held by a process that no longer heartbeats -> 1; else 0
+#   r  release a request id if this process holds it -> 0
+#   t  refresh a session record's TTL -> 1, or 0 if it is gone
+BATCH = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local op = ARGV[4 + i]
+  if op == 'c' then
+    local owner = redis.call('GET', key)
+    if owner and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[4] .. owner) == 1 then
+      out[i] = 0
+    else
+      redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+      out[i] = 1
+    end
+  elseif op == 'r' then
+    if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+    out[i] = 0
+  else
+    out[i] = redis.call('PEXPIRE', key, ARGV[3])
+  end
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
-"""
-# Release a request id only if this process holds it.
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 0
+return out
 """
 
 
@@ -147,8 +166,10 @@ class RedisSessions(MemorySessions):
         self.listening = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=None)
         self.available = False
         self.error = "not connected yet"
-        self._claim = self.redis.register_script(CLAIM)
-        self._release = self.redis.register_script(RELEASE)
+        self._batch = self.redis.register_script(BATCH)
+        self._ops: list[tuple[str, str, asyncio.Future[int] | None]] = []
+        self._flushing: asyncio.Task[None] | None = None
+        self._verified: dict[str, float] = {}  # session id -> when Redis last confirmed it alive
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: dict[str, Any] = {}  # channel message kinds other modules handle (events)
 
@@ -208,14 +229,16 @@ class RedisSessions(MemorySessions):
         self._ok()
 
     async def store(self, session: Session) -> None:
-        """Write back what a request changed in the record (the log level)."""
+        """Write back what a request changed in the record (the log level), and tell every process."""
         if not session.shared:
             return
+        level_set = "1" if session.log_level_set else ""
+        change = {"session": session.id, "level": session.log_level, "set": bool(level_set)}
         try:
-            await self.redis.hset(
-                record_key(session.id),
-                mapping={"log_level": session.log_level, "log_level_set": "1" if session.log_level_set else ""},
-            )
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(record_key(session.id), mapping={"log_level": session.log_level, "log_level_set": level_set})
+                pipe.publish(CHANGED_CHANNEL, orjson.dumps(change))
+                await pipe.execute()
         except RedisError as exc:
             raise self._failed(exc) from None
 
@@ -223,28 +246,34 @@ class RedisSessions(MemorySessions):
         session = self._sessions.get(session_id)
         if session is not None and not session.shared:
             return session  # a connection's session (not in Redis)
+        now = time.monotonic()
+        if session is not None:
+            if now - self._verified.get(session_id, 0.0) < LIVENESS_S:
+                return session  # confirmed a moment ago; an `ended` message would have dropped it
+            if not await self._op("t", record_key(session_id)):
+                self.delete(session_id, "ended")  # expired, or ended by another process
+                return None
+            self._verified[session_id] = now
+            return session
         key = record_key(session_id)
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.pexpire(key, self.ttl_ms)
-                if session is None:
-                    pipe.hgetall(key)
-                else:
-                    pipe.hmget(key, ["log_level", "log_level_set"])
+                pipe.hgetall(key)
                 found = await pipe.execute()
         except RedisError as exc:
             raise self._failed(exc) from None
         self._ok()
-        if not found[0]:  # expired, or ended by another process
-            if session is not None:
-                self.delete(session_id, "ended")
+        if not found[0]:
             return None
+        session = self._materialise(session_id, found[1])
         if session is not None:
-            level, level_set = found[1]
-            if level is not None:
-                session.log_level, session.log_level_set = level.decode(), bool(level_set)
-            return session
-        return self._materialise(session_id, found[1])
+            self._verified[session_id] = now
+        return session
+
+    def delete(self, session_id: str, reason: str = "terminated") -> bool:
+        self._verified.pop(session_id, None)
+        return super().delete(session_id, reason)
 
     def _materialise(self, session_id: str, record: dict[bytes, bytes]) -> Session | None:
         try:
@@ -281,18 +310,47 @@ class RedisSessions(MemorySessions):
 
     # -- requests ----------------------------------------------------------------
     async def claim(self, session: Session, id_: Any) -> bool:
-        try:
-            key = claim_key(session.id, id_)
-            taken = await self._claim(keys=[key], args=[self.proc, self.ttl_ms, PREFIX + "proc:"])
-        except RedisError as exc:
-            raise self._failed(exc) from None
-        return bool(taken)
+        return bool(await self._op("c", claim_key(session.id, id_)))
 
     async def release(self, session: Session, id_: Any) -> None:
+        # Not waited for: it goes out with the next turn's round trip, before any later claim.
+        self._op_later("r", claim_key(session.id, id_))
+
+    # -- one round trip per event-loop turn ---------------------------------------
+    def _op_later(self, op: str, key: str) -> None:
+        self._ops.append((op, key, None))
+        if self._flushing is None:
+            self._flushing = asyncio.ensure_future(self._flush())
+
+    async def _op(self, op: str, key: str) -> int:
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._ops.append((op, key, future))
+        if self._flushing is None:
+            self._flushing = asyncio.ensure_future(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        """Send what the requests queued, as one script call; again while more was queued
+        meanwhile (one call in flight at a time: operations reach Redis in the order queued)."""
         try:
-            await self._release(keys=[claim_key(session.id, id_)], args=[self.proc])
-        except RedisError as exc:
-            raise self._failed(exc) from None
+            while self._ops:
+                await asyncio.sleep(0)  # the rest of this turn's requests queue theirs too
+                ops, self._ops = self._ops, []
+                args: list[Any] = [self.proc, self.ttl_ms, self.ttl_ms, PREFIX + "proc:", *(op for op, _, _ in ops)]
+                try:
+                    results = await self._batch(keys=[key for _, key, _ in ops], args=args)
+                except RedisError as exc:
+                    error = self._failed(exc)
+                    for _, _, future in ops:
+                        if future is not None and not future.done():
+                            future.set_exception(error)
+                    continue
+                self._ok()
+                for (_, _, future), result in zip(ops, results, strict=True):
+                    if future is not None and not future.done():
+                        future.set_result(int(result))
+        finally:
+            self._flushing = None
 
     async def forward(self, session: Session, message: dict[str, Any]) -> None:
         try:
@@ -308,6 +366,16 @@ class RedisSessions(MemorySessions):
         except RedisError as exc:
             log.warning("session %s: could not forward a message: %s", session.id[:8], exc)
             self._failed(exc)
+
+    def _changed(self, data: bytes) -> None:
+        """Another process changed a session's log level: so does this process's copy."""
+        try:
+            change = orjson.loads(data)
+            session = self._sessions.get(change["session"])
+            if session is not None and change["level"] in LOG_LEVELS:
+                session.log_level, session.log_level_set = change["level"], bool(change["set"])
+        except (ValueError, KeyError, TypeError):
+            return
 
     def _delivered(self, data: bytes) -> None:
         """A message forwarded to this process by another."""
@@ -384,7 +452,7 @@ class RedisSessions(MemorySessions):
         while True:
             pubsub = self.listening.pubsub()
             try:
-                await pubsub.subscribe(ENDED_CHANNEL, mine)
+                await pubsub.subscribe(ENDED_CHANNEL, CHANGED_CHANNEL, mine)
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is None:
@@ -392,6 +460,8 @@ class RedisSessions(MemorySessions):
                     channel = message["channel"].decode()
                     if channel == ENDED_CHANNEL:
                         self.delete(message["data"].decode(), "terminated")
+                    elif channel == CHANGED_CHANNEL:
+                        self._changed(message["data"])
                     else:
                         self._delivered(message["data"])
             except (RedisError, OSError) as exc:
