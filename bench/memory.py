@@ -183,3 +183,63 @@ def store_full(mode: str, sessions: int = 8, calls: int = 2) -> dict:
         flush=True,
     )
     return result
+
+
+def hostile(mode: str = "wasm", settle_s: float = 30.0) -> dict:
+    """RSS through the hostile-client run of host-python/tests/test_hostile_client.py, whose client
+    this reuses (one workload, one set of figures): a gateway with default settings (the per-address
+    caps on, unlike the throughput gateways), a control client calling tools/list from 127.0.0.1,
+    and from 127.0.0.2 in turn: retention flooded with 300 x 1 MiB log messages, sessions until
+    refused, 400 stalled heads, an 80 MiB header. RSS before (baseline), its peak (sampled every
+    50 ms), right after, and after `settle_s` seconds idle."""
+    import sys
+    import time
+
+    sys.path.insert(0, str(servers.ROOT / "host-python" / "tests"))
+    import test_hostile_client as h  # the test's own hostile client, found on its path
+
+    port = servers.free_port()
+    srv = servers.Server(
+        f"gateway-hostile-{mode}",
+        [sys.executable, "-m", "mcpgw.cli", "serve"],
+        {"MCPGW_EDGE": mode, "MCPGW_HOST": "127.0.0.1", "MCPGW_PORT": str(port), "MCPGW_LOG_LEVEL": "warning"},
+        port=port,
+    ).wait_ready("/health")
+    try:
+        pid = srv.proc.pid
+        with h.Control(srv.url) as control, h.Watch(pid) as watch:
+            time.sleep(1)
+            baseline = h.rss_mib(pid)
+            h.flood_retention(srv.url)
+            sessions = h.sessions_until_refused(srv.url)
+            refused, held = h.stalled_until_refused(srv.port)
+            for sock in held:
+                sock.close()
+            h.wait_served_again(srv.url)
+            answer = h.huge_header(srv.port)
+        after = h.rss_mib(pid)
+        time.sleep(settle_s)
+        settled = h.rss_mib(pid)
+    finally:
+        srv.stop()
+    result = {
+        "mode": mode,
+        "baseline_mib": baseline,
+        "peak_mib": watch.peak,
+        "after_mib": after,
+        "settled_mib": settled,
+        "settle_s": settle_s,
+        "ceiling_mib": h.RSS_CEILING_MIB,
+        "sessions_before_refusal": sessions,
+        "stalled_refused_of_400": refused,
+        "huge_header_answer": answer[:12].decode(errors="replace"),
+        "control_calls": control.calls,
+        "control_failures": len(control.failures),
+    }
+    print(
+        f"  {mode:7} hostile run: RSS baseline {baseline:.1f} MiB, peak {watch.peak:.1f} MiB (ceiling "
+        f"{h.RSS_CEILING_MIB}), right after {after:.1f} MiB, {settle_s:g} s later {settled:.1f} MiB; "
+        f"{control.calls} control calls, {len(control.failures)} failed",
+        flush=True,
+    )
+    return result

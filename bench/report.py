@@ -96,12 +96,38 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
     if "metrics on" in metrics_rows and "metrics off" in metrics_rows:
         ratio = paired_ratio(metrics_rows["metrics on"], metrics_rows["metrics off"])
         out.append(("tools/list with metrics on / off, c=16", _fmt(ratio), ">= 0.95x", _met(ratio, 0.95)))
+        on_cpu, off_cpu = (
+            metrics_rows["metrics on"].get("cpu_us_per_request"),
+            metrics_rows["metrics off"].get("cpu_us_per_request"),
+        )
+        if on_cpu and off_cpu:  # the steadier figure on a shared machine: gateway CPU per request
+            cpu_ratio = off_cpu / on_cpu
+            out.append(
+                (
+                    f"tools/list gateway CPU per request, off / on ({off_cpu} / {on_cpu} us), c=16",
+                    _fmt(cpu_ratio),
+                    ">= 0.95x",
+                    _met(cpu_ratio, 0.95),
+                )
+            )
     tracing_rows = {r["target"]: r for r in (record.get("tracing") or {}).get("rows", [])}
     for target in ("tracing on", "tracing 10%"):
         if target in tracing_rows and "tracing off" in tracing_rows:
             ratio = paired_ratio(tracing_rows[target], tracing_rows["tracing off"])
             out.append((f"tools/list with {target} / off (OTLP to a local stub), c=16", _fmt(ratio), "(no bar)", None))
     out += _scaleout_bars(record.get("scaleout") or {})
+    for m in record.get("hostile") or []:
+        out.append(
+            (
+                f"hostile-client run ({m['mode']}): peak RSS, control calls failed",
+                (
+                    f"{m['peak_mib']:.0f} MiB (baseline {m['baseline_mib']:.0f}, after {m['settled_mib']:.0f}); "
+                    f"{m['control_failures']}"
+                ),
+                f"< {m['ceiling_mib']} MiB; 0",
+                m["peak_mib"] < m["ceiling_mib"] and m["control_failures"] == 0,
+            )
+        )
     swap = record.get("hot_swap")
     if swap:
         out.append(
@@ -307,6 +333,26 @@ def write(record: dict, out: Path, stamp: str) -> Path:
             f"{(m['retained_bytes'] or 0) / 2**20:.1f} ({(m['budget_bytes'] or 0) / 2**20:.0f}) | "
             f"{m['store_full_kib'] / 1024:.1f} |"
             for m in record["store"]
+        ]
+        md.append("")
+    if record.get("hostile"):
+        md += [
+            "## Memory through the hostile-client run",
+            "",
+            (
+                "A gateway with default settings; from 127.0.0.2: retention flooded (300 x 1 MiB), sessions "
+                "until refused, 400 stalled heads, an 80 MiB header; a control client on 127.0.0.1 throughout "
+                "(host-python/tests/test_hostile_client.py's client)."
+            ),
+            "",
+            "| mode | baseline MiB | peak MiB (ceiling) | right after MiB | settled MiB | control calls (failed) |",
+            "|---|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {m['mode']} | {m['baseline_mib']:.1f} | {m['peak_mib']:.1f} ({m['ceiling_mib']}) | "
+            f"{m['after_mib']:.1f} | {m['settled_mib']:.1f} (+{m['settle_s']:g} s) | "
+            f"{m['control_calls']} ({m['control_failures']}) |"
+            for m in record["hostile"]
         ]
         md.append("")
     if record.get("plugins"):

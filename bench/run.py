@@ -3,8 +3,8 @@ and PNG plots under bench/results/. Figures are ratios measured in the same run:
 are shared and noisy, so only side-by-side numbers mean anything.
 
 Environment: BENCH_DURATION_S (per wrk run, default 2), BENCH_REPS (default 5),
-BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,store,swap,federation,plugins,auth,
-metrics,scaleout,tracing).
+BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,store,hostile,swap,federation,plugins,
+auth,metrics,scaleout,tracing).
 """
 
 from __future__ import annotations
@@ -76,6 +76,11 @@ def main() -> None:
     )
     section(
         "store", "memory with the event store full", lambda: record.__setitem__("store", [memory.store_full("wasm")])
+    )
+    section(
+        "hostile",
+        "memory through the hostile-client run",
+        lambda: record.__setitem__("hostile", [memory.hostile("wasm")]),
     )
     section("swap", "hot swaps under load", lambda: record.__setitem__("hot_swap", hot_swap.measure()))
     section(
