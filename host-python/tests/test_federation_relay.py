@@ -122,3 +122,20 @@ async def test_a_stdio_upstreams_stderr_goes_to_the_gateway_log_with_its_id_and_
         assert 0 < len(floods) < 5000  # a burst, then the rate limit
     finally:
         gateway.stop()
+
+
+async def test_links_in_tool_results_and_prompts_resolve_through_mcp(gw):
+    async with Client(gw.url + "/mcp", mode="legacy") as merged:
+        link, embedded = (await merged.call_tool("w__linked", {})).content
+        assert isinstance(link, types.ResourceLink) and str(link.uri) == "w+toy://note"
+        assert isinstance(embedded, types.EmbeddedResource) and str(embedded.resource.uri) == "w+toy://note"
+        read = await merged.read_resource(str(link.uri))  # the link leads back to the upstream's resource
+        assert [(str(c.uri), c.text) for c in read.contents] == [("w+toy://note", "a note from web")]
+        (message,) = (await merged.get_prompt("w__cite", {})).messages
+        assert isinstance(message.content, types.EmbeddedResource)
+        assert str(message.content.resource.uri) == "w+toy://note"
+    async with Client(gw.url + "/servers/web/mcp", mode="legacy") as virtual:  # its own names, unchanged
+        link, embedded = (await virtual.call_tool("linked", {})).content
+        assert str(link.uri) == "toy://note" and str(embedded.resource.uri) == "toy://note"
+        (message,) = (await virtual.get_prompt("cite", {})).messages
+        assert str(message.content.resource.uri) == "toy://note"

@@ -23,6 +23,35 @@ INSTRUCTIONS = (
 )
 
 
+def _content_out(content: Any, prefix: str) -> Any:
+    """One content block with the URIs it names (a resource link, an embedded resource) as /mcp
+    names them, so reading them back through /mcp reaches their upstream."""
+    if not isinstance(content, dict):
+        return content
+    if content.get("type") == "resource_link" and isinstance(content.get("uri"), str):
+        return {**content, "uri": public_uri(prefix, content["uri"])}
+    resource = content.get("resource")
+    if content.get("type") == "resource" and isinstance(resource, dict) and isinstance(resource.get("uri"), str):
+        return {**content, "resource": {**resource, "uri": public_uri(prefix, resource["uri"])}}
+    return content
+
+
+def links_out(result: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """A tools/call or prompts/get result with its resource URIs prefixed (content blocks of a tool
+    result, each prompt message's content); everything else as the upstream wrote it."""
+    if isinstance(result.get("content"), list):
+        result = {**result, "content": [_content_out(c, prefix) for c in result["content"]]}
+    if isinstance(result.get("messages"), list):
+        result = {
+            **result,
+            "messages": [
+                {**m, "content": _content_out(m.get("content"), prefix)} if isinstance(m, dict) else m
+                for m in result["messages"]
+            ],
+        }
+    return result
+
+
 class GatewayDispatcher(FederatedDispatcher):
     def __init__(self, catalog: Catalog, federation: Federation) -> None:
         super().__init__(catalog)
@@ -105,7 +134,8 @@ class GatewayDispatcher(FederatedDispatcher):
         if method in ("tools/call", "prompts/get"):
             owner = self._owner(params.get("name"))
             if owner:
-                return await self._relay(owner[0], method, {**params, "name": owner[1]}, ctx, session)
+                result = await self._relay(owner[0], method, {**params, "name": owner[1]}, ctx, session)
+                return links_out(result, owner[0].config.prefix)
         elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
             owner = self._uri_owner(params.get("uri"))
             if owner:

@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import mcp_types as types
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.prompts.base import UserMessage
 from mcp.shared.exceptions import MCPDeprecationWarning
 from pydantic import BaseModel
 
@@ -266,6 +267,26 @@ server._lowlevel_server.add_request_handler("tools/call", _plain_call.params_typ
 def list_calls() -> int:
     """How many tools/list requests this process answered."""
     return len(LIST_CALLS)
+
+
+@server.tool()
+def linked() -> types.CallToolResult:
+    """Answers with a link to toy://note and the note embedded."""
+    return types.CallToolResult(
+        content=[
+            types.ResourceLink(type="resource_link", uri="toy://note", name="note"),
+            types.EmbeddedResource(
+                type="resource", resource=types.TextResourceContents(uri="toy://note", text=f"a note from {NAME}")
+            ),
+        ]
+    )
+
+
+@server.prompt()
+def cite() -> list[UserMessage]:
+    """A message that embeds toy://note."""
+    note = types.TextResourceContents(uri="toy://note", text=f"a note from {NAME}")
+    return [UserMessage(types.EmbeddedResource(type="resource", resource=note))]
 
 
 @server.resource("toy://note", mime_type="text/plain")
