@@ -2,11 +2,18 @@
 metrics on (the default: every request counted, its latency observed, MCP requests counted) and
 with MCPGW_METRICS=off, side by side, alternating order between repetitions. Every answer is
 checked (wrk counts a JSON-RPC error inside a 200 as an error), and after the runs the gateway
-with metrics on must have counted at least every request wrk saw answered."""
+with metrics on must have counted at least every request wrk saw answered.
+
+Besides req/s, each run records the gateway process's CPU time per answered request (user + system,
+from /proc): on a machine shared with other work, throughput swings with what else runs, while
+the CPU a request costs the gateway does not, so `cpu_us_per_request` is the steadier figure of
+what metrics add."""
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -30,6 +37,12 @@ def counted(url: str) -> float:
     )
 
 
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process, seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> list[dict]:
     targets: dict[str, servers.Server] = {}
     try:
@@ -43,18 +56,30 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> li
             wrk.run(srv.url, loads[name], connections, 1)  # warm-up
         before = counted(targets[ON].url)
         samples: dict[str, list[wrk.Result]] = {name: [] for name in targets}
+        cpu: dict[str, list[float]] = {name: [] for name in targets}  # CPU us per answered request
         for rep in range(reps):
             order = list(targets) if rep % 2 == 0 else list(reversed(targets))
             for name in order:
-                samples[name].append(wrk.run(targets[name].url, loads[name], connections, duration_s))
+                pid = targets[name].proc.pid
+                start = cpu_s(pid)
+                result = wrk.run(targets[name].url, loads[name], connections, duration_s)
+                samples[name].append(result)
+                if result.requests:
+                    cpu[name].append((cpu_s(pid) - start) * 1e6 / result.requests)
         seen = counted(targets[ON].url) - before
         answered = sum(r.requests for r in samples[ON])
         if seen < answered:
             raise RuntimeError(f"/metrics counted {seen:.0f} tools/list, wrk saw {answered} answered")
         rows = [e2e.summarize("tools/list", connections, name, results, None) for name, results in samples.items()]
         for row in rows:
+            spent = sorted(cpu[row["target"]])
+            row["cpu_us_per_request"] = round(spent[len(spent) // 2], 1) if spent else None
             figure = "FAILED" if row["rps"] is None else f"{row['rps']:8.0f} req/s  p50 {row['p50_ms']:6.2f} ms"
-            print(f"  tools/list c={connections} {row['target']:12} {figure}  errors {row['errors']}", flush=True)
+            print(
+                f"  tools/list c={connections} {row['target']:12} {figure}  errors {row['errors']}  "
+                f"gateway CPU {row['cpu_us_per_request']} us/request (median)",
+                flush=True,
+            )
         print(f"  /metrics counted {seen:.0f} tools/list during the runs (wrk: {answered} answered)", flush=True)
         return rows
     finally:

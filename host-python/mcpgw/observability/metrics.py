@@ -207,9 +207,52 @@ class SharedHistogram(SharedCounter):
         self._child(key).observe(seconds)
 
 
-def _http_labels(key: tuple[str, str, int, str]) -> list[str]:
-    route, method, status, edge = key
-    return [route, method, str(status), TRANSPORTS.get(route, "http"), edge]
+def backend_label(backend_type: type) -> str:
+    """The edge backend a request went through, from its class (kept in the key instead of a
+    name: reading `edge.backend` costs a request less than asking the edge for its status)."""
+    return "wasm" if backend_type.__name__ == "WasmCore" else "python"
+
+
+def _http_labels(key: tuple[str, str, int, type]) -> list[str]:
+    route, method, status, backend = key
+    return [route, method, str(status), TRANSPORTS.get(route, "http"), backend_label(backend)]
+
+
+class LocalHttp:
+    """mcpgw_http_requests_total and mcpgw_http_request_duration_seconds (single-process mode) from
+    one entry per (route, method, status, backend class): per request one dict lookup, a bisect
+    and two additions. The counter and the per-route histogram are summed from the entries at
+    scrape time."""
+
+    def __init__(self, requests: LocalCounter, duration: LocalHistogram) -> None:
+        self.requests, self.duration = requests, duration
+        self.bounds = duration.bounds
+        self.data: dict[Any, list[float]] = {}  # key -> bucket counts, +Inf, handshakes (no latency), sum
+
+    def observe(self, key: Any, seconds: float | None) -> None:
+        found = self.data.get(key)
+        if found is None:
+            found = self.data[key] = [0.0] * (len(self.bounds) + 3)
+        if seconds is None:
+            found[-2] += 1
+        else:
+            found[bisect_left(self.bounds, seconds)] += 1
+            found[-1] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        self.requests.values = {}
+        self.duration.data = {}
+        for key, found in list(self.data.items()):
+            self.requests.values[key] = sum(found[:-1])
+            observed = found[:-2]
+            if any(observed):
+                route = (key[0],)
+                into = self.duration.data.setdefault(route, [0.0] * (len(self.bounds) + 2))
+                for i, count in enumerate(observed):
+                    into[i] += count
+                into[-1] += found[-1]
+        yield self.requests.collect()
+        yield self.duration.collect()
 
 
 class ToolNames:
@@ -296,6 +339,7 @@ class Metrics:
             REQUEST_BUCKETS,
         )
         self.observe_crossing = self._observe_crossing
+        self.http = LocalHttp(self.http_requests, self.http_duration) if local else None
         self.tool_names = ToolNames(app)
         self.state = StateCollector(app)
         self.mirror: StateMirror | None = None
@@ -307,10 +351,14 @@ class Metrics:
             self.mirror = StateMirror(self.state)
 
     # -- the request path ------------------------------------------------------
-    def observe_http(self, route: str, method: str, status: int, edge: str, seconds: float | None) -> None:
+    def observe_http(self, route: str, method: str, status: int, backend: type, seconds: float | None) -> None:
         """One answered HTTP request (seconds) or WebSocket handshake (None: a connection's
-        lifetime is not a latency)."""
-        self.http_requests.inc((route, method, status, edge))
+        lifetime is not a latency); `backend` is the class of the edge backend that was active."""
+        key = (route, method, status, backend)
+        if self.http is not None:
+            self.http.observe(key, seconds)
+            return
+        self.http_requests.inc(key)
         if seconds is not None:
             self.http_duration.observe((route,), seconds)
 
@@ -386,9 +434,9 @@ class RequestCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
+        if m.http is not None:
+            yield from m.http.collect()
         for family in (
-            m.http_requests,
-            m.http_duration,
             m.edge_crossing,
             m.mcp_requests,
             m.tool_calls,

@@ -25,7 +25,7 @@ from ..asgi import ASGIApp, Receive, Scope, Send
 from ..edge.middleware import SCOPE_KEY as EDGE_KEY
 from ..state.principal import SCOPE_KEY as PRINCIPAL_KEY
 from . import request_id
-from .metrics import bounded_method
+from .metrics import HTTP_METHODS
 
 if TYPE_CHECKING:
     from ..edge.backend import Edge
@@ -109,8 +109,10 @@ class RequestObserver:
         finally:
             seconds = time.perf_counter() - start
             if self.metrics is not None:
-                method = bounded_method(scope["method"])
-                self.metrics.observe_http(note.route, method, status, self.edge.status.active, seconds)
+                method = scope["method"]
+                if method not in HTTP_METHODS:
+                    method = "other"
+                self.metrics.observe_http(note.route, method, status, type(self.edge.backend), seconds)
             if self.access_log:
                 write_access_line(rid, scope, note.route, status, seconds, note.subject())
             request_id.current.reset(token)
@@ -129,7 +131,7 @@ class RequestObserver:
             nonlocal answered
             answered = True
             if self.metrics is not None:
-                self.metrics.observe_http(note.route, "GET", status, self.edge.status.active, None)
+                self.metrics.observe_http(note.route, "GET", status, type(self.edge.backend), None)
             if self.access_log:
                 write_access_line(rid, scope, note.route, status, time.perf_counter() - start, note.subject())
 
