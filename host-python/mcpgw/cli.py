@@ -6,9 +6,14 @@ import argparse
 import logging
 import sys
 from dataclasses import fields
+from typing import TYPE_CHECKING
 
 from .observability import logs as observability_logs
 from .settings import HELP, Settings
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+    from .observability.tracing import Tracing
 
 
 def _flag_parser(parser: argparse.ArgumentParser) -> None:
@@ -355,6 +360,7 @@ def serve_stdio(settings: Settings) -> int:
         return 2
     if policy is not None and policy.names:
         gateway.engine.access = Access(policy)
+    tracing = stdio_tracing(settings, gateway)
 
     async def run() -> None:
         import signal
@@ -396,8 +402,29 @@ def serve_stdio(settings: Settings) -> int:
 
     log_stdio = logging.getLogger("mcpgw.stdio")
     logging.getLogger("mcpgw").info("mcpgw serving MCP on stdio")
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    finally:
+        if tracing is not None:
+            tracing.shutdown()  # export what is queued
     return 0
+
+
+def stdio_tracing(settings: Settings, gateway: Gateway) -> Tracing | None:
+    """OpenTelemetry for `mcpgw stdio` (MCP requests, plugins, upstream calls; no HTTP spans), only
+    when tracing is on (observability/tracing_switch.py); the start-up log says which."""
+    from .observability.tracing_switch import off_reason, tracing_mode
+
+    mode = tracing_mode(settings.tracing)
+    if mode is None:
+        logging.getLogger("mcpgw").info("tracing: off (%s)", off_reason(settings.tracing))
+        return None
+    from .observability.tracing import Tracing
+
+    tracing = Tracing(mode)
+    tracing.install_gateway(gateway)
+    logging.getLogger("mcpgw").info("tracing: %s", tracing.describe())
+    return tracing
 
 
 if __name__ == "__main__":

@@ -43,6 +43,15 @@ INIT = {
 }
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
+RELAYED = (  # the spans of a tools/call relayed to the toy upstream with the noop plugin on
+    "POST mcp",
+    "mcpgw.edge crossing",
+    "tools/call toy__add",
+    "mcpgw.plugin noop tool-pre-invoke",
+    "mcpgw.plugin noop tool-post-invoke",
+    "upstream toy tools/call",
+    "MCP send tools/call add",
+)
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +118,13 @@ def _call(url: str, session: str, body: dict, headers: dict | None = None) -> di
     return answer.json()
 
 
-def _trace_of(spans: InMemorySpanExporter, trace_id: int, want: int) -> list:
-    """The finished spans of one trace, once at least `want` are there (spans end as the answer
-    is written: a deadline, not a timing assertion)."""
+def _trace_of(spans: InMemorySpanExporter, trace_id: int, names: set[str]) -> list:
+    """The finished spans of one trace, once every span named in `names` is there (spans end as
+    the answer is written: a deadline, not a timing assertion)."""
     deadline = time.monotonic() + 30
     while True:
         found = [s for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
-        if len(found) >= want or time.monotonic() > deadline:
+        if names <= {s.name for s in found} or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
 
@@ -134,7 +143,7 @@ def test_a_relayed_call_is_one_trace_from_the_client_to_the_upstream(traced, spa
     answer = _call(traced.url, session, body, {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"})
     assert answer["result"]["content"][0]["text"] == "5", answer
 
-    found = _trace_of(spans, int(CLIENT_TRACE, 16), 7)
+    found = _trace_of(spans, int(CLIENT_TRACE, 16), set(RELAYED))
     http = _one(found, "POST mcp")
     edge = _one(found, "mcpgw.edge crossing")
     mcp = _one(found, "tools/call toy__add")
@@ -185,7 +194,7 @@ def test_trace_context_in_params_meta_parents_the_mcp_span(traced, spans):
         },
     }
     assert "result" in _call(traced.url, session, body)
-    found = _trace_of(spans, int(meta_trace, 16), 1)
+    found = _trace_of(spans, int(meta_trace, 16), {"tools/call echo"})
     mcp = _one(found, "tools/call echo")
     assert mcp.parent.span_id == int(meta_span, 16)
     http_context = mcp.links[0].context
@@ -199,7 +208,7 @@ def test_an_error_answer_marks_the_mcp_span(traced, spans):
     body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "no_such_tool", "arguments": {}}}
     answer = _call(traced.url, session, body, {"traceparent": f"00-{tid}-{CLIENT_SPAN}-01"})
     assert answer["error"]["code"] == -32602, answer  # Unknown tool
-    found = _trace_of(spans, int(tid, 16), 3)
+    found = _trace_of(spans, int(tid, 16), {"tools/call no_such_tool", "POST mcp"})
     mcp = _one(found, "tools/call no_such_tool")
     assert mcp.status.status_code == StatusCode.ERROR
     assert mcp.attributes["rpc.jsonrpc.error_code"] == -32602
@@ -237,6 +246,33 @@ def test_a_served_gateway_exports_over_otlp_and_says_where(component_path):
         gw.stop()
         collector.stop()
         sys.path.remove(str(REPO / "bench"))
+
+
+def test_mcpgw_stdio_is_traced_and_console_spans_never_touch_stdout(component_path):
+    """`mcpgw stdio` with MCPGW_TRACING=console: the MCP request's span is printed on stderr,
+    and stdout carries nothing but the MCP stream."""
+    lines = [
+        INIT,
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}},
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCPGW_", "OTEL_"))}
+    env["MCPGW_TRACING"] = "console"
+    done = subprocess.run(
+        [sys.executable, "-m", "mcpgw.cli", "stdio"],
+        input="".join(json.dumps(m) + "\n" for m in lines),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    answers = [json.loads(line) for line in done.stdout.splitlines()]  # every stdout line is JSON-RPC
+    assert [a.get("id") for a in answers] == [1, 2], done.stdout
+    assert answers[1]["result"]["content"][0]["text"] == "hi"
+    assert "tracing: on, exporting console (stderr)" in done.stderr
+    assert '"name": "tools/call echo"' in done.stderr, done.stderr[-2000:]
 
 
 def test_with_tracing_off_the_sdk_is_never_imported(component_path, tmp_path):

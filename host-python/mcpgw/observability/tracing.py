@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Coroutine, Iterator
 from contextvars import ContextVar
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
     from ..app import App
     from ..edge.outcome_cache import OutcomeCache
+    from ..gateway import Gateway
     from ..state.session import Session
 
 TRACE_HEADERS = (b"traceparent", b"tracestate", b"baggage")
@@ -114,7 +116,8 @@ class Tracing:
             )
             exporter: SpanExporter
             if mode == "console":
-                exporter, self.exporter, self.endpoint = ConsoleSpanExporter(), "console (stderr)", None
+                # stderr, never stdout: `mcpgw stdio` speaks MCP on stdout.
+                exporter, self.exporter, self.endpoint = ConsoleSpanExporter(out=sys.stderr), "console (stderr)", None
             else:
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -150,14 +153,19 @@ class Tracing:
     # -- wiring ---------------------------------------------------------------------
     def install(self, app: App, inner: ASGIApp) -> ASGIApp:
         """Hook every traced step of `app` and return `inner` wrapped in the HTTP server span."""
-        from ..federation.link import UpstreamLink
-
-        app.engine.trace = self.mcp_request
-        if app.gateway.plugins is not None:
-            app.gateway.plugins.hooks.trace = self.plugin_call
-        UpstreamLink.trace = self.upstream_call  # process-wide, like the tracer provider itself
+        self.install_gateway(app.gateway)
         self._trace_edge(app.middleware.cache)
         return _ServerSpans(inner, self)
+
+    def install_gateway(self, gateway: Gateway) -> None:
+        """The steps below the transports (all `mcpgw stdio` has): MCP requests, plugin hooks,
+        upstream requests."""
+        from ..federation.link import UpstreamLink
+
+        gateway.engine.trace = self.mcp_request
+        if gateway.plugins is not None:
+            gateway.plugins.hooks.trace = self.plugin_call
+        UpstreamLink.trace = self.upstream_call  # process-wide, like the tracer provider itself
 
     def _trace_edge(self, cache: OutcomeCache) -> None:
         """The edge's decision names the HTTP span (route, edge version); a crossing into the
