@@ -131,3 +131,36 @@ def test_max_message_bytes_defaults_to_16_mib_or_the_body_limit_and_has_a_floor(
         parse('[upstreams.t]\ntransport = "sse"\nurl = "http://h/sse"\nmax_message_bytes = 10')
     with pytest.raises(ConfigError, match=r"read_timeout_s does not apply to a stdio upstream"):
         parse('[upstreams.t]\ntransport = "stdio"\ncommand = "x"\nread_timeout_s = 5')
+
+
+OAUTH = '[upstreams.t]\ntransport = "streamable-http"\nurl = "https://h/mcp"\n[upstreams.t.oauth]\n'
+
+
+def test_oauth_client_credentials_are_checked(monkeypatch):
+    monkeypatch.setenv("T_SECRET", "s3cret")
+    (t,) = parse(OAUTH + 'issuer = "https://as"\nclient_id = "gw"\nclient_secret = "${T_SECRET}"\nscopes = ["a", "b"]')
+    assert t.oauth is not None
+    assert (t.oauth.issuer, t.oauth.client_id, t.oauth.client_secret, t.oauth.scopes) == (
+        "https://as",
+        "gw",
+        "s3cret",
+        ("a", "b"),
+    )
+    for body, message in [
+        ('client_id = "gw"\nclient_secret = "x"', "needs 'token_endpoint' or 'issuer'"),
+        ('issuer = "https://as"\nclient_id = "gw"', "needs 'client_secret'"),
+        ('issuer = "as"\nclient_id = "gw"\nclient_secret = "x"', "issuer must be an http:// or https:// URL"),
+        ('issuer = "https://as"\nclient_id = "gw"\nclient_secret = "x"\nscope = "a"', "unknown key 'scope'"),
+    ]:
+        with pytest.raises(ConfigError, match=r"line 4: upstreams.t.oauth"):
+            parse(OAUTH + body)
+        with pytest.raises(ConfigError, match=message):
+            parse(OAUTH + body)
+    with pytest.raises(ConfigError, match="both an Authorization header and"):
+        parse(
+            OAUTH.replace("[upstreams.t.oauth]", 'headers = { Authorization = "Bearer x" }\n[upstreams.t.oauth]')
+            + 'issuer = "https://as"\nclient_id = "gw"\nclient_secret = "x"'
+        )
+    stdio = '[upstreams.t]\ntransport = "stdio"\ncommand = "x"\n[upstreams.t.oauth]\n'
+    with pytest.raises(ConfigError, match="oauth does not apply to a stdio upstream"):
+        parse(stdio + 'issuer = "https://as"\nclient_id = "a"\nclient_secret = "b"')

@@ -41,6 +41,22 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class OAuthConfig:
+    """`[upstreams.<id>.oauth]`: the gateway's own client credentials at the upstream's
+    authorization server (federation/oauth.py)."""
+
+    client_id: str
+    client_secret: str
+    token_endpoint: str = ""  # or discovered from the issuer
+    issuer: str = ""
+    scopes: tuple[str, ...] = ()
+    resource: str = ""  # RFC 8707 resource indicator; default: the upstream's URL
+
+
+_OAUTH_KEYS = ("token_endpoint", "issuer", "client_id", "client_secret", "scopes", "resource")
+
+
+@dataclass(frozen=True)
 class UpstreamConfig:
     id: str
     transport: str
@@ -60,6 +76,7 @@ class UpstreamConfig:
     max_pages: float = 100  # pages of each list read from the upstream; past it the catalog is cut (logged, /health)
     max_message_bytes: float = DEFAULT_MAX_MESSAGE_BYTES  # one message from an HTTP upstream; larger fails its call
     read_timeout_s: float = 300.0  # an HTTP upstream's event stream silent this long counts as gone (0: never)
+    oauth: OAuthConfig | None = None  # client credentials for an upstream that needs a token
 
 
 # key -> (type check, description) for the checks and their messages
@@ -82,13 +99,16 @@ _KEYS: dict[str, str] = {
     "max_pages": _NUM,
     "max_message_bytes": _NUM,
     "read_timeout_s": _NUM,
+    "oauth": "a table ([upstreams.<id>.oauth])",
 }
 _NEEDS = {"stdio": ("command",), "streamable-http": ("url",), "sse": ("url",)}
-_HTTP = {"url", "headers", "max_message_bytes", "read_timeout_s"}
+_HTTP = {"url", "headers", "max_message_bytes", "read_timeout_s", "oauth"}
 _ONLY = {"stdio": {"command", "args", "env", "cwd"}, "streamable-http": _HTTP, "sse": _HTTP}
 
 
 def _fits(kind: str, value: Any) -> bool:
+    if kind.startswith("a table (["):
+        return isinstance(value, dict)
     if kind == _STR:
         return isinstance(value, str)
     if kind == _NUM:
@@ -185,6 +205,9 @@ def parse(text: str, source: str = "<config>", body_limit: int = 0) -> list[Upst
                 "prefix" if "prefix" in table else None,
             )
         prefixes[prefix] = id_
+        oauth = _oauth(table["oauth"], fail, id_) if "oauth" in table else None
+        if oauth is not None and any(k.lower() == "authorization" for k in table.get("headers", {})):
+            raise fail(f"upstreams.{id_}: both an Authorization header and [oauth]: keep one", id_, "headers")
         numbers = {k: float(table[k]) for k in _KEYS if _KEYS[k] == _NUM and k in table}
         if numbers.get("max_message_bytes", 1024) < 1024:
             raise fail(f"upstreams.{id_}.max_message_bytes must be at least 1024", id_, "max_message_bytes")
@@ -200,10 +223,40 @@ def parse(text: str, source: str = "<config>", body_limit: int = 0) -> list[Upst
                 cwd=table.get("cwd"),
                 url=url,
                 headers={k: _secret(v, fail, id_, "headers") for k, v in table.get("headers", {}).items()},
+                oauth=oauth,
                 **numbers,
             )
         )
     return upstreams
+
+
+def _oauth(table: dict[str, Any], fail: Any, id_: str) -> OAuthConfig:
+    """`[upstreams.<id>.oauth]`, checked: client_id and client_secret, and token_endpoint or issuer."""
+    where = f"upstreams.{id_}.oauth"
+    for key, value in table.items():
+        if key not in _OAUTH_KEYS:
+            raise fail(f"{where}: unknown key {key!r}; known: {', '.join(_OAUTH_KEYS)}", id_, "oauth")
+        if key == "scopes":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise fail(f"{where}.scopes must be a list of strings", id_, "oauth")
+        elif not isinstance(value, str) or not value:
+            raise fail(f"{where}.{key} must be a non-empty string", id_, "oauth")
+    for key in ("client_id", "client_secret"):
+        if key not in table:
+            raise fail(f"{where} needs {key!r}", id_, "oauth")
+    if not (table.get("token_endpoint") or table.get("issuer")):
+        raise fail(f"{where} needs 'token_endpoint' or 'issuer' (its metadata names the token endpoint)", id_, "oauth")
+    for key in ("token_endpoint", "issuer"):
+        if key in table and not re.match(r"https?://", table[key]):
+            raise fail(f"{where}.{key} must be an http:// or https:// URL", id_, "oauth")
+    return OAuthConfig(
+        client_id=table["client_id"],
+        client_secret=_secret(table["client_secret"], fail, id_, "oauth"),
+        token_endpoint=table.get("token_endpoint", ""),
+        issuer=table.get("issuer", ""),
+        scopes=tuple(table.get("scopes", ())),
+        resource=table.get("resource", ""),
+    )
 
 
 def parse_plugins(text: str, source: str = "<config>", base: Path | None = None) -> list[PluginManifest]:

@@ -381,7 +381,9 @@ class Federation:
         self, session: Session, upstream: Upstream, uri_out: Callable[[str], str]
     ) -> tuple[SessionRelay, UpstreamLink]:
         relay = SessionRelay(session, upstream, uri_out, self.tell)
-        link = UpstreamLink(upstream.config, relay, session.client_capabilities, label=f"session {session.id[:8]}")
+        link = UpstreamLink(
+            upstream.config, relay, session.client_capabilities, label=f"session {session.id[:8]}", auth=upstream.tokens
+        )
         try:
             await link.open()
             if not upstream.ready:

@@ -297,8 +297,10 @@ class UpstreamLink:
         handler: LinkHandler | None = None,
         client_capabilities: dict[str, Any] | None = None,
         label: str = "shared",
+        auth: httpx2.Auth | None = None,
     ) -> None:
         self.config = config
+        self.auth = auth  # an HTTP upstream's OAuth client credentials (oauth.py), shared by its links
         self.handler = handler
         self.label = label
         self.capabilities = client_capabilities or {}
@@ -328,6 +330,9 @@ class UpstreamLink:
         except TimeoutError:
             self.error = f"did not initialize within {self.config.connect_timeout_s:g} s"
         if not self.alive:
+            token_error = getattr(self.auth, "error", None)  # oauth.py: the reason beneath a refused connection
+            if token_error:
+                self.error = f"no OAuth token: {token_error}"
             await self.close()
             raise UpstreamUnavailable(self.config.id, f"is unavailable: {self.error or 'connection closed'}")
 
@@ -396,7 +401,7 @@ class UpstreamLink:
         return httpx2.AsyncClient(
             headers=headers,
             timeout=timeout or httpx2.Timeout(MCP_DEFAULT_TIMEOUT, read=self.config.read_timeout_s or None),
-            auth=auth,
+            auth=auth or self.auth,
             transport=_Watchful(self),
         )
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from .config import UpstreamConfig
 from .link import UpstreamLink, UpstreamUnavailable, describe
+from .oauth import ClientCredentials
 from .stats import CallStats
 
 log = logging.getLogger("mcpgw.federation")
@@ -84,6 +85,9 @@ class Upstream:
         self._check = asyncio.Event()  # ping the catalog connection now (a session connection failed)
         self._wake = asyncio.Event()  # end the backoff now (a session connection reached the upstream)
         self.down_listeners: list[Callable[[Upstream], None]] = []  # told when a ready upstream goes down
+        self.tokens = (  # the gateway's own token for an upstream that needs one, shared by its connections
+            ClientCredentials(config.id, config.oauth, config.url, config.connect_timeout_s) if config.oauth else None
+        )
         self.calls = CallStats()  # requests relayed to it (hub.py), for /health and the console
 
     @property
@@ -116,6 +120,7 @@ class Upstream:
             "resources": len(self.lists["resources"]),
             "prompts": len(self.lists["prompts"]),
             "cut_at_max_pages": self.cut,
+            "oauth": self.tokens.health() if self.tokens is not None else None,
             "calls": self.calls.health(),
         }
 
@@ -156,7 +161,7 @@ class Upstream:
     async def _supervise(self) -> None:
         backoff = self.config.restart_backoff_s
         while True:
-            link = UpstreamLink(self.config, handler=self, label="catalog")
+            link = UpstreamLink(self.config, handler=self, label="catalog", auth=self.tokens)
             up_since = time.monotonic()
             was_ready = False
             try:

@@ -1,7 +1,7 @@
 // A real OAuth 2.1 authorization server for the auth tests: oidc-provider (npm, pinned in
 // install.sh) on loopback, with resource indicators (RFC 8707) on and JWT access tokens for any
 // resource the client names, and one confidential client allowed the client_credentials grant.
-// Env: PORT (0: pick one), CLIENT_ID, CLIENT_SECRET, SCOPE. Prints "listening <issuer>" when ready.
+// Env: PORT (0: pick one), CLIENT_ID, CLIENT_SECRET, SCOPE, TOKEN_TTL (seconds, default 600). Prints "listening <issuer>" when ready.
 import { generateKeyPairSync } from "node:crypto";
 import { createServer } from "node:http";
 import Provider from "oidc-provider";
@@ -37,7 +37,7 @@ server.listen(Number(process.env.PORT || 0), "127.0.0.1", () => {
           scope,
           audience: resourceIndicator,
           accessTokenFormat: "jwt",
-          accessTokenTTL: 600,
+          accessTokenTTL: Number(process.env.TOKEN_TTL || 600),
           jwt: { sign: { alg: "RS256" } },
         }),
       },
