@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import signal
@@ -163,10 +164,26 @@ def test_a_sleep_running_on_a_is_cancelled_by_a_notification_posted_to_b(trio):
 
 
 @pytest.fixture(scope="module")
-def web():
-    upstream = toy_http("web")
+def web(tmp_path_factory):
+    """The toy server over Streamable HTTP, recording every request's headers (TOY_RECORD_HEADERS):
+    the tests read which upstream session (`mcp-session-id`) each request used."""
+    record = tmp_path_factory.mktemp("web") / "headers.jsonl"
+    os.environ["TOY_RECORD_HEADERS"] = str(record)
+    try:
+        upstream = toy_http("web")
+    finally:
+        del os.environ["TOY_RECORD_HEADERS"]
+    upstream.record = record
     yield upstream
     upstream.stop()
+
+
+def upstream_sessions(web) -> set[str]:
+    """Every upstream session id the toy HTTP upstream has been sent so far."""
+    if not web.record.exists():
+        return set()
+    lines = web.record.read_text().splitlines()
+    return {h["mcp-session-id"] for h in map(json.loads, lines) if "mcp-session-id" in h}
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +259,12 @@ def test_after_list_changed_every_process_lists_the_new_tool(federated):
     _list_changed_reaches_the_get_stream_on_a(federated, [a, b], relisted_on=a)
 
 
-async def test_the_sdk_client_round_robin_over_three_processes_through_a_full_journey(federated):
+async def test_the_sdk_client_round_robin_over_three_processes_through_a_full_journey(federated, web):
+    await _journey(federated, web)
+
+
+async def _journey(federated, web) -> set[str]:
+    """The SDK client behind the round-robin proxy, a full journey; the upstream sessions it caused."""
     progress: list[float] = []
     logs: list[object] = []
 
@@ -263,6 +285,7 @@ async def test_the_sdk_client_round_robin_over_three_processes_through_a_full_jo
     async def roots(ctx):
         return types.ListRootsResult(roots=[types.Root(uri="file:///work", name="work")])
 
+    before = upstream_sessions(web)  # the catalog connections and earlier tests' sessions
     with RoundRobinProxy([gw.url for gw in federated]) as proxy:
         async with Client(
             proxy.url + "/mcp",
@@ -292,6 +315,19 @@ async def test_the_sdk_client_round_robin_over_three_processes_through_a_full_jo
         used = {index for _, index in proxy.served}
     assert used == {0, 1, 2}, proxy.served  # every process served part of the journey
     assert len(proxy.served) >= 10
+    return upstream_sessions(web) - before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "core (issue 17): each process opens its own connection (and upstream session) to an HTTP upstream for "
+        "the client's session instead of re-attaching the one upstream session by its Mcp-Session-Id"
+    ),
+)
+async def test_an_http_upstream_session_is_reattached_by_every_process(federated, web):
+    new = await _journey(federated, web)
+    assert len(new) == 1, new  # one client session: one upstream session, whatever process relays
 
 
 # -- a process dies ------------------------------------------------------------------------------------
