@@ -330,6 +330,21 @@ async def test_an_http_upstream_session_is_reattached_by_every_process(federated
     assert len(new) == 1, new  # one client session: one upstream session, whatever process relays
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "core (issue 17): each process starts its own stdio upstream for the client's session instead of reaching "
+        "the one that lives in the first process"
+    ),
+)
+def test_a_sessions_stdio_upstream_lives_in_one_process_and_is_reached_through_it(federated):
+    s = Session(federated[0].url)
+    answers = [answer_of(on(s, gw).post(rpc("tools/call", i, name="toy__whoami"))) for i, gw in enumerate(federated)]
+    pids = {a["result"]["content"][0]["text"] for a in answers}
+    assert on(s, federated[0]).delete().status_code == 204
+    assert len(pids) == 1, pids
+
+
 # -- a process dies ------------------------------------------------------------------------------------
 
 
