@@ -52,6 +52,10 @@ SHUTDOWN = "shutdown"  # the cancellation reason of requests the shutdown drain 
 SHUTDOWN_MESSAGE = "Server shutting down"
 # After the grace period, how long cancelled requests get to write their error answers.
 ANSWER_AFTER_CANCEL_S = 5.0
+# Requests of a shared session that change nothing: they run while their id's claim is on its way.
+SPECULATIVE = frozenset(
+    {"ping", "tools/list", "prompts/list", "resources/list", "resources/templates/list", "completion/complete"}
+)
 # The JSON-RPC error of a request or session refused by a cap (MCPGW_MAX_SESSIONS_PER_CLIENT,
 # MCPGW_MAX_REQUESTS_PER_SESSION); HTTP answers it with 429 and Retry-After.
 LIMIT_EXCEEDED = -32029
@@ -380,29 +384,45 @@ class SessionEngine:
         emit: Emit,
         principal: Principal | None,
     ) -> Response | None:
-        """A request of a shared session: its id is claimed across processes while it runs."""
+        """A request of a shared session: its id is claimed across processes while it runs. A
+        request without side effects (SPECULATIVE) runs while its claim is on its way and is
+        answered once the claim is confirmed (a duplicate's result is thrown away); any other
+        request runs only once its id is claimed."""
         id_ = message["id"]
+        claim = asyncio.ensure_future(self.sessions.claim(session, id_))
+        claimed = False
         try:
-            claimed = await self.sessions.claim(session, id_)
-        except StateUnavailable as exc:
-            return jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, f"Session state unavailable ({exc})")
-        except asyncio.CancelledError as exc:
-            return self._cancelled_answer(id_, exc.args[0] if exc.args else "")
-        if not claimed:
-            return jsonrpc.error_response(
-                id_, jsonrpc.INVALID_REQUEST, f"Invalid Request: request id {id_!r} is already in use"
-            )
-        try:
-            response = await self._dispatch(message, revision, session, dispatcher, emit, principal)
+            if message["method"] in SPECULATIVE:
+                response = await self._dispatch(message, revision, session, dispatcher, emit, principal)
+                claimed = await claim
+            else:
+                claimed = await claim
+                response = (
+                    await self._dispatch(message, revision, session, dispatcher, emit, principal) if claimed else None
+                )
+            if not claimed:
+                return jsonrpc.error_response(
+                    id_, jsonrpc.INVALID_REQUEST, f"Invalid Request: request id {id_!r} is already in use"
+                )
             if message["method"] == "logging/setLevel" and response is not None and "result" in response:
                 await self.sessions.store(session)  # every process logs at the level the client chose
             return response
         except StateUnavailable as exc:
             return jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, f"Session state unavailable ({exc})")
+        except asyncio.CancelledError as exc:  # while waiting for the claim (the dispatch answers its own)
+            return self._cancelled_answer(id_, exc.args[0] if exc.args else "")
         finally:
-            # Unreleased, the claim is taken over once this process stops heartbeating.
-            with contextlib.suppress(StateUnavailable, asyncio.CancelledError):
-                await self.sessions.release(session, id_)
+            if claimed:
+                # Unreleased (Redis unreachable), the claim is taken over once this process stops heartbeating.
+                with contextlib.suppress(StateUnavailable):
+                    await self.sessions.release(session, id_)
+            elif not claim.done():
+                claim.add_done_callback(lambda done: self._release_late(session, id_, done))
+
+    def _release_late(self, session: Session, id_: Any, claim: asyncio.Future[bool]) -> None:
+        """A claim that came back after its request was given up: let it go."""
+        if not claim.cancelled() and claim.exception() is None and claim.result():
+            self._background(self.sessions.release(session, id_))
 
     async def _dispatch(
         self,

@@ -213,8 +213,11 @@ class SharedStreams(SessionStreams):
             raise LookupError(last_event_id)
         stream_id, seq = parsed
         local = self.streams.get(stream_id)
-        if stream_id != GET_STREAM_ID and local is not None and local.after(seq) is not None:
-            return local, seq  # this process holds it: served locally
+        if isinstance(local, MirroredStream):
+            # This process wrote it: its own retention (all three byte budgets) decides, as in memory.
+            if local.after(seq) is None:
+                raise LookupError(last_event_id)
+            return local, seq
         return await self._follow(stream_id, seq)
 
     async def _follow(self, stream_id: str, after: int | None) -> tuple[EventStream, int]:
