@@ -93,8 +93,27 @@ def test_the_page_is_refused_data_without_the_admin_token(browser, gw):
     assert bad.status_code == 401
 
 
+def _relay_one_call(gw) -> None:
+    """A tools/call through the toy upstream, so the console has a call and a latency to show."""
+    headers = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+    }
+    opened = httpx.post(gw.url + "/mcp", json=init, headers=headers, timeout=30)
+    headers |= {"mcp-session-id": opened.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "toy__add", "arguments": {"a": 1}}}
+    call["params"]["arguments"]["b"] = 2
+    answer = httpx.post(gw.url + "/mcp", json=call, headers=headers, timeout=30).json()
+    assert answer["result"]["content"][0]["text"] == "3", answer
+
+
 def test_the_page_shows_the_edge_and_the_upstream(browser, gw):
+    _relay_one_call(gw)
     health = httpx.get(gw.url + "/health").json()
+    assert health["upstreams"]["toy"]["calls"]["total"] >= 1
     version = health["edge"]["component"]["version"]
     page = connect(browser, gw, TOKEN)
     try:
@@ -106,12 +125,13 @@ def test_the_page_shows_the_edge_and_the_upstream(browser, gw):
         assert page.inner_text("#edge-sha256") == health["edge"]["component"]["sha256"]
         row = page.locator("#upstreams tr[data-id=toy]")
         assert row.locator("td.state").inner_text() == "ready"
+        assert "ms p50" in row.inner_text()  # the relayed call's latency
         assert page.locator("#plugins tr[data-name=noop] td.state").inner_text() == "enabled"
         # A second reading draws the charts (the page polls every 2 s).
         page.wait_for_function(
-            "() => document.querySelector('#chart-rate polyline')?.getAttribute('points').split(' ').length >= 1",
-            timeout=WAIT_MS,
+            "() => document.getElementById('rate-now').textContent.startsWith('now ')", timeout=WAIT_MS
         )
+        assert page.locator("#chart-rate polyline").get_attribute("points")
         shot(page, "overview")
     finally:
         page.close()

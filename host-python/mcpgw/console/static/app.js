@@ -62,6 +62,10 @@ function ago(seconds) {
   return Math.round(s / 3600) + " h";
 }
 
+function clock(unix) {
+  return unix ? new Date(unix * 1000).toLocaleTimeString() : "";
+}
+
 function when(unix) {
   return unix ? new Date(unix * 1000).toLocaleString() : "";
 }
@@ -98,7 +102,7 @@ function renderEdge(data) {
     document.querySelector("#edge-events tbody"),
     events.map((e) => {
       const tr = el("tr");
-      tr.append(el("td", when(e.time)), el("td", e.action), el("td", e.actor), el("td", describe(e.from)),
+      tr.append(Object.assign(el("td", clock(e.time)), { title: when(e.time) }), el("td", e.action), el("td", e.actor), el("td", describe(e.from)),
         el("td", describe(e.to)), el("td", e.reason || ""));
       return tr;
     }),
@@ -128,10 +132,11 @@ function renderLive(data) {
 }
 
 function drawChart(svg, label, values) {
-  const max = Math.max(1, ...values);
+  const shown = values.length === 1 ? [values[0], values[0]] : values; // one reading: a flat line
+  const max = Math.max(1, ...shown);
   const step = 300 / POINTS;
-  const start = 300 - step * (values.length - 1);
-  const points = values.map((v, i) => (start + i * step).toFixed(1) + "," + (78 - (v / max) * 74).toFixed(1)).join(" ");
+  const start = 300 - step * (shown.length - 1);
+  const points = shown.map((v, i) => (start + i * step).toFixed(1) + "," + (78 - (v / max) * 74).toFixed(1)).join(" ");
   const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
   line.setAttribute("points", points);
   svg.replaceChildren(line);
@@ -174,12 +179,14 @@ function renderPlugins(data) {
     button.type = "button";
     button.className = "plugin-action";
     button.addEventListener("click", () => pluginAction(p.name, action));
-    const cell = el("td");
-    if (data.plugin_admin) cell.append(button);
+    const state = el("td", p.state + (p.reason ? " (" + p.reason + ")" : ""), "state state-" + p.state);
+    const actionCell = el("td");
+    if (data.plugin_admin) actionCell.append(button);
     tr.append(
-      el("td", p.name), el("td", p.version), el("td", p.state + (p.reason ? " (" + p.reason + ")" : ""), "state state-" + p.state),
-      Object.assign(el("td", (p.hooks || []).length + " hooks"), { title: (p.hooks || []).join(", ") }), el("td", c.calls), el("td", c.denials), el("td", c.modifications),
-      el("td", faults || "0"), el("td", c.p50_us != null ? c.p50_us + " µs" : ""), cell,
+      Object.assign(el("td", p.name + " " + p.version), { title: p.sha256 || "" }), state, actionCell,
+      Object.assign(el("td", (p.hooks || []).length), { title: (p.hooks || []).join(", ") }),
+      el("td", c.calls), el("td", c.denials), el("td", c.modifications),
+      el("td", faults || "0"), el("td", c.p50_us != null ? c.p50_us + " µs" : ""),
     );
     return tr;
   });
