@@ -382,7 +382,17 @@ class App:
             "tracing": self.tracing.health()
             if self.tracing is not None
             else {"enabled": False, "reason": off_reason(self.settings.tracing)},
+            "console": self.console_health(),
         }
+
+    def console_health(self) -> dict[str, Any]:
+        """Whether the operator console is served (it is whenever the admin API is)."""
+        if self.admin is not None:
+            return {"enabled": True, "path": self.settings.path_prefix + "/admin/"}
+        why = "the admin API is off: MCPGW_ADMIN_TOKEN is unset"
+        if self.settings.admin_token:
+            why = "the admin API is off: it needs wasmtime (see the start-up log)"
+        return {"enabled": False, "reason": why}
 
     def auth_health(self) -> dict[str, Any]:
         found: dict[str, Any] = {"mode": self.settings.auth}
@@ -424,6 +434,8 @@ class App:
                     if self.admin is not None:
                         log.info("admin API on %s", self.settings.path_prefix + "/admin/edge/")
                         log.info("operator console on %s", self.settings.path_prefix + "/admin/")
+                    else:
+                        log.info("operator console: off (%s)", self.console_health()["reason"])
                 except Exception as exc:  # the server must hear why start-up failed
                     log.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})

@@ -89,6 +89,8 @@ def test_the_page_is_refused_data_without_the_admin_token(browser, gw):
     finally:
         page.close()
     assert httpx.get(gw.url + "/admin/console/overview").status_code == 401
+    assert httpx.get(gw.url + "/health").json()["console"] == {"enabled": True, "path": "/admin/"}
+    assert "operator console on /admin/" in gw.log()
     bad = httpx.get(gw.url + "/admin/console/overview", headers={"authorization": "Bearer nope"})
     assert bad.status_code == 401
 
@@ -223,3 +225,6 @@ def test_the_console_is_loopback_only_like_the_admin_api(component_path):
     assert status("/admin/", "192.0.2.7") == 403
     assert status("/admin/console/app.js", "192.0.2.7") == 403
     assert status("/admin/console/overview", "192.0.2.7") == 403
+    # Without the admin API there is no console, and /health says why.
+    off = create_app(Settings.from_env({"MCPGW_EDGE": "python"})).health()["console"]
+    assert off == {"enabled": False, "reason": "the admin API is off: MCPGW_ADMIN_TOKEN is unset"}
