@@ -212,6 +212,13 @@ $(BUILD)/wrk.stamp:
 	command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	@touch $@
 
+# valgrind (Debian): callgrind counts the instructions a request costs (bench/metrics.py), a figure
+# a busy shared machine does not move.
+$(BUILD)/valgrind.stamp:
+	@mkdir -p $(BUILD)
+	command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
+	@touch $@
+
 $(BUILD)/bench-deps.stamp: $(BUILD)/venv.stamp
 	$(PY) -m pip install --quiet --disable-pip-version-check -e 'host-python[test,bench]'
 	test -x $(SDK_VENV)/bin/python || $(PYTHON) -m venv $(SDK_VENV)
@@ -225,7 +232,7 @@ $(BUILD)/locust.stamp:
 	$(LOCUST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check locust==2.47.0
 	@touch $@
 
-bench: build $(BUILD)/wrk.stamp $(BUILD)/bench-deps.stamp $(BUILD)/redis.stamp
+bench: build $(BUILD)/wrk.stamp $(BUILD)/valgrind.stamp $(BUILD)/bench-deps.stamp $(BUILD)/redis.stamp
 	$(PY) bench/run.py
 
 # Headless and bounded; LOAD_EDGE=wasm|python picks the edge, so runs compare across modes.

@@ -7,12 +7,18 @@ with metrics on must have counted at least every request wrk saw answered.
 Besides req/s, each run records the gateway process's CPU time per answered request (user + system,
 from /proc): on a machine shared with other work, throughput swings with what else runs, while
 the CPU a request costs the gateway does not, so `cpu_us_per_request` is the steadier figure of
-what metrics add."""
+what metrics add. Steadier still, and what the report's bar reads when valgrind is there: the
+instructions one tools/list costs the gateway's ASGI application in-process (callgrind, counted
+for 500 and 1,500 requests and differenced, so set-up cancels), metrics on and off."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -35,6 +41,49 @@ def counted(url: str) -> float:
         for s in family.samples
         if s.name == "mcpgw_mcp_requests_total" and s.labels.get("method") == "tools/list"
     )
+
+
+HERE = Path(__file__).resolve().parent
+
+
+def instructions(metrics: str, n: int) -> int:
+    """Instructions callgrind counted for `n` tools/list in-process (bench/inprocess_requests.py)."""
+    out = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            "--callgrind-out-file=/dev/null",
+            sys.executable,
+            str(HERE / "inprocess_requests.py"),
+            metrics,
+            str(n),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    found = re.search(r"Collected : (\d+)", out.stderr)
+    if found is None:
+        raise RuntimeError(f"callgrind said no count:\n{out.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def instructions_per_request() -> dict[str, float] | None:
+    """Per tools/list, metrics on (loopback) and off; None without valgrind."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("  (valgrind not installed: no instruction count)", flush=True)
+        return None
+    counts = {}
+    for label, setting in (("metrics on", "loopback"), ("metrics off", "off")):
+        counts[label] = (instructions(setting, 1500) - instructions(setting, 500)) / 1000
+    print(
+        f"  instructions per tools/list (in-process, callgrind): on {counts['metrics on']:.0f}, "
+        f"off {counts['metrics off']:.0f}: off/on {counts['metrics off'] / counts['metrics on']:.3f}",
+        flush=True,
+    )
+    return counts
 
 
 def cpu_s(pid: int) -> float:
@@ -81,6 +130,10 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> li
                 flush=True,
             )
         print(f"  /metrics counted {seen:.0f} tools/list during the runs (wrk: {answered} answered)", flush=True)
+        counts = instructions_per_request()
+        if counts is not None:
+            for row in rows:
+                row["instructions_per_request"] = counts[row["target"]]
         return rows
     finally:
         for srv in targets.values():

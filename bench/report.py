@@ -100,6 +100,18 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
             metrics_rows["metrics on"].get("cpu_us_per_request"),
             metrics_rows["metrics off"].get("cpu_us_per_request"),
         )
+        on_ir = metrics_rows["metrics on"].get("instructions_per_request")
+        off_ir = metrics_rows["metrics off"].get("instructions_per_request")
+        if on_ir and off_ir:  # deterministic: callgrind's count, the same on a busy machine
+            ir_ratio = off_ir / on_ir
+            out.append(
+                (
+                    f"tools/list instructions per request in-process, off / on ({off_ir:.0f} / {on_ir:.0f})",
+                    _fmt(ir_ratio),
+                    ">= 0.95x",
+                    _met(ir_ratio, 0.95),
+                )
+            )
         if on_cpu and off_cpu:  # the steadier figure on a shared machine: gateway CPU per request
             cpu_ratio = off_cpu / on_cpu
             out.append(
