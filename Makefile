@@ -184,14 +184,16 @@ test-python: lint-python build variants plugins dist $(BUILD)/chromium.stamp con
 # Raw-TCP scenarios (tests/scenarios/) replayed against the gateway in wasm and python mode,
 # transcripts diffed, a control client alongside, live counts back to baseline after each;
 # then the same against gateways sharing a redis-server (--redis), whose transcripts must equal
-# the in-memory run's.
+# the in-memory run's, but for the event id a 400 quotes back: Redis event ids are longer
+# (`<process>-<n>_<seq>`, the same on every process), so that message and its Content-Length differ.
 WIRE_OUT := target/wire-parity
 test-wire: build $(BUILD)/redis.stamp
 	cargo build --locked -p native-host --bin wire-parity
 	rm -rf $(WIRE_OUT)/transcripts $(WIRE_OUT)-redis/transcripts
 	target/debug/wire-parity --repo $(CURDIR) --python $(abspath $(PY)) --out $(WIRE_OUT)
 	target/debug/wire-parity --repo $(CURDIR) --python $(abspath $(PY)) --out $(WIRE_OUT)-redis --redis
-	diff -r $(WIRE_OUT)/transcripts $(WIRE_OUT)-redis/transcripts
+	diff -r -I '^[^ ]* <   content-length: ' -I "Last-Event-ID '[^']*' is unknown or no longer retained" \
+	  $(WIRE_OUT)/transcripts $(WIRE_OUT)-redis/transcripts
 
 test: test-rust test-plugins test-python test-wire
 
