@@ -140,7 +140,9 @@ def test_a_relayed_call_is_one_trace_from_the_client_to_the_upstream(traced, spa
     traced.record.write_text("")  # only what this call sends upstream
     body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {"name": "toy__add", "arguments": {"a": 2}}}
     body["params"]["arguments"]["b"] = 3
-    answer = _call(traced.url, session, body, {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"})
+    request_id = "trace-test-request-1"
+    headers = {"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01", "x-request-id": request_id}
+    answer = _call(traced.url, session, body, headers)
     assert answer["result"]["content"][0]["text"] == "5", answer
 
     found = _trace_of(spans, int(CLIENT_TRACE, 16), set(RELAYED))
@@ -163,6 +165,7 @@ def test_a_relayed_call_is_one_trace_from_the_client_to_the_upstream(traced, spa
     # What each says.
     assert http.attributes["http.route"] == "mcp" and http.attributes["http.response.status_code"] == 200
     assert http.attributes["mcpgw.edge.backend"] == "wasm"
+    assert http.attributes["mcpgw.request_id"] == request_id  # the X-Request-Id the client got: logs meet traces
     assert edge.attributes["mcpgw.edge.backend"] == "wasm"
     assert mcp.attributes["mcp.method.name"] == "tools/call" and mcp.attributes["gen_ai.tool.name"] == "toy__add"
     assert mcp.attributes["mcpgw.edge.backend"] == "wasm"

@@ -44,6 +44,7 @@ from .. import __version__
 from ..asgi import ASGIApp, Receive, Scope, Send
 from ..logsafe import redact
 from ..plugins.chain import session_hash
+from . import request_id
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -298,6 +299,8 @@ class _ServerSpans:
             "url.path": scope.get("path", "")[:256],
             "network.protocol.name": "http" if kind == "http" else "websocket",
         }
+        if (rid := request_id.current.get()) is not None:  # set by the observer, outside: logs and trace meet
+            attributes["mcpgw.request_id"] = rid
         with self.tracer.start_as_current_span(
             method, context=parent, kind=SpanKind.SERVER, attributes=attributes
         ) as span:
