@@ -110,6 +110,8 @@ class Tracing:
             attributes: dict[str, str] = {"service.version": __version__}
             if not os.environ.get("OTEL_SERVICE_NAME"):
                 attributes["service.name"] = "mcpgw"
+            # The SDK's own reading of OTEL_TRACES_SAMPLER(_ARG), what TracerProvider() would use
+            # (a private name of the pinned SDK; tests/test_tracing.py would fail if it moved).
             from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
 
             provider = TracerProvider(
