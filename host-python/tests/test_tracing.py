@@ -218,6 +218,22 @@ def test_an_error_answer_marks_the_mcp_span(traced, spans):
     assert _one(found, "POST mcp").status.status_code != StatusCode.ERROR  # HTTP 200: the transport did its job
 
 
+def test_crossing_spans_and_the_metrics_histogram_count_the_same_crossings(traced, spans):
+    """The edge-crossing span hangs on the outcome cache's crossing hook, chained to /metrics'
+    histogram: both see every crossing."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(traced.url + "/metrics", timeout=30).text
+    counted = next(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "mcpgw_edge_crossing_seconds_count"
+    )
+    crossing_spans = [s for s in spans.get_finished_spans() if s.name == "mcpgw.edge crossing"]
+    assert counted >= 1 and len(crossing_spans) == counted
+
+
 def test_health_and_the_start_up_log_say_where_traces_go(traced):
     tracing = httpx.get(traced.url + "/health").json()["tracing"]
     assert tracing["enabled"] is True and tracing["exporter"] == "the process's own tracer provider"
