@@ -21,7 +21,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -90,14 +89,6 @@ class RedisServer:
                 return s.recv(16).startswith(b"+PONG")
         except OSError:
             return False
-
-    def command(self, *args: str) -> bytes:
-        """One command in RESP, the raw reply (for tests that look at what the gateway stored)."""
-        payload = f"*{len(args)}\r\n".encode() + b"".join(f"${len(a)}\r\n{a}\r\n".encode() for a in args)
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(payload)
-            time.sleep(0.05)
-            return s.recv(1 << 20)
 
     def stop(self) -> None:
         """SIGTERM: Redis closes every client connection and exits (nothing is saved)."""
@@ -284,7 +275,3 @@ class RoundRobinProxy:
 
 def log_of(gws: list[Gateway]) -> str:
     return "\n".join(f"--- gateway {i} (port {gw.port}) ---\n{gw.log()}" for i, gw in enumerate(gws))
-
-
-def remove(path: str | Path) -> None:
-    Path(path).unlink(missing_ok=True)
