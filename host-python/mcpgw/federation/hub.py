@@ -288,6 +288,9 @@ class Federation:
         for attempt in (1, 2):
             try:
                 if session is None or self._at_capacity(session, upstream):
+                    # A network upstream found down may be back already (restarted): one attempt tells.
+                    if not upstream.ready and upstream.config.transport != "stdio":
+                        await upstream.attempt_now(upstream.config.connect_timeout_s)
                     link = upstream.link
                     if link is None or not upstream.ready:
                         raise UpstreamUnavailable(upstream.id, f"is unavailable: {upstream.error or upstream.state}")

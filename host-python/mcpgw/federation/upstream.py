@@ -80,10 +80,14 @@ class Upstream:
         self._refresh: asyncio.Task[None] | None = None
         self._announced: set[str] = set()  # list kinds the upstream said changed, not yet re-read
         self.refreshes = 0  # catalog re-reads after list_changed
+        # Told of every list_changed this process heard from the upstream (scale-out: the other
+        # processes re-read their catalogs too; set by the composition root, gateway.py).
+        self.announce: Callable[[str, str], None] | None = None
         self._since = time.monotonic()
         self._up = asyncio.Event()  # set while ready
         self._check = asyncio.Event()  # ping the catalog connection now (a session connection failed)
         self._wake = asyncio.Event()  # end the backoff now (a session connection reached the upstream)
+        self._attempts: list[asyncio.Event] = []  # set when the catalog connection's next attempt ends
         self.down_listeners: list[Callable[[Upstream], None]] = []  # told when a ready upstream goes down
         self.tokens = (  # the gateway's own token for an upstream that needs one, shared by its connections
             ClientCredentials(config.id, config.oauth, config.url, config.connect_timeout_s) if config.oauth else None
@@ -153,6 +157,24 @@ class Upstream:
         connection at once instead of at the next health interval, so /health tells the truth."""
         self._check.set()
 
+    async def attempt_now(self, timeout: float) -> bool:
+        """Connect the catalog connection now (not after its backoff) and wait, at most `timeout` s,
+        for that attempt to end; True if the upstream is ready. (A call that finds a network upstream
+        down: it may have restarted since its connection was refused.)"""
+        if self.ready or self.state == "stopped":
+            return self.ready
+        ended = asyncio.Event()
+        self._attempts.append(ended)
+        self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ended.wait(), timeout or None)
+        return self.ready
+
+    def _attempted(self) -> None:
+        attempts, self._attempts = self._attempts, []
+        for ended in attempts:
+            ended.set()
+
     def reconnect_now(self) -> None:
         """A session connection just reached the upstream: the catalog connection need not wait out
         its backoff."""
@@ -169,6 +191,7 @@ class Upstream:
                 self.link = link
                 changed = await self._fetch_lists(link)
                 self._enter("ready")
+                self._attempted()
                 was_ready = True
                 if changed:
                     await self.on_change(self, changed, True)
@@ -183,6 +206,8 @@ class Upstream:
             finally:
                 self.link = None
             self._enter("restarting", self.error)  # before closing: /health says the truth at once
+            if not was_ready:
+                self._attempted()
             if was_ready:
                 for listener in list(self.down_listeners):
                     listener(self)
@@ -200,7 +225,8 @@ class Upstream:
                 log.warning("upstream %s: %s; reconnecting now", self.id, self.error)
                 continue
             log.warning("upstream %s: %s; reconnecting in %.1f s", self.id, self.error, backoff)
-            self._wake.clear()
+            if not self._attempts:  # else someone is waiting for an attempt: no backoff
+                self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), backoff)
             backoff = min(backoff * 2, self.config.restart_backoff_max_s)
@@ -236,9 +262,12 @@ class Upstream:
         self.lists, self.cut = lists, cut
         return changed
 
-    def refresh_soon(self, notification: str) -> None:
+    def refresh_soon(self, notification: str, *, heard_elsewhere: bool = False) -> None:
         """Re-read the catalog after a list_changed, once however many arrive meanwhile (one that
-        arrives while a re-read runs gets one more after it), then tell clients what changed."""
+        arrives while a re-read runs gets one more after it), then tell clients what changed.
+        `heard_elsewhere`: another gateway process heard it (shared state)."""
+        if not heard_elsewhere and self.announce is not None:
+            self.announce(self.id, notification)
         self._announced.add(notification.split("/")[1])  # notifications/<kind>/list_changed
         if self._refresh is None or self._refresh.done():
             self._refresh = asyncio.ensure_future(self._refresh_now())
