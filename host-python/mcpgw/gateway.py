@@ -20,6 +20,7 @@ from .state.registry import MemorySessions, SessionRegistry
 
 if TYPE_CHECKING:
     from .plugins.registry import PluginRegistry
+    from .state.shared import RedisSessions
 
 
 @dataclass
@@ -42,10 +43,11 @@ def build_gateway(settings: Settings) -> Gateway:
     """Raises federation.config.ConfigError for a bad upstream config file."""
     plugins = plugin_registry_for(settings)
     sessions: SessionRegistry
+    shared: RedisSessions | None = None
     if settings.redis_url:
         from .state.shared import RedisSessions  # redis: only imported when configured
 
-        sessions = RedisSessions(settings.redis_url, settings.max_sessions, settings.session_idle_timeout_s)
+        sessions = shared = RedisSessions(settings.redis_url, settings.max_sessions, settings.session_idle_timeout_s)
     else:
         sessions = MemorySessions(max_sessions=settings.max_sessions, idle_timeout_s=settings.session_idle_timeout_s)
     engine = SessionEngine(
@@ -58,5 +60,14 @@ def build_gateway(settings: Settings) -> Gateway:
     upstreams = load_upstreams(settings.config, settings.max_body_bytes) if settings.config else []
 
     federation = Federation(upstreams)  # tells clients of list changes itself, only those whose view changed
+    if shared is not None:  # every process re-reads a catalog an upstream said changed
+        for upstream in federation.upstreams.values():
+            upstream.announce = shared.announce_catalog
+
+        def heard_elsewhere(upstream_id: str, notification: str) -> None:
+            if upstream_id in federation.upstreams:
+                federation.upstreams[upstream_id].refresh_soon(notification, heard_elsewhere=True)
+
+        shared.on_catalog = heard_elsewhere
     servers = {u.id: VirtualDispatcher(u, federation) for u in federation.upstreams.values()}
     return Gateway(engine, federation, GatewayDispatcher(builtin_catalog(), federation), servers, plugins)

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -48,6 +49,7 @@ SHARED_TRANSPORT = "streamable-http"  # the one transport whose sessions outlive
 PREFIX = "mcpgw:"
 ENDED_CHANNEL = PREFIX + "ended"
 CHANGED_CHANNEL = PREFIX + "changed"  # a session's log level changed: {"session", "level", "set"}
+CATALOG_CHANNEL = PREFIX + "catalog"  # an upstream said list_changed: {"process", "upstream", "notification"}
 HEARTBEAT_S = 1.0
 PROC_TTL_MS = 3000  # a process that has not heartbeaten for this long is dead
 # Round trips to Redis never wait longer than this: an unreachable Redis is an error, not a hang.
@@ -170,6 +172,9 @@ class RedisSessions(MemorySessions):
         self._ops: list[tuple[str, str, asyncio.Future[int] | None]] = []
         self._flushing: asyncio.Task[None] | None = None
         self._verified: dict[str, float] = {}  # session id -> when Redis last confirmed it alive
+        self._background: set[asyncio.Task[None]] = set()
+        # Another process heard an upstream's list_changed: (upstream id, notification); set by gateway.py.
+        self.on_catalog: Callable[[str, str], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._handlers: dict[str, Any] = {}  # channel message kinds other modules handle (events)
 
@@ -367,6 +372,28 @@ class RedisSessions(MemorySessions):
             log.warning("session %s: could not forward a message: %s", session.id[:8], exc)
             self._failed(exc)
 
+    def announce_catalog(self, upstream: str, notification: str) -> None:
+        """An upstream told this process its list changed: every other process re-reads it too
+        (their catalogs, and the sessions that listed through them, would otherwise not know)."""
+        data = orjson.dumps({"process": self.proc, "upstream": upstream, "notification": notification})
+        task = asyncio.ensure_future(self._publish(CATALOG_CHANNEL, data))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _publish(self, channel: str, data: bytes) -> None:
+        try:
+            await self.redis.publish(channel, data)
+        except RedisError as exc:
+            self._failed(exc)
+
+    def _catalog(self, data: bytes) -> None:
+        try:
+            note = orjson.loads(data)
+            if note["process"] != self.proc and self.on_catalog is not None:
+                self.on_catalog(str(note["upstream"]), str(note["notification"]))
+        except (ValueError, KeyError, TypeError):
+            return
+
     def _changed(self, data: bytes) -> None:
         """Another process changed a session's log level: so does this process's copy."""
         try:
@@ -452,7 +479,7 @@ class RedisSessions(MemorySessions):
         while True:
             pubsub = self.listening.pubsub()
             try:
-                await pubsub.subscribe(ENDED_CHANNEL, CHANGED_CHANNEL, mine)
+                await pubsub.subscribe(ENDED_CHANNEL, CHANGED_CHANNEL, CATALOG_CHANNEL, mine)
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is None:
@@ -462,6 +489,8 @@ class RedisSessions(MemorySessions):
                         self.delete(message["data"].decode(), "terminated")
                     elif channel == CHANGED_CHANNEL:
                         self._changed(message["data"])
+                    elif channel == CATALOG_CHANNEL:
+                        self._catalog(message["data"])
                     else:
                         self._delivered(message["data"])
             except (RedisError, OSError) as exc:
