@@ -69,5 +69,6 @@ def build_gateway(settings: Settings) -> Gateway:
                 federation.upstreams[upstream_id].refresh_soon(notification, heard_elsewhere=True)
 
         shared.on_catalog = heard_elsewhere
+        federation.link_opened = shared.link_opened  # a second upstream session for a client: told once
     servers = {u.id: VirtualDispatcher(u, federation) for u in federation.upstreams.values()}
     return Gateway(engine, federation, GatewayDispatcher(builtin_catalog(), federation), servers, plugins)

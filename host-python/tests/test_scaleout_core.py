@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -282,9 +282,9 @@ def test_sigkilled_mid_stream_resumed_on_b_gets_the_events_then_the_loss(redis: 
         b.stop()
 
 
-def test_get_stream_on_a_gets_a_list_changed_caused_by_a_request_on_b(redis: Redis) -> None:
-    """GET stream on A; a tool call on B makes its upstream add a tool and say list_changed: the
-    notification reaches the client on A's GET stream."""
+@pytest.fixture(scope="module")
+def upstream_pair(redis: Redis) -> Iterator[list[Gateway]]:
+    """Two gateway processes sharing the Redis, both federating the toy upstream over HTTP as `w`."""
     from upstream_procs import http_table, toy_http, wait_upstreams
 
     upstream = toy_http("w")
@@ -292,40 +292,88 @@ def test_get_stream_on_a_gets_a_list_changed_caused_by_a_request_on_b(redis: Red
     with os.fdopen(fd, "w") as f:
         f.write(http_table("w", upstream.url) + "\n")
     env = {"MCPGW_EDGE": "python", "MCPGW_REDIS_URL": redis.url, "MCPGW_CONFIG": config}
-    a, b = Gateway(env).wait_ready(), Gateway(env).wait_ready()
+    pair = [Gateway(env), Gateway(env)]
     try:
-        wait_upstreams(a.url)
-        wait_upstreams(b.url)
-        s = Session(a.url)
-        arrived = threading.Event()
-        got: list[dict] = []
-
-        def read_get() -> None:
-            with on(a, s).stream("GET", None) as r:
-                assert r.status_code == 200
-                for event in _events(r):
-                    got.append(event.json())
-                    if event.json().get("method") == "notifications/tools/list_changed":
-                        arrived.set()
-                        return
-
-        reader = threading.Thread(target=read_get, daemon=True)
-        reader.start()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and httpx.get(a.url + "/health").json()["live"]["streams"] < 1:
-            time.sleep(0.05)
-        name = f"sprout{os.getpid()}"
-        # B tells sessions that listed through B (federation's list_changed goes to viewers)
-        assert "result" in answer(on(b, s).post(rpc("tools/list", 2)))
-        called = answer(on(b, s).post(rpc("tools/call", 1, name="w__grow", arguments={"name": name})))
-        assert called["result"]["content"][0]["text"] == f"added {name}"
-        assert arrived.wait(30), got
-        reader.join(10)
+        for gw in pair:
+            gw.wait_ready()
+            wait_upstreams(gw.url)
+        yield pair
     finally:
-        a.stop()
-        b.stop()
+        for gw in pair:
+            gw.stop()
         upstream.stop()
         os.unlink(config)
+
+
+class GetReader:
+    """The session's GET stream on one process, read in a thread until a message matches."""
+
+    def __init__(self, gw: Gateway, s: Session, until: Callable[[dict], bool]) -> None:
+        self.got: list[dict] = []
+        self.arrived = threading.Event()
+        self.until = until
+        self.thread = threading.Thread(target=self._read, args=(gw, s), daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and httpx.get(gw.url + "/health").json()["live"]["streams"] < 1:
+            time.sleep(0.05)
+
+    def _read(self, gw: Gateway, s: Session) -> None:
+        with on(gw, s).stream("GET", None) as r:
+            assert r.status_code == 200
+            for event in _events(r):
+                self.got.append(event.json())
+                if self.until(event.json()):
+                    self.arrived.set()
+                    return
+
+
+def test_get_stream_on_a_gets_a_list_changed_caused_by_a_request_on_b(upstream_pair: list[Gateway]) -> None:
+    """GET stream on A; a tool call on B makes its upstream add a tool and say list_changed: the
+    notification reaches the client on A's GET stream."""
+    a, b = upstream_pair
+    s = Session(a.url)
+    reader = GetReader(a, s, lambda m: m.get("method") == "notifications/tools/list_changed")
+    name = f"sprout{os.getpid()}"
+    # B tells sessions that listed through B (federation's list_changed goes to viewers)
+    assert "result" in answer(on(b, s).post(rpc("tools/list", 2)))
+    called = answer(on(b, s).post(rpc("tools/call", 1, name="w__grow", arguments={"name": name})))
+    assert called["result"]["content"][0]["text"] == f"added {name}"
+    assert reader.arrived.wait(30), reader.got
+    assert on(a, s).delete().status_code == 204
+
+
+def test_a_second_upstream_session_for_a_client_is_told_once(upstream_pair: list[Gateway]) -> None:
+    """Upstream connections are per process: when B opens its own upstream session for a client
+    whose session already had one on A, the client is warned once (what the upstream kept is
+    not there), not on every later call."""
+    a, b = upstream_pair
+    s = Session(a.url)
+    reader = GetReader(a, s, lambda m: m.get("method") == "notifications/message")
+    assert "result" in answer(on(a, s).post(rpc("tools/call", 1, name="w__whoami", arguments={})))
+    assert "result" in answer(on(b, s).post(rpc("tools/call", 2, name="w__whoami", arguments={})))
+    assert reader.arrived.wait(30), reader.got
+    warning = reader.got[-1]["params"]
+    assert (
+        warning["level"] == "warning" and "upstream w:" in warning["data"] and "new upstream session" in warning["data"]
+    )
+    assert "result" in answer(on(b, s).post(rpc("tools/call", 3, name="w__whoami", arguments={})))
+    assert "result" in answer(on(a, s).post(rpc("tools/call", 4, name="w__whoami", arguments={})))
+    # later calls on either process warn no more: the GET stream's retained events, up to a
+    # list_changed caused last, hold exactly one warning
+    reader.thread.join(5)
+    assert "result" in answer(on(a, s).post(rpc("tools/list", 5)))
+    grown = on(a, s).post(rpc("tools/call", 6, name="w__grow", arguments={"name": f"mark{os.getpid()}"}))
+    assert "result" in answer(grown)
+    replay: list[dict] = []
+    with on(b, s).stream("GET", None, **{"last-event-id": "0_0"}) as r:
+        assert r.status_code == 200
+        for event in _events(r):
+            replay.append(event.json())
+            if event.json().get("method") == "notifications/tools/list_changed":
+                break
+    assert on(a, s).delete().status_code == 204
+    assert [m.get("method") for m in replay].count("notifications/message") == 1, replay
 
 
 # -- Redis down and back -------------------------------------------------------------------------

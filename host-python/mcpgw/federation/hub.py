@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeAlias
 
 from ..server.context import CallContext
@@ -156,6 +156,9 @@ class Federation:
         self.list_changed_sent = 0  # notifications/<kind>/list_changed sent to clients (/health)
         # Told of every relayed request: (upstream id, method, outcome, seconds); /metrics (observability/).
         self.observe: Callable[[str, str, str, float], None] | None = None
+        # Told of every connection opened for a session (scale-out: a shared session's connection to
+        # an upstream may already be open in another process; set by gateway.py).
+        self.link_opened: Callable[[Session, str], Awaitable[None]] | None = None
         for upstream in self.upstreams.values():
             upstream.down_listeners.append(self._upstream_down)
 
@@ -392,6 +395,8 @@ class Federation:
             if not upstream.ready:
                 upstream.reconnect_now()
             await self._reapply(session, upstream, link)
+            if self.link_opened is not None:
+                await self.link_opened(session, upstream.id)
         except BaseException:  # failed, or the session ended meanwhile: the link must not outlive this
             self._close_later(link)
             raise

@@ -372,6 +372,38 @@ class RedisSessions(MemorySessions):
             log.warning("session %s: could not forward a message: %s", session.id[:8], exc)
             self._failed(exc)
 
+    async def link_opened(self, session: Session, upstream: str) -> None:
+        """This process opened its own connection to `upstream` for a shared session. If another
+        process had one, the upstream now holds a second session for this client, without what
+        it kept in the first (subscriptions, its own state): the client is told, once per process
+        that opens one (docs/scale-out.md, upstream connections)."""
+        if not session.shared:
+            return
+        field = f"upstream:{upstream}"
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hget(record_key(session.id), field)
+                pipe.hset(record_key(session.id), field, self.proc)
+                before, _ = await pipe.execute()
+        except RedisError as exc:
+            self._failed(exc)
+            return
+        if before is None or before.decode() == self.proc:
+            return
+        log.info("session %s: upstream %s connected again from this process", session.id[:8], upstream)
+        await session.notify(
+            "notifications/message",
+            {
+                "level": "warning",
+                "logger": "mcpgw",
+                "data": (
+                    f"upstream {upstream}: this gateway process opened a new upstream session for your session; "
+                    "what the upstream kept in the one opened by another gateway process (subscriptions, "
+                    "its own state) is not in this one"
+                ),
+            },
+        )
+
     def announce_catalog(self, upstream: str, notification: str) -> None:
         """An upstream told this process its list changed: every other process re-reads it too
         (their catalogs, and the sessions that listed through them, would otherwise not know)."""
