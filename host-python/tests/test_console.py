@@ -225,6 +225,13 @@ def test_the_console_is_loopback_only_like_the_admin_api(component_path):
     assert status("/admin/", "192.0.2.7") == 403
     assert status("/admin/console/app.js", "192.0.2.7") == 403
     assert status("/admin/console/overview", "192.0.2.7") == 403
+    # Under MCPGW_PATH_PREFIX the page and everything it calls (relative URLs) move with it.
+    app = create_app(
+        Settings.from_env({"MCPGW_ADMIN_TOKEN": TOKEN, "MCPGW_EDGE": "python", "MCPGW_PATH_PREFIX": "/gw"})
+    )
+    assert status("/gw/admin/", "127.0.0.1") == 200
+    assert status("/gw/admin/console/overview", "127.0.0.1") == 200
+    assert status("/admin/", "127.0.0.1") == 404
     # Without the admin API there is no console, and /health says why.
     off = create_app(Settings.from_env({"MCPGW_EDGE": "python"})).health()["console"]
     assert off == {"enabled": False, "reason": "the admin API is off: MCPGW_ADMIN_TOKEN is unset"}
