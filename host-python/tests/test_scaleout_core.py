@@ -455,3 +455,29 @@ def test_redis_stopped_and_restarted_under_load() -> None:
         a.stop()
         b.stop()
         own.stop()
+
+
+def test_a_gracefully_stopped_process_leaves_its_finished_streams_resumable_elsewhere(redis: Redis) -> None:
+    """SIGTERM on A while a request streams: the drain lets it finish, its last events and end
+    marker reach Redis before A exits, and a resume on B gets the real result, not a loss."""
+    env = {"MCPGW_EDGE": "python", "MCPGW_REDIS_URL": redis.url}
+    a, b = Gateway(env).wait_ready(), Gateway(env).wait_ready()
+    try:
+        s = Session(a.url)
+        msg = rpc("tools/call", 3, name="sleep", arguments={"seconds": 2, "ticks": 8}, _meta={"progressToken": 3})
+        seen: list[Event] = []
+        with on(a, s).stream("POST", msg) as r:
+            for event in _events(r):
+                seen.append(event)
+                if len(seen) == 2:
+                    break
+        a.proc.terminate()
+        a.proc.wait(60)  # (uvicorn re-raises SIGTERM once drained)
+        with on(b, s).stream("GET", None, **{"last-event-id": seen[-1].id}) as r:
+            assert r.status_code == 200
+            rest = [e.json() for e in _events(r)]
+        assert [m["params"]["progress"] for m in rest if m.get("method")] == [3, 4, 5, 6, 7, 8]
+        assert rest[-1]["id"] == 3 and rest[-1]["result"]["content"][0]["text"] == "slept 2s"
+    finally:
+        a.stop()
+        b.stop()

@@ -51,6 +51,7 @@ ENDED_CHANNEL = PREFIX + "ended"
 CHANGED_CHANNEL = PREFIX + "changed"  # a session's log level changed: {"session", "level", "set"}
 CATALOG_CHANNEL = PREFIX + "catalog"  # an upstream said list_changed: {"process", "upstream", "notification"}
 HEARTBEAT_S = 1.0
+STOP_FLUSH_S = 5.0  # on a graceful stop, how long pending writes to Redis may take
 PROC_TTL_MS = 3000  # a process that has not heartbeaten for this long is dead
 # Round trips to Redis never wait longer than this: an unreachable Redis is an error, not a hang.
 SOCKET_TIMEOUT_S = 2.0
@@ -172,7 +173,7 @@ class RedisSessions(MemorySessions):
         self._ops: list[tuple[str, str, asyncio.Future[int] | None]] = []
         self._flushing: asyncio.Task[None] | None = None
         self._verified: dict[str, float] = {}  # session id -> when Redis last confirmed it alive
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         # Another process heard an upstream's list_changed: (upstream id, notification); set by gateway.py.
         self.on_catalog: Callable[[str, str], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -460,7 +461,14 @@ class RedisSessions(MemorySessions):
                 asyncio.ensure_future(self._listen()),
             ]
 
+    def keep(self, task: asyncio.Task[Any]) -> None:
+        """Background work a graceful stop waits for (bounded): stream write-through."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def stop(self) -> None:
+        if self._background:  # streams finished by the drain: their last events and end markers
+            await asyncio.wait(set(self._background), timeout=STOP_FLUSH_S)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -121,6 +121,7 @@ class Mirror:
         self.queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
         self.requests = list(requests)
         self.task = asyncio.ensure_future(self._write())
+        events.sessions.keep(self.task)  # a graceful stop waits for it (the end marker must get out)
 
     async def _write(self) -> None:
         events, sid, stream_id = self.events, self.session_id, self.stream.id
@@ -200,7 +201,10 @@ class SharedStreams(SessionStreams):
         """To the session's GET stream, wherever its reader is; False if the client never opened one."""
         if self.closed:
             return False
-        return bool(await self.events.append(self.session_id, GET_STREAM_ID, orjson.dumps(message), None))
+        try:
+            return bool(await self.events.append(self.session_id, GET_STREAM_ID, orjson.dumps(message), None))
+        except StateUnavailable:
+            return False  # not deliverable now (logged once by the registry), as with no stream open
 
     # -- readers -----------------------------------------------------------------
     async def reader(self, last_event_id: str | None) -> tuple[EventStream, int]:
