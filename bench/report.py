@@ -79,6 +79,21 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
     if w and c:
         ratio = paired_ratio(w, c)
         out.append(("preflight wasm/Starlette CORSMiddleware req/s, c=16", _fmt(ratio, 2), ">= 1x", _met(ratio, 1)))
+    http_rows = {(r["workload"], r["target"]): r for r in (record.get("http") or {}).get("rows", [])}
+    for workload in ("tools/list", "tools/call echo"):
+        on, plain = http_rows.get((workload, "checks on")), http_rows.get((workload, "plain uvicorn"))
+        if on and plain:
+            ratio = paired_ratio(on, plain)
+            cpu_on, cpu_plain = on.get("cpu_us_per_request"), plain.get("cpu_us_per_request")
+            cpu = f"; CPU/request {cpu_plain / cpu_on:.3f}x" if cpu_on and cpu_plain else ""
+            out.append(
+                (
+                    f"{workload} with the HTTP layer's checks / plain uvicorn httptools, c=16",
+                    _fmt(ratio) + cpu,
+                    ">= 0.97x",
+                    _met(ratio, 0.97),
+                )
+            )
     plugin_rows = {r["target"]: r for r in record.get("plugins", {}).get("rows", [])}
     base = plugin_rows.get("no plugin")
     for target, limit in (("noop pre+post", 0.95), ("tool-guard + redact + rate-limit", 0.85)):

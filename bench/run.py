@@ -3,8 +3,8 @@ and PNG plots under bench/results/. Figures are ratios measured in the same run:
 are shared and noisy, so only side-by-side numbers mean anything.
 
 Environment: BENCH_DURATION_S (per wrk run, default 2), BENCH_REPS (default 5),
-BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,memory,store,hostile,swap,federation,plugins,
-auth,metrics,scaleout,tracing).
+BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,http,memory,store,hostile,swap,federation,
+plugins,auth,metrics,scaleout,tracing).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import e2e  # noqa: E402 - imported once bench/ is on sys.path
 import edge_cost  # noqa: E402 - imported once bench/ is on sys.path
 import federation  # noqa: E402 - imported once bench/ is on sys.path
 import hot_swap  # noqa: E402 - imported once bench/ is on sys.path
+import http_layer  # noqa: E402 - imported once bench/ is on sys.path
 import memory  # noqa: E402 - imported once bench/ is on sys.path
 import metrics  # noqa: E402 - imported once bench/ is on sys.path
 import plugins  # noqa: E402 - imported once bench/ is on sys.path
@@ -76,6 +77,11 @@ def main() -> None:
     )
     section(
         "store", "memory with the event store full", lambda: record.__setitem__("store", [memory.store_full("wasm")])
+    )
+    section(
+        "http",
+        "the HTTP layer's checks against hostile clients",
+        lambda: record.__setitem__("http", http_layer.measure(duration, reps)),
     )
     section(
         "hostile",

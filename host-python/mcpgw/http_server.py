@@ -191,13 +191,19 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._linger_end = 0.0
         self._lingering = False
         self._last_data = 0.0
+        # Per connection, not per request: the head limit, whether the peer is a trusted proxy (set
+        # in connection_made), and the scope extension every request of this connection carries.
+        self._head_limit = self.limits.head_limit
+        self._trusted_peer = False
+        self._extensions: dict[str, Any] = {"mcpgw.abort": self._abort_now}
 
     # -- connection ----------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn narrows it the same way
         super().connection_made(transport)
         self._peer = self.client[0] if self.client else None
+        self._trusted_peer = self.limits.trusted(self._peer)  # per connection, not per request
         cap = self.limits.max_connections_per_client
-        if self._peer is not None and not self.limits.trusted(self._peer):
+        if self._peer is not None and not self._trusted_peer:
             if cap and self.limits.connections[self._peer] >= cap:
                 self._refuse("connection_cap", 503, "Service Unavailable: too many connections from this client")
                 return
@@ -258,12 +264,10 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     # -- reading ---------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
-        if self._stopped():
+        if self._refusing or self._pending is not None:  # _stopped(), inline: this runs per read
             self._last_data = self.loop.time()
             return
-        if self._in_head and self._head_timer is None and not self._responding():
-            self._arm_head_timer()
-        limit = self.limits.head_limit
+        limit = self._head_limit
         pos, size = 0, len(data)
         while pos < size:
             if self._in_head:
@@ -284,11 +288,20 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 else:
                     self._unsupported_upgrade_warning()
                 return
-            if self._stopped():
+            if self._stopped():  # the callbacks above may have refused
                 return
             if self._in_head and self._head_seen >= limit:
                 self._fail(lambda: self._refuse("head_too_large", 431, "Request Header Fields Too Large"))
                 return
+        # The deadlines are armed only for what this data left incomplete: a request that arrived
+        # whole (the usual case) costs no timer. A head started here counts from now, as a body
+        # whose head completed here does.
+        if self._in_head:
+            if self._head_seen and self._head_timer is None and not self._responding():
+                self._arm_head_timer()
+        elif self._body_open and self._body_timer is None and not self._refusing:
+            self._body_start = self.loop.time()
+            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._check_body)
 
     def _invalid_request(self) -> None:
         msg = "Invalid HTTP request received."
@@ -321,28 +334,24 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         protocol.connection_lost = connection_lost  # type: ignore[method-assign]  # the cap counts WebSockets too
 
     # -- parser callbacks --------------------------------------------------------
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        extensions: dict[str, Any] = {"mcpgw.abort": self._abort_now}
-        self.scope["extensions"] = extensions  # our own extension (ASGI allows any)
-
     def on_headers_complete(self) -> None:
+        # Our own extension (ASGI allows any), on the scope uvicorn's on_message_begin made; set
+        # here rather than in an on_message_begin override: one Python call fewer per request.
+        self.scope["extensions"] = self._extensions
         self._in_head = False
         self._head_seen = 0
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        if self.limits.trusted(self._peer):
+        if self._trusted_peer:
             forwarded = [value for name, value in self.headers if name == b"x-forwarded-for"]
             client = self.limits.forwarded_client(forwarded) if forwarded else None
             if client is not None:
                 self.scope["client"] = (client, 0)
         super().on_headers_complete()
         if self.limits.body_min_rate_bytes_s and not self._refusing:
-            self._body_open = True
+            self._body_open = True  # its timer (and start) is set by data_received if the body is still due
             self._body_bytes = 0
-            self._body_start = self.loop.time()
-            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._check_body)
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
