@@ -1,8 +1,10 @@
-"""Idle links to legacy SSE upstreams (issue 19, defect 5): the mcp SDK's client gives up on an
-event stream after 300 s without an event, and many SSE servers send no keepalive, so an idle
-session's link dropped and its resource subscriptions with it. The read timeout is the
-`read_timeout_s` key (1 s here, so the test does not wait 300 s); idle links are pinged so they stay
-open, and the subscription keeps working past several read timeouts.
+"""Idle links (issue 19, defect 5): the mcp SDK's client gives up on an event stream after 300 s
+without an event, and many servers send no keepalive. A legacy SSE link then dropped, and its
+resource subscriptions with it; a Streamable HTTP link's GET stream (where the upstream's own
+notifications come) was given up for good after two such timeouts, the link still "up". The read
+timeout is the `read_timeout_s` key (1 s here, so the test does not wait 300 s): idle legacy SSE
+links are pinged so they stay open, a Streamable HTTP GET stream has no read timeout, and the
+subscription keeps working past several read timeouts on both.
 
 Real gateway process (Python edge), the toy server over legacy SSE, the mcp SDK's client. The toy's
 `announce` tool sends `notifications/resources/updated` to every upstream session that subscribed,
@@ -16,7 +18,7 @@ import mcp_types as types
 import pytest
 from mcp.client.client import Client
 
-from upstream_procs import federated_gateway, http_table, toy_sse, upstream_health
+from upstream_procs import federated_gateway, http_table, toy_http, toy_sse, upstream_health
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -24,16 +26,17 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def legacy(component_path):
-    upstream = toy_sse("legacy")
+@pytest.fixture(params=["sse", "streamable-http"])
+def legacy(request, component_path):
+    upstream = toy_sse("legacy") if request.param == "sse" else toy_http("legacy")
+    upstream.transport = request.param
     yield upstream
     upstream.stop()
 
 
 @pytest.mark.parametrize("path", ["/servers/legacy/mcp", "/mcp"])
-async def test_an_idle_sse_link_outlives_the_read_timeout_with_its_subscription(legacy, path):
-    gw = federated_gateway("python", [http_table("legacy", legacy.url, transport="sse", read_timeout_s=1)])
+async def test_an_idle_link_outlives_the_read_timeout_with_its_subscription(legacy, path):
+    gw = federated_gateway("python", [http_table("legacy", legacy.url, transport=legacy.transport, read_timeout_s=1)])
     uri = "toy://note" if path != "/mcp" else "legacy+toy://note"
     tool = "announce" if path != "/mcp" else "legacy__announce"
     updates: list[str] = []

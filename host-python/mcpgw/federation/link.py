@@ -125,6 +125,11 @@ class _Watchful(httpx2.AsyncBaseTransport):
         self.inner = httpx2.AsyncHTTPTransport()
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        if request.method == "GET" and self.link.config.transport == "streamable-http":
+            # The stream of what the upstream says on its own: silence is normal there, and the
+            # SDK gives it up for good after two read timeouts (resource updates then stop
+            # silently). A dead upstream is found by the catalog connection's pings instead.
+            request.extensions["timeout"] = {**request.extensions.get("timeout", {}), "read": None}
         try:
             response = await self.inner.handle_async_request(request)
         except httpx2.ConnectError as exc:
