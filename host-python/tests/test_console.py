@@ -128,6 +128,7 @@ def test_the_page_shows_the_edge_and_the_upstream(browser, gw):
         row = page.locator("#upstreams tr[data-id=toy]")
         assert row.locator("td.state").inner_text() == "ready"
         assert "ms p50" in row.inner_text()  # the relayed call's latency
+        assert page.inner_text("#tracing").startswith("off (")  # as /health says
         assert page.locator("#plugins tr[data-name=noop] td.state").inner_text() == "enabled"
         # A second reading draws the charts (the page polls every 2 s).
         page.wait_for_function(

@@ -112,6 +112,10 @@ function renderEdge(data) {
 function renderLive(data) {
   const live = data.health.live;
   for (const key of ["sessions", "requests", "streams", "upstream_links"]) $("live-" + key).textContent = live[key];
+  const tracing = data.health.tracing || {};
+  $("tracing").textContent = tracing.enabled
+    ? "on, " + tracing.exporter + (tracing.endpoint ? " to " + tracing.endpoint : "")
+    : "off (" + (tracing.reason || "") + ")";
   const t = data.traffic;
   if (!t) return;
   $("traffic-total").textContent =
