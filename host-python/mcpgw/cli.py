@@ -12,6 +12,8 @@ from .observability import logs as observability_logs
 from .settings import HELP, Settings
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .gateway import Gateway
     from .observability.tracing import Tracing
 
@@ -47,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     ):
         p = core_sub.add_parser(action, help=text)
         p.add_argument("file", help="a transport_core .wasm component")
+        p.add_argument(
+            "--signature",
+            default=None,
+            metavar="SIGFILE",
+            help="its detached Ed25519 signature (base64), for a gateway with MCPGW_EDGE_SIGNING_KEYS "
+            "(default: FILE.sig when it exists)",
+        )
     core_sub.add_parser("rollback", help="go back to the previous version")
     plugin = sub.add_parser("plugin", help="the running gateway's plugins: list, verify, load, reload, enable, ...")
     plugin.add_argument("--url", default=None, help="gateway base URL (default http://MCPGW_HOST:MCPGW_PORT)")
@@ -142,12 +151,15 @@ def core_command(args: argparse.Namespace) -> int:
             except OSError as exc:
                 print(f"mcpgw core: cannot read {path}: {exc}", file=sys.stderr)
                 return 2
+            signature = _signature_header(path, args.signature)
+            if signature is None:
+                return 2
             r = httpx.post(
                 url + args.action,
                 params={"name": path.name},
                 content=wasm,
                 timeout=120,
-                headers={**headers, "content-type": "application/wasm"},
+                headers={**headers, "content-type": "application/wasm", **signature},
             )
     except httpx.HTTPError as exc:
         print(f"mcpgw core: cannot reach {url}: {exc}", file=sys.stderr)
@@ -157,6 +169,35 @@ def core_command(args: argparse.Namespace) -> int:
     except ValueError:
         print(r.text)
     return 0 if r.status_code == 200 else 1
+
+
+def _signature_header(component: Path, given: str | None) -> dict[str, str] | None:
+    """The `Mcpgw-Signature` header for an upload: the signature file given with --signature, else
+    `<component>.sig` when it exists (as at start-up), else none ({}). None (after saying why) when
+    the file cannot be read or is not a signature: checked here, before anything is uploaded."""
+    from pathlib import Path
+
+    from .edge.signing import SIGNATURE_SUFFIX, decode_signature
+
+    path = Path(given) if given is not None else component.with_name(component.name + SIGNATURE_SUFFIX)
+    try:
+        text = path.read_text(errors="replace").strip()
+    except FileNotFoundError:
+        if given is None:
+            return {}
+        print(f"mcpgw core: cannot read the signature {path}: no such file", file=sys.stderr)
+        return None
+    except OSError as exc:
+        print(f"mcpgw core: cannot read the signature {path}: {exc.strerror}", file=sys.stderr)
+        return None
+    try:
+        decode_signature(text)
+    except ValueError as exc:
+        print(f"mcpgw core: {path} is not a signature: {exc}", file=sys.stderr)
+        return None
+    if given is None:
+        print(f"mcpgw core: sending the signature {path}", file=sys.stderr)
+    return {"mcpgw-signature": text}
 
 
 def plugin_command(args: argparse.Namespace) -> int:

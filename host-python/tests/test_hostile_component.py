@@ -302,6 +302,40 @@ def test_signed_components_only_when_signing_keys_are_set(component_path, v2_com
         r = httpx.post(url, params={"signature": good}, content=v2, headers=AUTH)
         assert r.status_code == 200, r.text
         assert httpx.get(gw.url + "/health").json()["edge"]["component"]["version"] == "1.0.1-test"
+
+        # The CLI passes a signature too: --signature FILE, or FILE.sig next to the component.
+        def core(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "mcpgw.cli", "core", "--url", gw.url, "--token", TOKEN, *args],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+
+        upload = tmp_path / "v2" / "transport_core.wasm"
+        upload.parent.mkdir()
+        upload.write_bytes(v2)
+        sigs = {"good": good, "bad": bad, "junk": "not base64!"}
+        for name, text in sigs.items():
+            (tmp_path / f"{name}.sig").write_text(text + "\n")
+        unsigned = core("verify", str(upload))
+        assert unsigned.returncode == 1 and '"step": "signature"' in unsigned.stdout and "unsigned" in unsigned.stdout
+        wrong = core("verify", str(upload), "--signature", str(tmp_path / "bad.sig"))
+        assert wrong.returncode == 1 and "does not verify" in wrong.stdout
+        junk = core("verify", str(upload), "--signature", str(tmp_path / "junk.sig"))
+        assert junk.returncode == 2 and "is not a signature" in junk.stderr  # refused before any upload
+        missing = core("verify", str(upload), "--signature", str(tmp_path / "none.sig"))
+        assert missing.returncode == 2 and "no such file" in missing.stderr
+        verified = core("verify", str(upload), "--signature", str(tmp_path / "good.sig"))
+        assert verified.returncode == 0 and '"verified": true' in verified.stdout, verified.stdout
+        assert core("rollback").returncode == 0
+        assert httpx.get(gw.url + "/health").json()["edge"]["component"]["version"] != "1.0.1-test"
+        shutil.copyfile(tmp_path / "good.sig", upload.with_name("transport_core.wasm.sig"))
+        swapped = core("swap", str(upload))
+        assert swapped.returncode == 0, swapped.stdout + swapped.stderr
+        assert f"sending the signature {upload}.sig" in swapped.stderr
+        assert httpx.get(gw.url + "/health").json()["edge"]["component"]["version"] == "1.0.1-test"
     finally:
         gw.stop()
 
