@@ -24,7 +24,7 @@ import mcp_types as types
 import pytest
 from mcp.client.client import Client
 
-from upstream_procs import federated_gateway, http_table, toy_http
+from upstream_procs import federated_gateway, http_table, toy_http, upstream_health
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -65,6 +65,7 @@ async def test_n_clients_on_mcp_cost_o_n_and_hear_only_of_real_changes(storm):
     async with contextlib.AsyncExitStack() as stack:
         probe = await stack.enter_async_context(Client(storm.url + "/servers/storm/mcp", mode="legacy"))
         lists_before = int(text_of(await probe.call_tool("list_calls", {})))
+        refreshes_before = upstream_health(storm.url)["storm"]["catalog_refreshes"]
         clients = [
             await stack.enter_async_context(Client(storm.url + "/mcp", mode="legacy", message_handler=counter))
             for counter in counters
@@ -84,11 +85,13 @@ async def test_n_clients_on_mcp_cost_o_n_and_hear_only_of_real_changes(storm):
         told = [c.count for c in counters]
         listed = {t.name for t in (await clients[-1].list_tools()).tools}
         lists = int(text_of(await probe.call_tool("list_calls", {}))) - lists_before
+        refreshes = upstream_health(storm.url)["storm"]["catalog_refreshes"] - refreshes_before
     # (Asserted outside the clients: a failure inside would be buried in their exception groups.)
     assert quiet == [0] * N  # the announcements changed nothing: no one was told
     assert told == [1] * N  # a real change: every /mcp client told once
     assert f"storm__{name}" in listed
-    assert lists <= 2 * N + 2, lists  # catalog re-reads: at most one per announcement, O(N)
+    assert 1 <= refreshes <= N + 1, refreshes  # catalog re-reads (/health): at most one per announcement
+    assert lists <= 2 * N + 2, lists  # upstream tools/list calls: O(N)
 
 
 async def test_virtual_server_sessions_hear_only_their_own_connections_announcement(storm):

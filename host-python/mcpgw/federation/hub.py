@@ -153,7 +153,6 @@ class Federation:
         self.subscriptions: dict[tuple[str, str], set[str]] = {}
         self._viewers: dict[str, Session] = {}  # sessions that listed something: told when their view changes
         self._queued: set[tuple[str, str]] = set()  # (session id, kind): a list_changed about to be sent
-        self.list_changed_sent = 0  # notifications/<kind>/list_changed sent to clients (/health)
         # Told of every relayed request: (upstream id, method, outcome, seconds); /metrics (observability/).
         self.observe: Callable[[str, str, str, float], None] | None = None
         # Told of every connection opened for a session (scale-out: a shared session's connection to
@@ -199,7 +198,6 @@ class Federation:
         await asyncio.sleep(0)  # a burst of causes becomes one notification
         self._queued.discard(key)
         if not session.closed:
-            self.list_changed_sent += 1
             await session.notify(f"notifications/{kind}/list_changed")
 
     def _own_view(self, session: Session, upstream: Upstream) -> bool:

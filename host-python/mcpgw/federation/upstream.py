@@ -124,6 +124,7 @@ class Upstream:
             "resources": len(self.lists["resources"]),
             "prompts": len(self.lists["prompts"]),
             "cut_at_max_pages": self.cut,
+            "catalog_refreshes": self.refreshes,
             "oauth": self.tokens.health() if self.tokens is not None else None,
             "calls": self.calls.health(),
         }
