@@ -11,6 +11,7 @@ clients send no token at all: what reaches the upstream can only be the gateway'
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ from mcp.client.client import Client
 
 from conftest import Gateway
 from test_oauth_flow import CLIENT_ID, CLIENT_SECRET, NODE, PREFIX, REPO, free_port
-from upstream_procs import federated_gateway, upstream_health, wait_upstreams
+from upstream_procs import federated_gateway, toy_http, upstream_health, wait_upstreams
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -32,16 +33,15 @@ pytestmark = [
 TOKEN_TTL_S = 3
 
 
-@pytest.fixture(scope="module")
-def short_tokens():
-    """The authorization server, issuing tokens that expire after TOKEN_TTL_S."""
+def run_issuer(ttl_s: int):
+    """The authorization server, issuing tokens that expire after `ttl_s`; yields its issuer URL."""
     if not NODE.exists() or not (PREFIX / "node_modules" / "oidc-provider").exists():
         pytest.fail("oidc-provider is not installed: `make test` runs tests/e2e/oauth/install.sh")
     shutil.copy(REPO / "tests" / "e2e" / "oauth" / "server.mjs", PREFIX / "server.mjs")  # next to its node_modules
     env = {"PORT": "0", "CLIENT_ID": CLIENT_ID, "CLIENT_SECRET": CLIENT_SECRET, "SCOPE": "mcp"}
     proc = subprocess.Popen(
         [str(NODE), str(PREFIX / "server.mjs")],
-        env={**env, "TOKEN_TTL": str(TOKEN_TTL_S)},
+        env={**env, "TOKEN_TTL": str(ttl_s)},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -56,6 +56,16 @@ def short_tokens():
     yield issuer
     proc.kill()
     proc.wait()
+
+
+@pytest.fixture(scope="module")
+def short_tokens():
+    yield from run_issuer(TOKEN_TTL_S)
+
+
+@pytest.fixture(scope="module")
+def lasting_tokens():
+    yield from run_issuer(600)
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +143,34 @@ def test_a_wrong_secret_keeps_the_upstream_down_and_says_why(short_tokens, prote
     finally:
         gw.stop()
         os.unlink(path)
+
+
+async def test_a_token_the_upstream_refuses_is_replaced_and_the_request_sent_again(lasting_tokens, tmp_path):
+    """A token revoked before its expiry: the upstream answers 401; the gateway gets a new one and
+    sends the request once more, so the client sees no error. (The toy server refuses the tokens
+    listed in TOY_REVOKED_TOKENS and records every request's headers.)"""
+    record, revoked = tmp_path / "headers.jsonl", tmp_path / "revoked"
+    revoked.write_text("")
+    web = toy_http("web", TOY_RECORD_HEADERS=str(record), TOY_REVOKED_TOKENS=str(revoked))
+
+    def tokens_seen() -> list[str]:
+        lines = record.read_text().splitlines()
+        return [json.loads(line).get("authorization", "").removeprefix("Bearer ") for line in lines]
+
+    table = oauth_table(
+        web.url, token_endpoint=lasting_tokens + "/token", client_id=CLIENT_ID, client_secret="${S}", scopes=["mcp"]
+    )
+    gw = federated_gateway("python", [table], S=CLIENT_SECRET)
+    try:
+        async with Client(gw.url + "/mcp", mode="legacy") as client:
+            assert text_of(await client.call_tool("inner__whoami", {})).startswith("web pid=")
+            first = set(tokens_seen())
+            assert len(first) == 1 and "" not in first  # one token, on every request
+            revoked.write_text("\n".join(first) + "\n")
+            assert text_of(await client.call_tool("inner__whoami", {})).startswith("web pid=")  # no error
+        seen = tokens_seen()
+        assert seen[-1] not in first  # the request went again with a new token
+        assert upstream_health(gw.url)["inner"]["oauth"]["tokens_fetched"] == 2
+    finally:
+        gw.stop()
+        web.stop()

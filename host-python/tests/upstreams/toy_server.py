@@ -330,6 +330,24 @@ if __name__ == "__main__":
 
                 await plain(scope, receive, relay if scope["type"] == "http" else send)
 
+        revoked = os.environ.get("TOY_REVOKED_TOKENS")
+        if revoked:
+            # An upstream behind OAuth that revoked some tokens: a request bearing one listed in
+            # this file (one a line) gets 401, as a resource server answers an invalid token.
+            guarded = app
+
+            async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+                if scope["type"] == "http":
+                    auth = dict(scope["headers"]).get(b"authorization", b"").decode()
+                    with open(revoked) as listed:  # noqa: ASYNC230 - a test upstream's tiny read
+                        refused = auth.removeprefix("Bearer ") in listed.read().split()
+                    if refused:
+                        headers = [(b"www-authenticate", b'Bearer error="invalid_token"'), (b"content-length", b"0")]
+                        await send({"type": "http.response.start", "status": 401, "headers": headers})
+                        await send({"type": "http.response.body", "body": b""})
+                        return
+                await guarded(scope, receive, send)
+
         record = os.environ.get("TOY_RECORD_HEADERS")
         if record:
             # Tests of what the gateway sends upstream: every request's header names and values,
