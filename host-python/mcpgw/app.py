@@ -383,6 +383,7 @@ class App:
             if self.tracing is not None
             else {"enabled": False, "reason": off_reason(self.settings.tracing)},
             "console": self.console_health(),
+            "metrics": self.metrics.health() if self.metrics is not None else {"enabled": False, "access": "off"},
         }
 
     def console_health(self) -> dict[str, Any]:

@@ -244,6 +244,13 @@ def test_metrics_admin_needs_the_credential_even_on_loopback_and_off_has_none(ga
     off = gateways("python", MCPGW_METRICS="off")
     assert httpx.get(off.url + "/metrics").status_code == 404
     assert "metrics: off" in off.log()
+    assert httpx.get(off.url + "/health").json()["metrics"] == {"enabled": False, "access": "off"}
+    assert httpx.get(admin.url + "/health").json()["metrics"] == {
+        "enabled": True,
+        "path": "/metrics",
+        "access": "admin",
+        "multiprocess": False,
+    }
 
 
 def test_auth_outcomes_by_reason(tmp_path, component_path):

@@ -413,6 +413,15 @@ class Metrics:
 
             multiprocess.mark_process_dead(os.getpid(), self.multiprocess)  # type: ignore[no-untyped-call]  # unannotated
 
+    def health(self) -> dict[str, Any]:
+        """/health: served where, to whom, in which mode."""
+        return {
+            "enabled": True,
+            "path": self.app.settings.path_prefix + "/metrics",
+            "access": self.app.settings.metrics,
+            "multiprocess": self.multiprocess is not None,
+        }
+
     def describe(self) -> str:
         mode = f"multiprocess ({MULTIPROC_ENV}={self.multiprocess})" if self.multiprocess else "single process"
         return f"{self.app.settings.path_prefix}/metrics ({self.app.settings.metrics} access, {mode})"
