@@ -613,6 +613,7 @@ class StateMirror:
         self.state = state
         self.instruments: dict[str, Any] = {}
         self.last: dict[tuple[str, tuple[str, ...]], float] = {}
+        self.gauges: set[tuple[str, tuple[str, ...]]] = set()  # (family, label values) set last time
         self._task: asyncio.Task[None] | None = None
 
     def _instrument(self, family: Metric, labels: tuple[str, ...]) -> Any:
@@ -629,6 +630,7 @@ class StateMirror:
         return found
 
     def sync(self) -> None:
+        gauges_now: set[tuple[str, tuple[str, ...]]] = set()
         for family in self.state.collect():
             for sample in family.samples:
                 if sample.name.endswith("_created"):
@@ -645,6 +647,13 @@ class StateMirror:
                         child.inc(delta)
                 else:
                     child.set(sample.value)
+                    gauges_now.add((family.name, tuple(sample.labels[n] for n in names)))
+        # A gauge series the state no longer has (the edge version before a swap, an unloaded
+        # plugin) reads 0, not its last value.
+        for name, values in self.gauges - gauges_now:
+            gauge = self.instruments[name]
+            (gauge.labels(*values) if values else gauge).set(0)
+        self.gauges = gauges_now
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
