@@ -170,6 +170,12 @@ conformance-suite:
 oauth-server: conformance-suite
 	@bash tests/e2e/oauth/install.sh >/dev/null
 
+# The reference MCP "everything" server from npm, an upstream of the federation tests over
+# Streamable HTTP, legacy SSE and stdio; the script pins it and keeps its own stamp.
+.PHONY: everything-server
+everything-server: conformance-suite
+	@bash tests/e2e/everything/install.sh >/dev/null
+
 # ruff (lint, then format --check) on every Python file in the repository and mypy --strict on
 # the mcpgw package; the configuration is in host-python/pyproject.toml.
 .PHONY: lint-python
@@ -178,7 +184,7 @@ lint-python: $(BUILD)/venv.stamp
 	cd host-python && ../$(VENV)/bin/ruff format --check . ../bench ../tests/load ../tests/e2e ../guest/fuzz
 	cd host-python && ../$(VENV)/bin/mypy
 
-test-python: lint-python build variants plugins dist $(BUILD)/chromium.stamp conformance-suite oauth-server $(BUILD)/redis.stamp
+test-python: lint-python build variants plugins dist $(BUILD)/chromium.stamp conformance-suite oauth-server everything-server $(BUILD)/redis.stamp
 	cd host-python && MCPGW_TEST_VARIANTS=$(abspath $(VARIANTS_DIR)) ../$(PY) -m pytest -q
 
 # Raw-TCP scenarios (tests/scenarios/) replayed against the gateway in wasm and python mode,
