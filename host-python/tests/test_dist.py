@@ -52,17 +52,20 @@ def test_the_wheel_and_the_sdist_carry_the_component_vectors_and_console(wheel):
 
 
 def test_the_installed_wheel_serves_with_the_wasm_edge_and_the_console(wheel, tmp_path):
+    # Nothing of this process's Python set-up leaks in (a PYTHONPATH naming the repository would
+    # make pip think mcpgw is installed already, and the gateway import the repository's copy).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCPGW_", "PYTHON", "VIRTUAL_ENV"))}
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=env)
     pip = subprocess.run(
         [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
         check=False,
         capture_output=True,
         text=True,
         timeout=240,
+        env=env,
     )
     assert pip.returncode == 0, pip.stdout + pip.stderr
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCPGW_", "PYTHON", "VIRTUAL_ENV"))}
     where = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import mcpgw; print(mcpgw.__file__)"],
         capture_output=True,
