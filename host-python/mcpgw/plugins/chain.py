@@ -29,7 +29,7 @@ from ..server.hooks import Handle, Response
 from ..state.principal import Principal
 from ..state.session import Session
 from .manifest import PluginManifest
-from .sandbox import PluginComponent, PluginFault, PluginInstance, parse_action
+from .sandbox import CONTINUE, CONTINUED, PluginComponent, PluginFault, PluginInstance, parse_action
 
 log = logging.getLogger("mcpgw.plugins")
 
@@ -133,7 +133,8 @@ class Plugin:
         try:
             if inst is None:
                 inst = self.fresh_instance()
-            action = parse_action(inst.invoke_encoded(data))
+            out = inst.invoke_encoded(data)
+            action = CONTINUED if out == CONTINUE else parse_action(out)  # the common answer, unparsed
         except PluginFault as fault:
             self._fault(fault)  # the instance is dropped: a fresh one serves the next call
             raise
@@ -407,7 +408,7 @@ class PluginHooks:
         """Each plugin of the chain in turn (`context` names the hook): a modify feeds the next, a
         deny ends it (raises _Denied). Returns the payload itself when every plugin continued."""
         for plugin in chain:
-            if not plugin.enabled:  # auto-disabled since this set was built
+            if plugin.state != "enabled":  # auto-disabled since this set was built
                 continue
             data = orjson.dumps({"context": context, "payload": payload})
             try:

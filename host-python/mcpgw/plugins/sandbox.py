@@ -258,7 +258,8 @@ class PluginInstance:
 
     def invoke_encoded(self, data: bytes) -> bytes:
         """One encoded call: raises PluginFault on a trap or an oversized output."""
-        fuel, max_output = self.budget(data)
+        c = self.component  # self.budget(data), inline: this runs on every hook call
+        fuel, max_output = c.fuel + c.fuel_per_kb * ((len(data) + 1023) >> 10), c.max_output_bytes + len(data)
         if self._encoded is not None:
             try:
                 out = self._encoded(data, fuel, max_output)
@@ -287,13 +288,13 @@ class _Record:
 
 
 CONTINUE = b'{"continue":null}'  # what the SDK answers when nothing changes: no parse needed
-_CONTINUED = ("continue", None)
+CONTINUED = ("continue", None)
 
 
 def parse_action(out: bytes) -> tuple[str, Any]:
     """`{"continue": null}` | `{"modify": <json>}` | `{"deny": {"code": int, "message": str}}`."""
     if out == CONTINUE:
-        return _CONTINUED
+        return CONTINUED
     try:
         action = orjson.loads(out)
     except orjson.JSONDecodeError:
