@@ -14,8 +14,10 @@ session, such as legacy SSE's `session_id`) become `***`, and so does a `Bearer`
 The `ProtocolSecrets` filter, on every handler too, masks what the WebSocket library writes at
 debug level through uvicorn's logger: every handshake header value but a few harmless ones
 (`Authorization`, `Cookie`, `X-Api-Key` and any other header never reach the log), the query of
-the request line, and frame payloads (only their kind and size are logged); and the query of
-every path uvicorn's own lines carry (`"WebSocket /ws?..." [accepted]`).
+the request line, and frame payloads (only their kind and size are logged); the query of every
+path uvicorn's own lines carry (`"WebSocket /ws?..." [accepted]`); and the JSON-RPC messages the
+MCP SDK's client transports write at debug level for every upstream request and answer (a
+client's tool arguments, relayed upstream, would be in them): only their length is logged.
 """
 
 from __future__ import annotations
@@ -79,6 +81,9 @@ _HEADER_LINES = frozenset({"< %s: %s", "> %s: %s"})
 _REQUEST_LINES = frozenset({"< %s %s %s", "> GET %s HTTP/1.1"})
 _FRAME_LINES = frozenset({"< %s", "> %s"})
 _PATH_QUERY = re.compile(r"^(/[^?\s]*)\?\S*")
+# The MCP SDK's client transports (mcp 2.3: client/streamable_http.py, client/sse.py) log whole
+# messages at debug level, formatted into the message (f-strings): what precedes the payload.
+_SDK_MESSAGE_LINES = ("Sending client message: ", "SSE message: ", "Received server message: ")
 
 
 def _mask_query(value: object) -> object:
@@ -87,6 +92,13 @@ def _mask_query(value: object) -> object:
 
 class ProtocolSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("mcp.") and isinstance(record.msg, str):
+            for prefix in _SDK_MESSAGE_LINES:
+                if record.msg.startswith(prefix):
+                    record.msg = f"{prefix}[{len(record.msg) - len(prefix)} characters, not logged]"
+                    record.args = None
+                    break
+            return True
         if not record.name.startswith(("uvicorn", "websockets")) or not isinstance(record.args, tuple):
             return True
         msg, args = record.msg, record.args

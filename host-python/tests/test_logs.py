@@ -17,18 +17,30 @@ from websockets.sync.client import connect
 
 from conftest import Gateway
 from mcp_http import BASE, Session, rpc
+from upstream_procs import http_table, toy_http, wait_upstreams
 
 pytestmark = pytest.mark.timeout(120)
 TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
 
 
+@pytest.fixture(scope="module")
+def web():
+    """An HTTP upstream: what a client sends is relayed to it, and the SDK's client logs messages."""
+    upstream = toy_http("web")
+    yield upstream
+    upstream.stop()
+
+
 @pytest.fixture(scope="module", params=["text", "json"])
-def gw(request, tmp_path_factory, component_path):
+def gw(request, tmp_path_factory, web, component_path):
     from mcpgw.auth.tokens import hash_line
 
     key = "apikey-" + uuid.uuid4().hex  # the credential: valid, so requests reach every layer
-    keys = tmp_path_factory.mktemp("keys") / "keys"
+    where = tmp_path_factory.mktemp("logs")
+    keys = where / "keys"
     keys.write_text(hash_line("alice", key, []) + "\n")
+    config = where / "mcpgw.toml"
+    config.write_text(http_table("web", web.url, prefix="w") + "\n")
     gateway = Gateway(
         {
             "MCPGW_EDGE": "wasm",
@@ -37,8 +49,10 @@ def gw(request, tmp_path_factory, component_path):
             "MCPGW_ACCESS_LOG": "true",
             "MCPGW_AUTH": "api-key",
             "MCPGW_AUTH_API_KEYS_FILE": str(keys),
+            "MCPGW_CONFIG": str(config),
         }
     ).wait_ready()
+    wait_upstreams(gateway.url)
     gateway.format = request.param
     gateway.key = key
     yield gateway
@@ -84,6 +98,9 @@ def test_every_secret_a_client_can_send_stays_out_of_every_log_line(gw):
         )
         assert answer.status_code == 200 and f"{marker}-body" in answer.text
         assert http.post(s.url, json=rpc("tools/call", 2, name="nope", arguments={"p": marker}), headers=s.headers)
+        # Relayed to the HTTP upstream: the SDK's client logs the messages it sends and receives.
+        relayed = rpc("tools/call", 4, name="w__add", arguments={"a": 1, "b": 2, "note": f"{marker}-relayed"})
+        assert http.post(s.url, json=relayed, headers=s.headers).status_code == 200
         # A wrong credential, then no credential: refused, neither logged.
         refused = http.post(s.url, json=rpc("ping", 3), headers={**s.headers, "authorization": f"Bearer {marker}-bad"})
         assert refused.status_code == 401
