@@ -200,8 +200,12 @@ def test_trace_context_in_params_meta_parents_the_mcp_span(traced, spans):
     found = _trace_of(spans, int(meta_trace, 16), {"tools/call echo"})
     mcp = _one(found, "tools/call echo")
     assert mcp.parent.span_id == int(meta_span, 16)
-    http_context = mcp.links[0].context
-    http = next(s for s in spans.get_finished_spans() if s.context.span_id == http_context.span_id)
+    linked = mcp.links[0].context  # the HTTP request's span: it ends once the answer is written
+    deadline = time.monotonic() + 30
+    while not (http := [s for s in spans.get_finished_spans() if s.context.span_id == linked.span_id]):
+        assert time.monotonic() < deadline, "the linked HTTP span never ended"
+        time.sleep(0.05)
+    http = http[0]
     assert http.name == "POST mcp" and http.context.trace_id != int(meta_trace, 16)
 
 
