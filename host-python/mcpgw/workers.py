@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from .observability import multiprocess as shared_metrics
 from .settings import Settings
 
 log = logging.getLogger("mcpgw.workers")
@@ -193,6 +194,7 @@ class Supervisor:
             self.settings.path_prefix,
         )
         code = 0
+        remove_metrics_dir = shared_metrics.prepare(self.settings)  # before any worker starts
         try:
             for worker in self.workers:
                 self.start(worker)
@@ -216,6 +218,7 @@ class Supervisor:
                         break
                     if worker.exited_at is None:
                         worker.exited_at = time.monotonic()
+                        shared_metrics.worker_exited(worker.proc.pid)
                         if worker.ready:
                             log.warning(
                                 "worker %d (pid %d) exited with %s: starting it again (its running requests are "
@@ -238,6 +241,8 @@ class Supervisor:
                 time.sleep(POLL_S)
         finally:
             self._stop_all()
+            if remove_metrics_dir is not None:
+                remove_metrics_dir()
         return code
 
     @staticmethod

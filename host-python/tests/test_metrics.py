@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -289,19 +290,33 @@ def test_every_metric_the_grafana_dashboard_queries_exists(gw):
     assert not missing, f"the dashboard queries metrics /metrics does not expose: {sorted(missing)}"
 
 
-def test_workers_share_one_exposition_in_multiprocess_mode(tmp_path, component_path):
-    """`mcpgw serve --workers 2` with PROMETHEUS_MULTIPROC_DIR: whichever worker answers the scrape,
-    the request counters are the sum over both, and the gauges read from /health-style state (live
-    sessions) are summed over the live workers within the mirror's interval."""
+@pytest.mark.parametrize("directory", ["given", "made by the supervisor"])
+def test_workers_share_one_exposition_in_multiprocess_mode(tmp_path, component_path, directory):
+    """`mcpgw serve --workers 2`, with PROMETHEUS_MULTIPROC_DIR set or without (the supervisor
+    makes one and removes it at exit): whichever worker answers the scrape, the request counters
+    are the sum over both, and the gauges read from /health-style state (live sessions) are summed
+    over the live workers within the mirror's interval. A worker killed with SIGKILL is marked dead
+    (its gauges leave the sum) and its replacement counts in."""
+    import re
+    import signal
+
     from scaleout_procs import RedisServer, wait_workers, workers_gateway
 
     redis = RedisServer()
-    shared = tmp_path / "prometheus"
-    shared.mkdir()
-    gw = workers_gateway(redis, 2, PROMETHEUS_MULTIPROC_DIR=str(shared))
+    env = {}
+    if directory == "given":
+        shared = tmp_path / "prometheus"
+        shared.mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(shared)
+    gw = workers_gateway(redis, 2, **env)
     try:
         wait_workers(gw)
-        assert "multiprocess (PROMETHEUS_MULTIPROC_DIR=" in gw.log()
+        log = gw.log()
+        assert "multiprocess (PROMETHEUS_MULTIPROC_DIR=" in log
+        if directory != "given":
+            made = re.search(r"metrics: 2 workers share (\S+) \(multiprocess mode; removed at exit\)", log)
+            assert made is not None, log
+            shared = Path(made.group(1))
         before, _ = scrape(gw)
         sessions = 20
         for _ in range(sessions):  # a new connection each: the kernel spreads them over the workers
@@ -318,11 +333,33 @@ def test_workers_share_one_exposition_in_multiprocess_mode(tmp_path, component_p
         assert posts == sessions  # initialize, counted by whichever worker served it
         assert delta(before, after, "mcpgw_http_requests_total", status="202", **key) == sessions
         assert live >= sessions  # summed over the workers (each counts the sessions it holds)
-        assert value(after, "mcpgw_build_info", version=after_version(after)) == 2  # one per live worker
-        assert len(list(shared.glob("counter_*.db"))) == 2  # each worker wrote its own file
+        version = after_version(after)
+        assert value(after, "mcpgw_build_info", version=version) == 2  # one per live worker
+        pids = {int(p.stem.rsplit("_", 1)[1]) for p in shared.glob("counter_*.db")}
+        assert len(pids) == 2  # each worker wrote its own file
+        if directory == "given":
+            return
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)  # a worker of the gateway this test started
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            live_files = {int(p.stem.rsplit("_", 1)[1]) for p in shared.glob("gauge_livesum_*.db")}
+            if victim not in live_files and len(live_files) == 2:
+                break
+            time.sleep(0.5)
+        assert victim not in live_files and len(live_files) == 2  # marked dead; the replacement writes
+        deadline = time.monotonic() + 30
+        while (count := value(scrape(gw)[0], "mcpgw_build_info", version=version)) != 2:
+            assert time.monotonic() < deadline, count
+            time.sleep(0.5)
+        after_kill, _ = scrape(gw)
+        # The killed worker's counts stay: counters never go down.
+        assert delta(before, after_kill, "mcpgw_http_requests_total", status="200", **key) >= sessions
     finally:
         gw.stop()
         redis.close()
+    if directory != "given":
+        assert not shared.exists()  # removed by the supervisor at exit
 
 
 def after_version(samples: Samples) -> str:
