@@ -467,8 +467,8 @@ def _scaleout_section(scale: dict) -> list[str]:
         "",
         f"One session, {scale.get('connections')} connections (wrk, one thread); {scale.get('core_split')}.",
         "",
-        "| workload | target | req/s | p50 ms | x of 1 process in memory (paired) | errors |",
-        "|---|---|---|---|---|---|",
+        "| workload | target | req/s | p50 ms | x of memory (paired) | gateway CPU µs/req | redis CPU µs/req | errs |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     rows = scale.get("rows", [])
     for r in rows:
@@ -476,7 +476,8 @@ def _scaleout_section(scale: dict) -> list[str]:
         ratio = paired_ratio(r, memory) if memory else None
         md.append(
             f"| {r['workload']} | {r['target']} | {_num(r['rps'], '.0f')} | {_num(r['p50_ms'], '.2f')} | "
-            f"{_fmt(ratio, 2)} | {r['errors']} |"
+            f"{_fmt(ratio, 2)} | {_num(r.get('gateway_cpu_us'), '.0f')} | {_num(r.get('redis_cpu_us'), '.0f')} | "
+            f"{r['errors']} |"
         )
     if scale.get("rows_failed"):
         md += ["", f"Throughput failed: {scale['rows_failed']}"]

@@ -118,12 +118,36 @@ def _workloads(url: str) -> dict[str, wrk.Workload]:
     }
 
 
-def throughput(redis_url: str, duration_s: float, reps: int, connections: int) -> list[dict]:
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (/proc/PID/stat)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _serving_pids(srv: servers.Server) -> list[int]:
+    """The process serving requests, or a supervisor's workers (its children)."""
+    pid = srv.proc.pid
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        children = []
+    return children or [pid]
+
+
+def throughput(redis: Redis, duration_s: float, reps: int, connections: int) -> list[dict]:
+    """Each target's rows, with CPU per answered request beside req/s: on a shared machine the
+    gateway's (and redis-server's) CPU time per request is steadier than what rate it reaches."""
     targets: dict[str, servers.Server] = {}
     try:
         targets["memory, 1 process"] = servers.gateway("wasm", name="gateway-scaleout-memory")
-        targets["redis, 1 process"] = servers.gateway("wasm", name="gateway-scaleout-redis", MCPGW_REDIS_URL=redis_url)
-        targets["redis, 2 processes"] = _workers(redis_url, 2)
+        targets["redis, 1 process"] = servers.gateway("wasm", name="gateway-scaleout-redis", MCPGW_REDIS_URL=redis.url)
+        targets["redis, 2 processes"] = _workers(redis.url, 2)
         loads = {name: _workloads(srv.url) for name, srv in targets.items()}
         for name, per_target in loads.items():
             for load in per_target.values():
@@ -132,29 +156,30 @@ def throughput(redis_url: str, duration_s: float, reps: int, connections: int) -
         rows = []
         for workload in WORKLOADS:
             samples: dict[str, list[wrk.Result]] = {name: [] for name in targets}
+            cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}  # (gateway, redis) us/req
             for rep in range(reps):
                 order = list(targets) if rep % 2 == 0 else list(reversed(targets))
                 for name in order:
-                    samples[name].append(
-                        wrk.run(
-                            targets[name].url,
-                            loads[name][workload],
-                            connections,
-                            duration_s,
-                        )
-                    )
+                    pids = _serving_pids(targets[name])
+                    gw0, redis0 = _cpu_s(pids), _cpu_s([redis.proc.pid])
+                    result = wrk.run(targets[name].url, loads[name][workload], connections, duration_s)
+                    samples[name].append(result)
+                    if result.ok:
+                        per = 1e6 / result.requests
+                        cpu[name].append(((_cpu_s(pids) - gw0) * per, (_cpu_s([redis.proc.pid]) - redis0) * per))
             for name, results in samples.items():
                 row = e2e.summarize(workload, connections, name, results, None)
+                row["gateway_cpu_us"] = statistics.median(c[0] for c in cpu[name]) if cpu[name] else None
+                row["redis_cpu_us"] = statistics.median(c[1] for c in cpu[name]) if cpu[name] else None
                 rows.append(row)
                 figure = (
                     "FAILED: " + "; ".join(row["failed_runs"])
                     if row["rps"] is None
                     else f"{row['rps']:8.0f} req/s  p50 {row['p50_ms']:6.2f} ms"
                 )
-                print(
-                    f"  {workload:15} c={connections} {name:19} {figure}  errors {row['errors']}",
-                    flush=True,
-                )
+                if row["gateway_cpu_us"] is not None:
+                    figure += f"  CPU/req gateway {row['gateway_cpu_us']:5.0f} us redis {row['redis_cpu_us']:4.0f} us"
+                print(f"  {workload:15} c={connections} {name:19} {figure}  errors {row['errors']}", flush=True)
         return rows
     finally:
         for srv in targets.values():
@@ -237,7 +262,7 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> di
     }
     try:
         try:
-            record["rows"] = throughput(redis.url, duration_s, reps, connections)
+            record["rows"] = throughput(redis, duration_s, reps, connections)
         except Exception as exc:  # noqa: BLE001 - the resume part still runs; the failure is in the record
             record["rows_failed"] = f"{type(exc).__name__}: {exc}"
             print(f"   throughput FAILED: {record['rows_failed']}", flush=True)
