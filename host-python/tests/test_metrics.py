@@ -104,6 +104,11 @@ def test_every_counter_counts_the_scripted_traffic(gw, faults_component_path):
     )
     assert preflight.status_code == 204
     assert http.get(gw.url + "/nowhere").status_code == 404
+    # A head over MCPGW_MAX_HEAD_BYTES (64 KiB): the edge middleware's 431. One far over it: the
+    # HTTP layer's 431 while the head arrives, before any request exists (a refusal, not a request).
+    assert http.get(gw.url + "/health", headers={"x-big": "a" * 70_000}).status_code == 431
+    with httpx.Client(timeout=30) as once:
+        assert once.get(gw.url + "/health", headers={"x-big": "a" * 200_000}).status_code == 431
     with connect(gw.url.replace("http://", "ws://") + "/ws", subprotocols=["mcp"]) as ws:
         assert ws.response.headers["x-request-id"]
     # A swap to the fault variant, one trap (the Python fallback answers: 404), a manual rollback.
@@ -125,12 +130,14 @@ def test_every_counter_counts_the_scripted_traffic(gw, faults_component_path):
     assert req("mcp", "POST", 400, "streamable-http") == 1
     assert req("edge", "OPTIONS", 204) == 1  # the preflight, answered by the edge
     assert req("other", "GET", 404) == 2  # /nowhere, and the fault path
+    assert req("edge", "GET", 431) == 1
+    assert delta(before, after, "mcpgw_http_refused_total", reason="head_too_large") == 1
     assert req("ws", "GET", 101, "websocket") == 1
     assert req("admin", "POST", 200) == 2
     assert req("metrics", "GET", 200) == 1  # the first scrape (this one counts itself afterwards)
     assert (
         sum(v for (n, _), v in after.items() if n == requests) - sum(v for (n, _), v in before.items() if n == requests)
-        == 11 + 1 + 1 + 1 + 2 + 1 + 2 + 1
+        == 11 + 1 + 1 + 1 + 2 + 1 + 1 + 2 + 1  # mcp 200, 202, 400; preflight; 404s; 431; ws; admin; metrics
     )
     # Latency: one observation per HTTP request of the route, none for the WebSocket handshake.
     assert delta(before, after, "mcpgw_http_request_duration_seconds_count", route="mcp") == 13
