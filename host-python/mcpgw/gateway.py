@@ -63,12 +63,7 @@ def build_gateway(settings: Settings) -> Gateway:
     if shared is not None:  # every process re-reads a catalog an upstream said changed
         for upstream in federation.upstreams.values():
             upstream.announce = shared.announce_catalog
-
-        def heard_elsewhere(upstream_id: str, notification: str) -> None:
-            if upstream_id in federation.upstreams:
-                federation.upstreams[upstream_id].refresh_soon(notification, heard_elsewhere=True)
-
-        shared.on_catalog = heard_elsewhere
+        shared.on_catalog = federation.heard_elsewhere
         federation.link_opened = shared.link_opened  # a second upstream session for a client: told once
     servers = {u.id: VirtualDispatcher(u, federation) for u in federation.upstreams.values()}
     return Gateway(engine, federation, GatewayDispatcher(builtin_catalog(), federation), servers, plugins)

@@ -258,8 +258,12 @@ async def _journey(federated, web) -> set[str]:
     async def on_progress(value, total, message):
         progress.append(value)
 
+    gateway_warnings: list[object] = []
+
     async def on_log(params):
-        logs.append(params.data)
+        # the gateway's own warnings (logger mcpgw): a process opened its own upstream session for
+        # this client session (docs/scale-out.md, upstream connections); the tools' logs apart
+        (gateway_warnings if params.logger == "mcpgw" else logs).append(params.data)
 
     async def sampling(ctx, params):
         return types.CreateMessageResult(
@@ -291,6 +295,7 @@ async def _journey(federated, web) -> set[str]:
             assert text_of(result) == "slept 0.3"
             result = await client.call_tool("fixture__test_tool_with_logging", {})
             assert not result.is_error and len(logs) == 3
+            assert all("new upstream session" in str(w) for w in gateway_warnings), gateway_warnings
             result = await client.call_tool("fixture__test_sampling", {"prompt": "2+2?"})
             assert text_of(result) == "LLM response: four"
             result = await client.call_tool("fixture__test_elicitation", {"message": "who are you?"})

@@ -165,6 +165,18 @@ class Federation:
         for upstream in self.upstreams.values():
             upstream.start()
 
+    def heard_elsewhere(self, upstream_id: str, notification: str) -> None:
+        """Another gateway process heard the upstream say `notification` (a list_changed): re-read
+        the catalog here too, and forget what this process's session connections to it listed."""
+        upstream = self.upstreams.get(upstream_id)
+        if upstream is None:
+            return
+        for (_, uid), pending in self._links.items():
+            if uid == upstream_id and pending.done() and not pending.cancelled() and pending.exception() is None:
+                relay = pending.result()[0]
+                relay.lists, relay.generation = None, relay.generation + 1
+        upstream.refresh_soon(notification, heard_elsewhere=True)
+
     async def stop(self) -> None:
         for key in list(self._links):
             self._drop(key)
@@ -231,6 +243,7 @@ class Federation:
             or not relayable(session.client_capabilities)
             or self._at_capacity(session, upstream)
         ):
+            await upstream.settled()
             return upstream.lists
         try:
             relay, link = await self.session_link(session, upstream, uri_out)

@@ -273,6 +273,15 @@ class Upstream:
         if self._refresh is None or self._refresh.done():
             self._refresh = asyncio.ensure_future(self._refresh_now())
 
+    async def settled(self) -> None:
+        """Until a catalog re-read under way is done (bounded by the connect timeout): a listing
+        that arrives after a list_changed was heard (here or by another gateway process) answers
+        with the new catalog, not the one being replaced."""
+        refresh = self._refresh
+        if refresh is not None and not refresh.done():
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(refresh), self.config.connect_timeout_s or None)
+
     async def _refresh_now(self) -> None:
         while self._announced:
             await asyncio.sleep(0)  # let a burst of list_changed arrive first

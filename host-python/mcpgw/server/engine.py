@@ -56,6 +56,15 @@ ANSWER_AFTER_CANCEL_S = 5.0
 SPECULATIVE = frozenset(
     {"ping", "tools/list", "prompts/list", "resources/list", "resources/templates/list", "completion/complete"}
 )
+# The `data` of the error answering a request whose session state could not be reached (Redis):
+# a transport that has not started its response answers it with 503 and Retry-After instead.
+STATE_UNAVAILABLE = {"stateUnavailable": True, "retryAfter": 5}
+
+
+def unavailable_answer(id_: Any, exc: Exception) -> dict[str, Any]:
+    return jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, f"Session state unavailable ({exc})", STATE_UNAVAILABLE)
+
+
 # The JSON-RPC error of a request or session refused by a cap (MCPGW_MAX_SESSIONS_PER_CLIENT,
 # MCPGW_MAX_REQUESTS_PER_SESSION); HTTP answers it with 429 and Retry-After.
 LIMIT_EXCEEDED = -32029
@@ -408,7 +417,7 @@ class SessionEngine:
                 await self.sessions.store(session)  # every process logs at the level the client chose
             return response
         except StateUnavailable as exc:
-            return jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, f"Session state unavailable ({exc})")
+            return unavailable_answer(id_, exc)
         except asyncio.CancelledError as exc:  # while waiting for the claim (the dispatch answers its own)
             return self._cancelled_answer(id_, exc.args[0] if exc.args else "")
         finally:

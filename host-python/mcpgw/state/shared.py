@@ -254,7 +254,7 @@ class RedisSessions(MemorySessions):
             return session  # a connection's session (not in Redis)
         now = time.monotonic()
         if session is not None:
-            if now - self._verified.get(session_id, 0.0) < LIVENESS_S:
+            if self.available and now - self._verified.get(session_id, 0.0) < LIVENESS_S:
                 return session  # confirmed a moment ago; an `ended` message would have dropped it
             if not await self._op("t", record_key(session_id)):
                 self.delete(session_id, "ended")  # expired, or ended by another process

@@ -24,7 +24,14 @@ from ..edge.middleware import SCOPE_KEY
 from ..protocol import ALL_REVISIONS, BATCH_REVISIONS, PRIMING_REVISIONS, STATELESS_REVISION
 from ..server import jsonrpc
 from ..server.dispatcher import Dispatcher
-from ..server.engine import LIMIT_EXCEEDED, SHUTDOWN_MESSAGE, LimitExceeded, Refused, SessionEngine
+from ..server.engine import (
+    LIMIT_EXCEEDED,
+    SHUTDOWN_MESSAGE,
+    STATE_UNAVAILABLE,
+    LimitExceeded,
+    Refused,
+    SessionEngine,
+)
 from ..state.budget import EVENT_OVERHEAD, EventBudget
 from ..state.events import EventStream, parse_event_id
 from ..state.principal import SCOPE_KEY as PRINCIPAL_KEY
@@ -96,6 +103,7 @@ class Exchange:
         self.responses: list[bytes] = []
         self.cancelled: list[Any] = []  # ids of requests cancelled without a response
         self.error_code: int | None = None  # of the last error response
+        self.state_unavailable = False  # the last error response: session state (Redis) unreachable
         self.tasks: list[asyncio.Task[Any]] = []
 
     async def emit(self, message: dict[str, Any]) -> bool:
@@ -115,6 +123,7 @@ class Exchange:
             data = orjson.dumps(response)
             if "error" in response:
                 self.error_code = response["error"]["code"]
+                self.state_unavailable = response["error"].get("data") == STATE_UNAVAILABLE
             self.responses.append(data)
             self.stream.publish(data)
         self.pending -= 1
@@ -403,17 +412,17 @@ class StreamableHTTP:
         else:
             data = b"[" + b",".join(responses) + b"]" if batch else responses[0]
         status = 200
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
         if revision == STATELESS_REVISION and exchange.error_code is not None:
             status = STATELESS_ERROR_STATUS.get(exchange.error_code, 200)
+        elif not batch and responses and exchange.state_unavailable:
+            status = 503  # the session's shared state could not be reached: a clear "try again"
+            headers += RETRY_LATER
         await send(
             {
                 "type": "http.response.start",
                 "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(data)).encode()),
-                    *extra_headers,
-                ],
+                "headers": [*headers, *extra_headers],
             }
         )
         await send({"type": "http.response.body", "body": data})
