@@ -333,11 +333,14 @@ def test_workers_share_one_exposition_in_multiprocess_mode(tmp_path, component_p
         while True:
             after, _ = scrape(gw)
             posts = delta(before, after, "mcpgw_http_requests_total", status="200", **key)
+            observed = delta(before, after, "mcpgw_http_request_duration_seconds_count", route="mcp")
             live = value(after, "mcpgw_sessions")
-            if (posts == sessions and live >= sessions) or time.monotonic() > deadline:
+            if (posts == sessions and observed == 2 * sessions and live >= sessions) or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         assert posts == sessions  # initialize, counted by whichever worker served it
+        assert observed == 2 * sessions  # the latency histogram merged too (initialize, initialized)
+        assert delta(before, after, "mcpgw_http_request_duration_seconds_bucket", route="mcp", le="+Inf") == observed
         assert delta(before, after, "mcpgw_http_requests_total", status="202", **key) == sessions
         assert live >= sessions  # summed over the workers (each counts the sessions it holds)
         version = after_version(after)

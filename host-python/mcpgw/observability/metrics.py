@@ -16,12 +16,12 @@ Labels are bounded: routes, HTTP methods, statuses and MCP methods from fixed se
 `other`), upstream and plugin names from the configuration, tool names only when the catalog has
 them (anything else `other`); never a session id, an argument, a path or a client's string.
 
-Several processes (`PROMETHEUS_MULTIPROC_DIR` set before start, one directory shared by the
-workers, empty at start): the instruments write to that directory (prometheus-client's
-multiprocess mode) and a scrape, answered by any worker, merges every worker's files. The
-families read at scrape time are then copied into multiprocess instruments by every worker
-every `MIRROR_INTERVAL_S` (and by the answering worker at each scrape), so they are summed over
-the workers too, at most that many seconds old.
+Several processes (`PROMETHEUS_MULTIPROC_DIR`, one directory shared by the workers, empty at
+start; the supervisor of `--workers N` makes one, multiprocess.py): every family is copied into
+prometheus-client's multiprocess instruments, which write to that directory, by every worker
+every `MIRROR_INTERVAL_S` (and by the answering worker at each scrape): a scrape, answered by any
+worker, merges every worker's files, at most that many seconds old. The request path costs the
+same as with one process.
 """
 
 from __future__ import annotations
@@ -170,43 +170,6 @@ class LocalHistogram:
         return family
 
 
-class SharedCounter:
-    """The same interface over a prometheus-client Counter (multiprocess mode: the value is written
-    to the shared directory), its label children bound once per key."""
-
-    def __init__(self, name: str, doc: str, labelnames: list[str], labels: Callable[[Any], list[str]] = list) -> None:
-        self.instrument = Counter(name, doc, labelnames, registry=None)
-        self.labels = labels
-        self.children: dict[Any, Any] = {}
-
-    def _child(self, key: Any) -> Any:
-        child = self.children.get(key)
-        if child is None:
-            values = self.labels(key)
-            child = self.children[key] = self.instrument.labels(*values) if values else self.instrument
-        return child
-
-    def inc(self, key: Any, amount: float = 1.0) -> None:
-        self._child(key).inc(amount)
-
-
-class SharedHistogram(SharedCounter):
-    def __init__(
-        self,
-        name: str,
-        doc: str,
-        labelnames: list[str],
-        buckets: tuple[float, ...],
-        labels: Callable[[Any], list[str]] = list,
-    ) -> None:
-        self.instrument = Histogram(name, doc, labelnames, buckets=buckets, registry=None)  # type: ignore[assignment]
-        self.labels = labels
-        self.children = {}
-
-    def observe(self, key: Any, seconds: float) -> None:
-        self._child(key).observe(seconds)
-
-
 def backend_label(backend_type: type) -> str:
     """The edge backend a request went through, from its class (kept in the key instead of a
     name: reading `edge.backend` costs a request less than asking the edge for its status)."""
@@ -293,12 +256,10 @@ class Metrics:
     def __init__(self, app: App) -> None:
         self.app = app
         self.multiprocess = multiprocess_dir()
-        # Instruments register here in single-process mode; in multiprocess mode they write to the
-        # shared directory and a scrape reads that instead (`exposition`).
+        # Single process: the registry /metrics serves. Multiprocess: a scrape reads the shared
+        # directory instead (`exposition`), which the mirror fills from the same families.
         self.registry = CollectorRegistry(auto_describe=False)
-        local = self.multiprocess is None
-        counter: Any = LocalCounter if local else SharedCounter
-        histogram: Any = LocalHistogram if local else SharedHistogram
+        counter, histogram = LocalCounter, LocalHistogram
         self.http_requests = counter(
             "mcpgw_http_requests",
             "HTTP requests and WebSocket handshakes answered, by route, method, status, transport and edge backend",
@@ -339,28 +300,22 @@ class Metrics:
             REQUEST_BUCKETS,
         )
         self.observe_crossing = self._observe_crossing
-        self.http = LocalHttp(self.http_requests, self.http_duration) if local else None
+        self.http = LocalHttp(self.http_requests, self.http_duration)
         self.tool_names = ToolNames(app)
         self.state = StateCollector(app)
-        self.mirror: StateMirror | None = None
-        if local:
+        self.mirror: Mirror | None = None
+        if self.multiprocess is None:
             self.registry.register(RequestCollector(self))
             self.registry.register(self.state)
             self.registry.register(ProcessCollector(registry=None))
         else:
-            self.mirror = StateMirror(self.state)
+            self.mirror = Mirror(RequestCollector(self), self.state)
 
     # -- the request path ------------------------------------------------------
     def observe_http(self, route: str, method: str, status: int, backend: type, seconds: float | None) -> None:
         """One answered HTTP request (seconds) or WebSocket handshake (None: a connection's
         lifetime is not a latency); `backend` is the class of the edge backend that was active."""
-        key = (route, method, status, backend)
-        if self.http is not None:
-            self.http.observe(key, seconds)
-            return
-        self.http_requests.inc(key)
-        if seconds is not None:
-            self.http_duration.observe((route,), seconds)
+        self.http.observe((route, method, status, backend), seconds)
 
     def _observe_crossing(self, seconds: float) -> None:
         self.edge_crossing.observe((), seconds)
@@ -443,8 +398,7 @@ class RequestCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self.metrics
-        if m.http is not None:
-            yield from m.http.collect()
+        yield from m.http.collect()
         for family in (
             m.edge_crossing,
             m.mcp_requests,
@@ -605,14 +559,17 @@ class StateCollector(Collector):
         yield enabled
 
 
-class StateMirror:
-    """Multiprocess mode: the StateCollector's families copied into multiprocess instruments
-    (counters by their increase since the last copy, gauges summed over live workers)."""
+class Mirror:
+    """Multiprocess mode: every family (the request path's and those read from the gateway's
+    state) copied into prometheus-client's multiprocess instruments, which write to the shared
+    directory: counters and histogram buckets by their increase since the last copy, gauges set
+    (summed over live workers). The request path keeps its plain numbers, so a request costs the
+    same as with one process; the copy runs every MIRROR_INTERVAL_S and at each scrape."""
 
-    def __init__(self, state: StateCollector) -> None:
-        self.state = state
+    def __init__(self, *collectors: Collector) -> None:
+        self.collectors = collectors
         self.instruments: dict[str, Any] = {}
-        self.last: dict[tuple[str, tuple[str, ...]], float] = {}
+        self.last: dict[Any, float] = {}
         self.gauges: set[tuple[str, tuple[str, ...]]] = set()  # (family, label values) set last time
         self._task: asyncio.Task[None] | None = None
 
@@ -629,9 +586,45 @@ class StateMirror:
             self.instruments[family.name] = found
         return found
 
+    def _histogram(self, family: Metric) -> None:
+        """Bucket counts (cumulative in the samples) and the sum, by their increase: written
+        into the instrument's own per-bucket values (prometheus-client 0.26's `_buckets`, `_sum`;
+        pinned, and tests/test_metrics.py checks the merged histograms)."""
+        groups: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
+        for sample in family.samples:
+            labels = tuple((k, v) for k, v in sample.labels.items() if k != "le")
+            group = groups.setdefault(labels, {"buckets": [], "sum": 0.0})
+            if sample.name.endswith("_bucket"):
+                group["buckets"].append((sample.labels["le"], sample.value))
+            elif sample.name.endswith("_sum"):
+                group["sum"] = sample.value
+        for labels, group in groups.items():
+            instrument = self.instruments.get(family.name)
+            if instrument is None:
+                bounds = [float(le) for le, _ in group["buckets"] if le != "+Inf"]
+                instrument = self.instruments[family.name] = Histogram(
+                    family.name, family.documentation, [k for k, _ in labels], buckets=bounds, registry=None
+                )
+            child = instrument.labels(*(v for _, v in labels)) if labels else instrument
+            previous = 0.0
+            for i, (_, cumulative) in enumerate(group["buckets"]):
+                self._add(child._buckets[i], (family.name, labels, str(i)), cumulative - previous)
+                previous = cumulative
+            self._add(child._sum, (family.name, labels, "sum"), group["sum"])
+
+    def _add(self, value: Any, key: Any, now: float) -> None:
+        before = self.last.get(key, 0.0)
+        self.last[key] = now
+        if now > before:
+            value.inc(now - before)
+
     def sync(self) -> None:
         gauges_now: set[tuple[str, tuple[str, ...]]] = set()
-        for family in self.state.collect():
+        families = (family for collector in self.collectors for family in collector.collect())
+        for family in families:
+            if family.type == "histogram":
+                self._histogram(family)
+                continue
             for sample in family.samples:
                 if sample.name.endswith("_created"):
                     continue
