@@ -114,7 +114,7 @@ def bounded_mcp_method(method: Any) -> str:
 
 
 class LocalCounter:
-    """A counter family kept as plain numbers by label tuple (single-process mode). Only the event
+    """A counter family kept as plain numbers by label tuple. Only the event
     loop writes and reads it (requests, hooks and scrapes all run there), so no lock is taken: a
     request pays a dict lookup and an addition. `labels` turns a key into the label values,
     at scrape time."""
@@ -135,7 +135,7 @@ class LocalCounter:
 
 
 class LocalHistogram:
-    """A histogram family as plain numbers by label tuple (single-process mode): per key, the
+    """A histogram family as plain numbers by label tuple: per key, the
     count of each bucket (not cumulative; the last is +Inf) and the sum. An observation is a
     bisect and two additions."""
 
@@ -182,7 +182,7 @@ def _http_labels(key: tuple[str, str, int, type]) -> list[str]:
 
 
 class LocalHttp:
-    """mcpgw_http_requests_total and mcpgw_http_request_duration_seconds (single-process mode) from
+    """mcpgw_http_requests_total and mcpgw_http_request_duration_seconds from
     one entry per (route, method, status, backend class): per request one dict lookup, a bisect
     and two additions. The counter and the per-route histogram are summed from the entries at
     scrape time."""
@@ -391,7 +391,7 @@ def _gauge(name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily
 
 
 class RequestCollector(Collector):
-    """The families counted on the request path (single-process mode)."""
+    """The families counted on the request path."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
