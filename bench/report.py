@@ -449,6 +449,12 @@ def _scaleout_bars(scale: dict) -> list[tuple[str, str, str, bool | None]]:
             ratio = paired_ratio(two, one)
             name = f"{workload}, 2 processes / 1, both with Redis, c={conns} ({scale.get('cpus')} cores, shared)"
             out.append((name, _fmt(ratio, 2), ">= 1.3x", _met(ratio, 1.3)))
+    control_one = _cell(rows, "tools/list 2026", conns, "redis, 1 process")
+    control_two = _cell(rows, "tools/list 2026", conns, "redis, 2 processes")
+    if control_one and control_two:
+        ratio = paired_ratio(control_two, control_one)
+        name = f"control: stateless 2026-07-28 tools/list (no Redis on the path), 2 processes / 1, c={conns}"
+        out.append((name, _fmt(ratio, 2), "(what the machine gives a second process)", None))
     resume = scale.get("resume")
     if resume:
         worst = resume.get("max_s")

@@ -5,6 +5,8 @@ buys, side by side, alternating order between repetitions.
   process with Redis, two processes with Redis (`mcpgw serve --workers 2`: the kernel spreads the
   16 connections over both, so every process serves the one session);
 - sessions created per second (`initialize` at 16 connections), the same three targets;
+- the control: 2026-07-28 `tools/list` (stateless, no Redis on its path) on the same targets, so
+  the report shows what a second process buys on this machine at all;
 - resume latency after a kill: a `sleep` streaming progress from process A, A SIGKILLed, the
   stream resumed with Last-Event-ID on process B: the time until B answers the lost request's
   error.
@@ -35,7 +37,15 @@ import wrk
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ("memory, 1 process", "redis, 1 process", "redis, 2 processes")
-WORKLOADS = ("tools/list", "tools/call echo", "initialize")
+WORKLOADS = ("tools/list", "tools/call echo", "initialize", "tools/list 2026")
+# 2026-07-28 is stateless: no Redis on its path, so its 2-process / 1 ratio is what this machine
+# gives a second process at all (the control for the sessionful ratios).
+HEADERS_2026 = {**e2e.JSON_HEADERS, "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list"}
+TOOLS_LIST_2026 = (
+    '{"jsonrpc":"2.0","id":@ID@,"method":"tools/list","params":{"_meta":{'
+    '"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{},'
+    '"io.modelcontextprotocol/clientInfo":{"name":"bench","version":"0"}}}}'
+)
 SLEEP = (
     '{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"sleep",'
     '"arguments":{"seconds":60,"ticks":600},"_meta":{"progressToken":1}}}'
@@ -115,6 +125,7 @@ def _workloads(url: str) -> dict[str, wrk.Workload]:
         "tools/list": wrk.Workload("tools/list", "POST", "/mcp", session, e2e.TOOLS_LIST),
         "tools/call echo": wrk.Workload("tools/call echo", "POST", "/mcp", session, e2e.ECHO),
         "initialize": wrk.Workload("initialize", "POST", "/mcp", e2e.JSON_HEADERS, e2e.INITIALIZE),
+        "tools/list 2026": wrk.Workload("tools/list 2026", "POST", "/mcp", HEADERS_2026, TOOLS_LIST_2026),
     }
 
 
