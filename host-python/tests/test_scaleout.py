@@ -570,3 +570,29 @@ def test_workers_drain_and_exit_when_their_supervisor_is_killed(redis, component
         assert gw.log().count("the supervisor is gone; draining and exiting") == 2
     finally:
         gw.stop()
+
+
+async def test_the_sdk_client_against_workers_2(redis, component_path):
+    """Sessions of the SDK client (its GET stream and POSTs on connections the kernel spreads over
+    both workers), with progress and logs."""
+    gw = wait_workers(workers_gateway(redis, 2))
+    try:
+        for _ in range(4):
+            progress: list[float] = []
+            logs: list[object] = []
+
+            async def on_progress(value, total, message, into=progress):
+                into.append(value)
+
+            async def on_log(params, into=logs):
+                into.append(params.data)
+
+            async with Client(gw.url + "/mcp", mode="legacy", logging_callback=on_log) as client:
+                assert {"echo", "add", "sleep", "log"} <= {t.name for t in (await client.list_tools()).tools}
+                assert text_of(await client.call_tool("add", {"a": 2, "b": 3})) == "5"
+                result = await client.call_tool("sleep", {"seconds": 0.3, "ticks": 3}, progress_callback=on_progress)
+                assert text_of(result) == "slept 0.3s" and progress == [1, 2, 3]
+                await client.call_tool("log", {"message": "hello", "count": 2})
+                assert len(logs) == 2
+    finally:
+        gw.stop()
