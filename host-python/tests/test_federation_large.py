@@ -88,3 +88,4 @@ async def test_an_answer_over_the_limit_fails_that_call_only(gw, upstream):
         assert len(text_of(await session.call_tool("big", {"mib": 1.5}))) == int(1.5 * MIB)
     health = upstream_health(gw.url)[upstream]
     assert health["state"] == "ready" and health["restarts"] == restarts
+    assert health["oversized_messages"] == 1  # visible, not only in the log

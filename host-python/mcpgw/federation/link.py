@@ -19,6 +19,7 @@ passes through unchanged.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import copy
 import itertools
@@ -72,6 +73,9 @@ _TRANSPORT_MESSAGES = (
     "Failed to parse",
     "Unexpected content type",
 )
+
+
+OVERSIZED: collections.Counter[str] = collections.Counter()  # upstream id -> messages skipped as too large (/health)
 
 
 class UpstreamUnavailable(JsonRpcError):
@@ -355,6 +359,7 @@ class UpstreamLink:
 
     def oversized(self, request_id: str | None, size: int) -> None:
         """The upstream sent a message over max_message_bytes: skipped; the request it answered fails."""
+        OVERSIZED[self.config.id] += 1
         if request_id is not None:
             self.too_large.add(request_id)
         log.warning(
@@ -533,8 +538,10 @@ class UpstreamLink:
         except MCPError as exc:
             if request_id in self.too_large or "byte limit" in exc.error.message:
                 # Skipped on arrival (sse_client.py, _Capped) or refused by the SDK's SSE reader.
-                self.too_large.discard(request_id)
                 limit = int(self.config.max_message_bytes)
+                if request_id not in self.too_large:  # the SDK's reader: counted and logged here
+                    self.oversized(request_id, limit + 1)
+                self.too_large.discard(request_id)
                 raise JsonRpcError(
                     INTERNAL_ERROR,
                     f"Upstream {self.config.id!r} answered {method} with a message over {limit} bytes"

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .config import UpstreamConfig
-from .link import UpstreamLink, UpstreamUnavailable, describe
+from .link import OVERSIZED, UpstreamLink, UpstreamUnavailable, describe
 from .oauth import ClientCredentials
 from .stats import CallStats
 
@@ -125,6 +125,7 @@ class Upstream:
             "prompts": len(self.lists["prompts"]),
             "cut_at_max_pages": self.cut,
             "catalog_refreshes": self.refreshes,
+            "oversized_messages": OVERSIZED[self.id],
             "oauth": self.tokens.health() if self.tokens is not None else None,
             "calls": self.calls.health(),
         }
