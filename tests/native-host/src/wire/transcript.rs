@@ -1,7 +1,8 @@
 //! Transcripts: what a scenario read, as lines, with everything random or
 //! time-dependent replaced by stable placeholders so two gateways can be compared.
 //!
-//! Replaced: the `date` and `server` header values; the gateway's port; the
+//! Replaced: the `date`, `server` and `x-request-id` header values (a request id
+//! is random unless the client sent one); the gateway's port; the
 //! values of captured variables (`<sid>`); any other 43-character URL-safe
 //! token (`<id-1>`, `<id-2>`: session ids are 256 random bits in base64); the
 //! stream part of SSE event ids `<stream>_<n>` (`<S1>_3`, numbered by first
@@ -106,6 +107,7 @@ impl Normalizer {
                     let value = match name.as_str() {
                         "date" => "<date>".to_string(),
                         "server" => "<server>".to_string(),
+                        "x-request-id" => "<request-id>".to_string(),
                         _ => self.text(value),
                     };
                     lines.push(format!("{p}   {name}: {value}"));
