@@ -30,6 +30,7 @@ from .edge.middleware import SCOPE_KEY, EdgeMiddleware
 from .federation.config import load_policy
 from .gateway import Gateway, build_gateway
 from .http_server import HttpLimits, parse_networks
+from .observability import request_id
 from .observability.observer import RequestObserver, RouteNote
 from .observability.tracing_switch import off_reason, tracing_mode
 from .server import jsonrpc
@@ -213,7 +214,8 @@ class Router:
         gate = self.app.gate
         if gate is not None and route in AUTH_ROUTES:  # authenticated before any transport sees it
             try:
-                scope[PRINCIPAL_KEY] = await gate.admit(scope, ctx)
+                scope[PRINCIPAL_KEY] = principal = await gate.admit(scope, ctx)
+                request_id.principal.set(principal.subject)  # on the request's log lines from here
             except (AuthFailure, Forbidden) as refused:
                 await gate.refuse(scope, send, ctx, refused)
                 return

@@ -154,6 +154,24 @@ def test_lines_parse_and_access_lines_carry_the_request_fields(gw):
         assert mine[0]["subject"] == "-"
 
 
+def test_lines_written_during_a_request_carry_its_id_and_caller(gw):
+    """The access line in both formats; in JSON also the upstream relay's own debug lines, written
+    by the task that serves the call: the request id and the principal."""
+    with httpx.Client(timeout=30, headers={"authorization": f"Bearer {gw.key}"}) as http:
+        s = Session(gw.url, http=http)
+        rid = "relay-" + uuid.uuid4().hex[:8]
+        answer = s.post(rpc("tools/call", 9, name="w__add", arguments={"a": 2, "b": 2}), **{"x-request-id": rid})
+        assert answer.status_code == 200 and answer.headers["x-request-id"] == rid
+        s.delete()
+    access = [a for a in access_lines(gw) if a.get("request_id") == rid]
+    assert len(access) == 1 and (access[0].get("principal") or access[0].get("subject")) == "alice"
+    if gw.format == "json":
+        mine = [json.loads(line) for line in lines(gw) if rid in line]
+        relay = [r for r in mine if r["logger"].startswith("mcp.client")]
+        assert relay, mine  # the SDK client's "Sending client message" line, its payload masked
+        assert all(r["request_id"] == rid and r["principal"] == "alice" for r in mine)
+
+
 def test_request_ids_are_taken_when_well_formed_else_made(gw):
     auth = {"authorization": f"Bearer {gw.key}"}
     with httpx.Client(timeout=30, headers=auth) as http:

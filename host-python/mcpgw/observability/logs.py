@@ -2,7 +2,8 @@
 
 - text: `<time> <LEVEL> <logger>: <message>`, as always.
 - json: one JSON object per line: `ts` (UTC, ISO 8601, milliseconds), `level`, `logger`,
-  `message`, `request_id` while a request runs (request_id.current), the fields a line was
+  `message`, `request_id` while a request runs (request_id.current) and `principal` once
+  authentication knows the caller (request_id.principal), the fields a line was
   given with `extra={"request": {...}}` (the access log: route, method, path, status,
   duration_ms, client, principal), and `exception` when there is one.
 
@@ -39,6 +40,9 @@ class JsonFormatter(logging.Formatter):
         rid = getattr(record, "request_id", None) or request_id.current.get()
         if rid is not None:
             line["request_id"] = rid
+            subject = request_id.principal.get()
+            if subject is not None:
+                line["principal"] = logsafe.escape(subject, 120)
         fields = getattr(record, "request", None)
         if isinstance(fields, dict):
             line.update(fields)

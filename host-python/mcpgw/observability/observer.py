@@ -116,6 +116,7 @@ class RequestObserver:
             if self.access_log:
                 write_access_line(rid, scope, note.route, status, seconds, note.subject())
             request_id.current.reset(token)
+            request_id.principal.set(None)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Counted and logged once, when the handshake is answered (a connection's lifetime is
@@ -154,3 +155,4 @@ class RequestObserver:
             if not answered:
                 handshake(0)
             request_id.current.reset(token)
+            request_id.principal.set(None)

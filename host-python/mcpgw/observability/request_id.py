@@ -14,6 +14,9 @@ HEADER = b"x-request-id"
 _WELL_FORMED = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 
 current: ContextVar[str | None] = ContextVar("mcpgw_request_id", default=None)
+# The caller's subject once authentication knows it (the Router sets it): on every JSON log line
+# written from then on while the request runs, as `principal`.
+principal: ContextVar[str | None] = ContextVar("mcpgw_principal", default=None)
 
 
 def new() -> str:
