@@ -123,11 +123,19 @@ def gateways(redis: RedisServer, n: int, tables: list[str] | None = None, **env:
         for gw in started:
             gw.wait_ready()
             gw.mode = "wasm"
+            gw.config_path = extra.get("MCPGW_CONFIG")  # removed by stop_all
     except BaseException:
-        for gw in started:
-            gw.stop()
+        stop_all(started)
         raise
     return started
+
+
+def stop_all(gws: list[Gateway]) -> None:
+    """Stop the gateways (SIGTERM, then SIGKILL) and remove the config file they shared."""
+    for gw in gws:
+        gw.stop()
+    for path in {getattr(gw, "config_path", None) for gw in gws} - {None}:
+        os.unlink(path)
 
 
 def kill(gw: Gateway) -> None:

@@ -47,6 +47,7 @@ from scaleout_procs import (
     gateways,
     kill,
     log_of,
+    stop_all,
     wait_workers,
     workers_gateway,
 )
@@ -203,8 +204,7 @@ def federated(redis, web, component_path):
     for gw in started:
         wait_upstreams(gw.url)
     yield started
-    for gw in started:
-        gw.stop()
+    stop_all(started)
 
 
 def _list_changed_reaches_the_get_stream_on_a(federated, listed_on: list[Gateway], relisted_on: Gateway) -> None:
