@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -32,6 +33,7 @@ from ..server.jsonrpc import JsonRpcError
 from ..state.session import Session
 from .config import UpstreamConfig
 from .link import UpstreamLink, UpstreamSessionLost, UpstreamTimeout, UpstreamUnavailable, outgoing_params, relayable
+from .tasks import TaskIds, related_out, tasks_out
 from .upstream import Upstream, read_lists
 
 log = logging.getLogger("mcpgw.federation")
@@ -69,6 +71,9 @@ class SessionRelay:
         self.viewed = False  # /mcp listed through this connection
         self.generation = 0  # bumped by each list_changed, so a re-read already under way is not kept
         self.calls: list[CallContext] = []  # requests running through this connection, oldest first
+        # Upstream task id -> the id this session's client knows it by (tasks.py): gateway ids on
+        # /mcp, unchanged on a virtual server.
+        self.task_out: Callable[[str], str] | None = None
 
     @contextlib.contextmanager
     def running(self, ctx: CallContext) -> Iterator[None]:
@@ -97,12 +102,14 @@ class SessionRelay:
             uri = params.get("uri")
             await self.session.notify(method, {**params, "uri": self.uri_out(uri)} if isinstance(uri, str) else params)
         else:
-            await self._send(method, params)
+            await self._send(method, tasks_out(method, params, self.task_out) if self.task_out else params)
 
     async def upstream_request(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> dict[str, Any]:
         ctx = self.calls[-1] if self.calls else None
         session = self.session
         sent: list[Any] = []  # the id the client knows this request by
+        if self.task_out is not None:
+            params = related_out(params, self.task_out)
 
         async def emit(message: dict[str, Any]) -> bool:
             # On the stream of the call it serves, else on the session's stream (as Session.request does).
@@ -153,6 +160,7 @@ class Federation:
         self.subscriptions: dict[tuple[str, str], set[str]] = {}
         self._viewers: dict[str, Session] = {}  # sessions that listed something: told when their view changes
         self._queued: set[tuple[str, str]] = set()  # (session id, kind): a list_changed about to be sent
+        self.task_ids = TaskIds()  # /mcp's task ids (tasks.py)
         # Told of every relayed request: (upstream id, method, outcome, seconds); /metrics (observability/).
         self.observe: Callable[[str, str, str, float], None] | None = None
         # Told of every connection opened for a session (scale-out: a shared session's connection to
@@ -398,6 +406,8 @@ class Federation:
         self, session: Session, upstream: Upstream, uri_out: Callable[[str], str]
     ) -> tuple[SessionRelay, UpstreamLink]:
         relay = SessionRelay(session, upstream, uri_out, self.tell)
+        if session.server is None:  # /mcp: the client knows the upstream's tasks by gateway ids
+            relay.task_out = functools.partial(self.task_ids.seal, session.id, upstream.id)
         link = UpstreamLink(
             upstream.config, relay, session.client_capabilities, label=f"session {session.id[:8]}", auth=upstream.tokens
         )

@@ -46,6 +46,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.message import SessionMessage
+from mcp_types.jsonrpc import JSONRPCNotification
 from pydantic import ValidationError
 
 from .. import __version__
@@ -74,6 +75,10 @@ _TRANSPORT_MESSAGES = (
     "Unexpected content type",
 )
 
+
+# Notifications the SDK's client session drops as not in its surface for the negotiated version
+# (mcp 2.3.0 leaves 2025-11-25 tasks to extensions): taken off the wire before it sees them.
+SDK_DROPS = frozenset({"notifications/tasks/status"})
 
 OVERSIZED: collections.Counter[str] = collections.Counter()  # upstream id -> messages skipped as too large (/health)
 
@@ -215,7 +220,8 @@ class _Capped(httpx2.AsyncByteStream):
 
 # The client capabilities a session connection can carry: server-to-client requests the gateway
 # relays (sampling, elicitation, roots, with every sub-capability as the client declared it) and
-# `experimental` (its notifications are relayed). Not `tasks` or `extensions`: not relayed.
+# `experimental` (its notifications are relayed). Not `tasks` (the client's own tasks, for
+# task-augmented sampling or elicitation: not relayed) or `extensions`.
 RELAYABLE_CAPABILITIES = ("sampling", "elicitation", "roots", "experimental")
 
 
@@ -484,6 +490,9 @@ class UpstreamLink:
         try:
             async for item in read:
                 self._heard = time.monotonic()
+                message = item.message if isinstance(item, SessionMessage) else None
+                if isinstance(message, JSONRPCNotification) and message.method in SDK_DROPS:
+                    await self._on_raw_notification(message.method, message.params or {})
                 await inbound.send(item)
         finally:
             # Marked ended before the dispatcher sees EOF, so the requests it then fails are
@@ -588,6 +597,15 @@ class UpstreamLink:
             return  # progress is routed by the dispatcher to the request it belongs to
         try:
             await self.handler.upstream_notification(self, method, data.get("params") or {})
+        except Exception:
+            log.exception("upstream %s: relaying %s failed", self.config.id, method)
+
+    async def _on_raw_notification(self, method: str, params: dict[str, Any]) -> None:
+        """A notification the SDK's client session drops (SDK_DROPS), relayed as it came."""
+        if self.handler is None:
+            return
+        try:
+            await self.handler.upstream_notification(self, method, params)
         except Exception:
             log.exception("upstream %s: relaying %s failed", self.config.id, method)
 

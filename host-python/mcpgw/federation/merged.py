@@ -11,10 +11,11 @@ from typing import Any
 from ..server.catalog import RESOURCE_NOT_FOUND, Catalog
 from ..server.context import LOG_LEVELS, CallContext
 from ..server.dispatcher import _no_cursor
-from ..server.jsonrpc import JsonRpcError
+from ..server.jsonrpc import INVALID_PARAMS, JsonRpcError
 from ..state.session import Session
 from .hub import FederatedDispatcher, Federation
 from .names import public_name, public_uri, split_name, split_uri
+from .tasks import Seal, merged_capability, tasks_out
 from .upstream import Upstream
 
 INSTRUCTIONS = (
@@ -63,6 +64,10 @@ class GatewayDispatcher(FederatedDispatcher):
         caps["resources"]["subscribe"] = any(
             u.capabilities.get("resources", {}).get("subscribe") for u in self.federation.upstreams.values()
         )
+        # Tasks exist as far as some upstream carries them (task ids: tasks.py).
+        tasks = merged_capability([u.capabilities.get("tasks") for u in self.federation.upstreams.values()])
+        if tasks is not None:
+            caps["tasks"] = tasks
         return caps
 
     def instructions(self) -> str | None:
@@ -107,6 +112,36 @@ class GatewayDispatcher(FederatedDispatcher):
             for item in lists.get(key, [])
         ]
 
+    def _sealer(self, session: Session | None, upstream: Upstream) -> Seal:
+        return functools.partial(self.federation.task_ids.seal, session.id if session else "", upstream.id)
+
+    def _task_owner(self, public: Any, session: Session | None) -> tuple[Upstream, str]:
+        """The upstream and its task id behind a gateway task id this session was given."""
+        opened = self.federation.task_ids.open(session.id, public) if session is not None else None
+        upstream = self.federation.upstreams.get(opened[0]) if opened else None
+        if upstream is None or opened is None:
+            # Unknown, forged, or another session's: all the same to the client.
+            raise JsonRpcError(INVALID_PARAMS, f"Task not found: {public}", {"taskId": public})
+        return upstream, opened[1]
+
+    async def _tasks(self, ctx: CallContext, session: Session | None) -> list[dict[str, Any]]:
+        """tasks/list: the session's tasks on every upstream it has a connection to that lists
+        tasks, every page read (up to each upstream's max_pages), ids sealed."""
+        if session is None:
+            return []
+        found: list[dict[str, Any]] = []
+        for upstream, _ in await self.federation.session_links(session):
+            if not isinstance(upstream.capabilities.get("tasks", {}).get("list"), dict):
+                continue
+            cursor: Any = None
+            for _page in range(int(upstream.config.max_pages)):
+                page = await self._relay(upstream, "tasks/list", {"cursor": cursor} if cursor else {}, ctx, session)
+                found += tasks_out("tasks/list", page, self._sealer(session, upstream)).get("tasks", [])
+                cursor = page.get("nextCursor")
+                if not cursor:
+                    break
+        return found
+
     async def _result(
         self, method: str, params: dict[str, Any], ctx: CallContext, session: Session | None
     ) -> dict[str, Any]:
@@ -134,8 +169,22 @@ class GatewayDispatcher(FederatedDispatcher):
         if method in ("tools/call", "prompts/get"):
             owner = self._owner(params.get("name"))
             if owner:
+                if params.get("task") is not None and session is None:
+                    raise JsonRpcError(
+                        INVALID_PARAMS, "A task-augmented request needs a session (tasks are per session)"
+                    )
                 result = await self._relay(owner[0], method, {**params, "name": owner[1]}, ctx, session)
+                if session is not None:
+                    result = tasks_out(method, result, self._sealer(session, owner[0]))
                 return links_out(result, owner[0].config.prefix)
+        elif method in ("tasks/get", "tasks/result", "tasks/cancel"):
+            upstream, task_id = self._task_owner(params.get("taskId"), session)
+            result = await self._relay(upstream, method, {**params, "taskId": task_id}, ctx, session)
+            result = tasks_out(method, result, self._sealer(session, upstream))
+            return links_out(result, upstream.config.prefix) if method == "tasks/result" else result
+        elif method == "tasks/list":
+            _no_cursor(params)
+            return {"tasks": await self._tasks(ctx, session)}
         elif method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
             owner = self._uri_owner(params.get("uri"))
             if owner:

@@ -2,7 +2,8 @@
 
 The gateway answers `initialize` itself (the session is the gateway's) with the
 upstream's capabilities and instructions and its own identity in `_meta`;
-everything else goes to the upstream as the client sent it.
+everything else goes to the upstream as the client sent it, MCP tasks included (the
+session's own upstream connection creates them, so their ids pass unchanged; tasks.py).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from .. import __version__
 from ..server.catalog import Catalog
 from ..server.context import LOG_LEVELS, CallContext
+from ..server.jsonrpc import INVALID_PARAMS, JsonRpcError
 from ..state.session import Session
 from .hub import FederatedDispatcher, Federation
 from .upstream import Upstream
@@ -56,6 +58,10 @@ class VirtualDispatcher(FederatedDispatcher):
     ) -> dict[str, Any]:
         if method == "ping":
             return {}
+        if session is None and (method.startswith("tasks/") or params.get("task") is not None):
+            # Without a session the request would share the catalog connection, and its tasks
+            # with every other stateless client: tasks are per session.
+            raise JsonRpcError(INVALID_PARAMS, f"{method} with tasks needs a session (tasks are per session)")
         if method.endswith("/list") and session is not None:
             self.federation.watch(session)  # told of list_changed when its view changes
         if method == "logging/setLevel" and session is not None and params.get("level") in LOG_LEVELS:
