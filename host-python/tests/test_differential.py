@@ -236,6 +236,21 @@ def test_backends_agree_on_generated_heads(component, config_index, request_head
 
 
 @FUZZ
+@given(request_head=head())
+def test_redact_raw_is_redact_of_the_contract_headers(request_head):
+    """The production path's one-pass redaction (ASGI bytes) gives what `redact` gives for the
+    contract's headers filtered and decoded: the same crossing pairs, the same secrets."""
+    from mcpgw.edge.python_core import CONTRACT_HEADERS
+    from mcpgw.edge.validate import redact, redact_raw
+
+    raw = _as_bytes(request_head)
+    if raw is None:
+        return
+    pairs = [(CONTRACT_HEADERS[key], v.decode("latin-1")) for n, v in raw[3] if (key := n.lower()) in CONTRACT_HEADERS]
+    assert redact_raw(raw[3], CONTRACT_HEADERS) == redact(pairs)
+
+
+@FUZZ
 @given(
     text=st.one_of(
         st.text(max_size=200),

@@ -158,6 +158,16 @@ def _get(headers: Iterable[Header], name: str) -> str | None:
     return ", ".join(values) if values else None
 
 
+def _lookup(headers: Iterable[Header]) -> dict[str, str]:
+    """Section 1's `get` for every name in `headers` at once: name -> the trimmed values
+    joined with ", " (a name that is not a key is absent)."""
+    got: dict[str, str] = {}
+    for name, raw in headers:
+        value = raw.strip(_TRIM)
+        got[name] = f"{got[name]}, {value}" if name in got else value
+    return got
+
+
 def redact(headers: list[Header]) -> tuple[list[Header], tuple[str | None, str | None] | None]:
     """The headers as they cross (secret values replaced by stand-ins with the same
     verdict inputs), and the real values to restore (None when there was nothing
@@ -173,6 +183,37 @@ def redact(headers: list[Header]) -> tuple[list[Header], tuple[str | None, str |
         else:
             crossing.append((name, value))
     return crossing, (_get(headers, "mcp-session-id"), _get(headers, "last-event-id"))
+
+
+def redact_raw(
+    headers: Iterable[tuple[bytes, bytes]], wanted: Mapping[bytes, str]
+) -> tuple[list[Header], tuple[str | None, str | None] | None]:
+    """`redact` for ASGI header bytes, in one pass: only the names in `wanted` (lower-case bytes
+    -> the contract's name) cross, decoded as latin-1, secrets as stand-ins. Same result as
+    `redact` of the filtered, decoded pairs."""
+    crossing: list[Header] = []
+    session: list[str] | None = None
+    event: list[str] | None = None
+    for raw_name, raw_value in headers:
+        name = wanted.get(raw_name.lower())
+        if name is None:
+            continue
+        value = raw_value.decode("latin-1")
+        if name == "mcp-session-id":
+            value = value.strip(_TRIM)
+            session = [value] if session is None else [*session, value]
+            value = SESSION_STANDIN if _VISIBLE.fullmatch(value) else ""
+        elif name == "last-event-id":
+            value = value.strip(_TRIM)
+            event = [value] if event is None else [*event, value]
+            value = EVENT_STANDIN if value else ""
+        crossing.append((name, value))
+    if session is None and event is None:
+        return crossing, None
+    return crossing, (
+        None if session is None else ", ".join(session),
+        None if event is None else ", ".join(event),
+    )
 
 
 def restore(outcome: dict[str, Any], secrets: tuple[str | None, str | None] | None) -> dict[str, Any]:
@@ -200,6 +241,29 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 _SERVER_ID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
 _CANONICAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~/%")
 _ROUTE_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
+_ENUMS = (
+    ("route", _ROUTES),
+    ("session_state", _PRESENCE),
+    ("protocol_state", _VERSION_STATES),
+    ("content_type", _CONTENT),
+    ("origin_state", _VERDICTS),
+    ("host_state", _VERDICTS),
+)
+# A canonical path that matches this holds only characters of _CANONICAL_CHARS (the common case,
+# checked without building sets).
+_CANONICAL_ONLY = re.compile(r"[A-Za-z0-9._~/%-]*")
+
+
+def _canonical_chars_ok(canonical: str, path: str) -> bool:
+    """Every character of `canonical` is an unreserved one, `/`, `%`, or one of `path`'s."""
+    return _CANONICAL_ONLY.fullmatch(canonical) is not None or set(canonical) <= _CANONICAL_CHARS.union(path)
+
+
+def _normalized_method(method: str) -> str:
+    upper = method.translate(_ASCII_UPPER)
+    return upper if upper in _METHODS else method
+
+
 _PASS_THROUGH = (
     ("protocol_version", "mcp-protocol-version"),
     ("origin", "origin"),
@@ -228,6 +292,11 @@ class OutcomeGuard:
         self.allowed_headers = frozenset(h.translate(_ASCII_LOWER) for h in config.allowed_headers)
         self.versions = frozenset(config.supported_versions)
         self.default_version = config.default_version
+        # The CORS headers of an MCP path's context when the request has no Origin; with one,
+        # these and Access-Control-Allow-Origin echoing it.
+        self._cors_no_origin = {"vary": "Origin", "access-control-expose-headers": EXPOSE}
+        if self.credentials:
+            self._cors_no_origin["access-control-allow-credentials"] = "true"
 
     def check(self, out: Any, method: str, path: str, headers: list[Header]) -> str | None:
         """None when `out` is a valid forward or preflight outcome for this head, else why not
@@ -237,76 +306,68 @@ class OutcomeGuard:
         kind, payload = next(iter(out.items()))
         if not isinstance(payload, dict):
             return f"{escape(kind, 40)} is not an object"
-        origin = _get(headers, "origin")
         if kind == "forward":
-            return self._forward(payload, method, path, headers, origin)
+            return self._forward(payload, method, path, _lookup(headers))
         if kind == "preflight":
-            return self._preflight(payload, origin)
+            return self._preflight(payload, _get(headers, "origin"))
         if kind == "error":
             return f"an error outcome for a well-formed head: {escape(payload.get('kind'), 40)}"
         return f"unknown outcome kind {escape(kind, 40)}"
 
-    def _forward(
-        self, ctx: dict[str, Any], method: str, path: str, headers: list[Header], origin: str | None
-    ) -> str | None:
+    def _forward(self, ctx: dict[str, Any], method: str, path: str, got: dict[str, str]) -> str | None:
+        # `got` is section 1's `get` for every header that crossed (one pass over them, not one
+        # per field): a name missing from it is absent.
         if ctx.keys() != FORWARD_KEYS:
             missing = sorted(FORWARD_KEYS - ctx.keys())
             extra = sorted(ctx.keys() - FORWARD_KEYS)
             return f"forward keys differ from the contract's (missing {missing[:3]}, unknown {escape(extra[:3], 80)})"
-        for key, allowed in (
-            ("route", _ROUTES),
-            ("session_state", _PRESENCE),
-            ("protocol_state", _VERSION_STATES),
-            ("content_type", _CONTENT),
-            ("origin_state", _VERDICTS),
-            ("host_state", _VERDICTS),
-        ):
-            if not isinstance(ctx[key], str) or ctx[key] not in allowed:
-                return f"{key} is {escape(ctx[key], 40)}, not one of {sorted(allowed)}"
-        for key in ("accept_json", "accept_sse"):
-            if not isinstance(ctx[key], bool):
-                return f"{key} is not a boolean"
-        upper = method.translate(_ASCII_UPPER)
-        if ctx["method"] != (upper if upper in _METHODS else method):
+        route = ctx["route"]
+        for key, allowed in _ENUMS:
+            value = ctx[key]
+            if value.__class__ is not str or value not in allowed:
+                return f"{key} is {escape(value, 40)}, not one of {sorted(allowed)}"
+        if ctx["accept_json"].__class__ is not bool or ctx["accept_sse"].__class__ is not bool:
+            return f"{'accept_json' if ctx['accept_json'].__class__ is not bool else 'accept_sse'} is not a boolean"
+        if ctx["method"] != (method if method in _METHODS else _normalized_method(method)):
             return "method is not the request's, normalized"
         canonical = ctx["path"]
         # Canonicalizing only decodes escapes of unreserved characters, upper-cases
         # other escapes and drops segments: never longer, never a new character.
         if (
-            not isinstance(canonical, str)
+            canonical.__class__ is not str
             or len(canonical) > max(1, len(path))
-            or not set(canonical) <= _CANONICAL_CHARS.union(path)
-            or (ctx["route"] != "other" and not _ROUTE_PATH.fullmatch(canonical))
+            or not _canonical_chars_ok(canonical, path)
+            or (route != "other" and not _ROUTE_PATH.fullmatch(canonical))
         ):
             return "path is not the request's path canonicalized"
         server_id = ctx["server_id"]
         if server_id is not None and (
-            ctx["route"] not in _SERVER_ROUTES or not isinstance(server_id, str) or not _SERVER_ID.fullmatch(server_id)
+            route not in _SERVER_ROUTES or server_id.__class__ is not str or not _SERVER_ID.fullmatch(server_id)
         ):
             return "server_id is set but not a server route's 1..64 unreserved characters"
         for key, name in _PASS_THROUGH:
-            if ctx[key] != _get(headers, name):
+            if ctx[key] != got.get(name):
                 return f"{key} is not the {name} header that crossed"
-        session = _get(headers, "mcp-session-id")
+        session = got.get("mcp-session-id")
         state = "absent" if session is None else "valid" if _VISIBLE.fullmatch(session) else "invalid"
         if ctx["session_state"] != state or ctx["session_id"] != (session if state == "valid" else None):
             return "session_state/session_id do not follow the mcp-session-id header that crossed"
+        origin = got.get("origin")
         if (ctx["origin_state"] == "absent") != (origin is None):
             return "origin_state disagrees with the presence of Origin"
-        revision, protocol = ctx["revision"], ctx["protocol_version"]
-        expected_revision = {"absent": self.default_version, "supported": protocol, "unsupported": None}
-        if revision != expected_revision[ctx["protocol_state"]] or (
-            ctx["protocol_state"] == "supported" and protocol not in self.versions
-        ):
+        revision, protocol, protocol_state = ctx["revision"], ctx["protocol_version"], ctx["protocol_state"]
+        if protocol_state == "supported":
+            revision_ok = revision == protocol and protocol in self.versions
+        else:
+            revision_ok = revision == (self.default_version if protocol_state == "absent" else None)
+        if not revision_ok:
             return "revision/protocol_state do not follow mcp-protocol-version and the configured versions"
         cors = ctx["cors_headers"]
-        if ctx["route"] != "mcp" and cors != []:
-            return "cors_headers on a route that is not an MCP path"
-        values = {"vary": "Origin", "access-control-expose-headers": EXPOSE}
-        if origin is not None:
-            values["access-control-allow-origin"] = origin
-        if self.credentials:
-            values["access-control-allow-credentials"] = "true"
+        if route != "mcp":
+            return None if cors == [] else "cors_headers on a route that is not an MCP path"
+        if origin is None:
+            return _headers(cors, self._cors_no_origin, "cors_headers")
+        values = {**self._cors_no_origin, "access-control-allow-origin": origin}
         return _headers(cors, values, "cors_headers")
 
     def _preflight(self, p: dict[str, Any], origin: str | None) -> str | None:
@@ -347,9 +408,12 @@ def _headers(pairs: Any, allowed: dict[str, str], what: str, free: str | None = 
         return f"{what} is not a list"
     seen: set[str] = set()
     for pair in pairs:
-        if not isinstance(pair, list) or len(pair) != 2 or not isinstance(pair[0], str) or not isinstance(pair[1], str):
+        # Exact types (what orjson gives), checked without isinstance calls: this runs per header.
+        if pair.__class__ is not list or len(pair) != 2:
             return f"{what}: an entry is not a [name, value] pair of strings"
         name, value = pair
+        if name.__class__ is not str or value.__class__ is not str:
+            return f"{what}: an entry is not a [name, value] pair of strings"
         if name in seen:
             return f"{what}: {escape(name, 60)} twice"
         seen.add(name)

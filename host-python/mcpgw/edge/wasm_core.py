@@ -49,6 +49,7 @@ from .validate import (
     binary_problem,
     export_type_problem,
     redact,
+    redact_raw,
     restore,
     version_problem,
 )
@@ -574,9 +575,7 @@ class WasmCore:
         reads cross into the sandbox (never Authorization or Cookie), decoded as latin-1;
         session ids and Last-Event-ID as stand-ins, the query not at all (validate.redact)."""
         path = raw_path.decode("latin-1")
-        wanted = CONTRACT_HEADERS
-        pairs = [(wanted[key], v.decode("latin-1")) for n, v in headers if (key := n.lower()) in wanted]
-        crossing, secrets = redact(pairs)
+        crossing, secrets = redact_raw(headers, CONTRACT_HEADERS)
         return restore(self._evaluate(orjson.dumps([method, path, "", crossing]), method, path, "", crossing), secrets)
 
     def _evaluate(self, head: bytes, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
