@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+import redis as sync_redis
 
 from conftest import Gateway, stop_process
 from mcp_http import BASE, Event, Session, read_sse_text, rpc, sse_events, wait_live
@@ -146,7 +147,19 @@ def _sleep_on(gw: Gateway, s: Session, id_: int, seconds: float = 60) -> tuple[t
     )
     worker.start()
     assert wait_live(gw.url, requests=1)["requests"] == 1
+    # running here, and its id claimed in Redis (the claim is what other processes see)
+    claim = f"mcpgw:r:{s.id}:{id_}"
+    with redis_client(gw) as r:
+        deadline = time.monotonic() + 30
+        while not r.exists(claim) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert r.get(claim) is not None, claim
     return worker, answers
+
+
+def redis_client(gw: Gateway) -> sync_redis.Redis:
+    """A plain client of the Redis the gateway uses (its URL from /health)."""
+    return sync_redis.Redis.from_url(httpx.get(gw.url + "/health").json()["state"]["url"])
 
 
 def test_duplicate_request_id_refused_across_processes(trio: list[Gateway]) -> None:

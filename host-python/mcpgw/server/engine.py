@@ -398,7 +398,7 @@ class SessionEngine:
         answered once the claim is confirmed (a duplicate's result is thrown away); any other
         request runs only once its id is claimed."""
         id_ = message["id"]
-        claim = asyncio.ensure_future(self.sessions.claim(session, id_))
+        claim = asyncio.ensure_future(self.sessions.claim(session, id_))  # a future: no task made
         claimed = False
         try:
             if message["method"] in SPECULATIVE:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Collection
 from typing import Any, Protocol
 
 from .session import Session
@@ -72,8 +72,9 @@ class SessionRegistry(Protocol):
     def expire_idle(self, now: float | None = None) -> int: ...
 
     # Shared sessions only (`session.shared`; never called for this process's own sessions):
-    async def claim(self, session: Session, id_: Any) -> bool:
-        """Reserve a request id in the session across processes; False: running elsewhere."""
+    def claim(self, session: Session, id_: Any) -> Awaitable[Any]:
+        """Reserve a request id in the session across processes: awaits to true, or false when it
+        runs elsewhere (a future, not a coroutine: a request may run while it is on its way)."""
         ...
 
     async def release(self, session: Session, id_: Any) -> None: ...
@@ -184,8 +185,10 @@ class MemorySessions:
                 sent += await session.notify(method, params)
         return sent
 
-    async def claim(self, session: Session, id_: Any) -> bool:
-        return True
+    def claim(self, session: Session, id_: Any) -> Awaitable[Any]:
+        claimed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        claimed.set_result(True)
+        return claimed
 
     async def release(self, session: Session, id_: Any) -> None:
         return None

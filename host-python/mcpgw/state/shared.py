@@ -315,25 +315,24 @@ class RedisSessions(MemorySessions):
         return known or bool(deleted)
 
     # -- requests ----------------------------------------------------------------
-    async def claim(self, session: Session, id_: Any) -> bool:
-        return bool(await self._op("c", claim_key(session.id, id_)))
+    def claim(self, session: Session, id_: Any) -> asyncio.Future[int]:
+        return self._op_soon("c", claim_key(session.id, id_))
 
     async def release(self, session: Session, id_: Any) -> None:
-        # Not waited for: it goes out with the next turn's round trip, before any later claim.
-        self._op_later("r", claim_key(session.id, id_))
+        # Waited for (with the turn's other operations) before the answer goes out: a client that
+        # reuses the id at once on another process must find it free, as in memory.
+        await self._op("r", claim_key(session.id, id_))
 
     # -- one round trip per event-loop turn ---------------------------------------
-    def _op_later(self, op: str, key: str) -> None:
-        self._ops.append((op, key, None))
-        if self._flushing is None:
-            self._flushing = asyncio.ensure_future(self._flush())
-
-    async def _op(self, op: str, key: str) -> int:
+    def _op_soon(self, op: str, key: str) -> asyncio.Future[int]:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._ops.append((op, key, future))
         if self._flushing is None:
             self._flushing = asyncio.ensure_future(self._flush())
-        return await future
+        return future
+
+    async def _op(self, op: str, key: str) -> int:
+        return await self._op_soon(op, key)
 
     async def _flush(self) -> None:
         """Send what the requests queued, as one script call; again while more was queued
