@@ -18,7 +18,7 @@ from mcp.client.client import Client
 from mcp.client.extension import ClientExtension, NotificationBinding
 from mcp.shared.exceptions import MCPError
 
-from mcp_http import BASE, read_sse_text, rpc
+from mcp_http import BASE, headers2026, read_sse_text, rpc, rpc2026
 from upstream_procs import UPSTREAMS, HttpUpstream, federated_gateway, http_table, stdio_table, toy_http
 
 pytestmark = pytest.mark.timeout(120)
@@ -184,3 +184,18 @@ async def test_a_forged_or_unknown_gateway_task_id_is_not_found_on_mcp(gw):
                 await raw(client, "tasks/get", {"taskId": taskid})
             assert refused.value.error.code == -32602, taskid
         await raw(client, "tasks/cancel", {"taskId": public})
+
+
+@pytest.mark.parametrize(("path", "tool"), [("/servers/job/mcp", "work"), ("/mcp", "j__work")])
+def test_tasks_without_a_session_are_refused(gw, path, tool):
+    """A stateless (2026-07-28) request would share the catalog connection, and its tasks, with
+    every other stateless client."""
+    requests = [
+        ("tools/call", tool, {"name": tool, "arguments": {"seconds": 0, "text": "x"}, "task": {"ttl": 1000}}),
+        ("tasks/list", None, {}),
+    ]
+    for method, name, params in requests:
+        r = httpx.post(gw.url + path, json=rpc2026(method, 1, **params), headers=headers2026(method, name), timeout=60)
+        body = read_sse_text(r.text)[-1].json() if r.headers["content-type"] == "text/event-stream" else r.json()
+        assert body["error"]["code"] == -32602, body
+        assert "needs a session" in body["error"]["message"]

@@ -131,7 +131,8 @@ class GatewayDispatcher(FederatedDispatcher):
             return []
         found: list[dict[str, Any]] = []
         for upstream, _ in await self.federation.session_links(session):
-            if not isinstance(upstream.capabilities.get("tasks", {}).get("list"), dict):
+            declared = upstream.capabilities.get("tasks")
+            if not isinstance(declared, dict) or not isinstance(declared.get("list"), dict):
                 continue
             cursor: Any = None
             for _page in range(int(upstream.config.max_pages)):
@@ -177,6 +178,8 @@ class GatewayDispatcher(FederatedDispatcher):
                 if session is not None:
                     result = tasks_out(method, result, self._sealer(session, owner[0]))
                 return links_out(result, owner[0].config.prefix)
+        elif method.startswith("tasks/") and session is None:
+            raise JsonRpcError(INVALID_PARAMS, f"{method} needs a session (tasks are per session)")
         elif method in ("tasks/get", "tasks/result", "tasks/cancel"):
             upstream, task_id = self._task_owner(params.get("taskId"), session)
             result = await self._relay(upstream, method, {**params, "taskId": task_id}, ctx, session)
