@@ -46,9 +46,24 @@ def workloads_for(kind: str, url: str) -> dict[str, wrk.Workload]:
         loads["initialize"] = wrk.Workload("initialize", "POST", "/mcp", JSON_HEADERS, INITIALIZE)
         loads["tools/list"] = wrk.Workload("tools/list", "POST", "/mcp", session, TOOLS_LIST)
         loads["tools/call echo"] = wrk.Workload("tools/call echo", "POST", "/mcp", session, ECHO)
+    if kind == "bare":  # the HTTP stack's ceiling: no session, a fixed answer per call
+        loads["tools/list"] = wrk.Workload("tools/list", "POST", "/mcp", JSON_HEADERS, TOOLS_LIST)
+        loads["tools/call echo"] = wrk.Workload("tools/call echo", "POST", "/mcp", JSON_HEADERS, ECHO)
     if kind in ("gateway", "cors"):
         loads["preflight"] = wrk.Workload("preflight", "OPTIONS", "/mcp", PREFLIGHT)
     return loads
+
+
+def gateway_answers(url: str) -> dict[str, str]:
+    """The gateway's answers to the bench's tools/list and tools/call echo (id "0"): the bodies the
+    bare-uvicorn ceiling sends."""
+    session = open_session(url)
+    answers = {}
+    for key, template in (("tools/list", TOOLS_LIST), ("tools/call", ECHO)):
+        r = httpx.post(url + "/mcp", headers=session, content=template.replace("@ID@", '"0"'))
+        r.raise_for_status()
+        answers[key] = r.text
+    return answers
 
 
 def check(url: str, load: wrk.Workload) -> None:
@@ -57,8 +72,12 @@ def check(url: str, load: wrk.Workload) -> None:
         load.method, url + load.path, headers=load.headers, content=load.body.replace("@ID@", '"check"') or None
     )
     assert r.status_code in (200, 204), (url, load.name, r.status_code, r.text)
+    if load.method == "POST" and load.name != "initialize":
+        assert "result" in r.json(), r.text  # a JSON-RPC answer with a result, never an error
     if load.name == "tools/call echo":
         assert "hello" in r.text, r.text
+    if load.name == "tools/list":
+        assert '"echo"' in r.text, r.text
 
 
 def edge_cache(url: str) -> dict[str, int] | None:
@@ -104,6 +123,9 @@ def run(duration_s: float, reps: int, connections: list[int]) -> list[dict]:
     }
     rows: list[dict] = []
     try:
+        # The ceiling of the HTTP stack the gateway runs on: uvicorn (uvloop, httptools) and an
+        # ASGI app that answers a fixed JSON body, the wasm gateway's own answers to the same calls.
+        targets["bare-uvicorn"] = ("bare", servers.bare_uvicorn(gateway_answers(targets["wasm"][1].url)))
         loads = {name: workloads_for(kind, srv.url) for name, (kind, srv) in targets.items()}
         for name, per_target in loads.items():
             for load in per_target.values():

@@ -54,7 +54,29 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
                     worst <= limit,
                 )
             )
+    # Issue 20's edge bars: the uncached crossing no slower in wasm than in Python on any head,
+    # and the browser POST's wasm p50 at most 10 us.
+    by_head = {(r["head"], r["backend"]): r["p50_us"] for r in edge}
+    for head in dict.fromkeys(r["head"] for r in edge):
+        wasm_p50, python_p50 = by_head.get((head, "wasm")), by_head.get((head, "python"))
+        if wasm_p50 is not None and python_p50:
+            ratio = wasm_p50 / python_p50
+            out.append((f"edge uncached p50 wasm/python, {head}", f"{ratio:.2f}x", "<= 1.0x", ratio <= 1.0))
+        if head.startswith("browser POST") and wasm_p50 is not None:
+            out.append((f"edge uncached p50 wasm, {head}", f"{wasm_p50:.1f} us", "<= 10 us", wasm_p50 <= 10.0))
     rows = record.get("e2e", [])
+    for workload, limit in (("tools/call echo", 0.6), ("tools/list", 0.55)):
+        w, b = _cell(rows, workload, 16, "wasm"), _cell(rows, workload, 16, "bare-uvicorn")
+        if w and b:
+            ratio = paired_ratio(w, b)
+            out.append(
+                (
+                    f"{workload} gateway(wasm)/bare uvicorn (fixed JSON answer) req/s, c=16",
+                    _fmt(ratio, 2),
+                    f">= {limit}x",
+                    _met(ratio, limit),
+                )
+            )
     for workload in ("tools/list", "tools/call echo", "preflight"):
         p, q = _cell(rows, workload, 16, "python"), _cell(rows, workload, 16, "python-control")
         if p and q:
@@ -314,8 +336,11 @@ def write(record: dict, out: Path, stamp: str) -> Path:
             "",
             "Paired ratios (median over repetitions of back-to-back runs):",
             "",
-            "| workload | conns | wasm/python | python/python-control | wasm/SDK | wasm/Starlette CORS |",
-            "|---|---|---|---|---|---|",
+            (
+                "| workload | conns | wasm/python | python/python-control | wasm/SDK | wasm/Starlette CORS "
+                "| wasm/bare uvicorn |"
+            ),
+            "|---|---|---|---|---|---|---|",
         ]
         rows = record["e2e"]
         for workload in ("initialize", "tools/list", "tools/call echo", "preflight"):
@@ -329,6 +354,7 @@ def write(record: dict, out: Path, stamp: str) -> Path:
                     ("python", "python-control"),
                     ("wasm", "sdk-stateful"),
                     ("wasm", "starlette-cors"),
+                    ("wasm", "bare-uvicorn"),
                 ):
                     f, o = _cell(rows, workload, conns, first), _cell(rows, workload, conns, other)
                     cells.append(_fmt(paired_ratio(f, o)) if f and o else "")

@@ -3,6 +3,7 @@ SDK reference server, Starlette's CORS middleware. Started once per run, stopped
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -89,6 +90,15 @@ def sdk(mode: str) -> Server:
     if not SDK_PYTHON.exists():
         raise SystemExit(f"{SDK_PYTHON} is missing: `make bench` creates the SDK's virtualenv")
     return Server(f"sdk-{mode}", [str(SDK_PYTHON), str(ROOT / "bench" / "sdk_server.py"), "{port}", mode]).wait_ready()
+
+
+def bare_uvicorn(answers: dict[str, str]) -> Server:
+    """The HTTP stack's ceiling (bench/bare_uvicorn.py): a fixed JSON answer per call, nothing else.
+    `answers` maps "tools/list" and "tools/call" to the body to send."""
+    path = ROOT / ".build" / "bench-bare-uvicorn-answers.json"
+    path.write_text(json.dumps(answers))
+    argv = [sys.executable, str(ROOT / "bench" / "bare_uvicorn.py"), "{port}", str(path)]
+    return Server("bare-uvicorn", argv).wait_ready()
 
 
 def cors() -> Server:
