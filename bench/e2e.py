@@ -41,9 +41,10 @@ def open_session(url: str) -> dict[str, str]:
 def workloads_for(kind: str, url: str) -> dict[str, wrk.Workload]:
     """What each target serves: `gateway` everything, `sdk` the MCP calls, `cors` the preflight."""
     loads: dict[str, wrk.Workload] = {}
-    if kind in ("gateway", "sdk"):
+    if kind in ("gateway", "sdk", "nocache"):
         session = open_session(url)
-        loads["initialize"] = wrk.Workload("initialize", "POST", "/mcp", JSON_HEADERS, INITIALIZE)
+        if kind != "nocache":
+            loads["initialize"] = wrk.Workload("initialize", "POST", "/mcp", JSON_HEADERS, INITIALIZE)
         loads["tools/list"] = wrk.Workload("tools/list", "POST", "/mcp", session, TOOLS_LIST)
         loads["tools/call echo"] = wrk.Workload("tools/call echo", "POST", "/mcp", session, ECHO)
     if kind == "bare":  # the HTTP stack's ceiling: no session, a fixed answer per call
@@ -120,6 +121,13 @@ def run(duration_s: float, reps: int, connections: list[int]) -> list[dict]:
         "python-control": ("gateway", servers.gateway("python", name="gateway-python-control")),
         "sdk-stateful": ("sdk", servers.sdk("stateful")),
         "starlette-cors": ("cors", servers.cors()),
+        # The edge's outcome cache off: every request crosses into the backend, so wasm/python
+        # here is the component's own cost end to end (issue 20: >= 0.97x).
+        "wasm-nocache": ("nocache", servers.gateway("wasm", name="gateway-wasm-nocache", MCPGW_EDGE_CACHE_ENTRIES="0")),
+        "python-nocache": (
+            "nocache",
+            servers.gateway("python", name="gateway-python-nocache", MCPGW_EDGE_CACHE_ENTRIES="0"),
+        ),
     }
     rows: list[dict] = []
     try:
@@ -137,7 +145,7 @@ def run(duration_s: float, reps: int, connections: list[int]) -> list[dict]:
                 names = [n for n in targets if workload in loads[n]]
                 samples: dict[str, list[wrk.Result]] = {n: [] for n in names}
                 caches: dict[str, dict[str, int] | None] = {}
-                before = {n: edge_cache(targets[n][1].url) for n in names if targets[n][0] == "gateway"}
+                before = {n: edge_cache(targets[n][1].url) for n in names if targets[n][0] in ("gateway", "nocache")}
                 for rep in range(reps):
                     order = names if rep % 2 == 0 else list(reversed(names))
                     for n in order:
