@@ -19,6 +19,7 @@ from mcp.client.extension import ClientExtension, NotificationBinding
 from mcp.shared.exceptions import MCPError
 
 from mcp_http import BASE, headers2026, read_sse_text, rpc, rpc2026
+from mcpgw.federation.tasks import TaskIds, named_upstream
 from upstream_procs import UPSTREAMS, HttpUpstream, federated_gateway, http_table, stdio_table, toy_http
 
 pytestmark = pytest.mark.timeout(120)
@@ -199,3 +200,18 @@ def test_tasks_without_a_session_are_refused(gw, path, tool):
         body = read_sse_text(r.text)[-1].json() if r.headers["content-type"] == "text/event-stream" else r.json()
         assert body["error"]["code"] == -32602, body
         assert "needs a session" in body["error"]["message"]
+
+
+def test_gateway_task_ids_route_back_only_for_their_session():
+    ids = TaskIds()
+    public = ids.seal("session-a", "job", "task.with.dots/and+slashes")
+    assert ids.open("session-a", public) == ("job", "task.with.dots/and+slashes")
+    assert named_upstream(public) == "job"  # what the plugins' `upstream` label reads
+    assert ids.open("session-b", public) is None  # another session's
+    assert TaskIds().open("session-a", public) is None  # another process's key
+    assert ids.open("session-a", ids.seal("session-a", "web", "task.with.dots/and+slashes")) == (
+        "web",
+        "task.with.dots/and+slashes",
+    )
+    for junk in (None, 7, "", "mcpgw-task", "mcpgw-task.!!.??.x", public.replace("mcpgw-task", "other")):
+        assert ids.open("session-a", junk) is None

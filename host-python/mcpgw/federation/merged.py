@@ -15,7 +15,7 @@ from ..server.jsonrpc import INVALID_PARAMS, JsonRpcError
 from ..state.session import Session
 from .hub import FederatedDispatcher, Federation
 from .names import public_name, public_uri, split_name, split_uri
-from .tasks import Seal, merged_capability, tasks_out
+from .tasks import Seal, merged_capability, named_upstream, tasks_out
 from .upstream import Upstream
 
 INSTRUCTIONS = (
@@ -82,6 +82,9 @@ class GatewayDispatcher(FederatedDispatcher):
         return (upstream, split[1]) if upstream and split else None
 
     def owner(self, method: str, params: dict[str, Any]) -> str | None:
+        if method in ("tasks/get", "tasks/result", "tasks/cancel"):
+            upstream = self.federation.upstreams.get(named_upstream(params.get("taskId")) or "")
+            return upstream.id if upstream else None
         resource = method.startswith("resources/")
         found = self._uri_owner(params.get("uri")) if resource else self._owner(params.get("name"))
         return found[0].id if found else None

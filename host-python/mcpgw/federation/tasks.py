@@ -55,18 +55,30 @@ class TaskIds:
 
     def open(self, session_id: str, public: Any) -> tuple[str, str] | None:
         """(upstream id, upstream task id) for an id this session was given, else None."""
-        if not isinstance(public, str):
+        named = _named(public)
+        if named is None or not hmac.compare_digest(public.rpartition(".")[2], self._tag(session_id, *named)):
             return None
-        parts = public.split(".")
-        if len(parts) != 4 or parts[0] != PREFIX:
-            return None
-        try:
-            upstream, task_id = _unb64(parts[1]).decode(), _unb64(parts[2]).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            return None
-        if not hmac.compare_digest(parts[3], self._tag(session_id, upstream, task_id)):
-            return None
-        return upstream, task_id
+        return named
+
+
+def _named(public: Any) -> tuple[str, str] | None:
+    """The (upstream id, upstream task id) a gateway task id names, not checked against its tag."""
+    if not isinstance(public, str):
+        return None
+    parts = public.split(".")
+    if len(parts) != 4 or parts[0] != PREFIX:
+        return None
+    try:
+        return _unb64(parts[1]).decode(), _unb64(parts[2]).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+def named_upstream(public: Any) -> str | None:
+    """The upstream a gateway task id names (unchecked: for labels such as the plugins' `upstream`;
+    a request with a forged id is refused by TaskIds.open before it goes anywhere)."""
+    named = _named(public)
+    return named[0] if named else None
 
 
 def _task(task: Any, seal: Seal) -> Any:
