@@ -234,13 +234,23 @@ $(BUILD)/bench-deps.stamp: $(BUILD)/venv.stamp
 	  mcp==2.3.0 uvicorn==0.54.0 uvloop==0.23.0 httptools==0.9.0
 	@touch $@
 
+# FastMCP's proxy, the relay table's "user's alternative" (bench/fastmcp_proxy.py), in its own
+# virtualenv: its dependencies are not the gateway's.
+FASTMCP_VENV := $(BUILD)/bench-fastmcp-venv
+$(BUILD)/bench-fastmcp.stamp:
+	@mkdir -p $(BUILD)
+	test -x $(FASTMCP_VENV)/bin/python || $(PYTHON) -m venv $(FASTMCP_VENV)
+	$(FASTMCP_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  fastmcp==4.1.6 uvicorn==0.54.0 uvloop==0.23.0 httptools==0.9.0
+	@touch $@
+
 $(BUILD)/locust.stamp:
 	@mkdir -p $(BUILD)
 	test -x $(LOCUST_VENV)/bin/python || $(PYTHON) -m venv $(LOCUST_VENV)
 	$(LOCUST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check locust==2.47.0
 	@touch $@
 
-bench: build $(BUILD)/wrk.stamp $(BUILD)/valgrind.stamp $(BUILD)/bench-deps.stamp $(BUILD)/redis.stamp
+bench: build $(BUILD)/wrk.stamp $(BUILD)/valgrind.stamp $(BUILD)/bench-deps.stamp $(BUILD)/bench-fastmcp.stamp $(BUILD)/redis.stamp
 	$(PY) bench/run.py
 
 # Headless and bounded; LOAD_EDGE=wasm|python picks the edge, so runs compare across modes.

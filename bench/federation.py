@@ -1,6 +1,7 @@
 """What relaying costs: tools/call `echo` on the SDK's own server directly, and the same call
 through the gateway to that server as an upstream (its virtual server `/servers/sdk/mcp`, and
-`/mcp` as `sdk__echo`), side by side, alternating order between repetitions."""
+`/mcp` as `sdk__echo`), and through FastMCP's proxy to the same server (a user's alternative),
+side by side, alternating order between repetitions."""
 
 from __future__ import annotations
 
@@ -37,8 +38,11 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> li
     with os.fdopen(fd, "w") as f:
         f.write(f'[upstreams.sdk]\ntransport = "streamable-http"\nurl = "{sdk.url}/mcp"\n')
     gw = servers.gateway("python", name="gateway-federated", MCPGW_CONFIG=config)
+    proxy = None
     try:
         _wait_upstream(gw.url)
+        # A user's alternative: FastMCP's proxy in front of the same upstream (its own virtualenv).
+        proxy = servers.fastmcp_proxy(sdk.url + "/mcp")
         targets = {
             "sdk direct": (sdk.url, wrk.Workload("echo", "POST", "/mcp", _session(sdk.url, "/mcp"), e2e.ECHO)),
             "gateway /servers/sdk/mcp": (
@@ -48,6 +52,10 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> li
             "gateway /mcp sdk__echo": (
                 gw.url,
                 wrk.Workload("echo", "POST", "/mcp", _session(gw.url, "/mcp"), ECHO_PREFIXED),
+            ),
+            "FastMCP proxy /mcp": (
+                proxy.url,
+                wrk.Workload("echo", "POST", "/mcp", _session(proxy.url, "/mcp"), e2e.ECHO),
             ),
         }
         for url, load in targets.values():
@@ -85,6 +93,8 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> li
             )
         return rows
     finally:
+        if proxy is not None:
+            proxy.stop()
         gw.stop()
         sdk.stop()
         os.unlink(config)

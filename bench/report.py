@@ -451,7 +451,8 @@ def write(record: dict, out: Path, stamp: str) -> Path:
             (
                 "tools/call `echo` on the SDK's server directly, and through the gateway (python edge) to that "
                 "server as a Streamable HTTP upstream; one session each, so one upstream connection carries every "
-                "relayed call."
+                "relayed call. FastMCP's proxy (pinned, its own virtualenv) in front of the same server is a user's "
+                "alternative."
             ),
             "",
             "| target | conns | req/s | p50 ms | x of direct (paired) | errors |",

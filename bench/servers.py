@@ -15,6 +15,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 SDK_PYTHON = ROOT / ".build" / "bench-sdk-venv" / "bin" / "python"
+FASTMCP_PYTHON = ROOT / ".build" / "bench-fastmcp-venv" / "bin" / "python"
 
 
 def free_port() -> int:
@@ -90,6 +91,14 @@ def sdk(mode: str) -> Server:
     if not SDK_PYTHON.exists():
         raise SystemExit(f"{SDK_PYTHON} is missing: `make bench` creates the SDK's virtualenv")
     return Server(f"sdk-{mode}", [str(SDK_PYTHON), str(ROOT / "bench" / "sdk_server.py"), "{port}", mode]).wait_ready()
+
+
+def fastmcp_proxy(upstream: str) -> Server:
+    """FastMCP's proxy in front of `upstream` (bench/fastmcp_proxy.py, its own virtualenv)."""
+    if not FASTMCP_PYTHON.exists():
+        raise SystemExit(f"{FASTMCP_PYTHON} is missing: `make bench` creates FastMCP's virtualenv")
+    argv = [str(FASTMCP_PYTHON), str(ROOT / "bench" / "fastmcp_proxy.py"), "{port}", upstream]
+    return Server("fastmcp-proxy", argv).wait_ready()
 
 
 def bare_uvicorn(answers: dict[str, str]) -> Server:
