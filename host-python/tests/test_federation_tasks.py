@@ -27,6 +27,7 @@ pytestmark = pytest.mark.timeout(120)
 TASKS = UPSTREAMS / "task_server.py"
 UPSTREAM_TASKS = {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}}
 # Where a task-augmented `work` is called, and what answers: (path, tool name, upstream name).
+CALL_TIMEOUT_S = 5.0  # the task upstreams' call_timeout_s: tasks/result may wait longer
 PLACES = [
     ("/servers/job/mcp", "work", "job"),  # stdio
     ("/servers/web/mcp", "work", "web"),  # Streamable HTTP
@@ -42,8 +43,8 @@ def gw(component_path):
     gateway = federated_gateway(
         "python",
         [
-            stdio_table("job", TASKS, "stdio", "job", prefix="j"),
-            http_table("web", web.url, prefix="h"),
+            stdio_table("job", TASKS, "stdio", "job", prefix="j", call_timeout_s=CALL_TIMEOUT_S),
+            http_table("web", web.url, prefix="h", call_timeout_s=CALL_TIMEOUT_S),
             http_table("toy", toy.url, prefix="t"),
         ],
     )
@@ -215,3 +216,13 @@ def test_gateway_task_ids_route_back_only_for_their_session():
     )
     for junk in (None, 7, "", "mcpgw-task", "mcpgw-task.!!.??.x", public.replace("mcpgw-task", "other")):
         assert ids.open("session-a", junk) is None
+
+
+@pytest.mark.parametrize(("path", "tool", "upstream"), PLACES)
+async def test_tasks_result_waits_for_its_task_past_the_call_timeout(gw, path, tool, upstream):
+    """tasks/result blocks until the task ends (as it does directly), so call_timeout_s does not cut it."""
+    async with Client(gw.url + path, mode="legacy") as client:
+        task = await start(client, tool, CALL_TIMEOUT_S + 2, "the long one")
+        with anyio.fail_after(60):
+            result = await raw(client, "tasks/result", {"taskId": task["taskId"]})
+        assert result["content"] == [{"type": "text", "text": f"{upstream} did the long one"}]

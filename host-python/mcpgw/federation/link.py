@@ -80,6 +80,11 @@ _TRANSPORT_MESSAGES = (
 # (mcp 2.3.0 leaves 2025-11-25 tasks to extensions): taken off the wire before it sees them.
 SDK_DROPS = frozenset({"notifications/tasks/status"})
 
+# Requests that wait by design, not bounded by call_timeout_s: tasks/result blocks until its task
+# ends, however long that is (as it would directly). A dead or hung network upstream still fails
+# it (its catalog connection's pings end the session connections); a client can cancel it.
+WAITS_BY_DESIGN = frozenset({"tasks/result"})
+
 OVERSIZED: collections.Counter[str] = collections.Counter()  # upstream id -> messages skipped as too large (/health)
 
 
@@ -540,6 +545,8 @@ class UpstreamLink:
         if on_progress is not None:
             opts["on_progress"] = on_progress
         bound = timeout if timeout is not None else (self.config.call_timeout_s or None)
+        if timeout is None and method in WAITS_BY_DESIGN:
+            bound = None
         try:
             return await asyncio.wait_for(self._send(dispatcher, method, params, opts), bound)
         except TimeoutError:
