@@ -52,8 +52,10 @@ SHUTDOWN = "shutdown"  # the cancellation reason of requests the shutdown drain 
 SHUTDOWN_MESSAGE = "Server shutting down"
 # After the grace period, how long cancelled requests get to write their error answers.
 ANSWER_AFTER_CANCEL_S = 5.0
-# Requests of a shared session that change nothing: they run while their id's claim is on its way.
-SPECULATIVE = frozenset(
+# Requests that change nothing: in a shared session their ids are not claimed across processes
+# (the claim's round trips cost about as much again as answering a list; two lists under one id
+# at once harm nothing, and a duplicate within one process is still refused).
+UNCLAIMED = frozenset(
     {"ping", "tools/list", "prompts/list", "resources/list", "resources/templates/list", "completion/complete"}
 )
 # The `data` of the error answering a request whose session state could not be reached (Redis):
@@ -380,7 +382,7 @@ class SessionEngine:
         emit: Emit,
         principal: Principal | None,
     ) -> Response | None:
-        if session is not None and session.shared:
+        if session is not None and session.shared and message["method"] not in UNCLAIMED:
             return await self._answer_shared(message, revision, session, dispatcher, emit, principal)
         return await self._dispatch(message, revision, session, dispatcher, emit, principal)
 
@@ -393,26 +395,18 @@ class SessionEngine:
         emit: Emit,
         principal: Principal | None,
     ) -> Response | None:
-        """A request of a shared session: its id is claimed across processes while it runs. A
-        request without side effects (SPECULATIVE) runs while its claim is on its way and is
-        answered once the claim is confirmed (a duplicate's result is thrown away); any other
-        request runs only once its id is claimed."""
+        """A request of a shared session that may change something: it runs once its id is
+        claimed across processes, and holds the claim until answered."""
         id_ = message["id"]
         claim = asyncio.ensure_future(self.sessions.claim(session, id_))  # a future: no task made
         claimed = False
         try:
-            if message["method"] in SPECULATIVE:
-                response = await self._dispatch(message, revision, session, dispatcher, emit, principal)
-                claimed = await claim
-            else:
-                claimed = await claim
-                response = (
-                    await self._dispatch(message, revision, session, dispatcher, emit, principal) if claimed else None
-                )
+            claimed = await claim
             if not claimed:
                 return jsonrpc.error_response(
                     id_, jsonrpc.INVALID_REQUEST, f"Invalid Request: request id {id_!r} is already in use"
                 )
+            response = await self._dispatch(message, revision, session, dispatcher, emit, principal)
             if message["method"] == "logging/setLevel" and response is not None and "result" in response:
                 await self.sessions.store(session)  # every process logs at the level the client chose
             return response

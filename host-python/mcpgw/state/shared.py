@@ -73,12 +73,16 @@ local out = {}
 for i, key in ipairs(KEYS) do
   local op = ARGV[4 + i]
   if op == 'c' then
-    local owner = redis.call('GET', key)
-    if owner and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[4] .. owner) == 1 then
-      out[i] = 0
-    else
-      redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
       out[i] = 1
+    else
+      local owner = redis.call('GET', key)
+      if owner and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[4] .. owner) == 1 then
+        out[i] = 0
+      else
+        redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+        out[i] = 1
+      end
     end
   elseif op == 'r' then
     if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
