@@ -220,6 +220,22 @@ def test_batches_only_where_the_revision_allows_them(open_session, gw):
         assert r.status_code == 400 and "batches are not supported" in r.json()["error"]["message"]
 
 
+def test_a_batch_is_answered_in_the_order_of_its_requests(open_session, gw):
+    """The first request finishes last; its response still comes first (as on every process
+    of a Redis-backed gateway, where a ping need not wait for anything a call waits for)."""
+    old = open_session(gw.url, "2025-03-26")
+    r = old.post(
+        [
+            rpc("tools/call", "slow", name="sleep", arguments={"seconds": 0.3, "ticks": 1}),
+            rpc("ping", 2),
+            rpc("tools/call", 3, name="add", arguments={"a": 1, "b": 2}),
+        ]
+    )
+    assert r.status_code == 200
+    assert [m["id"] for m in r.json()] == ["slow", 2, 3]
+    assert "result" in r.json()[0]
+
+
 # -- SSE responses --------------------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ from ..state.events import EventStream, parse_event_id
 from ..state.principal import SCOPE_KEY as PRINCIPAL_KEY
 from ..state.principal import Principal
 from ..state.registry import StateUnavailable
-from ..state.session import Session
+from ..state.session import Session, request_key
 from ..state.streams import GET_STREAM_ID, SessionStreams
 from .headers import Rejection, check_stateless_request
 from .http import RETRY_LATER, SESSION_NOT_FOUND, HttpError, read_json_body
@@ -101,10 +101,19 @@ class Exchange:
         self.can_stream = can_stream  # the client accepts SSE
         self.upgraded = False  # something other than a response was sent: this must be SSE
         self.responses: list[bytes] = []
+        # A batch's JSON answer lists its responses in the order of its requests, whichever
+        # finished first (JSON-RPC allows any order; one order on every process is kinder).
+        self._order: dict[tuple[type, Any], list[int]] = {}
+        for position, id_ in enumerate(ids):
+            self._order.setdefault(request_key(id_), []).append(position)
+        self._positions: list[int] = []
         self.cancelled: list[Any] = []  # ids of requests cancelled without a response
         self.error_code: int | None = None  # of the last error response
         self.state_unavailable = False  # the last error response: session state (Redis) unreachable
         self.tasks: list[asyncio.Task[Any]] = []
+
+    def in_request_order(self) -> list[bytes]:
+        return [data for _, data in sorted(zip(self._positions, self.responses, strict=True), key=lambda p: p[0])]
 
     async def emit(self, message: dict[str, Any]) -> bool:
         if self.can_stream and not self.stream.done:
@@ -124,6 +133,8 @@ class Exchange:
             if "error" in response:
                 self.error_code = response["error"]["code"]
                 self.state_unavailable = response["error"].get("data") == STATE_UNAVAILABLE
+            positions = self._order.get(request_key(id_))
+            self._positions.append(positions.pop(0) if positions else len(self.ids) + len(self._positions))
             self.responses.append(data)
             self.stream.publish(data)
         self.pending -= 1
@@ -410,7 +421,7 @@ class StreamableHTTP:
             body = orjson.dumps(jsonrpc.error_response(exchange.cancelled[0], REQUEST_CANCELLED, "Request cancelled"))
             data = b"[" + body + b"]" if batch else body
         else:
-            data = b"[" + b",".join(responses) + b"]" if batch else responses[0]
+            data = b"[" + b",".join(exchange.in_request_order()) + b"]" if batch else responses[0]
         status = 200
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
         if revision == STATELESS_REVISION and exchange.error_code is not None:
