@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from .asgi import is_loopback
 from .edge.registry import EdgeRegistry, SwapRefused
 from .edge.signing import decode_signature
 from .logsafe import escape
@@ -44,15 +44,6 @@ def _signature(request: Request) -> bytes | None:
         return decode_signature(text)
     except ValueError as exc:
         raise SwapRefused("signature", str(exc)) from None
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 class AdminAPI:
@@ -96,7 +87,7 @@ class AdminAPI:
     def remote_refusal(self, request: Request, action: str) -> JSONResponse | None:
         """403 for a caller that is not on loopback, unless MCPGW_ADMIN_ALLOW_REMOTE."""
         who = request.client.host if request.client else None
-        if not self.allow_remote and not _is_loopback(who):
+        if not self.allow_remote and not is_loopback(who):
             log.warning("admin %s refused: caller %s is not loopback", action, who)
             return JSONResponse({"error": "admin API is loopback-only (MCPGW_ADMIN_ALLOW_REMOTE)"}, 403)
         return None

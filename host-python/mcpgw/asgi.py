@@ -1,7 +1,9 @@
-"""ASGI types and the two response writers every layer uses (no routing, no MCP)."""
+"""ASGI types, the two response writers every layer uses, and whether a caller is on loopback
+(no routing, no MCP)."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,3 +29,14 @@ async def send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]
         {"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0"), *(headers or [])]}
     )
     await send({"type": "http.response.body", "body": b""})
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether a client address (scope["client"][0]) is this machine's loopback: the rule the admin
+    API, the console and /metrics apply to callers without the admin credential."""
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

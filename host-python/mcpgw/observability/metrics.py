@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import logging
 import os
 import time
@@ -50,7 +49,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..asgi import Receive, Scope, Send, send_json
+from ..asgi import Receive, Scope, Send, is_loopback, send_json
 from ..logsafe import escape
 from ..server import jsonrpc
 
@@ -667,15 +666,6 @@ class Mirror:
             self.sync()
 
 
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 class MetricsEndpoint:
     """`GET /metrics` under MCPGW_METRICS's rule: `public` anyone; `loopback` (default) loopback
     callers, others with the admin credential; `admin` the admin credential always. The admin
@@ -711,7 +701,7 @@ class MetricsEndpoint:
             return
         client = scope.get("client")
         open_to_caller = self.mode == "public" or (
-            self.mode == "loopback" and _is_loopback(client[0] if client else None)
+            self.mode == "loopback" and is_loopback(client[0] if client else None)
         )
         if not open_to_caller and not await self._admin(scope):
             log.warning(
