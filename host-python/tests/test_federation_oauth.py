@@ -174,3 +174,16 @@ async def test_a_token_the_upstream_refuses_is_replaced_and_the_request_sent_aga
     finally:
         gw.stop()
         web.stop()
+
+
+def test_a_discovered_token_endpoint_must_be_https_unless_it_is_on_this_machine():
+    """The client secret is sent to the token endpoint: discovery never sends it in clear text to
+    another host (a local authorization server on loopback, as in these tests, is allowed)."""
+    from mcpgw.federation.oauth import _may_carry_secret
+
+    assert _may_carry_secret("https://auth.example.com/token")
+    assert _may_carry_secret("http://127.0.0.1:9000/token")
+    assert _may_carry_secret("http://localhost:9000/token")
+    assert _may_carry_secret("http://[::1]:9000/token")
+    assert not _may_carry_secret("http://auth.example.com/token")
+    assert not _may_carry_secret("ftp://auth.example.com/token")

@@ -214,7 +214,8 @@ def test_gateway_task_ids_route_back_only_for_their_session():
         "web",
         "task.with.dots/and+slashes",
     )
-    for junk in (None, 7, "", "mcpgw-task", "mcpgw-task.!!.??.x", public.replace("mcpgw-task", "other")):
+    forged_tag = public.rpartition(".")[0] + ".\u00e9t\u00e9"  # non-ASCII: compare_digest on str would raise
+    for junk in (None, 7, "", "mcpgw-task", "mcpgw-task.!!.??.x", public.replace("mcpgw-task", "other"), forged_tag):
         assert ids.open("session-a", junk) is None
 
 

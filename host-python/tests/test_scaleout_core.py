@@ -494,3 +494,15 @@ def test_a_gracefully_stopped_process_leaves_its_finished_streams_resumable_else
     finally:
         a.stop()
         b.stop()
+
+
+def test_the_redis_url_is_shown_without_its_secrets():
+    """What logs and the public /health show of MCPGW_REDIS_URL: never a password, in the
+    authority or in the query (redis-py also reads `?password=`)."""
+    from mcpgw.state.shared import redact
+
+    assert redact("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert redact("redis://:hunter2@cache:6380/1") == "redis://:***@cache:6380/1"
+    assert redact("redis://app:hunter2@cache/0?db=1") == "redis://app:***@cache/0"
+    assert redact("redis://cache:6379/0?password=hunter2") == "redis://cache:6379/0"
+    assert redact("rediss://app@cache:6379") == "rediss://app@cache:6379"

@@ -21,9 +21,11 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 
+from ..asgi import is_loopback
 from .config import OAuthConfig
 
 log = logging.getLogger("mcpgw.federation")
@@ -130,11 +132,19 @@ class ClientCredentials(httpx2.Auth):
         issuer = self.config.issuer.rstrip("/")
         for path in DISCOVERY:
             response = await http.get(issuer + path)
-            if response.status_code == 200:
-                endpoint = response.json().get("token_endpoint")
-                if isinstance(endpoint, str) and endpoint.startswith(("http://", "https://")):
-                    log.info("upstream %s: token endpoint %s (from %s%s)", self.upstream, endpoint, issuer, path)
-                    return endpoint
+            if response.status_code != 200:
+                continue
+            try:
+                metadata = response.json()
+            except ValueError:
+                continue
+            endpoint = metadata.get("token_endpoint") if isinstance(metadata, dict) else None
+            if not isinstance(endpoint, str):
+                continue
+            if not _may_carry_secret(endpoint):  # the client secret goes there, as Basic auth
+                raise self._failed(f"the metadata of {issuer} names a token endpoint that is not https: {endpoint}")
+            log.info("upstream %s: token endpoint %s (from %s%s)", self.upstream, endpoint, issuer, path)
+            return endpoint
         raise self._failed(f"no token_endpoint in the metadata of {issuer}")
 
     def _failed(self, reason: str) -> TokenError:
@@ -142,3 +152,11 @@ class ClientCredentials(httpx2.Auth):
         self.error = reason
         log.warning("upstream %s: no OAuth token: %s", self.upstream, reason)
         return TokenError(reason)
+
+
+def _may_carry_secret(url: str) -> bool:
+    """https, or plain http to this machine's loopback (a local authorization server)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    return parts.scheme == "http" and is_loopback(parts.hostname)

@@ -13,6 +13,7 @@ Lines end with LF or CRLF (what servers send; a lone CR as a line end is not rec
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ import httpx2
 import mcp_types as types
 from mcp.client._transport import TransportStreams
 from mcp.shared.message import SessionMessage
+
+log = logging.getLogger("mcpgw.federation")
 
 HEAD_BYTES = 4096  # of an oversized event, kept to find whose answer it was
 # The ids the link gives its requests ("mcpgw-N"); in an answer the id comes before the result.
@@ -189,7 +192,17 @@ async def legacy_sse_client(
                             link.refused.add(str(message.id))
                         link.lose("lost its session (HTTP 404: the upstream restarted or ended it)", session=True)
                         return
-                    response.raise_for_status()
+                    if response.is_error and isinstance(message, types.JSONRPCRequest):
+                        # One refused message (413, 500...) fails that request only, not the link.
+                        error = types.ErrorData(
+                            code=types.INTERNAL_ERROR,
+                            message=f"the upstream refused the request with HTTP {response.status_code}",
+                        )
+                        await read_writer.send(
+                            SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=message.id, error=error))
+                        )
+                    elif response.is_error:
+                        log.warning("a legacy SSE upstream refused a message with HTTP %d", response.status_code)
 
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(reader)

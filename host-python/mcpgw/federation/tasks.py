@@ -56,7 +56,11 @@ class TaskIds:
     def open(self, session_id: str, public: Any) -> tuple[str, str] | None:
         """(upstream id, upstream task id) for an id this session was given, else None."""
         named = _named(public)
-        if named is None or not hmac.compare_digest(public.rpartition(".")[2], self._tag(session_id, *named)):
+        if named is None:
+            return None
+        # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, not a "no").
+        tag = public.rpartition(".")[2].encode("utf-8", "surrogatepass")
+        if not hmac.compare_digest(tag, self._tag(session_id, *named).encode()):
             return None
         return named
 

@@ -401,7 +401,9 @@ class SessionEngine:
         claim = asyncio.ensure_future(self.sessions.claim(session, id_))  # a future: no task made
         claimed = False
         try:
-            claimed = await claim
+            # Shielded: a cancellation while the claim is on its way must not cancel the claim
+            # itself (its SET would still land in Redis, unreleased); `_release_late` lets it go.
+            claimed = await asyncio.shield(claim)
             if not claimed:
                 return jsonrpc.error_response(
                     id_, jsonrpc.INVALID_REQUEST, f"Invalid Request: request id {id_!r} is already in use"

@@ -96,15 +96,17 @@ return out
 
 
 def redact(url: str) -> str:
-    """The URL with any password replaced by `***` (logs, /health)."""
+    """The URL as logs and /health show it: scheme, user, host, port and database only. A password
+    becomes `***`, and the query (redis-py also takes `?password=...`) is not shown at all."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
     host = parts.hostname or ""
     if parts.port is not None:
         host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    if parts.password is not None:
+        host = (f"{parts.username}:***@" if parts.username else ":***@") + host
+    elif parts.username:
+        host = f"{parts.username}@{host}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def record_key(session_id: str) -> str:
@@ -156,6 +158,9 @@ def _principal_of(data: bytes) -> Principal | None:
     )
 
 
+LISTEN_PING_S = 15  # an idle pub/sub or blocking-read connection is pinged this often
+
+
 class RedisSessions(MemorySessions):
     """Implements `state.registry.SessionRegistry`: Streamable HTTP sessions in Redis, the live
     part of each in this process; other transports' sessions as MemorySessions keeps them."""
@@ -169,8 +174,12 @@ class RedisSessions(MemorySessions):
         self.redis = Redis.from_url(
             url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=CONNECT_TIMEOUT_S, retry=retry
         )
-        # Pub/sub and blocking reads wait longer than any round trip: their own connections.
-        self.listening = Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=None)
+        # Pub/sub and blocking reads wait longer than any round trip: their own connections, pinged
+        # when idle (health_check_interval) so a connection a NAT or proxy dropped is noticed and
+        # replaced instead of leaving this process deaf to the others.
+        self.listening = Redis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=None, health_check_interval=LISTEN_PING_S
+        )
         self.available = False
         self.error = "not connected yet"
         self._batch = self.redis.register_script(BATCH)

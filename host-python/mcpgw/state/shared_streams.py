@@ -46,8 +46,9 @@ LOST = -32603  # JSON-RPC internal error: the request's process died with it
 READ_BLOCK_MS = 1000  # a follower checks the owner's heartbeat this often while the stream is quiet
 
 # Append one event; trim by count and bytes (one event always stays). KEYS: stream, bytes
-# counter, session record. ARGV: data, sequence ('' = the GET stream: the next `seq0`, only if a
-# GET stream was opened), max events, max bytes, ttl ms. Returns the sequence, or 0.
+# counter, session record, and for a POST stream its meta hash (its TTL follows the events').
+# ARGV: data, sequence ('' = the GET stream: the next `seq0`, only if a GET stream was opened),
+# max events, max bytes, ttl ms. Returns the sequence, or 0.
 APPEND = """
 local seq = ARGV[2]
 if seq == '' then
@@ -66,6 +67,7 @@ while len > 1 and (len > maxlen or bytes > maxbytes) do
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
+if KEYS[4] then redis.call('PEXPIRE', KEYS[4], ARGV[5]) end
 return tonumber(seq)
 """
 # Take over a stream whose owner died: only if it is still that owner's. KEYS: meta. ARGV: dead, new.
@@ -99,11 +101,16 @@ class SharedEvents:
         self._append = self.redis.register_script(APPEND)
         self._take_over = self.redis.register_script(TAKE_OVER)
 
-    async def append(self, session_id: str, stream_id: str, data: bytes, seq: int | None) -> int:
+    async def append(
+        self, session_id: str, stream_id: str, data: bytes, seq: int | None, meta: str | None = None
+    ) -> int:
         key = stream_key(session_id, stream_id)
+        keys = [key, key + ":b", record_key(session_id)]
+        if meta is not None:
+            keys.append(meta)
         try:
             found = await self._append(
-                keys=[key, key + ":b", record_key(session_id)],
+                keys=keys,
                 args=[data, "" if seq is None else seq, self.max_events, self.max_stream_bytes, self.ttl_ms],
             )
         except RedisError as exc:
@@ -137,7 +144,7 @@ class Mirror:
                 await pipe.execute()
             while (item := await self.queue.get()) is not None:
                 last = item[0]
-                await events.append(sid, stream_id, item[1], item[0])
+                await events.append(sid, stream_id, item[1], item[0], meta)
             async with events.redis.pipeline(transaction=False) as pipe:
                 key = stream_key(sid, stream_id)
                 pipe.xadd(key, {"end": "1"}, id=f"{last}-1")
@@ -148,6 +155,7 @@ class Mirror:
         except (RedisError, StateUnavailable) as exc:
             # The local reader is unaffected; a resume elsewhere finds the stream incomplete.
             log.warning("stream %s: written through to redis only in part: %s", stream_id, exc)
+            self.stream.mirror = None  # nothing reads the queue any more: stop filling it
 
 
 class MirroredStream(EventStream):
