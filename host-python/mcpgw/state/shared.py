@@ -68,6 +68,13 @@ LIVENESS_S = 1.0
 #      first), or held by a process that no longer heartbeats -> 1; else 0
 #   r  release a request id if this process holds it -> 0
 #   t  refresh a session record's TTL -> 1, or 0 if it is gone
+# HSET on a session record only while it exists: a write racing a DELETE or expiry must not
+# leave a partial record behind (with no TTL). KEYS: record. ARGV: field, value, ... Returns
+# the fields added, or -1 when the record is gone.
+HSET_LIVE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('HSET', KEYS[1], unpack(ARGV))
+"""
 BATCH = """
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -183,6 +190,7 @@ class RedisSessions(MemorySessions):
         self.available = False
         self.error = "not connected yet"
         self._batch = self.redis.register_script(BATCH)
+        self._hset_live = self.redis.register_script(HSET_LIVE)
         self._ops: list[tuple[str, str, asyncio.Future[int] | None]] = []
         self._flushing: asyncio.Task[None] | None = None
         self._verified: dict[str, float] = {}  # session id -> when Redis last confirmed it alive
@@ -247,6 +255,11 @@ class RedisSessions(MemorySessions):
             raise self._failed(exc) from None
         self._ok()
 
+    async def hset_live(self, pipe: Any, session_id: str, fields: dict[str, str]) -> None:
+        """Queue on `pipe` an HSET of the session's record that does nothing once it is gone."""
+        args = [part for item in fields.items() for part in item]
+        await self._hset_live(keys=[record_key(session_id)], args=args, client=pipe)
+
     async def store(self, session: Session) -> None:
         """Write back what a request changed in the record (the log level), and tell every process."""
         if not session.shared:
@@ -255,7 +268,7 @@ class RedisSessions(MemorySessions):
         change = {"session": session.id, "level": session.log_level, "set": bool(level_set)}
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hset(record_key(session.id), mapping={"log_level": session.log_level, "log_level_set": level_set})
+                await self.hset_live(pipe, session.id, {"log_level": session.log_level, "log_level_set": level_set})
                 pipe.publish(CHANGED_CHANNEL, orjson.dumps(change))
                 await pipe.execute()
         except RedisError as exc:
@@ -396,7 +409,7 @@ class RedisSessions(MemorySessions):
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hget(record_key(session.id), field)
-                pipe.hset(record_key(session.id), field, self.proc)
+                await self.hset_live(pipe, session.id, {field: self.proc})
                 before, _ = await pipe.execute()
         except RedisError as exc:
             self._failed(exc)

@@ -238,7 +238,7 @@ class SharedStreams(SessionStreams):
         try:
             if stream_id == GET_STREAM_ID:
                 async with redis.pipeline(transaction=False) as pipe:
-                    pipe.hset(record_key(sid), "get", "1")
+                    await self.events.sessions.hset_live(pipe, sid, {"get": "1"})
                     pipe.hget(record_key(sid), "seq0")
                     if after is not None:
                         pipe.xrange(key, min=f"{after + 1}-0")
