@@ -142,6 +142,16 @@ class Exchange:
             self.stream.finish()
 
 
+def _unknown_event_id(last_event_id: str | None) -> HttpError:
+    return HttpError(
+        400, jsonrpc.INVALID_REQUEST, f"Bad Request: Last-Event-ID {last_event_id!r} is unknown or no longer retained"
+    )
+
+
+def _get_stream_conflict() -> HttpError:
+    return HttpError(409, jsonrpc.INVALID_REQUEST, "Conflict: only one GET stream per session is allowed")
+
+
 class StreamableHTTP:
     """ASGI app for the `mcp` route (`/mcp` and `/servers/{id}/mcp`)."""
 
@@ -454,31 +464,24 @@ class StreamableHTTP:
             parsed = parse_event_id(last_event_id)
             stream = streams.streams.get(parsed[0]) if parsed else None
             if parsed is None or stream is None or stream.after(parsed[1]) is None:
-                raise HttpError(
-                    400,
-                    jsonrpc.INVALID_REQUEST,
-                    f"Bad Request: Last-Event-ID {last_event_id!r} is unknown or no longer retained",
-                )
+                raise _unknown_event_id(last_event_id)
             cursor, prime = parsed[1], False
         else:
             stream = streams.get_stream()
             cursor, prime = stream.last_seq, True
         if stream.id == GET_STREAM_ID and stream.listener is not None:
-            raise HttpError(409, jsonrpc.INVALID_REQUEST, "Conflict: only one GET stream per session is allowed")
+            raise _get_stream_conflict()
+        await self._serve_stream(stream, cursor, prime and session.revision in PRIMING_REVISIONS, receive, send, abort)
+
+    async def _serve_stream(
+        self, stream: EventStream, cursor: int, prime: bool, receive: Receive, send: Send, abort: Abort | None
+    ) -> None:
+        """A GET's SSE response: `stream`'s events after `cursor`, until it ends or the client leaves."""
         watcher = asyncio.ensure_future(wait_disconnect(receive))
         options = self._session_stream if stream.id == GET_STREAM_ID else self._response_stream
         try:
             await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            await pump(
-                stream,
-                cursor,
-                send,
-                watcher,
-                self.writers,
-                options,
-                abort,
-                prime=prime and session.revision in PRIMING_REVISIONS,
-            )
+            await pump(stream, cursor, send, watcher, self.writers, options, abort, prime=prime)
         finally:
             watcher.cancel()
 
@@ -493,29 +496,11 @@ class StreamableHTTP:
         try:
             stream, cursor = await streams.reader(last_event_id)
         except LookupError:
-            raise HttpError(
-                400,
-                jsonrpc.INVALID_REQUEST,
-                f"Bad Request: Last-Event-ID {last_event_id!r} is unknown or no longer retained",
-            ) from None
+            raise _unknown_event_id(last_event_id) from None
         except ConflictError:
-            raise HttpError(
-                409, jsonrpc.INVALID_REQUEST, "Conflict: only one GET stream per session is allowed"
-            ) from None
-        watcher = asyncio.ensure_future(wait_disconnect(receive))
-        options = self._session_stream if stream.id == GET_STREAM_ID else self._response_stream
+            raise _get_stream_conflict() from None
+        prime = last_event_id is None and session.revision in PRIMING_REVISIONS
         try:
-            await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            await pump(
-                stream,
-                cursor,
-                send,
-                watcher,
-                self.writers,
-                options,
-                abort,
-                prime=last_event_id is None and session.revision in PRIMING_REVISIONS,
-            )
+            await self._serve_stream(stream, cursor, prime, receive, send, abort)
         finally:
-            watcher.cancel()
             streams.stop_following(stream.id)
