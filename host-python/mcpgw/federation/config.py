@@ -74,7 +74,7 @@ class UpstreamConfig:
     health_interval_s: float = 30.0
     max_connections: float = 100  # client sessions with their own connection; beyond, calls share one
     max_pages: float = 100  # pages of each list read from the upstream; past it the catalog is cut (logged, /health)
-    max_message_bytes: float = DEFAULT_MAX_MESSAGE_BYTES  # one message from an HTTP upstream; larger fails its call
+    max_message_bytes: float = DEFAULT_MAX_MESSAGE_BYTES  # one message from the upstream; larger fails its call
     read_timeout_s: float = 300.0  # an HTTP upstream's event stream silent this long counts as gone (0: never)
     oauth: OAuthConfig | None = None  # client credentials for an upstream that needs a token
 
@@ -102,8 +102,8 @@ _KEYS: dict[str, str] = {
     "oauth": "a table ([upstreams.<id>.oauth])",
 }
 _NEEDS = {"stdio": ("command",), "streamable-http": ("url",), "sse": ("url",)}
-_HTTP = {"url", "headers", "max_message_bytes", "read_timeout_s", "oauth"}
-_ONLY = {"stdio": {"command", "args", "env", "cwd"}, "streamable-http": _HTTP, "sse": _HTTP}
+_HTTP = {"url", "headers", "read_timeout_s", "oauth"}
+_ONLY = {"stdio": {"command", "args", "env", "cwd"}, "streamable-http": _HTTP, "sse": _HTTP}  # the rest: all
 
 
 def _fits(kind: str, value: Any) -> bool:

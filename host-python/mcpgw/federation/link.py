@@ -38,7 +38,7 @@ import mcp_types as types
 from mcp.client import Transport
 from mcp.client._transport import TransportStreams
 from mcp.client.session import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import MCP_DEFAULT_TIMEOUT
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
@@ -53,6 +53,7 @@ from .. import __version__
 from ..server.jsonrpc import INTERNAL_ERROR, JsonRpcError
 from .config import UpstreamConfig
 from .sse_client import legacy_sse_client
+from .stdio_client import stdio_client
 
 log = logging.getLogger("mcpgw.federation")
 
@@ -406,7 +407,7 @@ class UpstreamLink:
     async def _stdio(self, params: StdioServerParameters) -> AsyncIterator[TransportStreams]:
         stderr = StderrLog(self.config.id, self.label)
         try:
-            async with stdio_client(params, errlog=stderr.file) as streams:
+            async with stdio_client(params, self, int(self.config.max_message_bytes), stderr.file) as streams:
                 stderr.close()  # the child holds its own copy: EOF comes when the child exits
                 yield streams
         finally:
