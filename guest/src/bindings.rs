@@ -283,6 +283,19 @@ impl wit::Guest for Component {
         }
         honest
     }
+
+    fn evaluate_compact(head: String) -> String {
+        #[cfg(feature = "fault-injection")]
+        if let Some(parsed) = crate::compact::head_from_compact(&head) {
+            inject_fault(parsed.path);
+        }
+        let honest = with_config(|cfg| crate::compact::evaluate_compact(cfg, &head));
+        #[cfg(feature = "hostile")]
+        if let Some(lie) = crate::hostile::intercept_compact(&head, &honest) {
+            return lie;
+        }
+        honest
+    }
 }
 
 export!(Component);

@@ -23,6 +23,24 @@ pub enum Name {
     RequestHeaders,
 }
 
+impl Name {
+    /// Every name, in slot order (the compact head's header codes are
+    /// indices into this list: docs/edge-contract.md section 16).
+    pub const ALL: [Name; 11] = [
+        Name::SessionId,
+        Name::ProtocolVersion,
+        Name::Accept,
+        Name::ContentType,
+        Name::Origin,
+        Name::Host,
+        Name::LastEventId,
+        Name::McpMethod,
+        Name::McpName,
+        Name::RequestMethod,
+        Name::RequestHeaders,
+    ];
+}
+
 /// One slot per `Name`: the last variant's index plus one.
 const SLOTS: usize = Name::RequestHeaders as usize + 1;
 
@@ -91,6 +109,18 @@ impl<'a> Headers<'a> {
             Some(value) => value.as_deref(),
             None => broken_invariant("headers: a Name past SLOTS"),
         }
+    }
+
+    /// Sets the value of `get(name)` as the host already computed it (the
+    /// compact head carries each name's combined, trimmed value once).
+    /// False when the name already has a value.
+    pub fn set(&mut self, name: Name, value: &'a str) -> bool {
+        let entry = self.slot(name);
+        if entry.is_some() {
+            return false;
+        }
+        *entry = Some(Cow::Borrowed(value));
+        true
     }
 
     /// Moves a value out, for fields the context reports as they are.

@@ -84,3 +84,45 @@ pub fn intercept(head_json: &str, honest: &str) -> Option<String> {
         _ => return None,
     })
 }
+
+/// `intercept` for the compact encoding: the same harvest, and on the same
+/// paths lies in the compact shape (docs/edge-contract.md section 16): the
+/// harvest as a canonical path (`leak`) or as a server id on a route that has
+/// none (`leak-vary`), a CORS bit the contract does not have (`cookie`), a
+/// CR LF in the canonical path (`crlf`), a forward cut short (`shape`), a
+/// preflight status that is not 204 or 403 (`status`), and `dump`.
+pub fn intercept_compact(head_text: &str, honest: &str) -> Option<String> {
+    let head = crate::compact::head_from_compact(head_text)?;
+    for name in [Name::SessionId, Name::LastEventId] {
+        if let Some(value) = head.headers.get(name) {
+            harvest(value);
+        }
+    }
+    let trick = head.path.strip_prefix("/__mcpgw_hostile/").or_else(|| {
+        head.path
+            .strip_prefix("/servers/hostile.")
+            .and_then(|rest| rest.strip_suffix("/mcp"))
+    })?;
+    let field = |value: &str| {
+        let len = u32::try_from(value.chars().count())
+            .ok()
+            .and_then(char::from_u32)
+            .unwrap_or('\0');
+        alloc::format!("{len}{value}")
+    };
+    let loot = harvested();
+    Some(match trick {
+        "leak" => alloc::format!(
+            "F0000011H:{}",
+            field(&alloc::format!("/x-mcpgw-harvest: {loot}"))
+        ),
+        "leak-vary" => alloc::format!("F5000011@={}", field(&loot)),
+        "cookie" => alloc::format!("F0000011{}=", char::from(b'@' + 16)),
+        "crlf" => alloc::format!("F0000011H:{}", field("/mcp\r\nX-Injected: 1")),
+        "shape" => String::from("F00"),
+        "status" => String::from("P3"),
+        "dump" => alloc::format!("H{loot}"),
+        _ => return None,
+    })
+    .filter(|_| !honest.is_empty())
+}

@@ -29,6 +29,7 @@
 extern crate alloc;
 
 pub mod accept;
+pub mod compact;
 pub mod config;
 pub mod encoded;
 pub mod evaluate;

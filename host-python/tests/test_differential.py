@@ -12,6 +12,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mcpgw.edge.compact import evaluate_compact_with
 from mcpgw.edge.contract import EdgeConfig, encode_head
 from mcpgw.edge.python_core import PythonCore
 
@@ -226,6 +227,9 @@ def test_backends_agree_on_generated_heads(component, config_index, request_head
     assert got == expected
     # And the Python fallback's own encoded path says the same.
     assert orjson.loads(python.evaluate_encoded(encode_head(*request_head))) == expected
+    # And the compact encoding (what serves), host half included, on any code point.
+    method, path, _, headers = request_head
+    assert evaluate_compact_with(wasm.evaluate_compact, CONFIGS[config_index], method, path, headers) == expected
     # And so do the production paths: ASGI bytes, only the contract's headers for wasm.
     raw = _as_bytes(request_head)
     if raw is not None:
@@ -279,3 +283,19 @@ def test_backends_agree_on_garbage_encoded_input(component, text):
         assert "error" in got and got["error"]["kind"] == expected["error"]["kind"]
     else:
         assert got == expected
+
+
+@FUZZ
+@given(
+    text=st.one_of(
+        st.text(max_size=200),
+        st.binary(max_size=200).map(lambda b: b.decode("latin-1")),
+        st.lists(st.text(max_size=12), max_size=8).map(lambda parts: "".join(chr(len(p)) + p for p in parts)),
+    )
+)
+def test_garbage_compact_heads_are_refused_or_evaluated_never_a_trap(component, text):
+    """Any string into `evaluate-compact`: `E2` (malformed), or an outcome in the compact shape."""
+    wasm = component.instantiate()
+    wasm.configure_encoded(CONFIGS[0].to_json())
+    out = wasm.evaluate_compact(text.encode())
+    assert out == b"E2" or out[:1] in (b"F", b"P"), out

@@ -95,15 +95,21 @@ def test_secrets_never_cross_and_the_real_values_come_back(hostile_path):
     # ...but all the component ever saw were stand-ins: ask it what it harvested.
     dump = orjson.dumps(["GET", "/__mcpgw_hostile/dump", "", []])
     harvest = orjson.loads(core._instance().evaluate_encoded(dump))["harvest"]
-    assert harvest.split() == ["s", "e"], harvest  # the valid session id, the event id; the invalid one is ""
+    # The valid session id's stand-in; the invalid one crosses as "", and Last-Event-ID (only passed
+    # through) does not cross at all in the compact encoding that serves.
+    assert harvest.split() == ["s"], harvest
     for secret in (SECRET_SESSION, SECRET_EVENT, "secret-legacy"):
         assert secret not in harvest
     assert core.traps.total == 0
 
 
+@pytest.mark.parametrize("encoding", ["compact", "json"])
 @pytest.mark.parametrize("trick", TRICKS)
-def test_each_lie_is_an_invalid_output_trap_answered_by_python(hostile_path, trick, caplog):
+def test_each_lie_is_an_invalid_output_trap_answered_by_python(hostile_path, trick, encoding, caplog):
+    """In the compact encoding that serves and in the JSON one (components without the compact export)."""
     core = load_edge("wasm", CFG, hostile_path, **LIMITS).backend
+    assert core.encoding == "compact"
+    core.encoding = encoding
     head = _trick_head(trick)
     with caplog.at_level(logging.WARNING, logger="mcpgw.edge"):
         out = core.evaluate(*head)

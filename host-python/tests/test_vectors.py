@@ -1,5 +1,6 @@
-"""Every vector through every path: Python typed, encoded and raw; wasm encoded (the fast path and
-wasmtime-py's public call path, which serves when the fast path does not fit the wasmtime build) and typed."""
+"""Every vector through every path: Python typed, encoded and raw; wasm compact and encoded (each on the
+fast path and on wasmtime-py's public call path, which serves when the fast path does not fit the wasmtime
+build) and typed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import orjson
 import pytest
 
 from conftest import CASES, VECTORS_DIR
+from mcpgw.edge.compact import evaluate_compact_with
 from mcpgw.edge.contract import EdgeConfig, EdgeError, encode_head
 from mcpgw.edge.python_core import PythonCore
 from mcpgw.edge.vectors import config_outcome, matches
@@ -71,6 +73,15 @@ def _wasm_public(wasm, case):
     return orjson.loads(wasm.evaluate_encoded_public(encode_head(*case.head)))
 
 
+def _wasm_compact(wasm, case, public=False):
+    """The compact encoding (what serves), host half included: the codec writes the head and
+    builds the outcome from the component's decisions."""
+    wasm.configure_encoded(orjson.dumps(case.config).decode())
+    call = wasm.evaluate_compact_public if public else wasm.evaluate_compact
+    method, path, _, headers = case.head
+    return evaluate_compact_with(call, case.edge_config, method, path, headers)
+
+
 def _wasm_typed(wasm, case):
     wasm.configure(case.edge_config)
     return wasm.evaluate_typed(*case.head)
@@ -83,6 +94,8 @@ def test_vector(case, wasm):
         "python-encoded": _python_encoded(case),
         "wasm-encoded": _wasm_encoded(wasm, case),
         "wasm-public": _wasm_public(wasm, case),
+        "wasm-compact": _wasm_compact(wasm, case),
+        "wasm-compact-public": _wasm_compact(wasm, case, public=True),
         "wasm-typed": _wasm_typed(wasm, case),
     }
     raw = _python_raw(case)

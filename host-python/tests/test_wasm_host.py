@@ -120,20 +120,46 @@ def test_hostile_but_legal_heads_stay_within_the_limits(component):
     assert core.traps.total == 0, core.traps
 
 
-def test_only_contract_headers_enter_the_sandbox(component, monkeypatch):
+_SECRET_HEADERS = [
+    (b"authorization", b"Bearer s3cret"),
+    (b"cookie", b"sid=s3cret"),
+    (b"Origin", b"http://localhost:1"),
+    (b"host", b"127.0.0.1:4444"),
+    (b"x-api-key", b"s3cret"),
+    (b"accept", b"*/*"),
+    (b"mcp-session-id", b"s3cret-session"),
+    (b"last-event-id", b"s3cret-event"),
+    (b"mcp-method", b"tools/call"),
+]
+
+
+def test_only_what_a_rule_reads_enters_the_sandbox_compact(component, monkeypatch):
+    """The compact encoding (what serves): the headers a rule reads, each once, the session id as a
+    stand-in, and nothing that is only passed through (Last-Event-ID, Mcp-Method, Mcp-Name)."""
     core = WasmCore(component, CFG)
+    assert core.encoding == "compact"
+    seen = []
+    inst = core._instance()
+    real = inst.evaluate_compact
+    monkeypatch.setattr(inst, "evaluate_compact", lambda head: seen.append(head) or real(head))
+    out = core.evaluate_raw("POST", b"/mcp", b"q=s3cret", _SECRET_HEADERS)
+    assert out["forward"]["origin_state"] == "allowed"
+    assert out["forward"]["session_id"] == "s3cret-session" and out["forward"]["last_event_id"] == "s3cret-event"
+    assert out["forward"]["mcp_method"] == "tools/call"
+    assert b"s3cret" not in seen[0] and b"tools/call" not in seen[0]
+    assert seen[0] == b"\x04POST\x04/mcpa\x01se\x12http://localhost:1f\x0e127.0.0.1:4444c\x03*/*"
+    assert core.traps.total == 0
+
+
+def test_only_contract_headers_enter_the_sandbox(component, monkeypatch):
+    """The JSON encoding (components without the compact export)."""
+    core = WasmCore(component, CFG)
+    core.encoding = "json"
     seen = []
     inst = core._instance()
     real = inst.evaluate_encoded
     monkeypatch.setattr(inst, "evaluate_encoded", lambda head: seen.append(orjson.loads(head)) or real(head))
-    headers = [
-        (b"authorization", b"Bearer s3cret"),
-        (b"cookie", b"sid=s3cret"),
-        (b"Origin", b"http://localhost:1"),
-        (b"host", b"127.0.0.1:4444"),
-        (b"x-api-key", b"s3cret"),
-        (b"accept", b"*/*"),
-    ]
+    headers = _SECRET_HEADERS[:6]
     out = core.evaluate_raw("POST", b"/mcp", b"", headers)
     assert out["forward"]["origin_state"] == "allowed"
     names = [n for n, _ in seen[0][3]]
@@ -147,7 +173,7 @@ def test_a_failed_rebuild_backs_off_and_python_serves(component, monkeypatch, ca
     python = _python()
     head = ("POST", "/mcp", "", [("host", "127.0.0.1:4444")])
     inst = core._instance()
-    monkeypatch.setattr(inst, "evaluate_encoded", lambda head: b"this is not json")
+    monkeypatch.setattr(inst, "evaluate_compact", lambda head: b"\xff this is not UTF-8")
     calls = []
 
     def broken_instantiate():
@@ -155,8 +181,8 @@ def test_a_failed_rebuild_backs_off_and_python_serves(component, monkeypatch, ca
         raise RuntimeError("no memory for a new store")
 
     monkeypatch.setattr(core.component, "instantiate", broken_instantiate)
-    for _ in range(5):  # non-JSON output, then a rebuild that fails, then back-off
+    for _ in range(5):  # malformed output, then a rebuild that fails, then back-off
         assert core.evaluate(*head) == python.evaluate(*head)
-    assert core.traps.by_kind["error"] == 1 and core.traps.by_kind["rebuild-failed"] == 1
+    assert core.traps.by_kind["invalid-output"] == 1 and core.traps.by_kind["rebuild-failed"] == 1
     assert len(calls) == 1, "a failing rebuild must not be retried on every request"
     assert any("cannot build a fresh instance" in r.getMessage() for r in caplog.records)

@@ -83,6 +83,8 @@ EXPECTED_EXPORTS = {
     "configure-encoded": "func(string)->string",
     "evaluate-encoded": "func(string)->string",
 }
+# Exports a host uses when a component has them (docs/edge-contract.md section 16).
+OPTIONAL_EXPORTS = {"evaluate-compact": "func(string)->string"}
 
 
 def describe_type(t: Any) -> str:
@@ -129,6 +131,9 @@ def export_type_problem(component: Any, engine: Any, interface: str) -> str | No
         got = describe_type(items[name].ty)
         if got != expected:
             return f"export {name!r} has type {escape(got, 160)}; the contract says {expected[:160]}"
+    for name, expected in OPTIONAL_EXPORTS.items():
+        if name in items and (got := describe_type(items[name].ty)) != expected:
+            return f"export {name!r} has type {escape(got, 160)}; the contract says {expected}"
     return None
 
 

@@ -97,8 +97,13 @@ def self_test(
     configure_encoded: Callable[[str], str],
     evaluate_encoded: Callable[[bytes], bytes],
     cases: list[Case],
+    evaluate_compact: Callable[[bytes], bytes] | None = None,
 ) -> SelfTestReport:
-    """Run every case through an encoded configure/evaluate pair."""
+    """Run every case through an encoded configure/evaluate pair, and each request case also
+    through `evaluate_compact` (the compact encoding, host half included) when given."""
+    from .compact import evaluate_compact_with
+    from .validate import InvalidOutput
+
     failures: list[str] = []
     for case in cases:
         if case.request is None:
@@ -109,6 +114,14 @@ def self_test(
                 failures.append(f"{case.name}: config refused: {err}")
                 continue
             got = orjson.loads(evaluate_encoded(encode_head(*case.head)))
+            if evaluate_compact is not None and case.edge_config is not None:
+                method, path, _, headers = case.head
+                try:
+                    compact = evaluate_compact_with(evaluate_compact, case.edge_config, method, path, headers)
+                except (ValueError, InvalidOutput) as exc:  # too long to encode, or refused by the guard
+                    compact = {"refused": str(exc)}
+                if not matches(case.expect, compact):
+                    failures.append(f"{case.name} (compact): expected {case.expect}, got {compact}")
         if not matches(case.expect, got):
             failures.append(f"{case.name}: expected {case.expect}, got {got}")
     return SelfTestReport(total=len(cases), failures=failures)

@@ -41,6 +41,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import Component, Func, Linker
 
 from ..logsafe import escape
+from .compact import CompactCodec, lookup, lookup_raw
 from .contract import CONTRACT_VERSION, EdgeConfig, EdgeError, ErrorKind, Header, encode_head
 from .python_core import CONTRACT_HEADERS, PythonCore
 from .validate import (
@@ -67,6 +68,9 @@ TRAP_LOG_INTERVAL_S = 1.0
 _EXPORT_INTERFACE = "mcpgw:edge/transport@1.0.0"
 _CONTRACT_NAMES = frozenset(CONTRACT_HEADERS.values())
 _REQUIRED_EXPORTS = ("version", "configure", "evaluate", "configure-encoded", "evaluate-encoded")
+# Called per request when the component has it (docs/edge-contract.md section 16); else
+# `evaluate-encoded` serves.
+_COMPACT_EXPORT = "evaluate-compact"
 
 
 class ComponentLoadError(Exception):
@@ -219,7 +223,8 @@ def verify_component(
     component = WasmComponent(wasm, source=source, fuel=fuel, memory_bytes=memory_bytes)
     probe = component.instantiate()
     try:
-        report = self_test(probe.configure_encoded_text, probe.evaluate_encoded, cases)
+        compact = probe.evaluate_compact if probe.has_compact else None
+        report = self_test(probe.configure_encoded_text, probe.evaluate_encoded, cases, compact)
     except Exception as exc:  # noqa: BLE001 - a trap (any wasmtime error) during the self-test fails it
         raise ComponentLoadError("self-test-failed", f"{type(exc).__name__}: {_cause_line(exc)}") from None
     if not report.passed:
@@ -236,10 +241,12 @@ def instantiate(
     interface: str,
     exports: Iterable[str],
     cause: Callable[[WasmtimeError], str],
+    optional: Iterable[str] = (),
 ) -> tuple[Store, dict[str, Func]]:
     """A fresh store with its limits and fuel, the component instantiated in it, and the named
-    functions of `interface`; ComponentLoadError (instantiate-failed, contract-mismatch) otherwise.
-    The edge and plugins instantiate through this one path."""
+    functions of `interface` (those in `optional` only when exported); ComponentLoadError
+    (instantiate-failed, contract-mismatch) otherwise. The edge and plugins instantiate through
+    this one path."""
     store = Store(engine)
     store.set_limits(memory_size=memory_bytes)
     store.set_fuel(fuel)
@@ -257,6 +264,11 @@ def instantiate(
         if func is None:
             raise ComponentLoadError("contract-mismatch", f"component lacks export {name!r}")
         funcs[name] = func
+    for name in optional:
+        index = instance.get_export_index(store, name, iface)
+        func = instance.get_func(store, index) if index is not None else None
+        if func is not None:
+            funcs[name] = func
     return store, funcs
 
 
@@ -276,14 +288,19 @@ class WasmInstance:
             _EXPORT_INTERFACE,
             _REQUIRED_EXPORTS,
             str,
+            (_COMPACT_EXPORT,),
         )
         self.store = store
         self.funcs = funcs
+        self.has_compact = _COMPACT_EXPORT in funcs
         if component.call_path != "fast":
             self.evaluate_encoded = self.evaluate_encoded_public  # type: ignore[method-assign]
+            self.evaluate_compact = self.evaluate_compact_public  # type: ignore[method-assign]
             return
 
         self._encoded = EncodedCall(store, funcs["evaluate-encoded"])
+        if self.has_compact:
+            self._compact = EncodedCall(store, funcs[_COMPACT_EXPORT])
 
     # --- slow, generic calls (start-up, tests) -------------------------------
 
@@ -327,11 +344,22 @@ class WasmInstance:
         out: str = self.funcs["evaluate-encoded"](self.store, head.decode())
         return out.encode()
 
+    def evaluate_compact_public(self, head: bytes) -> bytes:
+        """`evaluate-compact` through wasmtime-py's public API (see `evaluate_encoded_public`)."""
+        self.store.set_fuel(self._fuel + FUEL_PER_BYTE * len(head))
+        out: str = self.funcs[_COMPACT_EXPORT](self.store, head.decode())
+        return out.encode()
+
     # --- the hot path ----------------------------------------------------------
 
     def evaluate_encoded(self, head: bytes) -> bytes:
         """One encoded head in, one encoded outcome out. Raises WasmtimeError on a trap."""
         return self._encoded(head, self._fuel + FUEL_PER_BYTE * len(head))
+
+    def evaluate_compact(self, head: bytes) -> bytes:
+        """One compact head in, the component's compact decisions out (section 16; only when
+        `has_compact`). Raises WasmtimeError on a trap."""
+        return self._compact(head, self._fuel + FUEL_PER_BYTE * len(head))
 
 
 class EncodedCall:
@@ -525,6 +553,7 @@ class WasmCore:
         self.on_trap: Any = None
         self._config_json = config.to_json()
         self._guard = OutcomeGuard(config)  # every outcome is checked before it is used or cached
+        self._codec = CompactCodec(config)  # ... on the compact path, by building it from decisions
         self._fallback = PythonCore()
         self._fallback.configure(config)
         self.traps = TrapCounts()
@@ -537,6 +566,8 @@ class WasmCore:
         first = self.component.instantiate()
         first.configure_encoded(self._config_json)
         self._inst: WasmInstance | None = first
+        # The encoding every request crosses in: compact when the component exports it.
+        self.encoding = "compact" if first.has_compact else "json"
 
     def _instance(self) -> WasmInstance | None:
         """The instance, rebuilt after a failure; None while a failed rebuild
@@ -563,6 +594,11 @@ class WasmCore:
         return inst
 
     def evaluate(self, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
+        if self.encoding == "compact":
+            found = lookup(headers)
+            head = self._codec.head(method, path, found)
+            if head is not None:
+                return self._evaluate_compact(head, method, path, found)
         wanted = _CONTRACT_NAMES
         pairs = [(key, v) for n, v in headers if (key := n.lower()) in wanted]
         crossing, secrets = redact(pairs)
@@ -573,8 +609,14 @@ class WasmCore:
     ) -> dict[str, Any]:
         """The ASGI hot path: header bytes as received. Only the headers the contract
         reads cross into the sandbox (never Authorization or Cookie), decoded as latin-1;
-        session ids and Last-Event-ID as stand-ins, the query not at all (validate.redact)."""
+        session ids and Last-Event-ID as stand-ins, the query not at all (validate.redact).
+        In the compact encoding (the default) only what a rule reads crosses (compact.py)."""
         path = raw_path.decode("latin-1")
+        if self.encoding == "compact":
+            found = lookup_raw(headers)
+            head = self._codec.head(method, path, found)
+            if head is not None:
+                return self._evaluate_compact(head, method, path, found)
         crossing, secrets = redact_raw(headers, CONTRACT_HEADERS)
         return restore(self._evaluate(orjson.dumps([method, path, "", crossing]), method, path, "", crossing), secrets)
 
@@ -595,6 +637,21 @@ class WasmCore:
                 return self._recover(InvalidOutput(problem), method, path, query, headers)
             return out
 
+    def _evaluate_compact(self, head: bytes, method: str, path: str, found: dict[str, str]) -> dict[str, Any]:
+        """The compact crossing: the context is built from the component's decisions and the
+        values the host holds (`found`: section 1's `get` of the real head), checked as it is
+        built; any failure is counted like a trap and Python answers from the same values."""
+        with self._lock:
+            inst = self._inst or self._rebuild()
+            if inst is None:
+                return self._fallback._evaluate(method, path, found)
+            self.crossings += 1
+            try:
+                return self._codec.outcome(inst.evaluate_compact(head), method, path, found)
+            except Exception as exc:  # noqa: BLE001 - a trap or an answer the contract does not allow
+                self._fail(exc)
+                return self._fallback._evaluate(method, path, found)
+
     def _count(self, kind: str) -> None:
         """Lock held."""
         self.traps.total += 1
@@ -606,6 +663,11 @@ class WasmCore:
 
     def _recover(self, cause: Any, method: str, path: str, query: str, headers: list[Header]) -> dict[str, Any]:
         """Lock held."""
+        self._fail(cause)
+        return self._fallback.evaluate(method, path, query, headers)
+
+    def _fail(self, cause: Any) -> None:
+        """Count and log a failed call and drop its instance. Lock held."""
         self._inst = None  # a trapped instance is unusable: rebuild on next call
         if isinstance(cause, WasmtimeError):
             kind = classify_trap(str(cause))
@@ -627,4 +689,3 @@ class WasmCore:
                 _cause_line(cause),
                 f" ({suppressed} more failures in the last interval, not logged)" if suppressed else "",
             )
-        return self._fallback.evaluate(method, path, query, headers)
