@@ -8,7 +8,7 @@ import copy
 import functools
 from typing import Any
 
-from ..server.catalog import RESOURCE_NOT_FOUND, Catalog
+from ..server.catalog import LIST_KEYS, RESOURCE_NOT_FOUND, Catalog
 from ..server.context import LOG_LEVELS, CallContext
 from ..server.dispatcher import _no_cursor
 from ..server.jsonrpc import INVALID_PARAMS, JsonRpcError
@@ -81,6 +81,18 @@ class GatewayDispatcher(FederatedDispatcher):
         upstream = self.federation.by_prefix.get(split[0]) if split else None
         return (upstream, split[1]) if upstream and split else None
 
+    def answers_at_once(self, method: str, params: dict[str, Any]) -> bool:
+        """What the built-in catalog answers alone: a call of a quiet built-in tool (a name no
+        upstream owns), ping, and, with no upstream configured, the rest of the built-ins' methods
+        (with upstreams, lists and reads may wait on them and depend on the session's views)."""
+        if method == "tools/call":
+            return super().answers_at_once(method, params) and (
+                not self.federation.upstreams or self._owner(params.get("name")) is None
+            )
+        if method == "ping":
+            return True
+        return not self.federation.upstreams and super().answers_at_once(method, params)
+
     def owner(self, method: str, params: dict[str, Any]) -> str | None:
         if method in ("tasks/get", "tasks/result", "tasks/cancel"):
             upstream = self.federation.upstreams.get(named_upstream(params.get("taskId")) or "")
@@ -149,6 +161,8 @@ class GatewayDispatcher(FederatedDispatcher):
     async def _result(
         self, method: str, params: dict[str, Any], ctx: CallContext, session: Session | None
     ) -> dict[str, Any]:
+        if ctx.lists_as_bytes and method in LIST_KEYS and not self.federation.upstreams:
+            return await super()._result(method, params, ctx, session)  # the built-ins' lists alone
         if method == "tools/list":
             _no_cursor(params)
             return {"tools": self.catalog.tool_list() + await self._listed("tools", "name", public_name, session)}

@@ -35,7 +35,13 @@ class VirtualDispatcher(FederatedDispatcher):
     def endpoint(self) -> str:
         return f"/servers/{self.upstream.id}/mcp"
 
+    def answers_at_once(self, method: str, params: dict[str, Any]) -> bool:
+        return method == "ping"  # everything else is the upstream's
+
     def owner(self, method: str, params: dict[str, Any]) -> str | None:
+        return self.upstream.id
+
+    def listen_scope(self) -> str | None:
         return self.upstream.id
 
     def server_info(self) -> dict[str, Any]:

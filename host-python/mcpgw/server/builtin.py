@@ -1,7 +1,8 @@
 """The embedded default catalog: what the gateway serves with no upstream configured.
 
 Small on purpose, but it exercises every part of the protocol a client can
-meet: plain results, tool errors, progress, cancellation, logging, text and
+meet: plain results, tool errors, progress, cancellation, logging, elicitation
+(an InputRequiredResult in 2026-07-28), text and
 binary resources, a resource template, a prompt with arguments and completion.
 """
 
@@ -71,6 +72,35 @@ async def _log(args: dict[str, Any], ctx: CallContext) -> str:
     return f"sent {sent} log message(s) at {level} (client level {ctx.log_level or 'off'})"
 
 
+async def _ask(args: dict[str, Any], ctx: CallContext) -> str:
+    question = args.get("question")
+    if not isinstance(question, str) or not question:
+        raise ToolArgumentError("'question' must be a non-empty string")
+    if "elicitation" not in ctx.capabilities:
+        raise ToolArgumentError("the client declared no elicitation capability: nobody to ask")
+    # Sessions: elicitation/create on the request's stream. 2026-07-28: an InputRequiredResult,
+    # and the client's retry carries the answer under the same key.
+    answer = await ctx.input(
+        "answer",
+        "elicitation/create",
+        {
+            "mode": "form",
+            "message": question,
+            "requestedSchema": {
+                "type": "object",
+                "properties": {"answer": {"type": "string", "title": "Answer"}},
+                "required": ["answer"],
+            },
+        },
+    )
+    if not isinstance(answer, dict) or answer.get("action") not in ("accept", "decline", "cancel"):
+        raise ToolArgumentError("the client's answer is not an elicitation result")
+    content = answer.get("content")
+    if answer["action"] == "accept" and isinstance(content, dict) and isinstance(content.get("answer"), str):
+        return f"answered: {content['answer']}"
+    return f"no answer: the client chose {answer['action']}"
+
+
 def _png_1x1(rgb: tuple[int, int, int]) -> bytes:
     """A one-pixel PNG: a real binary resource, built here rather than pasted as opaque base64."""
 
@@ -109,6 +139,7 @@ def builtin_catalog() -> Catalog:
             "Returns the given text unchanged.",
             {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
             _echo,
+            quiet=True,
         ),
         Tool(
             "add",
@@ -119,6 +150,7 @@ def builtin_catalog() -> Catalog:
                 "required": ["a", "b"],
             },
             _add,
+            quiet=True,
         ),
         Tool(
             "sleep",
@@ -146,6 +178,12 @@ def builtin_catalog() -> Catalog:
                 "required": ["message"],
             },
             _log,
+        ),
+        Tool(
+            "ask",
+            "Asks the client's user a question (elicitation, form mode) and returns the answer.",
+            {"type": "object", "properties": {"question": {"type": "string"}}, "required": ["question"]},
+            _ask,
         ),
     ]
     resources = [

@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from .context import CallContext
 from .jsonrpc import INVALID_PARAMS, JsonRpcError
 
@@ -30,6 +32,9 @@ class Tool:
     description: str
     input_schema: dict[str, Any]
     run: ToolFn
+    # Sends nothing before its result (no progress, log or request to the client) and waits on
+    # nothing outside the process: a transport may answer a call of it in the connection's own task.
+    quiet: bool = False
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "inputSchema": self.input_schema}
@@ -105,15 +110,48 @@ class Prompt:
 MAX_COMPLETIONS = 100  # the spec caps completion values per response at 100
 
 
+# The result key of each list method, as the catalog serialises it.
+LIST_KEYS = {
+    "tools/list": "tools",
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+    "prompts/list": "prompts",
+}
+
+
 @dataclass
 class Catalog:
     tools: dict[str, Tool] = field(default_factory=dict)
     resources: dict[str, Resource] = field(default_factory=dict)
     templates: list[ResourceTemplate] = field(default_factory=list)
     prompts: dict[str, Prompt] = field(default_factory=dict)
+    # Bumped by `changed()`; the pre-serialised lists are of one version.
+    version: int = 0
+    _serialised: dict[str, tuple[int, orjson.Fragment]] = field(default_factory=dict, repr=False, compare=False)
+
+    def changed(self) -> None:
+        """Say the catalog changed (what changes it must call this): its lists are serialised anew."""
+        self.version += 1
 
     def tool_list(self) -> list[dict[str, Any]]:
         return [t.describe() for t in self.tools.values()]
+
+    def listing(self, method: str) -> list[dict[str, Any]]:
+        """The items of a list method's result (`LIST_KEYS`)."""
+        if method == "tools/list":
+            return self.tool_list()
+        if method == "resources/list":
+            return [r.describe() for r in self.resources.values()]
+        if method == "resources/templates/list":
+            return [t.describe() for t in self.templates]
+        return [p.describe() for p in self.prompts.values()]
+
+    def serialised(self, method: str) -> orjson.Fragment:
+        """`listing(method)` as JSON bytes, serialised once per catalog version."""
+        cached = self._serialised.get(method)
+        if cached is None or cached[0] != self.version:
+            cached = self._serialised[method] = (self.version, orjson.Fragment(orjson.dumps(self.listing(method))))
+        return cached[1]
 
     async def call_tool(self, params: dict[str, Any], ctx: CallContext) -> dict[str, Any]:
         name = params.get("name")

@@ -7,10 +7,22 @@ from typing import Any
 from .. import __version__
 from ..protocol import ALL_REVISIONS, STATELESS_REVISION
 from ..state.session import Session
-from .catalog import Catalog
+from .catalog import LIST_KEYS, Catalog
 from .context import LOG_LEVELS, CallContext
+from .input_required import (
+    INTERACTIVE_METHODS,
+    InputRequired,
+    RequestStates,
+    input_required_result,
+    strip_retry,
+)
 from .jsonrpc import INVALID_PARAMS, METHOD_NOT_FOUND, JsonRpcError, error_response, result_response
+from .listen import ListenHub
 from .stateless import SESSION_ONLY_METHODS, stamp_result
+
+# The requestState key of this process (input_required.py); the composition root replaces it
+# with MCPGW_REQUEST_STATE_KEY's when set.
+PROCESS_STATES = RequestStates()
 
 CAPABILITIES: dict[str, Any] = {
     "tools": {"listChanged": True},
@@ -19,8 +31,11 @@ CAPABILITIES: dict[str, Any] = {
     "logging": {},
     "completions": {},
 }
+# Methods the built-in catalog answers from memory, sending nothing first (`answers_at_once`).
+AT_ONCE_METHODS = frozenset({"ping", *LIST_KEYS, "resources/read", "prompts/get", "completion/complete"})
 INSTRUCTIONS = (
-    "mcpgw built-in catalog: echo, add, sleep and log tools; a readme, a logo and an echo template; a greet prompt."
+    "mcpgw built-in catalog: echo, add, sleep, log and ask tools; a readme, a logo and an echo template;"
+    " a greet prompt."
 )
 
 
@@ -40,8 +55,16 @@ def _no_cursor(params: dict[str, Any]) -> None:
 
 
 class Dispatcher:
+    # 2026-07-28 subscriptions/listen streams (set by the composition root; None: not offered).
+    listens: ListenHub | None = None
+    states: RequestStates = PROCESS_STATES  # signs and checks InputRequiredResult requestState
+
     def __init__(self, catalog: Catalog):
         self.catalog = catalog
+
+    def listen_scope(self) -> str | None:
+        """Which endpoint's events a subscriptions/listen here receives (None: /mcp's)."""
+        return None
 
     def server_info(self) -> dict[str, Any]:
         return {"name": "mcpgw", "version": __version__}
@@ -62,6 +85,19 @@ class Dispatcher:
     def endpoint(self) -> str:
         """The path clients reach this dispatcher at (what plugins see as the endpoint)."""
         return "/mcp"
+
+    def answers_at_once(self, method: str, params: dict[str, Any]) -> bool:
+        """Whether answering `method` sends the client nothing before its result (no log,
+        notification or server-to-client request) and waits on nothing outside this process:
+        then the engine may answer it in the transport's own task, without a task of its own
+        (`SessionEngine.answer_now`). The built-in catalog's lists, reads and completions, ping,
+        and calls of its quiet tools; anything else (or unknown) is False."""
+        if method in AT_ONCE_METHODS:
+            return True
+        if method == "tools/call":
+            tool = self.catalog.tools.get(params.get("name"))  # type: ignore[arg-type]
+            return tool is not None and tool.quiet
+        return False
 
     def owner(self, method: str, params: dict[str, Any]) -> str | None:
         """The upstream that owns the tool, prompt or resource a request names; None for built-ins."""
@@ -96,12 +132,30 @@ class Dispatcher:
                     )
                 if method == "server/discover":
                     result = self.discover_result()
+                elif method == "subscriptions/listen" and self.listens is not None:
+                    result = await self.listens.serve(self.listen_scope(), id_, _params(message), ctx)
+                elif method in INTERACTIVE_METHODS:
+                    result = await self._interactive(method, _params(message), ctx, session)
                 else:
                     result = await self._result(method, _params(message), ctx, session)
                 return result_response(id_, stamp_result(method, result, self.server_info()))
             return result_response(id_, await self._result(method, _params(message), ctx, session))
         except JsonRpcError as err:
             return error_response(id_, err.code, err.message, err.data)
+
+    async def _interactive(
+        self, method: str, params: dict[str, Any], ctx: CallContext, session: Session | None
+    ) -> dict[str, Any]:
+        """A 2026-07-28 tools/call, prompts/get or resources/read: a retry's requestState is
+        checked first; a handler that needs the client's input answers InputRequiredResult."""
+        continuation = self.states.verify(method, params, ctx.caller)
+        if continuation is not None:
+            ctx.input_responses, ctx.exchange = continuation.responses, continuation.exchange
+        try:
+            return await self._result(method, strip_retry(params), ctx, session)
+        except InputRequired as needed:
+            state = self.states.issue(method, params, ctx.caller, needed.exchange)
+            return input_required_result(needed.requests, state)
 
     async def _result(
         self, method: str, params: dict[str, Any], ctx: CallContext, session: Session | None
@@ -111,20 +165,12 @@ class Dispatcher:
             return {}
         if method == "tools/call":
             return await catalog.call_tool(params, ctx)
-        if method == "tools/list":
+        if method in LIST_KEYS:
             _no_cursor(params)
-            return {"tools": catalog.tool_list()}
-        if method == "resources/list":
-            _no_cursor(params)
-            return {"resources": [r.describe() for r in catalog.resources.values()]}
-        if method == "resources/templates/list":
-            _no_cursor(params)
-            return {"resourceTemplates": [t.describe() for t in catalog.templates]}
+            items = catalog.serialised(method) if ctx.lists_as_bytes else catalog.listing(method)
+            return {LIST_KEYS[method]: items}
         if method == "resources/read":
             return catalog.read_resource(params.get("uri"))
-        if method == "prompts/list":
-            _no_cursor(params)
-            return {"prompts": [p.describe() for p in catalog.prompts.values()]}
         if method == "prompts/get":
             return catalog.get_prompt(params)
         if method == "completion/complete":

@@ -9,6 +9,8 @@ into JSON-RPC messages, and says how an answer reaches the client:
     engine.notify(session, message, dispatcher)                       (initialized, cancelled, others)
     engine.resolve(session, message)                                  (the client's answer to our request)
     engine.submit(message, session, revision, dispatcher, emit, reply, principal=p)
+    await engine.answer_now(message, session, revision, dispatcher, principal=p) -> response
+                                                                      (no task: when can_answer_now says so)
     await engine.share(session)                                       (Streamable HTTP: visible to every process)
     await engine.find(session_id, transport, server_id, principal=p) -> Session | None   (bound to its principal)
     await engine.terminate(session)                                   (DELETE: ended everywhere)
@@ -31,10 +33,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from ..protocol import LATEST_SESSIONFUL, SESSIONFUL_REVISIONS
 from ..state.principal import Principal, same_caller
@@ -44,7 +47,7 @@ from . import jsonrpc
 from .context import LOG_LEVELS, CallContext, Emit
 from .dispatcher import Dispatcher
 from .hooks import Guard, Hooks
-from .stateless import LOG_LEVEL_KEY, envelope
+from .stateless import CLIENT_CAPABILITIES_KEY, LOG_LEVEL_KEY, envelope
 
 log = logging.getLogger("mcpgw.engine")
 
@@ -61,6 +64,23 @@ UNCLAIMED = frozenset(
 # The `data` of the error answering a request whose session state could not be reached (Redis):
 # a transport that has not started its response answers it with 503 and Retry-After instead.
 STATE_UNAVAILABLE = {"stateUnavailable": True, "retryAfter": 5}
+
+
+async def _silent(message: dict[str, Any]) -> bool:
+    return False
+
+
+# The emit of a request answered at once (`answer_now`): nothing goes out before its result.
+SILENT: Emit = _silent
+
+
+# How long a built-in tool waits for the client's answer to its request (elicitation, sampling).
+ASK_CLIENT_TIMEOUT_S = 300.0
+
+
+async def _ask_client(session: Session, emit: Emit, method: str, params: dict[str, Any]) -> Any:
+    """A request to the client on the stream of the request it serves, else the session's."""
+    return await session.request(method, params, timeout=ASK_CLIENT_TIMEOUT_S, emit=emit)
 
 
 def unavailable_answer(id_: Any, exc: Exception) -> dict[str, Any]:
@@ -131,7 +151,12 @@ class SessionEngine:
         self.observe: Callable[[dict[str, Any], Response | None], None] | None = None
         self.requests: set[asyncio.Task[Response | None]] = set()  # running, every session and transport
         self._writes: set[asyncio.Future[Any]] = set()  # answers being written by a transport
+        # Shared sessions: a finished request's id release on its way to Redis; its answer waits for it.
+        self._releasing: dict[asyncio.Future[Any], asyncio.Future[Any]] = {}
         self.draining = False
+        # Called when the shutdown drain begins: long-lived requests that end gracefully on their
+        # own (2026-07-28 subscriptions/listen streams) are told to, instead of waiting out the grace.
+        self.on_drain: list[Callable[[], None]] = []
         self._expiry: asyncio.Task[None] | None = None
 
     def live(self) -> dict[str, int]:
@@ -153,6 +178,8 @@ class SessionEngine:
         if self.draining:
             return
         self.draining = True
+        for drain in self.on_drain:
+            drain()
         if self.requests:
             await asyncio.wait(set(self.requests), timeout=grace_s)
         for task in list(self.requests):
@@ -317,34 +344,19 @@ class SessionEngine:
         reply: Reply,
         *,
         principal: Principal | None,
+        client: str | None = None,
     ) -> asyncio.Task[Response | None] | None:
         """Answer one request (never `initialize` of a session-opening POST: see open_session).
-        `principal` is the caller of a request without a session (a session's is its own).
+        `principal` is the caller of a request without a session (a session's is its own);
+        `client` its address (a 2026-07-28 listen stream counts against that address's cap).
         Returns the running request, or None when it was answered at once."""
         id_ = message["id"]
-        refusal: str | None = None
-        if session is not None:
-            if not session.ready:
-                if message["method"] == "ping":  # the one request allowed before initialize
-                    self._reply(reply, jsonrpc.result_response(id_, {}))
-                    return None
-                refusal = "Invalid Request: send initialize first"
-            elif message["method"] == "initialize":
-                refusal = "Invalid Request: the session is already initialized"
-            elif session.running(id_):
-                refusal = f"Invalid Request: request id {id_!r} is already in use"
-            elif self._over_request_cap(session, 1):
-                self.refusals["requests_per_session"] += 1
-                self._reply(reply, jsonrpc.error_response(id_, LIMIT_EXCEEDED, self._request_cap_message()))
-                return None
-        if refusal is not None:
-            self._reply(reply, jsonrpc.error_response(id_, jsonrpc.INVALID_REQUEST, refusal))
-            return None
-        if self.draining:
-            self._reply(reply, jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, SHUTDOWN_MESSAGE))
+        settled = self._settled(message, session)
+        if settled is not None:
+            self._reply(reply, settled)
             return None
         caller = session.principal if session is not None else principal
-        answer = self._answer(message, revision, session, dispatcher, emit, caller)
+        answer = self._answer(message, revision, session, dispatcher, emit, caller, client)
         task = asyncio.ensure_future(answer if self.trace is None else self.trace(message, session, answer))
         self.requests.add(task)
         if session is not None:
@@ -356,10 +368,105 @@ class SessionEngine:
             response = self._cancelled_answer(id_, "") if done.cancelled() else done.result()
             if self.observe is not None:
                 self.observe(message, response)
-            self._reply(reply, response)
+            released = self._releasing.pop(done, None)
+            if released is None or released.done():
+                self._reply(reply, response)
+            else:
+                self._reply_after(released, reply, response)
 
         task.add_done_callback(finished)
         return task
+
+    def _reply_after(self, released: asyncio.Future[Any], reply: Reply, response: Response | None) -> None:
+        """Answer once the request's id is released across processes (the drain waits for it too):
+        a client reusing the id at once on another process finds it free."""
+        self._writes.add(released)
+
+        def answer(done: asyncio.Future[Any]) -> None:
+            self._writes.discard(done)
+            if not done.cancelled():
+                done.exception()  # Redis unreachable: the claim is taken over once this process stops heartbeating
+            self._reply(reply, response)
+
+        released.add_done_callback(answer)
+
+    def _settled(self, message: dict[str, Any], session: Session | None) -> Response | None:
+        """The answer to a request that is answered without running it (ping before initialize, a
+        refusal: not initialized, a repeated id, the request cap, the drain), else None."""
+        id_ = message["id"]
+        refusal: str | None = None
+        if session is not None:
+            if not session.ready:
+                if message["method"] == "ping":  # the one request allowed before initialize
+                    return jsonrpc.result_response(id_, {})
+                refusal = "Invalid Request: send initialize first"
+            elif message["method"] == "initialize":
+                refusal = "Invalid Request: the session is already initialized"
+            elif session.running(id_):
+                refusal = f"Invalid Request: request id {id_!r} is already in use"
+            elif self._over_request_cap(session, 1):
+                self.refusals["requests_per_session"] += 1
+                return jsonrpc.error_response(id_, LIMIT_EXCEEDED, self._request_cap_message())
+        if refusal is not None:
+            return jsonrpc.error_response(id_, jsonrpc.INVALID_REQUEST, refusal)
+        if self.draining:
+            return jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, SHUTDOWN_MESSAGE)
+        return None
+
+    def can_answer_now(self, message: dict[str, Any], dispatcher: Dispatcher) -> bool:
+        """Whether `answer_now` may answer this request: nothing can go to the client before its
+        result (no progress token; the dispatcher says the method sends no log, notification or
+        server-to-client request and waits on nothing outside this process)."""
+        params = message.get("params")
+        if envelope(params).get("progressToken") is not None:
+            return False
+        return dispatcher.answers_at_once(message["method"], params if isinstance(params, dict) else {})
+
+    async def answer_now(
+        self,
+        message: dict[str, Any],
+        session: Session | None,
+        revision: str,
+        dispatcher: Dispatcher,
+        *,
+        principal: Principal | None,
+        client: str | None = None,
+    ) -> Response | None:
+        """`submit` without a task, for a request `can_answer_now` accepted: it runs in the
+        caller's own task (a transport's connection), which returns its response (None: cancelled
+        by the client). The same refusals, observers and cancellation: while the answer runs, the
+        caller's task is the request a notifications/cancelled or the shutdown drain cancels, and
+        the cancellation ends with the answer (the task goes on to write it)."""
+        settled = self._settled(message, session)
+        if settled is not None:
+            return settled
+        id_ = message["id"]
+        task = asyncio.current_task()
+        assert task is not None
+        caller = session.principal if session is not None else principal
+        answer = self._answer(message, revision, session, dispatcher, SILENT, caller, client)
+        cancels = task.cancelling()
+        running = cast("asyncio.Task[Response | None]", task)
+        self.requests.add(running)
+        if session is not None:
+            session.hold(id_, task)
+        try:
+            response = await (answer if self.trace is None else self.trace(message, session, answer))
+        except asyncio.CancelledError as exc:  # landed before the dispatch's own handler
+            response = self._cancelled_answer(id_, exc.args[0] if exc.args else "")
+        finally:
+            self.requests.discard(running)
+            if session is not None:
+                session.release_hold(id_, task)
+        released = self._releasing.pop(task, None)
+        if released is not None:  # a shared session's id release: the answer waits for it, as in submit
+            with contextlib.suppress(StateUnavailable):
+                await released
+        while task.cancelling() > cancels:
+            task.uncancel()  # that cancellation was the request's, and it is answered
+        if self.observe is not None:
+            self.observe(message, response)
+        return response
 
     def _reply(self, reply: Reply, response: Response | None) -> None:
         pending = reply(response)
@@ -381,10 +488,11 @@ class SessionEngine:
         dispatcher: Dispatcher,
         emit: Emit,
         principal: Principal | None,
+        client: str | None = None,
     ) -> Response | None:
         if session is not None and session.shared and message["method"] not in UNCLAIMED:
             return await self._answer_shared(message, revision, session, dispatcher, emit, principal)
-        return await self._dispatch(message, revision, session, dispatcher, emit, principal)
+        return await self._dispatch(message, revision, session, dispatcher, emit, principal, client)
 
     async def _answer_shared(
         self,
@@ -396,38 +504,31 @@ class SessionEngine:
         principal: Principal | None,
     ) -> Response | None:
         """A request of a shared session that may change something: it runs once its id is
-        claimed across processes, and holds the claim until answered."""
+        claimed across processes, and holds the claim until answered (the release is queued when
+        it finishes; `submit` writes the answer once the release is done)."""
         id_ = message["id"]
-        claim = asyncio.ensure_future(self.sessions.claim(session, id_))  # a future: no task made
-        claimed = False
         try:
-            # Shielded: a cancellation while the claim is on its way must not cancel the claim
-            # itself (its SET would still land in Redis, unreleased); `_release_late` lets it go.
-            claimed = await asyncio.shield(claim)
-            if not claimed:
+            # Cancelled while the claim is on its way, the claim future is cancelled with it; the
+            # registry then releases the id if Redis granted it (state/shared.py, _flush).
+            if not await self.sessions.claim(session, id_):
                 return jsonrpc.error_response(
                     id_, jsonrpc.INVALID_REQUEST, f"Invalid Request: request id {id_!r} is already in use"
                 )
+        except StateUnavailable as exc:
+            return unavailable_answer(id_, exc)
+        except asyncio.CancelledError as exc:  # while waiting for the claim (the dispatch answers its own)
+            return self._cancelled_answer(id_, exc.args[0] if exc.args else "")
+        try:
             response = await self._dispatch(message, revision, session, dispatcher, emit, principal)
             if message["method"] == "logging/setLevel" and response is not None and "result" in response:
                 await self.sessions.store(session)  # every process logs at the level the client chose
             return response
         except StateUnavailable as exc:
             return unavailable_answer(id_, exc)
-        except asyncio.CancelledError as exc:  # while waiting for the claim (the dispatch answers its own)
-            return self._cancelled_answer(id_, exc.args[0] if exc.args else "")
         finally:
-            if claimed:
-                # Unreleased (Redis unreachable), the claim is taken over once this process stops heartbeating.
-                with contextlib.suppress(StateUnavailable):
-                    await self.sessions.release(session, id_)
-            elif not claim.done():
-                claim.add_done_callback(lambda done: self._release_late(session, id_, done))
-
-    def _release_late(self, session: Session, id_: Any, claim: asyncio.Future[bool]) -> None:
-        """A claim that came back after its request was given up: let it go."""
-        if not claim.cancelled() and claim.exception() is None and claim.result():
-            self._background(self.sessions.release(session, id_))
+            task = asyncio.current_task()
+            if task is not None:
+                self._releasing[task] = self.sessions.release(session, id_)
 
     async def _dispatch(
         self,
@@ -437,16 +538,30 @@ class SessionEngine:
         dispatcher: Dispatcher,
         emit: Emit,
         principal: Principal | None,
+        client: str | None = None,
     ) -> Response | None:
         id_ = message["id"]
         try:
             meta = envelope(message.get("params"))
+            caller = "\x1f".join(principal.key) if principal is not None else ""
             if session is not None:
-                log_level: str | None = session.log_level
+                ctx = CallContext(id_, revision, emit, meta.get("progressToken"), session.log_level)
+                ctx.capabilities = session.client_capabilities or {}
+                ctx.ask_client = functools.partial(_ask_client, session, emit)
             else:  # 2026-07-28: logs only when this request asks for them
                 requested = meta.get(LOG_LEVEL_KEY)
                 log_level = requested if isinstance(requested, str) and requested in LOG_LEVELS else None
-            ctx = CallContext(id_, revision, emit, meta.get("progressToken"), log_level)
+                declared = meta.get(CLIENT_CAPABILITIES_KEY)
+                ctx = CallContext(id_, revision, emit, meta.get("progressToken"), log_level)
+                ctx.capabilities = declared if isinstance(declared, dict) else {}
+            ctx.client, ctx.caller = client, caller
+            # Answered at once, the response is serialised as soon as it is returned: the
+            # catalog's lists may come as pre-serialised bytes, unless something reads them first.
+            ctx.lists_as_bytes = (
+                emit is SILENT
+                and self.access is None
+                and (self.hooks is None or message["method"] not in self.hooks.methods)
+            )
             if self.access is not None:  # [auth.policy]: hidden names, filtered lists (auth/access.py)
                 dispatcher = self.access.guard(dispatcher, principal)
             hooks = self.hooks

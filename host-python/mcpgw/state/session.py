@@ -97,6 +97,16 @@ class Session:
 
         task.add_done_callback(untrack)
 
+    def hold(self, id_: Any, task: asyncio.Task[Any]) -> None:
+        """Register a request answered inside `task`, which goes on after it (a connection's own
+        task): cancellable by id until `release_hold`, not until the task ends."""
+        self.tasks[request_key(id_)] = task
+
+    def release_hold(self, id_: Any, task: asyncio.Task[Any]) -> None:
+        key = request_key(id_)
+        if self.tasks.get(key) is task:
+            del self.tasks[key]
+
     def cancel(self, id_: Any) -> bool:
         task = self.tasks.get(request_key(id_))
         if task is None or task.done():

@@ -169,7 +169,8 @@ class StreamableHTTP:
         keepalive_s = options.keepalive_s or None
         self._session_stream = PumpOptions(True, keepalive_s, SSE_KEEPALIVE, options.retry_ms)
         self._response_stream = PumpOptions(True, None, SSE_KEEPALIVE, options.retry_ms)
-        self._stateless_stream = PumpOptions(False, None, SSE_KEEPALIVE, options.retry_ms)
+        # Keepalives too: a 2026-07-28 subscriptions/listen stream is as long-lived as a GET stream.
+        self._stateless_stream = PumpOptions(False, keepalive_s, SSE_KEEPALIVE, options.retry_ms)
         self._stateless_ids = itertools.count(1)
         self._stateless_prefix = "s" + secrets.token_hex(4)
         self._events: SharedEvents | None = None  # shared sessions' event store (Redis), made on first use
@@ -339,6 +340,23 @@ class StreamableHTTP:
         if not requests:
             await send_empty(send, 202)
             return
+        if (
+            not batch
+            and not initialize
+            and (json_mode or not ctx["accept_sse"])
+            and self.engine.can_answer_now(requests[0], dispatcher)
+        ):
+            # Nothing will stream: answered in this connection's own task, no stream, no task.
+            response = await self.engine.answer_now(
+                requests[0],
+                session,
+                revision,
+                dispatcher,
+                principal=scope.get(PRINCIPAL_KEY),
+                client=client_address(scope),
+            )
+            await self._send_json_answer(requests[0]["id"], response, send, revision)
+            return
 
         if session is not None:
             stream = self._streams(session).new_stream()
@@ -366,6 +384,7 @@ class StreamableHTTP:
                 exchange.emit,
                 functools.partial(exchange.respond, message["id"]),
                 principal=scope.get(PRINCIPAL_KEY),
+                client=client_address(scope),
             )
             if task is not None:
                 exchange.tasks.append(task)
@@ -446,6 +465,25 @@ class StreamableHTTP:
                 "headers": [*headers, *extra_headers],
             }
         )
+        await send({"type": "http.response.body", "body": data})
+
+    async def _send_json_answer(self, id_: Any, response: dict[str, Any] | None, send: Send, revision: str) -> None:
+        """The JSON answer to a single request answered at once (`_send_json_result`'s rules)."""
+        if response is None:  # cancelled by the client; HTTP still needs an answer
+            response = jsonrpc.error_response(id_, REQUEST_CANCELLED, "Request cancelled")
+            error = None
+        else:
+            error = response.get("error")
+        data = orjson.dumps(response)
+        status = 200
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        if error is not None:
+            if revision == STATELESS_REVISION:
+                status = STATELESS_ERROR_STATUS.get(error["code"], 200)
+            elif error.get("data") == STATE_UNAVAILABLE:
+                status = 503  # the session's shared state could not be reached: a clear "try again"
+                headers += RETRY_LATER
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
     # -- GET -----------------------------------------------------------------
