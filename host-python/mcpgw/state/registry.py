@@ -77,7 +77,12 @@ class SessionRegistry(Protocol):
         runs elsewhere (a future, not a coroutine: a request may run while it is on its way)."""
         ...
 
-    async def release(self, session: Session, id_: Any) -> None: ...
+    def release(self, session: Session, id_: Any) -> asyncio.Future[Any]:
+        """Let a claimed request id go (its request is answered). Not awaited by the request: the
+        engine holds the answer until the future is done, so a client reusing the id at once on
+        any process finds it free; the future may end with StateUnavailable (the claim is then
+        taken over once this process stops heartbeating)."""
+        ...
 
     async def store(self, session: Session) -> None:
         """Write back what a request changed in the session record (its log level)."""
@@ -190,8 +195,10 @@ class MemorySessions:
         claimed.set_result(True)
         return claimed
 
-    async def release(self, session: Session, id_: Any) -> None:
-        return None
+    def release(self, session: Session, id_: Any) -> asyncio.Future[Any]:
+        released: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        released.set_result(None)
+        return released
 
     async def store(self, session: Session) -> None:
         return None

@@ -33,10 +33,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..server.context import LOG_LEVELS
 from .principal import Principal
@@ -74,6 +76,38 @@ LIVENESS_S = 1.0
 HSET_LIVE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 return redis.call('HSET', KEYS[1], unpack(ARGV))
+"""
+# A client session's Streamable HTTP upstream sessions, in its record: `uplink:<upstream>` (the
+# upstream's Mcp-Session-Id), `upinit:<upstream>` (its initialize result, JSON), `upowner:<upstream>`
+# (the process holding its GET stream). KEYS: record. ARGV: upstream id, heartbeat key prefix.
+# Returns {id, init, owner, owner alive 1/0}, or nil.
+UPSTREAM_FIND = """
+local v = redis.call('HMGET', KEYS[1], 'uplink:' .. ARGV[1], 'upinit:' .. ARGV[1], 'upowner:' .. ARGV[1])
+if not v[1] then return false end
+local owner = v[3] or ''
+local alive = 0
+if owner ~= '' and redis.call('EXISTS', ARGV[2] .. owner) == 1 then alive = 1 end
+return {v[1], v[2] or '{}', owner, alive}
+"""
+# Record a new upstream session (this process holds its GET stream) if the one recorded is still
+# `replacing` ('' for none): two processes that opened one at once cannot both keep theirs.
+# KEYS: record. ARGV: upstream id, replacing, id, init, this process. Returns 1, 0 (lost), -1 (no record).
+UPSTREAM_RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local current = redis.call('HGET', KEYS[1], 'uplink:' .. ARGV[1]) or ''
+if current ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'uplink:' .. ARGV[1], ARGV[3], 'upinit:' .. ARGV[1], ARGV[4],
+  'upowner:' .. ARGV[1], ARGV[5])
+return 1
+"""
+# Take over the GET stream of a recorded upstream session from a dead process, if no other process
+# did first. KEYS: record. ARGV: upstream id, the dead owner ('' for none), this process. Returns 1/0.
+UPSTREAM_TAKE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local owner = redis.call('HGET', KEYS[1], 'upowner:' .. ARGV[1]) or ''
+if owner ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'upowner:' .. ARGV[1], ARGV[3])
+return 1
 """
 BATCH = """
 local out = {}
@@ -187,10 +221,19 @@ class RedisSessions(MemorySessions):
         self.listening = Redis.from_url(
             url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=None, health_check_interval=LISTEN_PING_S
         )
+        # The per-turn BATCH call (every claimed request's claim and release) is the hot path: it
+        # has a connection of its own, driven directly (no pool checkout, no task per send for the
+        # socket timeout: one deadline around the round trip instead), about half redis-py's
+        # per-call cost (docs/scale-out.md, cost).
+        pool = ConnectionPool.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S)  # URL parsed as redis-py does
+        self._batch_conn = pool.connection_class(**pool.connection_kwargs)
         self.available = False
         self.error = "not connected yet"
         self._batch = self.redis.register_script(BATCH)
         self._hset_live = self.redis.register_script(HSET_LIVE)
+        self._upstream_find = self.redis.register_script(UPSTREAM_FIND)
+        self._upstream_record = self.redis.register_script(UPSTREAM_RECORD)
+        self._upstream_take = self.redis.register_script(UPSTREAM_TAKE)
         self._ops: list[tuple[str, str, asyncio.Future[int] | None]] = []
         self._flushing: asyncio.Task[None] | None = None
         self._verified: dict[str, float] = {}  # session id -> when Redis last confirmed it alive
@@ -342,12 +385,15 @@ class RedisSessions(MemorySessions):
 
     # -- requests ----------------------------------------------------------------
     def claim(self, session: Session, id_: Any) -> asyncio.Future[int]:
+        # Cancelled while on its way (its request was), a claim that Redis granted is released
+        # by `_flush`: it would otherwise block the id on every process.
         return self._op_soon("c", claim_key(session.id, id_))
 
-    async def release(self, session: Session, id_: Any) -> None:
-        # Waited for (with the turn's other operations) before the answer goes out: a client that
-        # reuses the id at once on another process must find it free, as in memory.
-        await self._op("r", claim_key(session.id, id_))
+    def release(self, session: Session, id_: Any) -> asyncio.Future[int]:
+        # Not awaited by the request: the engine writes the answer once this is done (with the
+        # turn's other operations), so a client that reuses the id at once on another process
+        # finds it free, as in memory.
+        return self._op_soon("r", claim_key(session.id, id_))
 
     # -- one round trip per event-loop turn ---------------------------------------
     def _op_soon(self, op: str, key: str) -> asyncio.Future[int]:
@@ -369,7 +415,7 @@ class RedisSessions(MemorySessions):
                 ops, self._ops = self._ops, []
                 args: list[Any] = [self.proc, self.ttl_ms, self.ttl_ms, PREFIX + "proc:", *(op for op, _, _ in ops)]
                 try:
-                    results = await self._batch(keys=[key for _, key, _ in ops], args=args)
+                    results = await self._call_batch([key for _, key, _ in ops], args)
                 except RedisError as exc:
                     error = self._failed(exc)
                     for _, _, future in ops:
@@ -377,11 +423,38 @@ class RedisSessions(MemorySessions):
                             future.set_exception(error)
                     continue
                 self._ok()
-                for (_, _, future), result in zip(ops, results, strict=True):
-                    if future is not None and not future.done():
+                for (op, key, future), result in zip(ops, results, strict=True):
+                    if future is None:
+                        continue
+                    if not future.done():
                         future.set_result(int(result))
+                    elif future.cancelled() and op == "c" and int(result):
+                        self._ops.append(("r", key, None))  # granted to a request given up meanwhile
         finally:
             self._flushing = None
+
+    async def _call_batch(self, keys: list[str], args: list[Any]) -> list[Any]:
+        """One BATCH call on its own connection: at most SOCKET_TIMEOUT_S per attempt, retried once
+        at once on a broken connection (a Redis restart; every op is idempotent for this process),
+        sent as the script itself when Redis lost it (restarted empty)."""
+        conn = self._batch_conn
+        for attempt in (1, 2):
+            try:
+                async with asyncio.timeout(SOCKET_TIMEOUT_S):
+                    try:
+                        await conn.send_command("EVALSHA", self._batch.sha, len(keys), *keys, *args, check_health=False)
+                        found = await conn.read_response()
+                    except NoScriptError:
+                        await conn.send_command("EVAL", BATCH, len(keys), *keys, *args, check_health=False)
+                        found = await conn.read_response()
+                return list(found)
+            except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
+                await conn.disconnect(nowait=True)
+                if attempt == 2:
+                    if isinstance(exc, RedisError):
+                        raise
+                    raise RedisTimeoutError(f"no answer from redis within {SOCKET_TIMEOUT_S:g} s") from None
+        raise AssertionError("unreachable")
 
     async def forward(self, session: Session, message: dict[str, Any]) -> None:
         try:
@@ -429,6 +502,56 @@ class RedisSessions(MemorySessions):
                 ),
             },
         )
+
+    # -- a client session's Streamable HTTP upstream sessions (federation/hub.py re-attaches them) --
+    async def upstream_session(self, session: Session, upstream: str) -> tuple[str, dict[str, Any], str, bool] | None:
+        """The upstream session recorded for the client session: (its Mcp-Session-Id, the upstream's
+        initialize result, the process holding its GET stream, whether that process is alive)."""
+        try:
+            found = await self._upstream_find(keys=[record_key(session.id)], args=[upstream, PREFIX + "proc:"])
+        except RedisError as exc:
+            raise self._failed(exc) from None
+        if not found:
+            return None
+        try:
+            init = orjson.loads(found[1])
+        except ValueError:
+            return None
+        return found[0].decode(), init if isinstance(init, dict) else {}, found[2].decode(), bool(found[3])
+
+    async def record_upstream_session(
+        self, session: Session, upstream: str, upstream_session: str, init_result: dict[str, Any], replacing: str | None
+    ) -> bool:
+        """Record the upstream session this process opened (and whose GET stream it holds), unless
+        another process recorded one first (False). A session whose record is gone records nothing."""
+        args: list[str | bytes] = [upstream, replacing or "", upstream_session, orjson.dumps(init_result), self.proc]
+        try:
+            done = await self._upstream_record(keys=[record_key(session.id)], args=args)
+        except RedisError as exc:
+            raise self._failed(exc) from None
+        return int(done) != 0
+
+    async def take_upstream_get(self, session: Session, upstream: str, owner: str) -> bool:
+        """Hold the recorded upstream session's GET stream from now on, its holder `owner` being dead."""
+        try:
+            taken = await self._upstream_take(keys=[record_key(session.id)], args=[upstream, owner, self.proc])
+        except RedisError as exc:
+            raise self._failed(exc) from None
+        if taken:
+            log.info("session %s: upstream %s: GET stream taken over from %s (gone)", session.id[:8], upstream, owner)
+        return bool(taken)
+
+    async def alive(self, processes: set[str]) -> set[str]:
+        """Which of these gateway processes still heartbeat."""
+        ordered = sorted(processes)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for proc in ordered:
+                    pipe.exists(proc_key(proc))
+                found = await pipe.execute()
+        except RedisError as exc:
+            raise self._failed(exc) from None
+        return {proc for proc, exists in zip(ordered, found, strict=True) if exists}
 
     def announce_catalog(self, upstream: str, notification: str) -> None:
         """An upstream told this process its list changed: every other process re-reads it too
@@ -504,6 +627,7 @@ class RedisSessions(MemorySessions):
             await self.redis.delete(proc_key(self.proc))  # a clean stop: nobody waits for our heartbeat
         await self.redis.aclose()
         await self.listening.aclose()
+        await self._batch_conn.disconnect()
 
     async def _heartbeat(self) -> None:
         refresh_every = min(max(self.ttl_ms / 4000, HEARTBEAT_S), 30.0)
