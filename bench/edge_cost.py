@@ -102,12 +102,17 @@ def collect(calls: int = 5000, rounds: int = 6) -> list[dict]:
         "allowed_sha256": frozenset(defaults.edge_allowed_sha256),
     }
     backends = {"wasm": load_edge("wasm", cfg, None, **limits), "python": load_edge("python", cfg, None, **limits)}
+    # The same component through the JSON encoding (section 14), the path every request took
+    # before the compact one (section 16): the before/after of issue 20 side by side.
+    backends["wasm-json"] = load_edge("wasm", cfg, None, **limits)
+    backends["wasm-json"].backend.encoding = "json"
+    assert backends["wasm"].backend.encoding == "compact"
     rows = []
     print(f"edge boundary cost per request ({rounds} alternating rounds x {calls} calls)")
     print(f"{'head':28} {'backend':8} {'p50 us':>8} {'p99 us':>8}")
     for label, head in HEADS.items():
         samples: dict[str, list[int]] = {name: [] for name in backends}
-        crossed = backends["wasm"].backend.crossings
+        crossed = {name: backends[name].backend.crossings for name in ("wasm", "wasm-json")}
         for edge in backends.values():
             measure(edge.evaluate_raw, head, 500)  # warm-up
         for r in range(rounds):
@@ -115,7 +120,8 @@ def collect(calls: int = 5000, rounds: int = 6) -> list[dict]:
             for name in order:
                 samples[name].extend(measure(backends[name].evaluate_raw, head, calls))
         # The uncached figures are crossings: every wasm call entered the component.
-        assert backends["wasm"].backend.crossings - crossed == 500 + rounds * calls
+        for name in crossed:
+            assert backends[name].backend.crossings - crossed[name] == 500 + rounds * calls
         cached = {}
         for name, edge in backends.items():
             cache = OutcomeCache(defaults.edge_cache_entries)
@@ -140,8 +146,12 @@ def collect(calls: int = 5000, rounds: int = 6) -> list[dict]:
                 f"{label:28} {name:8} {row['p50_us']:8.2f} {row['p99_us']:8.2f}   "
                 f"cached hit p50 {row['cached_p50_us']:.2f}"
             )
-        ratio = rows[-2]["p50_us"] / rows[-1]["p50_us"]
-        print(f"{'':28} {'ratio':8} {ratio:8.2f}x (wasm p50 / python p50, uncached)", flush=True)
+        p50 = {r["backend"]: r["p50_us"] for r in rows if r["head"] == label}
+        print(
+            f"{'':28} {'ratio':8} {p50['wasm'] / p50['python']:8.2f}x (wasm p50 / python p50, uncached; "
+            f"wasm-json {p50['wasm-json'] / p50['python']:.2f}x)",
+            flush=True,
+        )
     print(
         "bars (docs/benchmarks.md): wasm p50 <= 15 us, python p50 <= 10 us; "
         "issue 20: wasm/python <= 1.0x on every head, browser POST wasm p50 <= 10 us"
@@ -162,22 +172,33 @@ def print_guest_instructions() -> dict[str, int]:
     """Wasm instructions the guest executes per head, counted by fuel: the same on
     any machine under any load, so a change to the guest shows up exactly."""
     from mcpgw.edge.backend import PACKAGED_COMPONENT
+    from mcpgw.edge.compact import CompactCodec, lookup_raw
     from mcpgw.edge.python_core import CONTRACT_HEADERS
     from mcpgw.edge.wasm_core import WasmComponent
 
     inst = WasmComponent.from_file(PACKAGED_COMPONENT, fuel=10**9, memory_bytes=64 * 1024 * 1024).instantiate()
-    inst.configure_encoded(EdgeConfig().to_json())
-    print("guest work per call (fuel = wasm instructions, deterministic):")
+    cfg = EdgeConfig()
+    inst.configure_encoded(cfg.to_json())
+    codec = CompactCodec(cfg)
+    print("guest work per call (fuel = wasm instructions, deterministic): compact encoding (serves), JSON encoding")
     counts = {}
     for label, (method, raw_path, query, headers) in HEADS.items():
         pairs = [
             (CONTRACT_HEADERS[n.lower()], v.decode("latin-1")) for n, v in headers if n.lower() in CONTRACT_HEADERS
         ]
         head = orjson.dumps([method, raw_path.decode("latin-1"), query.decode("latin-1"), pairs])
-        inst.store.set_fuel(10**9)
-        inst.funcs["evaluate-encoded"](inst.store, head.decode())
-        counts[label] = 10**9 - inst.store.get_fuel()
-        print(f"  {label:28} {len(head):4} B in  {counts[label]:>7,} instructions")
+        compact = codec.head(method, raw_path.decode("latin-1"), lookup_raw(headers))
+        assert compact is not None
+        used = {}
+        for export, data in (("evaluate-compact", compact), ("evaluate-encoded", head)):
+            inst.store.set_fuel(10**9)
+            inst.funcs[export](inst.store, data.decode())
+            used[export] = 10**9 - inst.store.get_fuel()
+        counts[label] = used["evaluate-compact"]
+        print(
+            f"  {label:28} {len(compact):4} B in {used['evaluate-compact']:>7,} instructions; "
+            f"JSON {len(head):4} B in {used['evaluate-encoded']:>7,}"
+        )
     return counts
 
 

@@ -23,6 +23,7 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+pub mod compact;
 pub mod json;
 pub mod vectors;
 pub mod wire;
@@ -415,6 +416,15 @@ impl EdgeHost {
         self.call("evaluate-encoded", fuel, |core, store| {
             core.mcpgw_edge_transport()
                 .call_evaluate_encoded(store, head)
+        })
+    }
+
+    /// `evaluate-compact: func(head: string) -> string` (section 16).
+    pub fn evaluate_compact(&mut self, head: &str) -> Result<String, CallError> {
+        let fuel = fuel_for_head(self.fuel_base, head.len());
+        self.call("evaluate-compact", fuel, |core, store| {
+            core.mcpgw_edge_transport()
+                .call_evaluate_compact(store, head)
         })
     }
 

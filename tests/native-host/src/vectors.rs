@@ -324,6 +324,39 @@ pub fn run_case(host: &mut EdgeHost, case: &VectorCase) -> CaseReport {
             &enc,
         );
     }
+    // The compact encoding (what the Python host serves with), this crate's
+    // host half included: the same outcome as the encoded one, exactly.
+    if let Ok(cfg) = case.typed_config() {
+        let mut call_error = None;
+        let compact = crate::compact::evaluate_with(
+            |text| {
+                host.evaluate_compact(text).map_err(|e| {
+                    call_error = Some(format!("{e}"));
+                    String::from("trap")
+                })
+            },
+            &cfg,
+            head,
+        );
+        match compact {
+            Ok(Some(got)) if got == enc => {}
+            Ok(None) => {} // a field too long for the encoding: hosts use the JSON path
+            Ok(Some(got)) => fail(
+                &mut rep,
+                "evaluate-compact",
+                "compact outcome differs from the encoded one".into(),
+                &enc,
+                &got,
+            ),
+            Err(why) => fail(
+                &mut rep,
+                "evaluate-compact",
+                format!("{why} {}", call_error.unwrap_or_default()),
+                &enc,
+                &Value::Null,
+            ),
+        }
+    }
     if !json::typed_matches_encoded(&typed, &enc) {
         fail(
             &mut rep,

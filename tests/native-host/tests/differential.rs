@@ -538,6 +538,8 @@ fn seed() -> (String, [u8; 32]) {
 struct Instance {
     label: &'static str,
     host: EdgeHost,
+    /// The config as the typed record, for the compact encoding's host half.
+    cfg: native_host::Config,
 }
 
 /// What the generated heads led to, to show the property is not vacuous.
@@ -599,6 +601,23 @@ fn check(inst: &mut Instance, head: &RequestHead, stats: &mut Stats) -> Result<(
         typed == encoded,
         "[{label}] typed and encoded outcomes differ\n  head:    {encoded_text}\n  typed:   {typed}\n  encoded: {encoded}"
     );
+    // The compact encoding (section 16), this crate's host half included.
+    let compact = native_host::compact::evaluate_with(
+        |text| host.evaluate_compact(text).map_err(|e| e.to_string()),
+        &inst.cfg,
+        head,
+    );
+    if compact.is_err() {
+        host.rebuild().expect("rebuild after a failed compact call");
+    }
+    match compact {
+        Ok(Some(got)) => prop_assert!(
+            got == encoded,
+            "[{label}] compact and encoded outcomes differ\n  head:    {encoded_text}\n  compact: {got}\n  encoded: {encoded}"
+        ),
+        Ok(None) => {}
+        Err(e) => prop_assert!(false, "[{label}] evaluate-compact failed: {e}\n  head: {encoded_text}"),
+    }
     prop_assert!(
         typed.get("error").is_none(),
         "[{label}] a configured instance answered with an error\n  head: {encoded_text}\n  outcome: {typed}"
@@ -625,7 +644,11 @@ fn typed_and_encoded_agree_and_never_trap() {
             r, "",
             "[{label}] config refused by configure-encoded\n{cfg}"
         );
-        instances.push(Instance { label, host });
+        instances.push(Instance {
+            label,
+            host,
+            cfg: typed,
+        });
     }
     let instances = RefCell::new(instances);
     let stats = RefCell::new(Stats::default());
