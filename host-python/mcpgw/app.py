@@ -375,6 +375,7 @@ class App:
                     "refused": dict(self.engine.refusals),
                 },
                 "events": self.transports.events.stats(),
+                "listen": self.gateway.federation.listens.health() if self.gateway.federation.listens else {},
             },
             "state": self.engine.sessions.health(),
             "process": workers.identity(),  # which process answered, of how many (--workers)

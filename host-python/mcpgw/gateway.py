@@ -13,8 +13,10 @@ from .federation.merged import GatewayDispatcher
 from .federation.virtual import VirtualDispatcher
 from .plugins import plugin_registry_for
 from .server.builtin import builtin_catalog
-from .server.dispatcher import Dispatcher
+from .server.dispatcher import PROCESS_STATES, Dispatcher
 from .server.engine import SessionEngine
+from .server.input_required import RequestStates
+from .server.listen import ListenHub
 from .settings import Settings
 from .state.registry import MemorySessions, SessionRegistry
 
@@ -66,4 +68,13 @@ def build_gateway(settings: Settings) -> Gateway:
         shared.on_catalog = federation.heard_elsewhere
         federation.link_opened = shared.link_opened  # a second upstream session for a client: told once
     servers = {u.id: VirtualDispatcher(u, federation) for u in federation.upstreams.values()}
-    return Gateway(engine, federation, GatewayDispatcher(builtin_catalog(), federation), servers, plugins)
+    dispatcher = GatewayDispatcher(builtin_catalog(), federation)
+    # 2026-07-28: subscriptions/listen streams (fed by the federation) and the requestState key.
+    listens = ListenHub(settings.max_listens_per_client, settings.listen_idle_timeout_s)
+    federation.listens = listens
+    listens.interest = federation.listen_interest  # resource URIs a stream names: subscribed upstream
+    engine.on_drain.append(listens.close)
+    states = RequestStates(settings.request_state_key.encode()) if settings.request_state_key else PROCESS_STATES
+    for endpoint in (dispatcher, *servers.values()):
+        endpoint.listens, endpoint.states = listens, states
+    return Gateway(engine, federation, dispatcher, servers, plugins)

@@ -109,6 +109,9 @@ class Settings:
     slow_reader_wait_s: float = 5.0
     max_sessions_per_client: int = 100
     max_requests_per_session: int = 64
+    max_listens_per_client: int = 16
+    listen_idle_timeout_s: float = 600.0
+    request_state_key: str = ""
     shutdown_grace_s: float = 10.0
     config: str = ""
     plugins_allowed_sha256: tuple[str, ...] = ()
@@ -127,6 +130,8 @@ class Settings:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise ValueError(f"MCPGW_TRUSTED_PROXIES: not an address or CIDR: {proxy!r}") from None
+        if self.request_state_key and len(self.request_state_key) < 32:
+            raise ValueError("MCPGW_REQUEST_STATE_KEY: at least 32 characters")
         if self.metrics == "admin" and not self.admin_token and self.auth == "none":
             raise ValueError("MCPGW_METRICS=admin needs an admin credential: MCPGW_ADMIN_TOKEN (or auth on)")
         self.edge_signing_public_keys()  # a key that cannot be read is a setting error, at start-up
@@ -341,6 +346,15 @@ HELP = {
         "how long a request producing messages waits for a slow SSE reader to make room before it is cut off, seconds"
     ),
     "max_sessions_per_client": "live sessions per client address; initialize gets 429 beyond (0: no cap)",
+    "max_listens_per_client": (
+        "open 2026-07-28 subscriptions/listen streams per client address; another gets -32029 (0: no cap)"
+    ),
+    "listen_idle_timeout_s": (
+        "a subscriptions/listen stream that carried no event for this long ends with its result (0: never)"
+    ),
+    "request_state_key": (
+        "key of the HMAC over InputRequiredResult requestState (at least 32 characters; empty: random per process)"
+    ),
     "max_requests_per_session": (
         "running requests per session; a request gets 429 or a JSON-RPC error beyond (0: no cap)"
     ),

@@ -61,7 +61,7 @@ def open_session():
 
 async def _journey(client: Client, logs: list, progress: list) -> None:
     tools = {t.name for t in (await client.list_tools()).tools}
-    assert tools == {"echo", "add", "sleep", "log"}
+    assert tools == {"echo", "add", "sleep", "log", "ask"}
     assert (await client.call_tool("echo", {"text": "héllo"})).content[0].text == "héllo"
     assert (await client.call_tool("add", {"a": 2, "b": 3})).content[0].text == "5"
     assert (await client.call_tool("add", {"a": "x", "b": 3})).is_error

@@ -20,6 +20,7 @@ that was running when the connection ended fails with one -32603 error.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -29,10 +30,14 @@ from typing import Any, TypeAlias
 
 from ..server.context import CallContext
 from ..server.dispatcher import Dispatcher
+from ..server.input_required import INTERACTIVE_METHODS
 from ..server.jsonrpc import JsonRpcError
+from ..server.listen import RESOURCE_UPDATED, ListenHub
 from ..state.session import Session
 from .config import UpstreamConfig
+from .interactive import InteractiveCalls, interactive_capabilities
 from .link import UpstreamLink, UpstreamSessionLost, UpstreamTimeout, UpstreamUnavailable, outgoing_params, relayable
+from .names import public_uri, split_uri
 from .tasks import TaskIds, related_out, tasks_out
 from .upstream import Upstream, read_lists
 
@@ -161,6 +166,12 @@ class Federation:
         self._viewers: dict[str, Session] = {}  # sessions that listed something: told when their view changes
         self._queued: set[tuple[str, str]] = set()  # (session id, kind): a list_changed about to be sent
         self.task_ids = TaskIds()  # /mcp's task ids (tasks.py)
+        # 2026-07-28: calls of clients that can be asked things (interactive.py), and the
+        # subscriptions/listen streams told of catalog changes (set by gateway.py).
+        self.interactive = InteractiveCalls()
+        self.listens: ListenHub | None = None
+        # (upstream id, upstream URI) -> listen streams naming it: subscribed on the catalog connection
+        self._listened: collections.Counter[tuple[str, str]] = collections.Counter()
         # Told of every relayed request: (upstream id, method, outcome, seconds); /metrics (observability/).
         self.observe: Callable[[str, str, str, float], None] | None = None
         # Told of every connection opened for a session (scale-out: a shared session's connection to
@@ -168,6 +179,7 @@ class Federation:
         self.link_opened: Callable[[Session, str], Awaitable[None]] | None = None
         for upstream in self.upstreams.values():
             upstream.down_listeners.append(self._upstream_down)
+            upstream.resource_updated = self._resource_updated
 
     def start(self) -> None:
         for upstream in self.upstreams.values():
@@ -188,6 +200,7 @@ class Federation:
     async def stop(self) -> None:
         for key in list(self._links):
             self._drop(key)
+        await self.interactive.stop()
         await asyncio.gather(*(u.stop() for u in self.upstreams.values()), *self._closing, return_exceptions=True)
 
     def health(self) -> dict[str, Any]:
@@ -232,11 +245,65 @@ class Federation:
         server session sharing the catalog connection). An upstream that came or went changed every
         view of it."""
         kinds = sorted({"resources" if k == "resourceTemplates" else k for k in keys})
+        if self.listens is not None:  # 2026-07-28 clients list from the catalog: /mcp and the virtual server
+            for kind in kinds:
+                self.listens.publish(None, f"notifications/{kind}/list_changed")
+                self.listens.publish(upstream.id, f"notifications/{kind}/list_changed")
+            if everyone:  # the upstream came back (or went): its catalog connection subscribes again
+                for uid, uri in list(self._listened):
+                    if uid == upstream.id:
+                        self._subscribe_later(upstream, "resources/subscribe", uri)
         for session in list(self._viewers.values()):
             if session.server not in (None, upstream.id) or (not everyone and self._own_view(session, upstream)):
                 continue
             for kind in kinds:
                 self.tell(session, kind)
+
+    # -- 2026-07-28 subscriptions/listen: resource updates through the catalog connection -------
+    def listen_interest(self, server_id: str | None, uris: frozenset[str], opened: bool) -> None:
+        """Listen streams of an endpoint named these URIs (opened) or ended: the catalog connection
+        subscribes upstream to each URI while at least one stream names it."""
+        for uri in uris:
+            if server_id is not None:
+                upstream = self.upstreams.get(server_id)
+                target = (upstream, uri) if upstream is not None else None
+            else:
+                split = split_uri(uri, self.by_prefix)
+                target = (self.by_prefix[split[0]], split[1]) if split is not None else None
+            if target is None:
+                continue  # a built-in URI (they never change) or nobody's
+            upstream, upstream_uri = target
+            key = (upstream.id, upstream_uri)
+            if opened:
+                self._listened[key] += 1
+                if self._listened[key] == 1:
+                    self._subscribe_later(upstream, "resources/subscribe", upstream_uri)
+            elif self._listened[key] > 0:
+                self._listened[key] -= 1
+                if self._listened[key] == 0:
+                    del self._listened[key]
+                    self._subscribe_later(upstream, "resources/unsubscribe", upstream_uri)
+
+    def _subscribe_later(self, upstream: Upstream, method: str, uri: str) -> None:
+        async def send() -> None:
+            link = upstream.link
+            if link is None or not upstream.ready:
+                return  # subscribed again when it comes back (_catalog_changed)
+            try:
+                await link.request(method, {"uri": uri})
+            except JsonRpcError as err:
+                log.warning("upstream %s: %s %s for listen streams failed: %s", upstream.id, method, uri, err.message)
+
+        task = asyncio.ensure_future(send())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _resource_updated(self, upstream: Upstream, uri: str) -> None:
+        """notifications/resources/updated on the catalog connection: to the listen streams that
+        named the URI, on the virtual server and (prefixed) on /mcp."""
+        if self.listens is not None:
+            self.listens.publish(upstream.id, RESOURCE_UPDATED, uri)
+            self.listens.publish(None, RESOURCE_UPDATED, public_uri(upstream.config.prefix, uri))
 
     async def view(
         self, upstream: Upstream, session: Session | None, uri_out: Callable[[str], str]
@@ -307,6 +374,12 @@ class Federation:
     ) -> dict[str, Any]:
         # The SDK puts its own token upstream; progress under it is reported under the client's.
         on_progress = ctx.progress if ctx.progress_token is not None else None
+        if session is None and method in INTERACTIVE_METHODS:
+            capabilities = interactive_capabilities(ctx)
+            # 2026-07-28, a client that can be asked things (past max_connections such calls share
+            # the catalog connection, which offers the upstream no client capabilities).
+            if ctx.exchange is not None or (capabilities and not self.interactive.full(upstream)):
+                return await self.interactive.call(upstream, method, outgoing_params(params), ctx, capabilities)
         for attempt in (1, 2):
             try:
                 if session is None or self._at_capacity(session, upstream):

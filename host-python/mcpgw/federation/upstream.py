@@ -69,6 +69,9 @@ class Upstream:
     def __init__(self, config: UpstreamConfig, on_change: OnChange) -> None:
         self.config = config
         self.on_change = on_change
+        # Told of notifications/resources/updated on the catalog connection (the federation has it
+        # subscribe there for 2026-07-28 subscriptions/listen streams): (upstream, upstream URI).
+        self.resource_updated: Callable[[Upstream, str], None] | None = None
         self.state = "starting"  # starting, ready, restarting, stopped
         self.error: str | None = None
         self.restarts = 0
@@ -303,6 +306,9 @@ class Upstream:
     async def upstream_notification(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> None:
         if method.endswith("/list_changed"):
             self.refresh_soon(method)
+        elif method == "notifications/resources/updated" and self.resource_updated is not None:
+            if isinstance(params.get("uri"), str):
+                self.resource_updated(self, params["uri"])
         elif method == "notifications/message":
             log.debug("upstream %s says: %s", self.id, params.get("data"))
 

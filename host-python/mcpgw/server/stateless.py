@@ -29,7 +29,9 @@ def envelope(params: Any) -> dict[str, Any]:
 
 
 def stamp_result(method: str, result: dict[str, Any], server_info: dict[str, Any]) -> dict[str, Any]:
-    stamped = {**result, "resultType": "complete"}
+    # An InputRequiredResult (input_required.py) keeps its own resultType.
+    kind = "input_required" if result.get("resultType") == "input_required" else "complete"
+    stamped = {**result, "resultType": kind}
     if method in CACHEABLE_METHODS:
         stamped["ttlMs"] = 0
         stamped["cacheScope"] = "private"

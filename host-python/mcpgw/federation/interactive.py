@@ -1,0 +1,280 @@
+"""2026-07-28 clients calling upstreams that ask them things: `InputRequiredResult`, relayed.
+
+An upstream link speaks a 2025 revision: it sends `elicitation/create`,
+`sampling/createMessage` or `roots/list` as requests of its own while a call is
+running, and waits for the answer. A 2026-07-28 client has no stream to receive
+them on. So, for a `tools/call`, `prompts/get` or `resources/read` from a client
+that declared one of those capabilities:
+
+1. the call goes upstream on a link of its own for the time of the call (taken
+   from a small pool per upstream and declared-capability profile, so the
+   upstream is offered exactly what the client declared and every request the
+   upstream sends on it belongs to this one call);
+2. when the upstream asks something, the client's request is answered with an
+   `InputRequiredResult` (the upstream's request under a key, and a signed
+   requestState naming this parked exchange); the upstream call stays open,
+   its request waiting;
+3. the client's retry (same method, name and arguments, same caller) carries the
+   answer under that key: it is handed to the waiting upstream request, and the
+   retry waits for what comes next: the call's result, or the next question.
+
+A parked exchange lives in the process that parked it, for at most
+`STATE_TTL_S` (or until the call ends); then the upstream call is cancelled and its link
+closed. A retry that reaches another process, or comes after that, gets -32602 saying so.
+A client that closes its request while waiting gives the call up (the upstream is told by
+the link's close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from typing import Any
+
+import orjson
+
+from ..server.context import CallContext
+from ..server.input_required import STATE_TTL_S, InputRequired
+from ..server.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
+from .link import UpstreamLink, UpstreamUnavailable, relayable
+from .upstream import Upstream
+
+log = logging.getLogger("mcpgw.federation")
+
+POOL_IDLE = 4  # idle links kept per (upstream, capability profile)
+POOL_IDLE_S = 60.0  # an idle pooled link older than this is closed rather than reused
+_KEYS = {"elicitation/create": "elicit", "sampling/createMessage": "sample", "roots/list": "roots"}
+
+
+def interactive_capabilities(ctx: CallContext) -> dict[str, Any]:
+    """What of the 2026-07-28 client's declared capabilities an upstream may use to ask it things."""
+    return {k: v for k, v in relayable(ctx.capabilities).items() if k in ("sampling", "elicitation", "roots")}
+
+
+class _Exchange:
+    """One relayed call from its first request to its result, across the client's retries."""
+
+    def __init__(self, id_: str, upstream: Upstream, link: UpstreamLink, pool_key: tuple[str, str]) -> None:
+        self.id = id_
+        self.upstream = upstream
+        self.link = link
+        self.pool_key = pool_key
+        self.ctx: CallContext | None = None  # the client request serving it now
+        self.task: asyncio.Task[dict[str, Any]] | None = None
+        self.waiting: dict[str, asyncio.Future[Any]] = {}  # key -> the upstream's request, unanswered
+        self.asked: dict[str, dict[str, Any]] = {}  # key -> {method, params}, not yet sent to the client
+        self.news = asyncio.Event()
+        self.expiry: asyncio.TimerHandle | None = None
+        self._seq = 0
+
+    def key(self, method: str) -> str:
+        self._seq += 1
+        return f"{_KEYS.get(method, 'input')}-{self._seq}"
+
+
+class _LinkRelay:
+    """The handler of a pooled link: what the upstream sends belongs to the exchange using it."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self.exchange: _Exchange | None = None
+
+    async def upstream_notification(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> None:
+        exchange = self.exchange
+        if method.endswith("/list_changed"):
+            # 2026-07-28 clients list from the catalog: it re-reads, and subscriptions/listen
+            # streams hear of it if that changed anything.
+            self.upstream.refresh_soon(method)
+            return
+        if exchange is None or exchange.ctx is None:
+            return
+        if method == "notifications/message" and not exchange.ctx.wants(str(params.get("level", "info"))):
+            return
+        with contextlib.suppress(Exception):
+            await exchange.ctx.emit({"jsonrpc": "2.0", "method": method, "params": params})
+
+    async def upstream_request(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        exchange = self.exchange
+        if exchange is None:
+            raise JsonRpcError(INTERNAL_ERROR, f"{method}: no call of a client is running on this connection")
+        key = exchange.key(method)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        exchange.waiting[key] = future
+        exchange.asked[key] = {"method": method, "params": params}
+        exchange.news.set()
+        try:
+            answer: dict[str, Any] = await future
+            return answer
+        finally:  # answered, or withdrawn by the upstream (the SDK cancels this callback)
+            exchange.waiting.pop(key, None)
+            exchange.asked.pop(key, None)
+
+
+class InteractiveCalls:
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, str], list[tuple[UpstreamLink, _LinkRelay, float]]] = {}
+        self._parked: dict[str, _Exchange] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def live(self) -> int:
+        return len(self._parked)
+
+    def full(self, upstream: Upstream) -> bool:
+        """Whether the upstream has `max_connections` links for such calls already (each link to a
+        stdio upstream is a process): further calls then go through the catalog connection, which
+        offers the upstream no client capabilities."""
+        busy = sum(1 for e in self._parked.values() if e.upstream is upstream)
+        busy += sum(len(links) for key, links in self._idle.items() if key[0] == upstream.id)
+        return busy >= upstream.config.max_connections
+
+    async def call(
+        self, upstream: Upstream, method: str, params: dict[str, Any], ctx: CallContext, capabilities: dict[str, Any]
+    ) -> dict[str, Any]:
+        if ctx.exchange is not None:
+            exchange = self._resume(ctx)
+        else:
+            exchange = await self._start(upstream, method, params, ctx, capabilities)
+        return await self._next(exchange)
+
+    def _resume(self, ctx: CallContext) -> _Exchange:
+        exchange = self._parked.get(ctx.exchange or "")
+        if exchange is None:
+            raise JsonRpcError(
+                INVALID_PARAMS,
+                "Invalid requestState: the call it continues is no longer held here (it ended, it waited"
+                f" longer than {STATE_TTL_S:g} s, or another gateway process holds it); send the request again"
+                " without it",
+            )
+        if exchange.expiry is not None:
+            exchange.expiry.cancel()
+            exchange.expiry = None
+        responses = ctx.input_responses or {}
+        missing = [key for key in exchange.waiting if key not in responses]
+        if missing:
+            self._park(exchange)  # still held: the client may retry properly
+            raise JsonRpcError(INVALID_PARAMS, f"inputResponses lacks the answer to {', '.join(sorted(missing))}")
+        for key, future in list(exchange.waiting.items()):
+            answer = responses[key]
+            if future.done():
+                continue
+            if isinstance(answer, dict) and isinstance(answer.get("error"), dict):  # a refusal, as an error
+                error = answer["error"]
+                future.set_exception(JsonRpcError(int(error.get("code", INTERNAL_ERROR)), str(error.get("message"))))
+            elif isinstance(answer, dict):
+                future.set_result(answer)
+            else:
+                future.set_exception(JsonRpcError(INVALID_PARAMS, f"the client's answer to {key} is not an object"))
+        exchange.ctx = ctx
+        return exchange
+
+    async def _start(
+        self, upstream: Upstream, method: str, params: dict[str, Any], ctx: CallContext, capabilities: dict[str, Any]
+    ) -> _Exchange:
+        pool_key = (upstream.id, orjson.dumps(capabilities, option=orjson.OPT_SORT_KEYS).decode())
+        link, relay = await self._checkout(upstream, pool_key, capabilities)
+        exchange = _Exchange(secrets.token_urlsafe(16), upstream, link, pool_key)
+        exchange.ctx = ctx
+        relay.exchange = exchange
+
+        async def progress(progress: float, total: float | None, message: str | None) -> None:
+            if exchange.ctx is not None:
+                await exchange.ctx.progress(progress, total, message)
+
+        exchange.task = asyncio.ensure_future(link.request(method, params, progress))
+        self._parked[exchange.id] = exchange
+        return exchange
+
+    async def _next(self, exchange: _Exchange) -> dict[str, Any]:
+        """The call's result, or (InputRequired) the questions the upstream asked meanwhile."""
+        task = exchange.task
+        assert task is not None
+        try:
+            while not task.done() and not exchange.asked:
+                exchange.news.clear()
+                news = asyncio.ensure_future(exchange.news.wait())
+                try:
+                    await asyncio.wait({task, news}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    news.cancel()
+        except asyncio.CancelledError:  # the client gave the call up
+            self._end(exchange, reuse=False)
+            raise
+        if task.done():
+            self._end(exchange, reuse=True)
+            return task.result()  # its exception (an upstream error, a lost link) propagates
+        asked, exchange.asked = exchange.asked, {}  # (the upstream was offered only what the client declared)
+        self._park(exchange)
+        raise InputRequired(asked, exchange.id)
+
+    def _park(self, exchange: _Exchange) -> None:
+        exchange.ctx = None
+        exchange.expiry = asyncio.get_running_loop().call_later(STATE_TTL_S, self._expire, exchange)
+
+    def _expire(self, exchange: _Exchange) -> None:
+        log.info("upstream %s: a call waiting for a 2026-07-28 client's input expired", exchange.upstream.id)
+        self._end(exchange, reuse=False)
+
+    def _end(self, exchange: _Exchange, reuse: bool) -> None:
+        self._parked.pop(exchange.id, None)
+        if exchange.expiry is not None:
+            exchange.expiry.cancel()
+        if exchange.task is not None and not exchange.task.done():
+            exchange.task.cancel()
+            reuse = False
+        relay = exchange.link.handler
+        if isinstance(relay, _LinkRelay):
+            relay.exchange = None
+        idle = self._idle.setdefault(exchange.pool_key, [])
+        if reuse and isinstance(relay, _LinkRelay) and exchange.link.alive and len(idle) < POOL_IDLE:
+            idle.append((exchange.link, relay, time.monotonic()))
+            asyncio.get_running_loop().call_later(POOL_IDLE_S + 1, self._sweep, exchange.pool_key)
+        else:
+            self._close_later(exchange.link)
+
+    async def _checkout(
+        self, upstream: Upstream, pool_key: tuple[str, str], capabilities: dict[str, Any]
+    ) -> tuple[UpstreamLink, _LinkRelay]:
+        idle = self._idle.get(pool_key, [])
+        now = time.monotonic()
+        while idle:
+            link, relay, since = idle.pop()
+            if link.alive and now - since < POOL_IDLE_S:
+                return link, relay
+            self._close_later(link)
+        if not upstream.ready and upstream.config.transport == "stdio":
+            raise UpstreamUnavailable(upstream.id, f"is unavailable: {upstream.error or upstream.state}")
+        relay = _LinkRelay(upstream)
+        link = UpstreamLink(upstream.config, relay, capabilities, label="2026-07-28 input", auth=upstream.tokens)
+        try:
+            await link.open()
+        except BaseException:
+            self._close_later(link)
+            raise
+        return link, relay
+
+    def _sweep(self, pool_key: tuple[str, str]) -> None:
+        """Close the pooled links idle for longer than POOL_IDLE_S."""
+        now, kept = time.monotonic(), []
+        for entry in self._idle.get(pool_key, []):
+            if entry[0].alive and now - entry[2] < POOL_IDLE_S:
+                kept.append(entry)
+            else:
+                self._close_later(entry[0])
+        self._idle[pool_key] = kept
+
+    def _close_later(self, link: UpstreamLink) -> None:
+        task = asyncio.ensure_future(link.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def stop(self) -> None:
+        for exchange in list(self._parked.values()):
+            self._end(exchange, reuse=False)
+        for links in self._idle.values():
+            for link, _, _ in links:
+                self._close_later(link)
+        self._idle.clear()
+        await asyncio.gather(*self._closing, return_exceptions=True)

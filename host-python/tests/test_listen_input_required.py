@@ -1,0 +1,248 @@
+"""MCP 2026-07-28 `subscriptions/listen` and `InputRequiredResult` through a real gateway
+process, in both edge modes, with the mcp SDK's client as the reference peer: built in (the
+`ask` tool, the gateway's own listen streams) and relayed from a real upstream process (the
+toy server over stdio, whose 2025 session sends elicitation/create and roots/list, and says
+tools/list_changed).
+"""
+
+from __future__ import annotations
+
+import json
+
+import anyio
+import httpx
+import mcp_types as types
+import pytest
+from mcp.client.client import Client
+from mcp.client.subscriptions import ResourceUpdated, ToolsListChanged
+from mcp.shared.exceptions import MCPError
+
+from mcp_http import ENVELOPE, headers2026, read_sse, rpc2026
+from mcpgw.server.input_required import RequestStates
+from mcpgw.server.jsonrpc import JsonRpcError
+from upstream_procs import TOY, federated_gateway, stdio_table
+
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning"),
+]
+
+ELICITING = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}}}
+
+
+@pytest.fixture(scope="module", params=["wasm", "python"])
+def gw(request, component_path):
+    gateway = federated_gateway(
+        request.param,
+        [stdio_table("toy", TOY, "stdio", "toy")],
+        MCPGW_MAX_LISTENS_PER_CLIENT="2",
+    )
+    yield gateway
+    gateway.stop()
+
+
+class Asked:
+    """The client's side of the questions: what it was asked, what it answers."""
+
+    def __init__(self) -> None:
+        self.elicited: list[str] = []
+        self.roots_asked = 0
+
+    async def elicit(self, ctx, params) -> types.ElicitResult:
+        self.elicited.append(params.message)
+        return types.ElicitResult(action="accept", content={"answer": "blue", "ok": True})
+
+    async def roots(self, ctx) -> types.ListRootsResult:
+        self.roots_asked += 1
+        return types.ListRootsResult(roots=[types.Root(uri="file:///work/project")])
+
+
+def text_of(result: types.CallToolResult) -> str:
+    return " ".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+def answer(response: httpx.Response) -> dict:
+    if response.headers["content-type"].startswith("text/event-stream"):
+        return [e.json() for e in read_sse(response) if e.data][-1]
+    return response.json()
+
+
+async def eventually(check, timeout: float = 30.0) -> None:
+    """Until `check()` is true (a deadline, not a timing assertion)."""
+    with anyio.fail_after(timeout):
+        while True:
+            if await check():
+                return
+            await anyio.sleep(0.1)
+
+
+def call(gw, path: str, name: str, arguments: dict, meta: dict = ELICITING, **retry) -> httpx.Response:
+    body = rpc2026("tools/call", 1, name=name, arguments=arguments, **retry)
+    body["params"]["_meta"] = meta
+    return httpx.post(gw.url + path, json=body, headers=headers2026("tools/call", name), timeout=60)
+
+
+# -- InputRequiredResult, built in ---------------------------------------------------------
+async def test_builtin_ask_answers_input_required_and_the_sdk_client_retries_with_the_answer(gw):
+    asked = Asked()
+    async with Client(gw.url + "/mcp", mode="2026-07-28", elicitation_callback=asked.elicit) as client:
+        result = await client.call_tool("ask", {"question": "Favourite colour?"})
+    assert text_of(result) == "answered: blue"
+    assert asked.elicited == ["Favourite colour?"]
+
+
+async def test_builtin_ask_on_a_session_sends_elicitation_create_instead(gw):
+    asked = Asked()
+    async with Client(gw.url + "/mcp", mode="legacy", elicitation_callback=asked.elicit) as client:
+        result = await client.call_tool("ask", {"question": "Still there?"})
+    assert text_of(result) == "answered: blue"
+    assert asked.elicited == ["Still there?"]
+
+
+def test_the_wire_shape_and_a_request_state_that_is_forged_moved_or_missing_is_refused(gw):
+    first = answer(call(gw, "/mcp", "ask", {"question": "Q?"}))["result"]
+    assert first["resultType"] == "input_required"
+    assert first["inputRequests"]["answer"]["method"] == "elicitation/create"
+    assert first["inputRequests"]["answer"]["params"]["message"] == "Q?"
+    state = first["requestState"]
+    reply = {"answer": {"action": "accept", "content": {"answer": "42"}}}
+
+    done = answer(call(gw, "/mcp", "ask", {"question": "Q?"}, inputResponses=reply, requestState=state))
+    assert done["result"]["resultType"] == "complete"
+    assert done["result"]["content"][0]["text"] == "answered: 42"
+
+    body, _, tag = state.partition(".")
+    forged = body[:-2] + ("AA" if body[-2:] != "AA" else "BB") + "." + tag
+    for arguments, kwargs, why in (
+        ({"question": "Q?"}, {"requestState": forged}, "not one this gateway issued"),
+        ({"question": "Other?"}, {"requestState": state}, "issued for another request"),
+        ({"question": "Q?"}, {}, "without the requestState"),
+    ):
+        refused = call(gw, "/mcp", "ask", arguments, inputResponses=reply, **kwargs)
+        assert refused.status_code == 400
+        assert refused.json()["error"]["code"] == -32602
+        assert why in refused.json()["error"]["message"]
+
+
+def test_a_client_without_elicitation_gets_a_tool_error_not_a_question(gw):
+    result = answer(call(gw, "/mcp", "ask", {"question": "Q?"}, meta=ENVELOPE))["result"]
+    assert result["resultType"] == "complete" and result["isError"] is True
+    assert "no elicitation capability" in result["content"][0]["text"]
+
+
+def test_request_states_expire_and_bind_the_caller():
+    states = RequestStates(b"k" * 32, ttl_s=600)
+    params = {"name": "ask", "arguments": {"question": "Q?"}}
+    state = states.issue("tools/call", params, "jwt\x1fiss\x1falice", None)
+    assert states.verify("tools/call", {**params, "requestState": state}, "jwt\x1fiss\x1falice") is not None
+    with pytest.raises(JsonRpcError, match="another request or caller"):
+        states.verify("tools/call", {**params, "requestState": state}, "jwt\x1fiss\x1fmallory")
+    with pytest.raises(JsonRpcError, match="not one this gateway issued"):  # another gateway's key
+        RequestStates(b"x" * 32).verify("tools/call", {**params, "requestState": state}, "jwt\x1fiss\x1falice")
+    stale = RequestStates(b"k" * 32, ttl_s=-1).issue("tools/call", params, "", None)
+    with pytest.raises(JsonRpcError, match="expired"):
+        states.verify("tools/call", {**params, "requestState": stale}, "")
+
+
+# -- InputRequiredResult, relayed from an upstream's own requests ------------------------------
+@pytest.mark.parametrize("path,prefix", [("/servers/toy/mcp", ""), ("/mcp", "toy__")])
+async def test_an_upstream_elicitation_and_roots_request_reach_a_2026_client_as_input_required(gw, path, prefix):
+    asked = Asked()
+    async with Client(
+        gw.url + path, mode="2026-07-28", elicitation_callback=asked.elicit, list_roots_callback=asked.roots
+    ) as client:
+        # The toy's withdraw tool elicits (and would withdraw its question after 60 s).
+        assert text_of(await client.call_tool(prefix + "withdraw", {"seconds": 60})) == "answered accept"
+        assert text_of(await client.call_tool(prefix + "roots", {})) == "file:///work/project"
+        assert text_of(await client.call_tool(prefix + "roots", {})) == "file:///work/project"  # a pooled link
+    assert asked.elicited == ["Still there?"]
+    assert asked.roots_asked == 2
+
+
+def test_a_relayed_retry_whose_call_is_gone_is_refused_clearly(gw):
+    first = answer(call(gw, "/servers/toy/mcp", "withdraw", {"seconds": 60}))["result"]
+    assert first["resultType"] == "input_required"
+    (key,) = first["inputRequests"]
+    reply = {key: {"action": "accept", "content": {"ok": True}}}
+    state = first["requestState"]
+    done = answer(call(gw, "/servers/toy/mcp", "withdraw", {"seconds": 60}, inputResponses=reply, requestState=state))
+    assert done["result"]["content"][0]["text"] == "answered accept"
+    again = call(gw, "/servers/toy/mcp", "withdraw", {"seconds": 60}, inputResponses=reply, requestState=state)
+    assert again.status_code == 400
+    assert "no longer held here" in again.json()["error"]["message"]
+
+
+# -- subscriptions/listen ------------------------------------------------------------------
+@pytest.mark.parametrize("path,grow", [("/servers/toy/mcp", "grow"), ("/mcp", "toy__grow")])
+async def test_an_upstream_list_changed_reaches_a_listen_stream(gw, path, grow):
+    async with Client(gw.url + path, mode="2026-07-28") as client:
+        async with client.listen(tools_list_changed=True, prompts_list_changed=False) as sub:
+            assert sub.honored.tools_list_changed is True
+            assert not sub.honored.prompts_list_changed
+            await client.call_tool(grow, {"name": f"grown_{gw.mode}_{grow}"})
+            with anyio.fail_after(30):
+                event = await anext(aiter(sub))
+            assert event == ToolsListChanged()
+        names = {t.name for t in (await client.list_tools()).tools}
+        assert any(n.endswith(f"grown_{gw.mode}_{grow}") for n in names)
+
+
+@pytest.mark.parametrize(
+    "path,uri,prefix", [("/servers/toy/mcp", "toy://note", ""), ("/mcp", "toy+toy://note", "toy__")]
+)
+async def test_an_upstream_resource_update_reaches_the_listen_stream_that_named_it(gw, path, uri, prefix):
+    async with Client(gw.url + path, mode="2026-07-28") as client:
+
+        async def subscribed(expected: bool) -> bool:
+            state = json.loads(text_of(await client.call_tool(prefix + "state", {})))
+            return ("toy://note" in state["subscribed"]) == expected
+
+        async with client.listen(resource_subscriptions=[uri]) as sub:
+            assert sub.honored.resource_subscriptions == [uri]
+            # The catalog connection subscribes upstream once the stream is open; the toy's announce
+            # tool tells its subscribed sessions (the catalog connection's among them).
+            await eventually(lambda: subscribed(True))
+            await client.call_tool(prefix + "announce", {"uri": "toy://note"})
+            with anyio.fail_after(30):
+                event = await anext(aiter(sub))
+            assert event == ResourceUpdated(uri=uri)
+        await eventually(lambda: subscribed(False))  # the last stream naming it ended: unsubscribed
+
+
+def test_a_listen_stream_idle_past_its_deadline_ends_with_its_result(component_path):
+    gateway = federated_gateway("python", [], MCPGW_LISTEN_IDLE_TIMEOUT_S="1")
+    try:
+        body = rpc2026("subscriptions/listen", 7, notifications={"toolsListChanged": True, "promptsListChanged": 1})
+        stream = httpx.post(gateway.url + "/mcp", json=body, headers=headers2026("subscriptions/listen"), timeout=60)
+        messages = [e.json() for e in read_sse(stream) if e.data]
+        health = httpx.get(gateway.url + "/health").json()["limits"]["listen"]
+    finally:
+        gateway.stop()
+    ack = messages[0]
+    assert ack["method"] == "notifications/subscriptions/acknowledged"
+    assert ack["params"]["notifications"] == {"toolsListChanged": True}  # only what was asked with true
+    assert ack["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 7
+    # Idle for MCPGW_LISTEN_IDLE_TIMEOUT_S: the stream ends with its result, the same _meta.
+    assert messages[-1]["id"] == 7
+    assert messages[-1]["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 7
+    assert health == {"max_listens_per_client": 16, "listen_idle_timeout_s": 1.0, "streams": 0, "refused": 0}
+
+
+def test_listen_needs_a_filter(gw):
+    body = rpc2026("subscriptions/listen", 1)
+    refused = httpx.post(gw.url + "/mcp", json=body, headers=headers2026("subscriptions/listen"), timeout=30)
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == -32602
+
+
+async def test_the_sdk_client_sees_its_listen_refused_past_the_cap(gw):
+    async with (
+        Client(gw.url + "/mcp", mode="2026-07-28") as client,
+        client.listen(tools_list_changed=True),
+        client.listen(prompts_list_changed=True),
+    ):
+        with pytest.raises(MCPError) as refused:
+            async with client.listen(resources_list_changed=True):
+                pass
+        assert refused.value.error.code == -32029
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(gw.url + "/health")).json()["limits"]["listen"]["refused"] >= 1
