@@ -8,6 +8,15 @@ tests/e2e/everything/install.sh) as an upstream over Streamable HTTP, legacy SSE
   field by field.
 - A restart: the everything server answers 400 "No valid session ID provided" (not 404) for a
   session it does not know; the next call after a restart is answered.
+- The journey (everything_journey.py): every tool with the arguments it needs, resources and
+  templates (list, read, a tool's resource_link read back, subscribe, the update, unsubscribe),
+  prompts and completion, logging (setLevel, the simulated messages), sampling, elicitation (form
+  and URL) and roots answered by the client's callbacks, progress, and a task (task-augmented call,
+  tasks/get, result, list, cancel), made directly, through /servers/<id>/mcp and through /mcp, and
+  compared case by case, field by field (volatile fields normalised, /mcp's names mapped back), for
+  a client declaring sampling, elicitation and roots and one declaring nothing; over Streamable HTTP
+  in both edge modes, over legacy SSE and stdio in the Python mode. The table of cases is written to
+  tests/artifacts/everything-journey.md.
 
 Real processes throughout (the everything server on Node 22, the gateway, the mcp SDK's clients).
 """
@@ -28,6 +37,7 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters
 
 from conftest import REPO, stop_process
+from everything_journey import Journey
 from upstream_procs import federated_gateway, http_table
 
 pytestmark = [
@@ -90,6 +100,15 @@ def everything(component_path):
     gw.stop()
     http.stop()
     sse.stop()
+
+
+@pytest.fixture(scope="module")
+def everything_wasm(everything):
+    """A second gateway, in the wasm edge mode, in front of the same Streamable HTTP everything server."""
+    _, servers = everything
+    gw = federated_gateway("wasm", [http_table("ev-http", servers["ev-http"].url)])
+    yield gw
+    gw.stop()
 
 
 async def _sampling(ctx, params):
@@ -162,3 +181,143 @@ async def test_a_restarted_everything_server_answering_400_serves_the_next_call(
         with anyio.fail_after(30):
             again = await client.call_tool("echo", {"message": "after"})
         assert again.content[0].text == "Echo: after"
+
+
+# Differences the docs name (docs/federation.md): removed from the compared cases, listed in the table.
+DOCUMENTED = {
+    "initialize": "virtual: the gateway adds _meta io.mcpgw/gateway; /mcp: the gateway's own initialize",
+}
+# Fields /mcp leaves out by design (docs/federation.md): (case, field of the result).
+MCP_OMITS = {
+    ("task: tasks/list", "_meta"),  # /mcp merges the session's tasks of every upstream into one list
+}
+JOURNEY_TABLE: dict[str, dict[str, dict[str, list[str]]]] = {}  # case -> endpoint -> verdict -> runs
+TABLE = REPO / "host-python" / "tests" / "artifacts" / "everything-journey.md"
+
+
+def _verdict(case: str, direct: dict, other: dict, documented: str | None) -> str:
+    if case not in other:
+        return "n/a (documented)" if documented else "MISSING"
+    if other[case] == direct.get(case):
+        return "same" + (" (documented difference stripped)" if documented else "")
+    return "DIFFERS"
+
+
+def _summary(value) -> str:
+    if isinstance(value, dict) and "error" in value:
+        return f"error {value['error'].get('code')}"
+    if isinstance(value, dict) and value.get("isError"):
+        return "isError result"
+    if isinstance(value, dict) and "task" in value:
+        return f"task {value['task'].get('status')}"
+    if isinstance(value, dict) and "status" in value and "taskId" in value:
+        return f"task {value['status']}"
+    if isinstance(value, list):
+        return f"{len(value)} item(s)"
+    return "ok"
+
+
+def _write_table() -> None:
+    """One row per journey case: what it was directly, and whether the virtual server and /mcp
+    gave the same, with the runs (upstream transport, edge mode, client) each verdict holds for."""
+    runs = len({run for row in JOURNEY_TABLE.values() for runs_ in row["direct"].values() for run in runs_})
+
+    def cell(verdicts: dict[str, list[str]]) -> str:
+        return "; ".join(
+            verdict if len(where) == runs else f"{verdict} ({', '.join(where)})" for verdict, where in verdicts.items()
+        )
+
+    lines = [f"Journey cases over {runs} runs", "", "| journey case | direct | virtual | /mcp |", "|---|---|---|---|"]
+    for case, row in JOURNEY_TABLE.items():
+        lines.append(f"| {case} | {cell(row['direct'])} | {cell(row['virtual'])} | {cell(row['/mcp'])} |")
+    TABLE.parent.mkdir(parents=True, exist_ok=True)
+    TABLE.write_text("\n".join(lines) + "\n")
+
+
+JOURNEYS = [
+    ("ev-http", "python"),
+    ("ev-http", "wasm"),
+    ("ev-sse", "python"),
+    ("ev-stdio", "python"),
+]
+
+
+@pytest.mark.parametrize("capable", [True, False], ids=["every capability", "no capability"])
+@pytest.mark.parametrize(("upstream", "mode"), JOURNEYS)
+async def test_the_journey_is_the_same_directly_on_the_virtual_server_and_on_mcp(
+    everything, everything_wasm, upstream, mode, capable
+):
+    gw, servers = everything
+    url = (everything_wasm if mode == "wasm" else gw).url
+    straight = Journey(f"journey-direct-{mode}", capable=capable)
+    virtual = Journey(f"journey-virtual-{mode}", capable=capable)
+    merged = Journey(f"journey-merged-{mode}", upstream, capable=capable)
+    targets = [
+        (straight, direct(upstream, servers)),
+        (virtual, url + f"/servers/{upstream}/mcp"),
+        (merged, url + "/mcp"),
+    ]
+
+    async def run(journey: Journey, target) -> None:
+        async with Client(target, mode="legacy", cache=None, **journey.callbacks()) as client:
+            await journey.run(client)
+
+    with anyio.fail_after(120):
+        async with anyio.create_task_group() as tasks:
+            for journey, target in targets:
+                tasks.start_soon(run, journey, target)
+
+    expected = straight.cases
+    meta = virtual.cases.get("initialize", {}).get("_meta", {})
+    assert meta.pop("io.mcpgw/gateway", {}).get("upstream") == upstream  # the documented addition
+    if not meta:
+        virtual.cases["initialize"].pop("_meta", None)
+    # The journey went everywhere it should: the capability-dependent tools were called when declared.
+    assert ("tool trigger-sampling-request" in expected) == capable
+    assert "task: tasks/result" in expected and "notifications/resources/updated" in expected
+
+    mcp_documented: dict[str, str] = {}
+    for case, field in MCP_OMITS:
+        if case in merged.cases and field not in merged.cases[case] and field in expected.get(case, {}):
+            merged.cases[case] = {**merged.cases[case], field: expected[case][field]}
+            mcp_documented[case] = f"no result {field} (one list merged from every upstream)"
+    # A client that declared nothing sees, on /mcp, the catalog connection's lists
+    # (docs/federation.md, "Names on /mcp"): not the session resources its own calls made (the
+    # everything server lists them only to the connection that made them); they still read.
+    session_made = f"demo://resource/session/{straight.tag}"
+    mcp_expected = dict(expected)
+    if not capable:
+        listed = expected["resources/list"]
+        mcp_expected["resources/list"] = {
+            **listed,
+            "resources": [r for r in listed["resources"] if not r["uri"].startswith("demo://resource/session/<tag>")],
+        }
+        for case in expected:
+            if case.startswith("resources/read <tag>"):
+                mcp_documented[case] = "no capability: not listed, so not read (the catalog's lists)"
+        mcp_documented["resources/list"] = "no capability: without the session's own resources (the catalog's lists)"
+    assert all(session_made not in str(v) for v in expected.values())  # normalised to <tag>
+
+    column = f"{upstream} {mode} {'capable' if capable else 'none'}"
+    mismatches = []
+    for case, value in expected.items():
+        row = JOURNEY_TABLE.setdefault(case, {"direct": {}, "virtual": {}, "/mcp": {}})
+        row["direct"].setdefault(_summary(value), []).append(column)
+        for name, other in (("virtual", virtual.cases), ("/mcp", merged.cases)):
+            documented = (mcp_documented.get(case) or DOCUMENTED.get(case)) if name == "/mcp" else None
+            if name == "virtual" and case == "initialize":
+                documented = DOCUMENTED[case]
+            verdict = _verdict(case, mcp_expected if name == "/mcp" else expected, other, documented)
+            row[name].setdefault(verdict + (f": {documented}" if documented and name == "/mcp" else ""), []).append(
+                column
+            )
+            if verdict in ("MISSING", "DIFFERS"):
+                mismatches.append((name, case, value, other.get(case)))
+    extra = [
+        (name, case) for name, j in (("virtual", virtual), ("/mcp", merged)) for case in j.cases if case not in expected
+    ]
+    _write_table()
+    assert not extra, extra
+    assert not mismatches, "\n\n".join(
+        f"{name}: {case}\n  direct: {d}\n  there:  {o}" for name, case, d, o in mismatches
+    )

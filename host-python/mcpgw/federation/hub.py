@@ -73,6 +73,7 @@ class SessionRelay:
         # The upstream's lists as this connection sees them (what /mcp shows a session whose client
         # declared capabilities: the upstream may offer it more); None until read or after list_changed.
         self.lists: dict[str, list[dict[str, Any]]] | None = None
+        self.lists_mark: tuple[UpstreamLink, int] | None = None  # the link and its list_changes when read
         self.viewed = False  # /mcp listed through this connection
         self.generation = 0  # bumped by each list_changed, so a re-read already under way is not kept
         self.calls: list[CallContext] = []  # requests running through this connection, oldest first
@@ -323,9 +324,11 @@ class Federation:
         try:
             relay, link = await self.session_link(session, upstream, uri_out)
             relay.viewed = True
-            if relay.lists is not None:
+            # A list_changed already received but not yet handled (the SDK handles it in a task of
+            # its own, maybe after the answer that followed it) makes the kept lists stale too.
+            if relay.lists is not None and relay.lists_mark == (link, link.list_changes):
                 return relay.lists
-            generation = relay.generation
+            generation, mark = relay.generation, (link, link.list_changes)
             lists, _ = await read_lists(link, int(upstream.config.max_pages))
         except JsonRpcError as err:
             log.info(
@@ -335,8 +338,8 @@ class Federation:
                 err.message,
             )
             return upstream.lists
-        if relay.generation == generation:
-            relay.lists = lists
+        if relay.generation == generation and mark == (link, link.list_changes):
+            relay.lists, relay.lists_mark = lists, mark
         return lists
 
     # -- calls ----------------------------------------------------------------

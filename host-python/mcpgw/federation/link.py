@@ -331,6 +331,7 @@ class UpstreamLink:
         self.session_lost = False  # the upstream answered 404 to our session (it restarted)
         self.refused: set[str] = set()  # our request ids the upstream refused that way (never run)
         self.too_large: set[str] = set()  # our request ids whose answer was over max_message_bytes
+        self.list_changes = 0  # notifications/*/list_changed received so far (counted on arrival)
         self._ids = itertools.count(1)
         self._heard = time.monotonic()  # when the upstream last sent anything
         self._dispatcher: JSONRPCDispatcher | None = None
@@ -499,6 +500,10 @@ class UpstreamLink:
                 message = item.message if isinstance(item, SessionMessage) else None
                 if isinstance(message, JSONRPCNotification) and message.method in SDK_DROPS:
                     await self._on_raw_notification(message.method, message.params or {})
+                elif isinstance(message, JSONRPCNotification) and message.method.endswith("/list_changed"):
+                    # Counted here, in arrival order: the SDK runs notification handlers in tasks of
+                    # their own, so an answer sent after it can reach its caller first (hub.py view).
+                    self.list_changes += 1
                 await inbound.send(item)
         finally:
             # Marked ended before the dispatcher sees EOF, so the requests it then fails are
