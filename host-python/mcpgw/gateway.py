@@ -67,6 +67,7 @@ def build_gateway(settings: Settings) -> Gateway:
             upstream.announce = shared.announce_catalog
         shared.on_catalog = federation.heard_elsewhere
         federation.link_opened = shared.link_opened  # a second upstream session for a client: told once
+        federation.shared_upstreams = shared  # an HTTP upstream session: opened once, re-attached everywhere
     servers = {u.id: VirtualDispatcher(u, federation) for u in federation.upstreams.values()}
     dispatcher = GatewayDispatcher(builtin_catalog(), federation)
     # 2026-07-28: subscriptions/listen streams (fed by the federation) and the requestState key.

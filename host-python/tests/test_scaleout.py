@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -310,16 +311,101 @@ async def _journey(federated, web) -> set[str]:
     return upstream_sessions(web) - before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core (issue 17): each process opens its own connection (and upstream session) to an HTTP upstream for "
-        "the client's session instead of re-attaching the one upstream session by its Mcp-Session-Id"
-    ),
-)
 async def test_an_http_upstream_session_is_reattached_by_every_process(federated, web):
     new = await _journey(federated, web)
     assert len(new) == 1, new  # one client session: one upstream session, whatever process relays
+
+
+@pytest.fixture
+def own_web(redis, component_path, tmp_path):
+    """Two processes and an HTTP upstream of their own (these tests restart the upstream or kill a
+    process), the upstream recording the headers of every request it is sent."""
+    record = tmp_path / "headers.jsonl"
+    upstream = toy_http("web", TOY_RECORD_HEADERS=str(record))
+    upstream.record = record
+    try:
+        started = gateways(redis, 2, [http_table("web", upstream.url, prefix="w", restart_backoff_s=0.2)])
+    except BaseException:
+        upstream.stop()
+        raise
+    for gw in started:
+        wait_upstreams(gw.url)
+    yield upstream, started
+    stop_all(started)
+    upstream.stop()
+
+
+def messages_of(response: httpx.Response) -> list[dict]:
+    """Every JSON-RPC message of a POST's answer, JSON or SSE."""
+    if response.headers["content-type"].startswith("text/event-stream"):
+        return [e.json() for e in read_sse(response) if e.data]
+    return [response.json()]
+
+
+def add_on(s: Session, gw: Gateway, id_: int) -> list[dict]:
+    """w__add through `gw`: its answer checked, every message of it returned."""
+    messages = messages_of(on(s, gw).post(rpc("tools/call", id_, name="w__add", arguments={"a": id_, "b": 1})))
+    assert messages[-1]["result"]["content"][0]["text"] == str(id_ + 1), messages
+    return messages
+
+
+def test_an_upstream_that_forgot_the_upstream_session_gets_a_new_one_and_the_client_is_told_once(own_web):
+    web, (a, b) = own_web
+    s = Session(a.url)
+    before = upstream_sessions(web)  # the two catalog connections
+    for i, gw in enumerate((a, b, a, b), start=1):
+        assert not [m for m in add_on(s, gw, i) if "method" in m]  # nothing to tell: one upstream session
+    first = upstream_sessions(web) - before
+    assert len(first) == 1, first  # opened by A, re-attached by B
+
+    web.restart()  # same port, a new process that knows no session: 404 to the recorded one
+    told: list[dict] = []
+    for i, gw in enumerate((b, a, b, a), start=10):
+        told += [m for m in add_on(s, gw, i) if m.get("method") == "notifications/message"]
+    assert len(told) == 1, told  # once, by the process that opened the new upstream session
+    assert told[0]["params"]["level"] == "warning" and told[0]["params"]["logger"] == "mcpgw"
+    assert "no longer knew the upstream session" in told[0]["params"]["data"]
+    assert on(s, a).delete().status_code == 204
+
+
+def test_the_upstream_get_stream_is_taken_over_when_the_process_holding_it_dies(own_web):
+    _, (a, b) = own_web
+    s = Session(a.url)
+    subscribed = answer_of(on(s, a).post(rpc("resources/subscribe", 1, uri="w+toy://note")))
+    assert subscribed.get("result") == {}, subscribed  # A opened the upstream session: it holds its GET stream
+    add_on(s, b, 2)  # B re-attached it
+    updates: list[dict] = []
+    arrived = threading.Event()
+    with on(s, b).stream("GET") as get:
+        assert get.status_code == 200, log_of([b])
+
+        def read() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                for event in sse_events(get.iter_lines()):
+                    if (
+                        isinstance(event, Event)
+                        and event.data
+                        and event.json().get("method") == ("notifications/resources/updated")
+                    ):
+                        updates.append(event.json())
+                        arrived.set()
+                        return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        kill(a)
+        # What the upstream sends on its own (an update to a subscription) goes on its GET stream,
+        # which nobody holds until B notices A's heartbeat is gone (3 s) and takes it over.
+        deadline = time.monotonic() + 60
+        while not arrived.is_set():
+            assert time.monotonic() < deadline, log_of([b])
+            reached = answer_of(
+                on(s, b).post(rpc("tools/call", 3, name="w__announce", arguments={"uri": "toy://note"}))
+            )
+            assert reached["result"]["structuredContent"] == {"result": 1}  # the one upstream session subscribed
+            arrived.wait(1.0)
+    assert updates[0]["params"]["uri"] == "w+toy://note"
+    assert on(s, b).delete().status_code == 204
 
 
 @pytest.mark.xfail(

@@ -26,7 +26,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from ..server.context import CallContext
 from ..server.dispatcher import Dispatcher
@@ -36,7 +36,15 @@ from ..server.listen import RESOURCE_UPDATED, ListenHub
 from ..state.session import Session
 from .config import UpstreamConfig
 from .interactive import InteractiveCalls, interactive_capabilities
-from .link import UpstreamLink, UpstreamSessionLost, UpstreamTimeout, UpstreamUnavailable, outgoing_params, relayable
+from .link import (
+    Attach,
+    UpstreamLink,
+    UpstreamSessionLost,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    outgoing_params,
+    relayable,
+)
 from .names import public_uri, split_uri
 from .tasks import TaskIds, related_out, tasks_out
 from .upstream import Upstream, read_lists
@@ -54,6 +62,31 @@ def _opened(pending: PendingLink) -> UpstreamLink | None:
 
 
 _background: set[asyncio.Task[None]] = set()  # sends that must outlive the task that started them
+
+# The reasons a session closes with when it ends for good (state/): its upstream sessions end too.
+# Any other (a process shutting down, its copy dropped) leaves a shared session's upstream sessions
+# to the other gateway processes.
+SESSION_ENDS = frozenset({"terminated", "ended", "expired"})
+
+# A client session's HTTP upstream session as recorded for every gateway process: its id, the
+# upstream's initialize result, the process holding its GET stream, and whether that one is alive.
+RecordedUpstream: TypeAlias = tuple[str, dict[str, Any], str, bool]
+
+
+class SharedUpstreams(Protocol):
+    """Where the HTTP upstream sessions of shared client sessions are recorded (state/shared.py)."""
+
+    proc: str  # this gateway process
+
+    async def upstream_session(self, session: Session, upstream: str) -> RecordedUpstream | None: ...
+    async def record_upstream_session(
+        self, session: Session, upstream: str, upstream_session: str, init_result: dict[str, Any], replacing: str | None
+    ) -> bool: ...
+    async def take_upstream_get(self, session: Session, upstream: str, owner: str) -> bool: ...
+    async def alive(self, processes: set[str]) -> set[str]: ...
+
+
+HOLDER_CHECK_S = 1.0  # how often the holders of the GET streams of re-attached upstream sessions are checked
 
 
 class SessionRelay:
@@ -80,6 +113,9 @@ class SessionRelay:
         # Upstream task id -> the id this session's client knows it by (tasks.py): gateway ids on
         # /mcp, unchanged on a virtual server.
         self.task_out: Callable[[str], str] | None = None
+        # A gateway warning for the client about this connection, given with the next request
+        # through it (on its stream when it has one, else on the session's GET stream).
+        self.notice: dict[str, Any] | None = None
 
     @contextlib.contextmanager
     def running(self, ctx: CallContext) -> Iterator[None]:
@@ -88,6 +124,11 @@ class SessionRelay:
             yield
         finally:
             self.calls.remove(ctx)
+
+    async def give_notice(self) -> None:
+        if self.notice is not None:
+            params, self.notice = self.notice, None
+            await self._send("notifications/message", params)
 
     async def _send(self, method: str, params: dict[str, Any]) -> None:
         ctx = self.calls[-1] if self.calls else None
@@ -178,6 +219,15 @@ class Federation:
         # Told of every connection opened for a session (scale-out: a shared session's connection to
         # an upstream may already be open in another process; set by gateway.py).
         self.link_opened: Callable[[Session, str], Awaitable[None]] | None = None
+        # Scale-out: a shared session's Streamable HTTP upstream session is opened once and
+        # re-attached by every other process (set by gateway.py); (session id, upstream id) -> the
+        # upstream session id this process found lost (404), so it is replaced, not re-attached.
+        self.shared_upstreams: SharedUpstreams | None = None
+        self._lost_upstream: dict[tuple[str, str], str] = {}
+        # (session id, upstream id) -> the process holding the GET stream of the upstream session
+        # this process re-attached; checked every HOLDER_CHECK_S, taken over when that one is gone.
+        self._held_by: dict[tuple[str, str], str] = {}
+        self._holders: asyncio.Task[None] | None = None
         for upstream in self.upstreams.values():
             upstream.down_listeners.append(self._upstream_down)
             upstream.resource_updated = self._resource_updated
@@ -185,6 +235,8 @@ class Federation:
     def start(self) -> None:
         for upstream in self.upstreams.values():
             upstream.start()
+        if self.shared_upstreams is not None and self._holders is None:
+            self._holders = asyncio.ensure_future(self._watch_holders(self.shared_upstreams))
 
     def heard_elsewhere(self, upstream_id: str, notification: str) -> None:
         """Another gateway process heard the upstream say `notification` (a list_changed): re-read
@@ -199,6 +251,8 @@ class Federation:
         upstream.refresh_soon(notification, heard_elsewhere=True)
 
     async def stop(self) -> None:
+        if self._holders is not None:
+            self._holders.cancel()
         for key in list(self._links):
             self._drop(key)
         await self.interactive.stop()
@@ -324,6 +378,7 @@ class Federation:
         try:
             relay, link = await self.session_link(session, upstream, uri_out)
             relay.viewed = True
+            await relay.give_notice()
             # A list_changed already received but not yet handled (the SDK handles it in a task of
             # its own, maybe after the answer that followed it) makes the kept lists stale too.
             if relay.lists is not None and relay.lists_mark == (link, link.list_changes):
@@ -395,6 +450,7 @@ class Federation:
                     return await link.request(method, outgoing_params(params), on_progress)
                 relay, link = await self.session_link(session, upstream, uri_out)
                 with relay.running(ctx):
+                    await relay.give_notice()
                     result = await link.request(method, outgoing_params(params), on_progress)
                 self._remember(session, upstream, method, params)
                 return result
@@ -450,6 +506,10 @@ class Federation:
     ) -> tuple[SessionRelay, UpstreamLink]:
         key = (session.id, upstream.id)
         pending = self._links.get(key)
+        if pending is not None and (ended := _opened(pending)) is not None and not ended.alive:
+            self._ended(key, ended)  # its watcher has not run yet: a new one now (a retry after a 404)
+            del self._links[key]
+            pending = None
         if pending is None:
             # The catalog connection is down. A new stdio process would most likely fail the same way;
             # a network upstream may be back already (restarted): one attempt tells.
@@ -474,6 +534,10 @@ class Federation:
             session_id = session.id
 
             def drop_links(reason: str) -> None:
+                if reason in SESSION_ENDS:  # the upstream sessions this process holds end with it
+                    for (sid, _), pending in self._links.items():
+                        if sid == session_id and (link := _opened(pending)) is not None and link.holds_get:
+                            link.keep_session = False
                 self._drop_session(session_id)
 
             session.closers.append(drop_links)
@@ -484,15 +548,23 @@ class Federation:
         relay = SessionRelay(session, upstream, uri_out, self.tell)
         if session.server is None:  # /mcp: the client knows the upstream's tasks by gateway ids
             relay.task_out = functools.partial(self.task_ids.seal, session.id, upstream.id)
-        link = UpstreamLink(
-            upstream.config, relay, session.client_capabilities, label=f"session {session.id[:8]}", auth=upstream.tokens
-        )
+        store = self.shared_upstreams
+        if store is None or not session.shared or upstream.config.transport != "streamable-http":
+            store = None
+        recorded = await store.upstream_session(session, upstream.id) if store is not None else None
+        attach = await self._attachable(store, session, upstream, recorded)
+        link = self._link(session, upstream, relay, attach, shared=store is not None)
+        if attach is not None and not attach.hold_get and recorded is not None:
+            self._held_by[(session.id, upstream.id)] = recorded[2]
         try:
             await link.open()
             if not upstream.ready:
                 upstream.reconnect_now()
-            await self._reapply(session, upstream, link)
-            if self.link_opened is not None:
+            if attach is None:
+                await self._reapply(session, upstream, link)
+            if store is not None and attach is None and link.upstream_session is not None:
+                link = await self._record(store, session, upstream, relay, link, recorded)
+            elif store is None and self.link_opened is not None:
                 await self.link_opened(session, upstream.id)
         except BaseException:  # failed, or the session ended meanwhile: the link must not outlive this
             self._close_later(link)
@@ -501,6 +573,113 @@ class Federation:
         self._closing.add(watcher)
         watcher.add_done_callback(self._closing.discard)
         return relay, link
+
+    def _link(
+        self, session: Session, upstream: Upstream, relay: SessionRelay, attach: Attach | None, shared: bool
+    ) -> UpstreamLink:
+        caps, label = session.client_capabilities, f"session {session.id[:8]}"
+        return UpstreamLink(upstream.config, relay, caps, label, upstream.tokens, attach=attach, shared=shared)
+
+    async def _attachable(
+        self, store: SharedUpstreams | None, session: Session, upstream: Upstream, recorded: RecordedUpstream | None
+    ) -> Attach | None:
+        """The recorded upstream session to re-attach, unless this process found it lost. Its GET
+        stream is held by one process: the one that holds it already, else the first to find that
+        one dead (its heartbeat gone) takes it over."""
+        if store is None or recorded is None:
+            return None
+        upstream_session, init_result, owner, alive = recorded
+        if self._lost_upstream.get((session.id, upstream.id)) == upstream_session:
+            return None
+        hold = owner == store.proc or (not alive and await store.take_upstream_get(session, upstream.id, owner))
+        return Attach(upstream_session, init_result, hold)
+
+    async def _record(
+        self,
+        store: SharedUpstreams,
+        session: Session,
+        upstream: Upstream,
+        relay: SessionRelay,
+        link: UpstreamLink,
+        recorded: RecordedUpstream | None,
+    ) -> UpstreamLink:
+        """A new upstream session for a shared session: recorded for every process, unless another
+        process recorded its own meanwhile (both opened at once): then this one is ended and theirs
+        re-attached. Replacing one that was lost (the upstream restarted or forgot it), the client
+        is told once that what the upstream kept in it is gone."""
+        assert link.upstream_session is not None
+        replacing = recorded[0] if recorded is not None else None
+        opened = link.upstream_session, link.init_result
+        if await store.record_upstream_session(session, upstream.id, *opened, replacing):
+            if replacing is not None:
+                log.warning(
+                    "upstream %s: session %s had lost its upstream session; a new one was opened",
+                    upstream.id,
+                    session.id[:8],
+                )
+                relay.notice = {
+                    "level": "warning",
+                    "logger": "mcpgw",
+                    "data": (
+                        f"upstream {upstream.id}: the upstream no longer knew the upstream session the gateway "
+                        "had opened for your session (it restarted or ended it); a new one was opened: what "
+                        "the upstream kept in the old one (subscriptions, its own state) is not in the new one"
+                    ),
+                }
+            return link
+        link.keep_session = False  # ours is used by nobody: ended upstream too
+        self._close_later(link)
+        attach = await self._attachable(store, session, upstream, await store.upstream_session(session, upstream.id))
+        if attach is None:
+            raise UpstreamUnavailable(upstream.id, "is unavailable: its upstream session for this session was lost")
+        theirs = self._link(session, upstream, relay, attach, shared=True)
+        try:
+            await theirs.open()
+        except BaseException:
+            self._close_later(theirs)
+            raise
+        return theirs
+
+    async def _watch_holders(self, store: SharedUpstreams) -> None:
+        """The GET stream of an upstream session is held by one process (what the upstream sends on
+        its own, not within a request, comes there). When that process dies, the first process still
+        re-attached to the session that notices takes the stream over; the others learn who did."""
+        while True:
+            await asyncio.sleep(HOLDER_CHECK_S)
+            try:
+                await self._check_holders(store)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - state unavailable: checked again next time
+                log.debug("checking the upstream GET stream holders failed: %s", exc)
+
+    async def _check_holders(self, store: SharedUpstreams) -> None:
+        if not self._held_by:
+            return
+        alive = await store.alive(set(self._held_by.values()))
+        for key, holder in list(self._held_by.items()):
+            pending = self._links.get(key)
+            if pending is None or (link := _opened(pending)) is None or not link.alive or link.holds_get:
+                self._held_by.pop(key, None)
+                continue
+            if holder in alive:
+                continue
+            relay = pending.result()[0]
+            if await store.take_upstream_get(relay.session, key[1], holder):
+                self._held_by.pop(key, None)
+                link.hold_get()
+                continue
+            recorded = await store.upstream_session(relay.session, key[1])
+            if recorded is None or recorded[0] != link.upstream_session:
+                self._held_by.pop(key, None)  # replaced meanwhile: this link's next request finds out
+            else:
+                self._held_by[key] = recorded[2]
+
+    def _ended(self, key: tuple[str, str], link: UpstreamLink) -> None:
+        """A session's link ended: if the upstream refused its session (404), this process re-attaches
+        it no more (the next one opened replaces it)."""
+        if link.session_lost and link.upstream_session is not None and self.shared_upstreams is not None:
+            self._lost_upstream[key] = link.upstream_session
 
     async def _reapply(self, session: Session, upstream: Upstream, link: UpstreamLink) -> None:
         """Give a new connection the session's state: its log level and its subscriptions."""
@@ -530,6 +709,7 @@ class Federation:
         pending = self._links.get(key)
         mine = pending is not None and _opened(pending) is link
         if mine:
+            self._ended(key, link)
             del self._links[key]
         await link.close()
         if mine and not session.closed and self.subscriptions.get(key):
@@ -584,6 +764,10 @@ class Federation:
         self._viewers.pop(session_id, None)
         for key in [k for k in self.subscriptions if k[0] == session_id]:
             del self.subscriptions[key]
+        for key in [k for k in self._lost_upstream if k[0] == session_id]:
+            del self._lost_upstream[key]
+        for key in [k for k in self._held_by if k[0] == session_id]:
+            del self._held_by[key]
         for key in [k for k in self._links if k[0] == session_id]:
             self._drop(key)
 

@@ -26,10 +26,12 @@ import itertools
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
@@ -39,7 +41,8 @@ from mcp.client import Transport
 from mcp.client._transport import TransportStreams
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
+from mcp.client.streamable_http import StreamableHTTPTransport
+from mcp.shared._context_streams import create_context_streams
 from mcp.shared._httpx_utils import MCP_DEFAULT_TIMEOUT
 from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
@@ -104,6 +107,16 @@ class UpstreamTimeout(UpstreamUnavailable):
 class UpstreamSessionLost(UpstreamUnavailable):
     """The upstream refused the request because it no longer knows the link's session (HTTP 404):
     the request was not run, so it may be sent again on a new link."""
+
+
+@dataclass(frozen=True)
+class Attach:
+    """An upstream session another gateway process opened for the same client session (scale-out,
+    docs/scale-out.md): re-attached by its `Mcp-Session-Id`, with no `initialize` of its own."""
+
+    session_id: str  # the upstream's Mcp-Session-Id
+    init_result: dict[str, Any]  # what the upstream answered to the opener's initialize
+    hold_get: bool  # this link holds the upstream session's GET stream (one process does)
 
 
 class LinkHandler(Protocol):
@@ -319,8 +332,21 @@ class UpstreamLink:
         client_capabilities: dict[str, Any] | None = None,
         label: str = "shared",
         auth: httpx2.Auth | None = None,
+        attach: Attach | None = None,
+        shared: bool = False,
     ) -> None:
         self.config = config
+        # Scale-out (a client session several gateway processes serve): an upstream session to
+        # re-attach instead of initializing one; request ids unique across processes (every
+        # process re-attached to one upstream session sends on it); the upstream session left
+        # open when this link closes (keep_session: another process may still use it).
+        self.attach = attach
+        self.keep_session = shared
+        self.upstream_session: str | None = attach.session_id if attach else None  # its Mcp-Session-Id
+        self.holds_get = attach is None or attach.hold_get  # the upstream session's GET stream is ours
+        self._id_prefix = f"mcpgw-{secrets.token_hex(4)}-" if shared else "mcpgw-"
+        self._http_transport: StreamableHTTPTransport | None = None
+        self._start_get: Callable[[], None] | None = None
         self.auth = auth  # an HTTP upstream's OAuth client credentials (oauth.py), shared by its links
         self.handler = handler
         self.label = label
@@ -357,6 +383,13 @@ class UpstreamLink:
                 self.error = f"no OAuth token: {token_error}"
             await self.close()
             raise UpstreamUnavailable(self.config.id, f"is unavailable: {self.error or 'connection closed'}")
+
+    def hold_get(self) -> None:
+        """Open the GET stream of this re-attached upstream session: the process that held it is gone."""
+        if not self.holds_get and self._start_get is not None and self.alive:
+            self.holds_get = True
+            log.info("upstream %s (%s): holding its GET stream now", self.config.id, self.label)
+            self._start_get()
 
     async def wait_closed(self) -> None:
         await self._ended.wait()
@@ -430,13 +463,36 @@ class UpstreamLink:
 
     @contextlib.asynccontextmanager
     async def _streamable_http(self) -> AsyncIterator[TransportStreams]:
-        async with (
-            self._http(headers=self.config.headers or None) as http,
-            streamable_http_client(
-                self.config.url, http_client=http, max_sse_event_size=int(self.config.max_message_bytes)
-            ) as streams,
-        ):
-            yield streams
+        """The SDK's `streamable_http_client` (mcp 2.3.0), assembled here from its transport so that
+        a link can re-attach an upstream session opened by another gateway process (its id set, no
+        initialize; the GET stream opened only when this link holds it) and leave the upstream
+        session open when it closes while other processes may still use it (`keep_session`)."""
+        cfg = self.config
+        headers = dict(cfg.headers or {})
+        transport = StreamableHTTPTransport(cfg.url, max_sse_event_size=int(cfg.max_message_bytes))
+        if self.attach is not None:
+            transport.session_id = self.attach.session_id
+            # On what carries no per-message header (the GET stream, answers to the upstream's requests).
+            headers[MCP_PROTOCOL_VERSION_HEADER] = str(self.attach.init_result.get("protocolVersion", ""))
+        async with self._http(headers=headers or None) as http:
+            read_writer, read = create_context_streams[SessionMessage | Exception](0)
+            write, write_reader = create_context_streams[SessionMessage](0)
+            async with read_writer, read, write, write_reader, anyio.create_task_group() as tasks:
+
+                def start_get_stream() -> None:  # after notifications/initialized, or re-attached
+                    tasks.start_soon(transport.handle_get_stream, http, read_writer)
+
+                tasks.start_soon(transport.post_writer, http, write_reader, read_writer, write, start_get_stream, tasks)
+                self._start_get = start_get_stream
+                if self.attach is not None and self.attach.hold_get:
+                    start_get_stream()
+                self._http_transport = transport
+                try:
+                    yield read, write
+                finally:
+                    if transport.session_id and not self.keep_session:
+                        await transport.terminate_session(http)
+                    tasks.cancel_scope.cancel()
 
     @contextlib.asynccontextmanager
     async def _legacy_sse(self) -> AsyncIterator[TransportStreams]:
@@ -464,17 +520,25 @@ class UpstreamLink:
                 )
                 async with session, anyio.create_task_group() as tasks:
                     tasks.start_soon(self._pump, read, inbound)
-                    result = await session.initialize()
-                    self.init_result = _dump(result)
+                    if self.attach is None:
+                        result = await session.initialize()
+                        self.init_result = _dump(result)
+                    else:  # re-attached: what the opener negotiated, installed with no wire traffic
+                        result = types.InitializeResult.model_validate(self.attach.init_result)
+                        session.adopt(result)
+                        self.init_result = copy.deepcopy(self.attach.init_result)
+                    if self._http_transport is not None:
+                        self.upstream_session = self._http_transport.session_id
                     self.version = result.protocol_version
                     self._dispatcher = dispatcher
                     self._ready.set()
                     if self.config.transport == "sse" and self.config.read_timeout_s > 0:
                         tasks.start_soon(self._keepalive)
                     log.info(
-                        "upstream %s (%s): connected, %s, protocol %s",
+                        "upstream %s (%s): %s, %s, protocol %s",
                         self.config.id,
                         self.label,
+                        "connected" if self.attach is None else "re-attached its upstream session",
                         result.server_info.name,
                         self.version,
                     )
@@ -546,7 +610,7 @@ class UpstreamLink:
         dispatcher, version = self._dispatcher, self.version  # the version is set before the dispatcher
         if dispatcher is None or version is None or self._ended.is_set():
             raise UpstreamUnavailable(self.config.id, f"is unavailable: {self.error or 'not connected'}")
-        request_id = f"mcpgw-{next(self._ids)}"  # ours, so a refusal (404) names the request it refused
+        request_id = f"{self._id_prefix}{next(self._ids)}"  # ours, so a refusal (404) names the request it refused
         opts: CallOptions = {"headers": {MCP_PROTOCOL_VERSION_HEADER: version}, "request_id": request_id}
         if on_progress is not None:
             opts["on_progress"] = on_progress
