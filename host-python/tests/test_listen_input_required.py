@@ -246,3 +246,23 @@ async def test_the_sdk_client_sees_its_listen_refused_past_the_cap(gw):
         assert refused.value.error.code == -32029
     async with httpx.AsyncClient() as http:
         assert (await http.get(gw.url + "/health")).json()["limits"]["listen"]["refused"] >= 1
+
+
+def test_a_built_in_state_verifies_on_another_process_only_with_the_same_configured_key(component_path):
+    """Scale-out: a built-in tool's retry may reach another gateway process; it verifies there when
+    every process has MCPGW_REQUEST_STATE_KEY (the default key is random per process)."""
+    key = "k" * 40
+    issuer = federated_gateway("python", [], MCPGW_REQUEST_STATE_KEY=key)
+    same = federated_gateway("python", [], MCPGW_REQUEST_STATE_KEY=key)
+    other = federated_gateway("python", [])
+    try:
+        first = answer(call(issuer, "/mcp", "ask", {"question": "Q?"}))["result"]
+        reply = {"answer": {"action": "accept", "content": {"answer": "yes"}}}
+        retry = {"inputResponses": reply, "requestState": first["requestState"]}
+        done = answer(call(same, "/mcp", "ask", {"question": "Q?"}, **retry))
+        refused = call(other, "/mcp", "ask", {"question": "Q?"}, **retry)
+    finally:
+        for gateway in (issuer, same, other):
+            gateway.stop()
+    assert done["result"]["content"][0]["text"] == "answered: yes"
+    assert refused.status_code == 400 and "not one this gateway issued" in refused.json()["error"]["message"]

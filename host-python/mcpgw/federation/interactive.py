@@ -148,6 +148,8 @@ class InteractiveCalls:
                 f" longer than {STATE_TTL_S:g} s, or another gateway process holds it); send the request again"
                 " without it",
             )
+        if exchange.ctx is not None:  # the same state sent twice: one continues the call
+            raise JsonRpcError(INVALID_PARAMS, "Invalid requestState: another request is continuing that call")
         if exchange.expiry is not None:
             exchange.expiry.cancel()
             exchange.expiry = None
