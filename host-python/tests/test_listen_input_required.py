@@ -1,8 +1,8 @@
 """MCP 2026-07-28 `subscriptions/listen` and `InputRequiredResult` through a real gateway
 process, in both edge modes, with the mcp SDK's client as the reference peer: built in (the
-`ask` tool, the gateway's own listen streams) and relayed from a real upstream process (the
-toy server over stdio, whose 2025 session sends elicitation/create and roots/list, and says
-tools/list_changed).
+`ask` tool, the gateway's own listen streams) and relayed from real upstream processes (the
+toy server over stdio and over Streamable HTTP, whose 2025 sessions send elicitation/create and
+roots/list, and say tools/list_changed).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_http import ENVELOPE, headers2026, read_sse, rpc2026
 from mcpgw.server.input_required import RequestStates
 from mcpgw.server.jsonrpc import JsonRpcError
-from upstream_procs import TOY, federated_gateway, stdio_table
+from upstream_procs import TOY, federated_gateway, http_table, stdio_table, toy_http
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -30,11 +30,18 @@ pytestmark = [
 ELICITING = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}}}
 
 
+@pytest.fixture(scope="module")
+def web():
+    upstream = toy_http("web")
+    yield upstream
+    upstream.stop()
+
+
 @pytest.fixture(scope="module", params=["wasm", "python"])
-def gw(request, component_path):
+def gw(request, web, component_path):
     gateway = federated_gateway(
         request.param,
-        [stdio_table("toy", TOY, "stdio", "toy")],
+        [stdio_table("toy", TOY, "stdio", "toy"), http_table("web", web.url, prefix="w")],
         MCPGW_MAX_LISTENS_PER_CLIENT="2",
     )
     yield gateway
@@ -145,7 +152,9 @@ def test_request_states_expire_and_bind_the_caller():
 
 
 # -- InputRequiredResult, relayed from an upstream's own requests ------------------------------
-@pytest.mark.parametrize("path,prefix", [("/servers/toy/mcp", ""), ("/mcp", "toy__")])
+@pytest.mark.parametrize(
+    "path,prefix", [("/servers/toy/mcp", ""), ("/mcp", "toy__"), ("/servers/web/mcp", ""), ("/mcp", "w__")]
+)
 async def test_an_upstream_elicitation_and_roots_request_reach_a_2026_client_as_input_required(gw, path, prefix):
     asked = Asked()
     async with Client(
