@@ -23,6 +23,7 @@ Real processes throughout (the everything server on Node 22, the gateway, the mc
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import socket
@@ -35,10 +36,11 @@ import pytest
 from mcp.client.client import Client
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters
+from mcp.shared.exceptions import MCPError
 
 from conftest import REPO, stop_process
 from everything_journey import Journey
-from upstream_procs import federated_gateway, http_table
+from upstream_procs import federated_gateway, http_table, upstream_health
 
 pytestmark = [
     pytest.mark.timeout(180),
@@ -321,3 +323,55 @@ async def test_the_journey_is_the_same_directly_on_the_virtual_server_and_on_mcp
     assert not mismatches, "\n\n".join(
         f"{name}: {case}\n  direct: {d}\n  there:  {o}" for name, case, d, o in mismatches
     )
+
+
+TIGHT_BYTES = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def tight(everything):
+    """A gateway whose everything upstreams take messages of at most 64 KiB (max_message_bytes)."""
+    _, servers = everything
+    stdio = "\n".join(
+        [
+            "[upstreams.ev-stdio]",
+            'transport = "stdio"',
+            f'command = "{NODE}"',
+            f'args = ["{INDEX}", "stdio"]',
+            f"max_message_bytes = {TIGHT_BYTES}",
+        ]
+    )
+    gw = federated_gateway(
+        "python",
+        [
+            http_table("ev-http", servers["ev-http"].url, max_message_bytes=TIGHT_BYTES),
+            http_table("ev-sse", servers["ev-sse"].url, transport="sse", max_message_bytes=TIGHT_BYTES),
+            stdio,
+        ],
+    )
+    yield gw
+    gw.stop()
+
+
+@pytest.mark.parametrize("upstream", ["ev-http", "ev-sse", "ev-stdio"])
+async def test_an_everything_answer_over_the_limit_fails_that_call_only(tight, upstream):
+    """The TypeScript SDK writes an answer's id after its result: the gateway still finds whose
+    answer an oversized message was (it keeps the first and last bytes), fails that call at once,
+    not at call_timeout_s, and the connection goes on."""
+    blob = base64.b64encode(os.urandom(96 * 1024)).decode()  # gzip cannot shrink it: ~128 KiB back
+    arguments = {"name": f"big-{upstream}.gz", "data": f"data:application/octet-stream;base64,{blob}"}
+    async with Client(tight.url + f"/servers/{upstream}/mcp", mode="legacy", cache=None) as client:
+        with anyio.fail_after(30), pytest.raises(MCPError) as too_large:  # call_timeout_s is 60
+            await client.call_tool("gzip-file-as-resource", {**arguments, "outputType": "resource"})
+        error = too_large.value.error
+        assert error.code == -32603 and error.data == {"upstream": upstream}
+        assert error.message == (
+            f"Upstream '{upstream}' answered tools/call with a message over {TIGHT_BYTES} bytes"
+            " (the upstream's max_message_bytes)"
+        )
+        # The same connection goes on: the resource the call made is there, and small answers come.
+        assert (await client.call_tool("echo", {"message": "still here"})).content[0].text == "Echo: still here"
+        linked = await client.call_tool("gzip-file-as-resource", arguments)
+        assert linked.content[0].uri == f"demo://resource/session/big-{upstream}.gz"
+    health = upstream_health(tight.url)[upstream]
+    assert health["state"] == "ready" and health["restarts"] == 0 and health["oversized_messages"] == 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,11 +25,11 @@ import mcp_types as types
 from mcp.client._transport import TransportStreams
 from mcp.shared.message import SessionMessage
 
+from .stdio_client import OUR_IDS, answered_id
+
 log = logging.getLogger("mcpgw.federation")
 
-HEAD_BYTES = 4096  # of an oversized event, kept to find whose answer it was
-# The ids the link gives its requests ("mcpgw-N"); in an answer the id comes before the result.
-_OUR_ID = re.compile(rb'"id"\s*:\s*"(mcpgw-\d+)"')
+HEAD_BYTES = 4096  # of an oversized event, the first and the last kept to find whose answer it was
 
 
 class LinkSide(Protocol):
@@ -50,14 +49,17 @@ class Event:
 
 @dataclass
 class Oversized:
-    """An event over the limit: its size and the first bytes of its data."""
+    """An event over the limit: its size and the first and last bytes of its data."""
 
     size: int
     head: bytes
+    tail: bytes = b""
 
     def request_id(self) -> str | None:
-        found = _OUR_ID.search(self.head)
-        return found.group(1).decode() if found else None
+        """The link's request this answered. The id comes before the result (the Python SDK's
+        servers) or after it, at the end (the TypeScript SDK's): stdio_client.answered_id."""
+        found = answered_id(self.head, self.tail)
+        return found if isinstance(found, str) and found.startswith(OUR_IDS) else None
 
 
 @dataclass
@@ -67,6 +69,7 @@ class _Building:
     size: int = 0
     over: bool = False
     head: bytes = b""
+    tail: bytes = b""
     pending: bool = False
 
 
@@ -74,6 +77,7 @@ async def read_events(chunks: AsyncIterable[bytes], limit: int) -> AsyncIterator
     """Server-sent events from a byte stream, none buffered beyond `limit` bytes."""
     line = bytearray()
     skipping = False  # the rest of the current line is past the limit: dropped
+    skipping_data = False  # ... and it is a data line (its last bytes are kept)
     ev = _Building()
 
     def field_line(raw: bytes) -> Event | Oversized | None:
@@ -81,7 +85,7 @@ async def read_events(chunks: AsyncIterable[bytes], limit: int) -> AsyncIterator
         if not raw:  # the blank line that ends an event
             done, ev = ev, _Building()
             if done.over:
-                return Oversized(done.size, done.head)
+                return Oversized(done.size, done.head, done.tail)
             if not done.pending:
                 return None
             return Event(done.event or "message", b"\n".join(done.data).decode("utf-8", "replace"))
@@ -93,8 +97,9 @@ async def read_events(chunks: AsyncIterable[bytes], limit: int) -> AsyncIterator
         if ev.size > limit and not ev.over:
             ev.over, ev.data = True, []
         if ev.over:
-            if name == b"data" and not ev.head:
-                ev.head = value[:HEAD_BYTES]
+            if name == b"data":
+                ev.head = ev.head or value[:HEAD_BYTES]
+                ev.tail = (ev.tail + value[-HEAD_BYTES:])[-HEAD_BYTES:]
             return None
         if name == b"event":
             ev.event, ev.pending = value.decode("utf-8", "replace"), True
@@ -111,6 +116,8 @@ async def read_events(chunks: AsyncIterable[bytes], limit: int) -> AsyncIterator
             start = len(chunk) if end < 0 else end + 1
             if skipping:
                 ev.size += len(piece)
+                if skipping_data:
+                    ev.tail = (ev.tail + piece[-HEAD_BYTES:])[-HEAD_BYTES:]
                 skipping = end < 0
                 continue
             line += piece
@@ -118,8 +125,10 @@ async def read_events(chunks: AsyncIterable[bytes], limit: int) -> AsyncIterator
                 if ev.size + len(line) > limit:  # an unfinished line already past the limit
                     ev.over = True
                     ev.data = []
-                    if line.startswith(b"data:") and not ev.head:
-                        ev.head = bytes(line[5:].lstrip(b" ")[:HEAD_BYTES])
+                    skipping_data = line.startswith(b"data:")
+                    if skipping_data:
+                        ev.head = ev.head or bytes(line[5:].lstrip(b" ")[:HEAD_BYTES])
+                        ev.tail = (ev.tail + bytes(line[-HEAD_BYTES:]))[-HEAD_BYTES:]
                     ev.size += len(line)
                     line.clear()
                     skipping = True
