@@ -23,6 +23,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -30,18 +31,20 @@ from typing import Any, Protocol, TypeAlias
 
 from ..server.context import CallContext
 from ..server.dispatcher import Dispatcher
-from ..server.input_required import INTERACTIVE_METHODS
-from ..server.jsonrpc import JsonRpcError
+from ..server.input_required import INTERACTIVE_METHODS, InputRequired
+from ..server.jsonrpc import INTERNAL_ERROR, JsonRpcError
 from ..server.listen import RESOURCE_UPDATED, ListenHub
 from ..state.session import Session
 from .config import UpstreamConfig
 from .interactive import InteractiveCalls, interactive_capabilities
 from .link import (
+    WAITS_BY_DESIGN,
     Attach,
     UpstreamLink,
     UpstreamSessionLost,
     UpstreamTimeout,
     UpstreamUnavailable,
+    describe,
     outgoing_params,
     relayable,
 )
@@ -84,6 +87,15 @@ class SharedUpstreams(Protocol):
     ) -> bool: ...
     async def take_upstream_get(self, session: Session, upstream: str, owner: str) -> bool: ...
     async def alive(self, processes: set[str]) -> set[str]: ...
+    async def upstream_owner(self, session: Session, upstream: str) -> tuple[str, bool]: ...
+    async def send_to(self, process: str, message: dict[str, Any]) -> None: ...
+    def on_channel(self, kind: str, handler: Callable[[dict[str, Any]], None]) -> None: ...
+
+
+# A request relayed to the process holding a stdio connection waits at most call_timeout_s plus
+# this (that process answers a timeout itself at call_timeout_s; this is for a reply lost on the way).
+REMOTE_MARGIN_S = 5.0
+REMOTE_KINDS = ("upcall", "upcancel", "upprogress", "upreply")  # on the processes' channels
 
 
 HOLDER_CHECK_S = 1.0  # how often the holders of the GET streams of re-attached upstream sessions are checked
@@ -228,6 +240,16 @@ class Federation:
         # this process re-attached; checked every HOLDER_CHECK_S, taken over when that one is gone.
         self._held_by: dict[tuple[str, str], str] = {}
         self._holders: asyncio.Task[None] | None = None
+        # stdio upstreams of shared sessions: one process holds the connection (a child process),
+        # the others relay the session's requests to it over its channel. (session id, upstream id)
+        # -> that process, when another; requests relayed from here waiting for their answer (call
+        # id -> future, the client's request, the last progress relayed); requests run here for
+        # another process (call id -> task); the sessions this process has connections for.
+        self._owners: dict[tuple[str, str], str] = {}
+        self._remote_calls: dict[str, tuple[asyncio.Future[dict[str, Any]], CallContext, list[asyncio.Task[None]]]] = {}
+        self._remote_ids = itertools.count(1)
+        self._serving: dict[str, asyncio.Task[None]] = {}
+        self._known: dict[str, Session] = {}
         for upstream in self.upstreams.values():
             upstream.down_listeners.append(self._upstream_down)
             upstream.resource_updated = self._resource_updated
@@ -237,6 +259,8 @@ class Federation:
             upstream.start()
         if self.shared_upstreams is not None and self._holders is None:
             self._holders = asyncio.ensure_future(self._watch_holders(self.shared_upstreams))
+            for kind in REMOTE_KINDS:
+                self.shared_upstreams.on_channel(kind, self._on_channel)
 
     def heard_elsewhere(self, upstream_id: str, notification: str) -> None:
         """Another gateway process heard the upstream say `notification` (a list_changed): re-read
@@ -376,6 +400,9 @@ class Federation:
             await upstream.settled()
             return upstream.lists
         try:
+            if (store := self._routed(session, upstream)) is not None and await self._owner(store, session, upstream):
+                await upstream.settled()  # the connection is another process's: the catalog's lists
+                return upstream.lists
             relay, link = await self.session_link(session, upstream, uri_out)
             relay.viewed = True
             await relay.give_notice()
@@ -411,6 +438,11 @@ class Federation:
         started = time.perf_counter()
         try:
             result = await self._call(upstream, method, params, ctx, session, uri_out)
+        except InputRequired:  # 2026-07-28: the upstream asked the client something; the call goes on
+            upstream.calls.record(time.perf_counter() - started, ok=True)
+            if self.observe is not None:
+                self.observe(upstream.id, method, "ok", time.perf_counter() - started)
+            raise
         except Exception as exc:  # an error answer, a timeout, a lost upstream (a cancelled call is not counted)
             upstream.calls.record(time.perf_counter() - started, ok=False)
             if self.observe is not None:
@@ -448,6 +480,9 @@ class Federation:
                     if link is None or not upstream.ready:
                         raise UpstreamUnavailable(upstream.id, f"is unavailable: {upstream.error or upstream.state}")
                     return await link.request(method, outgoing_params(params), on_progress)
+                store = self._routed(session, upstream)
+                if store is not None and (owner := await self._owner(store, session, upstream)) is not None:
+                    return await self._call_remote(store, owner, upstream, method, params, ctx, session)
                 relay, link = await self.session_link(session, upstream, uri_out)
                 with relay.running(ctx):
                     await relay.give_notice()
@@ -531,6 +566,7 @@ class Federation:
         """Forget the session's connections and interests when it ends."""
         if session.id not in self._tracked:
             self._tracked.add(session.id)
+            self._known[session.id] = session
             session_id = session.id
 
             def drop_links(reason: str) -> None:
@@ -654,9 +690,12 @@ class Federation:
                 log.debug("checking the upstream GET stream holders failed: %s", exc)
 
     async def _check_holders(self, store: SharedUpstreams) -> None:
-        if not self._held_by:
+        if not self._held_by and not self._owners:
             return
-        alive = await store.alive(set(self._held_by.values()))
+        alive = await store.alive({*self._held_by.values(), *self._owners.values()})
+        for key, owner in list(self._owners.items()):
+            if owner not in alive:  # its stdio connection went with it: the next use starts one here
+                self._owners.pop(key, None)
         for key, holder in list(self._held_by.items()):
             pending = self._links.get(key)
             if pending is None or (link := _opened(pending)) is None or not link.alive or link.holds_get:
@@ -674,6 +713,167 @@ class Federation:
                 self._held_by.pop(key, None)  # replaced meanwhile: this link's next request finds out
             else:
                 self._held_by[key] = recorded[2]
+
+    # -- stdio upstreams of shared sessions: reached through the process holding the connection ---
+    def _routed(self, session: Session, upstream: Upstream) -> SharedUpstreams | None:
+        store = self.shared_upstreams
+        return store if store is not None and session.shared and upstream.config.transport == "stdio" else None
+
+    async def _owner(self, store: SharedUpstreams, session: Session, upstream: Upstream) -> str | None:
+        """The process holding the session's connection to a stdio upstream when it is another one;
+        None when it is this one, or becomes this one now (none held it, or its holder is gone:
+        link_opened then tells the client, once, that what the upstream kept is lost)."""
+        key = (session.id, upstream.id)
+        if key in self._links:
+            return None
+        if (cached := self._owners.get(key)) is not None:
+            return cached
+        self._track(session)  # known here: another process may relay its requests here at once
+        for _ in range(3):
+            owner, alive = await store.upstream_owner(session, upstream.id)
+            if owner == store.proc:
+                return None
+            if alive:
+                self._owners[key] = owner
+                return owner
+            if await store.take_upstream_get(session, upstream.id, owner):
+                return None
+        raise UpstreamUnavailable(upstream.id, "is unavailable: its connection for this session keeps changing hands")
+
+    async def _call_remote(
+        self,
+        store: SharedUpstreams,
+        owner: str,
+        upstream: Upstream,
+        method: str,
+        params: dict[str, Any] | None,
+        ctx: CallContext,
+        session: Session,
+    ) -> dict[str, Any]:
+        """Relay one request to the process holding the stdio connection and wait for its answer:
+        its progress comes back as it is made; what the upstream sends otherwise (logs, requests to
+        the client) that process sends on the session's GET stream. Cancelled here, cancelled there."""
+        loop = asyncio.get_running_loop()
+        call = f"{store.proc}.{next(self._remote_ids)}"
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        progressed: list[asyncio.Task[None]] = []
+        self._remote_calls[call] = (future, ctx, progressed)
+        message = {
+            "kind": "upcall",
+            "from": store.proc,
+            "call": call,
+            "session": session.id,
+            "upstream": upstream.id,
+            "method": method,
+            "params": params,
+            "progress": ctx.progress_token is not None,
+        }
+        timeout = upstream.config.call_timeout_s
+        deadline = None if method in WAITS_BY_DESIGN or not timeout else loop.time() + timeout + REMOTE_MARGIN_S
+        try:
+            await store.send_to(owner, message)
+            while not future.done():
+                await asyncio.wait({future}, timeout=HOLDER_CHECK_S)
+                if future.done():
+                    break
+                if owner not in await store.alive({owner}):
+                    self._owners.pop((session.id, upstream.id), None)
+                    raise UpstreamUnavailable(
+                        upstream.id, f"was reached through gateway process {owner}, which stopped during {method}"
+                    )
+                if deadline is not None and loop.time() > deadline:
+                    raise UpstreamTimeout(upstream.id, f"did not answer {method} within {timeout:g} s")
+        except BaseException:
+            if not future.done():
+                self._send_later(store, owner, {"kind": "upcancel", "call": call})
+            raise
+        finally:
+            self._remote_calls.pop(call, None)
+        if progressed:
+            await asyncio.gather(*progressed, return_exceptions=True)  # in order, before the answer
+        answer = future.result()
+        error = answer.get("error")
+        if isinstance(error, dict):
+            data = error.get("data")
+            if isinstance(data, dict) and data.pop("moved", False):
+                self._owners.pop((session.id, upstream.id), None)  # asked again next time
+            raise JsonRpcError(int(error["code"]), str(error["message"]), data)
+        result: dict[str, Any] = answer.get("result") or {}
+        return result
+
+    def _send_later(self, store: SharedUpstreams, process: str, message: dict[str, Any]) -> None:
+        async def send() -> None:
+            with contextlib.suppress(Exception):
+                await store.send_to(process, message)
+
+        task = asyncio.ensure_future(send())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _on_channel(self, message: dict[str, Any]) -> None:
+        """A relayed request, its cancellation, its progress or its answer, from another process."""
+        kind, call = message.get("kind"), str(message.get("call"))
+        if kind == "upcall" and self.shared_upstreams is not None:
+            task = asyncio.ensure_future(self._serve_remote(self.shared_upstreams, message))
+            self._serving[call] = task
+            task.add_done_callback(lambda _: self._serving.pop(call, None))
+        elif kind == "upcancel" and (serving := self._serving.get(call)) is not None:
+            serving.cancel()
+        elif (waiting := self._remote_calls.get(call)) is not None:
+            future, ctx, progressed = waiting
+            if kind == "upreply" and not future.done():
+                future.set_result(message)
+            elif kind == "upprogress":
+                before = progressed[-1] if progressed else None
+                args = (message.get("progress", 0.0), message.get("total"), message.get("message"))
+                progressed.append(asyncio.ensure_future(self._progress_after(before, ctx, *args)))
+
+    @staticmethod
+    async def _progress_after(
+        before: asyncio.Task[None] | None, ctx: CallContext, progress: float, total: float | None, message: str | None
+    ) -> None:
+        if before is not None:
+            await asyncio.gather(before, return_exceptions=True)
+        await ctx.progress(progress, total, message)
+
+    async def _serve_remote(self, store: SharedUpstreams, message: dict[str, Any]) -> None:
+        """Run a request another process relayed to this one's stdio connection, and answer it."""
+        reply_to, call, upstream_id, method = message["from"], message["call"], message["upstream"], message["method"]
+
+        async def relay_progress(progress: float, total: float | None, message: str | None) -> None:
+            note = {"kind": "upprogress", "call": call, "progress": progress, "total": total, "message": message}
+            with contextlib.suppress(Exception):
+                await store.send_to(reply_to, note)  # awaited: in order, and before the answer
+
+        answer: dict[str, Any]
+        try:
+            session = self._known.get(message["session"])
+            upstream = self.upstreams.get(upstream_id)
+            if session is None or session.closed or upstream is None:
+                raise UpstreamUnavailable(
+                    upstream_id, f"is not connected for this session in gateway process {store.proc} any more"
+                )
+            prefix = upstream.config.prefix
+
+            def uri_out(uri: str) -> str:
+                return uri if session.server is not None else public_uri(prefix, uri)
+
+            _, link = await self.session_link(session, upstream, uri_out)
+            on_progress = relay_progress if message.get("progress") else None
+            result = await link.request(method, outgoing_params(message.get("params")), on_progress)
+            self._remember(session, upstream, method, message.get("params"))
+            answer = {"result": result}
+        except JsonRpcError as err:
+            data = err.data
+            if isinstance(err, UpstreamUnavailable) and not isinstance(err, UpstreamTimeout):
+                data = {**(data or {}), "moved": True}  # the caller forgets this process as the holder
+            answer = {"error": {"code": err.code, "message": err.message, "data": data}}
+        except asyncio.CancelledError:
+            return  # the caller cancelled it: no answer expected
+        except Exception as exc:  # noqa: BLE001 - the caller gets an error, never silence
+            text = f"Upstream {upstream_id!r} failed during {method}: {describe(exc)}"
+            answer = {"error": {"code": INTERNAL_ERROR, "message": text, "data": {"upstream": upstream_id}}}
+        await store.send_to(reply_to, {"kind": "upreply", "call": call, **answer})
 
     def _ended(self, key: tuple[str, str], link: UpstreamLink) -> None:
         """A session's link ended: if the upstream refused its session (404), this process re-attaches
@@ -768,6 +968,9 @@ class Federation:
             del self._lost_upstream[key]
         for key in [k for k in self._held_by if k[0] == session_id]:
             del self._held_by[key]
+        for key in [k for k in self._owners if k[0] == session_id]:
+            del self._owners[key]
+        self._known.pop(session_id, None)
         for key in [k for k in self._links if k[0] == session_id]:
             self._drop(key)
 
