@@ -127,3 +127,22 @@ async def test_mcp_lists_what_the_session_can_call_as_its_virtual_server_does(st
     assert "sampler" in direct and on_mcp == direct and called == "only for samplers"
     on_mcp, direct, called = seen["nothing"]
     assert "sampler" not in direct and on_mcp == direct and called is None
+
+
+async def test_a_list_right_after_a_call_that_changed_it_is_fresh_on_mcp(storm):
+    """/mcp keeps a capable session's lists read through its own connection until that connection
+    says list_changed. The announcement comes before the answer of the call that made the change,
+    but the SDK handles it in a task of its own, so the answer could be first and the next list
+    came from the kept one, without the new tool (seen once in the everything journey over stdio).
+    The link now counts announcements as they arrive. Here the race is rare (this test passed
+    with the old code too): it guards the behaviour, repeated, as the order is the scheduler's."""
+
+    async def sampling(ctx, params):
+        return types.CreateMessageResult(role="assistant", model="m", content=types.TextContent(type="text", text="x"))
+
+    async with Client(storm.url + "/mcp", mode="legacy", cache=None, sampling_callback=sampling) as merged:
+        await merged.list_tools()  # read through the session's own connection, and kept
+        for i in range(8):
+            name = f"fresh-{os.getpid()}-{i}"
+            assert text_of(await merged.call_tool("storm__grow", {"name": name})) == f"added {name}"
+            assert f"storm__{name}" in {t.name for t in (await merged.list_tools()).tools}
