@@ -8,6 +8,8 @@ roots/list, and say tools/list_changed).
 from __future__ import annotations
 
 import json
+import signal
+import time
 
 import anyio
 import httpx
@@ -17,7 +19,7 @@ from mcp.client.client import Client
 from mcp.client.subscriptions import ResourceUpdated, ToolsListChanged
 from mcp.shared.exceptions import MCPError
 
-from mcp_http import ENVELOPE, headers2026, read_sse, rpc2026
+from mcp_http import ENVELOPE, headers2026, read_sse, rpc2026, sse_events
 from mcpgw.server.input_required import RequestStates
 from mcpgw.server.jsonrpc import JsonRpcError
 from upstream_procs import TOY, federated_gateway, http_table, stdio_table, toy_http
@@ -275,3 +277,25 @@ def test_a_built_in_state_verifies_on_another_process_only_with_the_same_configu
             gateway.stop()
     assert done["result"]["content"][0]["text"] == "answered: yes"
     assert refused.status_code == 400 and "not one this gateway issued" in refused.json()["error"]["message"]
+
+
+def test_a_listen_stream_ends_with_its_result_when_the_gateway_shuts_down_not_after_the_grace(component_path):
+    gateway = federated_gateway("python", [], MCPGW_SHUTDOWN_GRACE_S="60")
+    body = rpc2026("subscriptions/listen", 9, notifications={"promptsListChanged": True})
+    messages = []
+    try:
+        with httpx.stream(
+            "POST", gateway.url + "/mcp", json=body, headers=headers2026("subscriptions/listen"), timeout=120
+        ) as stream:
+            events = (e for e in sse_events(stream.iter_lines()) if not isinstance(e, str) and e.data)
+            messages.append(next(events).json())  # the acknowledgement: the stream is open
+            started = time.monotonic()
+            gateway.proc.send_signal(signal.SIGTERM)
+            messages += [e.json() for e in events]
+            ended_after = time.monotonic() - started
+    finally:
+        gateway.stop()
+    assert messages[0]["method"] == "notifications/subscriptions/acknowledged"
+    assert messages[-1]["id"] == 9
+    assert messages[-1]["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 9
+    assert ended_after < 50  # told at once by the drain, not cancelled after MCPGW_SHUTDOWN_GRACE_S (60)
