@@ -199,9 +199,6 @@ def _principal_of(data: bytes) -> Principal | None:
     )
 
 
-# BATCH calls in flight at once: while one waits for Redis, the next turn's operations are sent
-# (measured: one at a time left the gateway idle ~40% of the time at 16 connections, waiting).
-PIPELINE = 2
 LISTEN_PING_S = 15  # an idle pub/sub or blocking-read connection is pinged this often
 
 
@@ -239,10 +236,6 @@ class RedisSessions(MemorySessions):
         self._upstream_take = self.redis.register_script(UPSTREAM_TAKE)
         self._ops: list[tuple[str, str, asyncio.Future[int] | None]] = []
         self._flushing: asyncio.Task[None] | None = None
-        self._calls: set[asyncio.Task[None]] = set()  # BATCH calls in flight
-        self._turn: asyncio.Future[None] | None = None  # the last call's turn to read its answer
-        self._generation = 0  # the batch connection's, counted up each time it is dropped
-        self._pipelining = False  # the batch connection is up: a call is sent at once
         self._verified: dict[str, float] = {}  # session id -> when Redis last confirmed it alive
         self._background: set[asyncio.Task[Any]] = set()
         # Another process heard an upstream's list_changed: (upstream id, notification); set by gateway.py.
@@ -402,115 +395,66 @@ class RedisSessions(MemorySessions):
         # finds it free, as in memory.
         return self._op_soon("r", claim_key(session.id, id_))
 
-    # -- one round trip per event-loop turn, pipelined ---------------------------------
+    # -- one round trip per event-loop turn ---------------------------------------
     def _op_soon(self, op: str, key: str) -> asyncio.Future[int]:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._queue(op, key, future)
-        return future
-
-    def _queue(self, op: str, key: str, future: asyncio.Future[int] | None) -> None:
         self._ops.append((op, key, future))
         if self._flushing is None:
             self._flushing = asyncio.ensure_future(self._flush())
+        return future
 
     async def _op(self, op: str, key: str) -> int:
         return await self._op_soon(op, key)
 
     async def _flush(self) -> None:
-        """Send what the requests queued, as one script call per loop turn, with at most
-        PIPELINE calls in flight on the batch connection: Redis runs them in the order sent,
-        so operations reach it in the order queued."""
+        """Send what the requests queued, as one script call; again while more was queued
+        meanwhile (one call in flight at a time: operations reach Redis in the order queued)."""
         try:
             while self._ops:
                 await asyncio.sleep(0)  # the rest of this turn's requests queue theirs too
-                if len(self._calls) >= PIPELINE:
-                    await asyncio.wait(set(self._calls), return_when=asyncio.FIRST_COMPLETED)
-                    continue  # meanwhile more was queued: one call for all of it
                 ops, self._ops = self._ops, []
-                call = asyncio.ensure_future(self._run(ops))  # its first step sends: in this order
-                self._calls.add(call)
-                call.add_done_callback(self._calls.discard)
+                args: list[Any] = [self.proc, self.ttl_ms, self.ttl_ms, PREFIX + "proc:", *(op for op, _, _ in ops)]
+                try:
+                    results = await self._call_batch([key for _, key, _ in ops], args)
+                except RedisError as exc:
+                    error = self._failed(exc)
+                    for _, _, future in ops:
+                        if future is not None and not future.done():
+                            future.set_exception(error)
+                    continue
+                self._ok()
+                for (op, key, future), result in zip(ops, results, strict=True):
+                    if future is None:
+                        continue
+                    if not future.done():
+                        future.set_result(int(result))
+                    elif future.cancelled() and op == "c" and int(result):
+                        self._ops.append(("r", key, None))  # granted to a request given up meanwhile
         finally:
             self._flushing = None
 
-    async def _run(self, ops: list[tuple[str, str, asyncio.Future[int] | None]]) -> None:
-        args: list[Any] = [self.proc, self.ttl_ms, self.ttl_ms, PREFIX + "proc:", *(op for op, _, _ in ops)]
-        try:
-            results = await self._call_batch([key for _, key, _ in ops], args)
-        except RedisError as exc:
-            error = self._failed(exc)
-            for _, _, future in ops:
-                if future is not None and not future.done():
-                    future.set_exception(error)
-            return
-        self._ok()
-        for (op, key, future), result in zip(ops, results, strict=True):
-            if future is None:
-                continue
-            if not future.done():
-                future.set_result(int(result))
-            elif future.cancelled() and op == "c" and int(result):
-                self._queue("r", key, None)  # granted to a request given up meanwhile
-
     async def _call_batch(self, keys: list[str], args: list[Any]) -> list[Any]:
-        """One BATCH call on the batch connection. Sent at once when the connection is up (behind
-        the calls in flight), its answer read in turn (Redis answers in the order sent). At most
-        SOCKET_TIMEOUT_S per attempt; on a broken connection (a Redis restart) sent again, once, in
-        turn (every op is idempotent for this process; the calls after it wait and send again
-        too, so the order holds); sent as the script itself when Redis lost it (restarted empty)."""
+        """One BATCH call on its own connection: at most SOCKET_TIMEOUT_S per attempt, retried once
+        at once on a broken connection (a Redis restart; every op is idempotent for this process),
+        sent as the script itself when Redis lost it (restarted empty)."""
         conn = self._batch_conn
-        before, turn = self._turn, asyncio.get_running_loop().create_future()
-        self._turn = turn
-        script: tuple[Any, ...] = ("EVALSHA", self._batch.sha)
-        sent_on = -1  # the connection generation it was sent on (-1: not sent)
-        failures = 0
-        try:
-            if self._pipelining:
-                generation = self._generation
-                try:
-                    async with asyncio.timeout(SOCKET_TIMEOUT_S):
-                        await conn.send_command(*script, len(keys), *keys, *args, check_health=False)
-                    sent_on = generation
-                except (RedisError, OSError):
-                    await self._broken(conn)  # sent again in turn, on a new connection
-            if before is not None:
-                await asyncio.wait([before])  # the call before reads its answer first (bounded by its deadline)
-            while True:
-                try:
-                    async with asyncio.timeout(SOCKET_TIMEOUT_S):
-                        if sent_on != self._generation:
-                            sent_on = self._generation
-                            await conn.send_command(*script, len(keys), *keys, *args, check_health=False)
-                            # Connected, handshake done: later calls go at once, unless calls behind this one
-                            # still have to send again in turn (the last of them turns it on).
-                            self._pipelining = self._turn is turn
+        for attempt in (1, 2):
+            try:
+                async with asyncio.timeout(SOCKET_TIMEOUT_S):
+                    try:
+                        await conn.send_command("EVALSHA", self._batch.sha, len(keys), *keys, *args, check_health=False)
                         found = await conn.read_response()
-                    return list(found)
-                except NoScriptError:
-                    script = ("EVAL", BATCH)  # nothing ran; the calls after it fail the same and send again
-                    await self._broken(conn)
-                except asyncio.CancelledError:
-                    self._pipelining = False  # its answer may be unread: the calls after it send again
-                    self._generation += 1
-                    raise
-                except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
-                    await self._broken(conn)
-                    failures += 1
-                    if failures == 2:
-                        if isinstance(exc, RedisError):
-                            raise
-                        raise RedisTimeoutError(f"no answer from redis within {SOCKET_TIMEOUT_S:g} s") from None
-        finally:
-            turn.set_result(None)
-            if self._turn is turn:
-                self._turn = None
-
-    async def _broken(self, conn: Any) -> None:
-        """The batch connection is out of step: drop it; every call in flight sends again in turn
-        (a new call waits for its turn too, since the flags change before anything is awaited)."""
-        self._pipelining = False
-        self._generation += 1
-        await conn.disconnect(nowait=True)
+                    except NoScriptError:
+                        await conn.send_command("EVAL", BATCH, len(keys), *keys, *args, check_health=False)
+                        found = await conn.read_response()
+                return list(found)
+            except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
+                await conn.disconnect(nowait=True)
+                if attempt == 2:
+                    if isinstance(exc, RedisError):
+                        raise
+                    raise RedisTimeoutError(f"no answer from redis within {SOCKET_TIMEOUT_S:g} s") from None
+        raise AssertionError("unreachable")
 
     async def forward(self, session: Session, message: dict[str, Any]) -> None:
         try:
@@ -597,6 +541,24 @@ class RedisSessions(MemorySessions):
             log.info("session %s: upstream %s: GET stream taken over from %s (gone)", session.id[:8], upstream, owner)
         return bool(taken)
 
+    async def upstream_owner(self, session: Session, upstream: str) -> tuple[str, bool]:
+        """The process holding the client session's connection to a stdio upstream ('' for none),
+        and whether it still heartbeats (the `upowner:<upstream>` field, as for HTTP upstreams)."""
+        try:
+            raw = await self.redis.hget(record_key(session.id), f"upowner:{upstream}")
+            owner = raw.decode() if isinstance(raw, bytes) else ""
+            alive = bool(owner) and bool(await self.redis.exists(proc_key(owner)))
+        except RedisError as exc:
+            raise self._failed(exc) from None
+        return owner, alive
+
+    async def send_to(self, process: str, message: dict[str, Any]) -> None:
+        """Publish `message` (with its `kind`, handled there by on_channel) to another process."""
+        try:
+            await self.redis.publish(proc_channel(process), orjson.dumps(message))
+        except RedisError as exc:
+            raise self._failed(exc) from None
+
     async def alive(self, processes: set[str]) -> set[str]:
         """Which of these gateway processes still heartbeat."""
         ordered = sorted(processes)
@@ -645,6 +607,10 @@ class RedisSessions(MemorySessions):
         """A message forwarded to this process by another."""
         try:
             envelope = orjson.loads(data)
+            handler = self._handlers.get(str(envelope.get("kind"))) if isinstance(envelope, dict) else None
+            if handler is not None:  # another module's (on_channel)
+                handler(envelope)
+                return
             session = self._sessions.get(envelope["session"])
             message = envelope["message"]
         except (ValueError, KeyError, TypeError):
@@ -715,8 +681,8 @@ class RedisSessions(MemorySessions):
             if not ok:
                 self.delete(session.id, "ended")
 
-    def on_channel(self, kind: str, handler: Any) -> None:
-        """Let another module (the event store) handle messages of `kind` on this process's channel."""
+    def on_channel(self, kind: str, handler: Callable[[dict[str, Any]], None]) -> None:
+        """Let another module (federation/hub.py) handle messages of `kind` on this process's channel."""
         self._handlers[kind] = handler
 
     async def _listen(self) -> None:
