@@ -22,13 +22,14 @@ from mcp.shared.exceptions import MCPError
 from mcp_http import ENVELOPE, headers2026, read_sse, rpc2026, sse_events
 from mcpgw.server.input_required import RequestStates
 from mcpgw.server.jsonrpc import JsonRpcError
-from upstream_procs import TOY, federated_gateway, http_table, stdio_table, toy_http
+from upstream_procs import TOY, UPSTREAMS, federated_gateway, http_table, stdio_table, toy_http
 
 pytestmark = [
     pytest.mark.timeout(180),
     pytest.mark.filterwarnings("ignore::mcp.shared.exceptions.MCPDeprecationWarning"),
 ]
 
+ASKING = UPSTREAMS / "asking_server.py"
 ELICITING = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}}}
 
 
@@ -43,7 +44,11 @@ def web():
 def gw(request, web, component_path):
     gateway = federated_gateway(
         request.param,
-        [stdio_table("toy", TOY, "stdio", "toy"), http_table("web", web.url, prefix="w")],
+        [
+            stdio_table("toy", TOY, "stdio", "toy"),
+            http_table("web", web.url, prefix="w"),
+            stdio_table("asking", ASKING, "stdio"),
+        ],
         MCPGW_MAX_LISTENS_PER_CLIENT="2",
     )
     yield gateway
@@ -168,6 +173,31 @@ async def test_an_upstream_elicitation_and_roots_request_reach_a_2026_client_as_
         assert text_of(await client.call_tool(prefix + "roots", {})) == "file:///work/project"  # a pooled link
     assert asked.elicited == ["Still there?"]
     assert asked.roots_asked == 2
+
+
+@pytest.mark.parametrize("path,prefix", [("/servers/asking/mcp", ""), ("/mcp", "asking__")])
+async def test_several_rounds_of_questions_and_a_prompt_that_asks(gw, path, prefix):
+    answers = {"Your name?": {"name": "Ada"}, "Your colour?": {"colour": "teal"}, "Whom to greet?": {"name": "Alan"}}
+    asked: list[str] = []
+
+    async def elicit(ctx, params) -> types.ElicitResult:
+        asked.append(params.message)
+        return types.ElicitResult(action="accept", content=answers[params.message])
+
+    async def sample(ctx, params) -> types.CreateMessageResult:
+        asked.append("sampling")
+        return types.CreateMessageResult(
+            role="assistant", model="test-model", content=types.TextContent(type="text", text="sampled")
+        )
+
+    async with Client(
+        gw.url + path, mode="2026-07-28", elicitation_callback=elicit, sampling_callback=sample
+    ) as client:
+        # Three InputRequiredResults (two elicitations, then sampling) before the result.
+        assert text_of(await client.call_tool(prefix + "interview", {})) == "Ada likes teal; sampled"
+        prompt = await client.get_prompt(prefix + "greeting")
+    assert asked == ["Your name?", "Your colour?", "sampling", "Whom to greet?"]
+    assert prompt.messages[0].content.text == "Please greet Alan."
 
 
 def test_a_relayed_retry_whose_call_is_gone_is_refused_clearly(gw):

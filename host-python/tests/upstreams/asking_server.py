@@ -1,0 +1,54 @@
+"""An upstream that asks its client things in the middle of its answers (the mcp SDK's MCPServer,
+a 2025 session): a tool that elicits twice and then samples, and a prompt that elicits. For the
+2026-07-28 InputRequiredResult relay tests (several rounds; prompts/get as well as tools/call).
+
+    python asking_server.py stdio
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import mcp_types as types
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPDeprecationWarning
+from pydantic import BaseModel
+
+warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
+
+server = MCPServer("asking-server")
+
+
+class Name(BaseModel):
+    name: str
+
+
+class Colour(BaseModel):
+    colour: str
+
+
+@server.tool()
+async def interview(ctx: Context) -> str:
+    """Asks for a name, then a colour (two elicitations), then has the client sample a line."""
+    name = await ctx.elicit("Your name?", schema=Name)
+    colour = await ctx.elicit("Your colour?", schema=Colour)
+    if name.action != "accept" or colour.action != "accept":
+        return f"declined ({name.action}, {colour.action})"
+    sampled = await ctx.request_context.session.create_message(
+        [types.SamplingMessage(role="user", content=types.TextContent(type="text", text="a line"))],
+        max_tokens=20,
+    )
+    line = sampled.content.text if isinstance(sampled.content, types.TextContent) else "?"
+    return f"{name.data.name} likes {colour.data.colour}; {line}"
+
+
+@server.prompt()
+async def greeting(ctx: Context) -> str:
+    """A greeting for a name the client is asked for."""
+    name = await ctx.elicit("Whom to greet?", schema=Name)
+    return f"Please greet {name.data.name if name.action == 'accept' else 'nobody'}."
+
+
+if __name__ == "__main__":
+    server.run(sys.argv[1] if len(sys.argv) > 1 else "stdio")
