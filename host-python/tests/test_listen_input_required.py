@@ -329,3 +329,17 @@ def test_a_listen_stream_ends_with_its_result_when_the_gateway_shuts_down_not_af
     assert messages[-1]["id"] == 9
     assert messages[-1]["result"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == 9
     assert ended_after < 50  # told at once by the drain, not cancelled after MCPGW_SHUTDOWN_GRACE_S (60)
+
+
+def test_calls_waiting_for_one_clients_input_are_capped(web, component_path):
+    """Each call waiting for the client's input holds an upstream connection (for stdio, a
+    process): one client address may have 16 at once; the next is refused with -32029."""
+    gateway = federated_gateway("python", [http_table("web", web.url, prefix="w")])
+    try:
+        parked = [answer(call(gateway, "/servers/web/mcp", "withdraw", {"seconds": 120})) for _ in range(16)]
+        refused = answer(call(gateway, "/servers/web/mcp", "withdraw", {"seconds": 120}))
+    finally:
+        gateway.stop()
+    assert all(p["result"]["resultType"] == "input_required" for p in parked)
+    assert refused["error"]["code"] == -32029
+    assert "waiting for its input" in refused["error"]["message"]

@@ -46,6 +46,9 @@ log = logging.getLogger("mcpgw.federation")
 
 POOL_IDLE = 4  # idle links kept per (upstream, capability profile)
 POOL_IDLE_S = 60.0  # an idle pooled link older than this is closed rather than reused
+MAX_PER_CLIENT = 16  # calls of one client address running upstream and waiting for its input at once
+DONE_KEPT_S = 60.0  # a call that ended while waiting for the client's retry: kept this long for it
+LIMIT_EXCEEDED = -32029  # as the engine's per-client caps
 _KEYS = {"elicitation/create": "elicit", "sampling/createMessage": "sample", "roots/list": "roots"}
 
 
@@ -68,6 +71,8 @@ class _Exchange:
         self.asked: dict[str, dict[str, Any]] = {}  # key -> {method, params}, not yet sent to the client
         self.news = asyncio.Event()
         self.expiry: asyncio.TimerHandle | None = None
+        self.client: str | None = None  # the address of the client whose call it is
+        self.released = False  # its link went back to the pool (or was closed)
         self._seq = 0
 
     def key(self, method: str) -> str:
@@ -126,7 +131,7 @@ class InteractiveCalls:
         """Whether the upstream has `max_connections` links for such calls already (each link to a
         stdio upstream is a process): further calls then go through the catalog connection, which
         offers the upstream no client capabilities."""
-        busy = sum(1 for e in self._parked.values() if e.upstream is upstream)
+        busy = sum(1 for e in self._parked.values() if e.upstream is upstream and not e.released)
         busy += sum(len(links) for key, links in self._idle.items() if key[0] == upstream.id)
         return busy >= upstream.config.max_connections
 
@@ -175,6 +180,11 @@ class InteractiveCalls:
     async def _start(
         self, upstream: Upstream, method: str, params: dict[str, Any], ctx: CallContext, capabilities: dict[str, Any]
     ) -> _Exchange:
+        if sum(1 for e in self._parked.values() if e.client == ctx.client and not e.released) >= MAX_PER_CLIENT:
+            raise JsonRpcError(
+                LIMIT_EXCEEDED,
+                f"Too many calls of this client waiting for its input (limit {MAX_PER_CLIENT}); answer or drop one",
+            )
         pool_key = (upstream.id, orjson.dumps(capabilities, option=orjson.OPT_SORT_KEYS).decode())
         link, relay = await self._checkout(upstream, pool_key, capabilities)
         exchange = _Exchange(secrets.token_urlsafe(16), upstream, link, pool_key)
@@ -185,7 +195,9 @@ class InteractiveCalls:
             if exchange.ctx is not None:
                 await exchange.ctx.progress(progress, total, message)
 
+        exchange.client = ctx.client
         exchange.task = asyncio.ensure_future(link.request(method, params, progress))
+        exchange.task.add_done_callback(lambda done: self._finished(exchange, done))
         self._parked[exchange.id] = exchange
         return exchange
 
@@ -213,7 +225,9 @@ class InteractiveCalls:
 
     def _park(self, exchange: _Exchange) -> None:
         exchange.ctx = None
-        exchange.expiry = asyncio.get_running_loop().call_later(STATE_TTL_S, self._expire, exchange)
+        ended = exchange.task is not None and exchange.task.done()
+        wait = DONE_KEPT_S if ended else STATE_TTL_S
+        exchange.expiry = asyncio.get_running_loop().call_later(wait, self._expire, exchange)
 
     def _expire(self, exchange: _Exchange) -> None:
         log.info("upstream %s: a call waiting for a 2026-07-28 client's input expired", exchange.upstream.id)
@@ -226,8 +240,24 @@ class InteractiveCalls:
         if exchange.task is not None and not exchange.task.done():
             exchange.task.cancel()
             reuse = False
+        self._release(exchange, reuse)
+
+    def _finished(self, exchange: _Exchange, task: asyncio.Task[dict[str, Any]]) -> None:
+        """The upstream call ended (answered, failed, timed out): its link is free at once; a parked
+        exchange then waits only DONE_KEPT_S more for the retry that collects the outcome."""
+        self._release(exchange, reuse=not task.cancelled())
+        if exchange.expiry is not None and exchange.id in self._parked:
+            exchange.expiry.cancel()
+            exchange.expiry = asyncio.get_running_loop().call_later(DONE_KEPT_S, self._expire, exchange)
+
+    def _release(self, exchange: _Exchange, reuse: bool) -> None:
+        """The exchange's link goes back to the pool (or is closed): once its call has ended, even
+        while the exchange still waits for the client's retry to hand it the outcome."""
+        if exchange.released:
+            return
+        exchange.released = True
         relay = exchange.link.handler
-        if isinstance(relay, _LinkRelay):
+        if isinstance(relay, _LinkRelay) and relay.exchange is exchange:
             relay.exchange = None
         idle = self._idle.setdefault(exchange.pool_key, [])
         if reuse and isinstance(relay, _LinkRelay) and exchange.link.alive and len(idle) < POOL_IDLE:
