@@ -77,6 +77,8 @@ class GatewayDispatcher(FederatedDispatcher):
         return [u for u in self.federation.upstreams.values() if u.ready]
 
     def _owner(self, public: Any) -> tuple[Upstream, str] | None:
+        if not self.federation.by_prefix:
+            return None  # no upstream: every name is a built-in's (or unknown)
         split = split_name(public) if isinstance(public, str) else None
         upstream = self.federation.by_prefix.get(split[0]) if split else None
         return (upstream, split[1]) if upstream and split else None
@@ -86,9 +88,7 @@ class GatewayDispatcher(FederatedDispatcher):
         upstream owns), ping, and, with no upstream configured, the rest of the built-ins' methods
         (with upstreams, lists and reads may wait on them and depend on the session's views)."""
         if method == "tools/call":
-            return super().answers_at_once(method, params) and (
-                not self.federation.upstreams or self._owner(params.get("name")) is None
-            )
+            return super().answers_at_once(method, params) and self._owner(params.get("name")) is None
         if method == "ping":
             return True
         return not self.federation.upstreams and super().answers_at_once(method, params)
@@ -251,5 +251,6 @@ class GatewayDispatcher(FederatedDispatcher):
                     # On an error that upstream keeps its level; ours applies to the built-ins.
                     with contextlib.suppress(JsonRpcError):
                         await link.request(method, {"level": params["level"]})
+            await self.federation.remote_log_level(session, params["level"], ctx)  # stdio held elsewhere
             return result
         return await super()._result(method, params, ctx, session)
