@@ -19,8 +19,11 @@ LOG_RANK = {name: rank for rank, name in enumerate(LOG_LEVELS)}
 DEFAULT_LOG_LEVEL = "info"
 
 Emit = Callable[[dict[str, Any]], Awaitable[bool]]  # False: this request's stream cannot carry it
-# Sends the client a request on a session's stream and returns its answer (method, params).
-AskClient = Callable[[str, dict[str, Any]], Awaitable[Any]]
+# A session's `request`: sends the client a request (method, params, timeout=, emit=) on the stream
+# of the request it serves (else the session's) and returns its answer.
+AskClient = Callable[..., Awaitable[Any]]
+# How long a handler waits for the client's answer to its request (elicitation, sampling, roots).
+ASK_CLIENT_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -47,7 +50,7 @@ class CallContext:
         on the session's stream, or, without one (2026-07-28), taken from the retry's
         inputResponses, the request first being answered with an InputRequiredResult."""
         if self.ask_client is not None:
-            return await self.ask_client(method, params)
+            return await self.ask_client(method, params, timeout=ASK_CLIENT_TIMEOUT_S, emit=self.emit)
         if self.input_responses is not None and key in self.input_responses:
             return self.input_responses[key]
         raise InputRequired({key: {"method": method, "params": params}})

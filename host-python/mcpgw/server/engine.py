@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -72,15 +71,6 @@ async def _silent(message: dict[str, Any]) -> bool:
 
 # The emit of a request answered at once (`answer_now`): nothing goes out before its result.
 SILENT: Emit = _silent
-
-
-# How long a built-in tool waits for the client's answer to its request (elicitation, sampling).
-ASK_CLIENT_TIMEOUT_S = 300.0
-
-
-async def _ask_client(session: Session, emit: Emit, method: str, params: dict[str, Any]) -> Any:
-    """A request to the client on the stream of the request it serves, else the session's."""
-    return await session.request(method, params, timeout=ASK_CLIENT_TIMEOUT_S, emit=emit)
 
 
 def unavailable_answer(id_: Any, exc: Exception) -> dict[str, Any]:
@@ -545,16 +535,16 @@ class SessionEngine:
             meta = envelope(message.get("params"))
             caller = "\x1f".join(principal.key) if principal is not None else ""
             if session is not None:
+                capabilities = session.client_capabilities or {}
                 ctx = CallContext(id_, revision, emit, meta.get("progressToken"), session.log_level)
-                ctx.capabilities = session.client_capabilities or {}
-                ctx.ask_client = functools.partial(_ask_client, session, emit)
+                ctx.client, ctx.caller, ctx.capabilities, ctx.ask_client = client, caller, capabilities, session.request
             else:  # 2026-07-28: logs only when this request asks for them
                 requested = meta.get(LOG_LEVEL_KEY)
                 log_level = requested if isinstance(requested, str) and requested in LOG_LEVELS else None
                 declared = meta.get(CLIENT_CAPABILITIES_KEY)
+                capabilities = declared if isinstance(declared, dict) else {}
                 ctx = CallContext(id_, revision, emit, meta.get("progressToken"), log_level)
-                ctx.capabilities = declared if isinstance(declared, dict) else {}
-            ctx.client, ctx.caller = client, caller
+                ctx.client, ctx.caller, ctx.capabilities = client, caller, capabilities
             # Answered at once, the response is serialised as soon as it is returned: the
             # catalog's lists may come as pre-serialised bytes, unless something reads them first.
             ctx.lists_as_bytes = (
