@@ -408,19 +408,87 @@ def test_the_upstream_get_stream_is_taken_over_when_the_process_holding_it_dies(
     assert on(s, b).delete().status_code == 204
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "core (issue 17): each process starts its own stdio upstream for the client's session instead of reaching "
-        "the one that lives in the first process"
-    ),
-)
 def test_a_sessions_stdio_upstream_lives_in_one_process_and_is_reached_through_it(federated):
     s = Session(federated[0].url)
     answers = [answer_of(on(s, gw).post(rpc("tools/call", i, name="toy__whoami"))) for i, gw in enumerate(federated)]
     pids = {a["result"]["content"][0]["text"] for a in answers}
     assert on(s, federated[0]).delete().status_code == 204
     assert len(pids) == 1, pids
+
+
+def test_a_stdio_upstream_held_by_one_process_gets_what_another_is_sent(federated):
+    """The log level, a subscription and a cancellation sent to B reach the stdio upstream that A
+    started for the session (its own process: its state is this session's); progress comes back."""
+    a, b, c = federated
+    s = Session(a.url)
+    first = whoami_on(s, a, 1)["result"]["content"][0]["text"]  # A starts the upstream for the session
+    assert answer_of(on(s, b).post(rpc("logging/setLevel", 2, level="warning")))["result"] == {}
+    assert answer_of(on(s, b).post(rpc("resources/subscribe", 3, uri="toy+toy://note")))["result"] == {}
+    state = answer_of(on(s, b).post(rpc("tools/call", 4, name="toy__state")))["result"]["content"][0]["text"]
+    assert json.loads(state) == {"level": "warning", "subscribed": ["toy://note"]}
+    slow = rpc("tools/call", 5, name="toy__slow", arguments={"seconds": 30}, _meta={"progressToken": 9})
+    with on(s, b).stream("POST", slow) as r:
+        events = sse_events(r.iter_lines())
+        progress = next(e for e in events if isinstance(e, Event) and e.data).json()
+        assert progress["method"] == "notifications/progress" and progress["params"]["progressToken"] == 9
+        assert on(s, c).post(rpc("notifications/cancelled", None, requestId=5)).status_code == 202
+        rest = [e.json() for e in events if isinstance(e, Event) and e.data]
+    assert all("id" not in m for m in rest), rest  # cancelled: no answer, as on one process
+    deadline = time.monotonic() + 30
+    while (
+        answer_of(on(s, c).post(rpc("tools/call", 6, name="toy__cancellations")))["result"]["content"][0]["text"] != "1"
+    ):
+        assert time.monotonic() < deadline, "the upstream never heard of the cancellation"
+        time.sleep(0.1)
+    assert whoami_on(s, c, 7)["result"]["content"][0]["text"] == first  # one upstream process throughout
+    assert on(s, a).delete().status_code == 204
+
+
+def whoami_on(s: Session, gw: Gateway, id_: int) -> dict:
+    return answer_of(on(s, gw).post(rpc("tools/call", id_, name="toy__whoami")))
+
+
+def test_a_stdio_upstream_whose_process_died_is_started_afresh_elsewhere_and_the_client_told_once(
+    redis, component_path
+):
+    a, b = gateways(redis, 2, [stdio_table("toy", TOY, "stdio", "toy", call_timeout_s=10)])
+    try:
+        for gw in (a, b):
+            wait_upstreams(gw.url)
+        s = Session(a.url)
+        answer = whoami_on(s, a, 1)
+        first = answer["result"]["content"][0]["text"]
+        assert whoami_on(s, b, 2)["result"]["content"][0]["text"] == first  # through A
+        warnings: list[dict] = []
+        with on(s, b).stream("GET") as get:
+            assert get.status_code == 200, log_of([b])
+
+            def read() -> None:
+                with contextlib.suppress(httpx.HTTPError):
+                    events = (e.json() for e in sse_events(get.iter_lines()) if isinstance(e, Event) and e.data)
+                    warnings.extend(m["params"] for m in events if m.get("method") == "notifications/message")
+
+            threading.Thread(target=read, daemon=True).start()
+            kill(a)
+            # A call relayed to A before B sees A's heartbeat gone fails, naming the loss; the next
+            # one starts the upstream afresh in B.
+            deadline = time.monotonic() + 60
+            answers = [whoami_on(s, b, 3)]
+            if "error" in answers[0]:
+                assert "which stopped during tools/call" in answers[0]["error"]["message"], answers
+                answers.append(whoami_on(s, b, 4))
+            again = answers[-1]["result"]["content"][0]["text"]
+            assert again.startswith("toy pid=") and again != first
+            assert whoami_on(s, b, 5)["result"]["content"][0]["text"] == again  # kept in B from now on
+            while not warnings:
+                assert time.monotonic() < deadline, log_of([b])
+                time.sleep(0.1)
+        assert len(warnings) == 1, warnings
+        assert warnings[0]["level"] == "warning" and "upstream toy:" in warnings[0]["data"]
+        assert "is not in this one" in warnings[0]["data"]
+        assert on(s, b).delete().status_code == 204
+    finally:
+        stop_all([a, b])
 
 
 # -- a process dies ------------------------------------------------------------------------------------

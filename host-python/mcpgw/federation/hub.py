@@ -95,7 +95,7 @@ class SharedUpstreams(Protocol):
 # A request relayed to the process holding a stdio connection waits at most call_timeout_s plus
 # this (that process answers a timeout itself at call_timeout_s; this is for a reply lost on the way).
 REMOTE_MARGIN_S = 5.0
-REMOTE_KINDS = ("upcall", "upcancel", "upprogress", "upreply")  # on the processes' channels
+REMOTE_KINDS = ("upcall", "upcancel", "upprogress", "upreply", "upnotify")  # on the processes' channels
 
 
 HOLDER_CHECK_S = 1.0  # how often the holders of the GET streams of re-attached upstream sessions are checked
@@ -801,6 +801,21 @@ class Federation:
         result: dict[str, Any] = answer.get("result") or {}
         return result
 
+    async def remote_log_level(self, session: Session, level: str, ctx: CallContext) -> None:
+        """logging/setLevel for the session's stdio connections held by other processes."""
+        for upstream in self.upstreams.values():
+            store = self._routed(session, upstream)
+            key = (session.id, upstream.id)
+            if store is None or key in self._links or "logging" not in upstream.capabilities:
+                continue
+            owner = self._owners.get(key)
+            if owner is None:
+                recorded, alive = await store.upstream_owner(session, upstream.id)
+                owner = recorded if alive and recorded != store.proc else None
+            if owner is not None:
+                with contextlib.suppress(JsonRpcError):  # on an error that upstream keeps its level
+                    await self._call_remote(store, owner, upstream, "logging/setLevel", {"level": level}, ctx, session)
+
     def _send_later(self, store: SharedUpstreams, process: str, message: dict[str, Any]) -> None:
         async def send() -> None:
             with contextlib.suppress(Exception):
@@ -819,6 +834,13 @@ class Federation:
             task.add_done_callback(lambda _: self._serving.pop(call, None))
         elif kind == "upcancel" and (serving := self._serving.get(call)) is not None:
             serving.cancel()
+        elif kind == "upnotify":
+            pending = self._links.get((str(message.get("session")), str(message.get("upstream"))))
+            if pending is not None and (link := _opened(pending)) is not None:
+                params = message.get("params")
+                task = asyncio.ensure_future(link.notify(str(message.get("method")), params))
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
         elif (waiting := self._remote_calls.get(call)) is not None:
             future, ctx, progressed = waiting
             if kind == "upreply" and not future.done():
@@ -958,6 +980,11 @@ class Federation:
                 task = asyncio.ensure_future(link.notify(method, params))
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
+        store = self.shared_upstreams
+        for (sid, uid), owner in self._owners.items():  # stdio connections held by other processes
+            if store is not None and sid == session.id:
+                note = {"kind": "upnotify", "session": sid, "upstream": uid, "method": method, "params": params}
+                self._send_later(store, owner, note)
 
     def _drop_session(self, session_id: str) -> None:
         self._tracked.discard(session_id)
