@@ -55,6 +55,7 @@ from pydantic import ValidationError
 from .. import __version__
 from ..server.jsonrpc import INTERNAL_ERROR, JsonRpcError
 from .config import UpstreamConfig
+from .http_stream import http_transport
 from .sse_client import legacy_sse_client
 from .stdio_client import stdio_client
 
@@ -150,7 +151,7 @@ class _Watchful(httpx2.AsyncBaseTransport):
 
     def __init__(self, link: UpstreamLink) -> None:
         self.link = link
-        self.inner = httpx2.AsyncHTTPTransport()
+        self.inner = http_transport(link.config.url or "")  # plain HTTP: over asyncio streams (http_stream.py)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         if request.method == "GET" and self.link.config.transport == "streamable-http":
