@@ -202,6 +202,7 @@ def test_a_wasmtime_the_fast_path_does_not_know_still_serves_wasm(monkeypatch, c
     assert edge.status.active == "wasm" and isinstance(edge.backend, WasmCore)
     assert edge.backend.component.call_path == "public"
     assert edge.health()["component"]["call_path"] == "public"
+    assert edge.health()["component"]["encoding"] == "compact"  # the compact export, on the public path too
     assert any("public API" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
 
     by_config: dict[str, tuple[WasmCore, PythonCore]] = {}

@@ -147,7 +147,7 @@ def test_only_what_a_rule_reads_enters_the_sandbox_compact(component, monkeypatc
     assert out["forward"]["session_id"] == "s3cret-session" and out["forward"]["last_event_id"] == "s3cret-event"
     assert out["forward"]["mcp_method"] == "tools/call"
     assert b"s3cret" not in seen[0] and b"tools/call" not in seen[0]
-    assert seen[0] == b"\x04POST\x04/mcpa\x01se\x12http://localhost:1f\x0e127.0.0.1:4444c\x03*/*"
+    assert seen[0] == b"\x04POST\x04/mcpe\x12http://localhost:1f\x0e127.0.0.1:4444c\x03*/*a\x01s"
     assert core.traps.total == 0
 
 

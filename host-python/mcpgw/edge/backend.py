@@ -48,7 +48,7 @@ class EdgeStatus:
 
 # What /health (public) may say about a component: which version, not who put it there,
 # from where, or where its file is (those stay in the admin API's status).
-PUBLIC_COMPONENT_KEYS = ("version", "contract", "sha256", "size", "self_test", "call_path")
+PUBLIC_COMPONENT_KEYS = ("version", "contract", "sha256", "size", "self_test", "call_path", "encoding")
 
 
 def public_version(described: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -150,6 +150,7 @@ def load_edge(
         "size": component.size,
         "self_test": summary,
         "call_path": component.call_path,
+        "encoding": component.encoding,
     }
     log.info(
         "edge backend: wasm (Rust component %s, contract %s, sha256 %s, %s; %s)",

@@ -80,7 +80,10 @@ _CORS_ORDER = (
     (4, "access-control-allow-credentials", "true"),
     (8, "vary", "Origin"),
 )
-_CODE_MEMO_LIMIT = 4096
+# The checked decisions of a forward are memoized per (answer, raw path): at most this many, for
+# paths up to this long (about 1 MB whatever clients send; real clients repeat short paths).
+_MEMO_LIMIT = 4096
+_MEMO_MAX_PATH = 256
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
@@ -116,7 +119,7 @@ class CompactCodec:
         self.allowed_headers = frozenset(h.translate(_ASCII_LOWER) for h in config.allowed_headers)
         self.versions = frozenset(config.supported_versions)
         self.default_version = config.default_version
-        self._codes: dict[str, tuple[Any, ...]] = {}
+        self._forwards: dict[tuple[str, str], tuple[Any, ...]] = {}
 
     # --- the head ---------------------------------------------------------------
 
@@ -139,6 +142,37 @@ class CompactCodec:
 
     # --- the outcome --------------------------------------------------------------
 
+    def head_raw(
+        self, method: str, path: str, headers: Iterable[tuple[bytes, bytes]]
+    ) -> tuple[bytes | None, dict[str, str]]:
+        """`lookup_raw` and `head` in one pass over the ASGI headers (the hot path): the compact
+        head (None when a field is too long for it) and section 1's `get` of every name."""
+        found: dict[str, str] = {}
+        if len(method) > MAX_FIELD or len(path) > MAX_FIELD:
+            return None, lookup_raw(headers)
+        parts = [chr(len(method)), method, chr(len(path)), path]
+        combined = False
+        for name, value in headers:
+            key = CONTRACT_HEADERS.get(name.lower())
+            if key is not None:
+                text = value.decode("latin-1").strip(_TRIM)
+                if key in found:
+                    found[key] = found[key] + ", " + text
+                    combined = True
+                    continue
+                found[key] = text
+                code = _CROSSING.get(key)
+                if code is not None:
+                    if len(text) > MAX_FIELD:
+                        return None, lookup_raw(headers)
+                    parts += (code, chr(len(text)), text)
+        if combined:  # duplicates: the joined values cross (rare; written again from `found`)
+            return self.head(method, path, found), found
+        session = found.get("mcp-session-id")
+        if session is not None:
+            parts += (_SESSION, "\x01s" if _VISIBLE.fullmatch(session) else "\x00")
+        return "".join(parts).encode(), found
+
     def outcome(self, out: bytes, method: str, path: str, found: dict[str, str]) -> dict[str, Any]:
         """The outcome dict for the component's answer `out` to this head; InvalidOutput when
         the answer is not one the contract allows for it."""
@@ -155,11 +189,15 @@ class CompactCodec:
             raise InvalidOutput(f"malformed compact outcome ({type(exc).__name__})") from None
         raise InvalidOutput("the compact outcome is neither a forward nor a preflight")
 
-    def _decode_codes(self, codes: str) -> tuple[Any, ...]:
-        memo = self._codes
-        got = memo.get(codes)
+    def _decisions(self, text: str, path: str) -> tuple[Any, ...]:
+        """A forward's decisions, checked against the raw path: everything of the answer that
+        does not depend on the head's header values. Memoized by (answer, raw path): clients
+        repeat both, and the checks are pure functions of them and the configuration."""
+        key = (text, path)
+        got = self._forwards.get(key)
         if got is not None:
             return got
+        codes = text[1:9]
         if len(codes) != 8:
             raise InvalidOutput("a forward cut short")
         digits = [ord(c) - 48 for c in codes[:7]]
@@ -173,26 +211,6 @@ class CompactCodec:
         if mask & 4 and not self.credentials:
             raise InvalidOutput("access-control-allow-credentials without allow-credentials")
         cors = tuple((name, value) for bit, name, value in _CORS_ORDER if mask & bit)
-        got = (
-            route,
-            _PRESENCE[digits[1]],
-            _VERSION_STATES[digits[2]],
-            bool(digits[3] & 1),
-            bool(digits[3] & 2),
-            _CONTENT[digits[4]],
-            _VERDICTS[digits[5]],
-            _VERDICTS[digits[6]],
-            cors,
-        )
-        if len(memo) >= _CODE_MEMO_LIMIT:
-            memo.clear()
-        memo[codes] = got
-        return got
-
-    def _forward(self, text: str, method: str, path: str, found: dict[str, str]) -> dict[str, Any]:
-        route, session_state, protocol_state, accept_json, accept_sse, content, origin_state, host_state, cors = (
-            self._decode_codes(text[1:9])
-        )
         mark = text[9]
         if mark == "=":
             canonical = path
@@ -219,14 +237,48 @@ class CompactCodec:
             server_id = text[at + 1 : at + 1 + n]
             if at + 1 + n != len(text) or route not in _SERVER_ROUTES or not _SERVER_ID.fullmatch(server_id):
                 raise InvalidOutput("server_id is set but not a server route's 1..64 unreserved characters")
+        got = (
+            route,
+            _PRESENCE[digits[1]],
+            _VERSION_STATES[digits[2]],
+            bool(digits[3] & 1),
+            bool(digits[3] & 2),
+            _CONTENT[digits[4]],
+            _VERDICTS[digits[5]],
+            _VERDICTS[digits[6]],
+            cors,
+            canonical,
+            server_id,
+        )
+        if len(self._forwards) >= _MEMO_LIMIT or len(path) > _MEMO_MAX_PATH:
+            if len(path) > _MEMO_MAX_PATH:
+                return got
+            self._forwards.clear()
+        self._forwards[key] = got
+        return got
+
+    def _forward(self, text: str, method: str, path: str, found: dict[str, str]) -> dict[str, Any]:
+        (
+            route,
+            session_state,
+            protocol_state,
+            accept_json,
+            accept_sse,
+            content,
+            origin_state,
+            host_state,
+            cors,
+            canonical,
+            server_id,
+        ) = self._decisions(text, path)
         get = found.get
         session = get("mcp-session-id")
-        expected = "absent" if session is None else "valid" if _VISIBLE.fullmatch(session) else "invalid"
-        if session_state != expected:
+        if session_state != ("absent" if session is None else "valid" if _VISIBLE.fullmatch(session) else "invalid"):
             raise InvalidOutput("session_state does not follow the mcp-session-id header that crossed")
         version = get("mcp-protocol-version")
+        revision: str | None
         if protocol_state == "absent":
-            revision: str | None = self.default_version
+            revision = self.default_version
             ok = version is None
         elif protocol_state == "supported":
             revision = version

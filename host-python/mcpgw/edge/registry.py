@@ -159,6 +159,7 @@ class EdgeRegistry:
                     "size": c.size,
                     "self_test": candidate.self_test,
                     "call_path": c.call_path,
+                    "encoding": c.encoding,
                 },
             )
             self.previous = (self.edge.backend, self.edge.status)

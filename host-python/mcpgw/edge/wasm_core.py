@@ -41,7 +41,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import Component, Func, Linker
 
 from ..logsafe import escape
-from .compact import CompactCodec, lookup, lookup_raw
+from .compact import CompactCodec, lookup
 from .contract import CONTRACT_VERSION, EdgeConfig, EdgeError, ErrorKind, Header, encode_head
 from .python_core import CONTRACT_HEADERS, PythonCore
 from .validate import (
@@ -173,6 +173,8 @@ class WasmComponent:
                 problem,
             )
         probe = self.instantiate()  # also checks the exports
+        # The encoding requests cross in (docs/edge-contract.md sections 14 and 16).
+        self.encoding = "compact" if probe.has_compact else "json"
         self.version = probe.version()
         if (problem := version_problem(self.version)) is not None:
             raise ComponentLoadError("contract-mismatch", problem)
@@ -613,8 +615,7 @@ class WasmCore:
         In the compact encoding (the default) only what a rule reads crosses (compact.py)."""
         path = raw_path.decode("latin-1")
         if self.encoding == "compact":
-            found = lookup_raw(headers)
-            head = self._codec.head(method, path, found)
+            head, found = self._codec.head_raw(method, path, headers)
             if head is not None:
                 return self._evaluate_compact(head, method, path, found)
         crossing, secrets = redact_raw(headers, CONTRACT_HEADERS)
