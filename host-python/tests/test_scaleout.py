@@ -368,6 +368,19 @@ def test_an_upstream_that_forgot_the_upstream_session_gets_a_new_one_and_the_cli
     assert on(s, a).delete().status_code == 204
 
 
+def test_a_process_that_stops_leaves_the_upstream_session_to_the_others(own_web):
+    web, (a, b) = own_web
+    s = Session(a.url)
+    add_on(s, a, 1)  # A opens the upstream session
+    add_on(s, b, 2)  # B re-attaches it
+    used = upstream_sessions(web)
+    a.stop()  # SIGTERM: a graceful stop, as in a rolling restart; the upstream session is not ended
+    for i in (3, 4):
+        assert not [m for m in add_on(s, b, i) if "method" in m]  # no 404, nothing to tell
+    assert upstream_sessions(web) == used  # the same upstream session
+    assert on(s, b).delete().status_code == 204
+
+
 def test_the_upstream_get_stream_is_taken_over_when_the_process_holding_it_dies(own_web):
     _, (a, b) = own_web
     s = Session(a.url)
