@@ -10,6 +10,10 @@ ends when the upstream goes away (EOF, process exit, a refused HTTP connection),
 when the upstream no longer knows its session (HTTP 404, or 400 naming the session, to a
 request carrying the session id: the upstream restarted or expired it), or when it is closed.
 
+With several gateway processes (scale-out), a link to a Streamable HTTP upstream may re-attach an
+upstream session another process opened (`Attach`: its id and initialize result, no handshake of
+its own), and leaves it open when it closes (`keep_session`) unless its session ended here.
+
 Errors say whose fault they are: what the SDK's transport synthesises (a stream that
 ended without a response, a refused connection) is reported in the gateway's words
 (`UpstreamUnavailable`, with `data.upstream`); only what the upstream itself answered
