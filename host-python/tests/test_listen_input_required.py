@@ -200,6 +200,24 @@ async def test_several_rounds_of_questions_and_a_prompt_that_asks(gw, path, pref
     assert prompt.messages[0].content.text == "Please greet Alan."
 
 
+@pytest.mark.parametrize("path,prefix", [("/servers/toy/mcp", ""), ("/mcp", "toy__")])
+async def test_a_2026_client_is_listed_the_tools_its_declared_capabilities_open(gw, path, prefix):
+    """The toy lists `sampler` only to clients that declared sampling (as the everything server
+    does with its sampling, elicitation and roots tools): a 2026-07-28 client declaring it sees it
+    on both endpoints and can call it; one that declared nothing does not see it."""
+
+    async def sample(ctx, params) -> types.CreateMessageResult:
+        return types.CreateMessageResult(role="assistant", model="m", content=types.TextContent(type="text", text="x"))
+
+    async with Client(gw.url + path, mode="2026-07-28", sampling_callback=sample) as sampler:
+        names = {t.name for t in (await sampler.list_tools()).tools}
+        assert prefix + "sampler" in names
+        assert text_of(await sampler.call_tool(prefix + "sampler", {})) == "only for samplers"
+    async with Client(gw.url + path, mode="2026-07-28") as plain:
+        names = {t.name for t in (await plain.list_tools()).tools}
+        assert prefix + "whoami" in names and prefix + "sampler" not in names
+
+
 def test_a_relayed_retry_whose_call_is_gone_is_refused_clearly(gw):
     first = answer(call(gw, "/servers/toy/mcp", "withdraw", {"seconds": 60}))["result"]
     assert first["resultType"] == "input_required"

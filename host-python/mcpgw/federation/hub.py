@@ -34,6 +34,7 @@ from ..server.dispatcher import Dispatcher
 from ..server.input_required import INTERACTIVE_METHODS, InputRequired
 from ..server.jsonrpc import INTERNAL_ERROR, JsonRpcError
 from ..server.listen import RESOURCE_UPDATED, ListenHub
+from ..server.stateless import CACHEABLE_METHODS
 from ..state.session import Session
 from .config import UpstreamConfig
 from .interactive import InteractiveCalls, interactive_capabilities
@@ -53,6 +54,9 @@ from .tasks import TaskIds, related_out, tasks_out
 from .upstream import Upstream, read_lists
 
 log = logging.getLogger("mcpgw.federation")
+
+# The lists (what a client is offered may depend on the capabilities it declared).
+LIST_METHODS = CACHEABLE_METHODS - {"resources/read", "server/discover"}
 
 PendingLink: TypeAlias = "asyncio.Future[tuple[SessionRelay, UpstreamLink]]"  # a session's connection, opening or open
 
@@ -324,6 +328,7 @@ class Federation:
         server session sharing the catalog connection). An upstream that came or went changed every
         view of it."""
         kinds = sorted({"resources" if k == "resourceTemplates" else k for k in keys})
+        self.interactive.forget(upstream.id)  # what capability profiles were listed is read again
         if self.listens is not None:  # 2026-07-28 clients list from the catalog: /mcp and the virtual server
             for kind in kinds:
                 self.listens.publish(None, f"notifications/{kind}/list_changed")
@@ -385,12 +390,23 @@ class Federation:
             self.listens.publish(None, RESOURCE_UPDATED, public_uri(upstream.config.prefix, uri))
 
     async def view(
-        self, upstream: Upstream, session: Session | None, uri_out: Callable[[str], str]
+        self,
+        upstream: Upstream,
+        session: Session | None,
+        uri_out: Callable[[str], str],
+        capabilities: dict[str, Any] | None = None,
     ) -> dict[str, list[dict[str, Any]]]:
         """The upstream's lists as `session` would see them on /mcp: the catalog's, or, for a client
         that declared capabilities (an upstream may offer such a client more: tools that sample,
         elicit or ask for roots), read through the session's own connection and kept until that
-        connection says list_changed."""
+        connection says list_changed. Without a session (2026-07-28), `capabilities` are the ones
+        the request declared that let an upstream ask the client things: read on a pooled
+        connection offering them (interactive.py), kept until the upstream says list_changed."""
+        if session is None and capabilities and not self.interactive.full(upstream):
+            try:
+                return await self.interactive.lists(upstream, capabilities)
+            except JsonRpcError as err:
+                log.info("upstream %s: listing for a 2026-07-28 client fell back to the catalog: %s", upstream.id, err)
         if (
             session is None
             or session.server is not None
@@ -470,6 +486,12 @@ class Federation:
             # the catalog connection, which offers the upstream no client capabilities).
             if ctx.exchange is not None or (capabilities and not self.interactive.full(upstream)):
                 return await self.interactive.call(upstream, method, outgoing_params(params), ctx, capabilities)
+        elif session is None and method in LIST_METHODS:
+            # A 2026-07-28 client that can be asked things is listed what such a client may call
+            # (an upstream may offer it more: tools that sample, elicit, ask for roots).
+            capabilities = interactive_capabilities(ctx)
+            if capabilities and not self.interactive.full(upstream):
+                return await self.interactive.request(upstream, method, outgoing_params(params), capabilities)
         for attempt in (1, 2):
             try:
                 if session is None or self._at_capacity(session, upstream):

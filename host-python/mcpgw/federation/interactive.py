@@ -32,6 +32,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -40,7 +41,7 @@ from ..server.context import CallContext
 from ..server.input_required import STATE_TTL_S, InputRequired
 from ..server.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
 from .link import UpstreamLink, UpstreamUnavailable, relayable
-from .upstream import Upstream
+from .upstream import Upstream, read_lists
 
 log = logging.getLogger("mcpgw.federation")
 
@@ -83,15 +84,17 @@ class _Exchange:
 class _LinkRelay:
     """The handler of a pooled link: what the upstream sends belongs to the exchange using it."""
 
-    def __init__(self, upstream: Upstream) -> None:
+    def __init__(self, upstream: Upstream, forget: Callable[[str], None]) -> None:
         self.upstream = upstream
+        self.forget = forget  # the lists read for capability profiles of an upstream are stale
         self.exchange: _Exchange | None = None
 
     async def upstream_notification(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> None:
         exchange = self.exchange
         if method.endswith("/list_changed"):
-            # 2026-07-28 clients list from the catalog: it re-reads, and subscriptions/listen
-            # streams hear of it if that changed anything.
+            # What 2026-07-28 clients that declared capabilities were listed is read again, and the
+            # catalog re-reads (subscriptions/listen streams hear of it if that changed anything).
+            self.forget(self.upstream.id)
             self.upstream.refresh_soon(method)
             return
         if exchange is None or exchange.ctx is None:
@@ -123,9 +126,53 @@ class InteractiveCalls:
         self._idle: dict[tuple[str, str], list[tuple[UpstreamLink, _LinkRelay, float]]] = {}
         self._parked: dict[str, _Exchange] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        # (upstream id, capability profile) -> its lists as a client declaring those capabilities
+        # sees them (an upstream may offer such a client more: tools that sample, elicit, ask for
+        # roots), with the generation they were read at; forgotten on list_changed.
+        self._lists: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+        self._generation: dict[str, int] = {}
 
     def live(self) -> int:
         return len(self._parked)
+
+    def forget(self, upstream_id: str) -> None:
+        """The upstream's lists changed: what was read for capability profiles is read again."""
+        self._generation[upstream_id] = self._generation.get(upstream_id, 0) + 1
+        for key in [k for k in self._lists if k[0] == upstream_id]:
+            del self._lists[key]
+
+    async def lists(self, upstream: Upstream, capabilities: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+        """The upstream's lists for a 2026-07-28 client that declared these capabilities, read on a
+        pooled link offering them (once per profile, until the upstream says list_changed)."""
+        pool_key = self._pool_key(upstream, capabilities)
+        cached = self._lists.get(pool_key)
+        if cached is not None:
+            return cached
+        generation = self._generation.get(upstream.id, 0)
+        link, relay = await self._checkout(upstream, pool_key, capabilities)
+        try:
+            lists, _ = await read_lists(link, int(upstream.config.max_pages))
+        finally:
+            self._give_back(pool_key, link, relay, reuse=True)
+        if self._generation.get(upstream.id, 0) == generation:
+            self._lists[pool_key] = lists
+        return lists
+
+    async def request(
+        self, upstream: Upstream, method: str, params: dict[str, Any], capabilities: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One request that asks the client nothing (a list) on a pooled link offering these
+        capabilities, so its answer is what such a client sees."""
+        pool_key = self._pool_key(upstream, capabilities)
+        link, relay = await self._checkout(upstream, pool_key, capabilities)
+        try:
+            return await link.request(method, params)
+        finally:
+            self._give_back(pool_key, link, relay, reuse=True)
+
+    @staticmethod
+    def _pool_key(upstream: Upstream, capabilities: dict[str, Any]) -> tuple[str, str]:
+        return (upstream.id, orjson.dumps(capabilities, option=orjson.OPT_SORT_KEYS).decode())
 
     def full(self, upstream: Upstream) -> bool:
         """Whether the upstream has `max_connections` links for such calls already (each link to a
@@ -185,7 +232,7 @@ class InteractiveCalls:
                 LIMIT_EXCEEDED,
                 f"Too many calls of this client waiting for its input (limit {MAX_PER_CLIENT}); answer or drop one",
             )
-        pool_key = (upstream.id, orjson.dumps(capabilities, option=orjson.OPT_SORT_KEYS).decode())
+        pool_key = self._pool_key(upstream, capabilities)
         link, relay = await self._checkout(upstream, pool_key, capabilities)
         exchange = _Exchange(secrets.token_urlsafe(16), upstream, link, pool_key)
         exchange.ctx = ctx
@@ -259,12 +306,18 @@ class InteractiveCalls:
         relay = exchange.link.handler
         if isinstance(relay, _LinkRelay) and relay.exchange is exchange:
             relay.exchange = None
-        idle = self._idle.setdefault(exchange.pool_key, [])
-        if reuse and isinstance(relay, _LinkRelay) and exchange.link.alive and len(idle) < POOL_IDLE:
-            idle.append((exchange.link, relay, time.monotonic()))
-            asyncio.get_running_loop().call_later(POOL_IDLE_S + 1, self._sweep, exchange.pool_key)
+        if isinstance(relay, _LinkRelay):
+            self._give_back(exchange.pool_key, exchange.link, relay, reuse)
         else:
             self._close_later(exchange.link)
+
+    def _give_back(self, pool_key: tuple[str, str], link: UpstreamLink, relay: _LinkRelay, reuse: bool) -> None:
+        idle = self._idle.setdefault(pool_key, [])
+        if reuse and link.alive and len(idle) < POOL_IDLE:
+            idle.append((link, relay, time.monotonic()))
+            asyncio.get_running_loop().call_later(POOL_IDLE_S + 1, self._sweep, pool_key)
+        else:
+            self._close_later(link)
 
     async def _checkout(
         self, upstream: Upstream, pool_key: tuple[str, str], capabilities: dict[str, Any]
@@ -278,7 +331,7 @@ class InteractiveCalls:
             self._close_later(link)
         if not upstream.ready and upstream.config.transport == "stdio":
             raise UpstreamUnavailable(upstream.id, f"is unavailable: {upstream.error or upstream.state}")
-        relay = _LinkRelay(upstream)
+        relay = _LinkRelay(upstream, self.forget)
         link = UpstreamLink(upstream.config, relay, capabilities, label="2026-07-28 input", auth=upstream.tokens)
         try:
             await link.open()

@@ -14,6 +14,7 @@ from ..server.dispatcher import _no_cursor
 from ..server.jsonrpc import INVALID_PARAMS, JsonRpcError
 from ..state.session import Session
 from .hub import FederatedDispatcher, Federation
+from .interactive import interactive_capabilities
 from .names import public_name, public_uri, split_name, split_uri
 from .tasks import Seal, merged_capability, named_upstream, tasks_out
 from .upstream import Upstream
@@ -113,13 +114,20 @@ class GatewayDispatcher(FederatedDispatcher):
             upstream, method, params, ctx, session, uri_out=lambda uri: public_uri(prefix, uri)
         )
 
-    async def _listed(self, key: str, field: str, rename: Any, session: Session | None) -> list[dict[str, Any]]:
-        """Every ready upstream's `key` list as this session would see it (hub.Federation.view)."""
+    async def _listed(
+        self, key: str, field: str, rename: Any, session: Session | None, ctx: CallContext
+    ) -> list[dict[str, Any]]:
+        """Every ready upstream's `key` list as this session (or this 2026-07-28 client, by the
+        capabilities it declared) would see it (hub.Federation.view)."""
         if session is not None:
             self.federation.watch(session)
         upstreams = self._ready()
+        capabilities = interactive_capabilities(ctx) if session is None else None
         views = await asyncio.gather(
-            *(self.federation.view(u, session, functools.partial(public_uri, u.config.prefix)) for u in upstreams)
+            *(
+                self.federation.view(u, session, functools.partial(public_uri, u.config.prefix), capabilities)
+                for u in upstreams
+            )
         )
         return [
             {**item, field: rename(u.config.prefix, item.get(field, ""))}
@@ -165,24 +173,24 @@ class GatewayDispatcher(FederatedDispatcher):
             return await super()._result(method, params, ctx, session)  # the built-ins' lists alone
         if method == "tools/list":
             _no_cursor(params)
-            return {"tools": self.catalog.tool_list() + await self._listed("tools", "name", public_name, session)}
+            return {"tools": self.catalog.tool_list() + await self._listed("tools", "name", public_name, session, ctx)}
         if method == "prompts/list":
             _no_cursor(params)
             return {
                 "prompts": [p.describe() for p in self.catalog.prompts.values()]
-                + await self._listed("prompts", "name", public_name, session)
+                + await self._listed("prompts", "name", public_name, session, ctx)
             }
         if method == "resources/list":
             _no_cursor(params)
             return {
                 "resources": [r.describe() for r in self.catalog.resources.values()]
-                + await self._listed("resources", "uri", public_uri, session)
+                + await self._listed("resources", "uri", public_uri, session, ctx)
             }
         if method == "resources/templates/list":
             _no_cursor(params)
             return {
                 "resourceTemplates": [t.describe() for t in self.catalog.templates]
-                + await self._listed("resourceTemplates", "uriTemplate", public_uri, session)
+                + await self._listed("resourceTemplates", "uriTemplate", public_uri, session, ctx)
             }
         if method in ("tools/call", "prompts/get"):
             owner = self._owner(params.get("name"))
