@@ -8,7 +8,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::{fuzz_target, Corpus};
 use transport_core::encoded::{configure_encoded, evaluate_encoded};
-use transport_core_fuzz::{base_input, check_encoded, Configured, BASE_CONFIG};
+use transport_core_fuzz::{
+    base_input, check_compact_garbage, check_encoded, Configured, BASE_CONFIG,
+};
 
 fn base() -> &'static Configured {
     static BASE: OnceLock<Configured> = OnceLock::new();
@@ -29,6 +31,8 @@ fuzz_target!(|data: &[u8]| -> Corpus {
     };
     let configured = base();
     check_encoded(configured, text);
+    // The same bytes as a compact head: refused or answered, never a panic.
+    check_compact_garbage(configured, text);
     // Not configured: `not-configured` whatever the input.
     let out = evaluate_encoded(None, text);
     assert!(

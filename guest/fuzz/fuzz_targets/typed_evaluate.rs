@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use transport_core_fuzz::{check_typed, configs, decode_head, Configured};
+use transport_core_fuzz::{check_compact, check_typed, configs, decode_head, Configured};
 
 fn all() -> &'static [Configured] {
     static CONFIGS: OnceLock<Vec<Configured>> = OnceLock::new();
@@ -18,5 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let (selector, head) = decode_head(data);
     let configs = all();
     let configured = &configs[selector % configs.len()];
-    check_typed(configured, &head);
+    let typed = check_typed(configured, &head);
+    // The compact twin decides exactly what the typed entry point did.
+    check_compact(configured, &head, &typed);
 });

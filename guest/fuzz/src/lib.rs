@@ -708,3 +708,132 @@ pub fn check_encoded(c: &Configured, text: &str) {
         }
     }
 }
+
+/// A compact field (docs/edge-contract.md section 16): the length in code
+/// points as one character, then the text.
+fn compact_field(out: &mut String, value: &str) -> bool {
+    let Some(len) = u32::try_from(value.chars().count())
+        .ok()
+        .and_then(char::from_u32)
+        .filter(|c| (*c as u32) < 0xD800)
+    else {
+        return false;
+    };
+    out.push(len);
+    out.push_str(value);
+    true
+}
+
+/// `evaluate-compact` on `head` under `c` (the head written as a host writes
+/// it, with section 1's `get` done here and the real session id): its
+/// decisions must be exactly those of `typed` (the typed outcome's JSON).
+pub fn check_compact(c: &Configured, head: &OwnedHead, typed: &str) {
+    const CODES: [&str; 11] = [
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "accept",
+        "content-type",
+        "origin",
+        "host",
+        "last-event-id",
+        "mcp-method",
+        "mcp-name",
+        "access-control-request-method",
+        "access-control-request-headers",
+    ];
+    let mut text = String::new();
+    if !compact_field(&mut text, &head.method) || !compact_field(&mut text, &head.path) {
+        return;
+    }
+    for (i, name) in CODES.iter().enumerate() {
+        if let Some(value) = get(&head.headers, name) {
+            text.push(char::from(b'a' + i as u8));
+            if !compact_field(&mut text, &value) {
+                return;
+            }
+        }
+    }
+    let out = transport_core::compact::evaluate_compact(Some(&c.config), &text);
+    let typed: Value = serde_json::from_str(typed).expect("typed outcome JSON");
+    let want = if let Some(f) = typed.get("forward") {
+        let index = |list: &[&str], v: &Value| {
+            let i = list
+                .iter()
+                .position(|n| v == n)
+                .expect("a known enum value");
+            char::from(b'0' + i as u8)
+        };
+        let mut want = String::from("F");
+        want.push(index(
+            &["mcp", "sse", "message", "ws", "health", "other"],
+            &f["route"],
+        ));
+        want.push(index(&["absent", "valid", "invalid"], &f["session_state"]));
+        want.push(index(
+            &["absent", "supported", "unsupported"],
+            &f["protocol_state"],
+        ));
+        want.push(char::from(
+            b'0' + u8::from(f["accept_json"] == true) + 2 * u8::from(f["accept_sse"] == true),
+        ));
+        want.push(index(&["absent", "json", "other"], &f["content_type"]));
+        want.push(index(&["absent", "allowed", "denied"], &f["origin_state"]));
+        want.push(index(&["absent", "allowed", "denied"], &f["host_state"]));
+        let mut mask = 0u8;
+        for pair in f["cors_headers"].as_array().expect("cors list") {
+            mask |= match pair[0].as_str().expect("name") {
+                "access-control-allow-origin" => 1,
+                "access-control-expose-headers" => 2,
+                "access-control-allow-credentials" => 4,
+                "vary" => 8,
+                other => panic!("a CORS header without a bit: {other}"),
+            };
+        }
+        want.push(char::from(b'@' + mask));
+        let path = f["path"].as_str().expect("path");
+        if path == head.path {
+            want.push('=');
+        } else {
+            want.push(':');
+            assert!(
+                compact_field(&mut want, path),
+                "a canonical path longer than the raw one"
+            );
+        }
+        if let Some(id) = f["server_id"].as_str() {
+            assert!(compact_field(&mut want, id));
+        }
+        want
+    } else {
+        let p = &typed["preflight"];
+        if p["status"] == 403 {
+            String::from("P4")
+        } else {
+            let allow = p["headers"]
+                .as_array()
+                .expect("headers")
+                .iter()
+                .find(|h| h[0] == "access-control-allow-headers")
+                .and_then(|h| h[1].as_str())
+                .expect("a 204 names its allowed headers");
+            let mut want = String::from("P2");
+            assert!(compact_field(&mut want, allow));
+            want
+        }
+    };
+    assert_eq!(
+        out, want,
+        "evaluate-compact disagrees with the typed outcome {typed}"
+    );
+}
+
+/// `evaluate-compact` on any text: `E2`, or an answer in the compact shape
+/// (and never a panic).
+pub fn check_compact_garbage(c: &Configured, text: &str) {
+    let out = transport_core::compact::evaluate_compact(Some(&c.config), text);
+    assert!(
+        out == "E2" || out.starts_with('F') || out.starts_with("P2") || out == "P4",
+        "{out:?}"
+    );
+    assert_eq!(transport_core::compact::evaluate_compact(None, text), "E0");
+}
