@@ -917,7 +917,10 @@ class Federation:
         except Exception as exc:  # noqa: BLE001 - the caller gets an error, never silence
             text = f"Upstream {upstream_id!r} failed during {method}: {describe(exc)}"
             answer = {"error": {"code": INTERNAL_ERROR, "message": text, "data": {"upstream": upstream_id}}}
-        await store.send_to(reply_to, {"kind": "upreply", "call": call, **answer})
+        try:
+            await store.send_to(reply_to, {"kind": "upreply", "call": call, **answer})
+        except Exception as exc:  # noqa: BLE001 - state unavailable: the caller's own wait ends it
+            log.warning("upstream %s: the answer to a relayed %s was not delivered: %s", upstream_id, method, exc)
 
     def _ended(self, key: tuple[str, str], link: UpstreamLink) -> None:
         """A session's link ended: if the upstream refused its session (404), this process re-attaches
