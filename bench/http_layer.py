@@ -8,7 +8,9 @@ checked. Bar: the checks cost at most 3% (>= 0.97x).
 
 Besides req/s, each run records the gateway process's CPU time per answered request (user +
 system, from /proc/<pid>/stat): on a machine shared with other work, throughput swings with what
-else runs while the CPU a request costs the gateway does not, so that ratio is the steadier one."""
+else runs while the CPU a request costs the gateway does not, so that ratio is the steadier one.
+And callgrind's count of the instructions one tools/call echo costs each server (one keep-alive
+connection, 1,000 requests; bench/server_instructions.py): the figure that resolves a few percent."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 
 import e2e
+import server_instructions
 import servers
 import wrk
 
@@ -84,10 +87,19 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> di
                     f"{'?' if per is None else f'{per:.0f}'} µs CPU/request  errors {row['errors']}",
                     flush=True,
                 )
-        return {"rows": rows}
     finally:
         for srv in targets.values():
             srv.stop()
+    instructions = None
+    if server_instructions.available():
+        instructions = server_instructions.http_layer()
+        on, plain = instructions["checks on"], instructions["plain uvicorn"]
+        print(
+            f"  instructions per tools/call echo (callgrind): checks on {on:,.0f}, plain uvicorn {plain:,.0f}: "
+            f"{plain / on:.3f}x (+{on - plain:,.0f})",
+            flush=True,
+        )
+    return {"rows": rows, "instructions": instructions}
 
 
 if __name__ == "__main__":

@@ -128,6 +128,17 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
                     _met(ratio, 0.97),
                 )
             )
+    counted = (record.get("http") or {}).get("instructions")
+    if counted:
+        ratio = counted["plain uvicorn"] / counted["checks on"]
+        out.append(
+            (
+                "tools/call echo instructions, plain uvicorn httptools / the HTTP layer's checks (callgrind)",
+                f"{ratio:.3f}x (+{counted['checks on'] - counted['plain uvicorn']:,.0f})",
+                ">= 0.97x",
+                _met(ratio, 0.97),
+            )
+        )
     plugin_rows = {r["target"]: r for r in record.get("plugins", {}).get("rows", [])}
     base = plugin_rows.get("no plugin")
     for target, limit in (("noop pre+post", 0.95), ("tool-guard + redact + rate-limit", 0.85)):

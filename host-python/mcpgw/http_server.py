@@ -65,6 +65,9 @@ LINGER_MAX_S = 30.0  # pauses this long, half-closes, or this much time has pass
 LINGER_MAX_CONNECTIONS = 1024  # with this many lingering already, close at once (a reset may eat the answer)
 RETRY_AFTER_S = 5  # the connection cap's Retry-After
 KINDS = ("head_timeout", "body_too_slow", "head_too_large", "connection_cap")
+# uvicorn's callbacks, called directly by ours: cheaper than super() once per request.
+_on_headers_complete = HttpToolsProtocol.on_headers_complete
+_on_message_complete = HttpToolsProtocol.on_message_complete
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -174,6 +177,29 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     """One HTTP/1.1 connection; see the module docstring. `limits` is bound by `protocol_class`."""
 
     limits: ClassVar[HttpLimits]
+    # Our per-connection state in slots, not in the instance dict: uvicorn's protocol keeps 28
+    # attributes there, and past 30 CPython 3.11 stops sharing the dict's keys with the class (its
+    # attribute caches then miss in uvicorn's per-request code: about 1-2k instructions a request).
+    __slots__ = (
+        "_body_bytes",
+        "_body_open",
+        "_body_rate",
+        "_body_start",
+        "_body_timer",
+        "_counted",
+        "_extensions",
+        "_head_limit",
+        "_head_seen",
+        "_head_timer",
+        "_in_head",
+        "_last_data",
+        "_linger_end",
+        "_lingering",
+        "_peer",
+        "_pending",
+        "_refusing",
+        "_trusted_peer",
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -195,6 +221,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # in connection_made), and the scope extension every request of this connection carries.
         self._head_limit = self.limits.head_limit
         self._trusted_peer = False
+        self._body_rate = bool(self.limits.body_min_rate_bytes_s)  # whether bodies are timed at all
         self._extensions: dict[str, Any] = {"mcpgw.abort": self._abort_now}
 
     # -- connection ----------------------------------------------------------
@@ -253,55 +280,83 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         """The running or last request's cycle (uvicorn types it as always set; it is None at first)."""
         return self.cycle
 
-    def _stopped(self) -> bool:
-        """A refusal was written, or an answer waits for the owed responses: read nothing more."""
-        return self._refusing or self._pending is not None
-
     def _responding(self) -> bool:
         cycle = self._current()
         return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
 
     # -- reading ---------------------------------------------------------------
+    # Per request, this layer adds one Python frame to each of data_received, on_headers_complete
+    # and on_message_complete and nothing else: no timer for a request that arrives whole, no
+    # on_body (the body rate counts whole reads, and only while a body is overdue-capable), no
+    # on_response_complete (the rare answer that must wait for owed responses hooks their cycles),
+    # uvicorn's methods called directly rather than through super(). Callgrind, tools/call echo
+    # on one keep-alive connection: see docs/benchmarks.md.
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
-        if self._refusing or self._pending is not None:  # _stopped(), inline: this runs per read
+        if self._refusing or self._pending is not None:  # stopped: a refusal, or an answer waiting
             self._last_data = self.loop.time()
             return
+        if self._in_head:
+            seen = self._head_seen + len(data)
+            if seen > self._head_limit:
+                self._feed_head_limited(data)
+                return
+            self._head_seen = seen
+        elif self._body_timer is not None:
+            self._body_bytes += len(data)  # a body being timed: this read is (at most) its bytes
+        if not self._feed(data):
+            return
+        if self._in_head:
+            if self._head_seen:
+                if self._head_seen >= self._head_limit:
+                    self._fail(self._head_too_large)
+                elif self._head_timer is None and not self._responding():
+                    self._arm_head_timer()  # a head started here counts from now
+        elif self._body_open and self._body_timer is None:
+            self._arm_body_timer()
+
+    def _feed(self, data: bytes) -> bool:
+        """Feed the parser; False when this connection stopped reading (error, upgrade, refusal)."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._fail(self._invalid_request)
+            return False
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self._upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return False
+        return not (self._refusing or self._pending is not None)  # the callbacks may have refused
+
+    def _feed_head_limited(self, data: bytes) -> None:
+        """A read that would take the head past its limit: the parser gets at most the head's
+        room, then (still in a head) 431; what follows a head that completed is fed on."""
         limit = self._head_limit
         pos, size = 0, len(data)
         while pos < size:
             if self._in_head:
-                room = limit - self._head_seen
-                piece = data[pos : pos + room] if pos or size - pos > room else data
+                piece = data[pos : pos + limit - self._head_seen]
                 self._head_seen += len(piece)
             else:
-                piece = data[pos:] if pos else data
+                piece = data[pos:]
+                if self._body_timer is not None:
+                    self._body_bytes += len(piece)
             pos += len(piece)
-            try:
-                self.parser.feed_data(piece)
-            except httptools.HttpParserError:
-                self._fail(self._invalid_request)
-                return
-            except httptools.HttpParserUpgrade:
-                if self._should_upgrade():
-                    self._upgrade()
-                else:
-                    self._unsupported_upgrade_warning()
-                return
-            if self._stopped():  # the callbacks above may have refused
+            if not self._feed(piece):
                 return
             if self._in_head and self._head_seen >= limit:
-                self._fail(lambda: self._refuse("head_too_large", 431, "Request Header Fields Too Large"))
+                self._fail(self._head_too_large)
                 return
-        # The deadlines are armed only for what this data left incomplete: a request that arrived
-        # whole (the usual case) costs no timer. A head started here counts from now, as a body
-        # whose head completed here does.
         if self._in_head:
             if self._head_seen and self._head_timer is None and not self._responding():
                 self._arm_head_timer()
-        elif self._body_open and self._body_timer is None and not self._refusing:
-            self._body_start = self.loop.time()
-            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._check_body)
+        elif self._body_open and self._body_timer is None:
+            self._arm_body_timer()
+
+    def _head_too_large(self) -> None:
+        self._refuse("head_too_large", 431, "Request Header Fields Too Large")
 
     def _invalid_request(self) -> None:
         msg = "Invalid HTTP request received."
@@ -316,6 +371,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._responding() and not (cycle is not None and cycle.more_body):
             self._pending = answer
             self.flow.pause_reading()
+            # uvicorn calls each cycle's on_response when its response completes: the owed ones
+            # (the running cycle and the queued ones) now also check whether the answer is due.
+            for owed in (cycle, *(queued for queued, _ in self.pipeline)):
+                if owed is not None:
+                    owed.on_response = self._response_complete_then_pending
         else:
             answer()
 
@@ -348,14 +408,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             client = self.limits.forwarded_client(forwarded) if forwarded else None
             if client is not None:
                 self.scope["client"] = (client, 0)
-        super().on_headers_complete()
-        if self.limits.body_min_rate_bytes_s and not self._refusing:
-            self._body_open = True  # its timer (and start) is set by data_received if the body is still due
-            self._body_bytes = 0
-
-    def on_body(self, body: bytes) -> None:
-        self._body_bytes += len(body)
-        super().on_body(body)
+        _on_headers_complete(self)
+        # Its timer (and start) is set by data_received if the body is still due after this read.
+        self._body_open = self._body_rate and not self._refusing
 
     def on_message_complete(self) -> None:
         self._in_head = True
@@ -364,16 +419,25 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
-        super().on_message_complete()
+        _on_message_complete(self)
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
+    def _response_complete_then_pending(self) -> None:
+        """An owed response completed while an answer waits for them (_fail): once none is owed,
+        write it."""
+        self.on_response_complete()
         if self._pending is not None and not self._responding() and not self.transport.is_closing():
             answer, self._pending = self._pending, None
             self._unset_keepalive_if_required()
             answer()
 
     # -- deadlines -------------------------------------------------------------
+    def _arm_body_timer(self) -> None:
+        """The body is incomplete after the read that completed its head: time it from now,
+        crediting what arrived with the head (uvicorn's cycle holds it: its task has not run)."""
+        self._body_start = self.loop.time()
+        self._body_bytes = len(self.cycle.body)
+        self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._check_body)
+
     def _arm_head_timer(self) -> None:
         if self.limits.head_timeout_s and not self._refusing:
             self._head_timer = self.loop.call_later(self.limits.head_timeout_s, self._head_expired)

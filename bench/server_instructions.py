@@ -1,0 +1,124 @@
+"""Instructions one request costs a real gateway process (uvicorn, one keep-alive connection),
+counted by callgrind: the steady figure for a per-request cost of a few percent, which wrk on a
+shared 2-core machine cannot resolve (bench/http_layer.py, bench/plugins.py).
+
+The server runs under `valgrind --tool=callgrind --instr-atstart=no`; this process opens a
+session, warms up, switches instrumentation on (`callgrind_control -i on`) for exactly `n`
+requests on one connection, each answer checked, and off again; the count is the server's work
+for those requests (its idle waits between them cost nothing). Each count runs the server anew.
+
+    python bench/server_instructions.py [n]   # the HTTP layer: checks on / plain uvicorn
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+import e2e
+import servers
+
+
+def available() -> bool:
+    return shutil.which("valgrind") is not None and shutil.which("callgrind_control") is not None
+
+
+def _instrument(pid: int, state: str) -> None:
+    subprocess.run(["callgrind_control", "-i", state, str(pid)], check=True, capture_output=True)
+
+
+def per_request(
+    argv: list[str], env: dict[str, str], body: str = e2e.ECHO, n: int = 1000, check: str = "hello"
+) -> float:
+    """Instructions per request of `body` (a JSON-RPC template with @ID@) through the server that
+    `argv` starts with `env` (MCPGW_* as servers.gateway sets them; the port is added here)."""
+    port = servers.free_port()
+    with tempfile.TemporaryDirectory(prefix="mcpgw-callgrind-") as where:
+        out_file = f"{where}/callgrind.out"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("MCPGW_")}
+        full_env.update(env)
+        full_env.update({"MCPGW_HOST": "127.0.0.1", "MCPGW_PORT": str(port), "MCPGW_LOG_LEVEL": "warning"})
+        log = open(f"{where}/server.log", "wb")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}", *argv],
+            env=full_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=where,  # callgrind_control finds the process through files in its directory
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 600
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(Path(f"{where}/server.log").read_text()[-3000:])
+                try:
+                    httpx.get(url + "/health", timeout=5)
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the server under valgrind did not start") from None
+                    time.sleep(0.5)
+            headers = e2e.open_session(url)
+            with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+
+                def run(count: int, start: int) -> None:
+                    for i in range(start, start + count):
+                        r = client.post("/mcp", content=body.replace("@ID@", str(i)))
+                        if r.status_code != 200 or check not in r.text or '"result"' not in r.text:
+                            raise RuntimeError(f"unexpected answer {r.status_code}: {r.text[:300]}")
+
+                run(300, 1)  # warm-up: caches, the plugin pools, the outcome cache
+                _instrument(proc.pid, "on")
+                run(n, 1000)
+                _instrument(proc.pid, "off")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+        text = Path(out_file).read_text(errors="replace") if Path(out_file).exists() else ""
+        found = re.search(r"^totals:\s+(\d+)", text, re.M)  # ("summary:" reads 0 when the process is signalled)
+        if not found:
+            raise RuntimeError("callgrind wrote no totals")
+        return int(found.group(1)) / n
+
+
+def gateway_argv() -> list[str]:
+    return [sys.executable, "-m", "mcpgw.cli", "serve"]
+
+
+GATEWAY_ENV = {
+    "MCPGW_EDGE": "wasm",
+    "MCPGW_MAX_SESSIONS": "10000000",
+    "MCPGW_SESSION_IDLE_TIMEOUT_S": "3600",
+    "MCPGW_MAX_SESSIONS_PER_CLIENT": "0",
+    "MCPGW_MAX_REQUESTS_PER_SESSION": "0",
+}
+
+
+def http_layer(n: int = 1000) -> dict[str, float]:
+    """tools/call echo through `mcpgw serve` (the HTTP layer's checks, connection cap at 256) and
+    through the same gateway on uvicorn's plain httptools protocol (bench/plain_http_server.py)."""
+    plain = [sys.executable, str(servers.ROOT / "bench" / "plain_http_server.py")]
+    return {
+        "checks on": per_request(gateway_argv(), {**GATEWAY_ENV, "MCPGW_MAX_CONNECTIONS_PER_CLIENT": "256"}, n=n),
+        "plain uvicorn": per_request(plain, GATEWAY_ENV, n=n),
+    }
+
+
+if __name__ == "__main__":
+    counts = http_layer(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)
+    on, off = counts["checks on"], counts["plain uvicorn"]
+    print(f"instructions per tools/call echo: checks on {on:,.0f}, plain uvicorn {off:,.0f}: {off / on:.4f}x")
