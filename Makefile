@@ -83,7 +83,7 @@ variants: $(FAULTS_WASM) $(CONTRACT2_WASM) $(V2_WASM) $(WRONG_WASM) $(VARIANTS_D
 # The example plugins (plugins/examples, shipped in plugins/dist/) and the test-only hostile
 # ones (plugins/test, in plugins/dist/test/), all from one cargo build; docs/plugins.md.
 PLUGINS       := tool-guard redact args-guard rate-limit noop
-TEST_PLUGINS  := loop alloc-bomb panic garbage huge-output wasi-probe clock-ungranted chatty
+TEST_PLUGINS  := loop alloc-bomb panic garbage huge-output wasi-probe clock-ungranted chatty empty
 PLUGIN_CRATES := mcpgw-plugin-sdk $(PLUGINS) $(TEST_PLUGINS:%=test-%)
 PLUGIN_SRC    := $(shell find plugins/sdk plugins/examples plugins/test -name '*.rs' -o -name Cargo.toml) wit/plugin.wit Cargo.toml Cargo.lock
 PLUGIN_DIST   := $(PLUGINS:%=plugins/dist/%.wasm) $(TEST_PLUGINS:%=plugins/dist/test/%.wasm)

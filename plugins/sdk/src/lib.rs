@@ -38,6 +38,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 pub use serde_json::{self, json, Value};
 
 #[doc(hidden)]
@@ -59,7 +60,8 @@ pub mod bindings {
 /// What a plugin file needs besides its own logic.
 pub mod prelude {
     pub use crate::{
-        export_plugin, json, log, now_ms, Action, Context, Hook, Level, Plugin, Principal, Value,
+        export_plugin, json, log, now_ms, Action, Context, Hook, Level, Payload, Plugin, Principal,
+        Value,
     };
     pub use alloc::borrow::ToOwned;
     pub use alloc::boxed::Box;
@@ -220,31 +222,31 @@ pub trait Plugin: Default {
         Ok(())
     }
 
-    fn tool_pre_invoke(&mut self, ctx: &Context, params: Value) -> Action {
+    fn tool_pre_invoke(&mut self, ctx: &Context, params: Payload<'_>) -> Action {
         let _ = (ctx, params);
         Action::Continue
     }
-    fn tool_post_invoke(&mut self, ctx: &Context, result: Value) -> Action {
+    fn tool_post_invoke(&mut self, ctx: &Context, result: Payload<'_>) -> Action {
         let _ = (ctx, result);
         Action::Continue
     }
-    fn prompt_pre_fetch(&mut self, ctx: &Context, params: Value) -> Action {
+    fn prompt_pre_fetch(&mut self, ctx: &Context, params: Payload<'_>) -> Action {
         let _ = (ctx, params);
         Action::Continue
     }
-    fn prompt_post_fetch(&mut self, ctx: &Context, result: Value) -> Action {
+    fn prompt_post_fetch(&mut self, ctx: &Context, result: Payload<'_>) -> Action {
         let _ = (ctx, result);
         Action::Continue
     }
-    fn resource_pre_fetch(&mut self, ctx: &Context, params: Value) -> Action {
+    fn resource_pre_fetch(&mut self, ctx: &Context, params: Payload<'_>) -> Action {
         let _ = (ctx, params);
         Action::Continue
     }
-    fn resource_post_fetch(&mut self, ctx: &Context, result: Value) -> Action {
+    fn resource_post_fetch(&mut self, ctx: &Context, result: Payload<'_>) -> Action {
         let _ = (ctx, result);
         Action::Continue
     }
-    fn list_filter(&mut self, ctx: &Context, result: Value) -> Action {
+    fn list_filter(&mut self, ctx: &Context, result: Payload<'_>) -> Action {
         let _ = (ctx, result);
         Action::Continue
     }
@@ -256,8 +258,60 @@ pub fn config<T: serde::de::DeserializeOwned>(config: Value) -> Result<T, String
     serde_json::from_value(config).map_err(|e| format!("invalid config: {e}"))
 }
 
+/// A hook's payload (the request's params, or the result) as the gateway sent
+/// it: JSON text, parsed only when the hook asks for it. A hook that decides
+/// from its [`Context`] alone (a tool name, the principal, the session) never
+/// pays for parsing arguments or results.
+#[derive(Clone, Debug)]
+pub struct Payload<'a>(PayloadRepr<'a>);
+
+#[derive(Clone, Debug)]
+enum PayloadRepr<'a> {
+    Json(&'a str),
+    Value(Value),
+}
+
+impl<'a> Payload<'a> {
+    /// A payload over JSON text (its syntax already checked: the SDK reads
+    /// the call's input with it).
+    pub fn from_json(text: &'a str) -> Self {
+        Payload(PayloadRepr::Json(text))
+    }
+
+    /// The payload as a [`Value`]: parsed now (or as given, for one made
+    /// from a `Value`). `null` if it cannot be one, which the gateway's own
+    /// JSON never is (see [`Payload::try_value`]).
+    pub fn value(self) -> Value {
+        self.try_value().unwrap_or(Value::Null)
+    }
+
+    /// The payload as a [`Value`], or why serde_json cannot represent it.
+    pub fn try_value(self) -> Result<Value, String> {
+        match self.0 {
+            PayloadRepr::Json(text) => serde_json::from_str(text).map_err(|e| e.to_string()),
+            PayloadRepr::Value(value) => Ok(value),
+        }
+    }
+
+    /// The payload deserialized into `T` (any `serde::Deserialize`, which
+    /// may read only the fields it names), with a message fit for a denial.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        match &self.0 {
+            PayloadRepr::Json(text) => serde_json::from_str(text),
+            PayloadRepr::Value(value) => T::deserialize(value),
+        }
+        .map_err(|e| format!("payload: {e}"))
+    }
+}
+
+impl From<Value> for Payload<'static> {
+    fn from(value: Value) -> Self {
+        Payload(PayloadRepr::Value(value))
+    }
+}
+
 /// Call the hook `ctx.hook` names on `plugin`.
-pub fn dispatch<P: Plugin>(plugin: &mut P, ctx: &Context, payload: Value) -> Action {
+pub fn dispatch<P: Plugin>(plugin: &mut P, ctx: &Context, payload: Payload<'_>) -> Action {
     match ctx.hook {
         Hook::ToolPreInvoke => plugin.tool_pre_invoke(ctx, payload),
         Hook::ToolPostInvoke => plugin.tool_post_invoke(ctx, payload),
@@ -270,18 +324,26 @@ pub fn dispatch<P: Plugin>(plugin: &mut P, ctx: &Context, payload: Value) -> Act
 }
 
 #[derive(Deserialize)]
-struct Encoded {
+struct Encoded<'a> {
     context: Context,
-    #[serde(default)]
-    payload: Value,
+    /// Its syntax is checked, no value is built: the hook parses it if it
+    /// reads it ([`Payload`]).
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
 }
 
-/// `invoke-encoded` for `plugin`: parse `{"context": {...}, "payload": ...}`,
-/// run the hook, encode its action. Input that does not parse is answered
-/// with a deny (-32603) naming the plugin and the problem, never a trap.
+/// `invoke-encoded` for `plugin`: parse `{"context": {...}, "payload": ...}`
+/// (the payload's syntax only), run the hook, encode its action. Input that
+/// does not parse is answered with a deny (-32603) naming the plugin and the
+/// problem, never a trap.
 pub fn invoke_encoded<P: Plugin>(plugin: &mut P, input: &str) -> String {
-    match serde_json::from_str::<Encoded>(input) {
-        Ok(Encoded { context, payload }) => dispatch(plugin, &context, payload).encode(),
+    match serde_json::from_str::<Encoded<'_>>(input) {
+        Ok(Encoded { context, payload }) => {
+            let payload = payload.map_or(Payload::from(Value::Null), |raw| {
+                Payload::from_json(raw.get())
+            });
+            dispatch(plugin, &context, payload).encode()
+        }
         Err(e) => Action::deny(
             INTERNAL_ERROR,
             format!("plugin {}: malformed input: {e}", P::NAME),
@@ -408,11 +470,11 @@ mod tests {
             self.prefix = crate::config::<C>(config)?.prefix;
             Ok(())
         }
-        fn tool_post_invoke(&mut self, ctx: &Context, result: Value) -> Action {
+        fn tool_post_invoke(&mut self, ctx: &Context, result: Payload<'_>) -> Action {
             if ctx.principal.as_ref().map(|p| p.subject.as_str()) == Some("mallory") {
                 return Action::deny(-32001, "no");
             }
-            Action::Modify(json!({"p": self.prefix, "r": result}))
+            Action::Modify(json!({"p": self.prefix, "r": result.value()}))
         }
     }
 

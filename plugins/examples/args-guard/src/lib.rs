@@ -110,7 +110,8 @@ impl Plugin for ArgsGuard {
         Ok(())
     }
 
-    fn tool_pre_invoke(&mut self, ctx: &Context, params: Value) -> Action {
+    fn tool_pre_invoke(&mut self, ctx: &Context, params: Payload<'_>) -> Action {
+        let params = params.value(); // the arguments are what this plugin checks
         let tool = ctx
             .name
             .as_deref()
@@ -142,7 +143,7 @@ mod tests {
 
     fn call(g: &mut ArgsGuard, tool: &str, arguments: Value) -> Action {
         let ctx = Context::new(Hook::ToolPreInvoke, "tools/call", Some(tool));
-        g.tool_pre_invoke(&ctx, json!({"name": tool, "arguments": arguments}))
+        g.tool_pre_invoke(&ctx, json!({"name": tool, "arguments": arguments}).into())
     }
 
     #[test]

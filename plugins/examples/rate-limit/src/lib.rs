@@ -105,7 +105,7 @@ impl Plugin for RateLimit {
         Ok(())
     }
 
-    fn tool_pre_invoke(&mut self, ctx: &Context, _params: Value) -> Action {
+    fn tool_pre_invoke(&mut self, ctx: &Context, _params: Payload<'_>) -> Action {
         let (key, who) = caller(ctx);
         match self.take(&key, now_ms()) {
             Ok(()) => Action::Continue,
@@ -176,8 +176,8 @@ mod tests {
         let mut r = limiter(json!({"rate_per_s": 0.001, "burst": 1}));
         let mut ctx = Context::new(Hook::ToolPreInvoke, "tools/call", Some("echo"));
         ctx.session_hash = Some("h".into());
-        assert_eq!(r.tool_pre_invoke(&ctx, json!({})), Action::Continue);
-        match r.tool_pre_invoke(&ctx, json!({})) {
+        assert_eq!(r.tool_pre_invoke(&ctx, json!({}).into()), Action::Continue);
+        match r.tool_pre_invoke(&ctx, json!({}).into()) {
             Action::Deny { code, message } => {
                 assert_eq!(code, RATE_LIMITED);
                 assert!(

@@ -335,7 +335,8 @@ impl Plugin for Redact {
         Ok(())
     }
 
-    fn tool_post_invoke(&mut self, _ctx: &Context, mut result: Value) -> Action {
+    fn tool_post_invoke(&mut self, _ctx: &Context, result: Payload<'_>) -> Action {
+        let mut result = result.value();
         let mut changed = false;
         if let Some(items) = result.get_mut("content").and_then(Value::as_array_mut) {
             for item in items
@@ -448,7 +449,7 @@ mod tests {
             "isError": false,
         });
         assert_eq!(
-            p.tool_post_invoke(&ctx, result),
+            p.tool_post_invoke(&ctx, result.into()),
             Action::Modify(json!({
                 "content": [{"type": "text", "text": "mail [redacted:email]"}, {"type": "image", "data": "a@b.io"}],
                 "structuredContent": {"who": ["x", {"mail": "[redacted:email]"}], "n": 4111111111111111u64},
@@ -456,7 +457,7 @@ mod tests {
             }))
         );
         let clean = json!({"content": [{"type": "text", "text": "nothing here"}]});
-        assert_eq!(p.tool_post_invoke(&ctx, clean), Action::Continue);
+        assert_eq!(p.tool_post_invoke(&ctx, clean.into()), Action::Continue);
     }
 
     #[test]

@@ -60,7 +60,13 @@ impl Plugin for ToolGuard {
         Ok(())
     }
 
-    fn tool_pre_invoke(&mut self, ctx: &Context, params: Value) -> Action {
+    fn tool_pre_invoke(&mut self, ctx: &Context, params: Payload<'_>) -> Action {
+        // The gateway names the tool in the context: the params are parsed only without it.
+        let params = if ctx.name.is_some() {
+            Value::Null
+        } else {
+            params.value()
+        };
         let name = ctx.name.as_deref().or_else(|| params.get("name")?.as_str());
         match name {
             Some(tool) if self.allowed(&ctx.endpoint, tool) => Action::Continue,
@@ -78,10 +84,11 @@ impl Plugin for ToolGuard {
         }
     }
 
-    fn list_filter(&mut self, ctx: &Context, mut result: Value) -> Action {
+    fn list_filter(&mut self, ctx: &Context, result: Payload<'_>) -> Action {
         if ctx.method != "tools/list" {
             return Action::Continue;
         }
+        let mut result = result.value();
         let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) else {
             return Action::Continue;
         };
@@ -114,7 +121,7 @@ mod tests {
     fn call(g: &mut ToolGuard, endpoint: &str, tool: &str) -> Action {
         let mut ctx = Context::new(Hook::ToolPreInvoke, "tools/call", Some(tool));
         ctx.endpoint = endpoint.into();
-        g.tool_pre_invoke(&ctx, json!({"name": tool, "arguments": {}}))
+        g.tool_pre_invoke(&ctx, json!({"name": tool, "arguments": {}}).into())
     }
 
     #[test]
@@ -181,18 +188,18 @@ mod tests {
         let result = json!({"tools": [{"name": "echo"}, {"name": "sleep"}, {"name": "add"}, {"name": "log"}],
                             "nextCursor": "c"});
         assert_eq!(
-            g.list_filter(&ctx, result),
+            g.list_filter(&ctx, result.into()),
             Action::Modify(
                 json!({"tools": [{"name": "echo"}, {"name": "add"}], "nextCursor": "c"})
             )
         );
         assert_eq!(
-            g.list_filter(&ctx, json!({"tools": [{"name": "echo"}]})),
+            g.list_filter(&ctx, json!({"tools": [{"name": "echo"}]}).into()),
             Action::Continue
         );
         let prompts = Context::new(Hook::ListFilter, "prompts/list", None);
         assert_eq!(
-            g.list_filter(&prompts, json!({"prompts": [{"name": "sleep"}]})),
+            g.list_filter(&prompts, json!({"prompts": [{"name": "sleep"}]}).into()),
             Action::Continue
         );
     }

@@ -19,7 +19,7 @@ impl Plugin for Chatty {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const HOOKS: &'static [Hook] = &[Hook::ToolPreInvoke];
 
-    fn tool_pre_invoke(&mut self, ctx: &Context, _params: Value) -> Action {
+    fn tool_pre_invoke(&mut self, ctx: &Context, _params: Payload<'_>) -> Action {
         self.calls += 1;
         let name = ctx.name.as_deref().unwrap_or("?");
         log(

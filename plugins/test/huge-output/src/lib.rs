@@ -14,7 +14,7 @@ impl Plugin for Hostile {
     const VERSION: &'static str = env!("CARGO_PKG_VERSION");
     const HOOKS: &'static [Hook] = &[Hook::ToolPreInvoke];
 
-    fn tool_pre_invoke(&mut self, _ctx: &Context, _params: Value) -> Action {
+    fn tool_pre_invoke(&mut self, _ctx: &Context, _params: Payload<'_>) -> Action {
         Action::Modify(Value::String("x".repeat(100 * 1024 * 1024)))
     }
 }

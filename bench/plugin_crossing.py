@@ -1,0 +1,145 @@
+"""What one plugin hook crossing costs, in instructions (callgrind), layer by layer, in-process:
+
+- `floor`: the test-only `empty` plugin's `invoke-encoded` (answers continue without reading its
+  input) through the host's encoded call: ctypes, wasmtime's call, the canonical ABI's string
+  copies in and out, and nothing of the guest's own: what any crossing costs from Python;
+- `noop guest`: the same call into the no-op example plugin (the SDK reads the context, checks
+  the payload's syntax, dispatches, encodes continue);
+- `Plugin.call`: the chain's per-plugin step around it (instance pool, counters, cost timing);
+- `chain step`: `PluginHooks._run` for one plugin (the input's encoding, the failure policy).
+
+Input: the tool-pre-invoke and tool-post-invoke of a `tools/call echo` as the gateway sends them.
+Each figure is (count of 1,500 calls - count of 500) / 1,000, so the instrumentation's switching
+cancels. Run: `python bench/plugin_crossing.py` (it re-runs itself under valgrind)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+DIST = ROOT / "plugins" / "dist"
+CONTEXT = {
+    "endpoint": "/mcp",
+    "upstream": None,
+    "method": "tools/call",
+    "name": "echo",
+    "principal": None,
+    "request-id": "17",
+    "session-hash": "0123456789abcdef",
+}
+PAYLOADS = {
+    "tool-pre-invoke": {"name": "echo", "arguments": {"text": "hello"}},
+    "tool-post-invoke": {"content": [{"type": "text", "text": "hello"}], "isError": False},
+}
+LAYERS = ("floor", "noop guest", "Plugin.call", "chain step")
+
+
+def _control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
+
+
+def _inside(out_dir: str) -> None:
+    """Under valgrind: every layer and hook, 500 then 1,500 calls, each run zeroed and dumped."""
+    from mcpgw.plugins.chain import Plugin, PluginHooks, PluginSet
+    from mcpgw.plugins.manifest import PluginManifest
+    from mcpgw.plugins.sandbox import CONTINUED, PluginComponent
+
+    def component(path: Path, name: str) -> PluginComponent:
+        return PluginComponent(
+            path.read_bytes(), name=name, grants=(), fuel=10_000_000, memory_bytes=64 << 20, max_output_bytes=1 << 20
+        )
+
+    empty = component(DIST / "test" / "empty.wasm", "empty").instantiate("{}")
+    noop_component = component(DIST / "noop.wasm", "noop")
+    noop = noop_component.instantiate("{}")
+    manifest = PluginManifest(name="noop", path=str(DIST / "noop.wasm"), hooks=("tool-pre-invoke", "tool-post-invoke"))
+    plugin = Plugin(manifest, noop_component)
+    pset = PluginSet((plugin,))
+    hooks = PluginHooks(lambda: pset)
+    chain = (plugin,)
+    _control("-i", "on")
+    for hook, payload in PAYLOADS.items():
+        context = {**CONTEXT, "hook": hook}
+        data = orjson.dumps({"context": context, "payload": payload})
+        calls: dict[str, Callable[[], Any]] = {
+            "floor": lambda data=data: empty.invoke_encoded(data),
+            "noop guest": lambda data=data: noop.invoke_encoded(data),
+            "Plugin.call": lambda data=data: plugin.call(data),
+            "chain step": lambda context=context, payload=payload: hooks._run(chain, context, payload, 17),
+        }
+        for layer, call in calls.items():
+            assert call() in (b'{"continue":null}', CONTINUED, payload), layer
+            for n in (500, 1500):
+                _control("-z")
+                for _ in range(n):
+                    call()
+                _control(f"--dump={hook}:{LAYERS.index(layer)}:{n}")
+    _control("-i", "off")
+
+
+def measure() -> dict[str, dict[str, float]] | None:
+    """{hook: {layer: instructions per call}}; None without valgrind or the built plugins."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("  (valgrind not installed: no crossing count)", flush=True)
+        return None
+    if not (DIST / "test" / "empty.wasm").exists():
+        print("  (plugins/dist/test/empty.wasm missing: `make plugins` builds it)", flush=True)
+        return None
+    with tempfile.TemporaryDirectory(prefix="mcpgw-crossing-") as where:
+        run = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={where}/callgrind.out",
+                sys.executable,
+                __file__,
+                "--inside",
+                where,
+            ],
+            check=False,  # a failure is raised below with valgrind's output
+            capture_output=True,
+            text=True,
+            cwd=where,
+        )
+        if run.returncode != 0:
+            raise RuntimeError(f"callgrind run failed ({run.returncode}):\n{run.stderr[-2000:]}")
+        counts: dict[tuple[str, str], dict[int, int]] = {}
+        for dump in Path(where).glob("callgrind.out.*"):
+            text = dump.read_text(errors="replace")
+            label = re.search(r"^desc: Trigger: .*?([a-z-]+):(\d):(\d+)\s*$", text, re.M)
+            total = re.search(r"^totals:\s+(\d+)", text, re.M)
+            if label is None or total is None:
+                continue
+            key = (label.group(1), LAYERS[int(label.group(2))])
+            counts.setdefault(key, {})[int(label.group(3))] = int(total.group(1))
+    result: dict[str, dict[str, float]] = {}
+    for (hook, layer), by_n in counts.items():
+        if 500 in by_n and 1500 in by_n:
+            result.setdefault(hook, {})[layer] = (by_n[1500] - by_n[500]) / 1000
+    return result
+
+
+def report(result: dict[str, dict[str, float]]) -> None:
+    for hook, layers in result.items():
+        shown = ", ".join(f"{layer} {layers[layer]:,.0f}" for layer in LAYERS if layer in layers)
+        print(f"  instructions per {hook} crossing (callgrind, in-process): {shown}", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--inside":
+        _inside(sys.argv[2])
+    else:
+        found = measure()
+        if found:
+            report(found)
