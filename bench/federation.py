@@ -1,7 +1,9 @@
 """What relaying costs: tools/call `echo` on the SDK's own server directly, and the same call
 through the gateway to that server as an upstream (its virtual server `/servers/sdk/mcp`, and
 `/mcp` as `sdk__echo`), and through FastMCP's proxy to the same server (a user's alternative),
-side by side, alternating order between repetitions."""
+side by side, alternating order between repetitions; with the SDK server stateful, then
+stateless (no FastMCP proxy there). Beside req/s, the CPU time each process spends per answered
+call (`/proc/<pid>/stat` around each run): steadier than req/s when the cores are shared."""
 
 from __future__ import annotations
 
@@ -32,8 +34,19 @@ def _wait_upstream(url: str) -> None:
         time.sleep(0.1)
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()  # noqa: SIM115 - one read
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> list[dict]:
-    sdk = servers.sdk("stateful")
+    rows = _measure("stateful", duration_s, reps, connections)
+    return rows + _measure("stateless", duration_s, reps, connections)
+
+
+def _measure(mode: str, duration_s: float, reps: int, connections: int) -> list[dict]:
+    sdk = servers.sdk(mode)
     fd, config = tempfile.mkstemp(suffix=".toml")
     with os.fdopen(fd, "w") as f:
         f.write(f'[upstreams.sdk]\ntransport = "streamable-http"\nurl = "{sdk.url}/mcp"\n')
@@ -41,32 +54,47 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> li
     proxy = None
     try:
         _wait_upstream(gw.url)
-        # A user's alternative: FastMCP's proxy in front of the same upstream (its own virtualenv).
-        proxy = servers.fastmcp_proxy(sdk.url + "/mcp")
+        # A stateless server gives no session id: the direct calls carry none.
+        sessionless = {**e2e.JSON_HEADERS, "mcp-protocol-version": e2e.SESSION_REVISION}
         targets = {
-            "sdk direct": (sdk.url, wrk.Workload("echo", "POST", "/mcp", _session(sdk.url, "/mcp"), e2e.ECHO)),
+            "sdk direct": (
+                sdk,
+                wrk.Workload(
+                    "echo", "POST", "/mcp", _session(sdk.url, "/mcp") if mode == "stateful" else sessionless, e2e.ECHO
+                ),
+            ),
             "gateway /servers/sdk/mcp": (
-                gw.url,
+                gw,
                 wrk.Workload("echo", "POST", "/servers/sdk/mcp", _session(gw.url, "/servers/sdk/mcp"), e2e.ECHO),
             ),
             "gateway /mcp sdk__echo": (
-                gw.url,
+                gw,
                 wrk.Workload("echo", "POST", "/mcp", _session(gw.url, "/mcp"), ECHO_PREFIXED),
             ),
-            "FastMCP proxy /mcp": (
-                proxy.url,
-                wrk.Workload("echo", "POST", "/mcp", _session(proxy.url, "/mcp"), e2e.ECHO),
-            ),
         }
-        for url, load in targets.values():
-            e2e.check(url, load)
-            wrk.run(url, load, connections, 1)  # warm-up
+        if mode == "stateful":
+            # A user's alternative: FastMCP's proxy in front of the same upstream (its own virtualenv).
+            proxy = servers.fastmcp_proxy(sdk.url + "/mcp")
+            targets["FastMCP proxy /mcp"] = (
+                proxy,
+                wrk.Workload("echo", "POST", "/mcp", _session(proxy.url, "/mcp"), e2e.ECHO),
+            )
+        for server, load in targets.values():
+            e2e.check(server.url, load)
+            wrk.run(server.url, load, connections, 1)  # warm-up
         samples: dict[str, list[wrk.Result]] = {name: [] for name in targets}
+        cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}  # (target, upstream) us/call
         for rep in range(reps):
             order = list(targets) if rep % 2 == 0 else list(reversed(targets))
             for name in order:
-                url, load = targets[name]
-                samples[name].append(wrk.run(url, load, connections, duration_s))
+                server, load = targets[name]
+                before = _cpu_s(server.proc.pid), _cpu_s(sdk.proc.pid)
+                result = wrk.run(server.url, load, connections, duration_s)
+                samples[name].append(result)
+                if not result.failed and result.rps > 0:
+                    calls = result.rps * duration_s
+                    after = _cpu_s(server.proc.pid), _cpu_s(sdk.proc.pid)
+                    cpu[name].append((1e6 * (after[0] - before[0]) / calls, 1e6 * (after[1] - before[1]) / calls))
         direct = samples["sdk direct"]
         rows = []
         for name, results in samples.items():
@@ -75,20 +103,25 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> li
             ratios = [r.rps / d.rps for r, d in zip(results, direct, strict=False) if not r.failed and not d.failed]
             row = {
                 "target": name,
+                "upstream": mode,
                 "connections": connections,
                 "rps": statistics.median(r.rps for r in good) if good else None,
                 "p50_ms": statistics.median(r.p50_ms for r in good) if good else None,
                 "errors": sum(r.errors for r in results),
                 "failed_runs": [r.failed for r in results if r.failed],
                 "vs_direct": statistics.median(ratios) if ratios else None,
+                # CPU per answered call: the target's own (for "sdk direct" the SDK server's) and the SDK server's.
+                "cpu_us": round(statistics.median(c[0] for c in cpu[name])) if cpu[name] else None,
+                "upstream_cpu_us": round(statistics.median(c[1] for c in cpu[name])) if cpu[name] else None,
             }
             rows.append(row)
             if row["rps"] is None or row["vs_direct"] is None:
-                print(f"  tools/call echo c={connections} {name:26} FAILED: {'; '.join(row['failed_runs'])}")
+                print(f"  tools/call echo c={connections} {mode} {name:26} FAILED: {'; '.join(row['failed_runs'])}")
                 continue
             print(
-                f"  tools/call echo c={connections} {name:26} {row['rps']:8.0f} req/s  p50 {row['p50_ms']:6.2f} ms"
-                f"  x{row['vs_direct']:.2f} of direct  errors {row['errors']}",
+                f"  tools/call echo c={connections} {mode:9} {name:26} {row['rps']:8.0f} req/s"
+                f"  p50 {row['p50_ms']:6.2f} ms  x{row['vs_direct']:.2f} of direct  CPU/call {row['cpu_us']} us"
+                f" (upstream {row['upstream_cpu_us']} us)  errors {row['errors']}",
                 flush=True,
             )
         return rows

@@ -187,6 +187,10 @@ def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
         if target in tracing_rows and "tracing off" in tracing_rows:
             ratio = paired_ratio(tracing_rows[target], tracing_rows["tracing off"])
             out.append((f"tools/list with {target} / off (OTLP to a local stub), c=16", _fmt(ratio), "(no bar)", None))
+    for r in record.get("federation") or []:  # relayed through the gateway / the upstream served directly
+        if r["target"].startswith("gateway "):
+            name = f"relayed tools/call echo, {r['target']}, {r.get('upstream', 'stateful')} upstream / direct, c=16"
+            out.append((name, _fmt(r["vs_direct"], 2), ">= 0.9x", _met(r["vs_direct"], 0.9)))
     out += _scaleout_bars(record.get("scaleout") or {})
     for m in record.get("hostile") or []:
         out.append(
@@ -461,18 +465,24 @@ def write(record: dict, out: Path, stamp: str) -> Path:
             "",
             (
                 "tools/call `echo` on the SDK's server directly, and through the gateway (python edge) to that "
-                "server as a Streamable HTTP upstream; one session each, so one upstream connection carries every "
-                "relayed call. FastMCP's proxy (pinned, its own virtualenv) in front of the same server is a user's "
+                "server as a Streamable HTTP upstream, the server stateful, then stateless; one session each (none "
+                "direct to the stateless one), so one upstream session carries every relayed call. FastMCP's "
+                "proxy (pinned, its own virtualenv) in front of the same server is a user's "
                 "alternative."
             ),
             "",
-            "| target | conns | req/s | p50 ms | x of direct (paired) | errors |",
-            "|---|---|---|---|---|---|",
+            (
+                "CPU per call: what the target's process spent per answered call (`/proc/<pid>/stat`), and what the "
+                "SDK server spent meanwhile; with the cores shared, the steadier figure."
+            ),
+            "",
+            "| upstream | target | conns | req/s | p50 ms | x of direct | CPU us/call | upstream CPU us | errors |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         md += [
-            f"| {r['target']} | {r['connections']} | {_num(r['rps'], '.0f')} | {_num(r['p50_ms'], '.2f')} | "
-            f"{_num(r['vs_direct'], '.2f')} | "
-            f"{r['errors']} |"
+            f"| {r.get('upstream', 'stateful')} | {r['target']} | {r['connections']} | {_num(r['rps'], '.0f')} | "
+            f"{_num(r['p50_ms'], '.2f')} | {_num(r['vs_direct'], '.2f')} | {_num(r.get('cpu_us'), '.0f')} | "
+            f"{_num(r.get('upstream_cpu_us'), '.0f')} | {r['errors']} |"
             for r in record["federation"]
         ]
         md.append("")

@@ -90,7 +90,9 @@ def gateway(mode: str, name: str = "", **env: str) -> Server:
 def sdk(mode: str) -> Server:
     if not SDK_PYTHON.exists():
         raise SystemExit(f"{SDK_PYTHON} is missing: `make bench` creates the SDK's virtualenv")
-    return Server(f"sdk-{mode}", [str(SDK_PYTHON), str(ROOT / "bench" / "sdk_server.py"), "{port}", mode]).wait_ready()
+    server = Server(f"sdk-{mode}", [str(SDK_PYTHON), str(ROOT / "bench" / "sdk_server.py"), "{port}", mode])
+    # A stateless server answers GET /mcp with an event stream that never ends: probe a path it lacks.
+    return server.wait_ready("/mcp" if mode == "stateful" else "/absent")
 
 
 def fastmcp_proxy(upstream: str) -> Server:
