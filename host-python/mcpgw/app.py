@@ -376,6 +376,7 @@ class App:
                 },
                 "events": self.transports.events.stats(),
                 "listen": self.gateway.federation.listens.health() if self.gateway.federation.listens else {},
+                "input_required": self.gateway.federation.interactive.health(),
             },
             "state": self.engine.sessions.health(),
             "process": workers.identity(),  # which process answered, of how many (--workers)

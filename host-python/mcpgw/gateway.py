@@ -76,6 +76,10 @@ def build_gateway(settings: Settings) -> Gateway:
     listens.interest = federation.listen_interest  # resource URIs a stream names: subscribed upstream
     engine.on_drain.append(listens.close)
     states = RequestStates(settings.request_state_key.encode()) if settings.request_state_key else PROCESS_STATES
+    if settings.input_wait_s != states.ttl_s:
+        states = RequestStates(settings.request_state_key.encode() or None, ttl_s=settings.input_wait_s)
+    federation.interactive.max_per_client = settings.max_input_waits_per_client
+    federation.interactive.wait_s = settings.input_wait_s
     for endpoint in (dispatcher, *servers.values()):
         endpoint.listens, endpoint.states = listens, states
     return Gateway(engine, federation, dispatcher, servers, plugins)

@@ -111,6 +111,8 @@ class Settings:
     max_requests_per_session: int = 64
     max_listens_per_client: int = 16
     listen_idle_timeout_s: float = 600.0
+    max_input_waits_per_client: int = 16
+    input_wait_s: float = 600.0
     request_state_key: str = ""
     shutdown_grace_s: float = 10.0
     config: str = ""
@@ -125,6 +127,8 @@ class Settings:
                 raise ValueError(f"MCPGW_{f.name.upper()}: must not be negative")
         if self.workers < 1:
             raise ValueError("MCPGW_WORKERS: must be at least 1")
+        if self.input_wait_s <= 0:
+            raise ValueError("MCPGW_INPUT_WAIT_S: must be more than 0")
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -351,6 +355,14 @@ HELP = {
     ),
     "listen_idle_timeout_s": (
         "a subscriptions/listen stream that carried no event for this long ends with its result (0: never)"
+    ),
+    "max_input_waits_per_client": (
+        "2026-07-28 calls of one client address relayed to upstreams that ask it things, running or waiting for"
+        " its retry; another gets -32029 (0: no cap)"
+    ),
+    "input_wait_s": (
+        "how long a relayed call waits for a 2026-07-28 client's retry after an InputRequiredResult, and how long"
+        " a requestState is accepted, seconds"
     ),
     "request_state_key": (
         "key of the HMAC over InputRequiredResult requestState (at least 32 characters; empty: random per process)"

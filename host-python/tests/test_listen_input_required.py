@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import httpx
@@ -349,15 +350,174 @@ def test_a_listen_stream_ends_with_its_result_when_the_gateway_shuts_down_not_af
     assert ended_after < 50  # told at once by the drain, not cancelled after MCPGW_SHUTDOWN_GRACE_S (60)
 
 
-def test_calls_waiting_for_one_clients_input_are_capped(web, component_path):
-    """Each call waiting for the client's input holds an upstream connection (for stdio, a
-    process): one client address may have 16 at once; the next is refused with -32029."""
-    gateway = federated_gateway("python", [http_table("web", web.url, prefix="w")])
+# -- bounds and malformed retries of relayed calls -----------------------------------------------
+ASKS_BOTH = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}, "sampling": {}}}
+ANSWERS = {
+    "elicitation/create": {"action": "accept", "content": {"name": "Ada"}},
+    "sampling/createMessage": {"role": "assistant", "model": "m", "content": {"type": "text", "text": "sampled"}},
+}
+
+
+def health_of(gateway) -> dict:
+    return httpx.get(gateway.url + "/health", timeout=30).json()["limits"]["input_required"]
+
+
+def at_once(n: int, request) -> list:
+    """`n` requests in flight together (threads: each its own connection)."""
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(lambda _: request(), range(n)))
+
+
+@pytest.mark.parametrize("stagger", [0.0, 0.3])
+@pytest.mark.parametrize("path,prefix", [("/servers/asking/mcp", ""), ("/mcp", "asking__")])
+async def test_two_upstream_questions_close_together_are_both_answered(gw, path, prefix, stagger):
+    """The upstream asks an elicitation and (at once, or a little later while it is unanswered)
+    a sampling request: the SDK client is asked both, in one round or two, and gets the result."""
+
+    async def elicit(ctx, params) -> types.ElicitResult:
+        return types.ElicitResult(action="accept", content={"name": "Ada"})
+
+    async def sample(ctx, params) -> types.CreateMessageResult:
+        return types.CreateMessageResult(
+            role="assistant", model="m", content=types.TextContent(type="text", text="sampled")
+        )
+
+    async with Client(gw.url + path, mode="2026-07-28", elicitation_callback=elicit, sampling_callback=sample) as c:
+        assert text_of(await c.call_tool(prefix + "pair", {"stagger": stagger})) == "Ada; sampled"
+
+
+def test_a_question_asked_after_the_input_required_went_out_comes_in_the_next_round(gw):
+    """The second question reaches the gateway while the client holds the first round: the retry
+    answering what it was sent is not refused for the question it never saw; that one is the next
+    round's."""
+    path, arguments = "/servers/asking/mcp", {"stagger": 0.5}
+    reply = answer(call(gw, path, "pair", arguments, meta=ASKS_BOTH))["result"]
+    assert reply["resultType"] == "input_required"
+    time.sleep(2)  # the client is slow: the upstream's second question arrives meanwhile
+    asked: list[str] = []
+    for _ in range(4):
+        if reply.get("resultType") != "input_required":
+            break
+        asked += sorted(reply["inputRequests"])
+        responses = {key: ANSWERS[r["method"]] for key, r in reply["inputRequests"].items()}
+        retry = call(
+            gw, path, "pair", arguments, ASKS_BOTH, inputResponses=responses, requestState=reply["requestState"]
+        )
+        assert retry.status_code == 200, retry.text
+        reply = answer(retry)["result"]
+    assert reply["content"][0]["text"] == "Ada; sampled"
+    assert sorted(k.split("-")[0] for k in asked) == ["elicit", "sample"]
+
+
+def test_the_same_state_sent_twice_continues_the_call_once(gw):
+    path, arguments = "/servers/asking/mcp", {"stagger": 5}
+    first = answer(call(gw, path, "pair", arguments, meta=ASKS_BOTH))["result"]
+    assert list(first["inputRequests"]) == ["elicit-1"]  # the sampling request comes 5 s later
+    retry = {"inputResponses": {"elicit-1": ANSWERS["elicitation/create"]}, "requestState": first["requestState"]}
+    with ThreadPoolExecutor(2) as pool:  # both sent while the first one waits for the next question
+        one = pool.submit(call, gw, path, "pair", arguments, ASKS_BOTH, **retry)
+        time.sleep(0.5)
+        two = pool.submit(call, gw, path, "pair", arguments, ASKS_BOTH, **retry)
+        replies = [one.result(), two.result()]
+    refused = [r for r in replies if r.status_code == 400]
+    (continued,) = [answer(r)["result"] for r in replies if r.status_code == 200]
+    assert len(refused) == 1 and refused[0].json()["error"]["code"] == -32602
+    assert "another request is continuing that call" in refused[0].json()["error"]["message"]
+    assert list(continued["inputRequests"]) == ["sample-2"]
+    last = {
+        "inputResponses": {"sample-2": ANSWERS["sampling/createMessage"]},
+        "requestState": continued["requestState"],
+    }
+    assert (
+        answer(call(gw, path, "pair", arguments, ASKS_BOTH, **last))["result"]["content"][0]["text"] == "Ada; sampled"
+    )
+
+
+def test_malformed_answers_and_an_earlier_rounds_state_are_refused_and_the_call_still_expires(component_path):
+    """A retry whose answers are malformed is refused (-32602) before anything changes: the call
+    stays parked as it was, a proper retry continues it, and left alone it expires after
+    MCPGW_INPUT_WAIT_S (its upstream connection closed). An earlier round's state is refused."""
+    gateway = federated_gateway("python", [stdio_table("asking", ASKING, "stdio")], MCPGW_INPUT_WAIT_S="3")
+    path = "/servers/asking/mcp"
     try:
-        parked = [answer(call(gateway, "/servers/web/mcp", "withdraw", {"seconds": 120})) for _ in range(16)]
-        refused = answer(call(gateway, "/servers/web/mcp", "withdraw", {"seconds": 120}))
+        first = answer(call(gateway, path, "interview", {}, meta=ASKS_BOTH))["result"]
+        assert list(first["inputRequests"]) == ["elicit-1"]
+        state = first["requestState"]
+        for bad in ({"error": {"code": "x"}}, {"error": {"code": 2**40}}, {"error": "no"}, "yes", None):
+            refused = call(
+                gateway, path, "interview", {}, ASKS_BOTH, inputResponses={"elicit-1": bad}, requestState=state
+            )
+            assert refused.status_code == 400, refused.text
+            assert refused.json()["error"]["code"] == -32602 and "elicit-1" in refused.json()["error"]["message"]
+        name = {"elicit-1": {"action": "accept", "content": {"name": "Ada"}}}
+        second = answer(call(gateway, path, "interview", {}, ASKS_BOTH, inputResponses=name, requestState=state))
+        assert second["result"]["inputRequests"]["elicit-2"]["params"]["message"] == "Your colour?"
+        earlier = call(gateway, path, "interview", {}, ASKS_BOTH, inputResponses=name, requestState=state)
+        assert earlier.status_code == 400 and "an earlier round's" in earlier.json()["error"]["message"]
+        bad = {"elicit-2": {"error": {"code": None}}}
+        state2 = second["result"]["requestState"]
+        refused = call(gateway, path, "interview", {}, ASKS_BOTH, inputResponses=bad, requestState=state2)
+        assert refused.status_code == 400
+        assert health_of(gateway)["calls"] == 1
+        # Left alone after the refused retry: it expires (MCPGW_INPUT_WAIT_S), its link released.
+        deadline = time.monotonic() + 60
+        while health_of(gateway)["calls"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        health = health_of(gateway)
     finally:
         gateway.stop()
-    assert all(p["result"]["resultType"] == "input_required" for p in parked)
-    assert refused["error"]["code"] == -32029
-    assert "waiting for its input" in refused["error"]["message"]
+    assert health["calls"] == 0 and health["links_in_use"] == 0 and health["input_wait_s"] == 3.0
+
+
+def test_calls_waiting_for_one_clients_input_are_capped_when_they_come_at_once(web, component_path):
+    """Each call waiting for the client's input holds an upstream connection (for stdio, a
+    process): one client address may have MCPGW_MAX_INPUT_WAITS_PER_CLIENT at once, counted
+    before the connection is opened, so concurrent first calls do not pass it. And a client's
+    capability contents make one pool profile (capability names and known sub-flags)."""
+    gateway = federated_gateway(
+        "python", [http_table("web", web.url, prefix="w", max_connections=40)], MCPGW_MAX_INPUT_WAITS_PER_CLIENT="4"
+    )
+    try:
+        for junk in range(6):  # lists read on a pooled link: one profile however the contents vary
+            meta = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities": {"sampling": {"n": junk, "tools": {}}}}
+            body = rpc2026("tools/list", 1, meta=meta)
+            listed = httpx.post(gateway.url + "/mcp", json=body, headers=headers2026("tools/list"), timeout=60)
+            assert "w__sampler" in {t["name"] for t in answer(listed)["result"]["tools"]}
+        pooled = health_of(gateway)
+        replies = at_once(10, lambda: answer(call(gateway, "/servers/web/mcp", "withdraw", {"seconds": 120})))
+        health = health_of(gateway)
+    finally:
+        gateway.stop()
+    assert pooled["links_in_use"] + pooled["links_idle"] == 1
+    assert sum(r.get("result", {}).get("resultType") == "input_required" for r in replies) == 4
+    refused = [r["error"] for r in replies if "error" in r]
+    assert len(refused) == 6 and all(e["code"] == -32029 and "waiting for its input" in e["message"] for e in refused)
+    assert health["calls"] == 4 and health["refused"] == 6 and health["max_input_waits_per_client"] == 4
+
+
+def test_an_upstreams_max_connections_bounds_the_links_of_calls_that_come_at_once(web, component_path):
+    """Past the upstream's max_connections such calls share the catalog connection (which offers
+    no client capabilities): links being opened count, so 8 at once open at most 2."""
+    gateway = federated_gateway("python", [http_table("web", web.url, prefix="w", max_connections=2)])
+    try:
+        replies = at_once(8, lambda: answer(call(gateway, "/servers/web/mcp", "withdraw", {"seconds": 20})))
+        health = health_of(gateway)
+    finally:
+        gateway.stop()
+    parked = sum(r.get("result", {}).get("resultType") == "input_required" for r in replies)
+    assert 1 <= parked <= 2
+    assert health["links_in_use"] + health["links_idle"] <= 2 and health["calls"] == parked
+
+
+def test_a_listen_stream_is_honored_at_most_the_uris_the_gateway_subscribes_upstream(gw):
+    """Each URI a listen stream names is one upstream resources/subscribe: at most 256 distinct per
+    upstream; the acknowledgement leaves out the others."""
+    uris = [f"toy://many/{i}" for i in range(300)]
+    body = rpc2026("subscriptions/listen", 3, notifications={"resourceSubscriptions": uris})
+    with httpx.stream(
+        "POST", gw.url + "/servers/web/mcp", json=body, headers=headers2026("subscriptions/listen"), timeout=60
+    ) as stream:
+        events = (e for e in sse_events(stream.iter_lines()) if not isinstance(e, str) and e.data)
+        ack = next(events).json()
+    assert ack["method"] == "notifications/subscriptions/acknowledged"
+    assert ack["params"]["notifications"]["resourceSubscriptions"] == uris[:256]

@@ -26,7 +26,7 @@ import functools
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any, Protocol, TypeAlias
 
 from ..server.context import CallContext
@@ -85,6 +85,7 @@ class SharedUpstreams(Protocol):
 
     proc: str  # this gateway process
 
+    async def lookup(self, session_id: str) -> Session | None: ...
     async def upstream_session(self, session: Session, upstream: str) -> RecordedUpstream | None: ...
     async def record_upstream_session(
         self, session: Session, upstream: str, upstream_session: str, init_result: dict[str, Any], replacing: str | None
@@ -99,6 +100,7 @@ class SharedUpstreams(Protocol):
 # A request relayed to the process holding a stdio connection waits at most call_timeout_s plus
 # this (that process answers a timeout itself at call_timeout_s; this is for a reply lost on the way).
 REMOTE_MARGIN_S = 5.0
+MAX_LISTENED_URIS = 256  # distinct resource URIs 2026-07-28 listen streams have subscribed per upstream
 REMOTE_KINDS = ("upcall", "upcancel", "upprogress", "upreply", "upnotify")  # on the processes' channels
 
 
@@ -230,6 +232,8 @@ class Federation:
         self.listens: ListenHub | None = None
         # (upstream id, upstream URI) -> listen streams naming it: subscribed on the catalog connection
         self._listened: collections.Counter[tuple[str, str]] = collections.Counter()
+        self._listened_per_upstream: collections.Counter[str] = collections.Counter()  # distinct URIs
+        self._subscribing: dict[str, asyncio.Lock] = {}  # one (un)subscribe at a time per upstream
         # Told of every relayed request: (upstream id, method, outcome, seconds); /metrics (observability/).
         self.observe: Callable[[str, str, str, float], None] | None = None
         # Told of every connection opened for a session (scale-out: a shared session's connection to
@@ -344,9 +348,12 @@ class Federation:
                 self.tell(session, kind)
 
     # -- 2026-07-28 subscriptions/listen: resource updates through the catalog connection -------
-    def listen_interest(self, server_id: str | None, uris: frozenset[str], opened: bool) -> None:
+    def listen_interest(self, server_id: str | None, uris: Collection[str], opened: bool) -> frozenset[str]:
         """Listen streams of an endpoint named these URIs (opened) or ended: the catalog connection
-        subscribes upstream to each URI while at least one stream names it."""
+        subscribes upstream to each URI while at least one stream names it, at most
+        MAX_LISTENED_URIS distinct URIs per upstream, one (un)subscribe request at a time. What an
+        opening stream named and cannot be subscribed to (past that cap) is returned: not honored."""
+        refused: set[str] = set()
         for uri in uris:
             if server_id is not None:
                 upstream = self.upstreams.get(server_id)
@@ -359,22 +366,38 @@ class Federation:
             upstream, upstream_uri = target
             key = (upstream.id, upstream_uri)
             if opened:
-                self._listened[key] += 1
-                if self._listened[key] == 1:
+                if key not in self._listened:
+                    if self._listened_per_upstream[upstream.id] >= MAX_LISTENED_URIS:
+                        refused.add(uri)
+                        continue
+                    self._listened_per_upstream[upstream.id] += 1
                     self._subscribe_later(upstream, "resources/subscribe", upstream_uri)
+                self._listened[key] += 1
             elif self._listened[key] > 0:
                 self._listened[key] -= 1
                 if self._listened[key] == 0:
                     del self._listened[key]
+                    self._listened_per_upstream[upstream.id] -= 1
+                    if self._listened_per_upstream[upstream.id] <= 0:
+                        del self._listened_per_upstream[upstream.id]
                     self._subscribe_later(upstream, "resources/unsubscribe", upstream_uri)
+        if refused:
+            log.warning(
+                "listen stream: %d resource URI(s) not subscribed upstream (at most %d per upstream)",
+                len(refused),
+                MAX_LISTENED_URIS,
+            )
+        return frozenset(refused)
 
     def _subscribe_later(self, upstream: Upstream, method: str, uri: str) -> None:
         async def send() -> None:
-            link = upstream.link
-            if link is None or not upstream.ready:
-                return  # subscribed again when it comes back (_catalog_changed)
+            lock = self._subscribing.setdefault(upstream.id, asyncio.Lock())
             try:
-                await link.request(method, {"uri": uri})
+                async with lock:  # in order, one at a time: a listen stream's URIs are not a burst upstream
+                    link = upstream.link
+                    if link is None or not upstream.ready:
+                        return  # subscribed again when it comes back (_catalog_changed)
+                    await link.request(method, {"uri": uri})
             except JsonRpcError as err:
                 log.warning("upstream %s: %s %s for listen streams failed: %s", upstream.id, method, uri, err.message)
 
@@ -599,6 +622,22 @@ class Federation:
                 self._drop_session(session_id)
 
             session.closers.append(drop_links)
+            session.keepers.append(functools.partial(self._holds, session_id))
+
+    def _holds(self, session_id: str) -> bool:
+        """Whether this process holds something of the session that other gateway processes reach
+        it through: a stdio upstream's connection (they relay to it) or the GET stream of an
+        upstream session (what the upstream sends on its own comes there). Such a session's idle
+        copy here is kept until the session ends everywhere (state/shared.py, expire_idle)."""
+        for (sid, uid), pending in self._links.items():
+            if sid != session_id:
+                continue
+            link = _opened(pending)
+            if link is None or self.upstreams[uid].config.transport == "stdio":
+                return True  # opening, or a stdio upstream's process
+            if link.holds_get and link.upstream_session is not None:
+                return True
+        return False
 
     async def _open(
         self, session: Session, upstream: Upstream, uri_out: Callable[[str], str]
@@ -792,8 +831,12 @@ class Federation:
         }
         timeout = upstream.config.call_timeout_s
         deadline = None if method in WAITS_BY_DESIGN or not timeout else loop.time() + timeout + REMOTE_MARGIN_S
+        # The upcall's publish has a task of its own: a cancellation that comes while it is on its way
+        # sends the upcancel only once it is done, else the upcancel (maybe on another pooled
+        # connection) could reach the holder first, be ignored, and the call run anyway.
+        sent = asyncio.ensure_future(store.send_to(owner, message))
         try:
-            await store.send_to(owner, message)
+            await asyncio.shield(sent)
             while not future.done():
                 await asyncio.wait({future}, timeout=HOLDER_CHECK_S)
                 if future.done():
@@ -807,7 +850,7 @@ class Federation:
                     raise UpstreamTimeout(upstream.id, f"did not answer {method} within {timeout:g} s")
         except BaseException:
             if not future.done():
-                self._send_later(store, owner, {"kind": "upcancel", "call": call})
+                self._send_later(store, owner, {"kind": "upcancel", "call": call}, after=sent)
             raise
         finally:
             self._remote_calls.pop(call, None)
@@ -838,8 +881,14 @@ class Federation:
                 with contextlib.suppress(JsonRpcError):  # on an error that upstream keeps its level
                     await self._call_remote(store, owner, upstream, "logging/setLevel", {"level": level}, ctx, session)
 
-    def _send_later(self, store: SharedUpstreams, process: str, message: dict[str, Any]) -> None:
+    def _send_later(
+        self, store: SharedUpstreams, process: str, message: dict[str, Any], after: asyncio.Future[None] | None = None
+    ) -> None:
         async def send() -> None:
+            if after is not None:  # published in this order: Redis delivers them in this order
+                await asyncio.wait({after})
+                if after.cancelled() or after.exception() is not None:
+                    return  # never sent: nothing to cancel there
             with contextlib.suppress(Exception):
                 await store.send_to(process, message)
 
@@ -891,7 +940,8 @@ class Federation:
 
         answer: dict[str, Any]
         try:
-            session = self._known.get(message["session"])
+            # Known here, or its copy forgotten here while the client was served elsewhere: from the record.
+            session = self._known.get(message["session"]) or await store.lookup(str(message["session"]))
             upstream = self.upstreams.get(upstream_id)
             if session is None or session.closed or upstream is None:
                 raise UpstreamUnavailable(

@@ -19,15 +19,29 @@ that declared one of those capabilities:
    retry waits for what comes next: the call's result, or the next question.
 
 A parked exchange lives in the process that parked it, for at most
-`STATE_TTL_S` (or until the call ends); then the upstream call is cancelled and its link
-closed. A retry that reaches another process, or comes after that, gets -32602 saying so.
-A client that closes its request while waiting gives the call up (the upstream is told by
-the link's close).
+`MCPGW_INPUT_WAIT_S` after each InputRequiredResult (or until the call ends); then the
+upstream call is cancelled and its link closed. A retry that reaches another process, or
+comes after that, gets -32602 saying so. A client that closes its request while waiting gives
+the call up (the upstream is told by the link's close).
+
+Each round's requestState names the exchange and the round (`<id>:<round>`): only the state of
+the latest round continues it. A retry must answer every question it was sent; a question the
+upstream asked after that round went out is sent in the next round (not required before). The
+answers are checked before anything changes: a malformed one is refused with -32602 and the
+exchange stays parked as it was (its deadline unchanged).
+
+Bounded: links are reserved before they are opened, so at most the upstream's
+`max_connections` links (checked out, being opened or idle) exist per upstream, and at most
+`MCPGW_MAX_INPUT_WAITS_PER_CLIENT` calls of one client address are running or parked at once
+(counted before the first await). The pool is keyed by a capability profile reduced to the
+capability names and their known sub-flags, so a client's arbitrary capability contents cannot
+open links or lists without bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import secrets
@@ -47,15 +61,48 @@ log = logging.getLogger("mcpgw.federation")
 
 POOL_IDLE = 4  # idle links kept per (upstream, capability profile)
 POOL_IDLE_S = 60.0  # an idle pooled link older than this is closed rather than reused
-MAX_PER_CLIENT = 16  # calls of one client address running upstream and waiting for its input at once
+MAX_PER_CLIENT = 16  # default: calls of one client address running upstream and waiting for its input at once
 DONE_KEPT_S = 60.0  # a call that ended while waiting for the client's retry: kept this long for it
 LIMIT_EXCEEDED = -32029  # as the engine's per-client caps
 _KEYS = {"elicitation/create": "elicit", "sampling/createMessage": "sample", "roots/list": "roots"}
+# The capabilities an upstream may use to ask a client things, and their known sub-flags (the
+# profile a pooled link offers; anything else a client puts in them is not offered).
+_PROFILE_FLAGS = {"sampling": ("context", "tools"), "elicitation": ("form", "url"), "roots": ("listChanged",)}
+MAX_ERROR_CODE = 2**31  # a client's refusal's error code, as JSON-RPC codes go (a 32-bit integer)
 
 
 def interactive_capabilities(ctx: CallContext) -> dict[str, Any]:
-    """What of the 2026-07-28 client's declared capabilities an upstream may use to ask it things."""
-    return {k: v for k, v in relayable(ctx.capabilities).items() if k in ("sampling", "elicitation", "roots")}
+    """What of the 2026-07-28 client's declared capabilities an upstream may use to ask it things,
+    as a profile: the capability names and their known sub-flags only (`roots.listChanged` as
+    true, the others as `{}`), so the profiles are few whatever a client declares."""
+    declared = relayable(ctx.capabilities)
+    profile: dict[str, Any] = {}
+    for name, flags in _PROFILE_FLAGS.items():
+        value = declared.get(name)
+        if not isinstance(value, dict):
+            continue
+        if name == "roots":
+            profile[name] = {"listChanged": True} if value.get("listChanged") is True else {}
+        else:
+            profile[name] = {flag: {} for flag in flags if isinstance(value.get(flag), dict)}
+    return profile
+
+
+def _answer_outcome(key: str, answer: Any) -> dict[str, Any] | JsonRpcError:
+    """A client's answer to one question, as the upstream's request gets it (a result, or the
+    refusal as an error); -32602 for one that is neither."""
+    if not isinstance(answer, dict):
+        raise JsonRpcError(INVALID_PARAMS, f"inputResponses: the answer to {key} is not an object")
+    error = answer.get("error")
+    if error is None:
+        return answer
+    code = error.get("code", INTERNAL_ERROR) if isinstance(error, dict) else None
+    if not isinstance(code, int) or isinstance(code, bool) or not -MAX_ERROR_CODE <= code < MAX_ERROR_CODE:
+        raise JsonRpcError(
+            INVALID_PARAMS, f"inputResponses: the refusal of {key} needs error.code, an integer (and a message)"
+        )
+    message = error.get("message", "")
+    return JsonRpcError(code, message if isinstance(message, str) else str(message)[:200])
 
 
 class _Exchange:
@@ -74,6 +121,7 @@ class _Exchange:
         self.expiry: asyncio.TimerHandle | None = None
         self.client: str | None = None  # the address of the client whose call it is
         self.released = False  # its link went back to the pool (or was closed)
+        self.round = 0  # InputRequiredResults sent: only the latest round's state continues it
         self._seq = 0
 
     def key(self, method: str) -> str:
@@ -122,8 +170,13 @@ class _LinkRelay:
 
 
 class InteractiveCalls:
-    def __init__(self) -> None:
+    def __init__(self, max_per_client: int = MAX_PER_CLIENT, wait_s: float = STATE_TTL_S) -> None:
+        self.max_per_client = max_per_client  # calls of one client address running or parked (0: no cap)
+        self.wait_s = wait_s  # how long a parked call waits for the client's retry
+        self.refused = 0
         self._idle: dict[tuple[str, str], list[tuple[UpstreamLink, _LinkRelay, float]]] = {}
+        self._out: collections.Counter[str] = collections.Counter()  # upstream id -> links checked out or opening
+        self._starting: collections.Counter[str] = collections.Counter()  # client -> first calls not yet parked
         self._parked: dict[str, _Exchange] = {}
         self._closing: set[asyncio.Task[None]] = set()
         # (upstream id, capability profile) -> its lists as a client declaring those capabilities
@@ -134,6 +187,16 @@ class InteractiveCalls:
 
     def live(self) -> int:
         return len(self._parked)
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "max_input_waits_per_client": self.max_per_client,
+            "input_wait_s": self.wait_s,
+            "calls": len(self._parked),
+            "links_in_use": sum(self._out.values()),
+            "links_idle": sum(len(links) for links in self._idle.values()),
+            "refused": self.refused,
+        }
 
     def forget(self, upstream_id: str) -> None:
         """The upstream's lists changed: what was read for capability profiles is read again."""
@@ -178,7 +241,7 @@ class InteractiveCalls:
         """Whether the upstream has `max_connections` links for such calls already (each link to a
         stdio upstream is a process): further calls then go through the catalog connection, which
         offers the upstream no client capabilities."""
-        busy = sum(1 for e in self._parked.values() if e.upstream is upstream and not e.released)
+        busy = self._out[upstream.id]  # reserved before they are opened, so concurrent calls count
         busy += sum(len(links) for key, links in self._idle.items() if key[0] == upstream.id)
         return busy >= upstream.config.max_connections
 
@@ -192,48 +255,63 @@ class InteractiveCalls:
         return await self._next(exchange)
 
     def _resume(self, ctx: CallContext) -> _Exchange:
-        exchange = self._parked.get(ctx.exchange or "")
+        """The parked exchange a retry continues, its answers handed to the upstream. Everything is
+        checked first: a refused retry leaves the exchange parked as it was."""
+        exchange_id, _, round_ = (ctx.exchange or "").partition(":")
+        exchange = self._parked.get(exchange_id)
         if exchange is None:
             raise JsonRpcError(
                 INVALID_PARAMS,
                 "Invalid requestState: the call it continues is no longer held here (it ended, it waited"
-                f" longer than {STATE_TTL_S:g} s, or another gateway process holds it); send the request again"
+                f" longer than {self.wait_s:g} s, or another gateway process holds it); send the request again"
                 " without it",
             )
         if exchange.ctx is not None:  # the same state sent twice: one continues the call
             raise JsonRpcError(INVALID_PARAMS, "Invalid requestState: another request is continuing that call")
+        if round_ != str(exchange.round):
+            raise JsonRpcError(
+                INVALID_PARAMS, "Invalid requestState: an earlier round's; send the latest round's requestState"
+            )
+        responses = ctx.input_responses or {}
+        # The questions this client was sent (a question asked since is sent in the next round).
+        sent = [key for key in exchange.waiting if key not in exchange.asked]
+        missing = [key for key in sent if key not in responses]
+        if missing:
+            raise JsonRpcError(INVALID_PARAMS, f"inputResponses lacks the answer to {', '.join(sorted(missing))}")
+        outcomes = {key: _answer_outcome(key, responses[key]) for key in sent}
         if exchange.expiry is not None:
             exchange.expiry.cancel()
             exchange.expiry = None
-        responses = ctx.input_responses or {}
-        missing = [key for key in exchange.waiting if key not in responses]
-        if missing:
-            self._park(exchange)  # still held: the client may retry properly
-            raise JsonRpcError(INVALID_PARAMS, f"inputResponses lacks the answer to {', '.join(sorted(missing))}")
-        for key, future in list(exchange.waiting.items()):
-            answer = responses[key]
+        for key, outcome in outcomes.items():
+            future = exchange.waiting[key]
             if future.done():
                 continue
-            if isinstance(answer, dict) and isinstance(answer.get("error"), dict):  # a refusal, as an error
-                error = answer["error"]
-                future.set_exception(JsonRpcError(int(error.get("code", INTERNAL_ERROR)), str(error.get("message"))))
-            elif isinstance(answer, dict):
-                future.set_result(answer)
+            if isinstance(outcome, JsonRpcError):  # a refusal, as an error
+                future.set_exception(outcome)
             else:
-                future.set_exception(JsonRpcError(INVALID_PARAMS, f"the client's answer to {key} is not an object"))
+                future.set_result(outcome)
         exchange.ctx = ctx
         return exchange
 
     async def _start(
         self, upstream: Upstream, method: str, params: dict[str, Any], ctx: CallContext, capabilities: dict[str, Any]
     ) -> _Exchange:
-        if sum(1 for e in self._parked.values() if e.client == ctx.client and not e.released) >= MAX_PER_CLIENT:
+        client = ctx.client or ""
+        cap = self.max_per_client
+        if cap and self._starting[client] + sum(1 for e in self._parked.values() if e.client == ctx.client) >= cap:
+            self.refused += 1
             raise JsonRpcError(
                 LIMIT_EXCEEDED,
-                f"Too many calls of this client waiting for its input (limit {MAX_PER_CLIENT}); answer or drop one",
+                f"Too many calls of this client waiting for its input (limit {cap}); answer or drop one",
             )
         pool_key = self._pool_key(upstream, capabilities)
-        link, relay = await self._checkout(upstream, pool_key, capabilities)
+        self._starting[client] += 1  # counted before the await: concurrent first calls see it
+        try:
+            link, relay = await self._checkout(upstream, pool_key, capabilities)
+        finally:
+            self._starting[client] -= 1
+            if self._starting[client] <= 0:
+                del self._starting[client]
         exchange = _Exchange(secrets.token_urlsafe(16), upstream, link, pool_key)
         exchange.ctx = ctx
         relay.exchange = exchange
@@ -267,13 +345,14 @@ class InteractiveCalls:
             self._end(exchange, reuse=True)
             return task.result()  # its exception (an upstream error, a lost link) propagates
         asked, exchange.asked = exchange.asked, {}  # (the upstream was offered only what the client declared)
+        exchange.round += 1
         self._park(exchange)
-        raise InputRequired(asked, exchange.id)
+        raise InputRequired(asked, f"{exchange.id}:{exchange.round}")
 
     def _park(self, exchange: _Exchange) -> None:
         exchange.ctx = None
         ended = exchange.task is not None and exchange.task.done()
-        wait = DONE_KEPT_S if ended else STATE_TTL_S
+        wait = min(DONE_KEPT_S, self.wait_s) if ended else self.wait_s
         exchange.expiry = asyncio.get_running_loop().call_later(wait, self._expire, exchange)
 
     def _expire(self, exchange: _Exchange) -> None:
@@ -295,7 +374,8 @@ class InteractiveCalls:
         self._release(exchange, reuse=not task.cancelled())
         if exchange.expiry is not None and exchange.id in self._parked:
             exchange.expiry.cancel()
-            exchange.expiry = asyncio.get_running_loop().call_later(DONE_KEPT_S, self._expire, exchange)
+            wait = min(DONE_KEPT_S, self.wait_s)
+            exchange.expiry = asyncio.get_running_loop().call_later(wait, self._expire, exchange)
 
     def _release(self, exchange: _Exchange, reuse: bool) -> None:
         """The exchange's link goes back to the pool (or is closed): once its call has ended, even
@@ -309,12 +389,20 @@ class InteractiveCalls:
         if isinstance(relay, _LinkRelay):
             self._give_back(exchange.pool_key, exchange.link, relay, reuse)
         else:
+            self._returned(exchange.pool_key[0])
             self._close_later(exchange.link)
 
+    def _returned(self, upstream_id: str) -> None:
+        self._out[upstream_id] -= 1
+        if self._out[upstream_id] <= 0:
+            del self._out[upstream_id]
+
     def _give_back(self, pool_key: tuple[str, str], link: UpstreamLink, relay: _LinkRelay, reuse: bool) -> None:
-        idle = self._idle.setdefault(pool_key, [])
+        self._returned(pool_key[0])
+        idle = self._idle.get(pool_key, [])
         if reuse and link.alive and len(idle) < POOL_IDLE:
             idle.append((link, relay, time.monotonic()))
+            self._idle[pool_key] = idle
             asyncio.get_running_loop().call_later(POOL_IDLE_S + 1, self._sweep, pool_key)
         else:
             self._close_later(link)
@@ -322,20 +410,27 @@ class InteractiveCalls:
     async def _checkout(
         self, upstream: Upstream, pool_key: tuple[str, str], capabilities: dict[str, Any]
     ) -> tuple[UpstreamLink, _LinkRelay]:
+        """A link from the pool, or a new one; counted as checked out (in `_out`) from before its
+        opening is awaited until it is given back."""
         idle = self._idle.get(pool_key, [])
         now = time.monotonic()
         while idle:
             link, relay, since = idle.pop()
+            if not idle:
+                del self._idle[pool_key]
             if link.alive and now - since < POOL_IDLE_S:
+                self._out[upstream.id] += 1
                 return link, relay
             self._close_later(link)
         if not upstream.ready and upstream.config.transport == "stdio":
             raise UpstreamUnavailable(upstream.id, f"is unavailable: {upstream.error or upstream.state}")
         relay = _LinkRelay(upstream, self.forget)
         link = UpstreamLink(upstream.config, relay, capabilities, label="2026-07-28 input", auth=upstream.tokens)
+        self._out[upstream.id] += 1
         try:
             await link.open()
         except BaseException:
+            self._returned(upstream.id)
             self._close_later(link)
             raise
         return link, relay
@@ -348,7 +443,10 @@ class InteractiveCalls:
                 kept.append(entry)
             else:
                 self._close_later(entry[0])
-        self._idle[pool_key] = kept
+        if kept:
+            self._idle[pool_key] = kept
+        else:
+            self._idle.pop(pool_key, None)
 
     def _close_later(self, link: UpstreamLink) -> None:
         task = asyncio.ensure_future(link.close())

@@ -12,8 +12,10 @@ for `MCPGW_LISTEN_IDLE_TIMEOUT_S`, or the gateway shutting down; the client then
 Closing the response ends it without one.
 
 Bounded like other streams: at most `MCPGW_MAX_LISTENS_PER_CLIENT` open per client address
-(another gets -32029), and at most MAX_PENDING distinct events wait for a reader (past that
-the stream ends: the client listens again and lists afresh, which loses nothing).
+(another gets -32029), at most MAX_URIS resource URIs per stream, and at most one of each
+distinct event waits for a reader (so at most the three list_changed kinds and the stream's
+URIs). URIs the federation cannot subscribe to upstream (past its per-upstream cap) are left
+out of the acknowledgement: the stream does not hear of them.
 
 Events are published per endpoint (`None`: /mcp; else a virtual server's id), by the
 federation when an upstream's catalog changes and when a resource the listener named is
@@ -25,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +45,6 @@ FLAGS = {
     "promptsListChanged": "notifications/prompts/list_changed",
     "resourcesListChanged": "notifications/resources/list_changed",
 }
-MAX_PENDING = 1024  # distinct events waiting for one stream's reader
 MAX_URIS = 1000  # resource URIs one stream may name
 LIMIT_EXCEEDED = -32029  # as the engine's per-client caps (HTTP 429 there; here a JSON-RPC error)
 
@@ -69,7 +70,8 @@ class ListenHub:
         self.closed = False
         # Told when a stream names resource URIs of an endpoint, and when it ends (the federation
         # subscribes upstream for them): (server id, uris, True opened / False ended).
-        self.interest: Callable[[str | None, frozenset[str], bool], None] | None = None
+        # Returns the URIs of an opening stream it cannot take (not honored).
+        self.interest: Callable[[str | None, Collection[str], bool], frozenset[str]] | None = None
 
     def health(self) -> dict[str, Any]:
         return {
@@ -90,10 +92,7 @@ class ListenHub:
                     continue
             elif method not in stream.methods:
                 continue
-            stream.pending[(method, uri or "")] = None
-            if len(stream.pending) > MAX_PENDING:
-                stream.ending = "lost"
-                log.warning("listen stream of %s: %d events unread; ending it", stream.client, MAX_PENDING)
+            stream.pending[(method, uri or "")] = None  # one per distinct event: bounded by the filter
             stream.wake.set()
             reached += 1
         return reached
@@ -124,16 +123,16 @@ class ListenHub:
                 LIMIT_EXCEEDED, f"Too many open subscriptions/listen streams from this client (limit {cap})"
             )
         honored: dict[str, Any] = {flag: True for flag in FLAGS if wanted.get(flag) is True}
-        if uris:
-            honored["resourceSubscriptions"] = list(dict.fromkeys(uris))
-        stream = _Stream(
-            server_id, frozenset(FLAGS[f] for f in FLAGS if f in honored), frozenset(uris or ()), ctx.client
-        )
+        ordered = list(dict.fromkeys(uris or ()))  # the first named are the first honored
+        named = frozenset(ordered)
+        if named and self.interest is not None:
+            named -= self.interest(server_id, ordered, True)  # subscribed upstream (or a built-in URI)
+        if named:
+            honored["resourceSubscriptions"] = [u for u in ordered if u in named]
+        stream = _Stream(server_id, frozenset(FLAGS[f] for f in FLAGS if f in honored), named, ctx.client)
         meta = {SUBSCRIPTION_ID_KEY: request_id}
         self._streams.add(stream)
         self._per_client[client] += 1
-        if stream.uris and self.interest is not None:
-            self.interest(server_id, stream.uris, True)
         try:
             ack = {"jsonrpc": "2.0", "method": ACKNOWLEDGED, "params": {"notifications": honored, "_meta": meta}}
             if not await ctx.emit(ack):

@@ -1,5 +1,6 @@
 """An upstream that asks its client things in the middle of its answers (the mcp SDK's MCPServer,
-a 2025 session): a tool that elicits twice and then samples, and a prompt that elicits. For the
+a 2025 session): a tool that elicits twice and then samples, a tool that asks two questions close
+together (the second while the first is unanswered), and a prompt that elicits. For the
 2026-07-28 InputRequiredResult relay tests (several rounds; prompts/get as well as tools/call).
 
     python asking_server.py stdio
@@ -10,6 +11,7 @@ from __future__ import annotations
 import sys
 import warnings
 
+import anyio
 import mcp_types as types
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.shared.exceptions import MCPDeprecationWarning
@@ -41,6 +43,30 @@ async def interview(ctx: Context) -> str:
     )
     line = sampled.content.text if isinstance(sampled.content, types.TextContent) else "?"
     return f"{name.data.name} likes {colour.data.colour}; {line}"
+
+
+@server.tool()
+async def pair(ctx: Context, stagger: float = 0.0) -> str:
+    """Asks two questions at once: a name (elicitation) and, `stagger` seconds later while the
+    first is still unanswered, a sampled line; answers with both."""
+    got: dict[str, str] = {}
+
+    async def elicit() -> None:
+        name = await ctx.elicit("Your name?", schema=Name)
+        got["name"] = name.data.name if name.action == "accept" and name.data else name.action
+
+    async def sample() -> None:
+        await anyio.sleep(stagger)
+        sampled = await ctx.request_context.session.create_message(
+            [types.SamplingMessage(role="user", content=types.TextContent(type="text", text="a line"))],
+            max_tokens=20,
+        )
+        got["line"] = sampled.content.text if isinstance(sampled.content, types.TextContent) else "?"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(elicit)
+        tg.start_soon(sample)
+    return f"{got['name']}; {got['line']}"
 
 
 @server.prompt()
