@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import hiredis
 import orjson
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -155,7 +156,9 @@ def record_key(session_id: str) -> str:
 
 
 def claim_key(session_id: str, id_: Any) -> str:
-    # orjson of the id: 1 and "1" are different requests
+    # orjson of the id: 1 and "1" are different requests (an int's text is orjson's, made directly)
+    if type(id_) is int:
+        return f"{PREFIX}r:{session_id}:{id_}"
     return f"{PREFIX}r:{session_id}:{orjson.dumps(id_).decode()}"
 
 
@@ -225,11 +228,13 @@ class RedisSessions(MemorySessions):
         # has a connection of its own, driven directly (no pool checkout, no task per send for the
         # socket timeout: one deadline around the round trip instead), about half redis-py's
         # per-call cost (docs/scale-out.md, cost).
+        # No socket timeout on it: redis-py would wrap each send in `asyncio.wait_for` (a task per
+        # call on Python 3.11); `_call_batch` bounds each attempt with one `asyncio.timeout`.
         pool = ConnectionPool.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S)  # URL parsed as redis-py does
-        self._batch_conn = pool.connection_class(**pool.connection_kwargs)
+        self._batch_conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        self._batch_sha = self.redis.register_script(BATCH).sha
         self.available = False
         self.error = "not connected yet"
-        self._batch = self.redis.register_script(BATCH)
         self._hset_live = self.redis.register_script(HSET_LIVE)
         self._upstream_find = self.redis.register_script(UPSTREAM_FIND)
         self._upstream_record = self.redis.register_script(UPSTREAM_RECORD)
@@ -237,6 +242,7 @@ class RedisSessions(MemorySessions):
         self._ops: list[tuple[str, str, asyncio.Future[int] | None]] = []
         self._flushing: asyncio.Task[None] | None = None
         self._verified: dict[str, float] = {}  # session id -> when Redis last confirmed it alive
+        self._confirming: asyncio.Task[None] | None = None  # idle copies kept here: are their records gone?
         self._background: set[asyncio.Task[Any]] = set()
         # Another process heard an upstream's list_changed: (upstream id, notification); set by gateway.py.
         self.on_catalog: Callable[[str, str], None] | None = None
@@ -350,6 +356,53 @@ class RedisSessions(MemorySessions):
         self._verified.pop(session_id, None)
         return super().delete(session_id, reason)
 
+    def expire_idle(self, now: float | None = None) -> int:
+        """Idle expiry of this process's copies. A connection's session (not shared) ends here as in
+        memory. A shared session idle *here* may be in use through another process (a load balancer
+        keeping its client there), which keeps its record alive in Redis: its copy is forgotten
+        (reason `idle`: nothing ends upstream, the copy comes back from the record on next use),
+        unless this process holds something the others reach it through (`Session.keepers`: a stdio
+        upstream's process, an upstream session's GET stream). Such a copy is kept, and ended
+        (`expired`, its upstream sessions with it) only once Redis confirms the record is gone, with
+        no refresh of its TTL (docs/scale-out.md, idle expiry)."""
+        now = time.monotonic() if now is None else now
+        idle = [s for s in self._sessions.values() if now - s.last_active >= self.idle_timeout_s and not s.busy()]
+        kept: list[Session] = []
+        ended = 0
+        for session in idle:
+            if session.shared and any(keeper() for keeper in session.keepers):
+                kept.append(session)
+            else:
+                self.delete(session.id, "idle" if session.shared else "expired")
+                ended += 1
+        if ended:
+            log.info("expired %d idle session(s) here", ended)
+        if kept and self._confirming is None:
+            self._confirming = asyncio.ensure_future(self._expire_confirmed(kept))
+            self._confirming.add_done_callback(self._confirmed)
+        return ended
+
+    def _confirmed(self, task: asyncio.Task[None]) -> None:
+        self._confirming = None
+        if not task.cancelled() and task.exception() is not None:
+            log.error("session expiry check failed: %s", task.exception())
+
+    async def _expire_confirmed(self, kept: list[Session]) -> None:
+        """End the kept idle copies whose record Redis no longer has (EXISTS: its TTL untouched)."""
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for session in kept:
+                    pipe.exists(record_key(session.id))
+                found = await pipe.execute()
+        except RedisError as exc:
+            self._failed(exc)
+            return
+        gone = [session.id for session, exists in zip(kept, found, strict=True) if not exists]
+        for session_id in gone:
+            self.delete(session_id, "expired")
+        if gone:
+            log.info("expired %d idle session(s) everywhere", len(gone))
+
     def _materialise(self, session_id: str, record: dict[bytes, bytes]) -> Session | None:
         try:
             session = Session(
@@ -428,10 +481,20 @@ class RedisSessions(MemorySessions):
                         continue
                     if not future.done():
                         future.set_result(int(result))
-                    elif future.cancelled() and op == "c" and int(result):
+                    elif future.cancelled() and op == "c" and int(result) and not self._claimed_again(key, ops):
                         self._ops.append(("r", key, None))  # granted to a request given up meanwhile
         finally:
             self._flushing = None
+
+    def _claimed_again(self, key: str, batch: list[tuple[str, str, asyncio.Future[int] | None]]) -> bool:
+        """Whether a request still waiting for it claimed `key` too, in the batch just answered or
+        queued for the next: the client reused the id of a request given up while its claim was on
+        its way. A claim's value is this process alone, so releasing the first grant would delete
+        the second one's (docs/scale-out.md, request ids); that request releases it when answered."""
+        return any(
+            op == "c" and other == key and future is not None and not future.cancelled()
+            for op, other, future in (*batch, *self._ops)
+        )
 
     async def _call_batch(self, keys: list[str], args: list[Any]) -> list[Any]:
         """One BATCH call on its own connection: at most SOCKET_TIMEOUT_S per attempt, retried once
@@ -441,11 +504,14 @@ class RedisSessions(MemorySessions):
         for attempt in (1, 2):
             try:
                 async with asyncio.timeout(SOCKET_TIMEOUT_S):
+                    # Packed by hiredis at once (redis-py's packer encodes each argument in Python).
+                    command = ("EVALSHA", self._batch_sha, len(keys), *keys, *args)
                     try:
-                        await conn.send_command("EVALSHA", self._batch.sha, len(keys), *keys, *args, check_health=False)
+                        await conn.send_packed_command(hiredis.pack_command(command), check_health=False)
                         found = await conn.read_response()
                     except NoScriptError:
-                        await conn.send_command("EVAL", BATCH, len(keys), *keys, *args, check_health=False)
+                        command = ("EVAL", BATCH, *command[2:])
+                        await conn.send_packed_command(hiredis.pack_command(command), check_health=False)
                         found = await conn.read_response()
                 return list(found)
             except (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError) as exc:
