@@ -25,6 +25,7 @@ import re
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 import mcp_types as types
@@ -502,6 +503,93 @@ def test_a_stdio_upstream_whose_process_died_is_started_afresh_elsewhere_and_the
         assert on(s, b).delete().status_code == 204
     finally:
         stop_all([a, b])
+
+
+# A short idle timeout (docs/scale-out.md, idle expiry): a process's own copy of a session goes idle
+# while the client keeps it alive through another process.
+IDLE_S = 5.0
+
+
+def _live_links(gw: Gateway) -> int:
+    return int(httpx.get(gw.url + "/health").json()["live"]["upstream_links"])
+
+
+def _used_elsewhere(s: Session, a: Gateway, b: Gateway, call: Callable[[Session, Gateway, int], list[dict]]) -> None:
+    """The session's upstream connection opened through A, then used only through B for well over
+    twice the idle timeout (A's copy idles; B's requests keep the session alive)."""
+    call(s, a, 1)
+    started, i = time.monotonic(), 2
+    while time.monotonic() - started < 2.5 * IDLE_S:
+        call(s, b, i)
+        i += 1
+        time.sleep(0.5)
+
+
+def _ends_when_idle_everywhere(s: Session, gws: list[Gateway]) -> None:
+    """Unused everywhere, the session expires, and so do the upstream connections held for it."""
+    deadline = time.monotonic() + 60
+    while any(_live_links(gw) for gw in gws):
+        assert time.monotonic() < deadline, log_of(gws)
+        time.sleep(0.5)
+    assert on(s, gws[-1]).post(rpc("ping", 99)).status_code == 404
+
+
+def test_a_stdio_upstream_held_by_an_idle_process_serves_a_session_used_through_another(redis, component_path):
+    """Finding 1 of the review: A holds the session's stdio upstream; its own copy of the session
+    idles while the client is served by B. A must keep the upstream (and its state) for B, and end
+    it only when the session expires everywhere."""
+    tables = [stdio_table("toy", TOY, "stdio", "toy", call_timeout_s=10)]
+    a, b = gateways(redis, 2, tables, MCPGW_SESSION_IDLE_TIMEOUT_S=str(IDLE_S))
+    try:
+        for gw in (a, b):
+            wait_upstreams(gw.url)
+        s = Session(a.url)
+        pids: list[str] = []
+
+        def whoami(s: Session, gw: Gateway, id_: int) -> list[dict]:
+            answer = whoami_on(s, gw, id_)
+            assert "result" in answer, (answer, log_of([a, b]))
+            pids.append(answer["result"]["content"][0]["text"])
+            return [answer]
+
+        _used_elsewhere(s, a, b, whoami)
+        assert len(set(pids)) == 1, pids  # one upstream process throughout, held by A
+        _ends_when_idle_everywhere(s, [a, b])
+    finally:
+        stop_all([a, b])
+
+
+def test_an_http_upstream_session_opened_by_an_idle_process_is_kept_for_another(redis, component_path, tmp_path):
+    """Finding 1 of the review, HTTP: A opened the upstream session and holds its GET stream; its copy
+    of the client session idles while the client is served by B. A must not end the upstream
+    session (no DELETE, no 404, no warning, one upstream session)."""
+    record = tmp_path / "headers.jsonl"
+    web = toy_http("web", TOY_RECORD_HEADERS=str(record))
+    web.record = record
+    try:
+        a, b = gateways(redis, 2, [http_table("web", web.url, prefix="w")], MCPGW_SESSION_IDLE_TIMEOUT_S=str(IDLE_S))
+    except BaseException:
+        web.stop()
+        raise
+    try:
+        for gw in (a, b):
+            wait_upstreams(gw.url)
+        s = Session(a.url)
+        before = upstream_sessions(web)  # the catalog connections
+        told: list[dict] = []
+
+        def add(s: Session, gw: Gateway, id_: int) -> list[dict]:
+            messages = add_on(s, gw, id_)
+            told.extend(m for m in messages if "method" in m)
+            return messages
+
+        _used_elsewhere(s, a, b, add)
+        assert not told, told
+        assert len(upstream_sessions(web) - before) == 1, upstream_sessions(web) - before
+        _ends_when_idle_everywhere(s, [a, b])
+    finally:
+        stop_all([a, b])
+        web.stop()
 
 
 # -- a process dies ------------------------------------------------------------------------------------

@@ -519,3 +519,26 @@ def test_the_redis_url_is_shown_without_its_secrets():
     assert redact("redis://app:hunter2@cache/0?db=1") == "redis://app:***@cache/0"
     assert redact("redis://cache:6379/0?password=hunter2") == "redis://cache:6379/0"
     assert redact("rediss://app@cache:6379") == "rediss://app@cache:6379"
+
+
+async def test_a_claim_given_up_on_its_way_leaves_the_reused_id_claimed(redis: Redis) -> None:
+    """Review finding 7: a request's claim is on its way to Redis when the request is given up, and
+    the client at once reuses the id on the same process. Redis grants both (a claim's value is
+    the process); the release owed for the first grant must not delete the second request's
+    claim, or another process would accept the id while that request runs."""
+    from mcpgw.state.session import Session as LiveSession
+    from mcpgw.state.shared import RedisSessions, claim_key
+
+    sessions = RedisSessions(redis.url, 100, 60.0)
+    session = LiveSession("finding-7", "2025-11-25", "streamable-http")
+    session.shared = True
+    try:
+        given_up = sessions.claim(session, 5)
+        given_up.cancel()  # its request was cancelled while the claim was queued for this turn's batch
+        reused = sessions.claim(session, 5)
+        assert await reused == 1
+        assert await sessions.claim(session, 6) == 1  # the next batch, where a release owed would go
+        holder = sync_redis.Redis.from_url(redis.url).get(claim_key(session.id, 5))
+        assert holder == sessions.proc.encode()  # the running request's claim is still there
+    finally:
+        await sessions.stop()

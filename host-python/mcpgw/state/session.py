@@ -66,6 +66,10 @@ class Session:
     tasks: dict[tuple[type, Any], asyncio.Task[Any]] = field(default_factory=dict)
     attachment: Attachment | None = None
     closers: list[Callable[[str], None]] = field(default_factory=list)  # run once, when the session ends
+    # Shared sessions: something in this process that other processes reach the session through (a
+    # stdio upstream's process, an upstream session's GET stream). While one answers True, idle expiry
+    # here does not forget this process's copy; it ends it only once the record is gone everywhere.
+    keepers: list[Callable[[], bool]] = field(default_factory=list)
     _outgoing: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     _ids: Any = field(default_factory=itertools.count)
 
