@@ -4,6 +4,7 @@ request of any session."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -542,3 +543,66 @@ async def test_a_claim_given_up_on_its_way_leaves_the_reused_id_claimed(redis: R
         assert holder == sessions.proc.encode()  # the running request's claim is still there
     finally:
         await sessions.stop()
+
+
+async def test_a_relayed_call_cancelled_while_its_upcall_is_on_its_way_is_cancelled_after_it(redis: Redis) -> None:
+    """Review finding 9 (upcancel overtaking upcall): a request relayed to the process holding a
+    stdio upstream is cancelled while its `upcall` publish is on its way (handed to Redis: it
+    cannot be taken back). The `upcancel` must reach the holder after the `upcall`, or the holder
+    ignores it (no such call yet) and then runs the call the client cancelled. The publish is held
+    on its way here by the store (real Redis, a real subscriber standing for the holder)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    import redis.asyncio as async_redis
+
+    from mcpgw.federation.hub import Federation
+    from mcpgw.state.shared import RedisSessions, proc_channel
+
+    class HeldUpcall(RedisSessions):
+        def __init__(self, url: str) -> None:
+            super().__init__(url, 100, 60.0)
+            self.on_its_way = asyncio.Event()
+            self.let_go = asyncio.Event()
+            self._held: set[asyncio.Task[None]] = set()
+
+        async def send_to(self, process: str, message: dict) -> None:
+            if message["kind"] != "upcall":
+                await super().send_to(process, message)
+                return
+
+            async def publish() -> None:  # on the wire: it goes out whatever its sender does now
+                await self.let_go.wait()
+                await RedisSessions.send_to(self, process, message)
+
+            task = asyncio.ensure_future(publish())
+            self._held.add(task)
+            self.on_its_way.set()
+            await asyncio.shield(task)
+
+    store = HeldUpcall(redis.url)
+    holder = async_redis.Redis.from_url(redis.url).pubsub()
+    await holder.subscribe(proc_channel("holder"))
+    federation = Federation([])
+    upstream = SimpleNamespace(id="toy", config=SimpleNamespace(call_timeout_s=10))
+    ctx, session = SimpleNamespace(progress_token=None), SimpleNamespace(id="finding-9")
+    try:
+        call = asyncio.ensure_future(
+            federation._call_remote(store, "holder", upstream, "tools/call", {"name": "slow"}, ctx, session)
+        )
+        await asyncio.wait_for(store.on_its_way.wait(), 30)
+        call.cancel()  # the client's notifications/cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        await asyncio.sleep(0.5)  # room for an upcancel sent at once to overtake the held upcall
+        store.let_go.set()
+        kinds: list[str] = []
+        deadline = time.monotonic() + 30
+        while len(kinds) < 2 and time.monotonic() < deadline:
+            message = await holder.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None:
+                kinds.append(json.loads(message["data"])["kind"])
+        assert kinds == ["upcall", "upcancel"]
+    finally:
+        await holder.aclose()
+        await store.stop()
