@@ -509,15 +509,22 @@ def test_an_upstreams_max_connections_bounds_the_links_of_calls_that_come_at_onc
     assert health["links_in_use"] + health["links_idle"] <= 2 and health["calls"] == parked
 
 
-def test_a_listen_stream_is_honored_at_most_the_uris_the_gateway_subscribes_upstream(gw):
-    """Each URI a listen stream names is one upstream resources/subscribe: at most 256 distinct per
-    upstream; the acknowledgement leaves out the others."""
-    uris = [f"toy://many/{i}" for i in range(300)]
+def acknowledged_uris(gateway, path: str, uris: list[str]) -> list[str]:
     body = rpc2026("subscriptions/listen", 3, notifications={"resourceSubscriptions": uris})
     with httpx.stream(
-        "POST", gw.url + "/servers/web/mcp", json=body, headers=headers2026("subscriptions/listen"), timeout=60
+        "POST", gateway.url + path, json=body, headers=headers2026("subscriptions/listen"), timeout=60
     ) as stream:
         events = (e for e in sse_events(stream.iter_lines()) if not isinstance(e, str) and e.data)
         ack = next(events).json()
     assert ack["method"] == "notifications/subscriptions/acknowledged"
-    assert ack["params"]["notifications"]["resourceSubscriptions"] == uris[:256]
+    return ack["params"]["notifications"].get("resourceSubscriptions", [])
+
+
+def test_a_listen_stream_is_honored_only_uris_the_gateway_subscribes_upstream(gw):
+    """Each URI a listen stream names is one upstream resources/subscribe: only URIs the upstream
+    lists or matches with a template, at most 256 distinct per upstream; the acknowledgement
+    leaves out the others (the first named are the first honored)."""
+    assert acknowledged_uris(gw, "/servers/toy/mcp", ["toy://nope", "toy://note"]) == ["toy://note"]
+    assert acknowledged_uris(gw, "/mcp", ["toy+toy://nope", "toy+toy://note"]) == ["toy+toy://note"]
+    items = [f"asking://item/{i}" for i in range(300)]
+    assert acknowledged_uris(gw, "/servers/asking/mcp", ["asking://other", *items]) == items[:256]

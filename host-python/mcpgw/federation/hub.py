@@ -25,6 +25,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any, Protocol, TypeAlias
@@ -101,6 +102,33 @@ class SharedUpstreams(Protocol):
 # this (that process answers a timeout itself at call_timeout_s; this is for a reply lost on the way).
 REMOTE_MARGIN_S = 5.0
 MAX_LISTENED_URIS = 256  # distinct resource URIs 2026-07-28 listen streams have subscribed per upstream
+
+
+@functools.lru_cache(maxsize=1024)
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """A URI template (RFC 6570) as a pattern the URIs it expands to match: a simple `{var}` is
+    one path segment; a reserved, fragment, path or exploded expression anything."""
+    parts = re.split(r"(\{[^}]*\})", template)
+    out = []
+    for part in parts:
+        if part.startswith("{") and part.endswith("}"):
+            expr = part[1:-1]
+            out.append(".*" if expr[:1] in ("+", "#", "/", "?", "&", ";", ".") or expr.endswith("*") else "[^/?#]*")
+        else:
+            out.append(re.escape(part))
+    return re.compile("".join(out))
+
+
+def offers(upstream: Upstream, uri: str, listed: Collection[Any]) -> bool:
+    """Whether the upstream lists the resource URI (`listed`: its resources' URIs), or one of its
+    resource templates matches it. An upstream not connected yet (its lists unknown) is taken to
+    offer it."""
+    if not upstream.ready or uri in listed:
+        return True
+    templates = (t.get("uriTemplate") for t in upstream.lists["resourceTemplates"])
+    return any(isinstance(t, str) and _template_pattern(t).fullmatch(uri) for t in templates)
+
+
 REMOTE_KINDS = ("upcall", "upcancel", "upprogress", "upreply", "upnotify")  # on the processes' channels
 
 
@@ -352,8 +380,10 @@ class Federation:
         """Listen streams of an endpoint named these URIs (opened) or ended: the catalog connection
         subscribes upstream to each URI while at least one stream names it, at most
         MAX_LISTENED_URIS distinct URIs per upstream, one (un)subscribe request at a time. What an
-        opening stream named and cannot be subscribed to (past that cap) is returned: not honored."""
+        opening stream named and is not subscribed to (a URI the upstream does not list nor match
+        with a template, or past that cap) is returned: not honored."""
         refused: set[str] = set()
+        listed: dict[str, set[Any]] = {}  # upstream id -> the URIs of its resources
         for uri in uris:
             if server_id is not None:
                 upstream = self.upstreams.get(server_id)
@@ -367,7 +397,11 @@ class Federation:
             key = (upstream.id, upstream_uri)
             if opened:
                 if key not in self._listened:
-                    if self._listened_per_upstream[upstream.id] >= MAX_LISTENED_URIS:
+                    if upstream.id not in listed:
+                        listed[upstream.id] = {r.get("uri") for r in upstream.lists["resources"]}
+                    if self._listened_per_upstream[upstream.id] >= MAX_LISTENED_URIS or not offers(
+                        upstream, upstream_uri, listed[upstream.id]
+                    ):
                         refused.add(uri)
                         continue
                     self._listened_per_upstream[upstream.id] += 1
@@ -383,7 +417,7 @@ class Federation:
                     self._subscribe_later(upstream, "resources/unsubscribe", upstream_uri)
         if refused:
             log.warning(
-                "listen stream: %d resource URI(s) not subscribed upstream (at most %d per upstream)",
+                "listen stream: %d resource URI(s) not subscribed upstream (unknown to it, or past %d per upstream)",
                 len(refused),
                 MAX_LISTENED_URIS,
             )

@@ -14,8 +14,8 @@ Closing the response ends it without one.
 Bounded like other streams: at most `MCPGW_MAX_LISTENS_PER_CLIENT` open per client address
 (another gets -32029), at most MAX_URIS resource URIs per stream, and at most one of each
 distinct event waits for a reader (so at most the three list_changed kinds and the stream's
-URIs). URIs the federation cannot subscribe to upstream (past its per-upstream cap) are left
-out of the acknowledgement: the stream does not hear of them.
+URIs). URIs the federation does not subscribe to upstream (not the upstream's, or past its
+per-upstream cap) are left out of the acknowledgement: the stream does not hear of them.
 
 Events are published per endpoint (`None`: /mcp; else a virtual server's id), by the
 federation when an upstream's catalog changes and when a resource the listener named is

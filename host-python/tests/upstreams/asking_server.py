@@ -1,6 +1,7 @@
 """An upstream that asks its client things in the middle of its answers (the mcp SDK's MCPServer,
 a 2025 session): a tool that elicits twice and then samples, a tool that asks two questions close
-together (the second while the first is unanswered), and a prompt that elicits. For the
+together (the second while the first is unanswered), a prompt that elicits, and a resource
+template (`asking://item/{n}`, for listen streams naming many URIs). For the
 2026-07-28 InputRequiredResult relay tests (several rounds; prompts/get as well as tools/call).
 
     python asking_server.py stdio
@@ -67,6 +68,12 @@ async def pair(ctx: Context, stagger: float = 0.0) -> str:
         tg.start_soon(elicit)
         tg.start_soon(sample)
     return f"{got['name']}; {got['line']}"
+
+
+@server.resource("asking://item/{n}", mime_type="text/plain")
+def item(n: str) -> str:
+    """Item `n` (any number of URIs an upstream offers through one template)."""
+    return f"item {n}"
 
 
 @server.prompt()
