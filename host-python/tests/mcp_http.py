@@ -87,7 +87,9 @@ def read_sse_text(text: str) -> list[Event]:
 class Session:
     """One sessionful MCP session spoken in raw HTTP."""
 
-    def __init__(self, url: str, revision: str = "2025-11-25", http: httpx.Client | None = None):
+    def __init__(
+        self, url: str, revision: str = "2025-11-25", http: httpx.Client | None = None, capabilities: dict | None = None
+    ):
         self.url = url + "/mcp"
         self.http = http or httpx.Client(timeout=30)
         r = self.http.post(
@@ -96,7 +98,7 @@ class Session:
                 "initialize",
                 0,
                 protocolVersion=revision,
-                capabilities={},
+                capabilities=capabilities or {},
                 clientInfo={"name": "raw-test", "version": "0"},
             ),
             headers=BASE,

@@ -382,6 +382,29 @@ def test_a_process_that_stops_leaves_the_upstream_session_to_the_others(own_web)
     assert on(s, b).delete().status_code == 204
 
 
+def test_a_process_without_the_upstream_get_stream_lists_what_a_call_through_it_changed(own_web):
+    """Review finding 9 (stale lists across processes): a client that declared capabilities lists
+    an upstream through its own upstream session. A call through B changes the upstream's tools;
+    the upstream says list_changed on its GET stream, held by A, which tells B only through Redis.
+    B's next list must not be what B read before the call (A is stopped here, so nothing reaches B
+    meanwhile: a list B kept would stay stale)."""
+    _, (a, b) = own_web
+    s = Session(a.url, capabilities={"sampling": {}})
+    name = f"sprout{time.monotonic_ns()}"
+    assert f"w__{name}" not in {t["name"] for t in answer_of(on(s, a).post(rpc("tools/list", 1)))["result"]["tools"]}
+    listed = answer_of(on(s, b).post(rpc("tools/list", 2)))["result"]["tools"]  # B re-attached A's upstream session
+    assert "w__grow" in {t["name"] for t in listed}
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        grown = answer_of(on(s, b).post(rpc("tools/call", 3, name="w__grow", arguments={"name": name})))
+        assert grown["result"]["content"][0]["text"] == f"added {name}", grown
+        tools = {t["name"] for t in answer_of(on(s, b).post(rpc("tools/list", 4)))["result"]["tools"]}
+        assert f"w__{name}" in tools, sorted(tools)
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    assert on(s, b).delete().status_code == 204
+
+
 def test_the_upstream_get_stream_is_taken_over_when_the_process_holding_it_dies(own_web):
     _, (a, b) = own_web
     s = Session(a.url)

@@ -493,7 +493,10 @@ class Federation:
                 err.message,
             )
             return upstream.lists
-        if relay.generation == generation and mark == (link, link.list_changes):
+        # Kept only by a process that hears the upstream's list_changed itself: a re-attached link
+        # that does not hold the upstream session's GET stream learns of one through Redis, after
+        # the fact (docs/scale-out.md, upstream connections), so it reads the lists every time.
+        if relay.generation == generation and mark == (link, link.list_changes) and link.holds_get:
             relay.lists, relay.lists_mark = lists, mark
         return lists
 
