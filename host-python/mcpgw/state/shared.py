@@ -450,7 +450,7 @@ class RedisSessions(MemorySessions):
 
     # -- one round trip per event-loop turn ---------------------------------------
     def _op_soon(self, op: str, key: str) -> asyncio.Future[int]:
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[int] = asyncio.Future()  # on the running loop
         self._ops.append((op, key, future))
         if self._flushing is None:
             self._flushing = asyncio.ensure_future(self._flush())
