@@ -332,6 +332,11 @@ def serve_forever(settings: Settings, argv: list[str] | None = None) -> int:
         state["backend"] + (f" {state['url']} (process {state['process']})" if "url" in state else ""),
         ", ".join(p["name"] for p in plugins.health()) if plugins is not None and plugins.health() else "none",
     )
+    if settings.redis_url and not settings.request_state_key:  # (a supervisor gives its workers one key)
+        logging.getLogger("mcpgw").warning(
+            "requestState key: random in this process; a 2026-07-28 InputRequiredResult's retry that another"
+            " gateway process receives is refused: set the same MCPGW_REQUEST_STATE_KEY on every process"
+        )
     logging.getLogger("mcpgw").info(
         "auth: %s%s",
         settings.auth,

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -142,6 +143,9 @@ class Supervisor:
         self.port = self.reserved.getsockname()[1]
         self.lifeline_r, self.lifeline_w = os.pipe()
         self.workers = [_Worker(i + 1) for i in range(self.count)]
+        # A 2026-07-28 requestState must verify on every worker (a retry may reach any): without
+        # MCPGW_REQUEST_STATE_KEY the supervisor gives its workers one random key of its own.
+        self.shared_env = {} if settings.request_state_key else {"MCPGW_REQUEST_STATE_KEY": secrets.token_urlsafe(32)}
 
     def start(self, worker: _Worker) -> None:
         ready_r, ready_w = os.pipe()
@@ -149,7 +153,7 @@ class Supervisor:
         slot = f"{worker.index},{self.count},{self.port},{self.lifeline_r},{ready_w}"
         worker.proc = subprocess.Popen(
             [sys.executable, "-m", "mcpgw.cli", *self.argv],
-            env={**os.environ, ENV: slot},
+            env={**os.environ, **self.shared_env, ENV: slot},
             pass_fds=(self.lifeline_r, ready_w),
             process_group=0,  # the terminal's Ctrl-C reaches the supervisor only
         )
@@ -193,6 +197,8 @@ class Supervisor:
             self.port,
             self.settings.path_prefix,
         )
+        if self.shared_env:
+            log.info("requestState key: MCPGW_REQUEST_STATE_KEY unset; one generated here, the same in every worker")
         code = 0
         remove_metrics_dir = shared_metrics.prepare(self.settings)  # before any worker starts
         try:

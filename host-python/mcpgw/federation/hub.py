@@ -297,6 +297,8 @@ class Federation:
             self._holders = asyncio.ensure_future(self._watch_holders(self.shared_upstreams))
             for kind in REMOTE_KINDS:
                 self.shared_upstreams.on_channel(kind, self._on_channel)
+            # a 2026-07-28 retry reaching a process that does not hold its parked call goes there
+            self.interactive.attach(self.shared_upstreams, self.upstreams)
 
     def heard_elsewhere(self, upstream_id: str, notification: str) -> None:
         """Another gateway process heard the upstream say `notification` (a list_changed): re-read

@@ -43,14 +43,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import orjson
 
+from ..protocol import STATELESS_REVISION
 from ..server.context import CallContext
 from ..server.input_required import STATE_TTL_S, InputRequired
 from ..server.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
@@ -69,6 +71,29 @@ _KEYS = {"elicitation/create": "elicit", "sampling/createMessage": "sample", "ro
 # profile a pooled link offers; anything else a client puts in them is not offered).
 _PROFILE_FLAGS = {"sampling": ("context", "tools"), "elicitation": ("form", "url"), "roots": ("listChanged",)}
 MAX_ERROR_CODE = 2**31  # a client's refusal's error code, as JSON-RPC codes go (a 32-bit integer)
+# Scale-out: a retry that reaches a process not holding its exchange goes to the holder over its
+# channel (the kinds below); the holder is checked alive every HOLDER_CHECK_S while it runs, and the
+# wait is bounded by the upstream's call_timeout_s plus REMOTE_MARGIN_S (as hub.py's upcall).
+RETRY_KINDS = ("inretry", "incancel", "innote", "inreply")
+HOLDER_CHECK_S = 1.0
+REMOTE_MARGIN_S = 5.0
+
+
+class Channels(Protocol):
+    """The processes' channels over Redis (state/shared.py), as far as retries need them."""
+
+    proc: str  # this gateway process
+
+    async def send_to(self, process: str, message: dict[str, Any]) -> None: ...
+    async def alive(self, processes: set[str]) -> set[str]: ...
+    def on_channel(self, kind: str, handler: Callable[[dict[str, Any]], None]) -> None: ...
+
+
+def holder_of(exchange: str) -> str | None:
+    """The gateway process an exchange (`<token>@<process>:<round>`) was parked in (None: one
+    parked with no shared state, named by its token alone)."""
+    name = exchange.partition(":")[0]
+    return name.partition("@")[2] or None
 
 
 def interactive_capabilities(ctx: CallContext) -> dict[str, Any]:
@@ -184,6 +209,16 @@ class InteractiveCalls:
         # roots), with the generation they were read at; forgotten on list_changed.
         self._lists: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
         self._generation: dict[str, int] = {}
+        # Scale-out (attach): retries forwarded from here to the holder (call id -> the answer's
+        # future, the client's request, its notes emitted in order), and retries run here for
+        # another process (call id -> task).
+        self.channels: Channels | None = None
+        self._upstreams: Mapping[str, Upstream] = {}
+        self._forwarded: dict[str, tuple[asyncio.Future[dict[str, Any]], CallContext, list[asyncio.Task[None]]]] = {}
+        self._serving: dict[str, asyncio.Task[None]] = {}
+        self._ids = itertools.count(1)
+        self.forwarded = 0  # retries sent to the process holding their call
+        self.served = 0  # retries run here for another process
 
     def live(self) -> int:
         return len(self._parked)
@@ -196,7 +231,16 @@ class InteractiveCalls:
             "links_in_use": sum(self._out.values()),
             "links_idle": sum(len(links) for links in self._idle.values()),
             "refused": self.refused,
+            "retries_forwarded": self.forwarded,
+            "retries_served": self.served,
         }
+
+    def attach(self, channels: Channels, upstreams: Mapping[str, Upstream]) -> None:
+        """Scale-out: exchanges are named after this process, and a retry of one parked in another
+        process is forwarded there (the holder answers it as if it had come to it)."""
+        self.channels, self._upstreams = channels, upstreams
+        for kind in RETRY_KINDS:
+            channels.on_channel(kind, self._on_channel)
 
     def forget(self, upstream_id: str) -> None:
         """The upstream's lists changed: what was read for capability profiles is read again."""
@@ -249,6 +293,10 @@ class InteractiveCalls:
         self, upstream: Upstream, method: str, params: dict[str, Any], ctx: CallContext, capabilities: dict[str, Any]
     ) -> dict[str, Any]:
         if ctx.exchange is not None:
+            holder = holder_of(ctx.exchange)
+            channels = self.channels
+            if channels is not None and holder is not None and holder != channels.proc:
+                return await self._forward(channels, holder, upstream, method, params, ctx)
             exchange = self._resume(ctx)
         else:
             exchange = await self._start(upstream, method, params, ctx, capabilities)
@@ -312,7 +360,10 @@ class InteractiveCalls:
             self._starting[client] -= 1
             if self._starting[client] <= 0:
                 del self._starting[client]
-        exchange = _Exchange(secrets.token_urlsafe(16), upstream, link, pool_key)
+        name = secrets.token_urlsafe(16)
+        if self.channels is not None:  # a retry reaching another process is forwarded here
+            name = f"{name}@{self.channels.proc}"
+        exchange = _Exchange(name, upstream, link, pool_key)
         exchange.ctx = ctx
         relay.exchange = exchange
 
@@ -453,7 +504,166 @@ class InteractiveCalls:
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
+    # -- scale-out: a retry that reaches another process than the one holding its call -------
+    async def _forward(
+        self, channels: Channels, holder: str, upstream: Upstream, method: str, params: dict[str, Any], ctx: CallContext
+    ) -> dict[str, Any]:
+        """Send the retry to the process holding its exchange and wait for what it answers: the
+        call's result, the next round's InputRequired, or an error; notifications the call emits
+        meanwhile (progress, logs) come back as they are made. Cancelled here, cancelled there."""
+        loop = asyncio.get_running_loop()
+        call = f"{channels.proc}.{next(self._ids)}"
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        notes: list[asyncio.Task[None]] = []
+        message = {
+            "kind": "inretry",
+            "from": channels.proc,
+            "call": call,
+            "upstream": upstream.id,
+            "method": method,
+            "params": params,
+            "exchange": ctx.exchange,
+            "responses": ctx.input_responses or {},
+            "progress_token": ctx.progress_token,
+            "log_level": ctx.log_level,
+            "client": ctx.client,
+        }
+        timeout = upstream.config.call_timeout_s
+        deadline = loop.time() + timeout + REMOTE_MARGIN_S if timeout else None
+        if holder not in await channels.alive({holder}):
+            raise self._holder_lost(upstream, holder, method)
+        self._forwarded[call] = (future, ctx, notes)
+        self.forwarded += 1
+        sent = asyncio.ensure_future(channels.send_to(holder, message))
+        try:
+            await asyncio.shield(sent)
+            while not future.done():
+                await asyncio.wait({future}, timeout=HOLDER_CHECK_S)
+                if future.done():
+                    break
+                if holder not in await channels.alive({holder}):
+                    raise self._holder_lost(upstream, holder, method)
+                if deadline is not None and loop.time() > deadline:
+                    raise JsonRpcError(
+                        INTERNAL_ERROR,
+                        f"Upstream {upstream.id!r} did not answer {method} within {timeout:g} s"
+                        f" (through gateway process {holder}, which holds the call)",
+                        {"upstream": upstream.id},
+                    )
+        except BaseException:
+            if not future.done():
+                self._cancel_later(channels, holder, call, sent)
+            raise
+        finally:
+            self._forwarded.pop(call, None)
+        if notes:
+            await asyncio.gather(*notes, return_exceptions=True)  # in order, before the answer
+        answer = future.result()
+        error = answer.get("error")
+        if isinstance(error, dict):
+            raise JsonRpcError(int(error["code"]), str(error["message"]), error.get("data"))
+        needed = answer.get("input_required")
+        if isinstance(needed, dict):
+            raise InputRequired(dict(needed["requests"]), str(needed["exchange"]))
+        result: dict[str, Any] = answer.get("result") or {}
+        return result
+
+    @staticmethod
+    def _holder_lost(upstream: Upstream, holder: str, method: str) -> JsonRpcError:
+        return JsonRpcError(
+            INTERNAL_ERROR,
+            f"The {method} this requestState continues was held by gateway process {holder}, which stopped:"
+            f" the call to upstream {upstream.id!r} is lost; send the request again without requestState",
+            {"upstream": upstream.id, "process": holder},
+        )
+
+    def _cancel_later(self, channels: Channels, holder: str, call: str, sent: asyncio.Future[None]) -> None:
+        async def cancel() -> None:
+            await asyncio.wait({sent})  # published after the retry: the holder hears them in order
+            if sent.cancelled() or sent.exception() is not None:
+                return
+            with contextlib.suppress(Exception):
+                await channels.send_to(holder, {"kind": "incancel", "call": call})
+
+        task = asyncio.ensure_future(cancel())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _on_channel(self, message: dict[str, Any]) -> None:
+        kind, call = message.get("kind"), str(message.get("call"))
+        if kind == "inretry" and self.channels is not None:
+            task = asyncio.ensure_future(self._serve(self.channels, message))
+            self._serving[call] = task
+            task.add_done_callback(lambda _: self._serving.pop(call, None))
+        elif kind == "incancel" and (serving := self._serving.get(call)) is not None:
+            serving.cancel()
+        elif (waiting := self._forwarded.get(call)) is not None:
+            future, ctx, notes = waiting
+            if kind == "inreply" and not future.done():
+                future.set_result(message)
+            elif kind == "innote" and isinstance(note := message.get("message"), dict):
+                before = notes[-1] if notes else None
+                notes.append(asyncio.ensure_future(self._emit_after(before, ctx, note)))
+
+    @staticmethod
+    async def _emit_after(before: asyncio.Task[None] | None, ctx: CallContext, note: dict[str, Any]) -> None:
+        if before is not None:
+            await asyncio.gather(before, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await ctx.emit(note)
+
+    async def _serve(self, channels: Channels, message: dict[str, Any]) -> None:
+        """A retry another process received for an exchange parked here: continued here as if it
+        had come here, and what it comes to sent back."""
+        reply_to, call, upstream_id, method = message["from"], message["call"], message["upstream"], message["method"]
+        self.served += 1
+
+        async def emit(note: dict[str, Any]) -> bool:
+            with contextlib.suppress(Exception):
+                await channels.send_to(reply_to, {"kind": "innote", "call": call, "message": note})  # in order
+            return True
+
+        responses = message.get("responses")
+        level = message.get("log_level")
+        ctx = CallContext(
+            request_id=None,
+            revision=STATELESS_REVISION,
+            emit=emit,
+            progress_token=message.get("progress_token"),
+            log_level=level if isinstance(level, str) else None,
+            client=message.get("client"),
+            input_responses=responses if isinstance(responses, dict) else {},
+            exchange=str(message.get("exchange")),
+        )
+        answer: dict[str, Any]
+        try:
+            upstream = self._upstreams.get(str(upstream_id))
+            if upstream is None:
+                raise JsonRpcError(
+                    INTERNAL_ERROR, f"Upstream {upstream_id!r} is not configured in gateway process {channels.proc}"
+                )
+            params = message.get("params")
+            result = await self.call(upstream, str(method), params if isinstance(params, dict) else {}, ctx, {})
+            answer = {"result": result}
+        except InputRequired as needed:
+            answer = {"input_required": {"requests": needed.requests, "exchange": needed.exchange}}
+        except JsonRpcError as err:
+            answer = {"error": {"code": err.code, "message": err.message, "data": err.data}}
+        except asyncio.CancelledError:
+            return  # the receiving process gave the retry up: no answer expected
+        except Exception as exc:  # noqa: BLE001 - the receiving process gets an error, never silence
+            text = f"Upstream {upstream_id!r} failed during {method}: {type(exc).__name__}: {exc}"
+            answer = {"error": {"code": INTERNAL_ERROR, "message": text, "data": {"upstream": upstream_id}}}
+        try:
+            await channels.send_to(reply_to, {"kind": "inreply", "call": call, **answer})
+        except Exception as exc:  # noqa: BLE001 - state unavailable: the receiver's own wait ends it
+            log.warning(
+                "upstream %s: the answer to a forwarded retry of %s was not delivered: %s", upstream_id, method, exc
+            )
+
     async def stop(self) -> None:
+        for task in list(self._serving.values()):
+            task.cancel()
         for exchange in list(self._parked.values()):
             self._end(exchange, reuse=False)
         for links in self._idle.values():
