@@ -20,9 +20,14 @@ that declared one of those capabilities:
 
 A parked exchange lives in the process that parked it, for at most
 `MCPGW_INPUT_WAIT_S` after each InputRequiredResult (or until the call ends); then the
-upstream call is cancelled and its link closed. A retry that reaches another process, or
-comes after that, gets -32602 saying so. A client that closes its request while waiting gives
-the call up (the upstream is told by the link's close).
+upstream call is cancelled and its link closed. A retry that comes after that gets -32602 saying
+so. With several processes sharing Redis (`attach`), the exchange is named after its process
+(`<token>@<process>`, inside the signed requestState): a retry another process receives is
+forwarded to that one over its channel and answered as if it had come there (the result, the next
+round, or an error, sent back and written by the receiving process); a holder that stopped gives
+the client -32603 naming the loss. Without Redis, a retry reaching another process gets -32602.
+A client that closes its request while waiting gives the call up (the upstream is told by the
+link's close).
 
 Each round's requestState names the exchange and the round (`<id>:<round>`): only the state of
 the latest round continues it. A retry must answer every question it was sent; a question the
