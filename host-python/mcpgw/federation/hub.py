@@ -597,8 +597,12 @@ class Federation:
     def _upstream_down(self, upstream: Upstream) -> None:
         """The catalog connection of a network upstream went down (it stopped answering or went
         away): every session connection to that same server fails its calls now rather than hang.
-        (A stdio upstream's session connections are processes of their own, unaffected.)"""
-        if upstream.config.transport == "stdio":
+        (A stdio upstream's session connections are processes of their own, unaffected.) An upstream
+        that answered that it no longer knows the catalog connection's session (it restarted) is
+        up: each session connection finds out about its own session at its next request (404: sent
+        again on a new one), and one already on a new upstream session (re-opened or re-attached
+        since the restart) must not fail its calls."""
+        if upstream.config.transport == "stdio" or upstream.lost_session:
             return
         for (_, uid), pending in list(self._links.items()):
             if uid == upstream.id and (link := _opened(pending)) is not None:

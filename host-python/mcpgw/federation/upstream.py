@@ -92,6 +92,9 @@ class Upstream:
         self._wake = asyncio.Event()  # end the backoff now (a session connection reached the upstream)
         self._attempts: list[asyncio.Event] = []  # set when the catalog connection's next attempt ends
         self.down_listeners: list[Callable[[Upstream], None]] = []  # told when a ready upstream goes down
+        # The catalog connection last ended because the upstream no longer knew its session: it
+        # answered (it restarted), so it is not down for the connections that have their own.
+        self.lost_session = False
         self.tokens = (  # the gateway's own token for an upstream that needs one, shared by its connections
             ClientCredentials(config.id, config.oauth, config.url, config.connect_timeout_s) if config.oauth else None
         )
@@ -213,6 +216,7 @@ class Upstream:
             self._enter("restarting", self.error)  # before closing: /health says the truth at once
             if not was_ready:
                 self._attempted()
+            self.lost_session = link.session_lost
             if was_ready:
                 for listener in list(self.down_listeners):
                     listener(self)
