@@ -114,6 +114,26 @@ def test_each_retry_on_the_other_process_continues_the_call(pair, path, prefix):
     assert (on_a["retries_forwarded"], on_b["retries_served"]) == (0, 0)
 
 
+def test_progress_the_call_makes_during_a_forwarded_retry_comes_on_the_retrys_response(pair):
+    a, b = pair
+    first = interview(a, "/servers/asking/mcp")["result"]
+    body = rpc2026("tools/call", 1, name="interview", arguments={})
+    body["params"]["_meta"] = {**ASKS, "progressToken": "p-1"}
+    body["params"]["inputResponses"], body["params"]["requestState"] = responses_to(first), first["requestState"]
+    response = httpx.post(
+        b.url + "/servers/asking/mcp", json=body, headers=headers2026("tools/call", "interview"), timeout=60
+    )
+    assert response.headers["content-type"].startswith("text/event-stream")
+    messages = [e.json() for e in read_sse(response) if e.data]
+    assert messages[0] == {
+        "jsonrpc": "2.0",
+        "method": "notifications/progress",
+        "params": {"progressToken": "p-1", "progress": 1.0, "total": 3.0, "message": "name taken"},
+    }
+    assert messages[-1]["result"]["resultType"] == "input_required"  # the colour, from the holder
+    assert [r["params"]["message"] for r in messages[-1]["result"]["inputRequests"].values()] == ["Your colour?"]
+
+
 async def test_the_sdk_client_behind_a_round_robin_proxy_completes_an_interview(pair):
     asked: list[str] = []
 

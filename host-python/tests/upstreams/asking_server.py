@@ -33,8 +33,10 @@ class Colour(BaseModel):
 
 @server.tool()
 async def interview(ctx: Context) -> str:
-    """Asks for a name, then a colour (two elicitations), then has the client sample a line."""
+    """Asks for a name, then a colour (two elicitations), then has the client sample a line.
+    Reports progress once the name is in (seen by a client that asked for progress)."""
     name = await ctx.elicit("Your name?", schema=Name)
+    await ctx.report_progress(1, 3, "name taken")
     colour = await ctx.elicit("Your colour?", schema=Colour)
     if name.action != "accept" or colour.action != "accept":
         return f"declined ({name.action}, {colour.action})"
