@@ -108,9 +108,13 @@ def test_each_retry_on_the_other_process_continues_the_call(pair, path, prefix):
         reply = reply["result"]
     assert rounds == 3
     assert reply["content"][0]["text"] == "Ada likes teal; sampled"
-    # the call stayed in A: the two retries B received were forwarded there and answered by A
+    # the last state sent again to B: A no longer holds the call, and says so through B
+    again = httpx.post(b.url + path, json=retry, headers=headers2026("tools/call", name), timeout=60)
+    assert again.status_code == 400
+    assert again.json()["error"]["code"] == -32602 and "no longer held here" in again.json()["error"]["message"]
+    # the call stayed in A: the three retries B received were forwarded there and answered by A
     on_a, on_b = (httpx.get(gw.url + "/health").json()["limits"]["input_required"] for gw in pair)
-    assert (on_b["retries_forwarded"], on_a["retries_served"]) == (2, 2)
+    assert (on_b["retries_forwarded"], on_a["retries_served"]) == (3, 3)
     assert (on_a["retries_forwarded"], on_b["retries_served"]) == (0, 0)
 
 
