@@ -13,7 +13,7 @@ mod wasm {
     use alloc::vec::Vec;
 
     use crate::bindings::exports::mcpgw::plugin::types as wit;
-    use crate::{dispatch, Action, Context, Hook, Payload, Plugin, Principal, INTERNAL_ERROR};
+    use crate::{dispatch, Action, Context, Hook, Plugin, Principal, INTERNAL_ERROR};
 
     // memcmp, memcpy and friends come from wasi-libc, as in a std build: the
     // linker takes only those few self-contained objects from it (no WASI
@@ -142,8 +142,11 @@ mod wasm {
             request_id: ctx.request_id,
             session_hash: ctx.session_hash,
         };
-        let action = match serde_json::from_str::<&serde_json::value::RawValue>(payload) {
-            Ok(raw) => dispatch(plugin, &ctx, Payload::from_json(raw.get())),
+        let action = match serde_json::from_str::<&serde_json::value::RawValue>(payload)
+            .map_err(|e| e.to_string())
+            .and_then(|raw| crate::checked_payload(raw.get()))
+        {
+            Ok(payload) => dispatch(plugin, &ctx, payload),
             Err(e) => Action::deny(
                 INTERNAL_ERROR,
                 alloc::format!("plugin {}: payload is not JSON: {e}", P::NAME),

@@ -272,20 +272,22 @@ enum PayloadRepr<'a> {
 }
 
 impl<'a> Payload<'a> {
-    /// A payload over JSON text (its syntax already checked: the SDK reads
-    /// the call's input with it).
+    /// A payload over JSON text (the SDK makes it with the text's syntax and
+    /// nesting already checked; text given here unchecked only makes
+    /// [`Payload::try_value`] and [`Payload::parse`] fail).
     pub fn from_json(text: &'a str) -> Self {
         Payload(PayloadRepr::Json(text))
     }
 
-    /// The payload as a [`Value`]: parsed now (or as given, for one made
-    /// from a `Value`). `null` if it cannot be one, which the gateway's own
-    /// JSON never is (see [`Payload::try_value`]).
-    pub fn value(self) -> Value {
-        self.try_value().unwrap_or(Value::Null)
-    }
-
-    /// The payload as a [`Value`], or why serde_json cannot represent it.
+    /// The payload as a [`Value`] (parsed now, or as given for one made from
+    /// a `Value`), or why serde_json cannot represent it. There is no
+    /// infallible variant on purpose: a hook that checks the payload must
+    /// refuse the call on `Err` (e.g. with [`INTERNAL_ERROR`]), never go on
+    /// as if there were nothing to check. The SDK already refuses, before the
+    /// hook runs, a payload that is not JSON or is nested deeper than
+    /// [`MAX_PAYLOAD_NESTING`]; what can still fail here is JSON serde_json
+    /// will not hold in a `Value` (a lone UTF-16 surrogate escape such as
+    /// `"\ud800"`), or text given to [`Payload::from_json`] unchecked.
     pub fn try_value(self) -> Result<Value, String> {
         match self.0 {
             PayloadRepr::Json(text) => serde_json::from_str(text).map_err(|e| e.to_string()),
@@ -307,6 +309,58 @@ impl<'a> Payload<'a> {
 impl From<Value> for Payload<'static> {
     fn from(value: Value) -> Self {
         Payload(PayloadRepr::Value(value))
+    }
+}
+
+/// The deepest nesting of arrays and objects a payload may have: what
+/// serde_json's parser accepts (its recursion limit of 128 lets 127 levels
+/// through; the SDK's tests check the boundary), so a payload the SDK
+/// lets through to a hook also parses into a [`Value`]. The gateway passes
+/// deeper JSON (its own parser's limit is about 254); the SDK refuses it
+/// before the hook runs, with [`INTERNAL_ERROR`], whether or not the hook
+/// reads the payload.
+pub const MAX_PAYLOAD_NESTING: usize = 127;
+
+/// Whether JSON `text` (its syntax already checked) nests arrays and objects
+/// at most `limit` deep. Iterative: a byte scan that skips strings, so any
+/// depth is measured without recursion.
+pub fn nesting_within(text: &str, limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// The payload's text as the hook gets it, or the reason it is refused: too
+/// deep for [`Payload::try_value`] to parse ([`MAX_PAYLOAD_NESTING`]).
+#[doc(hidden)]
+pub fn checked_payload(text: &str) -> Result<Payload<'_>, String> {
+    if nesting_within(text, MAX_PAYLOAD_NESTING) {
+        Ok(Payload::from_json(text))
+    } else {
+        Err(format!("payload nested deeper than {MAX_PAYLOAD_NESTING}"))
     }
 }
 
@@ -333,16 +387,25 @@ struct Encoded<'a> {
 }
 
 /// `invoke-encoded` for `plugin`: parse `{"context": {...}, "payload": ...}`
-/// (the payload's syntax only), run the hook, encode its action. Input that
-/// does not parse is answered with a deny (-32603) naming the plugin and the
-/// problem, never a trap.
+/// (the payload's syntax and nesting only), run the hook, encode its action.
+/// Input that does not parse, or a payload nested deeper than
+/// [`MAX_PAYLOAD_NESTING`], is answered with a deny (-32603) naming the
+/// plugin and the problem, never a trap, and the hook does not run.
 pub fn invoke_encoded<P: Plugin>(plugin: &mut P, input: &str) -> String {
     match serde_json::from_str::<Encoded<'_>>(input) {
         Ok(Encoded { context, payload }) => {
-            let payload = payload.map_or(Payload::from(Value::Null), |raw| {
-                Payload::from_json(raw.get())
-            });
-            dispatch(plugin, &context, payload).encode()
+            let payload = match payload {
+                None => Ok(Payload::from(Value::Null)),
+                Some(raw) => checked_payload(raw.get()),
+            };
+            match payload {
+                Ok(payload) => dispatch(plugin, &context, payload).encode(),
+                Err(e) => Action::deny(
+                    INTERNAL_ERROR,
+                    format!("plugin {}: malformed input: {e}", P::NAME),
+                )
+                .encode(),
+            }
         }
         Err(e) => Action::deny(
             INTERNAL_ERROR,
@@ -474,7 +537,10 @@ mod tests {
             if ctx.principal.as_ref().map(|p| p.subject.as_str()) == Some("mallory") {
                 return Action::deny(-32001, "no");
             }
-            Action::Modify(json!({"p": self.prefix, "r": result.value()}))
+            match result.try_value() {
+                Ok(r) => Action::Modify(json!({"p": self.prefix, "r": r})),
+                Err(e) => Action::deny(INTERNAL_ERROR, format!("echo: {e}")),
+            }
         }
     }
 
@@ -532,6 +598,92 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    fn nested(depth: usize) -> String {
+        format!("{}0{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    fn input_with_raw_payload(hook: &str, payload: &str) -> String {
+        let ctx = json!({"hook": hook, "endpoint": "/mcp", "upstream": null, "method": "tools/call",
+            "name": "echo", "principal": null, "request-id": "1", "session-hash": null});
+        format!(r#"{{"context": {ctx}, "payload": {payload}}}"#)
+    }
+
+    /// A valid context with a payload the hook could not read is refused, by the
+    /// SDK before any hook runs (too deep) or by the hook (not a `Value`):
+    /// never a hook that goes on as if there were nothing to check.
+    #[test]
+    fn a_payload_too_deep_is_refused_before_the_hook() {
+        let mut p = Echo::default();
+        configure_encoded(&mut p, r#"{"prefix": ">"}"#).unwrap();
+        // The deepest the SDK lets through is what the hook can parse.
+        let deepest = nested(MAX_PAYLOAD_NESTING);
+        let out = invoke_encoded(
+            &mut p,
+            &input_with_raw_payload("tool-post-invoke", &deepest),
+        );
+        assert_eq!(out, format!(r#"{{"modify":{{"p":">","r":{deepest}}}}}"#));
+        assert!(Payload::from_json(&deepest).try_value().is_ok());
+        // One deeper, or 200 deep (which the gateway's own JSON parser passes), is
+        // refused with -32603 whether the hook reads the payload (tool-post-invoke)
+        // or not (tool-pre-invoke, which this plugin does not implement).
+        for depth in [MAX_PAYLOAD_NESTING + 1, 200, 10_000] {
+            assert!(Payload::from_json(&nested(depth)).try_value().is_err());
+            for hook in ["tool-post-invoke", "tool-pre-invoke"] {
+                let out = invoke_encoded(&mut p, &input_with_raw_payload(hook, &nested(depth)));
+                let out: Value = serde_json::from_str(&out).unwrap();
+                assert_eq!(out["deny"]["code"], json!(INTERNAL_ERROR), "{hook} {depth}");
+                assert_eq!(
+                    out["deny"]["message"],
+                    json!(format!(
+                        "plugin echo: malformed input: payload nested deeper than {MAX_PAYLOAD_NESTING}"
+                    )),
+                );
+            }
+        }
+        // Deep inside an object too; brackets inside strings do not count.
+        let deep_object = format!(r#"{{"cmd": "rm -rf /", "pad": {}}}"#, nested(200));
+        let out = invoke_encoded(
+            &mut p,
+            &input_with_raw_payload("tool-pre-invoke", &deep_object),
+        );
+        assert!(out.starts_with(r#"{"deny":{"code":-32603,"#), "{out}");
+        let brackets_in_a_string = json!({"s": "[".repeat(500), "t": "\\\"{{{{"}).to_string();
+        assert!(nesting_within(&brackets_in_a_string, 1));
+        assert!(!nesting_within("[[]]", 1));
+    }
+
+    #[test]
+    fn a_malformed_payload_with_a_valid_context_is_a_deny() {
+        let mut p = Echo::default();
+        configure_encoded(&mut p, r#"{"prefix": ">"}"#).unwrap();
+        // Not JSON: the whole input does not parse, so no hook runs, either kind.
+        for hook in ["tool-post-invoke", "tool-pre-invoke"] {
+            for bad in ["[1,", "{\"a\"}", "tru", "\"unterminated"] {
+                let out = invoke_encoded(&mut p, &input_with_raw_payload(hook, bad));
+                let out: Value = serde_json::from_str(&out).unwrap();
+                assert_eq!(out["deny"]["code"], json!(INTERNAL_ERROR), "{hook} {bad}");
+                let message = out["deny"]["message"].as_str().unwrap();
+                assert!(
+                    message.starts_with("plugin echo: malformed input: "),
+                    "{message}"
+                );
+            }
+        }
+        // Valid JSON syntax that serde_json will not hold in a Value (a lone
+        // surrogate): the SDK passes it; a hook that reads it gets an Err and
+        // denies; one that does not read it is not affected by it.
+        let lone = r#"{"text": "\ud800"}"#;
+        assert!(Payload::from_json(lone).try_value().is_err());
+        assert!(Payload::from_json(lone).parse::<Value>().is_err());
+        let out = invoke_encoded(&mut p, &input_with_raw_payload("tool-post-invoke", lone));
+        assert!(
+            out.starts_with(r#"{"deny":{"code":-32603,"message":"echo: "#),
+            "{out}"
+        );
+        let out = invoke_encoded(&mut p, &input_with_raw_payload("tool-pre-invoke", lone));
+        assert_eq!(out, r#"{"continue":null}"#);
     }
 
     #[test]

@@ -111,7 +111,16 @@ impl Plugin for ArgsGuard {
     }
 
     fn tool_pre_invoke(&mut self, ctx: &Context, params: Payload<'_>) -> Action {
-        let params = params.value(); // the arguments are what this plugin checks
+        // The arguments are what this plugin checks: one it cannot read is refused.
+        let params = match params.try_value() {
+            Ok(params) => params,
+            Err(e) => {
+                return Action::deny(
+                    mcpgw_plugin_sdk::INTERNAL_ERROR,
+                    format!("args-guard: params unreadable: {e}"),
+                )
+            }
+        };
         let tool = ctx
             .name
             .as_deref()
@@ -144,6 +153,19 @@ mod tests {
     fn call(g: &mut ArgsGuard, tool: &str, arguments: Value) -> Action {
         let ctx = Context::new(Hook::ToolPreInvoke, "tools/call", Some(tool));
         g.tool_pre_invoke(&ctx, json!({"name": tool, "arguments": arguments}).into())
+    }
+
+    #[test]
+    fn params_it_cannot_read_are_refused() {
+        let mut g = guard(json!([{"pointer": "/cmd", "contains": "rm -rf"}]));
+        let ctx = Context::new(Hook::ToolPreInvoke, "tools/call", Some("echo"));
+        // A lone surrogate: JSON syntax serde_json will not hold in a Value.
+        let params = r#"{"name": "echo", "arguments": {"cmd": "rm -rf /", "x": "\ud800"}}"#;
+        let action = g.tool_pre_invoke(&ctx, Payload::from_json(params));
+        assert!(
+            matches!(&action, Action::Deny { code: -32603, message } if message.starts_with("args-guard: params unreadable: ")),
+            "{action:?}"
+        );
     }
 
     #[test]

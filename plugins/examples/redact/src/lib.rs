@@ -336,7 +336,16 @@ impl Plugin for Redact {
     }
 
     fn tool_post_invoke(&mut self, _ctx: &Context, result: Payload<'_>) -> Action {
-        let mut result = result.value();
+        // A result it cannot read is refused: it could hold what it redacts.
+        let mut result = match result.try_value() {
+            Ok(result) => result,
+            Err(e) => {
+                return Action::deny(
+                    mcpgw_plugin_sdk::INTERNAL_ERROR,
+                    format!("redact: result unreadable: {e}"),
+                )
+            }
+        };
         let mut changed = false;
         if let Some(items) = result.get_mut("content").and_then(Value::as_array_mut) {
             for item in items
@@ -369,6 +378,17 @@ mod tests {
         Redact::default()
             .redact(text)
             .unwrap_or_else(|| text.to_owned())
+    }
+
+    #[test]
+    fn a_result_it_cannot_read_is_refused() {
+        let ctx = Context::new(Hook::ToolPostInvoke, "tools/call", Some("echo"));
+        let result = r#"{"content": [{"type": "text", "text": "mail bob@example.com \ud800"}]}"#;
+        let action = Redact::default().tool_post_invoke(&ctx, Payload::from_json(result));
+        assert!(
+            matches!(&action, Action::Deny { code: -32603, message } if message.starts_with("redact: result unreadable: ")),
+            "{action:?}"
+        );
     }
 
     #[test]

@@ -65,7 +65,15 @@ impl Plugin for ToolGuard {
         let params = if ctx.name.is_some() {
             Value::Null
         } else {
-            params.value()
+            match params.try_value() {
+                Ok(params) => params,
+                Err(e) => {
+                    return Action::deny(
+                        mcpgw_plugin_sdk::INTERNAL_ERROR,
+                        format!("tool-guard: params unreadable: {e}"),
+                    )
+                }
+            }
         };
         let name = ctx.name.as_deref().or_else(|| params.get("name")?.as_str());
         match name {
@@ -88,7 +96,16 @@ impl Plugin for ToolGuard {
         if ctx.method != "tools/list" {
             return Action::Continue;
         }
-        let mut result = result.value();
+        // A list it cannot read is refused: it could name tools it hides.
+        let mut result = match result.try_value() {
+            Ok(result) => result,
+            Err(e) => {
+                return Action::deny(
+                    mcpgw_plugin_sdk::INTERNAL_ERROR,
+                    format!("tool-guard: list unreadable: {e}"),
+                )
+            }
+        };
         let Some(tools) = result.get_mut("tools").and_then(Value::as_array_mut) else {
             return Action::Continue;
         };
@@ -122,6 +139,18 @@ mod tests {
         let mut ctx = Context::new(Hook::ToolPreInvoke, "tools/call", Some(tool));
         ctx.endpoint = endpoint.into();
         g.tool_pre_invoke(&ctx, json!({"name": tool, "arguments": {}}).into())
+    }
+
+    #[test]
+    fn a_list_it_cannot_read_is_refused() {
+        let mut g = guard(json!({"deny": ["secret"]}));
+        let ctx = Context::new(Hook::ListFilter, "tools/list", None);
+        let list = r#"{"tools": [{"name": "secret", "description": "\ud800"}]}"#;
+        let action = g.list_filter(&ctx, Payload::from_json(list));
+        assert!(
+            matches!(&action, Action::Deny { code: -32603, message } if message.starts_with("tool-guard: list unreadable: ")),
+            "{action:?}"
+        );
     }
 
     #[test]
