@@ -606,3 +606,88 @@ async def test_a_relayed_call_cancelled_while_its_upcall_is_on_its_way_is_cancel
     finally:
         await holder.aclose()
         await store.stop()
+
+
+async def test_idle_expiry_costs_the_idle_sessions_own_links_and_a_cap_runs_it_at_most_once_a_second(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review 2 finding 2: asking whether this process holds something of an idle shared session
+    (its keepers) walked every link of every session, so a sweep cost idle sessions x all links,
+    and a client at its session cap could run one per initialize. The links examined by a sweep
+    are now the idle sessions' own however many other sessions hold; from a cap (make_room) the
+    sweep runs at most once per MAKE_ROOM_EVERY_S."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from mcpgw.federation import hub
+    from mcpgw.federation.hub import Federation
+    from mcpgw.federation.links import SessionLinks
+    from mcpgw.state.shared import MAKE_ROOM_EVERY_S, RedisSessions
+
+    examined = 0
+    opened = hub._opened
+
+    def counting(pending: hub.PendingLink) -> object:
+        nonlocal examined
+        examined += 1
+        return opened(pending)
+
+    monkeypatch.setattr(hub, "_opened", counting)
+    walk = SessionLinks.__iter__
+
+    def walking(links: SessionLinks[hub.PendingLink]) -> Iterator[tuple[str, str]]:
+        nonlocal examined
+        for key in walk(links):  # a walk over every session's links counts each one
+            examined += 1
+            yield key
+
+    monkeypatch.setattr(SessionLinks, "__iter__", walking)
+
+    async def close() -> None:
+        return None
+
+    async def sweep(others: int) -> tuple[int, int, int]:
+        """(links examined, sessions forgotten, sessions left) sweeping 10 idle sessions of one
+        link each beside `others` active sessions of two links each."""
+        nonlocal examined
+        store = RedisSessions(redis.url, max_sessions=100_000, idle_timeout_s=60)
+        federation = Federation([])
+        for uid in ("a", "b"):
+            federation.upstreams[uid] = SimpleNamespace(config=SimpleNamespace(transport="streamable-http"), stop=close)  # type: ignore[assignment]
+        now = time.monotonic()
+        try:
+            for n in range(10 + others):
+                session = store.create("2025-06-18", "streamable-http", None, client=None)
+                session.shared = True
+                session.last_active = now - 120 if n < 10 else now
+                for uid in ("a",) if n < 10 else ("a", "b"):
+                    link = SimpleNamespace(holds_get=False, upstream_session=None, close=close, alive=True)
+                    pending: hub.PendingLink = asyncio.get_running_loop().create_future()
+                    pending.set_result((None, link))  # type: ignore[arg-type]
+                    federation._links[(session.id, uid)] = pending
+                federation._track(session)  # its keeper: federation._holds
+            examined = 0
+            forgotten = store.expire_idle(now)
+            return examined, forgotten, len(store)
+        finally:
+            await federation.stop()
+            await store.stop()
+
+    alone, with_others = await sweep(0), await sweep(2000)
+    assert alone[1:] == (10, 0) and with_others[1:] == (10, 2000)  # the idle ones forgotten, the others kept
+    assert 10 <= alone[0] <= 30  # each idle session's one link, looked at a bounded number of times
+    assert with_others[0] == alone[0]  # 4,000 other links cost nothing
+
+    store = RedisSessions(redis.url, max_sessions=100_000, idle_timeout_s=0.001)
+    try:
+        first = store.create("2025-06-18", "streamable-http", None, client=None)
+        first.last_active -= 10
+        assert store.make_room() == 1  # a cap: idle ones make room
+        second = store.create("2025-06-18", "streamable-http", None, client=None)
+        second.last_active -= 10
+        assert store.make_room() == 0 and len(store) == 1  # again at once: not another sweep
+        monkeypatch.setattr(time, "monotonic", lambda: second.last_active + 10 + MAKE_ROOM_EVERY_S + 1)
+        assert store.make_room() == 1 and len(store) == 0  # a second later: one
+        monkeypatch.undo()
+    finally:
+        await store.stop()

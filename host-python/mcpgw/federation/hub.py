@@ -50,6 +50,7 @@ from .link import (
     outgoing_params,
     relayable,
 )
+from .links import SessionLinks
 from .names import public_uri, split_uri
 from .tasks import TaskIds, related_out, tasks_out
 from .upstream import Upstream, read_lists
@@ -246,7 +247,7 @@ class Federation:
     def __init__(self, configs: list[UpstreamConfig]) -> None:
         self.upstreams = {c.id: Upstream(c, self._catalog_changed) for c in configs}
         self.by_prefix = {u.config.prefix: u for u in self.upstreams.values()}
-        self._links: dict[tuple[str, str], PendingLink] = {}  # (session id, upstream id) -> link
+        self._links: SessionLinks[PendingLink] = SessionLinks()  # (session id, upstream id) -> link
         self._closing: set[asyncio.Task[None]] = set()
         self._tracked: set[str] = set()  # sessions whose end closes their connections
         # (session id, upstream id) -> the upstream URIs the session subscribed to, re-applied on reconnect
@@ -659,8 +660,8 @@ class Federation:
 
             def drop_links(reason: str) -> None:
                 if reason in SESSION_ENDS:  # the upstream sessions this process holds end with it
-                    for (sid, _), pending in self._links.items():
-                        if sid == session_id and (link := _opened(pending)) is not None and link.holds_get:
+                    for _, pending in self._links.of_session(session_id):
+                        if (link := _opened(pending)) is not None and link.holds_get:
                             link.keep_session = False
                 self._drop_session(session_id)
 
@@ -671,10 +672,9 @@ class Federation:
         """Whether this process holds something of the session that other gateway processes reach
         it through: a stdio upstream's connection (they relay to it) or the GET stream of an
         upstream session (what the upstream sends on its own comes there). Such a session's idle
-        copy here is kept until the session ends everywhere (state/shared.py, expire_idle)."""
-        for (sid, uid), pending in self._links.items():
-            if sid != session_id:
-                continue
+        copy here is kept until the session ends everywhere (state/shared.py, expire_idle). Costs
+        the session's own connections only (the index of SessionLinks), not every session's."""
+        for uid, pending in self._links.of_session(session_id):
             link = _opened(pending)
             if link is None or self.upstreams[uid].config.transport == "stdio":
                 return True  # opening, or a stdio upstream's process
@@ -1071,8 +1071,8 @@ class Federation:
         """The open connections of one session."""
         return [
             (self.upstreams[uid], link)
-            for (sid, uid), pending in list(self._links.items())
-            if sid == session.id and (link := _opened(pending)) is not None
+            for uid, pending in self._links.of_session(session.id)
+            if (link := _opened(pending)) is not None
         ]
 
     def _drop(self, key: tuple[str, str]) -> None:
@@ -1093,8 +1093,8 @@ class Federation:
     def client_notification(self, session: Session, method: str, params: dict[str, Any] | None) -> None:
         """A client notification every upstream connection of the session should hear
         (notifications/roots/list_changed)."""
-        for (sid, _), pending in self._links.items():
-            if sid == session.id and (link := _opened(pending)) is not None:
+        for _, pending in self._links.of_session(session.id):
+            if (link := _opened(pending)) is not None:
                 task = asyncio.ensure_future(link.notify(method, params))
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
@@ -1116,8 +1116,8 @@ class Federation:
         for key in [k for k in self._owners if k[0] == session_id]:
             del self._owners[key]
         self._known.pop(session_id, None)
-        for key in [k for k in self._links if k[0] == session_id]:
-            self._drop(key)
+        for uid, _ in self._links.of_session(session_id):
+            self._drop((session_id, uid))
 
 
 class FederatedDispatcher(Dispatcher):

@@ -209,7 +209,7 @@ class SessionEngine:
                 raise Refused(reason)
         cap = self.max_sessions_per_client
         if client is not None and cap and self.sessions.count_client(client) >= cap:
-            self.sessions.expire_idle()  # idle ones make room before anyone is refused
+            self.sessions.make_room()  # idle ones make room before anyone is refused
             if self.sessions.count_client(client) >= cap:
                 self.refusals["sessions_per_client"] += 1
                 raise LimitExceeded(f"Too many live sessions from this client (limit {cap}); try again later", 5)

@@ -71,6 +71,10 @@ class SessionRegistry(Protocol):
 
     def expire_idle(self, now: float | None = None) -> int: ...
 
+    def make_room(self) -> int:
+        """Idle expiry run by a new session at a cap (initialize): bounded in cost per request."""
+        ...
+
     # Shared sessions only (`session.shared`; never called for this process's own sessions):
     def claim(self, session: Session, id_: Any) -> Awaitable[Any]:
         """Reserve a request id in the session across processes: awaits to true, or false when it
@@ -132,7 +136,7 @@ class MemorySessions:
         client: str | None,
     ) -> Session:
         if len(self._sessions) >= self.max_sessions:
-            self.expire_idle()  # idle ones make room before anyone is refused
+            self.make_room()  # idle ones make room before anyone is refused
             if len(self._sessions) >= self.max_sessions:
                 raise SessionLimitReached(f"{self.max_sessions} sessions are live")
         # token_urlsafe: 256 random bits as visible ASCII, as the spec asks of session ids.
@@ -170,6 +174,9 @@ class MemorySessions:
                 del self._per_client[session.client]
         session.close(reason)
         return True
+
+    def make_room(self) -> int:
+        return self.expire_idle()  # no keepers here: one pass over the sessions
 
     def expire_idle(self, now: float | None = None) -> int:
         now = time.monotonic() if now is None else now

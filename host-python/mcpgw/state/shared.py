@@ -56,6 +56,7 @@ CATALOG_CHANNEL = PREFIX + "catalog"  # an upstream said list_changed: {"process
 HEARTBEAT_S = 1.0
 STOP_FLUSH_S = 5.0  # on a graceful stop, how long pending writes to Redis may take
 PROC_TTL_MS = 3000  # a process that has not heartbeaten for this long is dead
+MAKE_ROOM_EVERY_S = 1.0  # a new session at a cap runs idle expiry at most this often (make_room)
 # Round trips to Redis never wait longer than this: an unreachable Redis is an error, not a hang.
 SOCKET_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 1.0
@@ -243,6 +244,7 @@ class RedisSessions(MemorySessions):
         self._flushing: asyncio.Task[None] | None = None
         self._verified: dict[str, float] = {}  # session id -> when Redis last confirmed it alive
         self._confirming: asyncio.Task[None] | None = None  # idle copies kept here: are their records gone?
+        self._room_made: float | None = None  # when a new session at a cap last ran idle expiry (make_room)
         self._background: set[asyncio.Task[Any]] = set()
         # Another process heard an upstream's list_changed: (upstream id, notification); set by gateway.py.
         self.on_catalog: Callable[[str, str], None] | None = None
@@ -355,6 +357,16 @@ class RedisSessions(MemorySessions):
     def delete(self, session_id: str, reason: str = "terminated") -> bool:
         self._verified.pop(session_id, None)
         return super().delete(session_id, reason)
+
+    def make_room(self) -> int:
+        """Idle expiry asked by a new session at a cap (max_sessions, max_sessions_per_client): at
+        most once per MAKE_ROOM_EVERY_S, so a client repeating initialize at its cap cannot make
+        every request pay a pass over every idle session and its keepers (docs/scale-out.md)."""
+        now = time.monotonic()
+        if self._room_made is not None and now - self._room_made < MAKE_ROOM_EVERY_S:
+            return 0
+        self._room_made = now
+        return self.expire_idle(now)
 
     def expire_idle(self, now: float | None = None) -> int:
         """Idle expiry of this process's copies. A connection's session (not shared) ends here as in
