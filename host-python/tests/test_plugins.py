@@ -63,12 +63,13 @@ def text_of(result: Any) -> str:
 
 @pytest.fixture(scope="module", params=["wasm", "python"])
 def gw(request, component_path):
-    from upstream_procs import TOY, federated_gateway, stdio_table
+    from upstream_procs import TOY, UPSTREAMS, federated_gateway, stdio_table
 
     gateway = federated_gateway(
         request.param,
         [
             stdio_table("toy", TOY, "stdio", "toy"),
+            stdio_table("deep", UPSTREAMS / "deep_server.py", "stdio", "deep"),
             plugin_table(
                 "guard",
                 example("tool-guard"),
@@ -111,6 +112,63 @@ async def test_a_redacted_result_arrives_redacted(gw):
         text = text_of(await client.call_tool("echo", {"text": "write to ann@example.com or call +4712345678"}))
     assert "ann@example.com" not in text and "12345678" not in text
     assert "[redacted:email]" in text and "[redacted:phone]" in text
+
+
+def _nested(depth: int, leaf: Any) -> Any:
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+def _post_call(gw: Any, id_: int, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    from mcp_http import headers2026, rpc2026
+
+    body = rpc2026("tools/call", id_, name=name, arguments=arguments)
+    answer: dict[str, Any] = httpx.post(gw.url + "/mcp", json=body, headers=headers2026("tools/call", name)).json()
+    return answer
+
+
+def test_arguments_nested_deeper_than_a_plugin_parses_are_refused(tmp_path):
+    """The gateway's JSON parser passes arrays nested 200 deep, the plugin SDK's (serde_json) only
+    127: the SDK refuses the call before args-guard's hook runs (fails closed), where the hook used
+    to get nothing to check and let the refused text through. args-guard alone in the chain (in
+    `gw` tool-guard, first, would refuse it the same way), over stdio."""
+    from test_stdio import INIT, INITIALIZED, by_id, run_stdio
+
+    config = tmp_path / "mcpgw.toml"
+    config.write_text(
+        plugin_table("args", example("args-guard"), config={"rules": [{"pointer": "/text", "contains": "DROP TABLE"}]})
+        + "\n"
+    )
+    refused = "1; DROP TABLE users"
+    out, _ = run_stdio(
+        INIT,
+        INITIALIZED,
+        _call(1, "echo", text=refused, pad=_nested(100, 0)),
+        _call(2, "echo", text=refused, pad=_nested(200, 0)),
+        _call(3, "echo", text="harmless", pad=_nested(200, 0)),
+        args=("--config", str(config)),
+    )
+    answers = by_id(out)
+    assert answers[1]["error"]["code"] == -32602 and "/text" in answers[1]["error"]["message"]  # checked
+    too_deep = {"code": -32603, "message": "plugin args-guard: malformed input: payload nested deeper than 127"}
+    assert answers[2]["error"] == too_deep
+    assert answers[3]["error"] == too_deep  # nothing to refuse, refused all the same: the SDK cannot tell
+
+
+def test_a_result_nested_deeper_than_a_plugin_parses_is_refused_not_let_through(gw):
+    """redact on a result whose structured content holds the email nested 180 deep (past the
+    plugin SDK's 127, within what the upstream link carries): denied, -32603 from the plugin SDK,
+    never passed on unredacted; 100 deep it is redacted as usual."""
+    answer = _post_call(gw, 24, "deep__deep", {"text": "mail bob@example.com", "depth": 100})
+    result = json.dumps(answer["result"])
+    assert "bob@example.com" not in result and result.count("[redacted:email]") == 2
+    answer = _post_call(gw, 25, "deep__deep", {"text": "mail bob@example.com", "depth": 180})
+    assert "bob@example.com" not in json.dumps(answer)
+    assert answer["error"] == {
+        "code": -32603,
+        "message": "plugin redact: malformed input: payload nested deeper than 127",
+    }
 
 
 async def test_a_hidden_tool_is_neither_listed_nor_callable(gw):
