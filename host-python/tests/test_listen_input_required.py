@@ -7,6 +7,7 @@ roots/list, and say tools/list_changed).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -509,22 +510,58 @@ def test_an_upstreams_max_connections_bounds_the_links_of_calls_that_come_at_onc
     assert health["links_in_use"] + health["links_idle"] <= 2 and health["calls"] == parked
 
 
-def acknowledged_uris(gateway, path: str, uris: list[str]) -> list[str]:
+def acknowledged_uris(gateway, path: str, uris: list[str], source: str | None = None) -> list[str]:
+    """The URIs a listen stream naming `uris` is acknowledged; the stream ends when this returns.
+    `source`: the loopback address the client connects from (the gateway's client address)."""
+    with contextlib.ExitStack() as held:
+        return listening(gateway, path, uris, held, source)
+
+
+def listening(gateway, path: str, uris: list[str], held: contextlib.ExitStack, source: str | None = None) -> list[str]:
+    """Open a listen stream naming `uris`, kept open until `held` closes; its acknowledged URIs."""
     body = rpc2026("subscriptions/listen", 3, notifications={"resourceSubscriptions": uris})
-    with httpx.stream(
-        "POST", gateway.url + path, json=body, headers=headers2026("subscriptions/listen"), timeout=60
-    ) as stream:
-        events = (e for e in sse_events(stream.iter_lines()) if not isinstance(e, str) and e.data)
-        ack = next(events).json()
+    client = held.enter_context(httpx.Client(transport=httpx.HTTPTransport(local_address=source), timeout=60))
+    stream = held.enter_context(
+        client.stream("POST", gateway.url + path, json=body, headers=headers2026("subscriptions/listen"))
+    )
+    events = (e for e in sse_events(stream.iter_lines()) if not isinstance(e, str) and e.data)
+    held.callback(events.close)  # referenced until then: a reading generator collected ends the stream
+    ack = next(events).json()
     assert ack["method"] == "notifications/subscriptions/acknowledged"
     return ack["params"]["notifications"].get("resourceSubscriptions", [])
 
 
 def test_a_listen_stream_is_honored_only_uris_the_gateway_subscribes_upstream(gw):
     """Each URI a listen stream names is one upstream resources/subscribe: only URIs the upstream
-    lists or matches with a template, at most 256 distinct per upstream; the acknowledgement
-    leaves out the others (the first named are the first honored)."""
+    lists or matches with a template, at most 64 distinct per upstream and client address; the
+    acknowledgement leaves out the others (the first named are the first honored)."""
     assert acknowledged_uris(gw, "/servers/toy/mcp", ["toy://nope", "toy://note"]) == ["toy://note"]
     assert acknowledged_uris(gw, "/mcp", ["toy+toy://nope", "toy+toy://note"]) == ["toy+toy://note"]
     items = [f"asking://item/{i}" for i in range(300)]
-    assert acknowledged_uris(gw, "/servers/asking/mcp", ["asking://other", *items]) == items[:256]
+    assert acknowledged_uris(gw, "/servers/asking/mcp", ["asking://other", *items]) == items[:64]
+
+
+def test_each_client_address_has_its_own_share_of_an_upstreams_listened_uris(gw):
+    """Review 2 finding 3: one client's listen streams naming many URIs of an upstream took its
+    whole cap (256 distinct URIs), leaving every other client's URIs out of their acknowledgement.
+    Each client address now names at most 64 distinct URIs per upstream (its streams together);
+    the 256 per upstream still bound what is subscribed upstream."""
+    items = [f"asking://item/{i}" for i in range(400)]
+    path = "/servers/asking/mcp"
+    with contextlib.ExitStack() as held:
+        # a first client names 100 URIs on two streams: 64 honored in all, the second stream none new
+        assert listening(gw, path, items[:100], held, "127.0.0.2") == items[:64]
+        assert listening(gw, path, items[60:70], held, "127.0.0.2") == items[60:64]
+        # another client address is not affected by it: its own 64
+        assert listening(gw, path, items[:100], held, "127.0.0.7") == items[:64]
+        for n, source in enumerate(("127.0.0.3", "127.0.0.4", "127.0.0.5")):  # 4 x 64 = the 256 per upstream
+            start = 64 * (n + 1)
+            assert listening(gw, path, items[start : start + 64], held, source) == items[start : start + 64]
+        # the upstream's 256 are taken: a fifth client is honored URIs already subscribed, no new one
+        assert acknowledged_uris(gw, path, [items[300], items[5]], "127.0.0.6") == [items[5]]
+    # streams ended (the gateway sees each disconnect soon after): the shares and the cap are free again
+    deadline, freed = time.monotonic() + 60, []
+    while freed != items[300:364] and time.monotonic() < deadline:
+        with contextlib.suppress(AssertionError):  # its streams are still ending: not acknowledged yet
+            freed = acknowledged_uris(gw, path, items[300:370], "127.0.0.2")
+    assert freed == items[300:364]

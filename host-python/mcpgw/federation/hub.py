@@ -103,6 +103,7 @@ class SharedUpstreams(Protocol):
 # this (that process answers a timeout itself at call_timeout_s; this is for a reply lost on the way).
 REMOTE_MARGIN_S = 5.0
 MAX_LISTENED_URIS = 256  # distinct resource URIs 2026-07-28 listen streams have subscribed per upstream
+MAX_LISTENED_URIS_PER_CLIENT = 64  # of those, distinct URIs the listen streams of one client address name
 
 
 @functools.lru_cache(maxsize=1024)
@@ -262,6 +263,10 @@ class Federation:
         # (upstream id, upstream URI) -> listen streams naming it: subscribed on the catalog connection
         self._listened: collections.Counter[tuple[str, str]] = collections.Counter()
         self._listened_per_upstream: collections.Counter[str] = collections.Counter()  # distinct URIs
+        # (client address, upstream id, upstream URI) -> that client's listen streams naming it, and
+        # (client address, upstream id) -> distinct URIs: each client's share of the upstream's cap
+        self._listened_by: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self._client_share: collections.Counter[tuple[str, str]] = collections.Counter()
         self._subscribing: dict[str, asyncio.Lock] = {}  # one (un)subscribe at a time per upstream
         # Told of every relayed request: (upstream id, method, outcome, seconds); /metrics (observability/).
         self.observe: Callable[[str, str, str, float], None] | None = None
@@ -379,13 +384,19 @@ class Federation:
                 self.tell(session, kind)
 
     # -- 2026-07-28 subscriptions/listen: resource updates through the catalog connection -------
-    def listen_interest(self, server_id: str | None, uris: Collection[str], opened: bool) -> frozenset[str]:
+    def listen_interest(
+        self, server_id: str | None, uris: Collection[str], opened: bool, client: str | None = None
+    ) -> frozenset[str]:
         """Listen streams of an endpoint named these URIs (opened) or ended: the catalog connection
         subscribes upstream to each URI while at least one stream names it, at most
-        MAX_LISTENED_URIS distinct URIs per upstream, one (un)subscribe request at a time. What an
-        opening stream named and is not subscribed to (a URI the upstream does not list nor match
-        with a template, or past that cap) is returned: not honored."""
+        MAX_LISTENED_URIS distinct URIs per upstream, one (un)subscribe request at a time; the
+        streams of one client address name at most MAX_LISTENED_URIS_PER_CLIENT distinct URIs per
+        upstream (one client cannot take the whole cap). What an opening stream named and is not
+        subscribed to (a URI the upstream does not list nor match with a template, or past either
+        cap) is returned: not honored."""
         refused: set[str] = set()
+        past_share = 0
+        who = client or ""
         listed: dict[str, set[Any]] = {}  # upstream id -> the URIs of its resources
         for uri in uris:
             if server_id is not None:
@@ -397,8 +408,12 @@ class Federation:
             if target is None:
                 continue  # a built-in URI (they never change) or nobody's
             upstream, upstream_uri = target
-            key = (upstream.id, upstream_uri)
+            key, mine, share = (upstream.id, upstream_uri), (who, upstream.id, upstream_uri), (who, upstream.id)
             if opened:
+                if mine not in self._listened_by and self._client_share[share] >= MAX_LISTENED_URIS_PER_CLIENT:
+                    refused.add(uri)
+                    past_share += 1
+                    continue
                 if key not in self._listened:
                     if upstream.id not in listed:
                         listed[upstream.id] = {r.get("uri") for r in upstream.lists["resources"]}
@@ -410,7 +425,18 @@ class Federation:
                     self._listened_per_upstream[upstream.id] += 1
                     self._subscribe_later(upstream, "resources/subscribe", upstream_uri)
                 self._listened[key] += 1
-            elif self._listened[key] > 0:
+                if mine not in self._listened_by:
+                    self._client_share[share] += 1
+                self._listened_by[mine] += 1
+                continue
+            if self._listened_by[mine] > 0:
+                self._listened_by[mine] -= 1
+                if self._listened_by[mine] == 0:
+                    del self._listened_by[mine]
+                    self._client_share[share] -= 1
+                    if self._client_share[share] <= 0:
+                        del self._client_share[share]
+            if self._listened[key] > 0:
                 self._listened[key] -= 1
                 if self._listened[key] == 0:
                     del self._listened[key]
@@ -420,9 +446,13 @@ class Federation:
                     self._subscribe_later(upstream, "resources/unsubscribe", upstream_uri)
         if refused:
             log.warning(
-                "listen stream: %d resource URI(s) not subscribed upstream (unknown to it, or past %d per upstream)",
+                "listen stream of %s: %d resource URI(s) not subscribed upstream (unknown to it, or past %d per "
+                "upstream), %d of them past the client's share (%d per upstream)",
+                client or "a local client",
                 len(refused),
                 MAX_LISTENED_URIS,
+                past_share,
+                MAX_LISTENED_URIS_PER_CLIENT,
             )
         return frozenset(refused)
 

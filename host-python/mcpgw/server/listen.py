@@ -71,7 +71,7 @@ class ListenHub:
         # Told when a stream names resource URIs of an endpoint, and when it ends (the federation
         # subscribes upstream for them): (server id, uris, True opened / False ended).
         # Returns the URIs of an opening stream it cannot take (not honored).
-        self.interest: Callable[[str | None, Collection[str], bool], frozenset[str]] | None = None
+        self.interest: Callable[[str | None, Collection[str], bool, str | None], frozenset[str]] | None = None
 
     def health(self) -> dict[str, Any]:
         return {
@@ -126,7 +126,7 @@ class ListenHub:
         ordered = list(dict.fromkeys(uris or ()))  # the first named are the first honored
         named = frozenset(ordered)
         if named and self.interest is not None:
-            named -= self.interest(server_id, ordered, True)  # subscribed upstream (or a built-in URI)
+            named -= self.interest(server_id, ordered, True, ctx.client)  # subscribed upstream (or built-in)
         if named:
             honored["resourceSubscriptions"] = [u for u in ordered if u in named]
         stream = _Stream(server_id, frozenset(FLAGS[f] for f in FLAGS if f in honored), named, ctx.client)
@@ -163,4 +163,4 @@ class ListenHub:
             if self._per_client[client] <= 0:
                 del self._per_client[client]
             if stream.uris and self.interest is not None:
-                self.interest(server_id, stream.uris, False)
+                self.interest(server_id, stream.uris, False, stream.client)
