@@ -171,6 +171,16 @@ def test_a_result_nested_deeper_than_a_plugin_parses_is_refused_not_let_through(
     }
 
 
+def test_a_stdio_answer_nested_deeper_than_the_link_reads_fails_its_call_at_once(gw):
+    """An answer nested past what the upstream link's JSON-RPC parser reads (about 198 deep) is
+    not a readable message: the call it answers fails at once with the gateway's wording and
+    data.upstream (it used to be dropped and the call waited out its timeout)."""
+    answer = _post_call(gw, 26, "deep__deep", {"text": "x", "depth": 240})
+    assert answer["error"]["code"] == -32603
+    assert "answered tools/call with a message the gateway cannot read" in answer["error"]["message"]
+    assert answer["error"]["data"] == {"upstream": "deep"}
+
+
 async def test_a_hidden_tool_is_neither_listed_nor_callable(gw):
     async with Client(gw.url + "/mcp") as client:
         names = {t.name for t in (await client.list_tools()).tools}

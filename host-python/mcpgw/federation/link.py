@@ -363,6 +363,7 @@ class UpstreamLink:
         self.session_lost = False  # the upstream answered 404 to our session (it restarted)
         self.refused: set[str] = set()  # our request ids the upstream refused that way (never run)
         self.too_large: set[str] = set()  # our request ids whose answer was over max_message_bytes
+        self.unreadable_ids: set[str] = set()  # our request ids whose answer could not be parsed (stdio)
         self.list_changes = 0  # notifications/*/list_changed received so far (counted on arrival)
         self._ids = itertools.count(1)
         self._heard = time.monotonic()  # when the upstream last sent anything
@@ -422,6 +423,11 @@ class UpstreamLink:
             int(self.config.max_message_bytes),
             f"; request {request_id} fails" if request_id else "",
         )
+
+    def unreadable(self, request_id: str) -> None:
+        """A stdio upstream answered one of our requests with a line that is not a readable JSON-RPC
+        message (stdio_client.py): that request fails at once with the gateway's wording."""
+        self.unreadable_ids.add(request_id)
 
     async def close(self) -> None:
         self._ended.set()
@@ -638,6 +644,14 @@ class UpstreamLink:
                     INTERNAL_ERROR,
                     f"Upstream {self.config.id!r} answered {method} with a message over {limit} bytes"
                     " (the upstream's max_message_bytes)",
+                    {"upstream": self.config.id},
+                ) from None
+            if request_id in self.unreadable_ids:
+                self.unreadable_ids.discard(request_id)
+                raise JsonRpcError(
+                    INTERNAL_ERROR,
+                    f"Upstream {self.config.id!r} answered {method} with a message the gateway cannot read"
+                    " (not a valid JSON-RPC message, e.g. nested too deep)",
                     {"upstream": self.config.id},
                 ) from None
             if request_id in self.refused:

@@ -51,6 +51,8 @@ _ID_LAST = re.compile(rb'[{,]\s*"id"\s*:\s*(' + _SCALAR + rb")(?:\s*,\s*\"\w+\"\
 class LinkSide(Protocol):
     def oversized(self, request_id: str | None, size: int) -> None: ...
 
+    def unreadable(self, request_id: str) -> None: ...
+
 
 def answered_id(head: bytes, tail: bytes) -> str | int | None:
     """The id of the response a line's first and last bytes belong to, when they show it."""
@@ -134,6 +136,15 @@ async def stdio_client(
                     async for item in read_lines(process.stdout.receive, limit):
                         if isinstance(item, bytes):
                             message: SessionMessage | Exception = _parse(item)
+                            if isinstance(message, Exception):
+                                # Unreadable (e.g. nested deeper than the parser goes): if it names
+                                # one of our requests, that request fails now instead of waiting
+                                # out its timeout.
+                                found = answered_id(item[:EDGE_BYTES], item[-EDGE_BYTES:])
+                                if isinstance(found, str) and found.startswith(OUR_IDS):
+                                    link.unreadable(found)
+                                    error = types.ErrorData(code=types.INTERNAL_ERROR, message="unreadable answer")
+                                    message = SessionMessage(types.JSONRPCError(jsonrpc="2.0", id=found, error=error))
                         else:
                             size, head, tail = item
                             found = answered_id(head, tail)
