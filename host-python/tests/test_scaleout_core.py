@@ -642,6 +642,15 @@ async def test_idle_expiry_costs_the_idle_sessions_own_links_and_a_cap_runs_it_a
             yield key
 
     monkeypatch.setattr(SessionLinks, "__iter__", walking)
+    items = SessionLinks.items
+
+    def walking_items(links: SessionLinks[hub.PendingLink]) -> Iterator[tuple[tuple[str, str], hub.PendingLink]]:
+        nonlocal examined
+        for item in items(links):
+            examined += 1
+            yield item
+
+    monkeypatch.setattr(SessionLinks, "items", walking_items)
 
     async def close() -> None:
         return None

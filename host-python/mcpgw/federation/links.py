@@ -4,7 +4,7 @@ not everyone's (idle expiry asks it of every idle shared session: state/shared.p
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import ItemsView, Iterator, MutableMapping
 from typing import TypeVar
 
 V = TypeVar("V")
@@ -39,6 +39,9 @@ class SessionLinks(MutableMapping[tuple[str, str], V]):
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         return iter(self._items)
+
+    def items(self) -> ItemsView[tuple[str, str], V]:  # the dict's own view: no call per item
+        return self._items.items()
 
     def __len__(self) -> int:
         return len(self._items)
