@@ -11,22 +11,18 @@ add tools to its catalog and see which task runs them. Python edge: the edge is 
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
-import time
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-import uvicorn
 
+from inproc import served, when
 from mcp_http import Session, rpc
-from mcpgw.app import create_app
 from mcpgw.server.catalog import Tool
 from mcpgw.server.context import CallContext
-from mcpgw.serving import GatewayServer
 from mcpgw.settings import Settings
 
 pytestmark = pytest.mark.timeout(120)
@@ -35,54 +31,34 @@ ANY_ARGS = {"type": "object"}
 
 @pytest.fixture
 def inproc():
-    app = create_app(Settings(edge="python", port=0, shutdown_grace_s=1.0))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, loop="asyncio", http="httptools", log_level="warning", lifespan="on")
-    server = GatewayServer(config, app.drain)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=lambda: loop.run_until_complete(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "in-process gateway did not start"
-        time.sleep(0.02)
-    catalog = app.gateway.dispatcher.catalog  # /mcp's built-ins (no upstream configured)
-    seen: dict[str, str] = {}  # tool name -> the coroutine of the task that ran it
-    release = asyncio.Event()
+    with served(Settings(edge="python", port=0, shutdown_grace_s=1.0)) as (app, url, loop):
+        catalog = app.gateway.dispatcher.catalog  # /mcp's built-ins (no upstream configured)
+        seen: dict[str, str] = {}  # tool name -> the coroutine of the task that ran it
+        release = asyncio.Event()
 
-    def add(name: str, quiet: bool, blocks: bool = False) -> None:
-        async def run(args: dict[str, Any], ctx: CallContext) -> str:
-            task = asyncio.current_task()
-            assert task is not None
-            seen[name] = task.get_coro().__qualname__  # type: ignore[union-attr]
-            if blocks:
-                await release.wait()
-            return name
+        def add(name: str, quiet: bool, blocks: bool = False) -> None:
+            async def run(args: dict[str, Any], ctx: CallContext) -> str:
+                task = asyncio.current_task()
+                assert task is not None
+                seen[name] = task.get_coro().__qualname__  # type: ignore[union-attr]
+                if blocks:
+                    await release.wait()
+                return name
 
-        catalog.tools[name] = Tool(name, f"test tool {name}", ANY_ARGS, run, quiet=quiet)
-        catalog.changed()
+            catalog.tools[name] = Tool(name, f"test tool {name}", ANY_ARGS, run, quiet=quiet)
+            catalog.changed()
 
-    def when(predicate: Any, timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while not predicate() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return bool(predicate())
-
-    yield SimpleNamespace(
-        url=f"http://127.0.0.1:{sock.getsockname()[1]}",
-        app=app,
-        catalog=catalog,
-        seen=seen,
-        add=add,
-        release=lambda: loop.call_soon_threadsafe(release.set),
-        run=lambda coro: asyncio.run_coroutine_threadsafe(coro, loop).result(30),
-        running=lambda: app.engine.live()["requests"],
-        when=when,
-    )
-    server.should_exit = True
-    thread.join(30)
-    loop.close()
+        yield SimpleNamespace(
+            url=url,
+            app=app,
+            catalog=catalog,
+            seen=seen,
+            add=add,
+            release=lambda: loop.call_soon_threadsafe(release.set),
+            run=lambda coro: asyncio.run_coroutine_threadsafe(coro, loop).result(30),
+            running=lambda: app.engine.live()["requests"],
+            when=when,
+        )
 
 
 def call(name: str, id_: Any = 1, **extra: Any) -> dict[str, Any]:

@@ -5,61 +5,29 @@ socket, in a thread) so a test can make the server side speak first."""
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
-import time
 from types import SimpleNamespace
 
 import pytest
-import uvicorn
 from mcp import Client
 
+from inproc import served, when
 from mcp_http import Event, Session, sse_events
-from mcpgw.app import create_app
 from mcpgw.server.jsonrpc import JsonRpcError
-from mcpgw.serving import GatewayServer
 from mcpgw.settings import Settings
 
 
 @pytest.fixture(params=["wasm", "python"])
 def inproc(request, component_path):
-    app = create_app(Settings(edge=request.param, port=0, shutdown_grace_s=1.0))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, loop="asyncio", http="httptools", log_level="warning", lifespan="on")
-    server = GatewayServer(config, app.drain)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=lambda: loop.run_until_complete(server.serve(sockets=[sock])), daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "in-process gateway did not start"
-        time.sleep(0.02)
+    with served(Settings(edge=request.param, port=0, shutdown_grace_s=1.0)) as (app, url, loop):
 
-    def submit(coro):
-        """Run `coro` on the gateway's loop; a concurrent.futures.Future of its result."""
-        return asyncio.run_coroutine_threadsafe(coro, loop)
+        def submit(coro):
+            """Run `coro` on the gateway's loop; a concurrent.futures.Future of its result."""
+            return asyncio.run_coroutine_threadsafe(coro, loop)
 
-    def run(coro, timeout: float = 20.0):
-        return submit(coro).result(timeout)
+        def run(coro, timeout: float = 20.0):
+            return submit(coro).result(timeout)
 
-    def when(predicate, timeout: float = 20.0):
-        deadline = time.monotonic() + timeout
-        while not predicate() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return predicate()
-
-    yield SimpleNamespace(
-        url=f"http://127.0.0.1:{sock.getsockname()[1]}",
-        sessions=app.engine.sessions,
-        app=app,
-        submit=submit,
-        run=run,
-        when=when,
-    )
-    server.should_exit = True
-    thread.join(30)
-    loop.close()
+        yield SimpleNamespace(url=url, sessions=app.engine.sessions, app=app, submit=submit, run=run, when=when)
 
 
 def _live(inproc):
