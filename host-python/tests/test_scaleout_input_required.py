@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 
 import httpx
 import mcp_types as types
@@ -198,6 +199,11 @@ def test_workers_2_without_a_key_share_one_so_a_retry_verifies_on_the_other_work
             if len(clients) == 2:
                 break
         assert len(clients) == 2
+        for http in clients.values():  # wait_upstreams asked one worker: each starts its own upstream
+            deadline = time.monotonic() + 60
+            while http.get(gw.url + "/health").json()["upstreams"]["asking"]["state"] != "ready":
+                assert time.monotonic() < deadline, "a worker's upstream did not become ready"
+                time.sleep(0.1)
         one, two = clients.values()
         body = rpc2026("tools/call", 1, name="interview", arguments={})
         body["params"]["_meta"] = ASKS
