@@ -184,7 +184,7 @@ lint-python: $(BUILD)/venv.stamp
 	cd host-python && ../$(VENV)/bin/ruff format --check . ../bench ../tests/load ../tests/e2e ../guest/fuzz
 	cd host-python && ../$(VENV)/bin/mypy
 
-test-python: lint-python build variants plugins dist $(BUILD)/chromium.stamp conformance-suite oauth-server everything-server $(BUILD)/redis.stamp
+test-python: lint-python build variants plugins dist $(BUILD)/chromium.stamp conformance-suite oauth-server everything-server $(BUILD)/redis.stamp $(BUILD)/wrk.stamp
 	cd host-python && MCPGW_TEST_VARIANTS=$(abspath $(VARIANTS_DIR)) ../$(PY) -m pytest -q
 
 # Raw-TCP scenarios (tests/scenarios/) replayed against the gateway in wasm and python mode,
@@ -250,7 +250,7 @@ $(BUILD)/locust.stamp:
 	$(LOCUST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check locust==2.47.0
 	@touch $@
 
-bench: build $(BUILD)/wrk.stamp $(BUILD)/valgrind.stamp $(BUILD)/bench-deps.stamp $(BUILD)/bench-fastmcp.stamp $(BUILD)/redis.stamp
+bench: build plugins $(BUILD)/wrk.stamp $(BUILD)/valgrind.stamp $(BUILD)/bench-deps.stamp $(BUILD)/bench-fastmcp.stamp $(BUILD)/redis.stamp
 	$(PY) bench/run.py
 
 # Headless and bounded; LOAD_EDGE=wasm|python picks the edge, so runs compare across modes.

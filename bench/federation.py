@@ -12,6 +12,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import asdict
 
 import httpx
 
@@ -91,16 +92,17 @@ def _measure(mode: str, duration_s: float, reps: int, connections: int) -> list[
                 before = _cpu_s(server.proc.pid), _cpu_s(sdk.proc.pid)
                 result = wrk.run(server.url, load, connections, duration_s)
                 samples[name].append(result)
-                if not result.failed and result.rps > 0:
-                    calls = result.rps * duration_s
+                if result.ok:  # CPU per call counted over the calls wrk saw answered (it runs whole seconds)
+                    calls = result.requests
                     after = _cpu_s(server.proc.pid), _cpu_s(sdk.proc.pid)
                     cpu[name].append((1e6 * (after[0] - before[0]) / calls, 1e6 * (after[1] - before[1]) / calls))
         direct = samples["sdk direct"]
         rows = []
         for name, results in samples.items():
             good = [r for r in results if not r.failed]
-            # Paired: repetition i through the gateway against repetition i direct, both with a figure.
-            ratios = [r.rps / d.rps for r, d in zip(results, direct, strict=False) if not r.failed and not d.failed]
+            # Paired: repetition i through the gateway against repetition i direct, both with a figure
+            # and no error of any kind (report.paired_ratio's rule: errors answered fast would flatter).
+            ratios = [r.rps / d.rps for r, d in zip(results, direct, strict=False) if r.ok and d.ok]
             row = {
                 "target": name,
                 "upstream": mode,
@@ -113,10 +115,12 @@ def _measure(mode: str, duration_s: float, reps: int, connections: int) -> list[
                 # CPU per answered call: the target's own (for "sdk direct" the SDK server's) and the SDK server's.
                 "cpu_us": round(statistics.median(c[0] for c in cpu[name])) if cpu[name] else None,
                 "upstream_cpu_us": round(statistics.median(c[1] for c in cpu[name])) if cpu[name] else None,
+                "runs": [asdict(r) for r in results],
             }
             rows.append(row)
             if row["rps"] is None or row["vs_direct"] is None:
-                print(f"  tools/call echo c={connections} {mode} {name:26} FAILED: {'; '.join(row['failed_runs'])}")
+                why = "; ".join(row["failed_runs"]) or f"{row['errors']} errors"
+                print(f"  tools/call echo c={connections} {mode} {name:26} FAILED: {why}", flush=True)
                 continue
             print(
                 f"  tools/call echo c={connections} {mode:9} {name:26} {row['rps']:8.0f} req/s"

@@ -1,8 +1,19 @@
-"""The Markdown report, PNG plots and the bars of docs/benchmarks.md, from one run's record."""
+"""The Markdown report and PNG plots of one `make bench` run, from its record. At the top, one
+"Bars" table: every bar of bench/bars.py (the one place a threshold is written) next to the
+figure this run measured for it, met or not; a bar this run has no figure for says why (its
+section skipped or failed) and is not met. Then the figures read beside the bars (noise floor,
+edge cache share, controls), then each section's own tables. Rendering one section can fail
+without losing the others."""
 
 from __future__ import annotations
 
+import statistics
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+from bars import BAR, BARS
 
 
 def _cell(rows: list[dict], workload: str, conns: int, target: str) -> dict | None:
@@ -14,15 +25,13 @@ def _cell(rows: list[dict], workload: str, conns: int, target: str) -> dict | No
 def _counts(run: dict) -> bool:
     """A repetition counts toward a ratio only with a figure and no error of any kind (a JSON-RPC
     error inside a 2xx included): errors answered fast would flatter the target."""
-    return not run.get("failed") and not run.get("errors") and run["rps"] > 0
+    return not run.get("failed") and not run.get("errors") and (run.get("rps") or 0) > 0
 
 
 def paired_ratio(a: dict, b: dict) -> float | None:
     """Median over repetitions of a/b, each repetition's two runs measured back to back: slow drifts
     of a shared machine cancel within a pair, where they would not between separate medians. Pairs
     with a run that does not count are left out; None when no pair is left."""
-    import statistics
-
     pairs = [x["rps"] / y["rps"] for x, y in zip(a["runs"], b["runs"], strict=False) if _counts(x) and _counts(y)]
     return statistics.median(pairs) if pairs else None
 
@@ -31,216 +40,336 @@ def _fmt(ratio: float | None, digits: int = 3) -> str:
     return "failed" if ratio is None else f"{ratio:.{digits}f}x"
 
 
-def _met(ratio: float | None, limit: float) -> bool:
-    return ratio is not None and ratio >= limit  # a bar with no figure is not met
-
-
 def _num(value: float | None, spec: str) -> str:
     return "failed" if value is None else format(value, spec)
 
 
-def bars(record: dict) -> list[tuple[str, str, str, bool | None]]:
-    """(bar, figure, limit, met) for each bar the record can speak to."""
-    out: list[tuple[str, str, str, bool | None]] = []
-    edge = record.get("edge", [])
-    for backend, limit in (("wasm", 15.0), ("python", 10.0)):
-        worst = max((r["p50_us"] for r in edge if r["backend"] == backend), default=None)
-        if worst is not None:
-            out.append(
-                (
-                    f"edge boundary cost p50, {backend}, uncached (worst head)",
-                    f"{worst:.1f} us",
-                    f"<= {limit:g} us",
-                    worst <= limit,
-                )
-            )
-    # Issue 20's edge bars: the uncached crossing no slower in wasm than in Python on any head,
-    # and the browser POST's wasm p50 at most 10 us.
+def _cache_note(a: dict | None, b: dict | None) -> str:
+    """The share of each target's timed requests its edge answered from the outcome cache."""
+    shares = [(row or {}).get("edge_cache_hit_share") for row in (a, b)]
+    if any(share is None for share in shares):
+        return ""
+    return f" (edge cache answered {shares[0]:.0%} / {shares[1]:.0%})"
+
+
+@dataclass
+class Figure:
+    """One figure read against a bar (`key` in bench/bars.py), or beside the bars (`key` None)."""
+
+    key: str | None
+    case: str  # which case of the bar (a workload, a head, a mode, a way of reading it)
+    value: float | None  # what the bar's limit is compared with; None: no figure (not met)
+    text: str = ""  # how the figure reads; default: value in the bar's unit
+
+    def shown(self) -> str:
+        if self.text:
+            return self.text
+        if self.value is None:
+            return "failed: no repetition without an error"
+        unit = BAR[self.key].unit if self.key else ""
+        if unit == "x":
+            return f"{self.value:.3f}x"
+        if unit == "us":
+            return f"{self.value:.1f} µs"
+        if unit == "failed":
+            return f"{self.value:g} failed"
+        return f"{self.value:.1f} {unit}"
+
+    def met(self) -> bool | None:
+        return None if self.key is None else BAR[self.key].met(self.value)
+
+
+def _ratio(key: str | None, case: str, a: dict | None, b: dict | None, note: str = "") -> list[Figure]:
+    """A paired req/s ratio a/b; nothing when either cell is absent (the bar then says why)."""
+    if a is None or b is None:
+        return []
+    ratio = paired_ratio(a, b)
+    text = "" if ratio is None else f"{ratio:.3f}x{note}"
+    if ratio is None:
+        failed = [f for row in (a, b) for f in row.get("failed_runs", [])]
+        errors = a.get("errors", 0) + b.get("errors", 0)
+        text = f"failed: {errors} errors" + (f"; {failed[0]}" if failed else "")
+    return [Figure(key, case, ratio, text)]
+
+
+def _edge_figures(record: dict) -> list[Figure]:
+    edge = record.get("edge") or []
+    out: list[Figure] = []
+    for backend, key in (("wasm", "edge-wasm"), ("python", "edge-python")):
+        rows = [r for r in edge if r["backend"] == backend]
+        if rows:
+            worst = max(rows, key=lambda r: r["p50_us"])
+            out.append(Figure(key, f"worst: {worst['head']}", worst["p50_us"]))
     by_head = {(r["head"], r["backend"]): r["p50_us"] for r in edge}
     for head in dict.fromkeys(r["head"] for r in edge):
         wasm_p50, python_p50 = by_head.get((head, "wasm")), by_head.get((head, "python"))
         if wasm_p50 is not None and python_p50:
-            ratio = wasm_p50 / python_p50
-            out.append((f"edge uncached p50 wasm/python, {head}", f"{ratio:.2f}x", "<= 1.0x", ratio <= 1.0))
+            text = f"{wasm_p50 / python_p50:.2f}x ({wasm_p50:.1f} / {python_p50:.1f} µs)"
+            out.append(Figure("edge-ratio", head, wasm_p50 / python_p50, text))
         if head.startswith("browser POST") and wasm_p50 is not None:
-            out.append((f"edge uncached p50 wasm, {head}", f"{wasm_p50:.1f} us", "<= 10 us", wasm_p50 <= 10.0))
-    rows = record.get("e2e", [])
+            out.append(Figure("edge-browser", head, wasm_p50))
+    for head, count in (record.get("guest_instructions") or {}).items():
+        out.append(Figure(None, f"guest instructions per call (fuel), {head}", None, f"{count:,}"))
+    return out
+
+
+def _e2e_figures(record: dict) -> list[Figure]:
+    rows = record.get("e2e") or []
+    out: list[Figure] = []
+    c = 16
+
+    def cell(workload: str, target: str) -> dict | None:
+        return _cell(rows, workload, c, target)
+
+    for workload, key in (("tools/call echo", "echo-vs-bare"), ("tools/list", "list-vs-bare")):
+        out += _ratio(key, workload, cell(workload, "wasm"), cell(workload, "bare-uvicorn"))
     for workload in ("tools/list", "tools/call echo"):
-        w, p = _cell(rows, workload, 16, "wasm-nocache"), _cell(rows, workload, 16, "python-nocache")
-        if w and p:
-            ratio = paired_ratio(w, p)
-            out.append(
-                (
-                    f"{workload} wasm/python req/s with the edge cache off, c=16",
-                    _fmt(ratio),
-                    ">= 0.97x",
-                    _met(ratio, 0.97),
-                )
-            )
-    for workload, limit in (("tools/call echo", 0.6), ("tools/list", 0.55)):
-        w, b = _cell(rows, workload, 16, "wasm"), _cell(rows, workload, 16, "bare-uvicorn")
-        if w and b:
-            ratio = paired_ratio(w, b)
-            out.append(
-                (
-                    f"{workload} gateway(wasm)/bare uvicorn (fixed JSON answer) req/s, c=16",
-                    _fmt(ratio, 2),
-                    f">= {limit}x",
-                    _met(ratio, limit),
-                )
-            )
+        w, p = cell(workload, "wasm-nocache"), cell(workload, "python-nocache")
+        out += _ratio("nocache", workload, w, p, _cache_note(w, p))
+    for workload in ("tools/list", "tools/call echo"):
+        out += _ratio("sdk", workload, cell(workload, "wasm"), cell(workload, "sdk-stateful"))
+    out += _ratio("preflight", "preflight", cell("preflight", "wasm"), cell("preflight", "starlette-cors"))
     for workload in ("tools/list", "tools/call echo", "preflight"):
-        p, q = _cell(rows, workload, 16, "python"), _cell(rows, workload, 16, "python-control")
-        if p and q:
-            out.append(
-                (
-                    f"noise floor: {workload} python/python (two identical servers), c=16",
-                    _fmt(paired_ratio(p, q)),
-                    "(1.000 on a quiet machine)",
-                    None,
-                )
-            )
-        w, p = _cell(rows, workload, 16, "wasm"), _cell(rows, workload, 16, "python")
-        if w and p:
-            ratio = paired_ratio(w, p)
-            out.append((f"{workload} wasm/python req/s, c=16", _fmt(ratio), ">= 0.97x", _met(ratio, 0.97)))
+        w, p = cell(workload, "wasm"), cell(workload, "python")
+        out += _ratio("wasm-python", workload, w, p, _cache_note(w, p))
+        out += _ratio(
+            None,
+            f"noise floor: {workload}, python / python-control (two identical gateways)",
+            p,
+            cell(workload, "python-control"),
+        )
+    for target in ("wasm", "python", "wasm-nocache", "python-nocache"):
+        shares = [
+            r["edge_cache_hit_share"]
+            for r in rows
+            if r["target"] == target and r.get("edge_cache_hit_share") is not None
+        ]
+        if shares:
+            text = f"{min(shares):.0%} to {max(shares):.0%} over {len(shares)} cells"
+            out.append(Figure(None, f"share of timed requests answered from the edge cache, {target}", None, text))
+    return out
+
+
+def _http_figures(record: dict) -> list[Figure]:
+    http = record.get("http") or {}
+    rows = {(r["workload"], r["target"]): r for r in http.get("rows", [])}
+    out: list[Figure] = []
     for workload in ("tools/list", "tools/call echo"):
-        w, s = _cell(rows, workload, 16, "wasm"), _cell(rows, workload, 16, "sdk-stateful")
-        if w and s:
-            ratio = paired_ratio(w, s)
-            out.append((f"{workload} gateway(wasm)/SDK req/s, c=16", _fmt(ratio, 2), ">= 2x", _met(ratio, 2)))
-    w, c = _cell(rows, "preflight", 16, "wasm"), _cell(rows, "preflight", 16, "starlette-cors")
-    if w and c:
-        ratio = paired_ratio(w, c)
-        out.append(("preflight wasm/Starlette CORSMiddleware req/s, c=16", _fmt(ratio, 2), ">= 1x", _met(ratio, 1)))
-    http_rows = {(r["workload"], r["target"]): r for r in (record.get("http") or {}).get("rows", [])}
-    for workload in ("tools/list", "tools/call echo"):
-        on, plain = http_rows.get((workload, "checks on")), http_rows.get((workload, "plain uvicorn"))
-        if on and plain:
-            ratio = paired_ratio(on, plain)
-            cpu_on, cpu_plain = on.get("cpu_us_per_request"), plain.get("cpu_us_per_request")
-            cpu = f"; CPU/request {cpu_plain / cpu_on:.3f}x" if cpu_on and cpu_plain else ""
-            out.append(
-                (
-                    f"{workload} with the HTTP layer's checks / plain uvicorn httptools, c=16",
-                    _fmt(ratio) + cpu,
-                    ">= 0.97x",
-                    _met(ratio, 0.97),
-                )
-            )
-    counted = (record.get("http") or {}).get("instructions")
+        on, plain = rows.get((workload, "checks on")), rows.get((workload, "plain uvicorn"))
+        out += _ratio("http-layer", f"{workload}, req/s", on, plain)
+        if on and plain and on.get("cpu_us_per_request") and plain.get("cpu_us_per_request"):
+            ratio = plain["cpu_us_per_request"] / on["cpu_us_per_request"]
+            out.append(Figure("http-layer", f"{workload}, read by gateway CPU per request (plain / checks)", ratio))
+    counted = http.get("instructions")
     if counted:
         ratio = counted["plain uvicorn"] / counted["checks on"]
+        extra = counted["checks on"] - counted["plain uvicorn"]
+        text = f"{ratio:.3f}x (+{extra:,.0f} instructions)"
         out.append(
-            (
-                "tools/call echo instructions, plain uvicorn httptools / the HTTP layer's checks (callgrind)",
-                f"{ratio:.3f}x (+{counted['checks on'] - counted['plain uvicorn']:,.0f})",
-                ">= 0.97x",
-                _met(ratio, 0.97),
-            )
-        )
-    plugin_rows = {r["target"]: r for r in record.get("plugins", {}).get("rows", [])}
-    base = plugin_rows.get("no plugin")
-    for target, limit in (("noop pre+post", 0.95), ("tool-guard + redact + rate-limit", 0.85)):
-        row = plugin_rows.get(target)
-        if base and row:
-            ratio = paired_ratio(row, base)
-            out.append(
-                (f"tools/call echo with {target} / no plugin, c=16", _fmt(ratio), f">= {limit}x", _met(ratio, limit))
-            )
-    auth_rows = {r["target"]: r for r in record.get("auth", [])}
-    if "jwt RS256" in auth_rows and "auth off" in auth_rows:
-        ratio = paired_ratio(auth_rows["jwt RS256"], auth_rows["auth off"])
-        out.append(("tools/list with JWT auth (RS256) / auth off, c=16", _fmt(ratio, 2), ">= 0.9x", _met(ratio, 0.9)))
-    metrics_rows = {r["target"]: r for r in record.get("metrics", [])}
-    if "metrics on" in metrics_rows and "metrics off" in metrics_rows:
-        ratio = paired_ratio(metrics_rows["metrics on"], metrics_rows["metrics off"])
-        out.append(("tools/list with metrics on / off, c=16", _fmt(ratio), ">= 0.95x", _met(ratio, 0.95)))
-        on_cpu, off_cpu = (
-            metrics_rows["metrics on"].get("cpu_us_per_request"),
-            metrics_rows["metrics off"].get("cpu_us_per_request"),
-        )
-        on_ir = metrics_rows["metrics on"].get("instructions_per_request")
-        off_ir = metrics_rows["metrics off"].get("instructions_per_request")
-        if on_ir and off_ir:  # deterministic: callgrind's count, the same on a busy machine
-            ir_ratio = off_ir / on_ir
-            out.append(
-                (
-                    f"tools/list instructions per request in-process, off / on ({off_ir:.0f} / {on_ir:.0f})",
-                    _fmt(ir_ratio),
-                    ">= 0.95x",
-                    _met(ir_ratio, 0.95),
-                )
-            )
-        if on_cpu and off_cpu:  # the steadier figure on a shared machine: gateway CPU per request
-            cpu_ratio = off_cpu / on_cpu
-            out.append(
-                (
-                    f"tools/list gateway CPU per request, off / on ({off_cpu} / {on_cpu} us), c=16",
-                    _fmt(cpu_ratio),
-                    ">= 0.95x",
-                    _met(cpu_ratio, 0.95),
-                )
-            )
-    tracing_rows = {r["target"]: r for r in (record.get("tracing") or {}).get("rows", [])}
-    for target in ("tracing on", "tracing 10%"):
-        if target in tracing_rows and "tracing off" in tracing_rows:
-            ratio = paired_ratio(tracing_rows[target], tracing_rows["tracing off"])
-            out.append((f"tools/list with {target} / off (OTLP to a local stub), c=16", _fmt(ratio), "(no bar)", None))
-    for r in record.get("federation") or []:  # relayed through the gateway / the upstream served directly
-        if r["target"].startswith("gateway "):
-            name = f"relayed tools/call echo, {r['target']}, {r.get('upstream', 'stateful')} upstream / direct, c=16"
-            out.append((name, _fmt(r["vs_direct"], 2), ">= 0.9x", _met(r["vs_direct"], 0.9)))
-    out += _scaleout_bars(record.get("scaleout") or {})
-    for m in record.get("hostile") or []:
-        out.append(
-            (
-                f"hostile-client run ({m['mode']}): peak RSS, control calls failed",
-                (
-                    f"{m['peak_mib']:.0f} MiB (baseline {m['baseline_mib']:.0f}, after {m['settled_mib']:.0f}); "
-                    f"{m['control_failures']}"
-                ),
-                f"< {m['ceiling_mib']} MiB; 0",
-                m["peak_mib"] < m["ceiling_mib"] and m["control_failures"] == 0,
-            )
-        )
-    swap = record.get("hot_swap")
-    if swap:
-        out.append(
-            (
-                (
-                    f"hot swaps under load ({swap['swaps']} swaps + {swap['rollbacks']} rollbacks, "
-                    f"{swap['requests']} requests)"
-                ),
-                f"{swap['failed']} failed",
-                "0 failed",
-                swap["failed"] == 0,
-            )
-        )
-    for m in record.get("memory", []):
-        out.append(
-            (
-                f"idle GET stream + session, {m['mode']}",
-                f"{m['per_stream_kib']:.1f} KiB",
-                "< 50 KiB",
-                m["per_stream_kib"] < 50,
-            )
-        )
-        out.append(
-            (
-                f"RSS growth after {m['sessions_churned']} sessions created+deleted, {m['mode']}",
-                f"{m['churn_growth_kib'] / 1024:.1f} MiB",
-                "no growth (< 2 MiB)",
-                m["churn_growth_kib"] < 2048,
-            )
+            Figure("http-layer", "tools/call echo, read by instructions (callgrind, plain / checks)", ratio, text)
         )
     return out
 
 
+def _plugin_figures(record: dict) -> list[Figure]:
+    rows = {r["target"]: r for r in (record.get("plugins") or {}).get("rows", [])}
+    out: list[Figure] = []
+    for target, key in (("noop pre+post", "plugin-noop"), ("tool-guard + redact + rate-limit", "plugin-three")):
+        out += _ratio(key, "req/s", rows.get(target), rows.get("no plugin"))
+    counted = (record.get("plugins") or {}).get("instructions")
+    if counted and counted.get("no plugin"):
+        for target, key in (("noop pre+post", "plugin-noop"), ("tool-guard + redact + rate-limit", "plugin-three")):
+            if counted.get(target):
+                ratio = counted["no plugin"] / counted[target]
+                extra = counted[target] - counted["no plugin"]
+                text = f"{ratio:.3f}x (+{extra:,.0f} instructions)"
+                out.append(Figure(key, "read by instructions (callgrind, no plugin / plugins)", ratio, text))
+    return out
+
+
+def _auth_metrics_tracing_figures(record: dict) -> list[Figure]:
+    out: list[Figure] = []
+    auth = {r["target"]: r for r in record.get("auth") or []}
+    out += _ratio("auth", "req/s", auth.get("jwt RS256"), auth.get("auth off"))
+    metrics = {r["target"]: r for r in record.get("metrics") or []}
+    on, off = metrics.get("metrics on"), metrics.get("metrics off")
+    out += _ratio("metrics", "req/s", on, off)
+    if on and off:
+        if on.get("instructions_per_request") and off.get("instructions_per_request"):
+            on_ir, off_ir = on["instructions_per_request"], off["instructions_per_request"]
+            text = f"{off_ir / on_ir:.3f}x ({off_ir:,.0f} / {on_ir:,.0f})"
+            out.append(
+                Figure("metrics", "read by instructions per request in-process (off / on)", off_ir / on_ir, text)
+            )
+        if on.get("cpu_us_per_request") and off.get("cpu_us_per_request"):
+            on_cpu, off_cpu = on["cpu_us_per_request"], off["cpu_us_per_request"]
+            text = f"{off_cpu / on_cpu:.3f}x ({off_cpu} / {on_cpu} µs)"
+            out.append(Figure("metrics", "read by gateway CPU per request (off / on)", off_cpu / on_cpu, text))
+    tracing = {r["target"]: r for r in (record.get("tracing") or {}).get("rows", [])}
+    for target in ("tracing on", "tracing 10%"):
+        out += _ratio(
+            None,
+            f"tools/list with {target} / off (OTLP to a local stub), c=16 (no bar)",
+            tracing.get(target),
+            tracing.get("tracing off"),
+        )
+    return out
+
+
+def _relay_figures(record: dict) -> list[Figure]:
+    out: list[Figure] = []
+    for r in record.get("federation") or []:  # relayed through the gateway / the upstream served directly
+        case = f"{r['target']}, {r.get('upstream', 'stateful')} upstream"
+        cpu = f"; CPU/call {r['cpu_us']} µs vs direct" if r.get("cpu_us") is not None else ""
+        if r["target"].startswith("gateway "):
+            text = "" if r["vs_direct"] is None else f"{r['vs_direct']:.3f}x"
+            out.append(Figure("relay", case, r["vs_direct"], text))
+        elif r["target"] != "sdk direct":
+            text = _fmt(r["vs_direct"]) + cpu.replace(" vs direct", "")
+            out.append(Figure(None, f"relay, a user's alternative: {case} / direct", None, text))
+    return out
+
+
+def _scaleout_figures(record: dict) -> list[Figure]:
+    """One process with Redis against one in memory; two with Redis against one with Redis (same
+    state backend: what the second process buys); the resume after a kill."""
+    scale = record.get("scaleout") or {}
+    rows = scale.get("rows", [])
+    conns = scale.get("connections", 16)
+    out: list[Figure] = []
+    for workload in ("tools/list", "tools/call echo"):
+        memory = _cell(rows, workload, conns, "memory, 1 process")
+        one = _cell(rows, workload, conns, "redis, 1 process")
+        two = _cell(rows, workload, conns, "redis, 2 processes")
+        out += _ratio("redis-one", f"{workload}, req/s", one, memory)
+        if memory and one and memory.get("gateway_cpu_us") and one.get("gateway_cpu_us"):
+            # CPU per answered request is steadier than req/s when other work shares the cores.
+            ratio = memory["gateway_cpu_us"] / (one["gateway_cpu_us"] + (one.get("redis_cpu_us") or 0))
+            out.append(Figure("redis-one", f"{workload}, read by CPU per request (gateway + redis-server)", ratio))
+        out += _ratio("redis-two", f"{workload}, req/s ({scale.get('cpus')} cores, shared)", two, one)
+    out += _ratio(
+        None,
+        "control: stateless 2026-07-28 tools/list (no Redis on its path), 2 processes / 1: what the machine gives "
+        "a second process",
+        _cell(rows, "tools/list 2026", conns, "redis, 2 processes"),
+        _cell(rows, "tools/list 2026", conns, "redis, 1 process"),
+    )
+    for target in ("memory, 1 process", "redis, 1 process", "redis, 2 processes"):
+        init = _cell(rows, "initialize", conns, target)
+        if init:
+            out.append(Figure(None, f"sessions created per second, {target}", None, _num(init["rps"], ",.0f")))
+    resume = scale.get("resume")
+    if resume:
+        worst = resume.get("max_s")
+        if resume["failures"]:
+            worst = None  # a trial that failed is a trial past the bound
+        trials = f"{len(resume['latencies_s'])}/{resume['trials']} trials"
+        text = f"max {resume['max_s']:.2f} s ({trials})" if resume.get("max_s") is not None else f"failed ({trials})"
+        if resume["failures"]:
+            text += f"; failed: {resume['failures'][0]}"
+        out.append(Figure("resume", "the lost request's error on another process", worst, text))
+    return out
+
+
+def _memory_figures(record: dict) -> list[Figure]:
+    out: list[Figure] = []
+    for m in record.get("memory") or []:
+        out.append(Figure("idle-stream", m["mode"], m["per_stream_kib"]))
+        out.append(
+            Figure(
+                "churn",
+                f"{m['mode']}, {m['sessions_churned']:,} sessions",
+                m["churn_growth_kib"] / 1024,
+                f"{m['churn_growth_kib'] / 1024:.1f} MiB",
+            )
+        )
+    for m in record.get("hostile") or []:
+        text = f"{m['peak_mib']:.0f} MiB (baseline {m['baseline_mib']:.0f}, settled {m['settled_mib']:.0f})"
+        out.append(Figure("hostile-rss", m["mode"], m["peak_mib"], text))
+        text = f"{m['control_failures']} of {m['control_calls']}"
+        out.append(Figure("hostile-control", m["mode"], m["control_failures"], text))
+    swap = record.get("hot_swap")
+    if swap:
+        failed_runs = swap.get("failed_runs", [])
+        # A wrk run that produced no figure hides its requests: the bar is not met on its word.
+        value = None if failed_runs else swap["failed"]
+        text = (
+            f"{swap['failed']} of {swap['requests']:,} requests ({swap['swaps']} swaps + {swap['rollbacks']} rollbacks)"
+        )
+        if failed_runs:
+            text += f"; {len(failed_runs)} load runs failed: {failed_runs[0]}"
+        out.append(Figure("hot-swap", "tools/list, edge cache off", value, text))
+    return out
+
+
+SECTION_FIGURES: tuple[Callable[[dict], list[Figure]], ...] = (
+    _relay_figures,
+    _e2e_figures,
+    _edge_figures,
+    _memory_figures,
+    _http_figures,
+    _plugin_figures,
+    _auth_metrics_tracing_figures,
+    _scaleout_figures,
+)
+
+
+def figures(record: dict) -> list[Figure]:
+    """Every figure the record gives, against its bar or beside the bars. One section's figures
+    that cannot be computed (a record from an older or broken run) become one line saying so."""
+    out: list[Figure] = []
+    for compute in SECTION_FIGURES:
+        try:
+            out += compute(record)
+        except Exception as exc:  # noqa: BLE001 - one section's figures must not lose the others
+            out.append(Figure(None, f"figures of {compute.__name__[1:-8]} could not be read", None, repr(exc)))
+    return out
+
+
+def _missing(record: dict, section: str) -> str:
+    """Why a bar has no figure."""
+    failed = (record.get("failed_sections") or {}).get(section)
+    if failed:
+        return f"not measured: section `{section}` failed ({failed[:120]})"
+    if section in (record.get("settings") or {}).get("skip", []):
+        return f"not measured: section `{section}` skipped (BENCH_SKIP)"
+    return f"not measured: section `{section}` gave no figure for it"
+
+
+def bars(record: dict) -> list[tuple[str, str, str, str, bool]]:
+    """(bar, case, figure, limit, met) for every bar of bench/bars.py, in its order: one row per
+    figure read against it, or one row saying why there is none (not met)."""
+    found = figures(record)
+    out: list[tuple[str, str, str, str, bool]] = []
+    for bar in BARS:
+        mine = [f for f in found if f.key == bar.key]
+        label = f"{bar.what} [{bar.source}]"
+        if not mine:
+            out.append((label, "", _missing(record, bar.section), bar.limit_text(), False))
+        for i, f in enumerate(mine):
+            out.append((label if i == 0 else "", f.case, f.shown(), bar.limit_text(), bool(f.met())))
+    return out
+
+
 def summary(record: dict) -> str:
-    lines = ["| bar | figure | limit | met |", "|---|---|---|---|"]
-    for name, figure, limit, met in bars(record):
-        lines.append(f"| {name} | {figure} | {limit} | {'-' if met is None else 'yes' if met else 'no'} |")
+    rows = bars(record)
+    met = sum(1 for row in rows if row[4])
+    unmeasured = sum(1 for row in rows if row[2].startswith("not measured"))
+    lines = [
+        (
+            f"**{met} of {len(rows)} figures meet their bar** ({len(BARS)} bars, bench/bars.py; "
+            f"{unmeasured} without a figure in this run)."
+        ),
+        "",
+        "| bar [set by] | case | figure | limit | met |",
+        "|---|---|---|---|---|",
+    ]
+    for name, case, figure, limit, ok in rows:
+        lines.append(f"| {name} | {case} | {figure} | {limit} | {'yes' if ok else '**no**'} |")
+    beside = [f for f in figures(record) if f.key is None]
+    if beside:
+        lines += ["", "Read beside the bars (no bar of their own):", "", "| figure | value |", "|---|---|"]
+        lines += [f"| {f.case} | {f.shown()} |" for f in beside]
     return "\n".join(lines)
 
 
@@ -268,7 +397,8 @@ def _plot_throughput(record: dict, path: Path) -> bool:
         ax.set_title(workload)
         ax.set_xticks([x + 0.4 - width / 2 for x in range(len(conns))], [f"c={c}" for c in conns])
         ax.set_ylabel("req/s")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a workload with every target failed has no bar to name
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -300,235 +430,313 @@ def _plot_edge(record: dict, path: Path) -> bool:
     return True
 
 
+def _edge_section(record: dict, out: Path, stamp: str) -> list[str]:
+    if not record.get("edge"):
+        return []
+    md = ["## Edge boundary cost", ""]
+    if _plotted(_plot_edge, record, out / f"{stamp}-edge.png", md):
+        md += [f"![edge cost]({stamp}-edge.png)", ""]
+    md += [
+        "| head | backend | p50 us (crossing) | p99 us (crossing) | p50 us (cache hit) |",
+        "|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {r['head']} | {r['backend']} | {r['p50_us']:.2f} | {r['p99_us']:.2f} | {r.get('cached_p50_us', 0):.2f} |"
+        for r in record["edge"]
+    ]
+    md += [
+        "",
+        "Guest instructions per call (fuel, deterministic): "
+        + ", ".join(f"{k}: {v:,}" for k, v in record.get("guest_instructions", {}).items()),
+        "",
+    ]
+    return md
+
+
+def _e2e_section(record: dict, out: Path, stamp: str) -> list[str]:
+    if not record.get("e2e"):
+        return []
+    md: list[str] = []
+    md += [
+        "## End to end",
+        "",
+        (
+            f"wrk (Debian), one thread, {record['settings']['reps']} alternating repetitions of "
+            f"{record['settings']['duration_s']:g} s per cell, medians; one server worker each (uvicorn, uvloop, "
+            "httptools); tools workloads on one shared 2025-11-25 session with a unique id per request."
+        ),
+        "",
+    ]
+    if _plotted(_plot_throughput, record, out / f"{stamp}-throughput.png", md):
+        md += [f"![throughput]({stamp}-throughput.png)", ""]
+    md += [
+        "| workload | conns | target | req/s | p50 ms | p99 ms | errors | failed runs | edge cache hits |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {r['workload']} | {r['connections']} | {r['target']} | {_num(r['rps'], '.0f')} | "
+        f"{_num(r['p50_ms'], '.2f')} | {_num(r['p99_ms'], '.2f')} | {r['errors']} | "
+        f"{len(r.get('failed_runs', []))} | "
+        f"{'' if r.get('edge_cache_hit_share') is None else format(r['edge_cache_hit_share'], '.0%')} |"
+        for r in record["e2e"]
+    ]
+    md += [
+        "",
+        "Paired ratios (median over repetitions of back-to-back runs):",
+        "",
+        (
+            "| workload | conns | wasm/python | python/python-control | wasm/SDK | wasm/Starlette CORS "
+            "| wasm/bare uvicorn | wasm/python, edge cache off |"
+        ),
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    rows = record["e2e"]
+    for workload in ("initialize", "tools/list", "tools/call echo", "preflight"):
+        for conns in record["settings"]["connections"]:
+            w = _cell(rows, workload, conns, "wasm")
+            if w is None:
+                continue
+            cells = []
+            for first, other in (
+                ("wasm", "python"),
+                ("python", "python-control"),
+                ("wasm", "sdk-stateful"),
+                ("wasm", "starlette-cors"),
+                ("wasm", "bare-uvicorn"),
+                ("wasm-nocache", "python-nocache"),
+            ):
+                f, o = _cell(rows, workload, conns, first), _cell(rows, workload, conns, other)
+                cells.append(_fmt(paired_ratio(f, o)) if f and o else "")
+            md.append(f"| {workload} | {conns} | " + " | ".join(cells) + " |")
+    md.append("")
+    return md
+
+
+def _memory_section(record: dict, out: Path, stamp: str) -> list[str]:
+    if not (record.get("memory")):
+        return []
+    md: list[str] = []
+    md += [
+        "## Memory (resident set)",
+        "",
+        "| mode | idle MiB | + streams | per stream KiB | churn before/after MiB |",
+        "|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {m['mode']} | {m['idle_kib'] / 1024:.1f} | {m['streams']}: {m['with_streams_kib'] / 1024:.1f} MiB | "
+        f"{m['per_stream_kib']:.1f} | {m['before_churn_kib'] / 1024:.1f} / {m['after_churn_kib'] / 1024:.1f} "
+        f"({m['sessions_churned']} sessions) |"
+        for m in record["memory"]
+    ]
+    md.append("")
+    return md
+
+
+def _store_section(record: dict, out: Path, stamp: str) -> list[str]:
+    if not (record.get("store")):
+        return []
+    md: list[str] = []
+    md += [
+        "## Memory with the event store full at its budget",
+        "",
+        "| mode | idle MiB | events produced MiB | retained MiB (budget) | RSS MiB |",
+        "|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {m['mode']} | {m['idle_kib'] / 1024:.1f} | {m['produced_bytes'] / 2**20:.0f} | "
+        f"{(m['retained_bytes'] or 0) / 2**20:.1f} ({(m['budget_bytes'] or 0) / 2**20:.0f}) | "
+        f"{m['store_full_kib'] / 1024:.1f} |"
+        for m in record["store"]
+    ]
+    md.append("")
+    return md
+
+
+def _hostile_section(record: dict, out: Path, stamp: str) -> list[str]:
+    if not (record.get("hostile")):
+        return []
+    md: list[str] = []
+    md += [
+        "## Memory through the hostile-client run",
+        "",
+        (
+            "A gateway with default settings; from 127.0.0.2: retention flooded (300 x 1 MiB), sessions "
+            "until refused, 400 stalled heads, an 80 MiB header; a control client on 127.0.0.1 throughout "
+            "(host-python/tests/test_hostile_client.py's client)."
+        ),
+        "",
+        "| mode | baseline MiB | peak MiB (ceiling) | right after MiB | settled MiB | control calls (failed) |",
+        "|---|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {m['mode']} | {m['baseline_mib']:.1f} | {m['peak_mib']:.1f} ({m['ceiling_mib']}) | "
+        f"{m['after_mib']:.1f} | {m['settled_mib']:.1f} (+{m['settle_s']:g} s) | "
+        f"{m['control_calls']} ({m['control_failures']}) |"
+        for m in record["hostile"]
+    ]
+    md.append("")
+    return md
+
+
+def _plugins_section(record: dict, out: Path, stamp: str) -> list[str]:
+    if not (record.get("plugins")):
+        return []
+    md: list[str] = []
+    md += [
+        "## Plugins on the tool-call path",
+        "",
+        "tools/call `echo` at 16 connections (wasm edge), paired against the same gateway with no plugin.",
+        "",
+        "| plugins | req/s | p50 ms | x of no plugin (paired) | errors |",
+        "|---|---|---|---|---|",
+    ]
+    rows = record["plugins"]["rows"]
+    base = next((r for r in rows if r["target"] == "no plugin"), None)
+    for r in rows:
+        ratio = paired_ratio(r, base) if base else None
+        md.append(
+            f"| {r['target']} | {_num(r['rps'], '.0f')} | {_num(r['p50_ms'], '.2f')} | {_fmt(ratio, 2)} | "
+            f"{r['errors']} |"
+        )
+    md += ["", "| echo of | no plugin ms | tool-guard + redact + rate-limit ms |", "|---|---|---|"]
+    md += [
+        f"| {e['bytes'] // 1024} KB | {e['no plugin']:.2f} | {e['tool-guard + redact + rate-limit']:.2f} |"
+        for e in record["plugins"]["redaction"]
+    ]
+    md.append("")
+    return md
+
+
+def _federation_section(record: dict, out: Path, stamp: str) -> list[str]:
+    if not (record.get("federation")):
+        return []
+    md: list[str] = []
+    md += [
+        "## Relaying through an upstream",
+        "",
+        (
+            "tools/call `echo` on the SDK's server directly, and through the gateway (python edge) to that "
+            "server as a Streamable HTTP upstream, the server stateful, then stateless; one session each (none "
+            "direct to the stateless one), so one upstream session carries every relayed call. FastMCP's "
+            "proxy (pinned, its own virtualenv) in front of the same server is a user's "
+            "alternative."
+        ),
+        "",
+        (
+            "CPU per call: what the target's process spent per answered call (`/proc/<pid>/stat`), and what the "
+            "SDK server spent meanwhile; with the cores shared, the steadier figure."
+        ),
+        "",
+        "| upstream | target | conns | req/s | p50 ms | x of direct | CPU us/call | upstream CPU us | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {r.get('upstream', 'stateful')} | {r['target']} | {r['connections']} | {_num(r['rps'], '.0f')} | "
+        f"{_num(r['p50_ms'], '.2f')} | {_num(r['vs_direct'], '.2f')} | {_num(r.get('cpu_us'), '.0f')} | "
+        f"{_num(r.get('upstream_cpu_us'), '.0f')} | {r['errors']} |"
+        for r in record["federation"]
+    ]
+    md.append("")
+    return md
+
+
+def _plotted(plot: Callable[[dict, Path], bool], record: dict, path: Path, md: list[str]) -> bool:
+    """A plot that cannot be drawn is a line in the report, not a lost report."""
+    try:
+        return plot(record, path)
+    except Exception as exc:  # noqa: BLE001 - the tables below still carry every figure
+        md += [f"(plot not drawn: {type(exc).__name__}: {exc})", ""]
+        return False
+
+
+def _runs_section(record: dict, out: Path, stamp: str) -> list[str]:
+    """The paired runs with no table of their own (their ratios are in the Bars table)."""
+    groups = [
+        ("the HTTP layer's checks", (record.get("http") or {}).get("rows") or []),
+        ("authentication", record.get("auth") or []),
+        ("Prometheus metrics", record.get("metrics") or []),
+        ("OpenTelemetry tracing", (record.get("tracing") or {}).get("rows") or []),
+    ]
+    if not any(rows for _, rows in groups):
+        return []
+    md = [
+        "## Other paired runs",
+        "",
+        "Each at 16 connections, targets alternating; CPU µs/req is the gateway's (`/proc/<pid>/stat`).",
+        "",
+        "| section | workload | target | req/s | p50 ms | CPU µs/req | errors | failed runs |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, rows in groups:
+        md += [
+            f"| {name} | {r['workload']} | {r['target']} | {_num(r['rps'], '.0f')} | {_num(r['p50_ms'], '.2f')} | "
+            f"{_num(r.get('cpu_us_per_request'), '.0f')} | {r['errors']} | {len(r.get('failed_runs', []))} |"
+            for r in rows
+        ]
+    tracing = record.get("tracing") or {}
+    for target, answered in (tracing.get("answered") or {}).items():
+        spans = (tracing.get("spans_received") or {}).get(target)
+        md += ["", f"{target}: the collector stub received {spans} tools/list server spans for {answered} answered."]
+    swap = record.get("hot_swap")
+    if swap:
+        md += [
+            "",
+            (
+                f"Hot swaps: {swap['swaps']} swaps + {swap['rollbacks']} rollbacks under load, {swap['requests']:,} "
+                f"requests, {swap['failed']} failed, {swap['crossings']:,} crossings into the component (cache off); "
+                f"swap p50 {swap['swap_p50_ms']:.0f} ms, max {swap['swap_max_ms']:.0f} ms."
+            ),
+        ]
+    md.append("")
+    return md
+
+
+SECTIONS: tuple[Callable[[dict, Path, str], list[str]], ...] = (
+    _edge_section,
+    _e2e_section,
+    _memory_section,
+    _store_section,
+    _hostile_section,
+    _plugins_section,
+    _federation_section,
+    lambda record, out, stamp: _scaleout_section(record.get("scaleout") or {}),
+    _runs_section,
+)
+
+
 def write(record: dict, out: Path, stamp: str) -> Path:
+    """The Markdown report (and its plots); a section that cannot be rendered says so in place."""
+    machine = record.get("machine", {})
+    settings = record.get("settings", {})
     md = [
         f"# mcpgw benchmark {stamp}",
         "",
         (
-            f"{record['machine']['cpus']} CPUs, {record['machine']['platform']}, Python {record['machine']['python']}. "
-            f"Every figure in a table was measured side by side in this one run; ratios are what carry over to "
-            f"other machines."
+            f"{machine.get('cpus')} CPUs, {machine.get('platform')}, Python {machine.get('python')}; "
+            f"{settings.get('reps')} repetitions of {settings.get('duration_s')} s per cell, connections "
+            f"{settings.get('connections')}"
+            + (f", skipped: {', '.join(settings['skip'])}" if settings.get("skip") else "")
+            + ". Every figure in a table was measured side by side in this one run; ratios are what carry over "
+            "to other machines."
         ),
         "",
-        "## Bars (docs/benchmarks.md)",
-        "",
-        summary(record),
+        "## Bars",
         "",
     ]
-    for name, reason in record.get("failed_sections", {}).items():
+    try:
+        md += [summary(record), ""]
+    except Exception:  # noqa: BLE001 - the sections below still carry every figure
+        md += ["The Bars table could not be computed:", "", "```", traceback.format_exc(), "```", ""]
+    for name, reason in (record.get("failed_sections") or {}).items():
         md += [f"**Section `{name}` failed:** {reason}", ""]
-    if _plot_edge(record, out / f"{stamp}-edge.png"):
-        md += [
-            "## Edge boundary cost",
-            "",
-            f"![edge cost]({stamp}-edge.png)",
-            "",
-            "| head | backend | p50 us (crossing) | p99 us (crossing) | p50 us (cache hit) |",
-            "|---|---|---|---|---|",
-        ]
-        md += [
-            f"| {r['head']} | {r['backend']} | {r['p50_us']:.2f} | {r['p99_us']:.2f} "
-            f"| {r.get('cached_p50_us', 0):.2f} |"
-            for r in record["edge"]
-        ]
-        md += [
-            "",
-            "Guest instructions per call (fuel, deterministic): "
-            + ", ".join(f"{k}: {v:,}" for k, v in record.get("guest_instructions", {}).items()),
-            "",
-        ]
-    if _plot_throughput(record, out / f"{stamp}-throughput.png"):
-        md += [
-            "## End to end",
-            "",
-            (
-                f"wrk (Debian), one thread, {record['settings']['reps']} alternating repetitions of "
-                f"{record['settings']['duration_s']:g} s per cell, medians; one server worker each (uvicorn, uvloop, "
-                "httptools); tools workloads on one shared 2025-11-25 session with a unique id per request."
-            ),
-            "",
-            f"![throughput]({stamp}-throughput.png)",
-            "",
-            "| workload | conns | target | req/s | p50 ms | p99 ms | errors | failed runs | edge cache hits |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        md += [
-            f"| {r['workload']} | {r['connections']} | {r['target']} | {_num(r['rps'], '.0f')} | "
-            f"{_num(r['p50_ms'], '.2f')} | {_num(r['p99_ms'], '.2f')} | {r['errors']} | "
-            f"{len(r.get('failed_runs', []))} | "
-            f"{'' if r.get('edge_cache_hit_share') is None else format(r['edge_cache_hit_share'], '.0%')} |"
-            for r in record["e2e"]
-        ]
-        md += [
-            "",
-            "Paired ratios (median over repetitions of back-to-back runs):",
-            "",
-            (
-                "| workload | conns | wasm/python | python/python-control | wasm/SDK | wasm/Starlette CORS "
-                "| wasm/bare uvicorn | wasm/python, edge cache off |"
-            ),
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        rows = record["e2e"]
-        for workload in ("initialize", "tools/list", "tools/call echo", "preflight"):
-            for conns in record["settings"]["connections"]:
-                w = _cell(rows, workload, conns, "wasm")
-                if w is None:
-                    continue
-                cells = []
-                for first, other in (
-                    ("wasm", "python"),
-                    ("python", "python-control"),
-                    ("wasm", "sdk-stateful"),
-                    ("wasm", "starlette-cors"),
-                    ("wasm", "bare-uvicorn"),
-                    ("wasm-nocache", "python-nocache"),
-                ):
-                    f, o = _cell(rows, workload, conns, first), _cell(rows, workload, conns, other)
-                    cells.append(_fmt(paired_ratio(f, o)) if f and o else "")
-                md.append(f"| {workload} | {conns} | " + " | ".join(cells) + " |")
-        md.append("")
-    if record.get("memory"):
-        md += [
-            "## Memory (resident set)",
-            "",
-            "| mode | idle MiB | + streams | per stream KiB | churn before/after MiB |",
-            "|---|---|---|---|---|",
-        ]
-        md += [
-            f"| {m['mode']} | {m['idle_kib'] / 1024:.1f} | {m['streams']}: {m['with_streams_kib'] / 1024:.1f} MiB | "
-            f"{m['per_stream_kib']:.1f} | {m['before_churn_kib'] / 1024:.1f} / {m['after_churn_kib'] / 1024:.1f} "
-            f"({m['sessions_churned']} sessions) |"
-            for m in record["memory"]
-        ]
-        md.append("")
-    if record.get("store"):
-        md += [
-            "## Memory with the event store full at its budget",
-            "",
-            "| mode | idle MiB | events produced MiB | retained MiB (budget) | RSS MiB |",
-            "|---|---|---|---|---|",
-        ]
-        md += [
-            f"| {m['mode']} | {m['idle_kib'] / 1024:.1f} | {m['produced_bytes'] / 2**20:.0f} | "
-            f"{(m['retained_bytes'] or 0) / 2**20:.1f} ({(m['budget_bytes'] or 0) / 2**20:.0f}) | "
-            f"{m['store_full_kib'] / 1024:.1f} |"
-            for m in record["store"]
-        ]
-        md.append("")
-    if record.get("hostile"):
-        md += [
-            "## Memory through the hostile-client run",
-            "",
-            (
-                "A gateway with default settings; from 127.0.0.2: retention flooded (300 x 1 MiB), sessions "
-                "until refused, 400 stalled heads, an 80 MiB header; a control client on 127.0.0.1 throughout "
-                "(host-python/tests/test_hostile_client.py's client)."
-            ),
-            "",
-            "| mode | baseline MiB | peak MiB (ceiling) | right after MiB | settled MiB | control calls (failed) |",
-            "|---|---|---|---|---|---|",
-        ]
-        md += [
-            f"| {m['mode']} | {m['baseline_mib']:.1f} | {m['peak_mib']:.1f} ({m['ceiling_mib']}) | "
-            f"{m['after_mib']:.1f} | {m['settled_mib']:.1f} (+{m['settle_s']:g} s) | "
-            f"{m['control_calls']} ({m['control_failures']}) |"
-            for m in record["hostile"]
-        ]
-        md.append("")
-    if record.get("plugins"):
-        md += [
-            "## Plugins on the tool-call path",
-            "",
-            "tools/call `echo` at 16 connections (wasm edge), paired against the same gateway with no plugin.",
-            "",
-            "| plugins | req/s | p50 ms | x of no plugin (paired) | errors |",
-            "|---|---|---|---|---|",
-        ]
-        rows = record["plugins"]["rows"]
-        base = next((r for r in rows if r["target"] == "no plugin"), None)
-        for r in rows:
-            ratio = paired_ratio(r, base) if base else None
-            md.append(
-                f"| {r['target']} | {_num(r['rps'], '.0f')} | {_num(r['p50_ms'], '.2f')} | {_fmt(ratio, 2)} | "
-                f"{r['errors']} |"
-            )
-        md += ["", "| echo of | no plugin ms | tool-guard + redact + rate-limit ms |", "|---|---|---|"]
-        md += [
-            f"| {e['bytes'] // 1024} KB | {e['no plugin']:.2f} | {e['tool-guard + redact + rate-limit']:.2f} |"
-            for e in record["plugins"]["redaction"]
-        ]
-        md.append("")
-    if record.get("federation"):
-        md += [
-            "## Relaying through an upstream",
-            "",
-            (
-                "tools/call `echo` on the SDK's server directly, and through the gateway (python edge) to that "
-                "server as a Streamable HTTP upstream, the server stateful, then stateless; one session each (none "
-                "direct to the stateless one), so one upstream session carries every relayed call. FastMCP's "
-                "proxy (pinned, its own virtualenv) in front of the same server is a user's "
-                "alternative."
-            ),
-            "",
-            (
-                "CPU per call: what the target's process spent per answered call (`/proc/<pid>/stat`), and what the "
-                "SDK server spent meanwhile; with the cores shared, the steadier figure."
-            ),
-            "",
-            "| upstream | target | conns | req/s | p50 ms | x of direct | CPU us/call | upstream CPU us | errors |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        md += [
-            f"| {r.get('upstream', 'stateful')} | {r['target']} | {r['connections']} | {_num(r['rps'], '.0f')} | "
-            f"{_num(r['p50_ms'], '.2f')} | {_num(r['vs_direct'], '.2f')} | {_num(r.get('cpu_us'), '.0f')} | "
-            f"{_num(r.get('upstream_cpu_us'), '.0f')} | {r['errors']} |"
-            for r in record["federation"]
-        ]
-        md.append("")
-    md += _scaleout_section(record.get("scaleout") or {})
+    for render in SECTIONS:
+        try:
+            md += render(record, out, stamp)
+        except Exception as exc:  # noqa: BLE001 - one section's rendering must not lose the report
+            md += [f"**A section could not be rendered** ({getattr(render, '__name__', '?')}): {exc!r}", ""]
     path = out / f"{stamp}.md"
     path.write_text("\n".join(md))
     return path
-
-
-def _scaleout_bars(scale: dict) -> list[tuple[str, str, str, bool | None]]:
-    """Scale-out through Redis: one process with Redis against one in memory, two with Redis
-    against one with Redis (same state backend: what the second process buys)."""
-    out: list[tuple[str, str, str, bool | None]] = []
-    rows = scale.get("rows", [])
-    conns = scale.get("connections", 16)
-    for workload in ("tools/list", "tools/call echo"):
-        memory = _cell(rows, workload, conns, "memory, 1 process")
-        one = _cell(rows, workload, conns, "redis, 1 process")
-        two = _cell(rows, workload, conns, "redis, 2 processes")
-        if memory and one:
-            ratio = paired_ratio(one, memory)
-            name = f"{workload}, 1 process with Redis / in memory, c={conns}"
-            out.append((name, _fmt(ratio, 2), ">= 0.8x", _met(ratio, 0.8)))
-            if memory.get("gateway_cpu_us") and one.get("gateway_cpu_us"):
-                # CPU per answered request is steadier than req/s when other work shares the cores.
-                cpu_ratio = memory["gateway_cpu_us"] / (one["gateway_cpu_us"] + (one.get("redis_cpu_us") or 0))
-                name = f"{workload}, by CPU per request: in memory / with Redis (gateway + redis-server), c={conns}"
-                out.append((name, _fmt(cpu_ratio, 2), "(the 0.8x bar, read by CPU)", None))
-        if one and two:
-            ratio = paired_ratio(two, one)
-            name = f"{workload}, 2 processes / 1, both with Redis, c={conns} ({scale.get('cpus')} cores, shared)"
-            out.append((name, _fmt(ratio, 2), ">= 1.3x", _met(ratio, 1.3)))
-    control_one = _cell(rows, "tools/list 2026", conns, "redis, 1 process")
-    control_two = _cell(rows, "tools/list 2026", conns, "redis, 2 processes")
-    if control_one and control_two:
-        ratio = paired_ratio(control_two, control_one)
-        name = f"control: stateless 2026-07-28 tools/list (no Redis on the path), 2 processes / 1, c={conns}"
-        out.append((name, _fmt(ratio, 2), "(what the machine gives a second process)", None))
-    resume = scale.get("resume")
-    if resume:
-        worst = resume.get("max_s")
-        trials = f"{len(resume['latencies_s'])}/{resume['trials']} trials"
-        name = f"resume on another process after a SIGKILL: the lost request answered ({trials})"
-        met = worst is not None and not resume["failures"] and worst <= resume["bound_s"]
-        out.append((name, "failed" if worst is None else f"max {worst:.2f} s", f"<= {resume['bound_s']:g} s", met))
-    return out
 
 
 def _scaleout_section(scale: dict) -> list[str]:
@@ -560,3 +768,13 @@ def _scaleout_section(scale: dict) -> list[str]:
         md += [f"- failed trial: {f}" for f in resume["failures"]]
     md.append("")
     return md
+
+
+if __name__ == "__main__":  # render a run's report again from its record: python bench/report.py RECORD.json
+    import json
+    import sys
+
+    source = Path(sys.argv[1])
+    data = json.loads(source.read_text())
+    print(summary(data))
+    print(f"\nwrote {write(data, source.parent, source.stem)}")

@@ -2,7 +2,10 @@
 and PNG plots under bench/results/. Figures are ratios measured in the same run: these machines
 are shared and noisy, so only side-by-side numbers mean anything.
 
-Environment: BENCH_DURATION_S (per wrk run, default 2), BENCH_REPS (default 5),
+The bars and their limits are bench/bars.py; the report's "Bars" table reads each against this
+run's figure. To render a report again from a record: `python bench/report.py RECORD.json`.
+
+Environment: BENCH_DURATION_S (per wrk run, default 2; wrk runs whole seconds, at least 1), BENCH_REPS (default 5),
 BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,http,memory,store,hostile,swap,federation,
 plugins,auth,metrics,scaleout,tracing).
 """
@@ -43,7 +46,7 @@ def main() -> None:
     record: dict = {
         "date": stamp,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-        "settings": {"duration_s": duration, "reps": reps, "connections": connections},
+        "settings": {"duration_s": duration, "reps": reps, "connections": connections, "skip": sorted(skip)},
     }
     out = HERE / "results"
     out.mkdir(exist_ok=True)
@@ -57,7 +60,7 @@ def main() -> None:
         print(f"== {title}", flush=True)
         try:
             measure()
-        except Exception as exc:  # noqa: BLE001 - any failure of one part is reported, never fatal to the run
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any failure of one part (a missing tool's exit too) is reported, never fatal to the run
             record["failed_sections"][name] = f"{type(exc).__name__}: {exc}"
             print(f"   FAILED: {record['failed_sections'][name]}", flush=True)
         (out / f"{stamp}.json").write_text(json.dumps(record, indent=1))
@@ -120,6 +123,8 @@ def main() -> None:
     md = report.write(record, out, stamp)
     print(f"\nwrote bench/results/{stamp}.json and {md.relative_to(HERE.parent)}")
     print(report.summary(record))
+    if record["failed_sections"]:
+        print(f"sections that failed: {', '.join(record['failed_sections'])} (the report says why)")
 
 
 if __name__ == "__main__":

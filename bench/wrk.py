@@ -24,6 +24,7 @@ local thread_no = 0
 local counter = 0
 local threads = {}
 rpc_errors = 0
+bad_status = 0
 
 function setup(thread)
   thread_no = thread_no + 1
@@ -42,23 +43,40 @@ function request()
 end
 
 function response(status, headers, body)
-  -- A JSON-RPC error object in a successful HTTP answer (a refused duplicate id, a stalled
-  -- session, an upstream failure) is an error: timing it as a success would flatter the target.
-  if status >= 200 and status < 300 and body ~= nil and string.find(body, '"error":{', 1, true) then
-    rpc_errors = rpc_errors + 1
+  -- A JSON-RPC error in a successful HTTP answer (a refused duplicate id, a stalled session, an
+  -- upstream failure) is an error: timing it as a success would flatter the target. The answer's
+  -- own member is whichever of "error" and "result" comes first (after "jsonrpc" and "id"), so a
+  -- result that merely contains an "error" key (a tool's schema) is not one. A tool result
+  -- flagged "isError": true is a failed call too.
+  if status < 200 or status >= 300 then
+    bad_status = bad_status + 1
+  elseif body ~= nil and body ~= "" then
+    local e = string.find(body, '"error"%%s*:')
+    if e ~= nil then
+      local r = string.find(body, '"result"%%s*:')
+      if r == nil or e < r then
+        rpc_errors = rpc_errors + 1
+        return
+      end
+    end
+    if string.find(body, '"isError"%%s*:%%s*true') then
+      rpc_errors = rpc_errors + 1
+    end
   end
 end
 
 function done(summary, latency, requests)
   local e = summary.errors
   local rpc = 0
+  local status = 0
   for _, thread in ipairs(threads) do
     rpc = rpc + (thread:get("rpc_errors") or 0)
+    status = status + (thread:get("bad_status") or 0)
   end
   io.write(string.format(
     'WRK_JSON {"requests":%%d,"duration_us":%%d,"socket_errors":%%d,"non2xx":%%d,"rpc_errors":%%d,'
     .. '"p50_us":%%d,"p99_us":%%d}\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status, rpc,
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, status, rpc,
     latency:percentile(50), latency:percentile(99)))
 end
 """
@@ -79,7 +97,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     requests: int
-    errors: int  # socket errors + non-2xx + JSON-RPC errors inside 2xx
+    errors: int  # socket errors + non-2xx + JSON-RPC errors (and isError tool results) inside 2xx
     rpc_errors: int = 0
     failed: str = ""  # why this repetition produced no figure ("" when it did)
 
@@ -137,8 +155,11 @@ def run(url: str, workload: Workload, connections: int, duration_s: float) -> Re
     line = next((line for line in out.splitlines() if line.startswith("WRK_JSON ")), None)
     if line is None:
         return failed("wrk printed no summary")
-    data = json.loads(line[len("WRK_JSON ") :])
-    seconds = data["duration_us"] / 1e6
+    try:
+        data = json.loads(line[len("WRK_JSON ") :])
+        seconds = data["duration_us"] / 1e6
+    except (ValueError, KeyError, TypeError) as exc:
+        return failed(f"wrk's summary is unreadable ({exc}): {line[:200]}")
     if data["requests"] == 0 or seconds <= 0:
         return failed("no request completed")
     return Result(

@@ -1,0 +1,193 @@
+"""`make bench` cannot lie (issue 20): the report survives a failed repetition and a failed
+section, reads every bar of bench/bars.py against the record (a bar without a figure is shown and
+not met), the docs list the same bars, and wrk's script counts a JSON-RPC error (or a failed tool
+call) inside a 2xx as an error. The wrk tests run Debian's wrk (the Makefile installs it for
+`make test` too) against a real HTTP server."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))
+
+import bars  # noqa: E402 - bench/ is on sys.path from here
+import report  # noqa: E402
+import wrk  # noqa: E402
+
+
+def _run(rps: float, errors: int = 0, failed: str = "") -> dict[str, Any]:
+    result = wrk.Result(rps=rps, p50_ms=1.0, p99_ms=2.0, requests=int(rps), errors=errors, failed=failed)
+    return asdict(result)
+
+
+def _row(workload: str, target: str, runs: list[dict[str, Any]], share: float | None = None) -> dict[str, Any]:
+    good = [r for r in runs if not r["failed"]]
+    row: dict[str, Any] = {
+        "workload": workload,
+        "connections": 16,
+        "target": target,
+        "rps": good[0]["rps"] if good else None,
+        "p50_ms": 1.0 if good else None,
+        "p99_ms": 2.0 if good else None,
+        "errors": sum(r["errors"] for r in runs),
+        "failed_runs": [r["failed"] for r in runs if r["failed"]],
+        "runs": runs,
+    }
+    if share is not None:
+        row["edge_cache_hit_share"] = share
+    return row
+
+
+def _record(**sections: Any) -> dict[str, Any]:
+    return {
+        "date": "test",
+        "machine": {"cpus": 2, "platform": "test", "python": "3"},
+        "settings": {"duration_s": 1, "reps": 3, "connections": [16], "skip": []},
+        "failed_sections": {},
+        **sections,
+    }
+
+
+def test_paired_ratio_leaves_out_failed_and_erroneous_repetitions() -> None:
+    # The crash of issue 20: one repetition of the SDK server answered 0 req/s.
+    a = {"runs": [_run(1000), _run(900), _run(800)]}
+    b = {"runs": [_run(0, failed="no request completed"), _run(450), _run(400, errors=3)]}
+    assert report.paired_ratio(a, b) == pytest.approx(2.0)  # only the second pair counts
+    assert report.paired_ratio(a, {"runs": [_run(0, failed="wrk died")] * 3}) is None
+
+
+def test_a_failed_repetition_and_a_failed_section_still_give_a_whole_report(tmp_path: Path) -> None:
+    dead = _run(0, failed="no request completed")
+    e2e = [
+        _row("tools/call echo", "wasm", [_run(8000), _run(8200)], share=0.99),
+        _row("tools/call echo", "python", [_run(8000), _run(8000)], share=0.98),
+        _row("tools/call echo", "sdk-stateful", [dead, dead]),  # every repetition failed
+        _row("tools/call echo", "bare-uvicorn", [_run(16000), _run(16400)]),
+    ]
+    record = _record(e2e=e2e)
+    record["failed_sections"]["scaleout"] = "RuntimeError: redis-server did not start"
+    path = report.write(record, tmp_path, "t")
+    text = path.read_text()
+    table = {(name, case): (figure, met) for name, case, figure, _limit, met in report.bars(record)}
+    sdk = next(v for (name, case), v in table.items() if case == "tools/call echo" and "SDK" in name)
+    assert sdk[0].startswith("failed") and sdk[1] is False  # failed, never a 0 and never a crash
+    vs_bare = [v for (name, case), v in table.items() if "bare uvicorn" in name and case == "tools/call echo"]
+    assert vs_bare == [("0.500x", False)]
+    wasm_python = next(v for (name, case), v in table.items() if name.startswith("wasm / python req/s, c=16"))
+    assert wasm_python == ("1.012x (edge cache answered 99% / 98%)", True)
+    assert "**Section `scaleout` failed:** RuntimeError: redis-server did not start" in text
+    assert "not measured: section `scaleout` failed (RuntimeError: redis-server did not start)" in text
+    assert "## End to end" in text and "| tools/call echo | 16 | sdk-stateful | failed |" in text
+
+
+def test_every_bar_is_in_the_report_even_with_nothing_measured(tmp_path: Path) -> None:
+    record = _record()
+    record["settings"]["skip"] = ["edge"]
+    rows = report.bars(record)
+    named = [name for name, *_ in rows if name]
+    assert len(named) == len(bars.BARS)
+    for bar in bars.BARS:
+        assert any(name.startswith(bar.what) for name in named), bar.key
+    assert all(met is False for *_, met in rows)
+    text = report.write(record, tmp_path, "empty").read_text()
+    assert text.index("## Bars") < text.index("| bar [set by] |")
+    assert "not measured: section `edge` skipped (BENCH_SKIP)" in text
+    assert f"0 of {len(bars.BARS)} figures meet their bar" in text
+
+
+def test_a_record_that_cannot_be_read_loses_one_section_not_the_report(tmp_path: Path) -> None:
+    record = _record(edge=[{"head": "h", "backend": "wasm"}])  # no p50_us: a broken record
+    text = report.write(record, tmp_path, "broken").read_text()
+    assert "figures of edge could not be read" in text
+    assert "A section could not be rendered" in text
+    assert "| built-in tools/call echo" in text  # the rest of the Bars table is there
+
+
+def test_the_docs_list_the_bars_of_bench_bars_py() -> None:
+    """docs/benchmarks.md's bars table is bench/bars.py's, row for row (one source of truth)."""
+    doc = (REPO / "docs" / "benchmarks.md").read_text()
+    section = doc[doc.index("## The bars") :]
+    rows = re.findall(r"^\| (.+?) \| (.+?) \| (.+?) \|$", section.split("\n\n## ")[0], flags=re.M)
+    documented = [(what, limit, source) for what, limit, source in rows if what not in ("bar", "---")]
+    assert documented == [(bar.what, bar.limit_text(), bar.source) for bar in bars.BARS]
+
+
+def test_the_hostile_bar_is_the_hostile_tests_ceiling() -> None:
+    from test_hostile_client import RSS_CEILING_MIB
+
+    assert bars.BAR["hostile-rss"].limit == RSS_CEILING_MIB
+
+
+# --- wrk's body check, against a real server ----------------------------------------------
+
+BODIES = {
+    # A result whose content has an "error" key (a tool's schema) is a success.
+    "/result": (200, b'{"jsonrpc":"2.0","id":"1","result":{"tools":[{"inputSchema":{"error":{"type":"string"}}}]}}'),
+    "/rpc-error": (200, b'{"jsonrpc":"2.0","id":"1","error":{"code":-32600,"message":"duplicate request id"}}'),
+    "/rpc-error-spaced": (200, b'{"jsonrpc": "2.0", "id": "1", "error": {"code": -32603, "message": "x"}}'),
+    "/tool-failed": (200, b'{"jsonrpc":"2.0","id":"1","result":{"content":[],"isError":true}}'),
+    "/sse-error": (200, b'event: message\ndata: {"jsonrpc":"2.0","id":"1","error":{"code":-1,"message":"x"}}\n\n'),
+    "/status": (503, b'{"jsonrpc":"2.0","id":"1","result":{}}'),
+}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            status, body = BODIES[self.path]
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("path", "counted_as_errors"),
+    [
+        ("/result", False),
+        ("/rpc-error", True),
+        ("/rpc-error-spaced", True),
+        ("/tool-failed", True),
+        ("/sse-error", True),
+        ("/status", True),
+    ],
+)
+def test_wrk_counts_errors_inside_a_2xx(server: str, path: str, counted_as_errors: bool) -> None:
+    body = json.dumps({"jsonrpc": "2.0", "id": "@ID@", "method": "tools/list"}).replace('"@ID@"', "@ID@")
+    load = wrk.Workload("t", "POST", path, {"content-type": "application/json"}, body)
+    result = wrk.run(server, load, 2, 1)
+    assert not result.failed and result.requests > 0, result
+    if counted_as_errors:
+        assert result.errors == result.requests and not result.ok, result
+    else:
+        assert result.errors == 0 and result.ok, result
+
+
+def test_wrk_that_cannot_reach_its_target_is_a_failed_run_not_a_zero() -> None:
+    load = wrk.Workload("t", "POST", "/", {}, "{}")
+    result = wrk.run("http://127.0.0.1:9", load, 1, 1)  # the discard port: nothing listens
+    assert result.failed and not result.ok and result.rps == 0
