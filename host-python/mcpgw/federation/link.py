@@ -60,6 +60,7 @@ from .. import __version__
 from ..server.jsonrpc import INTERNAL_ERROR, JsonRpcError
 from .config import UpstreamConfig
 from .http_stream import http_transport
+from .shttp_client import StreamableHttpClient, lean_client_covers
 from .sse_client import legacy_sse_client
 from .stdio_client import stdio_client
 
@@ -351,9 +352,14 @@ class UpstreamLink:
         self.upstream_session: str | None = attach.session_id if attach else None  # its Mcp-Session-Id
         self.holds_get = attach is None or attach.hold_get  # the upstream session's GET stream is ours
         self._id_prefix = f"mcpgw-{secrets.token_hex(4)}-" if shared else "mcpgw-"
-        self._http_transport: StreamableHTTPTransport | None = None
+        self._http_transport: StreamableHTTPTransport | StreamableHttpClient | None = None
         self._start_get: Callable[[], None] | None = None
         self.auth = auth  # an HTTP upstream's OAuth client credentials (oauth.py), shared by its links
+        # Which Streamable HTTP client carries this link: the gateway's own ("mcpgw") for plain HTTP
+        # without OAuth, the SDK's over httpx ("sdk") for https:// and OAuth (logged, in /health).
+        self.client = (
+            "mcpgw" if config.transport == "streamable-http" and lean_client_covers(config.url, auth) else "sdk"
+        )
         self.handler = handler
         self.label = label
         self.capabilities = client_capabilities or {}
@@ -481,11 +487,32 @@ class UpstreamLink:
         session open when it closes while other processes may still use it (`keep_session`)."""
         cfg = self.config
         headers = dict(cfg.headers or {})
+        if self.attach is not None:
+            # On what carries no per-message header (the GET stream, answers to the upstream's requests).
+            headers[MCP_PROTOCOL_VERSION_HEADER] = str(self.attach.init_result.get("protocolVersion", ""))
+        if self.client == "mcpgw":  # plain HTTP, no OAuth: the gateway's own client (shttp_client.py)
+            lean = StreamableHttpClient(
+                cfg.url or "",
+                self,
+                headers,
+                int(cfg.max_message_bytes),
+                cfg.read_timeout_s or None,
+                cfg.connect_timeout_s or None,
+            )
+            if self.attach is not None:
+                lean.session_id = self.attach.session_id
+            self._http_transport = lean
+            self._start_get = lean.start_get
+            async with lean.streams(start_get=self.attach is not None and self.attach.hold_get) as streams:
+                try:
+                    yield streams
+                finally:
+                    if lean.session_id and not self.keep_session:
+                        await lean.terminate()
+            return
         transport = StreamableHTTPTransport(cfg.url, max_sse_event_size=int(cfg.max_message_bytes))
         if self.attach is not None:
             transport.session_id = self.attach.session_id
-            # On what carries no per-message header (the GET stream, answers to the upstream's requests).
-            headers[MCP_PROTOCOL_VERSION_HEADER] = str(self.attach.init_result.get("protocolVersion", ""))
         async with self._http(headers=headers or None) as http:
             read_writer, read = create_context_streams[SessionMessage | Exception](0)
             write, write_reader = create_context_streams[SessionMessage](0)
@@ -547,12 +574,13 @@ class UpstreamLink:
                     if self.config.transport == "sse" and self.config.read_timeout_s > 0:
                         tasks.start_soon(self._keepalive)
                     log.info(
-                        "upstream %s (%s): %s, %s, protocol %s",
+                        "upstream %s (%s): %s, %s, protocol %s%s",
                         self.config.id,
                         self.label,
                         "connected" if self.attach is None else "re-attached its upstream session",
                         result.server_info.name,
                         self.version,
+                        f", client {self.client}" if self.config.transport == "streamable-http" else "",
                     )
                     await self._ended.wait()
                     tasks.cancel_scope.cancel()

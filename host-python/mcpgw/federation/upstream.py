@@ -121,6 +121,8 @@ class Upstream:
         return {
             "state": self.state,
             "transport": self.config.transport,
+            # streamable-http: whose client carries its links, the gateway's own ("mcpgw") or the SDK's
+            "client": self.link.client if self.link is not None and self.config.transport != "stdio" else None,
             "since_s": round(time.monotonic() - self._since, 1),
             "restarts": self.restarts,
             "error": self.error,

@@ -1,0 +1,877 @@
+"""mcpgw's own Streamable HTTP client transport for plain-HTTP upstreams (issue 20).
+
+It yields what the MCP SDK's `StreamableHTTPTransport` yields, a read stream and a write stream of
+`SessionMessage`, so the SDK's `ClientSession` and JSON-RPC dispatcher above it are unchanged; under
+it there is no httpx, no httpcore, no per-message writer loop and no task for a notification:
+
+- a pool of kept-alive HTTP/1.1 connections of its own (asyncio protocols; at most
+  `MAX_CONNECTIONS`, `MAX_IDLE` kept, each for `IDLE_S`), one exchange at a time on each;
+- each POST is one socket write: a head prebuilt per (session id, protocol version) plus the
+  message serialised once by pydantic's own JSON writer;
+- answers parsed with `httptools` (llhttp, the parser uvicorn uses) as they arrive: an
+  `application/json` body kept up to `max_message_bytes`, a `text/event-stream` body parsed
+  incrementally into events (each up to `max_message_bytes`);
+- one task per request (its POST and its answer); a notification or a response is POSTed by its
+  sender; the GET stream (the upstream's own messages, no read timeout) in a task of its own.
+
+What the link learns on the way is told to it (`LinkSide`): a refused connection ends the link; a
+404, or a 400 naming the session, to a request carrying the session id ends it as a lost session
+with the request ids the upstream refused (never run: the hub sends them again); a JSON answer or an
+SSE event over `max_message_bytes` fails the request it answered (`oversized`), and an oversized
+event on the GET stream is skipped. An exchange that is cancelled, times out or fails discards its
+connection; only a connection whose answer was read to its end goes back to the pool. A request
+whose SSE answer ends early after events with ids is resumed with `Last-Event-ID` (GET), as the
+SDK's transport does (at most two attempts, the server's `retry` or 1 s apart).
+
+Not covered (the link keeps the SDK's transport for them): `https://` and upstreams with OAuth.
+Redirects are not followed (a request answered with one fails, naming the location), and the
+2026-07-28 cancellation by closing a POST is not done: links negotiate 2025 revisions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import anyio
+import httptools
+import mcp_types as types
+from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
+from mcp.shared.message import ClientMessageMetadata, SessionMessage
+from pydantic import ValidationError
+
+from .. import __version__
+
+log = logging.getLogger("mcpgw.federation")
+
+MAX_CONNECTIONS = 100  # open to one upstream per link (httpx's default pool, as before)
+MAX_IDLE = 20  # kept open while idle
+IDLE_S = 5.0  # an idle connection older than this is closed instead of reused
+REFUSAL_HEAD_BYTES = 64 * 1024  # of a 400 answer, looked at for the word "session"
+EVENTS_PAUSE = 64  # parsed SSE events not yet handed on: the socket is not read past this
+RESUME_ATTEMPTS = 2  # Last-Event-ID reconnections of a request's SSE answer (the SDK's count)
+ACCEPT_BOTH = "application/json, text/event-stream"
+RESUME_DELAY_S = 1.0  # between them, unless the server said `retry`
+
+
+class LinkSide(Protocol):
+    """What the transport tells the link it serves (federation/link.py)."""
+
+    refused: set[str]
+
+    def lose(self, reason: str, session: bool = False) -> None: ...
+    def oversized(self, request_id: str | None, size: int) -> None: ...
+
+
+class ExchangeError(Exception):
+    """The connection failed under an exchange (refused, closed, timed out, unreadable)."""
+
+
+class ConnectFailed(ExchangeError):
+    pass
+
+
+# -- server-sent events --------------------------------------------------------------------------
+class SseParser:
+    """Server-sent events from the chunks of a body, each event's data kept up to `limit` bytes.
+    An event: (event type, data, id or None); an oversized one: (None, size, id)."""
+
+    __slots__ = ("_cr", "_data", "_event", "_id", "_line", "_over", "_size", "events", "limit", "retry_ms")
+
+    def __init__(self, limit: int, events: list[tuple[Any, Any, str | None]]) -> None:
+        self.limit = limit
+        self.events = events
+        self.retry_ms: int | None = None
+        self._line = bytearray()
+        self._event = ""
+        self._data: list[bytes] = []
+        self._size = 0
+        self._id: str | None = None
+        self._over = False
+        self._cr = False  # the last chunk ended with CR: a LF starting the next one belongs to it
+
+    def feed(self, chunk: bytes) -> None:
+        start, end = 0, len(chunk)
+        if self._cr:
+            self._cr = False
+            if end and chunk[0] == 0x0A:
+                start = 1
+        while start < end:
+            cut = chunk.find(b"\n", start)
+            cr = chunk.find(b"\r", start, cut if cut >= 0 else end)
+            if cr >= 0:  # CR ends the line (CRLF or a lone CR)
+                stop, nxt = cr, cr + 1
+                if nxt < end and chunk[nxt] == 0x0A:
+                    nxt += 1
+                elif nxt == end:
+                    self._cr = True
+            elif cut >= 0:
+                stop, nxt = cut, cut + 1
+            else:  # no line end in this chunk: keep the part (bounded by the event's limit)
+                if len(self._line) + end - start > self.limit + 16:
+                    self._overflow(end - start)
+                else:
+                    self._line += chunk[start:end]
+                return
+            if self._line:
+                self._line += chunk[start:stop]
+                line = bytes(self._line)
+                self._line.clear()
+            else:
+                line = chunk[start:stop]
+            self._field(line)
+            start = nxt
+
+    def _overflow(self, more: int) -> None:
+        self._size += len(self._line) + more
+        self._line.clear()
+        self._data.clear()
+        self._over = True
+
+    def _field(self, line: bytes) -> None:
+        if not line:  # blank line: the event is complete
+            if self._over:
+                self.events.append((None, self._size, self._id))
+            elif self._data:
+                self.events.append((self._event or "message", b"\n".join(self._data), self._id))
+            elif self._id is not None:  # a priming event: an id, no data
+                self.events.append((self._event or "message", b"", self._id))
+            self._event, self._data, self._size, self._over = "", [], 0, False
+            return
+        name, colon, value = line.partition(b":")
+        if colon and value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._size += len(value) + 1
+            if self._over:
+                return
+            if self._size > self.limit:
+                self._over = True
+                self._data.clear()
+            else:
+                self._data.append(value)
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+        elif name == b"id":
+            if b"\0" not in value:
+                self._id = value.decode("utf-8", "replace")
+        elif name == b"retry" and value.isdigit():
+            self.retry_ms = int(value)
+
+
+# -- one HTTP/1.1 connection ---------------------------------------------------------------------
+class _Connection(asyncio.Protocol):
+    """One kept-alive connection: the bytes of one exchange at a time, parsed as they arrive.
+    The body is kept (up to `limit`; past it only counted) or, for an event stream, parsed."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.busy = False  # an exchange is using it
+        self.closed = False
+        self.counted = True  # counted in its pool's open connections
+        self.idle_since = 0.0
+        self.heard = 0.0  # when bytes last arrived
+        self.error: str | None = None
+        self.waiter: asyncio.Future[bool] | None = None
+        self.paused = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.headers: dict[bytes, bytes] = {}
+        self.head_done = False
+        self.done = False
+        self.framed = False  # Content-Length or chunked: EOF before the end is a failure
+        self.got = False  # any byte of the answer arrived
+        self.body = bytearray()
+        self.size = 0
+        self.limit = 0
+        self.sse: SseParser | None = None
+        self.events: list[tuple[Any, Any, str | None]] = []
+
+    # asyncio's side
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy:  # bytes nobody asked for: the connection is not reusable
+            self._fail("unasked bytes on an idle connection")
+            return
+        self.got = True
+        self.heard = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(f"an answer that is not HTTP/1.1 ({exc})")
+
+    def eof_received(self) -> bool:
+        return False  # close; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.busy and not self.done:
+            if self.head_done and not self.framed:
+                self.done = True  # a body delimited by the end of the connection
+            elif self.error is None:
+                self.error = f"closed the connection ({exc})" if exc else "closed the connection"
+        self._wake()
+
+    def _fail(self, reason: str) -> None:
+        if self.error is None:
+            self.error = reason
+        self.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # httptools' side
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name in (b"content-length", b"transfer-encoding"):
+            self.framed = True
+        self.headers[name] = value
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.head_done = True
+        kind = self.headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
+        if kind == b"text/event-stream" and self.status < 300:
+            self.sse = SseParser(self.limit, self.events)
+        self._wake()
+
+    def on_body(self, chunk: bytes) -> None:
+        sse = self.sse
+        if sse is not None:
+            sse.feed(chunk)
+            if self.events:
+                if len(self.events) >= EVENTS_PAUSE and not self.paused and self.transport is not None:
+                    self.paused = True
+                    self.transport.pause_reading()
+                self._wake()
+            return
+        self.size += len(chunk)
+        if self.size <= self.limit:
+            self.body += chunk
+        elif self.status < 300:
+            self._wake()  # a JSON answer past the limit: the exchange gives up now
+
+    def on_message_complete(self) -> None:
+        self.done = True
+        self._wake()
+
+    # the exchange's side
+    def send(self, data: bytes, limit: int) -> None:
+        self._reset()
+        self.limit = limit
+        self.busy = True
+        self.heard = time.monotonic()
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def take_events(self) -> list[tuple[Any, Any, str | None]]:
+        events, self.events = self.events, []
+        if self.sse is not None:
+            self.sse.events = self.events
+        if self.paused and self.transport is not None and not self.closed:
+            self.paused = False
+            self.transport.resume_reading()
+        return events
+
+    async def wait(self, read_timeout: float | None) -> None:
+        """Until the parser has something new or the connection failed; past `read_timeout` seconds
+        without a byte from the upstream, ExchangeError."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self.waiter = waiter = loop.create_future()
+            try:
+                if read_timeout is None:
+                    await waiter
+                    return
+                handle = loop.call_later(read_timeout, _time_out, waiter)
+                try:
+                    if await waiter:
+                        return
+                finally:
+                    handle.cancel()
+            finally:
+                self.waiter = None
+            if time.monotonic() - self.heard >= read_timeout:
+                raise ExchangeError(f"sent nothing for {read_timeout:g} s")
+
+
+def _time_out(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
+
+
+class _Pool:
+    """Kept-alive connections to one host and port."""
+
+    def __init__(self, host: str, port: int, connect_timeout: float | None) -> None:
+        self.host, self.port, self.connect_timeout = host, port, connect_timeout
+        self.idle: list[_Connection] = []
+        self.open = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> tuple[_Connection, bool]:
+        """A connection for one exchange, and whether it was reused (kept from an earlier one)."""
+        now = time.monotonic()
+        while self.idle:
+            conn = self.idle.pop()
+            if conn.closed or now - conn.idle_since > IDLE_S:
+                self.discard(conn)
+                continue
+            return conn, True
+        while self.open >= MAX_CONNECTIONS:
+            waiter = asyncio.get_running_loop().create_future()
+            self.waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(waiter)
+            if self.idle:
+                return await self.acquire()
+        self.open += 1
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                transport, conn = await asyncio.get_running_loop().create_connection(_Connection, self.host, self.port)
+        except TimeoutError:
+            self._freed()
+            raise ConnectFailed(f"did not accept a connection within {self.connect_timeout:g} s") from None
+        except OSError as exc:
+            self._freed()
+            raise ConnectFailed(str(exc) or type(exc).__name__) from None
+        except BaseException:
+            self._freed()
+            raise
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn, False
+
+    def release(self, conn: _Connection) -> None:
+        """Back to the pool when its answer was read to the end and it stays open."""
+        conn.busy = False
+        if (
+            conn.closed
+            or conn.error is not None
+            or not conn.done
+            or not conn.parser.should_keep_alive()
+            or len(self.idle) >= MAX_IDLE
+        ):
+            self.discard(conn)
+        else:
+            conn.idle_since = time.monotonic()
+            self.idle.append(conn)
+            if self.waiters:
+                self._wake_one()
+
+    def discard(self, conn: _Connection) -> None:
+        conn.busy = False
+        conn.close()
+        if conn.counted:
+            conn.counted = False
+            self._freed()
+
+    def _freed(self) -> None:
+        self.open -= 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def close(self) -> None:
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+
+
+# -- the transport -------------------------------------------------------------------------------
+def _header_line(name: str, value: str) -> bytes:
+    if any(c in value for c in "\r\n\0") or any(c in name for c in "\r\n\0: "):
+        raise ValueError(f"header {name!r} has a character HTTP does not allow")
+    return f"{name}: {value}\r\n".encode("latin-1")
+
+
+def _error(request_id: Any, code: int, message: str) -> SessionMessage:
+    return SessionMessage(
+        types.JSONRPCError(jsonrpc="2.0", id=request_id, error=types.ErrorData(code=code, message=message))
+    )
+
+
+class _Writer:
+    """The write stream the dispatcher sends on: each message goes out as it is sent (no queue)."""
+
+    def __init__(self, client: StreamableHttpClient) -> None:
+        self.client = client
+
+    async def send(self, item: SessionMessage, /) -> None:
+        await self.client.send(item)
+
+    async def aclose(self) -> None:
+        self.client.writer_closed = True
+        self.client._read_writer.close()  # the dispatcher is done: the read side ends too (as the SDK's)
+
+    async def __aenter__(self) -> _Writer:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class StreamableHttpClient:
+    """One upstream session's Streamable HTTP transport (see the module's docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        link: LinkSide,
+        headers: dict[str, str],
+        max_message_bytes: int,
+        read_timeout_s: float | None,
+        connect_timeout_s: float | None,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme.lower() != "http" or not parts.hostname:
+            raise ValueError(f"not a plain-HTTP URL: {url!r}")
+        self.url = url
+        self.link = link
+        self.limit = max_message_bytes
+        self.read_timeout = read_timeout_s
+        self.session_id: str | None = None
+        self.protocol_version: str | None = headers.get(MCP_PROTOCOL_VERSION_HEADER)
+        self.writer_closed = False
+        port = parts.port or 80
+        self.pool = _Pool(parts.hostname, port, connect_timeout_s)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host = parts.hostname if parts.port is None else f"{parts.hostname}:{port}"
+        if ":" in parts.hostname:  # IPv6 literal
+            host = f"[{parts.hostname}]" + (f":{port}" if parts.port is not None else "")
+        own = {"host", "content-length", "content-type", "accept", "connection", "transfer-encoding"}
+        own |= {"mcp-session-id", MCP_PROTOCOL_VERSION_HEADER.lower()}
+        configured = b"".join(_header_line(k, v) for k, v in headers.items() if k.lower() not in own)
+        self._target = target.encode("latin-1")
+        self._fixed = _header_line("host", host) + _header_line("user-agent", f"mcpgw/{__version__}") + configured
+        self._heads: dict[tuple[str, str | None, str | None], bytes] = {}
+        self._read_writer, self._read = anyio.create_memory_object_stream[SessionMessage | Exception](16)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._get_task: asyncio.Task[None] | None = None
+
+    # -- the streams ---------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def streams(self, start_get: bool) -> AsyncIterator[tuple[Any, _Writer]]:
+        """(read, write) for the SDK's dispatcher; on exit every exchange is cancelled and the
+        pool closed (the caller sends DELETE first when the session should end)."""
+        if start_get:
+            self.start_get()
+        try:
+            async with self._read_writer, self._read:
+                yield self._read, _Writer(self)
+        finally:
+            tasks = [*self._tasks, *([self._get_task] if self._get_task else [])]
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            self.pool.close()
+
+    def start_get(self) -> None:
+        """Open the GET stream (the upstream's own messages), once."""
+        if self._get_task is None and self.session_id:
+            self._get_task = asyncio.ensure_future(self._get_stream())
+
+    # -- heads ---------------------------------------------------------------------------------
+    def _head(self, method: str, accept: str, extra: dict[str, str] | None, length: int, last_event: str = "") -> bytes:
+        version = self.protocol_version
+        if extra:
+            version = extra.get(MCP_PROTOCOL_VERSION_HEADER, version)
+        key = (method + accept, self.session_id, version)
+        prefix = self._heads.get(key)
+        if prefix is None:
+            prefix = b"%s %s HTTP/1.1\r\n" % (method.encode(), self._target) + self._fixed
+            prefix += _header_line("accept", accept)
+            if method == "POST":
+                prefix += b"content-type: application/json\r\n"
+            elif method == "GET":
+                prefix += b"cache-control: no-store\r\n"
+            if self.session_id:
+                prefix += _header_line("mcp-session-id", self.session_id)
+            if version:
+                prefix += _header_line(MCP_PROTOCOL_VERSION_HEADER, version)
+            if len(self._heads) > 16:
+                self._heads.clear()
+            self._heads[key] = prefix
+        head = prefix
+        if extra and (len(extra) > 1 or MCP_PROTOCOL_VERSION_HEADER not in extra):
+            head += b"".join(_header_line(k, v) for k, v in extra.items() if k != MCP_PROTOCOL_VERSION_HEADER)
+        if last_event:
+            head += _header_line("last-event-id", last_event)
+        if method == "POST":
+            head += b"content-length: %d\r\n" % length
+        return head + b"\r\n"
+
+    # -- what the dispatcher sends --------------------------------------------------------------
+    async def send(self, item: SessionMessage) -> None:
+        if self.writer_closed:
+            raise anyio.ClosedResourceError
+        message = item.message
+        metadata = item.metadata if isinstance(item.metadata, ClientMessageMetadata) else None
+        extra = metadata.headers if metadata is not None else None
+        if isinstance(message, types.JSONRPCRequest):
+            if message.method == "initialize":
+                self.protocol_version = None  # the negotiation itself carries no version header
+            elif extra and MCP_PROTOCOL_VERSION_HEADER in extra:
+                self.protocol_version = extra[MCP_PROTOCOL_VERSION_HEADER]
+            token = metadata.resumption_token if metadata is not None else None
+            task = asyncio.ensure_future(self._request(message, extra, token))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        await self._post_quietly(message, extra)
+        if isinstance(message, types.JSONRPCNotification) and message.method == "notifications/initialized":
+            self.start_get()
+
+    async def _post_quietly(self, message: types.JSONRPCMessage, extra: dict[str, str] | None) -> None:
+        """A notification or a response: POSTed, answered 202 (anything else is logged, not raised)."""
+        try:
+            conn = await self._exchange("POST", message, extra)
+        except ExchangeError as exc:
+            log.debug("upstream POST of a %s failed: %s", type(message).__name__, exc)
+            return
+        try:
+            if conn.status >= 400:
+                await self._until_done(conn)
+                self._session_refused(conn, None)
+                log.debug("upstream answered a %s with HTTP %d", type(message).__name__, conn.status)
+            elif conn.status != 202:
+                await self._until_done(conn)
+        except ExchangeError:
+            pass
+        finally:
+            if conn.done and not conn.closed:
+                self.pool.release(conn)
+            else:
+                self.pool.discard(conn)
+
+    async def _exchange(
+        self, method: str, message: types.JSONRPCMessage | None, extra: dict[str, str] | None, last_event: str = ""
+    ) -> _Connection:
+        """Send one HTTP request and wait for the answer's head; the connection is the caller's
+        (release or discard it). A reused connection the server closed before answering anything
+        (its keep-alive ran out as the request left) is replaced once: the request was not read."""
+        if message is not None:
+            body = message.model_dump_json(by_alias=True, exclude_unset=True).encode()
+            data = self._head(method, ACCEPT_BOTH, extra, len(body)) + body
+        else:
+            data = self._head(method, ACCEPT_BOTH if method == "DELETE" else "text/event-stream", extra, 0, last_event)
+        for attempt in (0, 1):
+            try:
+                conn, reused = await self.pool.acquire()
+            except ConnectFailed as exc:
+                self.link.lose(f"refused the connection ({exc})")
+                raise
+            try:
+                conn.send(data, self.limit if method != "DELETE" else REFUSAL_HEAD_BYTES)
+                timeout = None if method == "GET" else self.read_timeout
+                while not conn.head_done and conn.error is None:
+                    await conn.wait(timeout)
+                if conn.error is not None:
+                    raise ExchangeError(conn.error)
+            except ExchangeError:
+                self.pool.discard(conn)
+                if reused and not conn.got and attempt == 0:
+                    continue
+                raise
+            except BaseException:
+                self.pool.discard(conn)
+                raise
+            return conn
+        raise AssertionError("unreachable")
+
+    async def _until_done(self, conn: _Connection) -> None:
+        while not conn.done and conn.error is None and conn.size <= conn.limit:
+            await conn.wait(self.read_timeout)
+        if conn.error is not None:
+            raise ExchangeError(conn.error)
+
+    def _session_refused(self, conn: _Connection, request_id: Any) -> bool:
+        """404, or a 400 whose body names the session, to a request carrying the session id: the
+        upstream no longer knows the session (restarted, expired). The link ends; the request was not run."""
+        if not self.session_id or conn.status not in (404, 400):
+            return False
+        if conn.status == 400 and b"session" not in bytes(conn.body[:REFUSAL_HEAD_BYTES]).lower():
+            return False
+        if request_id is not None:
+            self.link.refused.add(str(request_id))
+        if conn.status == 404:
+            self.link.lose("lost its session (HTTP 404: the upstream restarted or ended it)", session=True)
+        else:
+            self.link.lose("lost its session (HTTP 400 naming the session: the upstream restarted)", session=True)
+        return True
+
+    async def _deliver(self, item: SessionMessage | Exception) -> None:
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
+            await self._read_writer.send(item)
+
+    # -- one request ---------------------------------------------------------------------------
+    async def _request(self, message: types.JSONRPCRequest, extra: dict[str, str] | None, token: str | None) -> None:
+        request_id = message.id
+        try:
+            if token:  # the dispatcher asks to resume an earlier answer's stream
+                await self._resume(request_id, token, None)
+                return
+            try:
+                conn = await self._exchange("POST", message, extra)
+            except ExchangeError:
+                await self._deliver(_error(request_id, types.CONNECTION_CLOSED, "Connection closed"))
+                return
+            try:
+                body = await self._answer(conn, message, request_id)
+            finally:
+                if conn.done and conn.error is None and not conn.closed:
+                    self.pool.release(conn)
+                else:
+                    self.pool.discard(conn)
+            if body is not None:  # a JSON answer, parsed after its connection went back to the pool
+                try:
+                    parsed = types.jsonrpc_message_adapter.validate_json(body, by_name=False)
+                except (ValidationError, ValueError) as exc:
+                    text = f"Failed to parse JSON response: {exc}"
+                    await self._deliver(_error(request_id, types.PARSE_ERROR, text))
+                    return
+                await self._deliver(SessionMessage(parsed))
+        except ExchangeError:
+            await self._deliver(_error(request_id, types.CONNECTION_CLOSED, "Connection closed"))
+        except Exception as exc:
+            log.exception("upstream exchange failed")
+            await self._deliver(_error(request_id, types.CONNECTION_CLOSED, f"Connection closed ({exc})"))
+
+    async def _answer(self, conn: _Connection, message: types.JSONRPCRequest, request_id: Any) -> bytes | None:
+        """Deliver what the answer says, or return a JSON answer's body (read whole) to be parsed."""
+        status = conn.status
+        if status == 202:
+            await self._deliver(
+                _error(request_id, types.INVALID_REQUEST, "server answered a request with 202 Accepted")
+            )
+            return None
+        if 300 <= status < 400:
+            await self._until_done(conn)
+            where = conn.headers.get(b"location", b"").decode("latin-1")
+            await self._deliver(
+                _error(
+                    request_id,
+                    types.INVALID_REQUEST,
+                    f"Redirect to {where} not followed; use that URL as the endpoint if it is the intended server",
+                )
+            )
+            return None
+        if status >= 400:
+            await self._until_done(conn)
+            if self._session_refused(conn, request_id):
+                await self._deliver(_error(request_id, types.INVALID_REQUEST, "Session terminated"))
+                return None
+            if conn.headers.get(b"content-type", b"").lower().startswith(b"application/json"):
+                with contextlib.suppress(ValidationError, ValueError):
+                    parsed = types.jsonrpc_message_adapter.validate_json(bytes(conn.body), by_name=False)
+                    if isinstance(parsed, types.JSONRPCError):
+                        reply = types.JSONRPCError(jsonrpc="2.0", id=request_id, error=parsed.error)
+                        await self._deliver(SessionMessage(reply))
+                        return None
+            if status == 404:
+                code, text = (
+                    (types.INVALID_REQUEST, "Session terminated")
+                    if self.session_id
+                    else (types.METHOD_NOT_FOUND, "Not Found")
+                )
+            else:
+                code, text = types.INTERNAL_ERROR, "Server returned an error response"
+            await self._deliver(_error(request_id, code, text))
+            return None
+        if message.method == "initialize":
+            session = conn.headers.get(b"mcp-session-id")
+            if session:
+                self.session_id = session.decode("latin-1")
+        if conn.sse is not None:
+            await self._sse_answer(conn, request_id)
+            return None
+        kind = conn.headers.get(b"content-type", b"").lower()
+        if not kind.startswith(b"application/json"):
+            text = kind.decode("latin-1")
+            await self._deliver(_error(request_id, types.INVALID_REQUEST, f"Unexpected content type: {text}"))
+            return None
+        await self._until_done(conn)
+        if conn.size > conn.limit:
+            conn.close()  # the rest is not read
+            self.link.oversized(str(request_id), conn.size)
+            await self._deliver(_error(request_id, types.INTERNAL_ERROR, "message over the limit"))
+            return None
+        return bytes(conn.body)
+
+    async def _sse_answer(self, conn: _Connection, request_id: Any) -> None:
+        """A request's answer as an event stream: its events handed on until the response; an early
+        end resumed with Last-Event-ID when events had ids."""
+        last_id, retry = await self._read_events(conn, request_id)
+        if last_id is True:
+            return
+        if last_id is None:
+            await self._deliver(_error(request_id, types.CONNECTION_CLOSED, "SSE stream ended without a response"))
+            return
+        await self._resume(request_id, last_id, retry)
+
+    async def _resume(self, request_id: Any, last_id: str, retry: int | None) -> None:
+        attempts = 0
+        while attempts < RESUME_ATTEMPTS:
+            await asyncio.sleep((retry if retry is not None else RESUME_DELAY_S * 1000) / 1000)
+            try:
+                conn = await self._exchange("GET", None, None, last_event=last_id)
+            except ExchangeError:
+                attempts += 1
+                continue
+            try:
+                if conn.sse is None:
+                    attempts += 1
+                    continue
+                found, retry = await self._read_events(conn, request_id)
+                if found is True:
+                    return
+                attempts = 0
+                last_id = found or last_id
+            except ExchangeError:
+                attempts += 1
+            finally:
+                self.pool.discard(conn)
+        await self._deliver(
+            _error(request_id, types.CONNECTION_CLOSED, "SSE stream ended and reconnection attempts were exhausted")
+        )
+
+    async def _read_events(self, conn: _Connection, request_id: Any) -> tuple[Any, int | None]:
+        """Hand on the stream's events. (True, _) once the response came; else (the last event id
+        seen or None, the server's retry) when the stream ended."""
+        last_id: str | None = None
+        sse = conn.sse
+        assert sse is not None
+        while True:
+            for kind, data, event_id in conn.take_events():
+                if event_id is not None:
+                    last_id = event_id
+                if kind is None:  # over max_message_bytes: the request fails, the stream is left
+                    self.link.oversized(str(request_id), data)
+                    conn.close()
+                    await self._deliver(_error(request_id, types.INTERNAL_ERROR, "message over the limit"))
+                    return True, None
+                if kind != "message" or not data:
+                    continue
+                try:
+                    parsed = types.jsonrpc_message_adapter.validate_json(data, by_name=False)
+                except (ValidationError, ValueError) as exc:
+                    conn.close()
+                    text = f"Failed to parse SSE message: {exc}"
+                    await self._deliver(_error(request_id, types.PARSE_ERROR, text))
+                    return True, None
+                if isinstance(parsed, types.JSONRPCResponse | types.JSONRPCError):
+                    parsed.id = request_id
+                    if not conn.done:
+                        conn.close()  # the server may keep the stream open: not read further
+                    await self._deliver(SessionMessage(parsed))
+                    return True, None
+                await self._deliver(SessionMessage(parsed))
+            if conn.done or conn.error is not None:
+                return last_id, sse.retry_ms
+            await conn.wait(self.read_timeout)
+
+    # -- the GET stream ------------------------------------------------------------------------
+    async def _get_stream(self) -> None:
+        """What the upstream says on its own, with no read timeout; reopened (with Last-Event-ID)
+        when it ends, given up after two failures in a row or when the server does not offer it."""
+        last_id, retry, failures = "", None, 0
+        while failures < RESUME_ATTEMPTS and self.session_id:
+            try:
+                conn = await self._exchange("GET", None, None, last_event=last_id)
+            except ExchangeError:
+                failures += 1
+            else:
+                try:
+                    if conn.status >= 400 or conn.sse is None:
+                        await self._until_done(conn)
+                        self._session_refused(conn, None)
+                        log.debug("upstream GET stream: HTTP %d", conn.status)
+                        if conn.status == 405 or self.link_ended():
+                            return
+                        failures += 1
+                    else:
+                        failures = 0
+                        last_id, retry = await self._get_events(conn, last_id)
+                except ExchangeError:
+                    failures += 1
+                finally:
+                    self.pool.discard(conn)
+            await asyncio.sleep((retry if retry is not None else RESUME_DELAY_S * 1000) / 1000)
+
+    def link_ended(self) -> bool:
+        return bool(getattr(self.link, "session_lost", False))
+
+    async def _get_events(self, conn: _Connection, last_id: str) -> tuple[str, int | None]:
+        sse = conn.sse
+        assert sse is not None
+        while True:
+            for kind, data, event_id in conn.take_events():
+                if event_id is not None:
+                    last_id = event_id
+                if kind is None:
+                    self.link.oversized(None, data)
+                    continue
+                if kind != "message" or not data:
+                    continue
+                try:
+                    parsed = types.jsonrpc_message_adapter.validate_json(data, by_name=False)
+                except (ValidationError, ValueError) as exc:
+                    log.warning("upstream GET stream: an event that is not a JSON-RPC message: %s", exc)
+                    continue
+                await self._deliver(SessionMessage(parsed))
+            if conn.done or conn.error is not None:
+                return last_id, sse.retry_ms
+            await conn.wait(None)
+
+    # -- the end -------------------------------------------------------------------------------
+    async def terminate(self) -> None:
+        """DELETE the upstream session (405: the server keeps it; anything else is logged)."""
+        if not self.session_id:
+            return
+        try:
+            conn = await self._exchange("DELETE", None, None)
+        except ExchangeError as exc:
+            log.warning("upstream session termination failed: %s", exc)
+            return
+        status = conn.status
+        self.pool.discard(conn)
+        if status not in (200, 202, 204, 405):
+            log.warning("upstream session termination: HTTP %d", status)
+
+
+def lean_client_covers(url: str | None, auth: object) -> bool:
+    """Whether this transport serves an upstream: plain HTTP and no OAuth."""
+    return bool(url) and str(url).lower().startswith("http://") and auth is None
