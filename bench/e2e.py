@@ -91,9 +91,10 @@ def edge_cache(url: str) -> dict[str, int] | None:
 
 
 def summarize(workload: str, conns: int, target: str, results: list[wrk.Result], cache: dict[str, int] | None) -> dict:
-    """One row: medians over the repetitions that produced a figure; failed ones are counted and
-    named, never averaged in as zeros."""
-    good = [r for r in results if not r.failed]
+    """One row: medians over the repetitions that produced a figure with no error (the rule of
+    report.paired_ratio: errors answered fast would flatter the target); failed ones are counted
+    and named, never averaged in as zeros, and errors are summed over every repetition."""
+    good = [r for r in results if r.ok]
     row: dict = {
         "workload": workload,
         "connections": conns,
@@ -157,7 +158,8 @@ def run(duration_s: float, reps: int, connections: list[int]) -> list[dict]:
                     row = summarize(workload, conns, n, samples[n], caches.get(n))
                     rows.append(row)
                     if row["rps"] is None:
-                        print(f"  {workload:16} c={conns:<3} {n:15} FAILED: {'; '.join(row['failed_runs'])}")
+                        why = "; ".join(row["failed_runs"]) or f"{row['errors']} errors"
+                        print(f"  {workload:16} c={conns:<3} {n:15} FAILED: {why}", flush=True)
                         continue
                     share = row.get("edge_cache_hit_share")
                     print(

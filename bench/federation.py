@@ -99,7 +99,7 @@ def _measure(mode: str, duration_s: float, reps: int, connections: int) -> list[
         direct = samples["sdk direct"]
         rows = []
         for name, results in samples.items():
-            good = [r for r in results if not r.failed]
+            good = [r for r in results if r.ok]  # a figure and no error, as every ratio here
             # Paired: repetition i through the gateway against repetition i direct, both with a figure
             # and no error of any kind (report.paired_ratio's rule: errors answered fast would flatter).
             ratios = [r.rps / d.rps for r, d in zip(results, direct, strict=False) if r.ok and d.ok]
