@@ -6,7 +6,8 @@
 - `noop guest`: the same call into the no-op example plugin (the SDK reads the context, checks
   the payload's syntax, dispatches, encodes continue);
 - `Plugin.call`: the chain's per-plugin step around it (instance pool, counters, cost timing);
-- `chain step`: `PluginHooks._run` for one plugin (the input's encoding, the failure policy).
+- `chain step`: `PluginHooks._run` for one plugin (the payload's encoding, the failure policy;
+  the context is encoded once per request, not per step).
 
 Input: the tool-pre-invoke and tool-post-invoke of a `tools/call echo` as the gateway sends them.
 Each figure is (count of 1,500 calls - count of 500) / 1,000, so the instrumentation's switching
@@ -50,7 +51,7 @@ def _control(*args: str) -> None:
 
 def _inside(out_dir: str) -> None:
     """Under valgrind: every layer and hook, 500 then 1,500 calls, each run zeroed and dumped."""
-    from mcpgw.plugins.chain import Plugin, PluginHooks, PluginSet
+    from mcpgw.plugins.chain import _HEADS, Plugin, PluginHooks, PluginSet, _Who
     from mcpgw.plugins.manifest import PluginManifest
     from mcpgw.plugins.sandbox import CONTINUED, PluginComponent
 
@@ -71,11 +72,15 @@ def _inside(out_dir: str) -> None:
     for hook, payload in PAYLOADS.items():
         context = {**CONTEXT, "hook": hook}
         data = orjson.dumps({"context": context, "payload": payload})
+        # The chain's step gets the input up to its payload as the request encodes it once.
+        who = _Who(CONTEXT["endpoint"], b"null", CONTEXT["request-id"], CONTEXT["session-hash"])
+        head = _HEADS[hook] + who.context(CONTEXT["method"], CONTEXT["name"], CONTEXT["upstream"])
+        assert orjson.loads(head + orjson.dumps(payload) + b"}") == orjson.loads(data)
         calls: dict[str, Callable[[], Any]] = {
             "floor": lambda data=data: empty.invoke_encoded(data),
             "noop guest": lambda data=data: noop.invoke_encoded(data),
             "Plugin.call": lambda data=data: plugin.call(data),
-            "chain step": lambda context=context, payload=payload: hooks._run(chain, context, payload, 17),
+            "chain step": lambda hook=hook, head=head, payload=payload: hooks._run(chain, hook, head, payload, 17),
         }
         for layer, call in calls.items():
             assert call() in (b'{"continue":null}', CONTINUED, payload), layer

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 import e2e
+import server_instructions
 import servers
 import wrk
 
@@ -127,5 +128,35 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> di
             os.unlink(path)
 
 
+def instructions(n: int = 1000) -> dict[str, float] | None:
+    """Instructions per tools/call echo (callgrind, one keep-alive client, wasm edge;
+    bench/server_instructions.py) through a gateway with each of CONFIGS, in one run: the figure
+    a shared machine does not disturb. None without valgrind."""
+    if not server_instructions.available():
+        print("  (valgrind not installed: no instruction count)", flush=True)
+        return None
+    counts: dict[str, float] = {}
+    for name, text in CONFIGS.items():
+        env = dict(server_instructions.GATEWAY_ENV)
+        with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
+            f.write(text)
+            f.flush()
+            if text:
+                env["MCPGW_CONFIG"] = f.name
+            counts[name] = server_instructions.per_request(server_instructions.gateway_argv(), env, n=n)
+    base = counts["no plugin"]
+    for name, count in counts.items():
+        print(
+            f"  instructions per tools/call echo, {name:34} {count:9,.0f}  (+{count - base:,.0f}, {base / count:.3f}x)",
+            flush=True,
+        )
+    return counts
+
+
 if __name__ == "__main__":
-    print(json.dumps(measure(1, 1), indent=1))
+    import sys
+
+    if sys.argv[1:] == ["--instructions"]:
+        instructions()
+    else:
+        print(json.dumps(measure(1, 1), indent=1))
