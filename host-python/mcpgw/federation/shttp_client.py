@@ -60,6 +60,7 @@ EVENTS_PAUSE = 64  # parsed SSE events not yet handed on: the socket is not read
 RESUME_ATTEMPTS = 2  # Last-Event-ID reconnections of a request's SSE answer (the SDK's count)
 ACCEPT_BOTH = "application/json, text/event-stream"
 RESUME_DELAY_S = 1.0  # between them, unless the server said `retry`
+SSE_END_GRACE_S = 1.0  # after a request's response on its event stream, for the stream to end
 
 
 class LinkSide(Protocol):
@@ -189,6 +190,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.headers: dict[bytes, bytes] = {}
         self.head_done = False
+        self.keep_alive = False
         self.done = False
         self.framed = False  # Content-Length or chunked: EOF before the end is a failure
         self.got = False  # any byte of the answer arrived
@@ -250,6 +252,7 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()  # llhttp knows it only until the message ends
         self.head_done = True
         kind = self.headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
         if kind == b"text/event-stream" and self.status < 300:
@@ -328,6 +331,7 @@ class _Pool:
         self.host, self.port, self.connect_timeout = host, port, connect_timeout
         self.idle: list[_Connection] = []
         self.open = 0
+        self.opened = 0  # connections made so far
         self.waiters: deque[asyncio.Future[None]] = deque()
 
     async def acquire(self) -> tuple[_Connection, bool]:
@@ -350,6 +354,7 @@ class _Pool:
             if self.idle:
                 return await self.acquire()
         self.open += 1
+        self.opened += 1
         try:
             async with asyncio.timeout(self.connect_timeout):
                 transport, conn = await asyncio.get_running_loop().create_connection(_Connection, self.host, self.port)
@@ -370,13 +375,7 @@ class _Pool:
     def release(self, conn: _Connection) -> None:
         """Back to the pool when its answer was read to the end and it stays open."""
         conn.busy = False
-        if (
-            conn.closed
-            or conn.error is not None
-            or not conn.done
-            or not conn.parser.should_keep_alive()
-            or len(self.idle) >= MAX_IDLE
-        ):
+        if conn.closed or conn.error is not None or not conn.done or not conn.keep_alive or len(self.idle) >= MAX_IDLE:
             self.discard(conn)
         else:
             conn.idle_since = time.monotonic()
@@ -763,7 +762,7 @@ class StreamableHttpClient:
             except ExchangeError:
                 attempts += 1
             finally:
-                self.pool.discard(conn)
+                self.pool.release(conn)  # kept only when its answer was read to the end
         await self._deliver(
             _error(request_id, types.CONNECTION_CLOSED, "SSE stream ended and reconnection attempts were exhausted")
         )
@@ -794,14 +793,25 @@ class StreamableHttpClient:
                     return True, None
                 if isinstance(parsed, types.JSONRPCResponse | types.JSONRPCError):
                     parsed.id = request_id
-                    if not conn.done:
-                        conn.close()  # the server may keep the stream open: not read further
                     await self._deliver(SessionMessage(parsed))
+                    await self._stream_end(conn)
                     return True, None
                 await self._deliver(SessionMessage(parsed))
             if conn.done or conn.error is not None:
                 return last_id, sse.retry_ms
             await conn.wait(self.read_timeout)
+
+    async def _stream_end(self, conn: _Connection) -> None:
+        """After the response, the stream's end (servers end it at once), so that the connection
+        can be kept; a stream still open after SSE_END_GRACE_S, or carrying more, is dropped."""
+        try:
+            async with asyncio.timeout(SSE_END_GRACE_S):
+                while not conn.done and conn.error is None and not conn.events:
+                    await conn.wait(None)
+        except TimeoutError:
+            pass
+        if not conn.done or conn.events:
+            conn.close()
 
     # -- the GET stream ------------------------------------------------------------------------
     async def _get_stream(self) -> None:
@@ -828,7 +838,7 @@ class StreamableHttpClient:
                 except ExchangeError:
                     failures += 1
                 finally:
-                    self.pool.discard(conn)
+                    self.pool.release(conn)  # kept only when its answer was read to the end
             await asyncio.sleep((retry if retry is not None else RESUME_DELAY_S * 1000) / 1000)
 
     def link_ended(self) -> bool:
@@ -867,7 +877,7 @@ class StreamableHttpClient:
             log.warning("upstream session termination failed: %s", exc)
             return
         status = conn.status
-        self.pool.discard(conn)
+        self.pool.release(conn)  # kept only when its answer was read to the end
         if status not in (200, 202, 204, 405):
             log.warning("upstream session termination: HTTP %d", status)
 
