@@ -145,7 +145,9 @@ def _e2e_figures(record: dict) -> list[Figure]:
             if r["target"] == target and r.get("edge_cache_hit_share") is not None
         ]
         if shares:
-            text = f"{min(shares):.0%} to {max(shares):.0%} over {len(shares)} cells"
+            low, high = f"{min(shares):.0%}", f"{max(shares):.0%}"
+            spread = low if low == high else f"{low} to {high}"
+            text = f"{spread} (over {len(shares)} cells)"
             out.append(Figure(None, f"share of timed requests answered from the edge cache, {target}", None, text))
     return out
 
@@ -220,12 +222,16 @@ def _relay_figures(record: dict) -> list[Figure]:
     out: list[Figure] = []
     for r in record.get("federation") or []:  # relayed through the gateway / the upstream served directly
         case = f"{r['target']}, {r.get('upstream', 'stateful')} upstream"
-        cpu = f"; CPU/call {r['cpu_us']} µs vs direct" if r.get("cpu_us") is not None else ""
+        if r["vs_direct"] is None:
+            why = (r.get("failed_runs") or [f"{r.get('errors', 0)} errors"])[0]
+            text = f"failed: {why}"
+        else:
+            text = f"{r['vs_direct']:.3f}x"
+            if r.get("cpu_us") is not None:
+                text += f" (CPU/call {r['cpu_us']} µs, upstream {r.get('upstream_cpu_us')} µs)"
         if r["target"].startswith("gateway "):
-            text = "" if r["vs_direct"] is None else f"{r['vs_direct']:.3f}x"
             out.append(Figure("relay", case, r["vs_direct"], text))
         elif r["target"] != "sdk direct":
-            text = _fmt(r["vs_direct"]) + cpu.replace(" vs direct", "")
             out.append(Figure(None, f"relay, a user's alternative: {case} / direct", None, text))
     return out
 

@@ -161,7 +161,7 @@ def run(url: str, workload: Workload, connections: int, duration_s: float) -> Re
     except (ValueError, KeyError, TypeError) as exc:
         return failed(f"wrk's summary is unreadable ({exc}): {line[:200]}")
     if data["requests"] == 0 or seconds <= 0:
-        return failed("no request completed")
+        return failed(f"no request completed in {max(1, round(duration_s))} s")
     return Result(
         rps=data["requests"] / seconds,
         p50_ms=data["p50_us"] / 1000,
