@@ -142,10 +142,7 @@ mod wasm {
             request_id: ctx.request_id,
             session_hash: ctx.session_hash,
         };
-        let action = match serde_json::from_str::<&serde_json::value::RawValue>(payload)
-            .map_err(|e| e.to_string())
-            .and_then(|raw| crate::checked_payload(raw.get()))
-        {
+        let action = match crate::checked_payload(payload) {
             Ok(payload) => dispatch(plugin, &ctx, payload),
             Err(e) => Action::deny(
                 INTERNAL_ERROR,

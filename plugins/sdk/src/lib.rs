@@ -38,12 +38,12 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use serde::Deserialize;
-use serde_json::value::RawValue;
 pub use serde_json::{self, json, Value};
 
 #[doc(hidden)]
 pub mod __rt;
 pub mod glob;
+mod input;
 
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
@@ -361,15 +361,12 @@ pub fn nesting_within(text: &str, limit: usize) -> bool {
     true
 }
 
-/// The payload's text as the hook gets it, or the reason it is refused: too
-/// deep for [`Payload::try_value`] to parse ([`MAX_PAYLOAD_NESTING`]).
+/// The payload's text as the hook gets it, or the reason it is refused: not
+/// JSON, or too deep for [`Payload::try_value`] to parse
+/// ([`MAX_PAYLOAD_NESTING`]); both checked in one pass.
 #[doc(hidden)]
 pub fn checked_payload(text: &str) -> Result<Payload<'_>, String> {
-    if nesting_within(text, MAX_PAYLOAD_NESTING) {
-        Ok(Payload::from_json(text))
-    } else {
-        Err(format!("payload nested deeper than {MAX_PAYLOAD_NESTING}"))
-    }
+    input::check_json(text, MAX_PAYLOAD_NESTING).map(Payload::from_json)
 }
 
 /// Call the hook `ctx.hook` names on `plugin`.
@@ -385,36 +382,15 @@ pub fn dispatch<P: Plugin>(plugin: &mut P, ctx: &Context, payload: Payload<'_>) 
     }
 }
 
-#[derive(Deserialize)]
-struct Encoded<'a> {
-    context: Context,
-    /// Its syntax is checked, no value is built: the hook parses it if it
-    /// reads it ([`Payload`]).
-    #[serde(borrow, default)]
-    payload: Option<&'a RawValue>,
-}
-
-/// `invoke-encoded` for `plugin`: parse `{"context": {...}, "payload": ...}`
-/// (the payload's syntax and nesting only), run the hook, encode its action.
-/// Input that does not parse, or a payload nested deeper than
-/// [`MAX_PAYLOAD_NESTING`], is answered with a deny (-32603) naming the
+/// `invoke-encoded` for `plugin`: read `{"context": {...}, "payload": ...}`
+/// in one pass (the context decoded, the payload's syntax and nesting
+/// checked, no value built: the hook parses it if it reads it), run the hook,
+/// encode its action. Input that does not parse, or a payload nested deeper
+/// than [`MAX_PAYLOAD_NESTING`], is answered with a deny (-32603) naming the
 /// plugin and the problem, never a trap, and the hook does not run.
 pub fn invoke_encoded<P: Plugin>(plugin: &mut P, input: &str) -> String {
-    match serde_json::from_str::<Encoded<'_>>(input) {
-        Ok(Encoded { context, payload }) => {
-            let payload = match payload {
-                None => Ok(Payload::from(Value::Null)),
-                Some(raw) => checked_payload(raw.get()),
-            };
-            match payload {
-                Ok(payload) => dispatch(plugin, &context, payload).encode(),
-                Err(e) => Action::deny(
-                    INTERNAL_ERROR,
-                    format!("plugin {}: malformed input: {e}", P::NAME),
-                )
-                .encode(),
-            }
-        }
+    match input::read_input(input) {
+        Ok((context, payload)) => dispatch(plugin, &context, payload).encode(),
         Err(e) => Action::deny(
             INTERNAL_ERROR,
             format!("plugin {}: malformed input: {e}", P::NAME),
