@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from mcpgw.federation.config import UpstreamConfig
+from mcpgw.federation.config import ConfigError, UpstreamConfig, parse
 from mcpgw.federation.link import UpstreamLink, UpstreamSessionLost, UpstreamUnavailable
 from mcpgw.federation.shttp_client import SseParser, StreamableHttpClient
 from mcpgw.server.jsonrpc import JsonRpcError
@@ -299,3 +299,19 @@ def test_sse_parser_lines_and_limits() -> None:
         parser.feed(piece)
     assert events == [("message", b"abc\nd", "7"), (None, 13, "7"), ("message", b"z", "7")]
     assert parser.retry_ms == 50
+
+
+def test_the_client_key_chooses_the_transport() -> None:
+    auto, sdk, tls, oauth = parse(
+        '[upstreams.a]\ntransport = "streamable-http"\nurl = "http://127.0.0.1:1/mcp"\n'
+        '[upstreams.b]\ntransport = "streamable-http"\nurl = "http://127.0.0.1:1/mcp"\nclient = "sdk"\n'
+        '[upstreams.c]\ntransport = "streamable-http"\nurl = "https://example.com/mcp"\n'
+        '[upstreams.d]\ntransport = "streamable-http"\nurl = "http://127.0.0.1:1/mcp"\n'
+        '[upstreams.d.oauth]\ntoken_endpoint = "http://127.0.0.1:1/t"\nclient_id = "x"\nclient_secret = "y"\n'
+    )
+    assert [UpstreamLink(c).client for c in (auto, sdk, tls)] == ["mcpgw", "sdk", "sdk"]
+    assert UpstreamLink(oauth, auth=object()).client == "sdk"  # type: ignore[arg-type]  # any credentials
+    with pytest.raises(ConfigError, match='client must be "auto" or "sdk"'):
+        parse('[upstreams.a]\ntransport = "streamable-http"\nurl = "http://h/mcp"\nclient = "lean"\n')
+    with pytest.raises(ConfigError, match="client does not apply to a sse upstream"):
+        parse('[upstreams.a]\ntransport = "sse"\nurl = "http://h/sse"\nclient = "sdk"\n')

@@ -77,6 +77,7 @@ class UpstreamConfig:
     max_message_bytes: float = DEFAULT_MAX_MESSAGE_BYTES  # one message from the upstream; larger fails its call
     read_timeout_s: float = 300.0  # an HTTP upstream's event stream silent this long counts as gone (0: never)
     oauth: OAuthConfig | None = None  # client credentials for an upstream that needs a token
+    client: str = "auto"  # streamable-http: "auto" (the gateway's own for http:// without oauth) or "sdk"
 
 
 # key -> (type check, description) for the checks and their messages
@@ -100,10 +101,12 @@ _KEYS: dict[str, str] = {
     "max_message_bytes": _NUM,
     "read_timeout_s": _NUM,
     "oauth": "a table ([upstreams.<id>.oauth])",
+    "client": _STR,
 }
 _NEEDS = {"stdio": ("command",), "streamable-http": ("url",), "sse": ("url",)}
 _HTTP = {"url", "headers", "read_timeout_s", "oauth"}
-_ONLY = {"stdio": {"command", "args", "env", "cwd"}, "streamable-http": _HTTP, "sse": _HTTP}  # the rest: all
+# the rest: all
+_ONLY = {"stdio": {"command", "args", "env", "cwd"}, "streamable-http": _HTTP | {"client"}, "sse": _HTTP}
 
 
 def _fits(kind: str, value: Any) -> bool:
@@ -195,6 +198,8 @@ def parse(text: str, source: str = "<config>", body_limit: int = 0) -> list[Upst
         url = table.get("url", "")
         if url and not re.match(r"https?://", url):
             raise fail(f"upstreams.{id_}.url must be an http:// or https:// URL", id_, "url")
+        if table.get("client", "auto") not in ("auto", "sdk"):
+            raise fail(f'upstreams.{id_}.client must be "auto" or "sdk"', id_, "client")
         prefix = table.get("prefix", id_)
         if not ID_PATTERN.fullmatch(prefix):
             raise fail(f"upstreams.{id_}.prefix {prefix!r} must be letters, digits and '-' (no '_')", id_, "prefix")
@@ -224,6 +229,7 @@ def parse(text: str, source: str = "<config>", body_limit: int = 0) -> list[Upst
                 url=url,
                 headers={k: _secret(v, fail, id_, "headers") for k, v in table.get("headers", {}).items()},
                 oauth=oauth,
+                client=table.get("client", "auto"),
                 **numbers,
             )
         )

@@ -356,10 +356,10 @@ class UpstreamLink:
         self._start_get: Callable[[], None] | None = None
         self.auth = auth  # an HTTP upstream's OAuth client credentials (oauth.py), shared by its links
         # Which Streamable HTTP client carries this link: the gateway's own ("mcpgw") for plain HTTP
-        # without OAuth, the SDK's over httpx ("sdk") for https:// and OAuth (logged, in /health).
-        self.client = (
-            "mcpgw" if config.transport == "streamable-http" and lean_client_covers(config.url, auth) else "sdk"
-        )
+        # without OAuth, the SDK's over httpx ("sdk") for https://, OAuth and `client = "sdk"` (logged,
+        # in /health).
+        lean = config.transport == "streamable-http" and config.client != "sdk"
+        self.client = "mcpgw" if lean and lean_client_covers(config.url, auth) else "sdk"
         self.handler = handler
         self.label = label
         self.capabilities = client_capabilities or {}
