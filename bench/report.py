@@ -642,6 +642,11 @@ def _federation_section(record: dict, out: Path, stamp: str) -> list[str]:
         f"{_num(r.get('upstream_cpu_us'), '.0f')} | {r['errors']} |"
         for r in record["federation"]
     ]
+    md += [
+        f"- {r['target']} ({r.get('upstream', 'stateful')} upstream): failed runs: {'; '.join(r['failed_runs'])}"
+        for r in record["federation"]
+        if r.get("failed_runs")
+    ]
     md.append("")
     return md
 
@@ -668,7 +673,10 @@ def _runs_section(record: dict, out: Path, stamp: str) -> list[str]:
     md = [
         "## Other paired runs",
         "",
-        "Each at 16 connections, targets alternating; CPU µs/req is the gateway's (`/proc/<pid>/stat`).",
+        (
+            "Each at 16 connections, targets alternating; CPU µs/req is the gateway's (`/proc/<pid>/stat`), where the "
+            "section measures it."
+        ),
         "",
         "| section | workload | target | req/s | p50 ms | CPU µs/req | errors | failed runs |",
         "|---|---|---|---|---|---|---|---|",
@@ -676,7 +684,8 @@ def _runs_section(record: dict, out: Path, stamp: str) -> list[str]:
     for name, rows in groups:
         md += [
             f"| {name} | {r['workload']} | {r['target']} | {_num(r['rps'], '.0f')} | {_num(r['p50_ms'], '.2f')} | "
-            f"{_num(r.get('cpu_us_per_request'), '.0f')} | {r['errors']} | {len(r.get('failed_runs', []))} |"
+            f"{'' if r.get('cpu_us_per_request') is None else format(r['cpu_us_per_request'], '.0f')} | "
+            f"{r['errors']} | {len(r.get('failed_runs', []))} |"
             for r in rows
         ]
     tracing = record.get("tracing") or {}
