@@ -13,61 +13,92 @@ use alloc::string::String;
 
 use crate::{Context, Hook, Payload, Principal, Value, MAX_PAYLOAD_NESTING};
 
-type Result<T> = core::result::Result<T, String>;
+/// Reading stopped: the reason is in `Reader::why`. Zero-sized, so a step's
+/// `Result` comes back in registers; with a `String` error every step's
+/// result was a struct written to and read from wasm's linear memory.
+struct Stop;
+
+type Result<T> = core::result::Result<T, Stop>;
 
 /// The hook's context and payload, or why the input is refused.
-pub(crate) fn read_input(input: &str) -> Result<(Context, Payload<'_>)> {
-    let mut r = Reader { text: input, at: 0 };
+pub(crate) fn read_input(input: &str) -> core::result::Result<(Context, Payload<'_>), String> {
+    let mut r = Reader::new(input);
     let mut context = None;
     let mut payload = None;
-    r.object(|r, key| match key {
-        "context" => once(&mut context, r.context()?, "context"),
-        "payload" => once(
-            &mut payload,
-            r.value(MAX_PAYLOAD_NESTING, "payload")?,
-            "payload",
-        ),
-        _ => r.value(MAX_PAYLOAD_NESTING, "value").map(drop),
-    })?;
-    if r.peek().is_some() {
-        return r.fail("trailing characters");
+    let read = r
+        .object(|r, key| match key {
+            "context" => {
+                let value = r.context()?;
+                r.once(&mut context, value, "context")
+            }
+            "payload" => {
+                let value = r.value(MAX_PAYLOAD_NESTING, "payload")?;
+                r.once(&mut payload, value, "payload")
+            }
+            _ => r.value(MAX_PAYLOAD_NESTING, "value").map(drop),
+        })
+        .and_then(|()| match r.peek() {
+            Some(_) => r.fail("trailing characters"),
+            None => Ok(()),
+        });
+    if read.is_err() {
+        return Err(r.why);
     }
-    let context = context.ok_or_else(|| "missing field `context`".to_owned())?;
+    let Some(context) = context else {
+        return Err("missing field `context`".to_owned());
+    };
     let payload = payload.map_or(Payload::from(Value::Null), Payload::from_json);
     Ok((context, payload))
 }
 
 /// JSON `text` as a payload: one value (whitespace around it allowed) whose
 /// syntax serde_json accepts, nested at most `limit` (<= 128) deep.
-pub fn check_json(text: &str, limit: usize) -> Result<&str> {
-    let mut r = Reader { text, at: 0 };
-    let value = r.value(limit, "payload")?;
-    match r.peek() {
+pub fn check_json(text: &str, limit: usize) -> core::result::Result<&str, String> {
+    let mut r = Reader::new(text);
+    let read = r.value(limit, "payload").and_then(|value| match r.peek() {
         None => Ok(value),
         Some(_) => r.fail("trailing characters"),
-    }
-}
-
-fn once<T>(slot: &mut Option<T>, value: T, key: &str) -> Result<()> {
-    if slot.is_some() {
-        return Err(format!("duplicate field `{key}`"));
-    }
-    *slot = Some(value);
-    Ok(())
+    });
+    read.map_err(|Stop| r.why)
 }
 
 struct Reader<'a> {
     text: &'a str,
     at: usize,
+    why: String,
 }
 
 impl<'a> Reader<'a> {
+    fn new(text: &'a str) -> Self {
+        Reader {
+            text,
+            at: 0,
+            why: String::new(),
+        }
+    }
+
     fn bytes(&self) -> &'a [u8] {
         self.text.as_bytes()
     }
 
-    fn fail<T>(&self, what: &str) -> Result<T> {
-        Err(format!("{what} at byte {}", self.at))
+    #[cold]
+    fn fail<T>(&mut self, what: &str) -> Result<T> {
+        self.why = format!("{what} at byte {}", self.at);
+        Err(Stop)
+    }
+
+    #[cold]
+    fn stop<T>(&mut self, why: String) -> Result<T> {
+        self.why = why;
+        Err(Stop)
+    }
+
+    fn once<T>(&mut self, slot: &mut Option<T>, value: T, key: &str) -> Result<()> {
+        if slot.is_some() {
+            return self.stop(format!("duplicate field `{key}`"));
+        }
+        *slot = Some(value);
+        Ok(())
     }
 
     /// The next byte that is not JSON whitespace (not consumed).
@@ -117,22 +148,56 @@ impl<'a> Reader<'a> {
         let (mut hook, mut endpoint, mut upstream, mut method) = (None, None, None, None);
         let (mut name, mut principal, mut request_id, mut session_hash) = (None, None, None, None);
         self.object(|r, key| match key {
-            "hook" => once(&mut hook, r.hook()?, key),
-            "endpoint" => once(&mut endpoint, r.text_value(key)?, key),
-            "upstream" => once(&mut upstream, r.optional_text(key)?, key),
-            "method" => once(&mut method, r.text_value(key)?, key),
-            "name" => once(&mut name, r.optional_text(key)?, key),
-            "principal" => once(&mut principal, r.principal()?, key),
-            "request-id" => once(&mut request_id, r.text_value(key)?, key),
-            "session-hash" => once(&mut session_hash, r.optional_text(key)?, key),
+            "hook" => {
+                let value = r.hook()?;
+                r.once(&mut hook, value, key)
+            }
+            "endpoint" => {
+                let value = r.text_value(key)?;
+                r.once(&mut endpoint, value, key)
+            }
+            "upstream" => {
+                let value = r.optional_text(key)?;
+                r.once(&mut upstream, value, key)
+            }
+            "method" => {
+                let value = r.text_value(key)?;
+                r.once(&mut method, value, key)
+            }
+            "name" => {
+                let value = r.optional_text(key)?;
+                r.once(&mut name, value, key)
+            }
+            "principal" => {
+                let value = r.principal()?;
+                r.once(&mut principal, value, key)
+            }
+            "request-id" => {
+                let value = r.text_value(key)?;
+                r.once(&mut request_id, value, key)
+            }
+            "session-hash" => {
+                let value = r.optional_text(key)?;
+                r.once(&mut session_hash, value, key)
+            }
             _ => r.value(MAX_PAYLOAD_NESTING, "value").map(drop),
         })?;
-        let missing = |key: &str| format!("missing field `{key}`");
+        let (hook, endpoint, method) = match (hook, endpoint, method) {
+            (Some(hook), Some(endpoint), Some(method)) => (hook, endpoint, method),
+            (hook, endpoint, _) => {
+                let key = match (hook, endpoint) {
+                    (None, _) => "hook",
+                    (_, None) => "endpoint",
+                    _ => "method",
+                };
+                return self.stop(format!("missing field `{key}`"));
+            }
+        };
         Ok(Context {
-            hook: hook.ok_or_else(|| missing("hook"))?,
-            endpoint: endpoint.ok_or_else(|| missing("endpoint"))?,
+            hook,
+            endpoint,
             upstream: upstream.flatten(),
-            method: method.ok_or_else(|| missing("method"))?,
+            method,
             name: name.flatten(),
             principal: principal.flatten(),
             request_id: request_id.unwrap_or_default(),
@@ -150,7 +215,7 @@ impl<'a> Reader<'a> {
             "resource-pre-fetch" => Hook::ResourcePreFetch,
             "resource-post-fetch" => Hook::ResourcePostFetch,
             "list-filter" => Hook::ListFilter,
-            _ => return Err(format!("unknown hook `{name}`")),
+            _ => return self.stop(format!("unknown hook `{name}`")),
         })
     }
 
@@ -160,9 +225,10 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         let raw = self.value(MAX_PAYLOAD_NESTING, "value")?;
-        serde_json::from_str(raw)
-            .map(Some)
-            .map_err(|e| format!("principal: {e}"))
+        match serde_json::from_str(raw) {
+            Ok(principal) => Ok(Some(principal)),
+            Err(e) => self.stop(format!("principal: {e}")),
+        }
     }
 
     /// Consumes a `null` if that is what comes next.
@@ -176,7 +242,7 @@ impl<'a> Reader<'a> {
 
     fn text_value(&mut self, key: &str) -> Result<String> {
         if self.peek() != Some(b'"') {
-            return self.fail(&format!("`{key}` must be a string"));
+            return self.stop(format!("`{key}` must be a string at byte {}", self.at));
         }
         self.at += 1;
         Ok(self.string()?.into_owned())
@@ -194,10 +260,12 @@ impl<'a> Reader<'a> {
         let start = self.at;
         let escaped = self.skip_string()?;
         let inner = self.text.get(start..self.at - 1).unwrap_or_default();
-        if escaped {
-            unescape(inner).map(Cow::Owned)
-        } else {
-            Ok(Cow::Borrowed(inner))
+        if !escaped {
+            return Ok(Cow::Borrowed(inner));
+        }
+        match unescape(inner) {
+            Some(text) => Ok(Cow::Owned(text)),
+            None => self.fail("lone surrogate in a string"),
         }
     }
 
@@ -305,7 +373,7 @@ impl<'a> Reader<'a> {
                     self.at += 1;
                     depth += 1;
                     if depth > limit {
-                        return Err(format!("{what} nested deeper than {limit}"));
+                        return self.stop(format!("{what} nested deeper than {limit}"));
                     }
                     let bit = 1u128 << (depth - 1);
                     if open == b'{' {
@@ -416,13 +484,12 @@ fn hex4(bytes: &[u8], at: usize) -> Option<u16> {
     Some(value)
 }
 
-/// A string's contents with escapes (already checked) decoded; a lone
-/// surrogate is refused, as serde_json refuses it in a `String`.
-fn unescape(inner: &str) -> Result<String> {
+/// A string's contents with escapes (already checked) decoded; None for a
+/// lone surrogate, which serde_json refuses in a `String` too.
+fn unescape(inner: &str) -> Option<String> {
     let bytes = inner.as_bytes();
     let mut out = String::with_capacity(inner.len());
     let mut at = 0;
-    let lone = || Err("lone surrogate in a string".to_owned());
     while let Some(offset) = bytes.get(at..).and_then(|rest| memchr::memchr(b'\\', rest)) {
         out.push_str(inner.get(at..at + offset).unwrap_or_default());
         at += offset + 1;
@@ -435,33 +502,28 @@ fn unescape(inner: &str) -> Result<String> {
             b'r' => '\r',
             b't' => '\t',
             b'u' => {
-                let Some(unit) = hex4(bytes, at) else {
-                    return Err("invalid escape".to_owned());
-                };
+                let unit = hex4(bytes, at)?;
                 at += 4;
                 let code = match unit {
                     0xD800..=0xDBFF => {
                         let low = match (bytes.get(at..at + 2), hex4(bytes, at + 2)) {
                             (Some(b"\\u"), Some(low @ 0xDC00..=0xDFFF)) => low,
-                            _ => return lone(),
+                            _ => return None,
                         };
                         at += 6;
                         0x10000 + ((u32::from(unit) - 0xD800) << 10) + (u32::from(low) - 0xDC00)
                     }
-                    0xDC00..=0xDFFF => return lone(),
+                    0xDC00..=0xDFFF => return None,
                     _ => u32::from(unit),
                 };
-                match char::from_u32(code) {
-                    Some(ch) => ch,
-                    None => return lone(),
-                }
+                char::from_u32(code)?
             }
             other => char::from(other), // `"`, `\`, `/`
         };
         out.push(ch);
     }
     out.push_str(inner.get(at..).unwrap_or_default());
-    Ok(out)
+    Some(out)
 }
 
 #[cfg(test)]
