@@ -423,10 +423,10 @@ def _plot_edge(record: dict, path: Path) -> bool:
     heads = list(dict.fromkeys(r["head"] for r in edge))
     fig, ax = plt.subplots(figsize=(7, 3.4))
     for i, backend in enumerate(("wasm", "python")):
-        values = [next(r["p50_us"] for r in edge if r["head"] == h and r["backend"] == backend) for h in heads]
+        values = [next((r["p50_us"] for r in edge if r["head"] == h and r["backend"] == backend), 0) for h in heads]
         ax.bar([x + i * 0.4 for x in range(len(heads))], values, 0.4, label=backend)
-    ax.axhline(15, color="C0", linestyle=":", linewidth=1)
-    ax.axhline(10, color="C1", linestyle=":", linewidth=1)
+    ax.axhline(BAR["edge-wasm"].limit, color="C0", linestyle=":", linewidth=1)
+    ax.axhline(BAR["edge-python"].limit, color="C1", linestyle=":", linewidth=1)
     ax.set_xticks([x + 0.2 for x in range(len(heads))], heads, fontsize=8)
     ax.set_ylabel("p50 us per request")
     ax.legend()
