@@ -203,6 +203,7 @@ class Router:
         self.http: dict[str, ASGIApp] = {"mcp": t.mcp, "sse": t.sse, "message": t.sse}
         self.admin_prefix = app.settings.path_prefix + "/admin/"
         self.metrics_path = app.settings.path_prefix + "/metrics"
+        self.note = RouteNote(app.settings.path_prefix)  # tells the request observer the route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -211,6 +212,7 @@ class Router:
             return
         ctx = scope[SCOPE_KEY]
         route = ctx["route"]
+        self.note(scope, route)
         gate = self.app.gate
         if gate is not None and route in AUTH_ROUTES:  # authenticated before any transport sees it
             try:
@@ -300,7 +302,7 @@ class App:
             self.install_metrics()
         router = Router(self)
         self.middleware = EdgeMiddleware(
-            RouteNote(router, settings.path_prefix),
+            router,
             self.edge,
             max_head_bytes=settings.max_head_bytes,
             tag_responses=settings.edge_tag_responses,

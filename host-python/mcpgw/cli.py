@@ -353,7 +353,7 @@ def serve_forever(settings: Settings, argv: list[str] | None = None) -> int:
         "http limits: %s, keep-alive %g s", app.limits.describe(), settings.keepalive_timeout_s
     )
     config = uvicorn.Config(
-        app,
+        app.asgi,  # the App's own chain, without App.__call__'s extra await per request
         host=settings.host,
         port=slot.port if slot is not None else settings.port,
         loop="uvloop",

@@ -71,14 +71,15 @@ def test_a_quiet_call_runs_in_the_connections_task_and_a_streaming_one_in_its_ow
     s = Session(inproc.url)
     assert s.post(call("quiet", 1)).json()["result"]["content"][0]["text"] == "quiet"
     assert s.post(call("loud", 2)).json()["result"]["content"][0]["text"] == "loud"
-    # A quiet tool runs inside uvicorn's task for the HTTP request; any other in the engine's.
+    # A quiet tool runs inside uvicorn's task for the HTTP request; any other in the engine's
+    # (whose coroutine is the dispatch itself: `_answer` hands it over without one of its own).
     assert inproc.seen["quiet"] == "RequestResponseCycle.run_asgi"
-    assert inproc.seen["loud"] == "SessionEngine._answer"
+    assert inproc.seen["loud"] == "SessionEngine._dispatch"
     # With a progress token even a quiet tool gets a task of its own (it may report progress).
     inproc.seen.clear()
     r = s.post(call("quiet", 3, _meta={"progressToken": "p"}))
     assert r.json()["result"]["content"][0]["text"] == "quiet"
-    assert inproc.seen["quiet"] == "SessionEngine._answer"
+    assert inproc.seen["quiet"] == "SessionEngine._dispatch"
 
 
 def test_answered_at_once_it_counts_as_running_holds_its_id_and_is_cancelled_by_the_client(inproc):

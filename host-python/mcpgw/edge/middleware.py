@@ -6,7 +6,8 @@
   copy of the scope; read-only, as every outcome the cache hands out, since
   a cached one is shared), the canonical path in `scope["path"]` for known routes
   (so routing sees `/mcp` for `//mcp/`), and the context's CORS headers added
-  to the response start.
+  to the response start (into the outermost layer's `RESPONSE_HEADERS_KEY` list when there
+  is one, observability/observer.py: one `send` wrapper per request instead of one per layer).
 - Origin and Host verdicts are enforced here for every route, because they
   protect the whole gateway: a denied Origin gets 403 (cross-site requests),
   a denied Host 421 (DNS rebinding on a loopback bind), as the MCP SDK does.
@@ -19,6 +20,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..asgi import ASGIApp, Receive, Scope, Send, send_empty, send_json
@@ -27,9 +29,14 @@ from .backend import Edge
 from .outcome_cache import OutcomeCache
 
 SCOPE_KEY = "mcpgw.edge"
+# Headers to add to an HTTP response's start, set by the outermost layer (the request observer)
+# in the scope: layers behind it append theirs instead of wrapping `send` once more each.
+RESPONSE_HEADERS_KEY = "mcpgw.response_headers"
+# Encoded CORS headers kept per distinct value (a client's Origin makes one): bounded.
+MAX_ENCODED_CORS = 256
 
 
-def _encode_headers(pairs: list[list[str]]) -> list[tuple[bytes, bytes]]:
+def _encode_headers(pairs: Iterable[Sequence[str]]) -> list[tuple[bytes, bytes]]:
     return [(n.encode("latin-1"), v.encode("latin-1")) for n, v in pairs]
 
 
@@ -70,6 +77,16 @@ class EdgeMiddleware:
         self.cache = OutcomeCache(cache_entries)
         self.max_head_bytes = max_head_bytes
         self.tag_responses = tag_responses
+        self._cors: dict[Any, list[tuple[bytes, bytes]]] = {}
+
+    def _encoded_cors(self, pairs: Any) -> list[tuple[bytes, bytes]]:
+        """`pairs` (an outcome's frozen `cors_headers`) as ASGI headers, encoded once per value."""
+        found = self._cors.get(pairs)
+        if found is None:
+            if len(self._cors) >= MAX_ENCODED_CORS:
+                self._cors.clear()
+            found = self._cors[pairs] = _encode_headers(pairs)
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -91,8 +108,14 @@ class EdgeMiddleware:
             return
         backend = self.edge.backend  # read once: a hot swap may replace it at any time
         outcome = self.cache.evaluate(backend, scope.get("method", "GET"), raw_path, query, headers, size)
+        # Behind the observer, response headers go into its list; else each its own `send` wrapper.
+        extra = scope.get(RESPONSE_HEADERS_KEY) if kind == "http" else None
+        at = len(extra) if extra is not None else 0  # CORS headers go before the tag, as they did
         if self.tag_responses:
-            send = _tagging(send, backend.tag)
+            if extra is None:
+                send = _tagging(send, backend.tag)
+            else:
+                extra.append((b"mcpgw-edge", backend.tag.encode("latin-1")))
 
         preflight = outcome.get("preflight")
         if preflight is not None:
@@ -107,7 +130,7 @@ class EdgeMiddleware:
             # (the edge checked every segment), so it is also the decoded path.
             # Other paths keep the server's decoded `path`.
             scope["path"] = ctx["path"]
-        cors = _encode_headers(ctx["cors_headers"]) if ctx["cors_headers"] else None
+        cors = self._encoded_cors(ctx["cors_headers"]) if ctx["cors_headers"] else None
 
         if kind == "http":
             if ctx["host_state"] == "denied":
@@ -122,6 +145,10 @@ class EdgeMiddleware:
             return
 
         if cors is None:
+            await self.app(scope, receive, send)
+            return
+        if extra is not None:
+            extra[at:at] = cors
             await self.app(scope, receive, send)
             return
 

@@ -92,7 +92,8 @@ class OutcomeCache:
             self._entries = {}
             self._backend = backend
         wanted = CONTRACT_HEADERS
-        key = (method, raw_path, query, tuple((lowered, v) for n, v in headers if (lowered := n.lower()) in wanted))
+        # (a list comprehension: cheaper than a generator's resume per header)
+        key = (method, raw_path, query, tuple([(lowered, v) for n, v in headers if (lowered := n.lower()) in wanted]))
         outcome = self._entries.get(key)
         if outcome is not None:
             self.hits += 1

@@ -36,7 +36,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, cast
+from typing import Any
 
 from ..protocol import LATEST_SESSIONFUL, SESSIONFUL_REVISIONS
 from ..state.principal import Principal, same_caller
@@ -436,7 +436,7 @@ class SessionEngine:
         caller = session.principal if session is not None else principal
         answer = self._answer(message, revision, session, dispatcher, SILENT, caller, client)
         cancels = task.cancelling()
-        running = cast("asyncio.Task[Response | None]", task)
+        running: asyncio.Task[Response | None] = task  # (annotated, not cast(): a call per request)
         self.requests.add(running)
         if session is not None:
             session.hold(id_, task)
@@ -470,7 +470,7 @@ class SessionEngine:
             return jsonrpc.error_response(id_, jsonrpc.INTERNAL_ERROR, SHUTDOWN_MESSAGE)
         return None  # cancelled by the client or with its session: no response (the spec's rule)
 
-    async def _answer(
+    def _answer(
         self,
         message: dict[str, Any],
         revision: str,
@@ -479,10 +479,11 @@ class SessionEngine:
         emit: Emit,
         principal: Principal | None,
         client: str | None = None,
-    ) -> Response | None:
+    ) -> Coroutine[Any, Any, Response | None]:
+        """The coroutine that answers `message` (not a coroutine of its own: one frame less)."""
         if session is not None and session.shared and message["method"] not in UNCLAIMED:
-            return await self._answer_shared(message, revision, session, dispatcher, emit, principal)
-        return await self._dispatch(message, revision, session, dispatcher, emit, principal, client)
+            return self._answer_shared(message, revision, session, dispatcher, emit, principal)
+        return self._dispatch(message, revision, session, dispatcher, emit, principal, client)
 
     async def _answer_shared(
         self,
@@ -536,15 +537,32 @@ class SessionEngine:
             caller = "\x1f".join(principal.key) if principal is not None else ""
             if session is not None:
                 capabilities = session.client_capabilities or {}
-                ctx = CallContext(id_, revision, emit, meta.get("progressToken"), session.log_level)
-                ctx.client, ctx.caller, ctx.capabilities, ctx.ask_client = client, caller, capabilities, session.request
+                ctx = CallContext(
+                    id_,
+                    revision,
+                    emit,
+                    meta.get("progressToken"),
+                    session.log_level,
+                    client=client,
+                    caller=caller,
+                    capabilities=capabilities,
+                    ask_client=session.request,
+                )
             else:  # 2026-07-28: logs only when this request asks for them
                 requested = meta.get(LOG_LEVEL_KEY)
                 log_level = requested if isinstance(requested, str) and requested in LOG_LEVELS else None
                 declared = meta.get(CLIENT_CAPABILITIES_KEY)
                 capabilities = declared if isinstance(declared, dict) else {}
-                ctx = CallContext(id_, revision, emit, meta.get("progressToken"), log_level)
-                ctx.client, ctx.caller, ctx.capabilities = client, caller, capabilities
+                ctx = CallContext(
+                    id_,
+                    revision,
+                    emit,
+                    meta.get("progressToken"),
+                    log_level,
+                    client=client,
+                    caller=caller,
+                    capabilities=capabilities,
+                )
             # Answered at once, the response is serialised as soon as it is returned: the
             # catalog's lists may come as pre-serialised bytes, unless something reads them first.
             ctx.lists_as_bytes = (

@@ -40,7 +40,7 @@ from ..state.registry import StateUnavailable
 from ..state.session import Session, request_key
 from ..state.streams import GET_STREAM_ID, SessionStreams
 from .headers import Rejection, check_stateless_request
-from .http import RETRY_LATER, SESSION_NOT_FOUND, HttpError, read_json_body
+from .http import RETRY_LATER, SESSION_NOT_FOUND, HttpError, check_json_type, parse_json, read_body
 from .sse_writer import (
     SSE_HEADERS,
     SSE_KEEPALIVE,
@@ -268,10 +268,11 @@ class StreamableHTTP:
         if not ctx["accept_json"] or not (ctx["accept_sse"] or json_mode):
             wanted = "application/json" if json_mode else "application/json and text/event-stream"
             raise HttpError(406, jsonrpc.INVALID_REQUEST, f"Not Acceptable: Accept must list {wanted}")
-        payload = await read_json_body(ctx, scope, receive, self.options.max_body_bytes)
+        check_json_type(ctx)  # (read_json_body's two steps, one coroutine less)
+        payload = parse_json(await read_body(scope, receive, self.options.max_body_bytes))
         batch = isinstance(payload, list)
         messages: list[Any] = payload if batch else [payload]
-        kinds = [jsonrpc.classify(m) for m in messages]
+        kinds = [jsonrpc.classify(m) for m in payload] if batch else [jsonrpc.classify(payload)]
         if not messages or "invalid" in kinds:
             raise HttpError(400, jsonrpc.INVALID_REQUEST, "Invalid Request: not a JSON-RPC 2.0 message")
         revision = ctx["revision"] or STATELESS_REVISION  # (the edge sets it for every supported request)
@@ -294,7 +295,12 @@ class StreamableHTTP:
             except Rejection as err:
                 raise HttpError(400, err.code, err.message, data=err.data) from None
 
-        initialize = [m for m, k in zip(messages, kinds, strict=True) if k == "request" and m["method"] == "initialize"]
+        if batch:
+            initialize = [
+                m for m, k in zip(messages, kinds, strict=True) if k == "request" and m["method"] == "initialize"
+            ]
+        else:  # (one message: no comprehension to run)
+            initialize = messages if kinds[0] == "request" and payload["method"] == "initialize" else []
         session: Session | None = None
         extra_headers: list[tuple[bytes, bytes]] = []
         if initialize and not stateless:
@@ -326,7 +332,7 @@ class StreamableHTTP:
             )
 
         try:
-            self.engine.admit(session, sum(1 for m, k in zip(messages, kinds, strict=True) if k == "request"))
+            self.engine.admit(session, kinds.count("request"))
         except LimitExceeded as refused:
             raise too_many(refused) from None
         requests = []
