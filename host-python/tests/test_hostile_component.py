@@ -103,16 +103,23 @@ def test_secrets_never_cross_and_the_real_values_come_back(hostile_path):
     assert core.traps.total == 0
 
 
+@pytest.mark.parametrize("via", ["evaluate", "evaluate_raw"])
 @pytest.mark.parametrize("encoding", ["compact", "json"])
 @pytest.mark.parametrize("trick", TRICKS)
-def test_each_lie_is_an_invalid_output_trap_answered_by_python(hostile_path, trick, encoding, caplog):
-    """In the compact encoding that serves and in the JSON one (components without the compact export)."""
+def test_each_lie_is_an_invalid_output_trap_answered_by_python(hostile_path, trick, encoding, via, caplog):
+    """In the compact encoding that serves and in the JSON one (components without the compact export);
+    through `evaluate` and through `evaluate_raw` (ASGI bytes: the compact byte path, what serves)."""
     core = load_edge("wasm", CFG, hostile_path, **LIMITS).backend
     assert core.encoding == "compact"
     core.encoding = encoding
     head = _trick_head(trick)
     with caplog.at_level(logging.WARNING, logger="mcpgw.edge"):
-        out = core.evaluate(*head)
+        if via == "evaluate":
+            out = core.evaluate(*head)
+        else:
+            method, path, query, headers = head
+            raw = [(n.encode(), v.encode()) for n, v in headers]
+            out = core.evaluate_raw(method, path.encode(), query.encode(), raw)
     assert out == _python(head)
     assert core.traps.by_kind["invalid-output"] == 1 and core.traps.total == 1
     assert any("invalid-output" in r.getMessage() for r in caplog.records)

@@ -151,6 +151,61 @@ def test_only_what_a_rule_reads_enters_the_sandbox_compact(component, monkeypatc
     assert core.traps.total == 0
 
 
+def test_the_byte_path_writes_the_head_from_the_asgi_bytes(component, monkeypatch):
+    """Lower-case names, each once (what ASGI servers deliver): the head is written from the
+    bytes as they are (`CompactCodec.head_bytes`), in the same encoding; every other head goes
+    the way that decodes first (`head_raw`). Both answer what the Python edge answers."""
+    core = WasmCore(component, CFG)
+    python = _python()
+    seen = []
+    inst = core._instance()
+    real = inst.evaluate_compact
+    monkeypatch.setattr(inst, "evaluate_compact", lambda head: seen.append(head) or real(head))
+    sid = b"Vq3n0bq2oQ0rPzJ7s1k9cM8wYpX4hT6uLf2eR5aD1gE"
+    base = [
+        (b"host", b"127.0.0.1:4444"),
+        (b"accept", b" application/json, text/event-stream\t"),
+        (b"mcp-session-id", sid),
+        (b"mcp-protocol-version", b"2025-06-18"),
+        (b"origin", b"http://localhost:3000"),
+        (b"last-event-id", b"ev-1"),
+        (b"mcp-name", b"caf\xe9"),
+        (b"authorization", b"Bearer s3cret"),
+    ]
+    out = core.evaluate_raw("POST", b"/mcp", b"", base)
+    assert out == python.evaluate_raw("POST", b"/mcp", b"", base)
+    assert out["forward"]["session_id"] == sid.decode() and out["forward"]["mcp_name"] == "caf\xe9"
+    assert seen[-1] == (
+        b"\x04POST\x04/mcpb\x0a2025-06-18c\x23application/json, text/event-stream"
+        b"e\x15http://localhost:3000f\x0e127.0.0.1:4444a\x01s"
+    )
+    variants = {
+        "a name in capitals": [(b"Origin", b"http://localhost:3000"), *base[:4]],
+        "a name twice": [*base, (b"accept", b"text/plain")],
+        "a field of 256 bytes": [*base[:4], (b"accept", b"*/*;x=" + b"y" * 250)],
+        "a latin-1 value": [*base[:4], (b"origin", b"http://caf\xe9.example")],
+        "an invalid session id": [(b"mcp-session-id", b"bad id"), *base[:2]],
+        "a session id of 257 bytes": [(b"mcp-session-id", b"s" * 257), *base[:2]],
+        "no headers": [],
+        "a preflight": [
+            (b"origin", b"http://localhost:3000"),
+            (b"access-control-request-method", b"POST"),
+            (b"access-control-request-headers", b"content-type,mcp-session-id"),
+        ],
+    }
+    for why, headers in variants.items():
+        method = "OPTIONS" if why == "a preflight" else "GET"
+        for path in (b"/mcp", b"//servers/a%7e/mcp/", b"/caf\xe9"):
+            assert core.evaluate_raw(method, path, b"", headers) == python.evaluate_raw(method, path, b"", headers), (
+                why,
+                path,
+            )
+    # Non-ASCII crosses as UTF-8 (the latin-1 head transcoded, lengths in code points).
+    core.evaluate_raw("GET", b"/caf\xe9", b"", [(b"origin", b"http://caf\xe9.example")])
+    assert seen[-1] == "\x03GET\x05/caf\xe9e\x13http://caf\xe9.example".encode()
+    assert core.traps.total == 0
+
+
 def test_only_contract_headers_enter_the_sandbox(component, monkeypatch):
     """The JSON encoding (components without the compact export)."""
     core = WasmCore(component, CFG)

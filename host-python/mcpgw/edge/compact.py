@@ -86,6 +86,22 @@ _MEMO_LIMIT = 4096
 _MEMO_MAX_PATH = 256
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
+# The byte path (`head_bytes`, `outcome_bytes`: what serves). A field's length as one latin-1
+# character: a head written in latin-1 with fields under 256 bytes becomes the UTF-8 head by
+# `.decode("latin-1").encode()`, and is that head already when it is ASCII (nearly always).
+_LEN = tuple(bytes((n,)) for n in range(256))
+# The headers that cross, by name as ASGI delivers it (lower case), with their codes.
+_CROSSING_RAW = tuple((name.encode(), code.encode()) for name, code in _CROSSING.items())
+_TRIM_B = b" \t"
+_VISIBLE_B = bytes(range(0x21, 0x7F))  # section 4: a valid session id is 1..256 of these (`validate._VISIBLE`)
+_SESSION_VALID = b"a\x01s"
+_SESSION_INVALID = b"a\x00"
+
+
+# What `head_bytes` keeps for `outcome_bytes`: the headers by name, then Origin, the protocol
+# version and the session id trimmed (None when absent), and whether that id is valid.
+Held = tuple[dict[bytes, bytes], bytes | None, bytes | None, bytes | None, bool]
+
 
 def lookup_raw(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     """Section 1's `get` for every name the contract reads, from ASGI header bytes (the same
@@ -120,6 +136,9 @@ class CompactCodec:
         self.versions = frozenset(config.supported_versions)
         self.default_version = config.default_version
         self._forwards: dict[tuple[str, str], tuple[Any, ...]] = {}
+        # The byte path's memo: per (answer, raw path), the checked decisions and a prebuilt
+        # forward context to copy (or, for a preflight, its checked allow-headers value).
+        self._answers: dict[tuple[bytes, bytes], tuple[Any, ...]] = {}
 
     # --- the head ---------------------------------------------------------------
 
@@ -173,6 +192,187 @@ class CompactCodec:
             parts += (_SESSION, "\x01s" if _VISIBLE.fullmatch(session) else "\x00")
         return "".join(parts).encode(), found
 
+    # --- the byte path (what serves) -------------------------------------------------
+
+    def head_bytes(self, method: str, raw_path: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[bytes, Held] | None:
+        """The compact head written from the ASGI bytes as they are, and what `outcome_bytes`
+        needs of them; None when this shortcut does not apply, and `head_raw` serves: a header
+        name twice (its values are combined) or not in lower case (ASGI servers lower-case
+        them), or a field of 256 bytes or more. Values are only trimmed, not decoded: a latin-1
+        head that is ASCII (nearly always) is already the UTF-8 one."""
+        by_name = dict(headers)
+        if len(by_name) != len(headers) or not b"\x00".join(by_name).islower():
+            return None
+        get = by_name.get
+        try:
+            verb = method.encode("latin-1")
+            parts = [_LEN[len(verb)], verb, _LEN[len(raw_path)], raw_path]
+            # The headers that cross (`_CROSSING`, codes b-f, j, k), unrolled: a loop over them
+            # costs about as much as the work per field. Origin and the version are kept.
+            if (version := get(b"mcp-protocol-version")) is not None:
+                version = version.strip(_TRIM_B)
+                parts += (b"b", _LEN[len(version)], version)
+            if (value := get(b"accept")) is not None:
+                value = value.strip(_TRIM_B)
+                parts += (b"c", _LEN[len(value)], value)
+            if (value := get(b"content-type")) is not None:
+                value = value.strip(_TRIM_B)
+                parts += (b"d", _LEN[len(value)], value)
+            if (origin := get(b"origin")) is not None:
+                origin = origin.strip(_TRIM_B)
+                parts += (b"e", _LEN[len(origin)], origin)
+            if (value := get(b"host")) is not None:
+                value = value.strip(_TRIM_B)
+                parts += (b"f", _LEN[len(value)], value)
+            if (value := get(b"access-control-request-method")) is not None:
+                value = value.strip(_TRIM_B)
+                parts += (b"j", _LEN[len(value)], value)
+            if (value := get(b"access-control-request-headers")) is not None:
+                value = value.strip(_TRIM_B)
+                parts += (b"k", _LEN[len(value)], value)
+        except (IndexError, UnicodeEncodeError):  # a field too long for one latin-1 length
+            return None
+        valid = False
+        if (session := get(b"mcp-session-id")) is not None:
+            session = session.strip(_TRIM_B)
+            # Section 4 (`validate._VISIBLE`) without a regex; isalnum() settles most ids alone.
+            valid = 0 < len(session) <= 256 and (session.isalnum() or not session.translate(None, _VISIBLE_B))
+            parts.append(_SESSION_VALID if valid else _SESSION_INVALID)
+        head = b"".join(parts)
+        return (head if head.isascii() else head.decode("latin-1").encode()), (by_name, origin, version, session, valid)
+
+    def outcome_bytes(self, out: bytes, method: str, raw_path: bytes, held: Held) -> dict[str, Any]:
+        """`outcome` for a head `head_bytes` wrote: the same context, the same checks. What an
+        answer decides is checked once per (answer, raw path) and kept with a prebuilt
+        context; per call only the checks against this head's values run, and the values the
+        host passes through are decoded."""
+        try:
+            answer = self._answers[out, raw_path]
+        except KeyError:
+            answer = self._answer(out, raw_path)
+        by_name, origin_b, version_b, session, valid = held
+        origin = None if origin_b is None else origin_b.decode("latin-1")
+        template = answer[0]
+        if template is None:  # a preflight: (None, its allow-headers value or None for a 403)
+            return self._preflight_outcome(answer[1], origin)
+        _, session_state, protocol_state, origin_absent, host_absent, content_absent, cors = answer
+        forward = template.copy()
+        if session is None:
+            if session_state != "absent":
+                raise InvalidOutput("session_state does not follow the mcp-session-id header that crossed")
+        elif session_state != ("valid" if valid else "invalid"):
+            raise InvalidOutput("session_state does not follow the mcp-session-id header that crossed")
+        elif valid:
+            forward["session_id"] = session.decode("ascii")
+        if version_b is None:
+            version = None
+            ok = protocol_state == "absent"
+        else:
+            forward["protocol_version"] = version = version_b.decode("latin-1")
+            if protocol_state == "supported":
+                forward["revision"] = version
+                ok = version in self.versions
+            else:
+                ok = protocol_state == "unsupported"
+        if not ok:
+            raise InvalidOutput("protocol_state does not follow mcp-protocol-version and the configured versions")
+        if origin_absent != (origin is None):
+            raise InvalidOutput("origin_state disagrees with the presence of Origin")
+        if host_absent != (b"host" not in by_name) or content_absent != (b"content-type" not in by_name):
+            raise InvalidOutput("host_state or content_type disagrees with the presence of its header")
+        forward["method"] = method if method in _METHODS else _normalized_method(method)
+        if origin is not None:
+            forward["origin"] = origin
+        if cors is not None:  # (allow-origin in the set, the other pairs)
+            echo, pairs = cors
+            if not echo:
+                forward["cors_headers"] = list(map(list, pairs))
+            elif origin is None:
+                raise InvalidOutput("access-control-allow-origin for a request without Origin")
+            else:
+                forward["cors_headers"] = [["access-control-allow-origin", origin], *map(list, pairs)]
+        else:
+            forward["cors_headers"] = []
+        get = by_name.get
+        if (value := get(b"last-event-id")) is not None:
+            forward["last_event_id"] = value.strip(_TRIM_B).decode("latin-1")
+        if (value := get(b"mcp-method")) is not None:
+            forward["mcp_method"] = value.strip(_TRIM_B).decode("latin-1")
+        if (value := get(b"mcp-name")) is not None:
+            forward["mcp_name"] = value.strip(_TRIM_B).decode("latin-1")
+        return {"forward": forward}
+
+    def _answer(self, out: bytes, raw_path: bytes) -> tuple[Any, ...]:
+        """An answer's checks that do not depend on the head's header values, and what
+        `outcome_bytes` builds from it; memoized like `_decisions`."""
+        try:
+            text = out.decode()
+            path = raw_path.decode("latin-1")
+            kind = text[:1]
+            if kind == "F":
+                route, session, protocol, accept_json, accept_sse, content, origin, host, cors, canonical, server_id = (
+                    self._check_forward(text, path)
+                )
+                template = {
+                    "method": None,
+                    "path": canonical,
+                    "route": route,
+                    "server_id": server_id,
+                    "session_state": session,
+                    "session_id": None,
+                    "protocol_version": None,
+                    "protocol_state": protocol,
+                    "revision": self.default_version if protocol == "absent" else None,
+                    "accept_json": accept_json,
+                    "accept_sse": accept_sse,
+                    "content_type": content,
+                    "origin": None,
+                    "origin_state": origin,
+                    "host_state": host,
+                    "last_event_id": None,
+                    "mcp_method": None,
+                    "mcp_name": None,
+                    "cors_headers": None,
+                }
+                # The CORS set as (allow-origin in it, its other pairs): the origin is the request's.
+                pairs = tuple((name, value) for name, value in cors if value is not None)
+                answer: tuple[Any, ...] = (
+                    template,
+                    session,
+                    protocol,
+                    origin == "absent",
+                    host == "absent",
+                    content == "absent",
+                    (len(pairs) < len(cors), pairs) if cors else None,
+                )
+            elif kind == "P":
+                answer = (None, self._check_preflight(text))
+            else:
+                raise InvalidOutput("the compact outcome is neither a forward nor a preflight")
+        except InvalidOutput:
+            raise
+        except Exception as exc:  # noqa: BLE001 - not UTF-8, cut short, a length past the end
+            raise InvalidOutput(f"malformed compact outcome ({type(exc).__name__})") from None
+        if len(raw_path) <= _MEMO_MAX_PATH:
+            if len(self._answers) >= _MEMO_LIMIT:
+                self._answers.clear()
+            self._answers[(out, raw_path)] = answer
+        return answer
+
+    def _check_preflight(self, text: str) -> str | None:
+        """A preflight answer's allow-headers value (None for a 403), checked."""
+        if text == "P4":
+            return None
+        if text[:2] != "P2":
+            raise InvalidOutput("preflight status is not 204 or 403")
+        n = ord(text[2])
+        allow = text[3:]
+        if len(allow) != n:
+            raise InvalidOutput("the allowed headers are not exactly one field")
+        if not allow or any(name not in self.allowed_headers for name in allow.split(", ")):
+            raise InvalidOutput("access-control-allow-headers names a header that is not allowed")
+        return allow
+
     def outcome(self, out: bytes, method: str, path: str, found: dict[str, str]) -> dict[str, Any]:
         """The outcome dict for the component's answer `out` to this head; InvalidOutput when
         the answer is not one the contract allows for it."""
@@ -197,6 +397,16 @@ class CompactCodec:
         got = self._forwards.get(key)
         if got is not None:
             return got
+        got = self._check_forward(text, path)
+        if len(self._forwards) >= _MEMO_LIMIT or len(path) > _MEMO_MAX_PATH:
+            if len(path) > _MEMO_MAX_PATH:
+                return got
+            self._forwards.clear()
+        self._forwards[key] = got
+        return got
+
+    def _check_forward(self, text: str, path: str) -> tuple[Any, ...]:
+        """`_decisions` without the memo."""
         codes = text[1:9]
         if len(codes) != 8:
             raise InvalidOutput("a forward cut short")
@@ -237,7 +447,7 @@ class CompactCodec:
             server_id = text[at + 1 : at + 1 + n]
             if at + 1 + n != len(text) or route not in _SERVER_ROUTES or not _SERVER_ID.fullmatch(server_id):
                 raise InvalidOutput("server_id is set but not a server route's 1..64 unreserved characters")
-        got = (
+        return (
             route,
             _PRESENCE[digits[1]],
             _VERSION_STATES[digits[2]],
@@ -250,12 +460,6 @@ class CompactCodec:
             canonical,
             server_id,
         )
-        if len(self._forwards) >= _MEMO_LIMIT or len(path) > _MEMO_MAX_PATH:
-            if len(path) > _MEMO_MAX_PATH:
-                return got
-            self._forwards.clear()
-        self._forwards[key] = got
-        return got
 
     def _forward(self, text: str, method: str, path: str, found: dict[str, str]) -> dict[str, Any]:
         (
@@ -324,18 +528,14 @@ class CompactCodec:
         }
 
     def _preflight(self, text: str, origin: str | None) -> dict[str, Any]:
-        if text == "P4":
+        return self._preflight_outcome(self._check_preflight(text), origin)
+
+    def _preflight_outcome(self, allow: str | None, origin: str | None) -> dict[str, Any]:
+        """The preflight outcome for a checked answer (`_check_preflight`) and the request's Origin."""
+        if allow is None:
             return {"preflight": {"status": 403, "headers": [["vary", PREFLIGHT_VARY]]}}
-        if text[:2] != "P2":
-            raise InvalidOutput("preflight status is not 204 or 403")
-        n = ord(text[2])
-        allow = text[3:]
-        if len(allow) != n:
-            raise InvalidOutput("the allowed headers are not exactly one field")
         if origin is None:
             raise InvalidOutput("a 204 preflight for a request without Origin")
-        if not allow or any(name not in self.allowed_headers for name in allow.split(", ")):
-            raise InvalidOutput("access-control-allow-headers names a header that is not allowed")
         headers = [
             ["access-control-allow-origin", origin],
             ["access-control-allow-methods", ALLOW_METHODS],

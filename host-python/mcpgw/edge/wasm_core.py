@@ -41,7 +41,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import Component, Func, Linker
 
 from ..logsafe import escape
-from .compact import CompactCodec, lookup
+from .compact import CompactCodec, Held, lookup, lookup_raw
 from .contract import CONTRACT_VERSION, EdgeConfig, EdgeError, ErrorKind, Header, encode_head
 from .python_core import CONTRACT_HEADERS, PythonCore
 from .validate import (
@@ -300,9 +300,11 @@ class WasmInstance:
             self.evaluate_compact = self.evaluate_compact_public  # type: ignore[method-assign]
             return
 
-        self._encoded = EncodedCall(store, funcs["evaluate-encoded"])
+        self._encoded = EncodedCall(store, funcs["evaluate-encoded"], self._fuel, FUEL_PER_BYTE)
+        self.evaluate_encoded = self._encoded.call  # type: ignore[method-assign,assignment]
         if self.has_compact:
-            self._compact = EncodedCall(store, funcs[_COMPACT_EXPORT])
+            self._compact = EncodedCall(store, funcs[_COMPACT_EXPORT], self._fuel, FUEL_PER_BYTE)
+            self.evaluate_compact = self._compact.call  # type: ignore[method-assign,assignment]
 
     # --- slow, generic calls (start-up, tests) -------------------------------
 
@@ -366,18 +368,34 @@ class WasmInstance:
 
 class EncodedCall:
     """The fast path for an export that takes one string and returns one (the
-    edge's `evaluate-encoded`, a plugin's `invoke-encoded`): straight through the
-    C API with a borrowed argument and preallocated slots, built once per
-    instance. Only when `_fast_path_problem()` is None (the caller checks)."""
+    edge's `evaluate-encoded` and `evaluate-compact`, a plugin's `invoke-encoded`):
+    straight through the C API with preallocated slots, built once per instance.
+    Only when `_fast_path_problem()` is None (the caller checks).
 
-    def __init__(self, store: Store, func: Any):
+    Per call: the argument's bytes are copied into a buffer the argument slot points
+    at for good (up to `ARG_CAPACITY` bytes; a longer one is borrowed, pointed at
+    through ctypes), the slots are read and written as 64-bit words through memoryviews
+    (no ctypes field descriptors), and the three foreign calls (set the fuel, call,
+    free the answer) take prebuilt ctypes values only."""
+
+    ARG_CAPACITY = 4096
+
+    def __init__(self, store: Store, func: Any, fuel: int = 0, fuel_per_byte: int = 0):
         # Raw addresses of the function handle, the store context, one string
         # argument slot and one result slot.
         self._ctx = store._context()
         self._func = func._func
-        self._arg = _StrVal()
+        # The slots live in bytearrays, so that they can be read and written as words.
+        self._arg_mem = bytearray(ctypes.sizeof(_StrVal))
+        self._arg = _StrVal.from_buffer(self._arg_mem)
         self._arg.kind = _STRING
-        self._result = _StrOut()
+        self._arg_words = memoryview(self._arg_mem).cast("Q")
+        self._result_mem = bytearray(ctypes.sizeof(_StrOut))
+        self._result = _StrOut.from_buffer(self._result_mem)
+        self._result_words = memoryview(self._result_mem).cast("Q")
+        self._buffer = ctypes.create_string_buffer(self.ARG_CAPACITY)
+        self._buffer_view = memoryview(self._buffer).cast("B")
+        self._buffer_address = ctypes.addressof(self._buffer)
         # Built once as ctypes values: a ctypes call converts a plain int argument into one on
         # every call (measured: about a third of the crossing's host-side cost).
         self._call_args = (
@@ -391,33 +409,69 @@ class EncodedCall:
         self._ctx_addr = self._call_args[1]
         self._result_vec = ctypes.c_void_p(ctypes.addressof(self._result) + _StrOut.size.offset)
         self._fuel = (0, ctypes.c_uint64(0))  # the last fuel asked for, as an int and as a ctypes value
+        # `call`'s fuel: `fuel` + `fuel_per_byte` per argument byte, as ctypes values by length.
+        self._base_fuel = fuel
+        self._fuel_per_byte = fuel_per_byte
+        self._fuel_by_length: list[Any] = [None] * (self.ARG_CAPACITY + 1)
+
+    def call(self, data: bytes) -> bytes:
+        """One call with the fuel the instance gives per argument length (the hot path: the
+        edge's per-request crossing). Raises WasmtimeError on a trap."""
+        n = len(data)
+        if n > self.ARG_CAPACITY:
+            return self(data, self._base_fuel + self._fuel_per_byte * n)
+        fuel = self._fuel_by_length[n]
+        if fuel is None:
+            fuel = self._fuel_by_length[n] = ctypes.c_uint64(self._base_fuel + self._fuel_per_byte * n)
+        self._buffer_view[:n] = data
+        words = self._arg_words
+        words[1] = n
+        words[2] = self._buffer_address
+        return self._invoke(fuel, 0)
 
     def __call__(self, data: bytes, fuel: int, max_size: int = 0) -> bytes:
         """Raises WasmtimeError on a trap; the store gets `fuel` for this call. With `max_size`,
         an answer longer than that raises OutputTooLarge before it is copied out of the store."""
-        arg = self._arg
-        arg.size = len(data)
-        arg.data = data  # borrowed, not copied: the C API takes arguments as const
         if self._fuel[0] != fuel:
             self._fuel = (fuel, ctypes.c_uint64(fuel))
-        err = _set_fuel(self._ctx_addr, self._fuel[1])
+        n = len(data)
+        if n <= self.ARG_CAPACITY:
+            self._buffer_view[:n] = data
+            words = self._arg_words
+            words[1] = n
+            words[2] = self._buffer_address
+            return self._invoke(self._fuel[1], max_size)
+        arg = self._arg
+        arg.size = n
+        arg.data = data  # borrowed, not copied: the C API takes arguments as const
+        try:
+            return self._invoke(self._fuel[1], max_size)
+        finally:
+            arg.data = None
+
+    def _invoke(self, fuel: Any, max_size: int) -> bytes:
+        err = _set_fuel(self._ctx_addr, fuel)
         if err:
             raise WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(capi.wasmtime_error_t)))
         err = _func_call(*self._call_args)
-        arg.data = None
         if err:
             raise WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(capi.wasmtime_error_t)))
-        res = self._result
-        if res.kind != _STRING:
+        words = self._result_words
+        if words[0] & 0xFF != _STRING:  # the kind is the slot's first byte
             raise WasmtimeError("the encoded export returned a non-string value")
-        size = res.size
+        size = words[1]
         if max_size and size > max_size:
             _byte_vec_delete(self._result_vec)
             raise OutputTooLarge(size)
         # A bytes copy through an array view: cheaper than ctypes.string_at, itself a foreign call.
-        out = (ctypes.c_char * size).from_address(res.data).raw if size else b""
+        out = (_CHARS[size] if size < _CHARS_CACHED else ctypes.c_char * size).from_address(words[2]).raw
         _byte_vec_delete(self._result_vec)
         return out
+
+
+# Array types for copying an answer out, by length (`ctypes.c_char * n` looks its type up each time).
+_CHARS_CACHED = 512
+_CHARS = tuple(ctypes.c_char * n for n in range(_CHARS_CACHED))
 
 
 class OutputTooLarge(Exception):
@@ -448,13 +502,16 @@ class _StrOut(ctypes.Structure):
     ]
 
 
-def _prototype(name: str, restype: Any, *argtypes: Any) -> Any:
-    """Our own prototype for a C API function: integer addresses in, no per-call
-    type checks (the shared wasmtime-py prototype stays untouched)."""
+def _prototype(name: str, restype: Any) -> Any:
+    """Our own prototype for a C API function (the shared wasmtime-py prototype stays
+    untouched). It declares no argument types: EncodedCall passes only prebuilt ctypes
+    values, whose own type says how each is passed (c_void_p, c_size_t, c_uint64, as the
+    C signatures below), so a call converts nothing (declared argtypes cost a converter
+    call per argument per call)."""
     # wasmtime-py's loaded library is `dll` in its private _bindings module, not re-exported.
     address = ctypes.cast(getattr(capi.dll, name), ctypes.c_void_p).value  # type: ignore[attr-defined]
     # A symbol getattr resolved has an address: `.value` is None only for NULL.
-    return ctypes.CFUNCTYPE(restype, *argtypes)(address)  # type: ignore[arg-type]
+    return ctypes.CFUNCTYPE(restype)(address)  # type: ignore[arg-type]
 
 
 def _fast_path_problem() -> str | None:
@@ -474,6 +531,10 @@ def _fast_path_problem() -> str | None:
         )
     except AttributeError as exc:  # a binding the check reads was renamed
         return f"wasmtime-py's bindings are not the ones the fast path was written for ({exc})"
+    # EncodedCall reads and writes the slots as 64-bit words: kind, size, data, padding.
+    fits = fits and all(
+        ctypes.sizeof(t) == 32 and t.size.offset == 8 and t.data.offset == 16 for t in (_StrVal, _StrOut)
+    )
     if not fits:
         return "wasmtime's component value layout differs from the one the fast path was written for"
     if _func_call is None:
@@ -484,9 +545,12 @@ def _fast_path_problem() -> str | None:
 _VP = ctypes.c_void_p
 try:
     _STRING = ffi.WASMTIME_COMPONENT_STRING.value
-    _func_call = _prototype("wasmtime_component_func_call", _VP, _VP, _VP, _VP, ctypes.c_size_t, _VP, ctypes.c_size_t)
-    _set_fuel = _prototype("wasmtime_context_set_fuel", _VP, _VP, ctypes.c_uint64)
-    _byte_vec_delete = _prototype("wasm_byte_vec_delete", None, _VP)
+    # (func*, context*, args*, size_t nargs, results*, size_t nresults) -> error*
+    _func_call = _prototype("wasmtime_component_func_call", _VP)
+    # (context*, uint64_t fuel) -> error*
+    _set_fuel = _prototype("wasmtime_context_set_fuel", _VP)
+    # (wasm_byte_vec_t*) -> void
+    _byte_vec_delete = _prototype("wasm_byte_vec_delete", None)
 except AttributeError:  # a binding or symbol is missing: reported by _fast_path_problem()
     # None marks a build the fast path does not fit; _fast_path_problem() then keeps it unused.
     _STRING = _func_call = _set_fuel = _byte_vec_delete = None  # type: ignore[assignment]
@@ -613,11 +677,16 @@ class WasmCore:
         reads cross into the sandbox (never Authorization or Cookie), decoded as latin-1;
         session ids and Last-Event-ID as stand-ins, the query not at all (validate.redact).
         In the compact encoding (the default) only what a rule reads crosses (compact.py)."""
-        path = raw_path.decode("latin-1")
         if self.encoding == "compact":
+            written = self._codec.head_bytes(method, raw_path, headers)
+            if written is not None:
+                return self._evaluate_compact_bytes(written[0], method, raw_path, headers, written[1])
+            path = raw_path.decode("latin-1")
             head, found = self._codec.head_raw(method, path, headers)
             if head is not None:
                 return self._evaluate_compact(head, method, path, found)
+        else:
+            path = raw_path.decode("latin-1")
         crossing, secrets = redact_raw(headers, CONTRACT_HEADERS)
         return restore(self._evaluate(orjson.dumps([method, path, "", crossing]), method, path, "", crossing), secrets)
 
@@ -652,6 +721,25 @@ class WasmCore:
             except Exception as exc:  # noqa: BLE001 - a trap or an answer the contract does not allow
                 self._fail(exc)
                 return self._fallback._evaluate(method, path, found)
+
+    def _evaluate_compact_bytes(
+        self,
+        head: bytes,
+        method: str,
+        raw_path: bytes,
+        headers: list[tuple[bytes, bytes]],
+        held: Held,
+    ) -> dict[str, Any]:
+        """`_evaluate_compact` for a head `CompactCodec.head_bytes` wrote (what serves)."""
+        with self._lock:
+            inst = self._inst or self._rebuild()
+            if inst is not None:
+                self.crossings += 1
+                try:
+                    return self._codec.outcome_bytes(inst.evaluate_compact(head), method, raw_path, held)
+                except Exception as exc:  # noqa: BLE001 - a trap or an answer the contract does not allow
+                    self._fail(exc)
+            return self._fallback._evaluate(method, raw_path.decode("latin-1"), lookup_raw(headers))
 
     def _count(self, kind: str) -> None:
         """Lock held."""
