@@ -328,7 +328,10 @@ class Metrics:
             outcome = "error"
         else:
             outcome = "ok"
-        self.mcp_requests.inc((method if method in MCP_METHODS else "other", outcome))
+        # (LocalCounter.inc inline: this runs for every request)
+        values = self.mcp_requests.values
+        key: tuple[Any, str] = (method if method in MCP_METHODS else "other", outcome)
+        values[key] = values.get(key, 0.0) + 1.0
         if method == "tools/call":
             params = message.get("params")
             name = params.get("name") if isinstance(params, dict) else None
@@ -336,7 +339,9 @@ class Metrics:
                 result = response.get("result") if response is not None else None
                 if isinstance(result, dict) and result.get("isError") is True:
                     outcome = "tool_error"
-            self.tool_calls.inc((self.tool_names.label(name), outcome))
+            values = self.tool_calls.values
+            key = (self.tool_names.label(name), outcome)
+            values[key] = values.get(key, 0.0) + 1.0
 
     def observe_upstream(self, upstream: str, method: str, outcome: str, seconds: float) -> None:
         """The federation's hook: one relayed request (upstream ids come from the configuration)."""

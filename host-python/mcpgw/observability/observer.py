@@ -113,7 +113,8 @@ class RequestObserver:
                 method = scope["method"]
                 if method not in HTTP_METHODS:
                     method = "other"
-                self.metrics.observe_http(note.route, method, status, type(self.edge.backend), seconds)
+                # (Metrics.observe_http's own body: one call less per request)
+                self.metrics.http.observe((note.route, method, status, type(self.edge.backend)), seconds)
             if self.access_log:
                 write_access_line(rid, scope, note.route, status, seconds, note.subject())
             request_id.current.reset(token)
