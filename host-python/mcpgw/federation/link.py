@@ -60,6 +60,7 @@ from .. import __version__
 from ..server.jsonrpc import INTERNAL_ERROR, JsonRpcError
 from .config import UpstreamConfig
 from .http_stream import http_transport
+from .inbox import Inbox
 from .shttp_client import StreamableHttpClient, lean_client_covers
 from .sse_client import legacy_sse_client
 from .stdio_client import stdio_client
@@ -548,8 +549,8 @@ class UpstreamLink:
             async with self._transport() as streams:
                 read, write = streams[0], streams[1]
                 # Our own hop between transport and dispatcher, so the link knows when the upstream is gone.
-                inbound, dispatcher_read = anyio.create_memory_object_stream[SessionMessage | Exception](0)
-                dispatcher = JSONRPCDispatcher(dispatcher_read, write)
+                inbound: Inbox[SessionMessage | Exception] = Inbox(1)  # cheaper than anyio's streams (inbox.py)
+                dispatcher = JSONRPCDispatcher(inbound, write)
                 session = _RelayingClientSession(
                     relayable(self.capabilities),
                     dispatcher=dispatcher,

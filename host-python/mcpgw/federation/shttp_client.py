@@ -49,6 +49,7 @@ from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from pydantic import ValidationError
 
 from .. import __version__
+from .inbox import Inbox
 
 log = logging.getLogger("mcpgw.federation")
 
@@ -285,7 +286,9 @@ class _Connection(asyncio.Protocol):
         self.limit = limit
         self.busy = True
         self.heard = time.monotonic()
-        assert self.transport is not None
+        if self.closed or self.transport is None:
+            self.error = "closed the connection"  # before anything was sent: the caller may retry
+            return
         self.transport.write(data)
 
     def take_events(self) -> list[tuple[Any, Any, str | None]]:
@@ -431,7 +434,7 @@ class _Writer:
 
     async def aclose(self) -> None:
         self.client.writer_closed = True
-        self.client._read_writer.close()  # the dispatcher is done: the read side ends too (as the SDK's)
+        self.client.inbox.close()  # the dispatcher is done: the read side ends too (as the SDK's)
 
     async def __aenter__(self) -> _Writer:
         return self
@@ -476,7 +479,7 @@ class StreamableHttpClient:
         self._target = target.encode("latin-1")
         self._fixed = _header_line("host", host) + _header_line("user-agent", f"mcpgw/{__version__}") + configured
         self._heads: dict[tuple[str, str | None, str | None], bytes] = {}
-        self._read_writer, self._read = anyio.create_memory_object_stream[SessionMessage | Exception](16)
+        self.inbox: Inbox[SessionMessage | Exception] = Inbox(16)
         self._tasks: set[asyncio.Task[None]] = set()
         self._get_task: asyncio.Task[None] | None = None
 
@@ -488,8 +491,8 @@ class StreamableHttpClient:
         if start_get:
             self.start_get()
         try:
-            async with self._read_writer, self._read:
-                yield self._read, _Writer(self)
+            async with self.inbox:
+                yield self.inbox, _Writer(self)
         finally:
             tasks = [*self._tasks, *([self._get_task] if self._get_task else [])]
             for task in tasks:
@@ -633,8 +636,8 @@ class StreamableHttpClient:
         return True
 
     async def _deliver(self, item: SessionMessage | Exception) -> None:
-        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
-            await self._read_writer.send(item)
+        with contextlib.suppress(anyio.ClosedResourceError):
+            await self.inbox.send(item)
 
     # -- one request ---------------------------------------------------------------------------
     async def _request(self, message: types.JSONRPCRequest, extra: dict[str, str] | None, token: str | None) -> None:
