@@ -23,7 +23,6 @@ import asyncio
 import collections
 import contextlib
 import functools
-import itertools
 import logging
 import re
 import time
@@ -33,7 +32,7 @@ from typing import Any, Protocol, TypeAlias
 from ..server.context import CallContext
 from ..server.dispatcher import Dispatcher
 from ..server.input_required import INTERACTIVE_METHODS, InputRequired
-from ..server.jsonrpc import INTERNAL_ERROR, JsonRpcError
+from ..server.jsonrpc import JsonRpcError
 from ..server.listen import RESOURCE_UPDATED, ListenHub
 from ..server.stateless import CACHEABLE_METHODS
 from ..state.session import Session
@@ -46,12 +45,12 @@ from .link import (
     UpstreamSessionLost,
     UpstreamTimeout,
     UpstreamUnavailable,
-    describe,
     outgoing_params,
     relayable,
 )
 from .links import SessionLinks
 from .names import public_uri, split_uri
+from .process_relay import Channels, Kinds, NoAnswer, Note, ProcessRelay, ProcessStopped
 from .tasks import TaskIds, related_out, tasks_out
 from .upstream import Upstream, read_lists
 
@@ -82,10 +81,8 @@ SESSION_ENDS = frozenset({"terminated", "ended", "expired"})
 RecordedUpstream: TypeAlias = tuple[str, dict[str, Any], str, bool]
 
 
-class SharedUpstreams(Protocol):
+class SharedUpstreams(Channels, Protocol):
     """Where the HTTP upstream sessions of shared client sessions are recorded (state/shared.py)."""
-
-    proc: str  # this gateway process
 
     async def lookup(self, session_id: str) -> Session | None: ...
     async def upstream_session(self, session: Session, upstream: str) -> RecordedUpstream | None: ...
@@ -93,15 +90,9 @@ class SharedUpstreams(Protocol):
         self, session: Session, upstream: str, upstream_session: str, init_result: dict[str, Any], replacing: str | None
     ) -> bool: ...
     async def take_upstream_get(self, session: Session, upstream: str, owner: str) -> bool: ...
-    async def alive(self, processes: set[str]) -> set[str]: ...
     async def upstream_owner(self, session: Session, upstream: str) -> tuple[str, bool]: ...
-    async def send_to(self, process: str, message: dict[str, Any]) -> None: ...
-    def on_channel(self, kind: str, handler: Callable[[dict[str, Any]], None]) -> None: ...
 
 
-# A request relayed to the process holding a stdio connection waits at most call_timeout_s plus
-# this (that process answers a timeout itself at call_timeout_s; this is for a reply lost on the way).
-REMOTE_MARGIN_S = 5.0
 MAX_LISTENED_URIS = 256  # distinct resource URIs 2026-07-28 listen streams have subscribed per upstream
 MAX_LISTENED_URIS_PER_CLIENT = 64  # of those, distinct URIs the listen streams of one client address name
 
@@ -131,7 +122,10 @@ def offers(upstream: Upstream, uri: str, listed: Collection[Any]) -> bool:
     return any(isinstance(t, str) and _template_pattern(t).fullmatch(uri) for t in templates)
 
 
-REMOTE_KINDS = ("upcall", "upcancel", "upprogress", "upreply", "upnotify")  # on the processes' channels
+# A request for a stdio upstream relayed to the process holding the session's connection
+# (process_relay.py), on the processes' channels; and a client notification passed on to it.
+UPSTREAM_CALLS = Kinds("upcall", "upcancel", "upprogress", "upreply", what="relayed")
+UPSTREAM_NOTIFY = "upnotify"
 
 
 HOLDER_CHECK_S = 1.0  # how often the holders of the GET streams of re-attached upstream sessions are checked
@@ -283,14 +277,11 @@ class Federation:
         self._held_by: dict[tuple[str, str], str] = {}
         self._holders: asyncio.Task[None] | None = None
         # stdio upstreams of shared sessions: one process holds the connection (a child process),
-        # the others relay the session's requests to it over its channel. (session id, upstream id)
-        # -> that process, when another; requests relayed from here waiting for their answer (call
-        # id -> future, the client's request, the last progress relayed); requests run here for
-        # another process (call id -> task); the sessions this process has connections for.
+        # the others relay the session's requests to it over its channel (process_relay.py).
+        # (session id, upstream id) -> that process, when another; the sessions this process has
+        # connections for.
         self._owners: dict[tuple[str, str], str] = {}
-        self._remote_calls: dict[str, tuple[asyncio.Future[dict[str, Any]], CallContext, list[asyncio.Task[None]]]] = {}
-        self._remote_ids = itertools.count(1)
-        self._serving: dict[str, asyncio.Task[None]] = {}
+        self._relay = ProcessRelay(UPSTREAM_CALLS)
         self._known: dict[str, Session] = {}
         for upstream in self.upstreams.values():
             upstream.down_listeners.append(self._upstream_down)
@@ -301,8 +292,8 @@ class Federation:
             upstream.start()
         if self.shared_upstreams is not None and self._holders is None:
             self._holders = asyncio.ensure_future(self._watch_holders(self.shared_upstreams))
-            for kind in REMOTE_KINDS:
-                self.shared_upstreams.on_channel(kind, self._on_channel)
+            self._relay.attach(self.shared_upstreams, functools.partial(self._serve_remote, self.shared_upstreams))
+            self.shared_upstreams.on_channel(UPSTREAM_NOTIFY, self._notified_remote)
             # a 2026-07-28 retry reaching a process that does not hold its parked call goes there
             self.interactive.attach(self.shared_upstreams, self.upstreams)
 
@@ -324,7 +315,9 @@ class Federation:
         for key in list(self._links):
             self._drop(key)
         await self.interactive.stop()
-        await asyncio.gather(*(u.stop() for u in self.upstreams.values()), *self._closing, return_exceptions=True)
+        await asyncio.gather(
+            *(u.stop() for u in self.upstreams.values()), *self._closing, self._relay.drain(), return_exceptions=True
+        )
 
     def health(self) -> dict[str, Any]:
         return {id_: u.health() for id_, u in self.upstreams.items()}
@@ -884,18 +877,10 @@ class Federation:
         ctx: CallContext,
         session: Session,
     ) -> dict[str, Any]:
-        """Relay one request to the process holding the stdio connection and wait for its answer:
-        its progress comes back as it is made; what the upstream sends otherwise (logs, requests to
-        the client) that process sends on the session's GET stream. Cancelled here, cancelled there."""
-        loop = asyncio.get_running_loop()
-        call = f"{store.proc}.{next(self._remote_ids)}"
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        progressed: list[asyncio.Task[None]] = []
-        self._remote_calls[call] = (future, ctx, progressed)
-        message = {
-            "kind": "upcall",
-            "from": store.proc,
-            "call": call,
+        """Relay one request to the process holding the stdio connection and wait for its answer
+        (process_relay.py): its progress comes back as it is made; what the upstream sends otherwise
+        (logs, requests to the client) that process sends on the session's GET stream."""
+        fields = {
             "session": session.id,
             "upstream": upstream.id,
             "method": method,
@@ -903,33 +888,20 @@ class Federation:
             "progress": ctx.progress_token is not None,
         }
         timeout = upstream.config.call_timeout_s
-        deadline = None if method in WAITS_BY_DESIGN or not timeout else loop.time() + timeout + REMOTE_MARGIN_S
-        # The upcall's publish has a task of its own: a cancellation that comes while it is on its way
-        # sends the upcancel only once it is done, else the upcancel (maybe on another pooled
-        # connection) could reach the holder first, be ignored, and the call run anyway.
-        sent = asyncio.ensure_future(store.send_to(owner, message))
+
+        async def progressed(note: dict[str, Any]) -> None:
+            await ctx.progress(note.get("progress", 0.0), note.get("total"), note.get("message"))
+
         try:
-            await asyncio.shield(sent)
-            while not future.done():
-                await asyncio.wait({future}, timeout=HOLDER_CHECK_S)
-                if future.done():
-                    break
-                if owner not in await store.alive({owner}):
-                    self._owners.pop((session.id, upstream.id), None)
-                    raise UpstreamUnavailable(
-                        upstream.id, f"was reached through gateway process {owner}, which stopped during {method}"
-                    )
-                if deadline is not None and loop.time() > deadline:
-                    raise UpstreamTimeout(upstream.id, f"did not answer {method} within {timeout:g} s")
-        except BaseException:
-            if not future.done():
-                self._send_later(store, owner, {"kind": "upcancel", "call": call}, after=sent)
-            raise
-        finally:
-            self._remote_calls.pop(call, None)
-        if progressed:
-            await asyncio.gather(*progressed, return_exceptions=True)  # in order, before the answer
-        answer = future.result()
+            waits = None if method in WAITS_BY_DESIGN else timeout
+            answer = await self._relay.ask(store, owner, fields, progressed, waits)
+        except ProcessStopped:
+            self._owners.pop((session.id, upstream.id), None)
+            raise UpstreamUnavailable(
+                upstream.id, f"was reached through gateway process {owner}, which stopped during {method}"
+            ) from None
+        except NoAnswer:
+            raise UpstreamTimeout(upstream.id, f"did not answer {method} within {timeout:g} s") from None
         error = answer.get("error")
         if isinstance(error, dict):
             data = error.get("data")
@@ -954,64 +926,21 @@ class Federation:
                 with contextlib.suppress(JsonRpcError):  # on an error that upstream keeps its level
                     await self._call_remote(store, owner, upstream, "logging/setLevel", {"level": level}, ctx, session)
 
-    def _send_later(
-        self, store: SharedUpstreams, process: str, message: dict[str, Any], after: asyncio.Future[None] | None = None
-    ) -> None:
-        async def send() -> None:
-            if after is not None:  # published in this order: Redis delivers them in this order
-                await asyncio.wait({after})
-                if after.cancelled() or after.exception() is not None:
-                    return  # never sent: nothing to cancel there
-            with contextlib.suppress(Exception):
-                await store.send_to(process, message)
+    def _notified_remote(self, message: dict[str, Any]) -> None:
+        """A client notification (upnotify) for a stdio connection held here, from another process."""
+        pending = self._links.get((str(message.get("session")), str(message.get("upstream"))))
+        if pending is not None and (link := _opened(pending)) is not None:
+            task = asyncio.ensure_future(link.notify(str(message.get("method")), message.get("params")))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
-        task = asyncio.ensure_future(send())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    def _on_channel(self, message: dict[str, Any]) -> None:
-        """A relayed request, its cancellation, its progress or its answer, from another process."""
-        kind, call = message.get("kind"), str(message.get("call"))
-        if kind == "upcall" and self.shared_upstreams is not None:
-            task = asyncio.ensure_future(self._serve_remote(self.shared_upstreams, message))
-            self._serving[call] = task
-            task.add_done_callback(lambda _: self._serving.pop(call, None))
-        elif kind == "upcancel" and (serving := self._serving.get(call)) is not None:
-            serving.cancel()
-        elif kind == "upnotify":
-            pending = self._links.get((str(message.get("session")), str(message.get("upstream"))))
-            if pending is not None and (link := _opened(pending)) is not None:
-                params = message.get("params")
-                task = asyncio.ensure_future(link.notify(str(message.get("method")), params))
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
-        elif (waiting := self._remote_calls.get(call)) is not None:
-            future, ctx, progressed = waiting
-            if kind == "upreply" and not future.done():
-                future.set_result(message)
-            elif kind == "upprogress":
-                before = progressed[-1] if progressed else None
-                args = (message.get("progress", 0.0), message.get("total"), message.get("message"))
-                progressed.append(asyncio.ensure_future(self._progress_after(before, ctx, *args)))
-
-    @staticmethod
-    async def _progress_after(
-        before: asyncio.Task[None] | None, ctx: CallContext, progress: float, total: float | None, message: str | None
-    ) -> None:
-        if before is not None:
-            await asyncio.gather(before, return_exceptions=True)
-        await ctx.progress(progress, total, message)
-
-    async def _serve_remote(self, store: SharedUpstreams, message: dict[str, Any]) -> None:
-        """Run a request another process relayed to this one's stdio connection, and answer it."""
-        reply_to, call, upstream_id, method = message["from"], message["call"], message["upstream"], message["method"]
+    async def _serve_remote(self, store: SharedUpstreams, message: dict[str, Any], note: Note) -> dict[str, Any]:
+        """Run a request another process relayed to this one's stdio connection: its answer."""
+        upstream_id, method = message["upstream"], message["method"]
 
         async def relay_progress(progress: float, total: float | None, message: str | None) -> None:
-            note = {"kind": "upprogress", "call": call, "progress": progress, "total": total, "message": message}
-            with contextlib.suppress(Exception):
-                await store.send_to(reply_to, note)  # awaited: in order, and before the answer
+            await note({"progress": progress, "total": total, "message": message})  # in order, before the answer
 
-        answer: dict[str, Any]
         try:
             # Known here, or its copy forgotten here while the client was served elsewhere: from the record.
             session = self._known.get(message["session"]) or await store.lookup(str(message["session"]))
@@ -1028,22 +957,13 @@ class Federation:
             _, link = await self.session_link(session, upstream, uri_out)
             on_progress = relay_progress if message.get("progress") else None
             result = await link.request(method, outgoing_params(message.get("params")), on_progress)
-            self._remember(session, upstream, method, message.get("params"))
-            answer = {"result": result}
-        except JsonRpcError as err:
-            data = err.data
-            if isinstance(err, UpstreamUnavailable) and not isinstance(err, UpstreamTimeout):
-                data = {**(data or {}), "moved": True}  # the caller forgets this process as the holder
-            answer = {"error": {"code": err.code, "message": err.message, "data": data}}
-        except asyncio.CancelledError:
-            return  # the caller cancelled it: no answer expected
-        except Exception as exc:  # noqa: BLE001 - the caller gets an error, never silence
-            text = f"Upstream {upstream_id!r} failed during {method}: {describe(exc)}"
-            answer = {"error": {"code": INTERNAL_ERROR, "message": text, "data": {"upstream": upstream_id}}}
-        try:
-            await store.send_to(reply_to, {"kind": "upreply", "call": call, **answer})
-        except Exception as exc:  # noqa: BLE001 - state unavailable: the caller's own wait ends it
-            log.warning("upstream %s: the answer to a relayed %s was not delivered: %s", upstream_id, method, exc)
+        except UpstreamUnavailable as err:
+            if isinstance(err, UpstreamTimeout):
+                raise
+            # the caller forgets this process as the holder
+            raise JsonRpcError(err.code, err.message, {**(err.data or {}), "moved": True}) from None
+        self._remember(session, upstream, method, message.get("params"))
+        return {"result": result}
 
     def _ended(self, key: tuple[str, str], link: UpstreamLink) -> None:
         """A session's link ended: if the upstream refused its session (404), this process re-attaches
@@ -1131,8 +1051,8 @@ class Federation:
         store = self.shared_upstreams
         for (sid, uid), owner in self._owners.items():  # stdio connections held by other processes
             if store is not None and sid == session.id:
-                note = {"kind": "upnotify", "session": sid, "upstream": uid, "method": method, "params": params}
-                self._send_later(store, owner, note)
+                note = {"kind": UPSTREAM_NOTIFY, "session": sid, "upstream": uid, "method": method, "params": params}
+                self._relay.post(store, owner, note)
 
     def _drop_session(self, session_id: str) -> None:
         self._tracked.discard(session_id)

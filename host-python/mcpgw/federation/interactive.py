@@ -48,12 +48,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import itertools
+import functools
 import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -62,6 +62,7 @@ from ..server.context import CallContext
 from ..server.input_required import STATE_TTL_S, InputRequired
 from ..server.jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, JsonRpcError
 from .link import UpstreamLink, UpstreamUnavailable, relayable
+from .process_relay import Channels, Kinds, NoAnswer, Note, ProcessRelay, ProcessStopped
 from .upstream import Upstream, read_lists
 
 log = logging.getLogger("mcpgw.federation")
@@ -77,21 +78,9 @@ _KEYS = {"elicitation/create": "elicit", "sampling/createMessage": "sample", "ro
 _PROFILE_FLAGS = {"sampling": ("context", "tools"), "elicitation": ("form", "url"), "roots": ("listChanged",)}
 MAX_ERROR_CODE = 2**31  # a client's refusal's error code, as JSON-RPC codes go (a 32-bit integer)
 # Scale-out: a retry that reaches a process not holding its exchange goes to the holder over its
-# channel (the kinds below); the holder is checked alive every HOLDER_CHECK_S while it runs, and the
-# wait is bounded by the upstream's call_timeout_s plus REMOTE_MARGIN_S (as hub.py's upcall).
-RETRY_KINDS = ("inretry", "incancel", "innote", "inreply")
-HOLDER_CHECK_S = 1.0
-REMOTE_MARGIN_S = 5.0
-
-
-class Channels(Protocol):
-    """The processes' channels over Redis (state/shared.py), as far as retries need them."""
-
-    proc: str  # this gateway process
-
-    async def send_to(self, process: str, message: dict[str, Any]) -> None: ...
-    async def alive(self, processes: set[str]) -> set[str]: ...
-    def on_channel(self, kind: str, handler: Callable[[dict[str, Any]], None]) -> None: ...
+# channel, as hub.py's upcall does (process_relay.py: the holder checked alive every second, the wait
+# bounded by the upstream's call_timeout_s plus a margin).
+RETRIES = Kinds("inretry", "incancel", "innote", "inreply", what="forwarded retry of")
 
 
 def holder_of(exchange: str) -> str | None:
@@ -214,14 +203,11 @@ class InteractiveCalls:
         # roots), with the generation they were read at; forgotten on list_changed.
         self._lists: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
         self._generation: dict[str, int] = {}
-        # Scale-out (attach): retries forwarded from here to the holder (call id -> the answer's
-        # future, the client's request, its notes emitted in order), and retries run here for
-        # another process (call id -> task).
+        # Scale-out (attach): retries forwarded from here to the holder, and run here for another
+        # process (process_relay.py).
         self.channels: Channels | None = None
         self._upstreams: Mapping[str, Upstream] = {}
-        self._forwarded: dict[str, tuple[asyncio.Future[dict[str, Any]], CallContext, list[asyncio.Task[None]]]] = {}
-        self._serving: dict[str, asyncio.Task[None]] = {}
-        self._ids = itertools.count(1)
+        self._relay = ProcessRelay(RETRIES)
         self.forwarded = 0  # retries sent to the process holding their call
         self.served = 0  # retries run here for another process
 
@@ -244,8 +230,7 @@ class InteractiveCalls:
         """Scale-out: exchanges are named after this process, and a retry of one parked in another
         process is forwarded there (the holder answers it as if it had come to it)."""
         self.channels, self._upstreams = channels, upstreams
-        for kind in RETRY_KINDS:
-            channels.on_channel(kind, self._on_channel)
+        self._relay.attach(channels, functools.partial(self._serve, channels))
 
     def forget(self, upstream_id: str) -> None:
         """The upstream's lists changed: what was read for capability profiles is read again."""
@@ -513,17 +498,10 @@ class InteractiveCalls:
     async def _forward(
         self, channels: Channels, holder: str, upstream: Upstream, method: str, params: dict[str, Any], ctx: CallContext
     ) -> dict[str, Any]:
-        """Send the retry to the process holding its exchange and wait for what it answers: the
-        call's result, the next round's InputRequired, or an error; notifications the call emits
-        meanwhile (progress, logs) come back as they are made. Cancelled here, cancelled there."""
-        loop = asyncio.get_running_loop()
-        call = f"{channels.proc}.{next(self._ids)}"
-        future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        notes: list[asyncio.Task[None]] = []
-        message = {
-            "kind": "inretry",
-            "from": channels.proc,
-            "call": call,
+        """Send the retry to the process holding its exchange and wait for what it answers
+        (process_relay.py): the call's result, the next round's InputRequired, or an error;
+        notifications the call emits meanwhile (progress, logs) come back as they are made."""
+        fields = {
             "upstream": upstream.id,
             "method": method,
             "params": params,
@@ -534,36 +512,26 @@ class InteractiveCalls:
             "client": ctx.client,
         }
         timeout = upstream.config.call_timeout_s
-        deadline = loop.time() + timeout + REMOTE_MARGIN_S if timeout else None
         if holder not in await channels.alive({holder}):
             raise self._holder_lost(upstream, holder, method)
-        self._forwarded[call] = (future, ctx, notes)
         self.forwarded += 1
-        sent = asyncio.ensure_future(channels.send_to(holder, message))
+
+        async def emit(note: dict[str, Any]) -> None:
+            if isinstance(message := note.get("message"), dict):
+                with contextlib.suppress(Exception):
+                    await ctx.emit(message)
+
         try:
-            await asyncio.shield(sent)
-            while not future.done():
-                await asyncio.wait({future}, timeout=HOLDER_CHECK_S)
-                if future.done():
-                    break
-                if holder not in await channels.alive({holder}):
-                    raise self._holder_lost(upstream, holder, method)
-                if deadline is not None and loop.time() > deadline:
-                    raise JsonRpcError(
-                        INTERNAL_ERROR,
-                        f"Upstream {upstream.id!r} did not answer {method} within {timeout:g} s"
-                        f" (through gateway process {holder}, which holds the call)",
-                        {"upstream": upstream.id},
-                    )
-        except BaseException:
-            if not future.done():
-                self._cancel_later(channels, holder, call, sent)
-            raise
-        finally:
-            self._forwarded.pop(call, None)
-        if notes:
-            await asyncio.gather(*notes, return_exceptions=True)  # in order, before the answer
-        answer = future.result()
+            answer = await self._relay.ask(channels, holder, fields, emit, timeout)
+        except ProcessStopped:
+            raise self._holder_lost(upstream, holder, method) from None
+        except NoAnswer:
+            raise JsonRpcError(
+                INTERNAL_ERROR,
+                f"Upstream {upstream.id!r} did not answer {method} within {timeout:g} s"
+                f" (through gateway process {holder}, which holds the call)",
+                {"upstream": upstream.id},
+            ) from None
         error = answer.get("error")
         if isinstance(error, dict):
             raise JsonRpcError(int(error["code"]), str(error["message"]), error.get("data"))
@@ -582,50 +550,14 @@ class InteractiveCalls:
             {"upstream": upstream.id, "process": holder},
         )
 
-    def _cancel_later(self, channels: Channels, holder: str, call: str, sent: asyncio.Future[None]) -> None:
-        async def cancel() -> None:
-            await asyncio.wait({sent})  # published after the retry: the holder hears them in order
-            if sent.cancelled() or sent.exception() is not None:
-                return
-            with contextlib.suppress(Exception):
-                await channels.send_to(holder, {"kind": "incancel", "call": call})
-
-        task = asyncio.ensure_future(cancel())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    def _on_channel(self, message: dict[str, Any]) -> None:
-        kind, call = message.get("kind"), str(message.get("call"))
-        if kind == "inretry" and self.channels is not None:
-            task = asyncio.ensure_future(self._serve(self.channels, message))
-            self._serving[call] = task
-            task.add_done_callback(lambda _: self._serving.pop(call, None))
-        elif kind == "incancel" and (serving := self._serving.get(call)) is not None:
-            serving.cancel()
-        elif (waiting := self._forwarded.get(call)) is not None:
-            future, ctx, notes = waiting
-            if kind == "inreply" and not future.done():
-                future.set_result(message)
-            elif kind == "innote" and isinstance(note := message.get("message"), dict):
-                before = notes[-1] if notes else None
-                notes.append(asyncio.ensure_future(self._emit_after(before, ctx, note)))
-
-    @staticmethod
-    async def _emit_after(before: asyncio.Task[None] | None, ctx: CallContext, note: dict[str, Any]) -> None:
-        if before is not None:
-            await asyncio.gather(before, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await ctx.emit(note)
-
-    async def _serve(self, channels: Channels, message: dict[str, Any]) -> None:
+    async def _serve(self, channels: Channels, message: dict[str, Any], note: Note) -> dict[str, Any]:
         """A retry another process received for an exchange parked here: continued here as if it
-        had come here, and what it comes to sent back."""
-        reply_to, call, upstream_id, method = message["from"], message["call"], message["upstream"], message["method"]
+        had come here; what it comes to is the answer sent back."""
+        upstream_id, method = message["upstream"], message["method"]
         self.served += 1
 
-        async def emit(note: dict[str, Any]) -> bool:
-            with contextlib.suppress(Exception):
-                await channels.send_to(reply_to, {"kind": "innote", "call": call, "message": note})  # in order
+        async def emit(sent: dict[str, Any]) -> bool:
+            await note({"message": sent})  # in order
             return True
 
         responses = message.get("responses")
@@ -640,39 +572,24 @@ class InteractiveCalls:
             input_responses=responses if isinstance(responses, dict) else {},
             exchange=str(message.get("exchange")),
         )
-        answer: dict[str, Any]
-        try:
-            upstream = self._upstreams.get(str(upstream_id))
-            if upstream is None:
-                raise JsonRpcError(
-                    INTERNAL_ERROR, f"Upstream {upstream_id!r} is not configured in gateway process {channels.proc}"
-                )
-            params = message.get("params")
-            result = await self.call(upstream, str(method), params if isinstance(params, dict) else {}, ctx, {})
-            answer = {"result": result}
-        except InputRequired as needed:
-            answer = {"input_required": {"requests": needed.requests, "exchange": needed.exchange}}
-        except JsonRpcError as err:
-            answer = {"error": {"code": err.code, "message": err.message, "data": err.data}}
-        except asyncio.CancelledError:
-            return  # the receiving process gave the retry up: no answer expected
-        except Exception as exc:  # noqa: BLE001 - the receiving process gets an error, never silence
-            text = f"Upstream {upstream_id!r} failed during {method}: {type(exc).__name__}: {exc}"
-            answer = {"error": {"code": INTERNAL_ERROR, "message": text, "data": {"upstream": upstream_id}}}
-        try:
-            await channels.send_to(reply_to, {"kind": "inreply", "call": call, **answer})
-        except Exception as exc:  # noqa: BLE001 - state unavailable: the receiver's own wait ends it
-            log.warning(
-                "upstream %s: the answer to a forwarded retry of %s was not delivered: %s", upstream_id, method, exc
+        upstream = self._upstreams.get(str(upstream_id))
+        if upstream is None:
+            raise JsonRpcError(
+                INTERNAL_ERROR, f"Upstream {upstream_id!r} is not configured in gateway process {channels.proc}"
             )
+        params = message.get("params")
+        try:
+            result = await self.call(upstream, str(method), params if isinstance(params, dict) else {}, ctx, {})
+        except InputRequired as needed:
+            return {"input_required": {"requests": needed.requests, "exchange": needed.exchange}}
+        return {"result": result}
 
     async def stop(self) -> None:
-        for task in list(self._serving.values()):
-            task.cancel()
+        self._relay.cancel_serving()
         for exchange in list(self._parked.values()):
             self._end(exchange, reuse=False)
         for links in self._idle.values():
             for link, _, _ in links:
                 self._close_later(link)
         self._idle.clear()
-        await asyncio.gather(*self._closing, return_exceptions=True)
+        await asyncio.gather(*self._closing, self._relay.drain(), return_exceptions=True)
