@@ -179,12 +179,12 @@ def test_duplicate_request_id_refused_across_processes(trio: list[Gateway]) -> N
 
 
 def test_an_answered_id_is_free_at_once_on_every_process(trio: list[Gateway]) -> None:
-    """A request's id claim is released with the turn's other Redis operations (not awaited by the
-    request itself; its answer is written once the release is done): a client that reuses the id
-    the moment it has the answer finds it free on any process, in both answer paths (JSON only: the
-    connection's own task; SSE accepted: a request task of its own), and no claim outlives its
-    request. (On an idle loopback the release would usually win the race even unawaited; this
-    guards the path and the leak, the ordering is argued in docs/scale-out.md.)"""
+    """A request's id claim is released with the turn's other Redis operations, not awaited: the
+    answer goes out at once. A client that reuses the id the moment it has the answer finds it free
+    on any process, in both answer paths (JSON only: the connection's own task; SSE accepted: a
+    request task of its own): where the release has not landed yet, the process asks the claim's
+    owner, which says it is answered (docs/scale-out.md, request ids). No claim outlives its
+    request by more than the release's own round trip."""
     a, b, c = trio
     s = Session(a.url)
     for round_ in range(10):
@@ -194,6 +194,9 @@ def test_an_answered_id_is_free_at_once_on_every_process(trio: list[Gateway]) ->
                 got = answer(on(gw, s).post(call, accept=accept))
                 assert got.get("result", {}).get("content", [{}])[0].get("text") == str(round_ + 1), got
     r = redis_client(a)
+    deadline = time.monotonic() + 10  # the last release is on its way (generous: a loaded machine)
+    while list(r.scan_iter(f"mcpgw:r:{s.id}:*")) and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert not list(r.scan_iter(f"mcpgw:r:{s.id}:*")), "a claim outlived its answered request"
 
 
@@ -540,9 +543,69 @@ async def test_a_claim_given_up_on_its_way_leaves_the_reused_id_claimed(redis: R
         assert await reused == 1
         assert await sessions.claim(session, 6) == 1  # the next batch, where a release owed would go
         holder = sync_redis.Redis.from_url(redis.url).get(claim_key(session.id, 5))
-        assert holder == sessions.proc.encode()  # the running request's claim is still there
+        # the running request's claim is still there (a claim's value: the process and its number)
+        assert holder is not None and holder.decode() == sessions._held[claim_key(session.id, 5)]
     finally:
         await sessions.stop()
+
+
+async def test_a_claim_found_before_its_release_landed_is_taken_over_after_asking_its_owner(redis: Redis) -> None:
+    """The release of an answered request's id is not awaited (the answer goes out at once). A
+    claim of the same id on another process that reaches Redis before the release asks the owner,
+    over its channel, whether that claim still runs: answered -> taken over (compare-and-set on
+    the exact claim), running -> refused; an owner that does not answer -> refused (never run
+    twice). Two registries on one Redis stand for two processes, so the order is deterministic."""
+    import asyncio
+
+    from mcpgw.state import shared
+    from mcpgw.state.session import Session as LiveSession
+    from mcpgw.state.shared import RedisSessions, claim_key
+
+    a, b = RedisSessions(redis.url, 100, 60.0), RedisSessions(redis.url, 100, 60.0)
+    session = LiveSession("asked", "2025-11-25", "streamable-http")
+    session.shared = True
+    plain = sync_redis.Redis.from_url(redis.url)
+
+    async def until(done: Callable[[], bool]) -> None:
+        for _ in range(500):  # 10 s: generous on a loaded machine
+            if done():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("not within 10 s")
+
+    def listening(proc: str) -> bool:
+        return bool(plain.exists(shared.proc_key(proc))) and plain.pubsub_numsub(shared.proc_channel(proc))[0][1] > 0
+
+    try:
+        a.start()
+        b.start()
+        await until(lambda: listening(a.proc) and listening(b.proc))  # heartbeating, subscribed
+        key = claim_key(session.id, 5)
+        assert await a.claim(session, 5) == 1
+        # answered on A, its release still on its way: what release() does before queueing the op
+        held = a._held.pop(key)
+        assert plain.get(key) == held.encode()
+        assert await asyncio.wait_for(b.claim(session, 5), 10) == 1  # A said "answered": B holds it
+        assert plain.get(key) == b._held[key].encode()
+        # a claim that still runs on B is refused on A, and stays B's
+        assert not await asyncio.wait_for(a.claim(session, 5), 10)
+        assert plain.get(key) == b._held[key].encode()
+        assert key not in a._held
+        # B answers it: the release lands
+        b.release(session, 5)
+        await until(lambda: not plain.exists(key))
+        # an owner that does not answer (its listener gone, its heartbeat still there): refused
+        assert await b.claim(session, 6) == 1
+        b._tasks[1].cancel()  # B's channel listener
+        shared_ask, shared.CLAIM_ASK_S = shared.CLAIM_ASK_S, 0.5
+        try:
+            b._held.pop(claim_key(session.id, 6))  # answered, but B will not say so
+            assert not await asyncio.wait_for(a.claim(session, 6), 10)
+        finally:
+            shared.CLAIM_ASK_S = shared_ask
+    finally:
+        await a.stop()
+        await b.stop()
 
 
 async def test_a_relayed_call_cancelled_while_its_upcall_is_on_its_way_is_cancelled_after_it(redis: Redis) -> None:

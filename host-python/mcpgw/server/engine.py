@@ -32,7 +32,6 @@ the one it is for.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -141,8 +140,6 @@ class SessionEngine:
         self.observe: Callable[[dict[str, Any], Response | None], None] | None = None
         self.requests: set[asyncio.Task[Response | None]] = set()  # running, every session and transport
         self._writes: set[asyncio.Future[Any]] = set()  # answers being written by a transport
-        # Shared sessions: a finished request's id release on its way to Redis; its answer waits for it.
-        self._releasing: dict[asyncio.Future[Any], asyncio.Future[Any]] = {}
         self.draining = False
         # Called when the shutdown drain begins: long-lived requests that end gracefully on their
         # own (2026-07-28 subscriptions/listen streams) are told to, instead of waiting out the grace.
@@ -358,27 +355,10 @@ class SessionEngine:
             response = self._cancelled_answer(id_, "") if done.cancelled() else done.result()
             if self.observe is not None:
                 self.observe(message, response)
-            released = self._releasing.pop(done, None)
-            if released is None or released.done():
-                self._reply(reply, response)
-            else:
-                self._reply_after(released, reply, response)
+            self._reply(reply, response)
 
         task.add_done_callback(finished)
         return task
-
-    def _reply_after(self, released: asyncio.Future[Any], reply: Reply, response: Response | None) -> None:
-        """Answer once the request's id is released across processes (the drain waits for it too):
-        a client reusing the id at once on another process finds it free."""
-        self._writes.add(released)
-
-        def answer(done: asyncio.Future[Any]) -> None:
-            self._writes.discard(done)
-            if not done.cancelled():
-                done.exception()  # Redis unreachable: the claim is taken over once this process stops heartbeating
-            self._reply(reply, response)
-
-        released.add_done_callback(answer)
 
     def _settled(self, message: dict[str, Any], session: Session | None) -> Response | None:
         """The answer to a request that is answered without running it (ping before initialize, a
@@ -448,10 +428,6 @@ class SessionEngine:
             self.requests.discard(running)
             if session is not None:
                 session.release_hold(id_, task)
-        released = self._releasing.pop(task, None)
-        if released is not None:  # a shared session's id release: the answer waits for it, as in submit
-            with contextlib.suppress(StateUnavailable):
-                await released
         while task.cancelling() > cancels:
             task.uncancel()  # that cancellation was the request's, and it is answered
         if self.observe is not None:
@@ -496,7 +472,8 @@ class SessionEngine:
     ) -> Response | None:
         """A request of a shared session that may change something: it runs once its id is
         claimed across processes, and holds the claim until answered (the release is queued when
-        it finishes; `submit` writes the answer once the release is done)."""
+        it finishes, not awaited: a process that finds the claim before the release lands asks
+        this one, which says the request is answered; docs/scale-out.md, request ids)."""
         id_ = message["id"]
         try:
             # Cancelled while the claim is on its way, the claim future is cancelled with it; the
@@ -517,9 +494,7 @@ class SessionEngine:
         except StateUnavailable as exc:
             return unavailable_answer(id_, exc)
         finally:
-            task = asyncio.current_task()
-            if task is not None:
-                self._releasing[task] = self.sessions.release(session, id_)
+            self.sessions.release(session, id_)
 
     async def _dispatch(
         self,

@@ -81,11 +81,10 @@ class SessionRegistry(Protocol):
         runs elsewhere (a future, not a coroutine: a request may run while it is on its way)."""
         ...
 
-    def release(self, session: Session, id_: Any) -> asyncio.Future[Any]:
-        """Let a claimed request id go (its request is answered). Not awaited by the request: the
-        engine holds the answer until the future is done, so a client reusing the id at once on
-        any process finds it free; the future may end with StateUnavailable (the claim is then
-        taken over once this process stops heartbeating)."""
+    def release(self, session: Session, id_: Any) -> None:
+        """Let a claimed request id go (its request is answered), without waiting: the answer goes
+        out at once, and a process that finds the claim still there asks this one, which says it
+        is answered (docs/scale-out.md, request ids)."""
         ...
 
     async def store(self, session: Session) -> None:
@@ -202,10 +201,8 @@ class MemorySessions:
         claimed.set_result(True)
         return claimed
 
-    def release(self, session: Session, id_: Any) -> asyncio.Future[Any]:
-        released: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        released.set_result(None)
-        return released
+    def release(self, session: Session, id_: Any) -> None:
+        return None
 
     async def store(self, session: Session) -> None:
         return None

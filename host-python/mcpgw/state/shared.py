@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import secrets
 import time
@@ -66,12 +67,24 @@ CONNECT_TIMEOUT_S = 1.0
 # message could cost, and how often a busy session's TTL is refreshed.
 LIVENESS_S = 1.0
 
+# How long a process waits for another's answer to "is this claim of yours still running?" (a
+# claim that found the id held by a live process, docs/scale-out.md, request ids); no answer in
+# time: the id is refused as in use (never run twice), and so after CLAIM_ASKS answers "answered"
+# each followed by a takeover that found yet another holder.
+CLAIM_ASK_S = SOCKET_TIMEOUT_S
+CLAIM_ASKS = 3
+
 # Everything the requests of one event-loop turn need, in one round trip. KEYS: one per
-# operation; ARGV: this process, claim TTL, record TTL, heartbeat key prefix, then one op per key:
-#   c  claim a request id: free, ours (a stale claim: this process checked its own running ids
-#      first), or held by a process that no longer heartbeats -> 1; else 0
-#   r  release a request id if this process holds it -> 0
-#   t  refresh a session record's TTL -> 1, or 0 if it is gone
+# operation; ARGV: this process, claim TTL, record TTL, heartbeat key prefix, then one op per key.
+# A claim's value is `<process>:<n>`, n unique in the process, so a release or a takeover acts
+# on that one claim and never on a later claim of the same id:
+#   c<n>         claim a request id: free, ours (a stale claim: this process checked its own
+#                running ids first), or held by a process that no longer heartbeats -> 1; held
+#                by a live process -> the value held (its owner is asked whether it still runs)
+#   c<n> <held>  the same, `held` counting as free (its owner said it was answered) -> 1 or the
+#                value held now
+#   r<n>         release the claim <process>:<n> if it is still there -> 0
+#   t            refresh a session record's TTL -> 1, or 0 if it is gone
 # HSET on a session record only while it exists: a write racing a DELETE or expiry must not
 # leave a partial record behind (with no TTL). KEYS: record. ARGV: field, value, ... Returns
 # the fields added, or -1 when the record is gone.
@@ -115,20 +128,24 @@ BATCH = """
 local out = {}
 for i, key in ipairs(KEYS) do
   local op = ARGV[4 + i]
-  if op == 'c' then
-    if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local kind = string.sub(op, 1, 1)
+  if kind == 'c' then
+    local n, free = string.match(op, '^c(%d+) ?(.*)$')
+    local mine = ARGV[1] .. ':' .. n
+    if redis.call('SET', key, mine, 'NX', 'PX', ARGV[2]) then
       out[i] = 1
     else
-      local owner = redis.call('GET', key)
-      if owner and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[4] .. owner) == 1 then
-        out[i] = 0
+      local held = redis.call('GET', key)
+      local owner = held and string.match(held, '^[^:]*') or ''
+      if held and held ~= free and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[4] .. owner) == 1 then
+        out[i] = held
       else
-        redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+        redis.call('SET', key, mine, 'PX', ARGV[2])
         out[i] = 1
       end
     end
-  elseif op == 'r' then
-    if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+  elseif kind == 'r' then
+    if redis.call('GET', key) == ARGV[1] .. ':' .. string.sub(op, 2) then redis.call('DEL', key) end
     out[i] = 0
   else
     out[i] = redis.call('PEXPIRE', key, ARGV[3])
@@ -240,8 +257,14 @@ class RedisSessions(MemorySessions):
         self._upstream_find = self.redis.register_script(UPSTREAM_FIND)
         self._upstream_record = self.redis.register_script(UPSTREAM_RECORD)
         self._upstream_take = self.redis.register_script(UPSTREAM_TAKE)
-        self._ops: list[tuple[str, str, asyncio.Future[int] | None]] = []
+        self._ops: list[tuple[str, str, asyncio.Future[Any] | None]] = []  # (op, key, its answer)
         self._flushing: asyncio.Task[None] | None = None
+        # The request ids this process has claimed (or is claiming) and not released: claim key ->
+        # the claim's value. What another process asking "is it still running?" is answered from.
+        self._held: dict[str, str] = {}
+        self._claims = itertools.count(1)
+        self._asks = itertools.count(1)
+        self._asked: dict[int, asyncio.Future[bool]] = {}  # our questions to other processes, by number
         self._verified: dict[str, float] = {}  # session id -> when Redis last confirmed it alive
         self._confirming: asyncio.Task[None] | None = None  # idle copies kept here: are their records gone?
         self._room_made: float | None = None  # when a new session at a cap last ran idle expiry (make_room)
@@ -249,7 +272,10 @@ class RedisSessions(MemorySessions):
         # Another process heard an upstream's list_changed: (upstream id, notification); set by gateway.py.
         self.on_catalog: Callable[[str, str], None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._handlers: dict[str, Any] = {}  # channel message kinds other modules handle (events)
+        self._handlers: dict[str, Any] = {  # channel message kinds other modules handle (events)
+            "claim?": self._claim_asked,
+            "claim!": self._claim_answered,
+        }
 
     # -- availability ------------------------------------------------------------
     def _failed(self, exc: BaseException) -> StateUnavailable:
@@ -449,27 +475,113 @@ class RedisSessions(MemorySessions):
         return known or bool(deleted)
 
     # -- requests ----------------------------------------------------------------
-    def claim(self, session: Session, id_: Any) -> asyncio.Future[int]:
-        # Cancelled while on its way (its request was), a claim that Redis granted is released
-        # by `_flush`: it would otherwise block the id on every process.
-        return self._op_soon("c", claim_key(session.id, id_))
+    def claim(self, session: Session, id_: Any) -> asyncio.Future[Any]:
+        """Claim the id across processes: the future ends truthy (granted) or falsy (in use).
+        Cancelled while on its way (its request was), a claim that Redis granted is released by
+        `_flush`: it would otherwise block the id on every process."""
+        key = claim_key(session.id, id_)
+        n = str(next(self._claims))
+        self._held[key] = f"{self.proc}:{n}"  # from now on, asked about it, this process says "running"
+        return self._op_soon("c" + n, key)
 
-    def release(self, session: Session, id_: Any) -> asyncio.Future[int]:
-        # Not awaited by the request: the engine writes the answer once this is done (with the
-        # turn's other operations), so a client that reuses the id at once on another process
-        # finds it free, as in memory.
-        return self._op_soon("r", claim_key(session.id, id_))
+    def release(self, session: Session, id_: Any) -> None:
+        """The request is answered: its id is free from now on. Not awaited: the release goes
+        with the turn's other operations, and a process that finds the claim still there before
+        it lands asks this one, which answers "answered" (docs/scale-out.md, request ids)."""
+        key = claim_key(session.id, id_)
+        value = self._held.pop(key, None)
+        if value is not None:
+            self._queue("r" + value.rpartition(":")[2], key, None)
+
+    def _let_go(self, key: str, op: str) -> None:
+        """The claim `op` (c<n>...) was refused or given up: no longer ours to answer for."""
+        n = op[1:].partition(" ")[0]
+        if self._held.get(key) == f"{self.proc}:{n}":
+            del self._held[key]
+
+    async def _contend(self, op: str, key: str, held: str, claimed: asyncio.Future[Any]) -> None:
+        """A claim found its id held by another live process: ask that process whether the claim
+        `held` still runs there. Answered (its release on its way): take the id over if it is
+        still that claim (the script's compare), else ask the new holder. Running, no answer
+        within CLAIM_ASK_S, or CLAIM_ASKS holders in a row: in use (the request is refused)."""
+        n = op[1:].partition(" ")[0]
+        granted: Any = 0
+        try:
+            for _ in range(CLAIM_ASKS):
+                if not await self._ask_owner(key, held):
+                    break
+                if claimed.done():
+                    break
+                again = await self._op_soon(f"c{n} {held}", key)
+                if type(again) is not bytes:
+                    granted = again
+                    break
+                held = again.decode()
+        except StateUnavailable as exc:
+            self._let_go(key, op)
+            if not claimed.done():
+                claimed.set_exception(exc)
+            return
+        if claimed.done():  # given up meanwhile: a grant is released (exactly this claim)
+            if granted:
+                self._queue("r" + n, key, None)
+            self._let_go(key, op)
+            return
+        if not granted:
+            self._let_go(key, op)
+        claimed.set_result(granted)
+
+    async def _ask_owner(self, key: str, held: str) -> bool:
+        """Whether the process holding the claim `held` says its request is answered."""
+        owner = held.partition(":")[0]
+        number = next(self._asks)
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._asked[number] = answer
+        question = {"kind": "claim?", "key": key, "value": held, "from": self.proc, "n": number}
+        try:
+            await self.send_to(owner, question)
+            async with asyncio.timeout(CLAIM_ASK_S):
+                return await answer
+        except TimeoutError:
+            log.warning(
+                "request id claim: process %s did not say within %g s whether %s still runs", owner, CLAIM_ASK_S, key
+            )
+            return False
+        finally:
+            self._asked.pop(number, None)
+
+    def _claim_asked(self, envelope: dict[str, Any]) -> None:
+        """Another process asks whether a claim of ours still runs (its id was sent to it again)."""
+        try:
+            running = self._held.get(str(envelope["key"])) == envelope["value"]
+            reply = {"kind": "claim!", "n": envelope["n"], "answered": not running}
+            data = orjson.dumps(reply)
+            channel = proc_channel(str(envelope["from"]))
+        except (KeyError, TypeError):
+            return
+        task = asyncio.ensure_future(self._publish(channel, data))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _claim_answered(self, envelope: dict[str, Any]) -> None:
+        number = envelope.get("n")
+        answer = self._asked.get(number) if isinstance(number, int) else None
+        if answer is not None and not answer.done():
+            answer.set_result(envelope.get("answered") is True)
 
     # -- one round trip per event-loop turn ---------------------------------------
-    def _op_soon(self, op: str, key: str) -> asyncio.Future[int]:
-        future: asyncio.Future[int] = asyncio.Future()  # on the running loop
+    def _queue(self, op: str, key: str, future: asyncio.Future[Any] | None) -> None:
         self._ops.append((op, key, future))
         if self._flushing is None:
             self._flushing = asyncio.ensure_future(self._flush())
+
+    def _op_soon(self, op: str, key: str) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.Future()  # on the running loop
+        self._queue(op, key, future)
         return future
 
     async def _op(self, op: str, key: str) -> int:
-        return await self._op_soon(op, key)
+        return int(await self._op_soon(op, key))
 
     async def _flush(self) -> None:
         """Send what the requests queued, as one script call; again while more was queued
@@ -483,7 +595,9 @@ class RedisSessions(MemorySessions):
                     results = await self._call_batch([key for _, key, _ in ops], args)
                 except RedisError as exc:
                     error = self._failed(exc)
-                    for _, _, future in ops:
+                    for op, key, future in ops:
+                        if op[0] == "c" and " " not in op:
+                            self._let_go(key, op)
                         if future is not None and not future.done():
                             future.set_exception(error)
                     continue
@@ -491,22 +605,24 @@ class RedisSessions(MemorySessions):
                 for (op, key, future), result in zip(ops, results, strict=True):
                     if future is None:
                         continue
-                    if not future.done():
-                        future.set_result(int(result))
-                    elif future.cancelled() and op == "c" and int(result) and not self._claimed_again(key, ops):
-                        self._ops.append(("r", key, None))  # granted to a request given up meanwhile
+                    if future.done():  # a claim given up on its way (its request was cancelled)
+                        if op[0] == "c":
+                            if result == 1:  # granted: released (this claim only, by its number)
+                                self._ops.append(("r" + op[1:].partition(" ")[0], key, None))
+                            self._let_go(key, op)
+                    elif type(result) is bytes and " " not in op:  # held by a live process: ask it
+                        self._contending(op, key, result.decode(), future)
+                    else:
+                        if result == 0 and op[0] == "c" and " " not in op:
+                            self._let_go(key, op)
+                        future.set_result(result)
         finally:
             self._flushing = None
 
-    def _claimed_again(self, key: str, batch: list[tuple[str, str, asyncio.Future[int] | None]]) -> bool:
-        """Whether a request still waiting for it claimed `key` too, in the batch just answered or
-        queued for the next: the client reused the id of a request given up while its claim was on
-        its way. A claim's value is this process alone, so releasing the first grant would delete
-        the second one's (docs/scale-out.md, request ids); that request releases it when answered."""
-        return any(
-            op == "c" and other == key and future is not None and not future.cancelled()
-            for op, other, future in (*batch, *self._ops)
-        )
+    def _contending(self, op: str, key: str, held: str, claimed: asyncio.Future[Any]) -> None:
+        task = asyncio.ensure_future(self._contend(op, key, held, claimed))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _call_batch(self, keys: list[str], args: list[Any]) -> list[Any]:
         """One BATCH call on its own connection: at most SOCKET_TIMEOUT_S per attempt, retried once
@@ -540,7 +656,7 @@ class RedisSessions(MemorySessions):
                 params = message.get("params")
                 request_id = params.get("requestId") if isinstance(params, dict) else None
                 raw = await self.redis.get(claim_key(session.id, request_id))
-                owner = raw.decode() if isinstance(raw, bytes) else None
+                owner = raw.decode().partition(":")[0] if isinstance(raw, bytes) else None
             else:  # the client's answer: to the process that asked
                 owner = owner_of_outgoing(message.get("id"))
             if owner is not None and owner != self.proc:
@@ -715,8 +831,11 @@ class RedisSessions(MemorySessions):
         task.add_done_callback(self._background.discard)
 
     async def stop(self) -> None:
-        if self._background:  # streams finished by the drain: their last events and end markers
-            await asyncio.wait(set(self._background), timeout=STOP_FLUSH_S)
+        # Streams finished by the drain (their last events and end markers), answered requests'
+        # id releases still on their way.
+        pending = self._background | ({self._flushing} if self._flushing is not None else set())
+        if pending:
+            await asyncio.wait(pending, timeout=STOP_FLUSH_S)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
