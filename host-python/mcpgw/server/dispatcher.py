@@ -139,7 +139,12 @@ class Dispatcher:
                 else:
                     result = await self._result(method, _params(message), ctx, session)
                 return result_response(id_, stamp_result(method, result, self.server_info()))
-            return result_response(id_, await self._result(method, _params(message), ctx, session))
+            params = message.get("params")  # (`_params` and `result_response` inline: every request)
+            if params is None:
+                params = {}
+            elif not isinstance(params, dict):
+                raise JsonRpcError(INVALID_PARAMS, "params must be an object")
+            return {"jsonrpc": "2.0", "id": id_, "result": await self._result(method, params, ctx, session)}
         except JsonRpcError as err:
             return error_response(id_, err.code, err.message, err.data)
 
