@@ -52,6 +52,7 @@ from .. import __version__
 from .inbox import Inbox
 
 log = logging.getLogger("mcpgw.federation")
+wire = logging.getLogger("mcpgw.federation.shttp")  # one debug line per HTTP request: what, never the payload
 
 MAX_CONNECTIONS = 100  # open to one upstream per link (httpx's default pool, as before)
 MAX_IDLE = 20  # kept open while idle
@@ -588,6 +589,9 @@ class StreamableHttpClient:
         if message is not None:
             body = message.model_dump_json(by_alias=True, exclude_unset=True).encode()
             data = self._head(method, ACCEPT_BOTH, extra, len(body)) + body
+            if wire.isEnabledFor(logging.DEBUG):
+                what = getattr(message, "method", None) or type(message).__name__
+                wire.debug("POST %s %s id %s (%d bytes)", self.url, what, getattr(message, "id", None), len(body))
         else:
             data = self._head(method, ACCEPT_BOTH if method == "DELETE" else "text/event-stream", extra, 0, last_event)
         for attempt in (0, 1):
