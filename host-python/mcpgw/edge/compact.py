@@ -19,6 +19,11 @@ the guard checks only what the component decided:
 - a 204 preflight needs an Origin and names only configured headers.
 
 A failed check raises `InvalidOutput` (a trap of kind `invalid-output`, as on the JSON path).
+
+Two ways to the same head and context: from ASGI bytes as servers deliver them (lower-case
+names, each once, fields under 256 bytes), `head_bytes` and `outcome_bytes`, what serves; from
+anything else, `head_raw`/`head` and `outcome`, which decode first. The differential tests and
+`tests/test_wasm_host.py` hold both to the Python edge.
 """
 
 from __future__ import annotations

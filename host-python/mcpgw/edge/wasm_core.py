@@ -41,7 +41,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import Component, Func, Linker
 
 from ..logsafe import escape
-from .compact import CompactCodec, Held, lookup, lookup_raw
+from .compact import CompactCodec, lookup, lookup_raw
 from .contract import CONTRACT_VERSION, EdgeConfig, EdgeError, ErrorKind, Header, encode_head
 from .python_core import CONTRACT_HEADERS, PythonCore
 from .validate import (
@@ -679,8 +679,18 @@ class WasmCore:
         In the compact encoding (the default) only what a rule reads crosses (compact.py)."""
         if self.encoding == "compact":
             written = self._codec.head_bytes(method, raw_path, headers)
-            if written is not None:
-                return self._evaluate_compact_bytes(written[0], method, raw_path, headers, written[1])
+            if written is not None:  # what serves: `_evaluate_compact` for a head written from the bytes
+                with self._lock:
+                    inst = self._inst or self._rebuild()
+                    if inst is not None:
+                        self.crossings += 1
+                        try:
+                            return self._codec.outcome_bytes(
+                                inst.evaluate_compact(written[0]), method, raw_path, written[1]
+                            )
+                        except Exception as exc:  # noqa: BLE001 - a trap or an answer the contract does not allow
+                            self._fail(exc)
+                    return self._fallback._evaluate(method, raw_path.decode("latin-1"), lookup_raw(headers))
             path = raw_path.decode("latin-1")
             head, found = self._codec.head_raw(method, path, headers)
             if head is not None:
@@ -721,25 +731,6 @@ class WasmCore:
             except Exception as exc:  # noqa: BLE001 - a trap or an answer the contract does not allow
                 self._fail(exc)
                 return self._fallback._evaluate(method, path, found)
-
-    def _evaluate_compact_bytes(
-        self,
-        head: bytes,
-        method: str,
-        raw_path: bytes,
-        headers: list[tuple[bytes, bytes]],
-        held: Held,
-    ) -> dict[str, Any]:
-        """`_evaluate_compact` for a head `CompactCodec.head_bytes` wrote (what serves)."""
-        with self._lock:
-            inst = self._inst or self._rebuild()
-            if inst is not None:
-                self.crossings += 1
-                try:
-                    return self._codec.outcome_bytes(inst.evaluate_compact(head), method, raw_path, held)
-                except Exception as exc:  # noqa: BLE001 - a trap or an answer the contract does not allow
-                    self._fail(exc)
-            return self._fallback._evaluate(method, raw_path.decode("latin-1"), lookup_raw(headers))
 
     def _count(self, kind: str) -> None:
         """Lock held."""
