@@ -1,9 +1,14 @@
 """Scale-out through Redis (docs/scale-out.md): what shared state costs and what a second process
 buys, side by side, alternating order between repetitions.
 
-- tools/list and tools/call `echo` at 16 connections on one session: one process in memory, one
-  process with Redis, two processes with Redis (`mcpgw serve --workers 2`: the kernel spreads the
-  16 connections over both, so every process serves the one session);
+- tools/list and tools/call `echo` at 16 connections on one session (every connection sends its
+  requests in the one session opened per target, each with an id of its own): one process in
+  memory, one process with Redis, two processes with Redis (`mcpgw serve --workers 2`: the kernel
+  spreads the 16 connections over both, so every process serves the one session, about 8
+  connections each). Beside req/s, CPU per answered request of the gateway process(es) and of
+  redis-server (from /proc), and the per-turn BATCH script calls per answered request (Redis's
+  INFO commandstats, `evalsha`): a process with fewer connections puts fewer requests in each
+  call, which is what a second process costs per tools/call (docs/scale-out.md);
 - sessions created per second (`initialize` at 16 connections), the same three targets;
 - the control: 2026-07-28 `tools/list` (stateless, no Redis on its path) on the same targets, so
   the report shows what a second process buys on this machine at all;
@@ -83,6 +88,18 @@ class Redis:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("redis-server did not start: see .build/bench-redis.log")
             time.sleep(0.05)
+
+    def script_calls(self) -> int:
+        """EVALSHA calls Redis has run so far (INFO commandstats): the gateways' per-turn BATCH."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(b"INFO commandstats\r\n")
+            data = b""
+            while not data.endswith(b"\r\n\r\n") and (chunk := s.recv(65536)):
+                data += chunk
+        for line in data.decode().splitlines():
+            if line.startswith("cmdstat_evalsha:"):
+                return int(line.split("calls=", 1)[1].split(",", 1)[0])
+        return 0
 
     def _ping(self) -> bool:
         try:
@@ -167,21 +184,24 @@ def throughput(redis: Redis, duration_s: float, reps: int, connections: int) -> 
         rows = []
         for workload in WORKLOADS:
             samples: dict[str, list[wrk.Result]] = {name: [] for name in targets}
-            cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in targets}  # (gateway, redis) us/req
+            cpu: dict[str, list[tuple[float, float, float]]] = {name: [] for name in targets}  # gw, redis us; calls
             for rep in range(reps):
                 order = list(targets) if rep % 2 == 0 else list(reversed(targets))
                 for name in order:
                     pids = _serving_pids(targets[name])
-                    gw0, redis0 = _cpu_s(pids), _cpu_s([redis.proc.pid])
+                    gw0, redis0, calls0 = _cpu_s(pids), _cpu_s([redis.proc.pid]), redis.script_calls()
                     result = wrk.run(targets[name].url, loads[name][workload], connections, duration_s)
                     samples[name].append(result)
                     if result.ok:
                         per = 1e6 / result.requests
-                        cpu[name].append(((_cpu_s(pids) - gw0) * per, (_cpu_s([redis.proc.pid]) - redis0) * per))
+                        gw_us = (_cpu_s(pids) - gw0) * per
+                        redis_us = (_cpu_s([redis.proc.pid]) - redis0) * per
+                        cpu[name].append((gw_us, redis_us, (redis.script_calls() - calls0) / result.requests))
             for name, results in samples.items():
                 row = e2e.summarize(workload, connections, name, results, None)
                 row["gateway_cpu_us"] = statistics.median(c[0] for c in cpu[name]) if cpu[name] else None
                 row["redis_cpu_us"] = statistics.median(c[1] for c in cpu[name]) if cpu[name] else None
+                row["batch_calls_per_req"] = statistics.median(c[2] for c in cpu[name]) if cpu[name] else None
                 rows.append(row)
                 figure = (
                     "FAILED: " + "; ".join(row["failed_runs"])
@@ -190,6 +210,7 @@ def throughput(redis: Redis, duration_s: float, reps: int, connections: int) -> 
                 )
                 if row["gateway_cpu_us"] is not None:
                     figure += f"  CPU/req gateway {row['gateway_cpu_us']:5.0f} us redis {row['redis_cpu_us']:4.0f} us"
+                    figure += f"  BATCH calls/req {row['batch_calls_per_req']:.2f}"
                 print(f"  {workload:15} c={connections} {name:19} {figure}  errors {row['errors']}", flush=True)
         return rows
     finally:
