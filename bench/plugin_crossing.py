@@ -7,7 +7,10 @@
   the payload's syntax, dispatches, encodes continue);
 - `Plugin.call`: the chain's per-plugin step around it (instance pool, counters, cost timing);
 - `chain step`: `PluginHooks._run` for one plugin (the payload's encoding, the failure policy;
-  the context is encoded once per request, not per step).
+  the context is encoded once per request, not per step);
+- `around` (label `whole-request`): `PluginHooks.around` for a tools/call echo with `noop` on its
+  pre and post hooks, around a dispatcher call that answers at once: both chain steps and the
+  per-request work (the plan, the context's encoding, the coroutine).
 
 Input: the tool-pre-invoke and tool-post-invoke of a `tools/call echo` as the gateway sends them.
 Each figure is (count of 1,500 calls - count of 500) / 1,000, so the instrumentation's switching
@@ -42,7 +45,7 @@ PAYLOADS = {
     "tool-pre-invoke": {"name": "echo", "arguments": {"text": "hello"}},
     "tool-post-invoke": {"content": [{"type": "text", "text": "hello"}], "isError": False},
 }
-LAYERS = ("floor", "noop guest", "Plugin.call", "chain step")
+LAYERS = ("floor", "noop guest", "Plugin.call", "chain step", "around")
 
 
 def _control(*args: str) -> None:
@@ -89,6 +92,35 @@ def _inside(out_dir: str) -> None:
                 for _ in range(n):
                     call()
                 _control(f"--dump={hook}:{LAYERS.index(layer)}:{n}")
+
+    class Endpoint:
+        def endpoint(self) -> str:
+            return "/mcp"
+
+        def owner(self, method: str, params: dict[str, Any]) -> str | None:
+            return None
+
+    answer = {"jsonrpc": "2.0", "id": 17, "result": PAYLOADS["tool-post-invoke"]}
+
+    async def handle(message: dict[str, Any]) -> dict[str, Any]:
+        return answer
+
+    message = {"jsonrpc": "2.0", "id": 17, "method": "tools/call", "params": PAYLOADS["tool-pre-invoke"]}
+
+    def whole() -> Any:
+        coroutine = hooks.around(message, Endpoint(), None, None, handle)  # type: ignore[arg-type]
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            return done.value
+        raise AssertionError("around() waited")
+
+    assert whole() is answer
+    for n in (500, 1500):
+        _control("-z")
+        for _ in range(n):
+            whole()
+        _control(f"--dump=whole-request:{LAYERS.index('around')}:{n}")
     _control("-i", "off")
 
 
