@@ -148,6 +148,21 @@ def _unknown_event_id(last_event_id: str | None) -> HttpError:
     )
 
 
+def _session_id(ctx: RequestContext) -> str:
+    """The request's session id: 400 when it sent none or a malformed one."""
+    state = ctx["session_state"]
+    if state == "absent":
+        raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
+    session_id = ctx["session_id"]
+    if state == "invalid" or session_id is None:
+        raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: malformed Mcp-Session-Id")
+    return session_id
+
+
+def _session_not_found() -> HttpError:
+    return HttpError(404, SESSION_NOT_FOUND, "Session not found")
+
+
 def _get_stream_conflict() -> HttpError:
     return HttpError(409, jsonrpc.INVALID_REQUEST, "Conflict: only one GET stream per session is allowed")
 
@@ -220,14 +235,9 @@ class StreamableHTTP:
 
     # -- sessions ------------------------------------------------------------
     async def _session(self, ctx: RequestContext, principal: Principal | None) -> Session:
-        state = ctx["session_state"]
-        if state == "absent":
-            raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: Mcp-Session-Id header is required")
-        if state == "invalid" or ctx["session_id"] is None:
-            raise HttpError(400, jsonrpc.INVALID_REQUEST, "Bad Request: malformed Mcp-Session-Id")
-        session = await self.engine.find(ctx["session_id"], TRANSPORT, ctx["server_id"], principal=principal)
+        session = await self.engine.find(_session_id(ctx), TRANSPORT, ctx["server_id"], principal=principal)
         if session is None:
-            raise HttpError(404, SESSION_NOT_FOUND, "Session not found")
+            raise _session_not_found()
         return session
 
     def _streams(self, session: Session) -> SessionStreams:
@@ -322,7 +332,11 @@ class StreamableHTTP:
                 raise HttpError(503, jsonrpc.INTERNAL_ERROR, refused.message, RETRY_LATER) from None
             extra_headers.append((b"mcp-session-id", session.id.encode()))
         elif not stateless:
-            session = await self._session(ctx, scope.get(PRINCIPAL_KEY))
+            # (`_session` inline: one coroutine less per POST)
+            principal = scope.get(PRINCIPAL_KEY)
+            session = await self.engine.find(_session_id(ctx), TRANSPORT, ctx["server_id"], principal=principal)
+            if session is None:
+                raise _session_not_found()
             revision = session.revision
         if batch and revision not in BATCH_REVISIONS:
             raise HttpError(
@@ -361,7 +375,9 @@ class StreamableHTTP:
                 principal=scope.get(PRINCIPAL_KEY),
                 client=client_address(scope),
             )
-            await self._send_json_answer(requests[0]["id"], response, send, revision)
+            start, body = self._json_answer(requests[0]["id"], response, revision)
+            await send(start)
+            await send(body)
             return
 
         if session is not None:
@@ -473,8 +489,11 @@ class StreamableHTTP:
         )
         await send({"type": "http.response.body", "body": data})
 
-    async def _send_json_answer(self, id_: Any, response: dict[str, Any] | None, send: Send, revision: str) -> None:
-        """The JSON answer to a single request answered at once (`_send_json_result`'s rules)."""
+    def _json_answer(
+        self, id_: Any, response: dict[str, Any] | None, revision: str
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The JSON answer to a single request answered at once (`_send_json_result`'s rules): its
+        response start and body messages (sent by the caller: no coroutine of its own)."""
         if response is None:  # cancelled by the client; HTTP still needs an answer
             response = jsonrpc.error_response(id_, REQUEST_CANCELLED, "Request cancelled")
             error = None
@@ -489,8 +508,8 @@ class StreamableHTTP:
             elif error.get("data") == STATE_UNAVAILABLE:
                 status = 503  # the session's shared state could not be reached: a clear "try again"
                 headers += RETRY_LATER
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+        start = {"type": "http.response.start", "status": status, "headers": headers}
+        return start, {"type": "http.response.body", "body": data}
 
     # -- GET -----------------------------------------------------------------
     async def _get(
