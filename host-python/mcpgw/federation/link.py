@@ -693,7 +693,9 @@ class UpstreamLink:
             if exc.error.code == types.CONNECTION_CLOSED and exc.error.message.startswith(_TRANSPORT_MESSAGES):
                 # The SDK's transport speaking, not the upstream: the connection failed mid-call.
                 log.info("upstream %s (%s): %s: %s", self.config.id, self.label, method, exc.error.message)
-                raise UpstreamUnavailable(self.config.id, f"closed the connection during {method}") from None
+                # shttp_client.py names the reason: "Connection closed: sent nothing for 30 s"
+                reason = exc.error.message.partition("Connection closed: ")[2] or "closed the connection"
+                raise UpstreamUnavailable(self.config.id, f"{reason} during {method}") from None
             raise JsonRpcError(exc.error.code, exc.error.message, exc.error.data) from None
 
     async def _send(

@@ -63,6 +63,8 @@ RESUME_ATTEMPTS = 2  # Last-Event-ID reconnections of a request's SSE answer (th
 ACCEPT_BOTH = "application/json, text/event-stream"
 RESUME_DELAY_S = 1.0  # between them, unless the server said `retry`
 SSE_END_GRACE_S = 1.0  # after a request's response on its event stream, for the stream to end
+MAX_HEAD_BYTES = 64 * 1024  # of an answer's head (interim 1xx heads included); past it the exchange fails
+MAX_HEAD_FIELDS = 256  # header fields in an answer's heads
 
 
 class LinkSide(Protocol):
@@ -80,6 +82,10 @@ class ExchangeError(Exception):
 
 class ConnectFailed(ExchangeError):
     pass
+
+
+class ReadTimedOut(ExchangeError):
+    """Nothing came for read_timeout_s: the upstream may have read the request (never sent again)."""
 
 
 # -- server-sent events --------------------------------------------------------------------------
@@ -201,6 +207,9 @@ class _Connection(asyncio.Protocol):
         self.limit = 0
         self.sse: SseParser | None = None
         self.events: list[tuple[Any, Any, str | None]] = []
+        self.interim = False  # the head just parsed was a 1xx one: the answer's own head comes next
+        self.head_size = 0  # bytes received before the final head ended
+        self.fields = 0
 
     # asyncio's side
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -215,7 +224,12 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(f"an answer that is not HTTP/1.1 ({exc})")
+            self._fail(f"sent an answer that is not HTTP/1.1 ({exc})")
+            return
+        if not self.head_done:  # bounded by one read past the limit (a read is at most 256 KiB)
+            self.head_size += len(data)
+            if self.head_size > MAX_HEAD_BYTES:
+                self._fail(f"sent an answer head over {MAX_HEAD_BYTES} bytes")
 
     def eof_received(self) -> bool:
         return False  # close; connection_lost follows
@@ -246,7 +260,16 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     # httptools' side
+    def on_message_begin(self) -> None:
+        if self.done:  # more after the answer (a second answer?): the connection is not reused
+            self._fail("sent more bytes after its answer")
+            raise ExchangeError(self.error)
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.fields += 1
+        if self.fields > MAX_HEAD_FIELDS:
+            self._fail(f"sent an answer head over {MAX_HEAD_FIELDS} header fields")
+            raise ExchangeError(self.error)
         name = name.lower()
         if name in (b"content-length", b"transfer-encoding"):
             self.framed = True
@@ -254,6 +277,14 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
+        if self.status < 200:  # interim (100 Continue, 103 Early Hints): the answer comes after it
+            if self.status == 101:
+                self._fail("switched protocols (HTTP 101), which was not asked for")
+                raise ExchangeError(self.error)
+            self.interim = True
+            self.headers = {}
+            self.framed = False
+            return
         self.keep_alive = self.parser.should_keep_alive()  # llhttp knows it only until the message ends
         self.head_done = True
         kind = self.headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
@@ -278,6 +309,9 @@ class _Connection(asyncio.Protocol):
             self._wake()  # a JSON answer past the limit: the exchange gives up now
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.done = True
         self._wake()
 
@@ -320,7 +354,7 @@ class _Connection(asyncio.Protocol):
             finally:
                 self.waiter = None
             if time.monotonic() - self.heard >= read_timeout:
-                raise ExchangeError(f"sent nothing for {read_timeout:g} s")
+                raise ReadTimedOut(f"sent nothing for {read_timeout:g} s")
 
 
 def _time_out(waiter: asyncio.Future[bool]) -> None:
@@ -483,6 +517,7 @@ class StreamableHttpClient:
         self.inbox: Inbox[SessionMessage | Exception] = Inbox(16)
         self._tasks: set[asyncio.Task[None]] = set()
         self._get_task: asyncio.Task[None] | None = None
+        self._init_id: types.RequestId | None = None  # the initialize request's id, once sent
 
     # -- the streams ---------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -547,6 +582,7 @@ class StreamableHttpClient:
         if isinstance(message, types.JSONRPCRequest):
             if message.method == "initialize":
                 self.protocol_version = None  # the negotiation itself carries no version header
+                self._init_id = message.id  # its answer names the version (_learn_version)
             elif extra and MCP_PROTOCOL_VERSION_HEADER in extra:
                 self.protocol_version = extra[MCP_PROTOCOL_VERSION_HEADER]
             token = metadata.resumption_token if metadata is not None else None
@@ -554,6 +590,8 @@ class StreamableHttpClient:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
+        if extra and MCP_PROTOCOL_VERSION_HEADER in extra:
+            self.protocol_version = extra[MCP_PROTOCOL_VERSION_HEADER]
         await self._post_quietly(message, extra)
         if isinstance(message, types.JSONRPCNotification) and message.method == "notifications/initialized":
             self.start_get()
@@ -581,11 +619,17 @@ class StreamableHttpClient:
                 self.pool.discard(conn)
 
     async def _exchange(
-        self, method: str, message: types.JSONRPCMessage | None, extra: dict[str, str] | None, last_event: str = ""
+        self,
+        method: str,
+        message: types.JSONRPCMessage | None,
+        extra: dict[str, str] | None,
+        last_event: str = "",
+        unbounded: bool = False,
     ) -> _Connection:
-        """Send one HTTP request and wait for the answer's head; the connection is the caller's
-        (release or discard it). A reused connection the server closed before answering anything
-        (its keep-alive ran out as the request left) is replaced once: the request was not read."""
+        """Send one HTTP request and wait for the answer's head (up to read_timeout_s, unless
+        `unbounded`: the GET stream); the connection is the caller's (release or discard it). A
+        reused connection the server closed before answering anything (its keep-alive ran out as
+        the request left) is replaced once: the request was not read. Never after a time-out."""
         if message is not None:
             body = message.model_dump_json(by_alias=True, exclude_unset=True).encode()
             data = self._head(method, ACCEPT_BOTH, extra, len(body)) + body
@@ -602,14 +646,16 @@ class StreamableHttpClient:
                 raise
             try:
                 conn.send(data, self.limit if method != "DELETE" else REFUSAL_HEAD_BYTES)
-                timeout = None if method == "GET" else self.read_timeout
+                timeout = None if unbounded else self.read_timeout
                 while not conn.head_done and conn.error is None:
                     await conn.wait(timeout)
-                if conn.error is not None:
+                if conn.error is not None and not conn.done:  # a whole answer, then more: answered
                     raise ExchangeError(conn.error)
-            except ExchangeError:
+            except ExchangeError as exc:
                 self.pool.discard(conn)
-                if reused and not conn.got and attempt == 0:
+                # Sent again only when the upstream closed a kept-alive connection with not a byte
+                # of answer (its keep-alive ran out as the request left): never after a time-out.
+                if reused and not conn.got and attempt == 0 and not isinstance(exc, ReadTimedOut):
                     continue
                 raise
             except BaseException:
@@ -621,7 +667,7 @@ class StreamableHttpClient:
     async def _until_done(self, conn: _Connection) -> None:
         while not conn.done and conn.error is None and conn.size <= conn.limit:
             await conn.wait(self.read_timeout)
-        if conn.error is not None:
+        if conn.error is not None and not conn.done:
             raise ExchangeError(conn.error)
 
     def _session_refused(self, conn: _Connection, request_id: Any) -> bool:
@@ -639,6 +685,14 @@ class StreamableHttpClient:
             self.link.lose("lost its session (HTTP 400 naming the session: the upstream restarted)", session=True)
         return True
 
+    def _learn_version(self, answer: types.JSONRPCMessage) -> None:
+        """The negotiated protocol version, from initialize's result: on every request after it
+        (the GET stream and answers to the upstream's requests too), as the SDK's transport does."""
+        if isinstance(answer, types.JSONRPCResponse) and isinstance(answer.result, dict):
+            version = answer.result.get("protocolVersion")
+            if isinstance(version, str) and version:
+                self.protocol_version = version
+
     async def _deliver(self, item: SessionMessage | Exception) -> None:
         with contextlib.suppress(anyio.ClosedResourceError):
             await self.inbox.send(item)
@@ -652,8 +706,8 @@ class StreamableHttpClient:
                 return
             try:
                 conn = await self._exchange("POST", message, extra)
-            except ExchangeError:
-                await self._deliver(_error(request_id, types.CONNECTION_CLOSED, "Connection closed"))
+            except ExchangeError as exc:  # the reason goes with it (the link names it)
+                await self._deliver(_error(request_id, types.CONNECTION_CLOSED, f"Connection closed: {exc}"))
                 return
             try:
                 body = await self._answer(conn, message, request_id)
@@ -669,9 +723,11 @@ class StreamableHttpClient:
                     text = f"Failed to parse JSON response: {exc}"
                     await self._deliver(_error(request_id, types.PARSE_ERROR, text))
                     return
+                if message.method == "initialize":
+                    self._learn_version(parsed)
                 await self._deliver(SessionMessage(parsed))
-        except ExchangeError:
-            await self._deliver(_error(request_id, types.CONNECTION_CLOSED, "Connection closed"))
+        except ExchangeError as exc:
+            await self._deliver(_error(request_id, types.CONNECTION_CLOSED, f"Connection closed: {exc}"))
         except Exception as exc:
             log.exception("upstream exchange failed")
             await self._deliver(_error(request_id, types.CONNECTION_CLOSED, f"Connection closed ({exc})"))
@@ -800,10 +856,14 @@ class StreamableHttpClient:
                     return True, None
                 if isinstance(parsed, types.JSONRPCResponse | types.JSONRPCError):
                     parsed.id = request_id
+                    if request_id == self._init_id:
+                        self._learn_version(parsed)
                     await self._deliver(SessionMessage(parsed))
                     await self._stream_end(conn)
                     return True, None
                 await self._deliver(SessionMessage(parsed))
+            if conn.events:  # parsed while the last ones waited to be handed on (a full inbox)
+                continue
             if conn.done or conn.error is not None:
                 return last_id, sse.retry_ms
             await conn.wait(self.read_timeout)
@@ -827,7 +887,7 @@ class StreamableHttpClient:
         last_id, retry, failures = "", None, 0
         while failures < RESUME_ATTEMPTS and self.session_id:
             try:
-                conn = await self._exchange("GET", None, None, last_event=last_id)
+                conn = await self._exchange("GET", None, None, last_event=last_id, unbounded=True)
             except ExchangeError:
                 failures += 1
             else:
@@ -869,6 +929,8 @@ class StreamableHttpClient:
                     log.warning("upstream GET stream: an event that is not a JSON-RPC message: %s", exc)
                     continue
                 await self._deliver(SessionMessage(parsed))
+            if conn.events:  # parsed while the last ones waited to be handed on (a full inbox)
+                continue
             if conn.done or conn.error is not None:
                 return last_id, sse.retry_ms
             await conn.wait(None)

@@ -1,0 +1,388 @@
+"""The gateway's own Streamable HTTP client (federation/shttp_client.py) against upstreams that
+misbehave or are merely unusual on the wire: a raw asyncio TCP server speaking just enough MCP,
+whose answer to each tools/call is scripted by the tool's name, under a real upstream link (the
+SDK's ClientSession and dispatcher above the transport).
+
+Each test here failed before its fix (the review findings of issue 20's client): events parsed
+while the link's read stream was full were dropped or held; a POST was sent again after a read
+timeout; an interim 1xx answer was taken as the final one; a resumption GET waited with no bound;
+the GET stream carried no MCP-Protocol-Version; an answer's head had no size bound."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from mcpgw.federation.config import UpstreamConfig
+from mcpgw.federation.link import UpstreamLink, UpstreamUnavailable
+from mcpgw.federation.shttp_client import StreamableHttpClient
+
+pytestmark = pytest.mark.timeout(120)
+
+INIT = {
+    "protocolVersion": "2025-11-25",
+    "capabilities": {"tools": {}},
+    "serverInfo": {"name": "raw", "version": "1"},
+}
+GONE_405 = b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n"
+
+# (message, headers, writer, server) -> False to close the connection
+Script = Callable[[dict[str, Any], dict[str, str], asyncio.StreamWriter, "Raw"], Awaitable[bool]]
+# (headers, writer, server) -> False to close the connection
+GetScript = Callable[[dict[str, str], asyncio.StreamWriter, "Raw"], Awaitable[bool]]
+
+
+def _result(rid: Any, text: str) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": text}]}}).encode()
+
+
+def _json_answer(data: bytes, extra: bytes = b"") -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+        + extra
+        + b"content-length: %d\r\n\r\n" % len(data)
+        + data
+    )
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _progress(token: Any, n: int) -> bytes:
+    message = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": token, "progress": n}}
+    return b"data: " + json.dumps(message).encode() + b"\n\n"
+
+
+SSE_CHUNKED = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+async def _echo(message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+    writer.write(_json_answer(_result(message["id"], message["params"]["name"])))
+    return True
+
+
+async def _no_get(headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+    writer.write(GONE_405)
+    return True
+
+
+class Raw:
+    """HTTP/1.1 over asyncio streams: initialize (session `s1`), 202 to notifications, 200 to
+    DELETE; GET and tools/call as scripted (`tools`: by the tool's name, else an echo of the name)."""
+
+    def __init__(self) -> None:
+        self.tools: dict[str, Script] = {}
+        self.get: GetScript = _no_get
+        self.notification: Script | None = None
+        self.log: list[tuple[int, str, str | None, dict[str, str]]] = []  # (connection, method, rpc method, headers)
+        self.connections = 0
+        self.url = ""
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.stopped = asyncio.Event()  # what a script that holds its connection open waits for
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/mcp"
+
+    def calls(self, name: str) -> int:
+        return sum(1 for _, _, rpc, h in self.log if rpc == "tools/call" and h.get("x-tool") == name)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        number = self.connections
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode()
+                method = head.split(" ", 1)[0]
+                headers = dict(line.lower().split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                message = json.loads(body) if body else {}
+                if message.get("method") == "tools/call":
+                    headers["x-tool"] = message["params"]["name"]
+                self.log.append((number, method, message.get("method"), headers))
+                if method == "GET":
+                    keep = await self.get(headers, writer, self)
+                elif method == "DELETE":
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    keep = True
+                elif "id" not in message:
+                    if self.notification is not None and "method" in message:
+                        keep = await self.notification(message, headers, writer, self)
+                    else:
+                        writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                        keep = True
+                elif message.get("method") == "initialize":
+                    data = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": INIT}).encode()
+                    writer.write(_json_answer(data, b"mcp-session-id: s1\r\n"))
+                    keep = True
+                else:
+                    keep = await self.tools.get(message["params"]["name"], _echo)(message, headers, writer, self)
+                await writer.drain()
+                if not keep:
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        self.stopped.set()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[Raw]:
+    server = Raw()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+async def _open(url: str, **extra: Any) -> tuple[UpstreamLink, StreamableHttpClient]:
+    link = UpstreamLink(UpstreamConfig(id="up", prefix="up", transport="streamable-http", url=url, **extra))
+    await link.open()
+    assert link.client == "mcpgw"
+    client = link._http_transport
+    assert isinstance(client, StreamableHttpClient)
+    return link, client
+
+
+def _text(result: dict[str, Any]) -> str:
+    return str(result["content"][0]["text"])
+
+
+# -- 1: events parsed while the link's read stream is full ---------------------------------------
+@pytest.mark.parametrize("stream_ends", [True, False])
+async def test_no_event_is_lost_or_held_when_the_read_stream_is_full(raw: Raw, stream_ends: bool) -> None:
+    """Many concurrent calls, each answered with 40 progress events, then its response (and, or
+    not, the stream's end): the link's read stream (16 slots) fills behind a slow progress handler,
+    so events are parsed while earlier ones wait to be handed on. Every call gets its response."""
+
+    async def progress_then_result(
+        message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw
+    ) -> bool:
+        token = message["params"]["_meta"]["progressToken"]
+        writer.write(SSE_CHUNKED + b"".join(_chunk(_progress(token, i)) for i in range(40)))
+        await writer.drain()
+        await asyncio.sleep(0.002)
+        writer.write(_chunk(b"data: " + _result(message["id"], "done") + b"\n\n"))
+        if stream_ends:
+            writer.write(b"0\r\n\r\n")
+            return True
+        await writer.drain()
+        await raw.stopped.wait()  # the stream stays open (the client closes it after the response)
+        return False
+
+    raw.tools["p"] = progress_then_result
+    link, _ = await _open(raw.url, read_timeout_s=60, call_timeout_s=0)
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        await asyncio.sleep(0.001)
+
+    try:
+        for _ in range(3):
+            results = await asyncio.wait_for(
+                asyncio.gather(*(link.request("tools/call", {"name": "p"}, on_progress) for _ in range(20))), 30
+            )
+            assert [_text(r) for r in results] == ["done"] * 20
+    finally:
+        await link.close()
+
+
+# -- 2: a POST is never sent twice after a read timeout ------------------------------------------
+async def test_a_read_timeout_on_a_reused_connection_does_not_send_the_post_again(raw: Raw) -> None:
+    silent = asyncio.Event()
+
+    async def never(message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        silent.set()
+        await raw.stopped.wait()
+        return False
+
+    raw.tools["silent"] = never
+    link, _ = await _open(raw.url, read_timeout_s=1.0, call_timeout_s=0)
+    try:
+        assert _text(await link.request("tools/call", {"name": "echo"})) == "echo"  # a kept-alive connection
+        with pytest.raises(UpstreamUnavailable):
+            await asyncio.wait_for(link.request("tools/call", {"name": "silent"}), 30)
+        assert silent.is_set()
+        assert raw.calls("silent") == 1  # sent once, not again on a fresh connection
+        assert link.alive
+    finally:
+        await link.close()
+
+
+async def test_a_reused_connection_closed_before_the_answer_is_replaced_once(raw: Raw) -> None:
+    """The upstream closes a kept-alive connection as the request leaves (its keep-alive ran out):
+    nothing of the answer came, the request was not read: sent again on a new connection."""
+    closes = 0
+
+    async def close_once(
+        message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw
+    ) -> bool:
+        nonlocal closes
+        if closes == 0:
+            closes += 1
+            return False  # closed with no answer
+        writer.write(_json_answer(_result(message["id"], "second")))
+        return True
+
+    raw.tools["flaky"] = close_once
+    link, _ = await _open(raw.url, read_timeout_s=30, call_timeout_s=0)
+    try:
+        assert _text(await link.request("tools/call", {"name": "echo"})) == "echo"
+        assert _text(await asyncio.wait_for(link.request("tools/call", {"name": "flaky"}), 30)) == "second"
+    finally:
+        await link.close()
+
+
+# -- 3: interim 1xx answers ----------------------------------------------------------------------
+async def test_an_interim_1xx_answer_is_not_taken_as_the_final_one(raw: Raw) -> None:
+    async def hinted(message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </x>; rel=preload\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        event = b"data: " + _result(message["id"], "hinted answer") + b"\n\n"
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n" % len(event)
+        writer.write(head + event)
+        return True
+
+    async def continued(
+        message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw
+    ) -> bool:
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n" + _json_answer(_result(message["id"], "continued answer")))
+        return True
+
+    raw.tools["hinted"] = hinted
+    raw.tools["continued"] = continued
+    link, _ = await _open(raw.url, read_timeout_s=30, call_timeout_s=30)
+    try:
+        assert _text(await link.request("tools/call", {"name": "warm"})) == "warm"
+        assert _text(await link.request("tools/call", {"name": "hinted"})) == "hinted answer"
+        assert _text(await link.request("tools/call", {"name": "B"})) == "B"
+        assert _text(await link.request("tools/call", {"name": "continued"})) == "continued answer"
+        assert _text(await link.request("tools/call", {"name": "C"})) == "C"
+    finally:
+        await link.close()
+
+
+async def test_bytes_after_a_complete_answer_are_not_read_as_the_next_one(raw: Raw) -> None:
+    """An upstream that writes a second answer behind the first: the connection is not reused
+    (the next call must not read a stale answer)."""
+
+    async def twice(message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        writer.write(_json_answer(_result(message["id"], "first")) + _json_answer(_result(message["id"], "stale")))
+        return True
+
+    raw.tools["twice"] = twice
+    link, _ = await _open(raw.url, read_timeout_s=30, call_timeout_s=30)
+    try:
+        assert _text(await link.request("tools/call", {"name": "twice"})) == "first"
+        for name in ("a", "b", "c"):
+            assert _text(await link.request("tools/call", {"name": name})) == name
+    finally:
+        await link.close()
+
+
+# -- 4: the resumption GET is bounded by read_timeout_s -------------------------------------------
+async def test_a_silent_resumption_get_fails_the_call_within_the_read_timeout(raw: Raw) -> None:
+    resumed = asyncio.Event()
+
+    async def cut_after_an_event(
+        message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw
+    ) -> bool:
+        token = message["params"]["_meta"]["progressToken"]
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+        writer.write(head + b"retry: 50\nid: e1\n" + _progress(token, 1))
+        return False  # the stream ends before the response
+
+    async def silent_get(headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        if "last-event-id" in headers:
+            resumed.set()
+            await raw.stopped.wait()
+        writer.write(GONE_405)
+        return True
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        pass
+
+    raw.tools["cut"] = cut_after_an_event
+    raw.get = silent_get
+    link, _ = await _open(raw.url, read_timeout_s=1.0, call_timeout_s=0)
+    try:
+        with pytest.raises(UpstreamUnavailable):
+            await asyncio.wait_for(link.request("tools/call", {"name": "cut"}, on_progress), 30)
+        assert resumed.is_set()
+    finally:
+        await link.close()
+
+
+# -- 5: MCP-Protocol-Version on every request after initialize ---------------------------------
+async def test_every_request_after_initialize_carries_the_protocol_version(raw: Raw) -> None:
+    got = asyncio.Event()
+
+    async def get(headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        got.set()
+        writer.write(GONE_405)
+        return True
+
+    raw.get = get
+    link, _ = await _open(raw.url, read_timeout_s=30)
+    try:
+        await link.request("tools/call", {"name": "echo"})
+        await asyncio.wait_for(got.wait(), 30)
+    finally:
+        await link.close()
+    after = [(method, rpc, h.get("mcp-protocol-version")) for _, method, rpc, h in raw.log if rpc != "initialize"]
+    assert {m for m, _, _ in after} >= {"GET", "POST", "DELETE"}
+    assert all(version == "2025-11-25" for _, _, version in after), after
+
+
+# -- 7: an answer's head is bounded -------------------------------------------------------------
+async def test_an_endless_answer_head_fails_the_call_soon(raw: Raw) -> None:
+    sent = 0
+
+    async def endless_head(
+        message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw
+    ) -> bool:
+        nonlocal sent
+        writer.write(b"HTTP/1.1 200 OK\r\nx-junk: ")
+        piece = b"a" * 65536
+        for _ in range(384):  # 24 MiB, never ending the header
+            writer.write(piece)
+            await writer.drain()
+            sent += len(piece)
+        await raw.stopped.wait()
+        return False
+
+    async def many_headers(
+        message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw
+    ) -> bool:
+        fields = b"".join(b"x-h%d: 1\r\n" % i for i in range(2000))
+        writer.write(b"HTTP/1.1 200 OK\r\n" + fields)
+        await writer.drain()
+        await raw.stopped.wait()
+        return False
+
+    raw.tools["endless"] = endless_head
+    raw.tools["many"] = many_headers
+    link, _ = await _open(raw.url, read_timeout_s=60, call_timeout_s=0)
+    try:
+        for name in ("endless", "many"):
+            with pytest.raises(UpstreamUnavailable, match="head over"):
+                await asyncio.wait_for(link.request("tools/call", {"name": name}), 30)
+            assert link.alive
+        assert sent < 8 * 1024 * 1024  # the connection was closed long before the 24 MiB
+        assert _text(await link.request("tools/call", {"name": "echo"})) == "echo"
+    finally:
+        await link.close()
