@@ -200,6 +200,10 @@ def test_the_byte_path_writes_the_head_from_the_asgi_bytes(component, monkeypatc
                 why,
                 path,
             )
+    # Headers as any iterable ASGI allows: a tuple of lists, a generator (read by `head_raw`).
+    expected = python.evaluate_raw("POST", b"/mcp", b"", base)
+    assert core.evaluate_raw("POST", b"/mcp", b"", tuple(list(h) for h in base)) == expected
+    assert core.evaluate_raw("POST", b"/mcp", b"", (h for h in base)) == expected
     # Non-ASCII crosses as UTF-8 (the latin-1 head transcoded, lengths in code points).
     core.evaluate_raw("GET", b"/caf\xe9", b"", [(b"origin", b"http://caf\xe9.example")])
     assert seen[-1] == "\x03GET\x05/caf\xe9e\x13http://caf\xe9.example".encode()

@@ -199,12 +199,16 @@ class CompactCodec:
 
     # --- the byte path (what serves) -------------------------------------------------
 
-    def head_bytes(self, method: str, raw_path: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[bytes, Held] | None:
+    def head_bytes(
+        self, method: str, raw_path: bytes, headers: Iterable[tuple[bytes, bytes]]
+    ) -> tuple[bytes, Held] | None:
         """The compact head written from the ASGI bytes as they are, and what `outcome_bytes`
         needs of them; None when this shortcut does not apply, and `head_raw` serves: a header
         name twice (its values are combined) or not in lower case (ASGI servers lower-case
         them), or a field of 256 bytes or more. Values are only trimmed, not decoded: a latin-1
         head that is ASCII (nearly always) is already the UTF-8 one."""
+        if not isinstance(headers, (list, tuple)):  # another iterable (ASGI allows one): `head_raw` reads it
+            return None
         by_name = dict(headers)
         if len(by_name) != len(headers) or not b"\x00".join(by_name).islower():
             return None
