@@ -73,7 +73,7 @@ def build_gateway(settings: Settings) -> Gateway:
     # 2026-07-28: subscriptions/listen streams (fed by the federation) and the requestState key.
     listens = ListenHub(settings.max_listens_per_client, settings.listen_idle_timeout_s)
     federation.listens = listens
-    listens.interest = federation.listen_interest  # resource URIs a stream names: subscribed upstream
+    listens.interest = federation.listened.interest  # resource URIs a stream names: subscribed upstream
     engine.on_drain.append(listens.close)
     states = RequestStates(settings.request_state_key.encode()) if settings.request_state_key else PROCESS_STATES
     if settings.input_wait_s != states.ttl_s:

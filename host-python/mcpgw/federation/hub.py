@@ -20,13 +20,11 @@ that was running when the connection ended fails with one -32603 error.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import functools
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeAlias
 
 from ..server.context import CallContext
@@ -49,9 +47,11 @@ from .link import (
     relayable,
 )
 from .links import SessionLinks
-from .names import public_uri, split_uri
+from .listened import ListenedUris
+from .names import public_uri
 from .process_relay import Channels, Kinds, NoAnswer, Note, ProcessRelay, ProcessStopped
-from .tasks import TaskIds, related_out, tasks_out
+from .session_relay import SessionRelay
+from .tasks import TaskIds
 from .upstream import Upstream, read_lists
 
 log = logging.getLogger("mcpgw.federation")
@@ -68,8 +68,6 @@ def _opened(pending: PendingLink) -> UpstreamLink | None:
         return pending.result()[1]
     return None
 
-
-_background: set[asyncio.Task[None]] = set()  # sends that must outlive the task that started them
 
 # The reasons a session closes with when it ends for good (state/): its upstream sessions end too.
 # Any other (a process shutting down, its copy dropped) leaves a shared session's upstream sessions
@@ -93,35 +91,6 @@ class SharedUpstreams(Channels, Protocol):
     async def upstream_owner(self, session: Session, upstream: str) -> tuple[str, bool]: ...
 
 
-MAX_LISTENED_URIS = 256  # distinct resource URIs 2026-07-28 listen streams have subscribed per upstream
-MAX_LISTENED_URIS_PER_CLIENT = 64  # of those, distinct URIs the listen streams of one client address name
-
-
-@functools.lru_cache(maxsize=1024)
-def _template_pattern(template: str) -> re.Pattern[str]:
-    """A URI template (RFC 6570) as a pattern the URIs it expands to match: a simple `{var}` is
-    one path segment; a reserved, fragment, path or exploded expression anything."""
-    parts = re.split(r"(\{[^}]*\})", template)
-    out = []
-    for part in parts:
-        if part.startswith("{") and part.endswith("}"):
-            expr = part[1:-1]
-            out.append(".*" if expr[:1] in ("+", "#", "/", "?", "&", ";", ".") or expr.endswith("*") else "[^/?#]*")
-        else:
-            out.append(re.escape(part))
-    return re.compile("".join(out))
-
-
-def offers(upstream: Upstream, uri: str, listed: Collection[Any]) -> bool:
-    """Whether the upstream lists the resource URI (`listed`: its resources' URIs), or one of its
-    resource templates matches it. An upstream not connected yet (its lists unknown) is taken to
-    offer it."""
-    if not upstream.ready or uri in listed:
-        return True
-    templates = (t.get("uriTemplate") for t in upstream.lists["resourceTemplates"])
-    return any(isinstance(t, str) and _template_pattern(t).fullmatch(uri) for t in templates)
-
-
 # A request for a stdio upstream relayed to the process holding the session's connection
 # (process_relay.py), on the processes' channels; and a client notification passed on to it.
 UPSTREAM_CALLS = Kinds("upcall", "upcancel", "upprogress", "upreply", what="relayed")
@@ -129,103 +98,6 @@ UPSTREAM_NOTIFY = "upnotify"
 
 
 HOLDER_CHECK_S = 1.0  # how often the holders of the GET streams of re-attached upstream sessions are checked
-
-
-class SessionRelay:
-    """Routes what one upstream connection of one client session sends back to that client."""
-
-    def __init__(
-        self,
-        session: Session,
-        upstream: Upstream,
-        uri_out: Callable[[str], str],
-        tell: Callable[[Session, str], None],
-    ) -> None:
-        self.session = session
-        self.upstream = upstream
-        self.uri_out = uri_out  # upstream URI -> the URI this session's client knows
-        self.tell = tell  # queue a notifications/<kind>/list_changed for the session (coalesced)
-        # The upstream's lists as this connection sees them (what /mcp shows a session whose client
-        # declared capabilities: the upstream may offer it more); None until read or after list_changed.
-        self.lists: dict[str, list[dict[str, Any]]] | None = None
-        self.lists_mark: tuple[UpstreamLink, int] | None = None  # the link and its list_changes when read
-        self.viewed = False  # /mcp listed through this connection
-        self.generation = 0  # bumped by each list_changed, so a re-read already under way is not kept
-        self.calls: list[CallContext] = []  # requests running through this connection, oldest first
-        # Upstream task id -> the id this session's client knows it by (tasks.py): gateway ids on
-        # /mcp, unchanged on a virtual server.
-        self.task_out: Callable[[str], str] | None = None
-        # A gateway warning for the client about this connection, given with the next request
-        # through it (on its stream when it has one, else on the session's GET stream).
-        self.notice: dict[str, Any] | None = None
-
-    @contextlib.contextmanager
-    def running(self, ctx: CallContext) -> Iterator[None]:
-        self.calls.append(ctx)
-        try:
-            yield
-        finally:
-            self.calls.remove(ctx)
-
-    async def give_notice(self) -> None:
-        if self.notice is not None:
-            params, self.notice = self.notice, None
-            await self._send("notifications/message", params)
-
-    async def _send(self, method: str, params: dict[str, Any]) -> None:
-        ctx = self.calls[-1] if self.calls else None
-        if ctx is not None and await ctx.emit({"jsonrpc": "2.0", "method": method, "params": params}):
-            return
-        await self.session.notify(method, params)
-
-    async def upstream_notification(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> None:
-        if method.endswith("/list_changed"):
-            self.lists, self.generation = None, self.generation + 1
-            # This session's own view: a virtual server lists through this connection, and so does
-            # /mcp for a client that declared capabilities. Everyone else's view is the catalog:
-            # re-read once (coalesced), those clients are told only if it changed.
-            if self.session.server is not None or self.viewed:
-                self.tell(self.session, method.split("/")[1])
-            self.upstream.refresh_soon(method)
-        elif method == "notifications/resources/updated":
-            uri = params.get("uri")
-            await self.session.notify(method, {**params, "uri": self.uri_out(uri)} if isinstance(uri, str) else params)
-        else:
-            await self._send(method, tasks_out(method, params, self.task_out) if self.task_out else params)
-
-    async def upstream_request(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        ctx = self.calls[-1] if self.calls else None
-        session = self.session
-        sent: list[Any] = []  # the id the client knows this request by
-        if self.task_out is not None:
-            params = related_out(params, self.task_out)
-
-        async def emit(message: dict[str, Any]) -> bool:
-            # On the stream of the call it serves, else on the session's stream (as Session.request does).
-            sent.append(message.get("id"))
-            if ctx is not None and await ctx.emit(message):
-                return True
-            return session.attachment is not None and bool(await session.attachment.send(message))
-
-        try:
-            result: dict[str, Any] = await session.request(  # the client's answer, checked by the link
-                method, params, timeout=self.upstream.config.call_timeout_s or 3600.0, emit=emit
-            )
-        except asyncio.CancelledError:
-            # The upstream withdrew its request (notifications/cancelled; the SDK cancels this
-            # callback): the client hears of it under the id it knows, so its dialog can close.
-            if sent and sent[0] is not None and not session.closed:
-                note = {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": sent[0]}}
-                task = asyncio.ensure_future(self._cancelled(ctx, note))
-                _background.add(task)
-                task.add_done_callback(_background.discard)
-            raise
-        return result
-
-    async def _cancelled(self, ctx: CallContext | None, note: dict[str, Any]) -> None:
-        if ctx is not None and await ctx.emit(note):
-            return
-        await self.session.notify(note["method"], note["params"])
 
 
 def _outcome(exc: Exception) -> str:
@@ -254,14 +126,7 @@ class Federation:
         # subscriptions/listen streams told of catalog changes (set by gateway.py).
         self.interactive = InteractiveCalls()
         self.listens: ListenHub | None = None
-        # (upstream id, upstream URI) -> listen streams naming it: subscribed on the catalog connection
-        self._listened: collections.Counter[tuple[str, str]] = collections.Counter()
-        self._listened_per_upstream: collections.Counter[str] = collections.Counter()  # distinct URIs
-        # (client address, upstream id, upstream URI) -> that client's listen streams naming it, and
-        # (client address, upstream id) -> distinct URIs: each client's share of the upstream's cap
-        self._listened_by: collections.Counter[tuple[str, str, str]] = collections.Counter()
-        self._client_share: collections.Counter[tuple[str, str]] = collections.Counter()
-        self._subscribing: dict[str, asyncio.Lock] = {}  # one (un)subscribe at a time per upstream
+        self.listened = ListenedUris(self.upstreams, self.by_prefix)  # what they named: subscribed upstream
         # Told of every relayed request: (upstream id, method, outcome, seconds); /metrics (observability/).
         self.observe: Callable[[str, str, str, float], None] | None = None
         # Told of every connection opened for a session (scale-out: a shared session's connection to
@@ -316,7 +181,11 @@ class Federation:
             self._drop(key)
         await self.interactive.stop()
         await asyncio.gather(
-            *(u.stop() for u in self.upstreams.values()), *self._closing, self._relay.drain(), return_exceptions=True
+            *(u.stop() for u in self.upstreams.values()),
+            *self._closing,
+            self._relay.drain(),
+            self.listened.stop(),
+            return_exceptions=True,
         )
 
     def health(self) -> dict[str, Any]:
@@ -367,103 +236,12 @@ class Federation:
                 self.listens.publish(None, f"notifications/{kind}/list_changed")
                 self.listens.publish(upstream.id, f"notifications/{kind}/list_changed")
             if everyone:  # the upstream came back (or went): its catalog connection subscribes again
-                for uid, uri in list(self._listened):
-                    if uid == upstream.id:
-                        self._subscribe_later(upstream, "resources/subscribe", uri)
+                self.listened.resubscribe(upstream)
         for session in list(self._viewers.values()):
             if session.server not in (None, upstream.id) or (not everyone and self._own_view(session, upstream)):
                 continue
             for kind in kinds:
                 self.tell(session, kind)
-
-    # -- 2026-07-28 subscriptions/listen: resource updates through the catalog connection -------
-    def listen_interest(
-        self, server_id: str | None, uris: Collection[str], opened: bool, client: str | None = None
-    ) -> frozenset[str]:
-        """Listen streams of an endpoint named these URIs (opened) or ended: the catalog connection
-        subscribes upstream to each URI while at least one stream names it, at most
-        MAX_LISTENED_URIS distinct URIs per upstream, one (un)subscribe request at a time; the
-        streams of one client address name at most MAX_LISTENED_URIS_PER_CLIENT distinct URIs per
-        upstream (one client cannot take the whole cap). What an opening stream named and is not
-        subscribed to (a URI the upstream does not list nor match with a template, or past either
-        cap) is returned: not honored."""
-        refused: set[str] = set()
-        past_share = 0
-        who = client or ""
-        listed: dict[str, set[Any]] = {}  # upstream id -> the URIs of its resources
-        for uri in uris:
-            if server_id is not None:
-                upstream = self.upstreams.get(server_id)
-                target = (upstream, uri) if upstream is not None else None
-            else:
-                split = split_uri(uri, self.by_prefix)
-                target = (self.by_prefix[split[0]], split[1]) if split is not None else None
-            if target is None:
-                continue  # a built-in URI (they never change) or nobody's
-            upstream, upstream_uri = target
-            key, mine, share = (upstream.id, upstream_uri), (who, upstream.id, upstream_uri), (who, upstream.id)
-            if opened:
-                if mine not in self._listened_by and self._client_share[share] >= MAX_LISTENED_URIS_PER_CLIENT:
-                    refused.add(uri)
-                    past_share += 1
-                    continue
-                if key not in self._listened:
-                    if upstream.id not in listed:
-                        listed[upstream.id] = {r.get("uri") for r in upstream.lists["resources"]}
-                    if self._listened_per_upstream[upstream.id] >= MAX_LISTENED_URIS or not offers(
-                        upstream, upstream_uri, listed[upstream.id]
-                    ):
-                        refused.add(uri)
-                        continue
-                    self._listened_per_upstream[upstream.id] += 1
-                    self._subscribe_later(upstream, "resources/subscribe", upstream_uri)
-                self._listened[key] += 1
-                if mine not in self._listened_by:
-                    self._client_share[share] += 1
-                self._listened_by[mine] += 1
-                continue
-            if self._listened_by[mine] > 0:
-                self._listened_by[mine] -= 1
-                if self._listened_by[mine] == 0:
-                    del self._listened_by[mine]
-                    self._client_share[share] -= 1
-                    if self._client_share[share] <= 0:
-                        del self._client_share[share]
-            if self._listened[key] > 0:
-                self._listened[key] -= 1
-                if self._listened[key] == 0:
-                    del self._listened[key]
-                    self._listened_per_upstream[upstream.id] -= 1
-                    if self._listened_per_upstream[upstream.id] <= 0:
-                        del self._listened_per_upstream[upstream.id]
-                    self._subscribe_later(upstream, "resources/unsubscribe", upstream_uri)
-        if refused:
-            log.warning(
-                "listen stream of %s: %d resource URI(s) not subscribed upstream (unknown to it, or past %d per "
-                "upstream), %d of them past the client's share (%d per upstream)",
-                client or "a local client",
-                len(refused),
-                MAX_LISTENED_URIS,
-                past_share,
-                MAX_LISTENED_URIS_PER_CLIENT,
-            )
-        return frozenset(refused)
-
-    def _subscribe_later(self, upstream: Upstream, method: str, uri: str) -> None:
-        async def send() -> None:
-            lock = self._subscribing.setdefault(upstream.id, asyncio.Lock())
-            try:
-                async with lock:  # in order, one at a time: a listen stream's URIs are not a burst upstream
-                    link = upstream.link
-                    if link is None or not upstream.ready:
-                        return  # subscribed again when it comes back (_catalog_changed)
-                    await link.request(method, {"uri": uri})
-            except JsonRpcError as err:
-                log.warning("upstream %s: %s %s for listen streams failed: %s", upstream.id, method, uri, err.message)
-
-        task = asyncio.ensure_future(send())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
 
     def _resource_updated(self, upstream: Upstream, uri: str) -> None:
         """notifications/resources/updated on the catalog connection: to the listen streams that
