@@ -108,6 +108,7 @@ class Raw:
         self.url = ""
         self.server: asyncio.Server | None = None
         self.deleted = 0
+        self.heads: list[dict[str, str]] = []  # every request's headers
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
@@ -119,8 +120,10 @@ class Raw:
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).decode()
                 method = head.split(" ", 1)[0]
-                headers = dict(line.lower().split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
+                fields = [line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line]
+                headers = {name.lower(): value for name, value in fields}
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
+                self.heads.append(headers)
                 if method == "GET":
                     writer.write(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")
                 elif method == "DELETE":
@@ -315,3 +318,13 @@ def test_the_client_key_chooses_the_transport() -> None:
         parse('[upstreams.a]\ntransport = "streamable-http"\nurl = "http://h/mcp"\nclient = "lean"\n')
     with pytest.raises(ConfigError, match="client does not apply to a sse upstream"):
         parse('[upstreams.a]\ntransport = "sse"\nurl = "http://h/sse"\nclient = "sdk"\n')
+
+
+async def test_credentials_in_the_url_go_as_basic_auth(raw: Raw) -> None:
+    url = raw.url.replace("http://", "http://bob:s%40cret@")
+    link, _ = await _open(url, max_message_bytes=LIMIT)
+    try:
+        assert _text(await link.request("tools/call", {"name": "echo"})) == "ok"
+    finally:
+        await link.close()
+    assert raw.heads and all(h.get("authorization") == "Basic Ym9iOnNAY3JldA==" for h in raw.heads)  # bob:s@cret

@@ -31,6 +31,7 @@ Redirects are not followed (a request answered with one fails, naming the locati
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import socket
@@ -39,7 +40,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import httptools
@@ -513,6 +514,11 @@ class StreamableHttpClient:
         configured = b"".join(_header_line(k, v) for k, v in headers.items() if k.lower() not in own)
         self._target = target.encode("latin-1")
         self._fixed = _header_line("host", host) + _header_line("user-agent", f"mcpgw/{__version__}") + configured
+        if parts.username is not None and not any(k.lower() == "authorization" for k in headers):
+            # Credentials in the URL are sent as HTTP Basic, as httpx (the SDK's client) does.
+            userinfo = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+            self._fixed += _header_line("authorization", "Basic " + base64.b64encode(userinfo).decode())
+        self._shown = f"http://{host}{parts.path or '/'}"  # what the debug line names: no userinfo, no query
         self._heads: dict[tuple[str, str | None, str | None], bytes] = {}
         self.inbox: Inbox[SessionMessage | Exception] = Inbox(16)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -635,7 +641,7 @@ class StreamableHttpClient:
             data = self._head(method, ACCEPT_BOTH, extra, len(body)) + body
             if wire.isEnabledFor(logging.DEBUG):
                 what = getattr(message, "method", None) or type(message).__name__
-                wire.debug("POST %s %s id %s (%d bytes)", self.url, what, getattr(message, "id", None), len(body))
+                wire.debug("POST %s %s id %s (%d bytes)", self._shown, what, getattr(message, "id", None), len(body))
         else:
             data = self._head(method, ACCEPT_BOTH if method == "DELETE" else "text/event-stream", extra, 0, last_event)
         for attempt in (0, 1):
