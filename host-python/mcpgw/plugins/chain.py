@@ -456,21 +456,34 @@ class _Who:
 
     def context(self, method: str, name: str | None, upstream: str | None) -> bytes:
         """The encoded context after its `hook` key, and the payload's key: a hook call's input is
-        `_HEADS[hook]` + this + the encoded payload + `}` (wit/plugin.wit `context`)."""
-        return (
-            orjson.dumps(
-                {
-                    "endpoint": self.endpoint,
-                    "upstream": upstream,
-                    "method": method,
-                    "name": name,
-                    "principal": orjson.Fragment(self.principal),
-                    "request-id": self.request_id,
-                    "session-hash": self.session_hash,
-                }
-            )[1:]
-            + b',"payload":'
-        )
+        `_HEADS[hook]` + this + the encoded payload + `}` (wit/plugin.wit `context`). All but the
+        request id is encoded once per endpoint, call target, caller and session and kept."""
+        key = (self.endpoint, method, name, upstream, self.principal, self.session_hash)
+        fixed = _CONTEXTS.get(key)
+        if fixed is None:
+            fixed = (
+                orjson.dumps(
+                    {
+                        "endpoint": self.endpoint,
+                        "upstream": upstream,
+                        "method": method,
+                        "name": name,
+                        "principal": orjson.Fragment(self.principal),
+                        "session-hash": self.session_hash,
+                    }
+                )[1:-1]
+                + b',"request-id":'
+            )
+            if len(_CONTEXTS) >= CONTEXTS_KEPT:
+                _CONTEXTS.clear()
+            _CONTEXTS[key] = fixed
+        return fixed + orjson.dumps(self.request_id) + b'},"payload":'
+
+
+CONTEXTS_KEPT = 4096
+# (endpoint, method, name, upstream, principal, session hash) -> that much of a hook's encoded
+# context (_Who.context); cleared when full.
+_CONTEXTS: dict[tuple[Any, ...], bytes] = {}
 
 
 @functools.lru_cache(maxsize=4096)
