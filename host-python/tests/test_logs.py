@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 
 import httpx
@@ -61,6 +62,17 @@ def gw(request, tmp_path_factory, web, component_path):
 
 def lines(gw: Gateway) -> list[str]:
     return [line for line in gw.log().splitlines() if line.strip()]
+
+
+def access_lines_of(gw: Gateway, rid: str, timeout: float = 20.0) -> list[dict]:
+    """The access lines of request `rid`, once there is one: the observer writes a request's line
+    after its response has gone out, so a client can read the log before it is written."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [a for a in access_lines(gw) if a.get("request_id") == rid]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def access_lines(gw: Gateway) -> list[dict]:
@@ -144,7 +156,7 @@ def test_lines_parse_and_access_lines_carry_the_request_fields(gw):
             assert {"ts", "level", "logger", "message"} <= set(record)
         else:
             assert TEXT_LINE.match(line), line
-    mine = [a for a in access_lines(gw) if a.get("request_id") == rid]
+    mine = access_lines_of(gw, rid)
     assert len(mine) == 1
     assert mine[0]["route"] == "mcp" and mine[0]["method"] == "POST" and mine[0]["status"] == 401
     assert mine[0]["path"] == "/mcp"
@@ -163,7 +175,7 @@ def test_lines_written_during_a_request_carry_its_id_and_caller(gw):
         answer = s.post(rpc("tools/call", 9, name="w__add", arguments={"a": 2, "b": 2}), **{"x-request-id": rid})
         assert answer.status_code == 200 and answer.headers["x-request-id"] == rid
         s.delete()
-    access = [a for a in access_lines(gw) if a.get("request_id") == rid]
+    access = access_lines_of(gw, rid)
     assert len(access) == 1 and (access[0].get("principal") or access[0].get("subject")) == "alice"
     if gw.format == "json":
         mine = [json.loads(line) for line in lines(gw) if rid in line]
@@ -193,6 +205,7 @@ def test_request_ids_are_taken_when_well_formed_else_made(gw):
             assert stream.headers["x-request-id"] == "sse-1"
             stream.read()
         s.delete()
+    assert access_lines_of(gw, "sse-1")  # written once the stream has ended (the client may read first)
     lines_by_id = {a.get("request_id"): a for a in access_lines(gw)}
     assert lines_by_id["abc-123"]["status"] == 200
     assert lines_by_id["sse-1"]["route"] == "mcp"
