@@ -11,7 +11,9 @@ the GET stream carried no MCP-Protocol-Version; an answer's head had no size bou
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -85,6 +87,7 @@ class Raw:
         self.server: asyncio.Server | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.stopped = asyncio.Event()  # what a script that holds its connection open waits for
+        self.writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
@@ -99,6 +102,7 @@ class Raw:
         task = asyncio.current_task()
         if task is not None:
             self.tasks.add(task)
+        self.writers.add(writer)
         try:
             while True:
                 head = (await reader.readuntil(b"\r\n\r\n")).decode()
@@ -138,7 +142,9 @@ class Raw:
         assert self.server is not None
         self.server.close()
         self.stopped.set()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for writer in self.writers:
+            writer.close()
+        await asyncio.wait_for(asyncio.gather(*self.tasks, return_exceptions=True), 30)
 
 
 @pytest.fixture
@@ -385,4 +391,57 @@ async def test_an_endless_answer_head_fails_the_call_soon(raw: Raw) -> None:
         assert sent < 8 * 1024 * 1024  # the connection was closed long before the 24 MiB
         assert _text(await link.request("tools/call", {"name": "echo"})) == "echo"
     finally:
+        await link.close()
+
+
+# -- 9: the reason a call failed reaches its caller ---------------------------------------------
+async def test_the_reason_a_call_failed_reaches_the_caller(raw: Raw) -> None:
+    async def never(message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        await raw.stopped.wait()
+        return False
+
+    raw.tools["silent"] = never
+    link, _ = await _open(raw.url, read_timeout_s=1.0, call_timeout_s=0)
+    try:
+        with pytest.raises(UpstreamUnavailable, match=r"^Upstream 'up' sent nothing for 1 s during tools/call$"):
+            await asyncio.wait_for(link.request("tools/call", {"name": "silent"}), 30)
+    finally:
+        await link.close()
+
+
+# -- 8: a connect time-out fails the call, not the link ------------------------------------------
+def _unanswering_listener(port: int) -> list[socket.socket]:
+    """A socket listening on `port` whose accept queue is full: a new connection's SYN goes
+    unanswered, so connecting times out (as with an upstream behind a dropped route)."""
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(0)
+    held = [listener]
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        held.append(filler)
+    return held
+
+
+async def test_a_connect_timeout_fails_the_call_and_the_link_goes_on(raw: Raw) -> None:
+    link, client = await _open(raw.url, read_timeout_s=30, connect_timeout_s=3)
+    held: list[socket.socket] = []
+    try:
+        assert _text(await link.request("tools/call", {"name": "echo"})) == "echo"
+        assert raw.server is not None
+        port = raw.server.sockets[0].getsockname()[1]
+        await raw.stop()
+        for conn in client.pool.idle:
+            conn.close()
+        held = _unanswering_listener(port)
+        with pytest.raises(UpstreamUnavailable, match="did not accept a connection within 3 s during tools/call"):
+            await asyncio.wait_for(link.request("tools/call", {"name": "echo"}), 60)
+        assert link.alive  # as under the SDK's client: a connect time-out is not a refusal
+    finally:
+        for sock in held:
+            sock.close()
         await link.close()

@@ -397,9 +397,9 @@ class _Pool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 transport, conn = await asyncio.get_running_loop().create_connection(_Connection, self.host, self.port)
-        except TimeoutError:
+        except TimeoutError:  # that call fails, the link goes on (a refusal ends it)
             self._freed()
-            raise ConnectFailed(f"did not accept a connection within {self.connect_timeout:g} s") from None
+            raise ExchangeError(f"did not accept a connection within {self.connect_timeout:g} s") from None
         except OSError as exc:
             self._freed()
             raise ConnectFailed(str(exc) or type(exc).__name__) from None
