@@ -91,6 +91,11 @@ _TRANSPORT_MESSAGES = (
 # (mcp 2.3.0 leaves 2025-11-25 tasks to extensions): taken off the wire before it sees them.
 SDK_DROPS = frozenset({"notifications/tasks/status"})
 
+# Notifications relayed by the link itself as they arrive, not through the SDK's session (which hands
+# each to a task of its own): a log line the upstream wrote before a call's result reaches the client
+# before that result.
+RELAYED_IN_ORDER = frozenset({"notifications/message"})
+
 # Requests that wait by design, not bounded by call_timeout_s: tasks/result blocks until its task
 # ends, however long that is (as it would directly). A dead or hung network upstream still fails
 # it (its catalog connection's pings end the session connections); a client can cancel it.
@@ -605,6 +610,11 @@ class UpstreamLink:
                 message = item.message if isinstance(item, SessionMessage) else None
                 if isinstance(message, JSONRPCNotification) and message.method in SDK_DROPS:
                     await self._on_raw_notification(message.method, message.params or {})
+                elif isinstance(message, JSONRPCNotification) and message.method in RELAYED_IN_ORDER:
+                    # Relayed here, before what follows it is read: through the dispatcher it would be
+                    # handled in a task of its own and could reach the client after the result.
+                    await self._on_raw_notification(message.method, message.params or {})
+                    continue
                 elif isinstance(message, JSONRPCNotification) and message.method.endswith("/list_changed"):
                     # Counted here, in arrival order: the SDK runs notification handlers in tasks of
                     # their own, so an answer sent after it can reach its caller first (hub.py view).
