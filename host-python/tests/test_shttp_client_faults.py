@@ -445,3 +445,27 @@ async def test_a_connect_timeout_fails_the_call_and_the_link_goes_on(raw: Raw) -
         for sock in held:
             sock.close()
         await link.close()
+
+
+# -- 12: an event stream answering a notification ------------------------------------------------
+async def test_an_event_stream_answering_a_notification_leaves_its_connection_usable(raw: Raw) -> None:
+    """200 with an event stream of 100 messages to a notification, all in one write: more events than
+    the parser holds before it stops reading the socket. Its connection is used again after."""
+
+    async def chatty(message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        log = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "x"}}
+        events = b"".join(b"data: " + json.dumps(log).encode() + b"\n\n" for _ in range(100))
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-length: %d\r\n\r\n" % len(events)
+        writer.write(head + events)
+        return True
+
+    link, client = await _open(raw.url, read_timeout_s=60, call_timeout_s=0)
+    raw.notification = chatty
+    try:
+        assert _text(await link.request("tools/call", {"name": "echo"})) == "echo"
+        await asyncio.wait_for(link.notify("notifications/roots/list_changed"), 30)
+        for name in ("a", "b", "c"):
+            assert _text(await asyncio.wait_for(link.request("tools/call", {"name": name}), 30)) == name
+        assert not any(conn.paused for conn in client.pool.idle)
+    finally:
+        await link.close()

@@ -192,10 +192,13 @@ class _Connection(asyncio.Protocol):
         self.heard = 0.0  # when bytes last arrived
         self.error: str | None = None
         self.waiter: asyncio.Future[bool] | None = None
-        self.paused = False
+        self.paused = False  # reading stopped: EVENTS_PAUSE events not yet handed on
         self._reset()
 
     def _reset(self) -> None:
+        if self.paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()  # paused for the last exchange's events
+        self.paused = False
         self.status = 0
         self.headers: dict[bytes, bytes] = {}
         self.head_done = False
@@ -614,6 +617,8 @@ class StreamableHttpClient:
                 await self._until_done(conn)
                 self._session_refused(conn, None)
                 log.debug("upstream answered a %s with HTTP %d", type(message).__name__, conn.status)
+            elif conn.sse is not None:  # an event stream: its messages handed on, as the SDK's transport does
+                await self._get_events(conn, "", self.read_timeout)
             elif conn.status != 202:
                 await self._until_done(conn)
         except ExchangeError:
@@ -917,7 +922,9 @@ class StreamableHttpClient:
     def link_ended(self) -> bool:
         return bool(getattr(self.link, "session_lost", False))
 
-    async def _get_events(self, conn: _Connection, last_id: str) -> tuple[str, int | None]:
+    async def _get_events(
+        self, conn: _Connection, last_id: str, read_timeout: float | None = None
+    ) -> tuple[str, int | None]:
         sse = conn.sse
         assert sse is not None
         while True:
@@ -939,7 +946,7 @@ class StreamableHttpClient:
                 continue
             if conn.done or conn.error is not None:
                 return last_id, sse.retry_ms
-            await conn.wait(None)
+            await conn.wait(read_timeout)
 
     # -- the end -------------------------------------------------------------------------------
     async def terminate(self) -> None:
