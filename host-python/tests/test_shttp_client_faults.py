@@ -18,10 +18,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+import uvicorn
 
 from mcpgw.federation.config import UpstreamConfig
 from mcpgw.federation.link import UpstreamLink, UpstreamUnavailable
-from mcpgw.federation.shttp_client import StreamableHttpClient
+from mcpgw.federation.shttp_client import IDLE_S, StreamableHttpClient
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -469,3 +470,10 @@ async def test_an_event_stream_answering_a_notification_leaves_its_connection_us
         assert not any(conn.paused for conn in client.pool.idle)
     finally:
         await link.close()
+
+
+# -- 13: idle connections are dropped before the upstream drops them ---------------------------
+def test_an_idle_connection_is_dropped_before_uvicorns_keep_alive_ends() -> None:
+    """An idle connection kept as long as the server keeps it races the server's close (the request
+    leaves as the server closes): the pool drops it earlier than uvicorn's default keep-alive."""
+    assert uvicorn.Config(app=None).timeout_keep_alive > IDLE_S

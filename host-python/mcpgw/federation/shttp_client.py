@@ -57,7 +57,7 @@ wire = logging.getLogger("mcpgw.federation.shttp")  # one debug line per HTTP re
 
 MAX_CONNECTIONS = 100  # open to one upstream per link (httpx's default pool, as before)
 MAX_IDLE = 20  # kept open while idle
-IDLE_S = 5.0  # an idle connection older than this is closed instead of reused
+IDLE_S = 4.0  # an idle connection older than this is closed instead of reused (below uvicorn's 5 s keep-alive)
 REFUSAL_HEAD_BYTES = 64 * 1024  # of a 400 answer, looked at for the word "session"
 EVENTS_PAUSE = 64  # parsed SSE events not yet handed on: the socket is not read past this
 RESUME_ATTEMPTS = 2  # Last-Event-ID reconnections of a request's SSE answer (the SDK's count)
