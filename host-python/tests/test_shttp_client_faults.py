@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 import uvicorn
 
+from mcpgw.federation import shttp_client
 from mcpgw.federation.config import UpstreamConfig
-from mcpgw.federation.link import UpstreamLink, UpstreamUnavailable
-from mcpgw.federation.shttp_client import IDLE_S, StreamableHttpClient
+from mcpgw.federation.link import UpstreamLink, UpstreamTimeout, UpstreamUnavailable
+from mcpgw.federation.shttp_client import IDLE_S, MAX_CONNECTIONS, StreamableHttpClient
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -477,3 +478,60 @@ def test_an_idle_connection_is_dropped_before_uvicorns_keep_alive_ends() -> None
     """An idle connection kept as long as the server keeps it races the server's close (the request
     leaves as the server closes): the pool drops it earlier than uvicorn's default keep-alive."""
     assert uvicorn.Config(app=None).timeout_keep_alive > IDLE_S
+
+
+# -- 10: a call that gives up while waiting for a free connection --------------------------------
+async def test_a_call_that_times_out_waiting_for_a_connection_is_never_sent(raw: Raw) -> None:
+    """Every connection of the pool (MAX_CONNECTIONS) is busy with a held call; one more call times
+    out at the link while it waits for one: it is not POSTed later, when connections free up, and
+    its caller hears of the time-out without waiting for a connection (nothing to cancel upstream)."""
+    release = asyncio.Event()
+    held = 0
+    all_held = asyncio.Event()
+
+    async def hold(message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        nonlocal held
+        held += 1
+        if held == MAX_CONNECTIONS:
+            all_held.set()
+        await release.wait()
+        writer.write(_json_answer(_result(message["id"], "held")))
+        return True
+
+    raw.tools["hold"] = hold
+    link, client = await _open(raw.url, read_timeout_s=60, call_timeout_s=0)
+    try:
+        holds = [asyncio.ensure_future(link.request("tools/call", {"name": "hold"})) for _ in range(MAX_CONNECTIONS)]
+        await asyncio.wait_for(all_held.wait(), 60)
+        assert client.pool.open == MAX_CONNECTIONS
+        with pytest.raises(UpstreamTimeout):
+            await asyncio.wait_for(link.request("tools/call", {"name": "late"}, timeout=1.0), 20)
+        release.set()
+        assert [_text(r) for r in await asyncio.wait_for(asyncio.gather(*holds), 60)] == ["held"] * MAX_CONNECTIONS
+        assert _text(await link.request("tools/call", {"name": "after"})) == "after"
+        assert raw.calls("late") == 0
+        assert not any(rpc == "notifications/cancelled" for _, _, rpc, _ in raw.log)  # it never left
+    finally:
+        release.set()
+        await link.close()
+
+
+async def test_a_waiter_woken_then_cancelled_passes_the_free_connection_on(
+    raw: Raw, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One connection allowed, two exchanges waiting for it: the first is woken as it frees up and
+    cancelled before it runs; the second still gets a connection (the wake-up is not lost)."""
+    monkeypatch.setattr(shttp_client, "MAX_CONNECTIONS", 1)
+    assert raw.server is not None
+    pool = shttp_client._Pool("127.0.0.1", raw.server.sockets[0].getsockname()[1], 10.0)
+    first, _ = await pool.acquire()
+    woken = asyncio.ensure_future(pool.acquire())
+    second = asyncio.ensure_future(pool.acquire())
+    await asyncio.sleep(0)  # both run to their wait (nothing else is awaited before it)
+    assert len(pool.waiters) == 2
+    pool.discard(first)  # wakes `woken`...
+    woken.cancel()  # ...which is cancelled before it runs
+    conn, _ = await asyncio.wait_for(second, 20)
+    assert woken.cancelled() and pool.open == 1
+    pool.discard(conn)
+    pool.close()

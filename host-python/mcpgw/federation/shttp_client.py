@@ -85,6 +85,10 @@ class ConnectFailed(ExchangeError):
     pass
 
 
+class Withdrawn(Exception):
+    """The request was cancelled before it was sent (it waited for a free connection)."""
+
+
 class ReadTimedOut(ExchangeError):
     """Nothing came for read_timeout_s: the upstream may have read the request (never sent again)."""
 
@@ -390,6 +394,10 @@ class _Pool:
             self.waiters.append(waiter)
             try:
                 await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken, then cancelled: the free slot goes to the next in line
+                raise
             finally:
                 with contextlib.suppress(ValueError):
                     self.waiters.remove(waiter)
@@ -424,6 +432,17 @@ class _Pool:
             self.idle.append(conn)
             if self.waiters:
                 self._wake_one()
+
+    def unused(self, conn: _Connection) -> None:
+        """Back to the pool with nothing sent on it."""
+        if conn.closed or len(self.idle) >= MAX_IDLE:
+            self.discard(conn)
+            return
+        conn.busy = False
+        conn.idle_since = time.monotonic()
+        self.idle.append(conn)
+        if self.waiters:
+            self._wake_one()
 
     def discard(self, conn: _Connection) -> None:
         conn.busy = False
@@ -527,6 +546,8 @@ class StreamableHttpClient:
         self._tasks: set[asyncio.Task[None]] = set()
         self._get_task: asyncio.Task[None] | None = None
         self._init_id: types.RequestId | None = None  # the initialize request's id, once sent
+        self._unsent: set[types.RequestId] = set()  # requests waiting for a connection
+        self._withdrawn: set[types.RequestId] = set()  # of those, the ones cancelled meanwhile: never sent
 
     # -- the streams ---------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -595,12 +616,24 @@ class StreamableHttpClient:
             elif extra and MCP_PROTOCOL_VERSION_HEADER in extra:
                 self.protocol_version = extra[MCP_PROTOCOL_VERSION_HEADER]
             token = metadata.resumption_token if metadata is not None else None
+            if not token:
+                self._unsent.add(message.id)
             task = asyncio.ensure_future(self._request(message, extra, token))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             return
         if extra and MCP_PROTOCOL_VERSION_HEADER in extra:
             self.protocol_version = extra[MCP_PROTOCOL_VERSION_HEADER]
+        if (
+            self._unsent
+            and isinstance(message, types.JSONRPCNotification)
+            and message.method == "notifications/cancelled"
+        ):
+            cancelled = (message.params or {}).get("requestId")
+            if cancelled in self._unsent:  # still waiting for a connection: withdrawn, nothing to tell upstream
+                self._unsent.discard(cancelled)
+                self._withdrawn.add(cancelled)
+                return
         await self._post_quietly(message, extra)
         if isinstance(message, types.JSONRPCNotification) and message.method == "notifications/initialized":
             self.start_get()
@@ -652,9 +685,19 @@ class StreamableHttpClient:
         for attempt in (0, 1):
             try:
                 conn, reused = await self.pool.acquire()
-            except ConnectFailed as exc:
-                self.link.lose(f"refused the connection ({exc})")
+            except BaseException as exc:
+                if isinstance(message, types.JSONRPCRequest):  # no longer waiting: forgotten
+                    self._unsent.discard(message.id)
+                    self._withdrawn.discard(message.id)
+                if isinstance(exc, ConnectFailed):
+                    self.link.lose(f"refused the connection ({exc})")
                 raise
+            if self._unsent and isinstance(message, types.JSONRPCRequest):
+                self._unsent.discard(message.id)
+            if self._withdrawn and isinstance(message, types.JSONRPCRequest) and message.id in self._withdrawn:
+                self._withdrawn.discard(message.id)
+                self.pool.unused(conn)
+                raise Withdrawn
             try:
                 conn.send(data, self.limit if method != "DELETE" else REFUSAL_HEAD_BYTES)
                 timeout = None if unbounded else self.read_timeout
@@ -737,6 +780,8 @@ class StreamableHttpClient:
                 if message.method == "initialize":
                     self._learn_version(parsed)
                 await self._deliver(SessionMessage(parsed))
+        except Withdrawn:
+            pass  # its caller gave up before it was sent
         except ExchangeError as exc:
             await self._deliver(_error(request_id, types.CONNECTION_CLOSED, f"Connection closed: {exc}"))
         except Exception as exc:
