@@ -549,6 +549,60 @@ async def test_a_claim_given_up_on_its_way_leaves_the_reused_id_claimed(redis: R
         await sessions.stop()
 
 
+async def test_a_request_cancelled_after_its_claim_was_granted_releases_the_id(redis: Redis) -> None:
+    """Review 3 finding 2: Redis grants a request's claim, and in the same loop turn, before the
+    request resumes, it is cancelled (a notifications/cancelled handled in that turn). The claim
+    is released: else the id stays claimed for the session's idle timeout, refused as in use on
+    every other process, and this process says "running" about it for ever. The cancellation is
+    made by a callback on the claim future registered before the request awaits it, so it lands
+    between the grant and the resumption every time (no sleep orders it)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from mcpgw.server.engine import SessionEngine
+    from mcpgw.state.session import Session as LiveSession
+    from mcpgw.state.shared import RedisSessions, claim_key
+
+    a, b = RedisSessions(redis.url, 100, 60.0), RedisSessions(redis.url, 100, 60.0)
+    session = LiveSession("granted-then-cancelled", "2025-11-25", "streamable-http")
+    session.shared = True
+    plain = sync_redis.Redis.from_url(redis.url)
+    key = claim_key(session.id, 5)
+    dispatched: list[dict] = []
+    request: list[asyncio.Task] = []
+    granted = a.claim
+
+    def claim(s: LiveSession, id_: object) -> asyncio.Future:
+        future = granted(s, id_)
+        future.add_done_callback(lambda _: request[0].cancel())  # runs before the request's wake-up
+        return future
+
+    async def dispatch(message: dict, *args: object) -> dict:
+        dispatched.append(message)
+        return {"jsonrpc": "2.0", "id": message["id"], "result": {}}
+
+    engine = SimpleNamespace(
+        sessions=SimpleNamespace(claim=claim, release=a.release),
+        _dispatch=dispatch,
+        _cancelled_answer=lambda id_, reason: None,
+    )
+    message = {"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": "echo"}}
+    try:
+        a.start()
+        b.start()
+        answer = SessionEngine._answer_shared(engine, message, "2025-11-25", session, None, None, None)  # type: ignore[arg-type]
+        request.append(asyncio.ensure_future(answer))
+        assert await request[0] is None  # cancelled by the client: no answer, and nothing ran
+        assert not dispatched
+        assert key not in a._held  # asked about it, A says "answered"
+        assert await a.claim(session, 6) == 1  # the next batch: the release went before it
+        assert not plain.exists(key)
+        assert await asyncio.wait_for(b.claim(session, 5), 10) == 1  # the id is free on another process
+    finally:
+        await a.stop()
+        await b.stop()
+
+
 async def test_a_claim_found_before_its_release_landed_is_taken_over_after_asking_its_owner(redis: Redis) -> None:
     """The release of an answered request's id is not awaited (the answer goes out at once). A
     claim of the same id on another process that reaches Redis before the release asks the owner,
@@ -627,7 +681,7 @@ async def test_a_relayed_call_cancelled_while_its_upcall_is_on_its_way_is_cancel
             super().__init__(url, 100, 60.0)
             self.on_its_way = asyncio.Event()
             self.let_go = asyncio.Event()
-            self._held: set[asyncio.Task[None]] = set()
+            self._publishes: set[asyncio.Task[None]] = set()  # not `_held` (RedisSessions' claims)
 
         async def send_to(self, process: str, message: dict) -> None:
             if message["kind"] != "upcall":
@@ -639,7 +693,7 @@ async def test_a_relayed_call_cancelled_while_its_upcall_is_on_its_way_is_cancel
                 await RedisSessions.send_to(self, process, message)
 
             task = asyncio.ensure_future(publish())
-            self._held.add(task)
+            self._publishes.add(task)
             self.on_its_way.set()
             await asyncio.shield(task)
 

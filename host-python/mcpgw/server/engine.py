@@ -475,16 +475,26 @@ class SessionEngine:
         it finishes, not awaited: a process that finds the claim before the release lands asks
         this one, which says the request is answered; docs/scale-out.md, request ids)."""
         id_ = message["id"]
+        claim = self.sessions.claim(session, id_)
         try:
             # Cancelled while the claim is on its way, the claim future is cancelled with it; the
             # registry then releases the id if Redis granted it (state/shared.py, _flush).
-            if not await self.sessions.claim(session, id_):
+            if not await claim:
                 return jsonrpc.error_response(
                     id_, jsonrpc.INVALID_REQUEST, f"Invalid Request: request id {id_!r} is already in use"
                 )
         except StateUnavailable as exc:
             return unavailable_answer(id_, exc)
         except asyncio.CancelledError as exc:  # while waiting for the claim (the dispatch answers its own)
+            # Cancelled in the turn Redis granted it, before this resumed: the claim is ours, let it go.
+            if (
+                isinstance(claim, asyncio.Future)
+                and claim.done()
+                and not claim.cancelled()
+                and claim.exception() is None
+                and claim.result()
+            ):
+                self.sessions.release(session, id_)
             return self._cancelled_answer(id_, exc.args[0] if exc.args else "")
         try:
             response = await self._dispatch(message, revision, session, dispatcher, emit, principal)
