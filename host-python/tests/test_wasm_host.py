@@ -210,6 +210,37 @@ def test_the_byte_path_writes_the_head_from_the_asgi_bytes(component, monkeypatc
     assert core.traps.total == 0
 
 
+def test_the_answer_memo_keeps_no_answer_longer_than_an_honest_one():
+    """Review R2 finding 3: the byte path memoizes checked answers per (answer, raw path), up to
+    4096 of them. A preflight answer that names a configured header again and again passes the
+    checks at any length (a hostile component's, up to about 1.1 M characters), so 4096 of them
+    would be gigabytes. An answer longer than the largest an honest component gives for this
+    configuration is checked and used but not kept; the largest honest ones still are."""
+    from mcpgw.edge.compact import LARGEST_HONEST_FORWARD, CompactCodec
+
+    codec = CompactCodec(CFG)
+    held = ({}, b"http://localhost:3000", None, None, False)
+
+    def preflight(allow: str) -> bytes:
+        return ("P2" + chr(len(allow)) + allow).encode()
+
+    honest = preflight(", ".join(CFG.allowed_headers))  # no names asked for: every configured one
+    assert len(honest) <= codec.largest_answer
+    outcome = codec.outcome_bytes(honest, "OPTIONS", b"/mcp", held)
+    assert outcome["preflight"]["status"] == 204 and (honest, b"/mcp") in codec._answers
+    for n in (40, 5000):
+        hostile = preflight(", ".join(["content-type"] * n))
+        outcome = codec.outcome_bytes(hostile, "OPTIONS", b"/mcp", held)  # legal: answered
+        assert outcome["preflight"]["status"] == 204
+        assert len(hostile) > codec.largest_answer and (hostile, b"/mcp") not in codec._answers, n
+    # About the longest forward: a canonical path of 256 latin-1 characters on the `other` route.
+    path = "/" + "\xe9" * 255
+    forward = ("F5001000@:" + chr(len(path)) + path).encode()
+    assert len(forward) <= LARGEST_HONEST_FORWARD <= codec.largest_answer
+    codec.outcome_bytes(forward, "GET", path.encode("latin-1"), ({}, None, None, None, False))
+    assert (forward, path.encode("latin-1")) in codec._answers
+
+
 def test_only_contract_headers_enter_the_sandbox(component, monkeypatch):
     """The JSON encoding (components without the compact export)."""
     core = WasmCore(component, CFG)

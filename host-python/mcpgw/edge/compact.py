@@ -89,6 +89,13 @@ _CORS_ORDER = (
 # paths up to this long (about 1 MB whatever clients send; real clients repeat short paths).
 _MEMO_LIMIT = 4096
 _MEMO_MAX_PATH = 256
+# ...and for answers no longer than an honest component's for that path (`CompactCodec.largest_answer`):
+# a preflight that names a configured header again and again passes the checks at any length (a
+# hostile component's, up to about 1.1 M characters), and 4096 of them would be gigabytes. The
+# longest honest forward for a memoized path: `F`, 8 codes, the mark, the canonical path's length
+# (2 UTF-8 bytes from 128) and the canonical path, at most the raw path's 256 latin-1 characters
+# (2 UTF-8 bytes each; a server id, 1 + 64, only on a route whose path is ASCII: shorter).
+LARGEST_HONEST_FORWARD = 1 + 8 + 1 + 2 + 2 * _MEMO_MAX_PATH  # 524 bytes
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 # The byte path (`head_bytes`, `outcome_bytes`: what serves). A field's length as one latin-1
@@ -138,6 +145,9 @@ class CompactCodec:
         self.credentials = config.allow_credentials
         self.max_age = str(config.max_age)
         self.allowed_headers = frozenset(h.translate(_ASCII_LOWER) for h in config.allowed_headers)
+        # The longest honest preflight: `P2`, the length (at most 3 UTF-8 bytes) and the allowed
+        # headers, each configured one at most once (the contract's section on preflights).
+        self.largest_answer = max(LARGEST_HONEST_FORWARD, 5 + len(", ".join(self.allowed_headers)))
         self.versions = frozenset(config.supported_versions)
         self.default_version = config.default_version
         self._forwards: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -362,7 +372,7 @@ class CompactCodec:
             raise
         except Exception as exc:  # noqa: BLE001 - not UTF-8, cut short, a length past the end
             raise InvalidOutput(f"malformed compact outcome ({type(exc).__name__})") from None
-        if len(raw_path) <= _MEMO_MAX_PATH:
+        if len(raw_path) <= _MEMO_MAX_PATH and len(out) <= self.largest_answer:
             if len(self._answers) >= _MEMO_LIMIT:
                 self._answers.clear()
             self._answers[(out, raw_path)] = answer
