@@ -282,11 +282,13 @@ impl<'a> Payload<'a> {
     /// The payload as a [`Value`] (parsed now, or as given for one made from
     /// a `Value`), or why serde_json cannot represent it. There is no
     /// infallible variant on purpose: a hook that checks the payload must
-    /// refuse the call on `Err` (e.g. with [`INTERNAL_ERROR`]), never go on
-    /// as if there were nothing to check. The SDK already refuses, before the
-    /// hook runs, a payload that is not JSON or is nested deeper than
-    /// [`MAX_PAYLOAD_NESTING`]; what can still fail here is JSON serde_json
-    /// will not hold in a `Value` (a lone UTF-16 surrogate escape such as
+    /// refuse the call on `Err` (e.g. with [`INTERNAL_ERROR`], as the example
+    /// plugins `args-guard`, `tool-guard` and `redact` do), never go on as if
+    /// there were nothing to check. The SDK already refuses, before the hook
+    /// runs, a payload that is not JSON or is nested deeper than
+    /// [`MAX_PAYLOAD_NESTING`]; what can still fail here is valid JSON that
+    /// serde_json will not hold in a `Value`: a number beyond `f64`'s range
+    /// (such as `1e400`) or a lone UTF-16 surrogate escape (such as
     /// `"\ud800"`), or text given to [`Payload::from_json`] unchecked.
     pub fn try_value(self) -> Result<Value, String> {
         match self.0 {
