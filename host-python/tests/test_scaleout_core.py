@@ -20,6 +20,7 @@ import redis as sync_redis
 
 from conftest import Gateway, stop_process
 from mcp_http import BASE, Event, Session, read_sse_text, rpc, sse_events, wait_live
+from mcpgw.state.shared import CLAIM_PREFIX
 
 
 class Redis:
@@ -149,7 +150,7 @@ def _sleep_on(gw: Gateway, s: Session, id_: int, seconds: float = 60) -> tuple[t
     worker.start()
     assert wait_live(gw.url, requests=1)["requests"] == 1
     # running here, and its id claimed in Redis (the claim is what other processes see)
-    claim = f"mcpgw:r:{s.id}:{id_}"
+    claim = f"{CLAIM_PREFIX}{s.id}:{id_}"
     with redis_client(gw) as r:
         deadline = time.monotonic() + 30
         while not r.exists(claim) and time.monotonic() < deadline:
@@ -195,9 +196,9 @@ def test_an_answered_id_is_free_at_once_on_every_process(trio: list[Gateway]) ->
                 assert got.get("result", {}).get("content", [{}])[0].get("text") == str(round_ + 1), got
     r = redis_client(a)
     deadline = time.monotonic() + 10  # the last release is on its way (generous: a loaded machine)
-    while list(r.scan_iter(f"mcpgw:r:{s.id}:*")) and time.monotonic() < deadline:
+    while list(r.scan_iter(f"{CLAIM_PREFIX}{s.id}:*")) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not list(r.scan_iter(f"mcpgw:r:{s.id}:*")), "a claim outlived its answered request"
+    assert not list(r.scan_iter(f"{CLAIM_PREFIX}{s.id}:*")), "a claim outlived its answered request"
 
 
 def test_sleep_on_a_cancelled_by_a_notification_posted_to_b(trio: list[Gateway]) -> None:
@@ -601,6 +602,39 @@ async def test_a_request_cancelled_after_its_claim_was_granted_releases_the_id(r
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_a_claim_of_a_process_of_the_previous_claim_format_is_neither_read_nor_taken_over(
+    redis: Redis,
+) -> None:
+    """Review R2 finding 1 (a rolling upgrade): processes before the claim value became
+    `<process>:<n>` wrote `<process>` and took any value with a `:` for a dead process's claim
+    (taking over a running request's id), and a new process asked an old one, which never
+    answers, then refused the id after CLAIM_ASK_S. The claim keys are versioned, so the two never
+    read each other's claims: an old live process's claim of the same id is left alone and the new
+    claim is granted at once."""
+    import asyncio
+
+    from mcpgw.state import shared
+    from mcpgw.state.session import Session as LiveSession
+    from mcpgw.state.shared import RedisSessions, claim_key
+
+    plain = sync_redis.Redis.from_url(redis.url)
+    sessions = RedisSessions(redis.url, 100, 60.0)
+    session = LiveSession("rolling-upgrade", "2025-11-25", "streamable-http")
+    session.shared = True
+    old_key = f"mcpgw:r:{session.id}:5"  # the previous format's key and value: a live process's name
+    plain.set(shared.proc_key("oldproc"), b"1", px=60_000)
+    plain.set(old_key, b"oldproc", px=60_000)
+    shared_ask, shared.CLAIM_ASK_S = shared.CLAIM_ASK_S, 30.0  # an old process never answers
+    try:
+        assert claim_key(session.id, 5) != old_key
+        assert await asyncio.wait_for(sessions.claim(session, 5), 10) == 1
+        assert plain.get(old_key) == b"oldproc"  # the old process's claim, untouched
+    finally:
+        shared.CLAIM_ASK_S = shared_ask
+        plain.delete(old_key, shared.proc_key("oldproc"))
+        await sessions.stop()
 
 
 async def test_a_claim_found_before_its_release_landed_is_taken_over_after_asking_its_owner(redis: Redis) -> None:

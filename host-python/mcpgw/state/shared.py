@@ -9,8 +9,8 @@ Any process serves any request of any Streamable HTTP session (docs/scale-out.md
 - each process keeps its own live `Session` for it (running requests, outgoing requests,
   streams), materialised from the record on first use and dropped when the record is
   gone or an `ended` message arrives on the `mcpgw:ended` channel;
-- a running request's id is claimed with `mcpgw:r:<session>:<id>` (its value: the
-  owning process) for as long as it runs: duplicates are refused across processes; a
+- a running request's id is claimed with `mcpgw:r2:<session>:<id>` (its value: the
+  owning process and the claim's number) for as long as it runs: duplicates are refused across processes; a
   claim whose owner has stopped heartbeating is taken over;
 - `notifications/cancelled` and the client's answers to server-to-client requests are
   published to the channel `mcpgw:p:<process>` of the process they are for;
@@ -173,11 +173,18 @@ def record_key(session_id: str) -> str:
     return f"{PREFIX}s:{session_id}"
 
 
+# Versioned: before the claim's value became `<process>:<n>` (commit 0eac599), a claim was
+# `mcpgw:r:<session>:<id>` holding `<process>`, and a process of that format would take a new
+# value for a dead process's name. Neither format reads the other's keys (docs/scale-out.md,
+# "Upgrading").
+CLAIM_PREFIX = PREFIX + "r2:"
+
+
 def claim_key(session_id: str, id_: Any) -> str:
     # orjson of the id: 1 and "1" are different requests (an int's text is orjson's, made directly)
     if type(id_) is int:
-        return f"{PREFIX}r:{session_id}:{id_}"
-    return f"{PREFIX}r:{session_id}:{orjson.dumps(id_).decode()}"
+        return f"{CLAIM_PREFIX}{session_id}:{id_}"
+    return f"{CLAIM_PREFIX}{session_id}:{orjson.dumps(id_).decode()}"
 
 
 def proc_key(proc: str) -> str:
