@@ -535,3 +535,51 @@ async def test_a_waiter_woken_then_cancelled_passes_the_free_connection_on(
     assert woken.cancelled() and pool.open == 1
     pool.discard(conn)
     pool.close()
+
+
+async def test_no_event_of_the_get_stream_is_lost_when_the_read_stream_is_full(raw: Raw) -> None:
+    """The GET stream carries 100 progress notifications of a call in flight, in two bursts, and
+    stays open; the progress handler is slow, so the read stream fills while events are parsed: every
+    one reaches it (the call's answer waits for the 100th)."""
+    token: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    seen: list[float] = []
+    all_seen = asyncio.Event()
+
+    async def wait_for_progress(
+        message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw
+    ) -> bool:
+        token.set_result(message["params"]["_meta"]["progressToken"])
+        await all_seen.wait()
+        writer.write(_json_answer(_result(message["id"], "all seen")))
+        return True
+
+    async def burst(headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        if token.done():  # one stream only
+            writer.write(GONE_405)
+            return True
+        writer.write(SSE_CHUNKED)
+        await writer.drain()
+        progress = await token
+        writer.write(b"".join(_chunk(_progress(progress, i)) for i in range(50)))
+        await writer.drain()
+        await asyncio.sleep(0.002)  # the rest arrives while the first ones are handed on (not a synchronisation)
+        writer.write(b"".join(_chunk(_progress(progress, i)) for i in range(50, 100)))
+        await writer.drain()
+        await raw.stopped.wait()
+        return False
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        await asyncio.sleep(0.001)
+        seen.append(done)
+        if len(seen) == 100:
+            all_seen.set()
+
+    raw.tools["wait"] = wait_for_progress
+    raw.get = burst
+    link, _ = await _open(raw.url, read_timeout_s=60, call_timeout_s=0)
+    try:
+        result = await asyncio.wait_for(link.request("tools/call", {"name": "wait"}, on_progress), 30)
+        assert _text(result) == "all seen"
+        assert seen == list(range(100))
+    finally:
+        await link.close()
