@@ -3,10 +3,14 @@ misbehave or are merely unusual on the wire: a raw asyncio TCP server speaking j
 whose answer to each tools/call is scripted by the tool's name, under a real upstream link (the
 SDK's ClientSession and dispatcher above the transport).
 
-Each test here failed before its fix (the review findings of issue 20's client): events parsed
-while the link's read stream was full were dropped or held; a POST was sent again after a read
-timeout; an interim 1xx answer was taken as the final one; a resumption GET waited with no bound;
-the GET stream carried no MCP-Protocol-Version; an answer's head had no size bound."""
+Each test here failed before its fix (the review findings of issue 20's client), except the two
+that pin behaviour kept (a reused connection closed with no answer is replaced once; redirects are
+not followed): events parsed while the link's read stream was full were dropped or held; a POST
+was sent again after a read timeout; an interim 1xx answer was taken as the final one; a
+resumption GET waited with no bound; the GET stream carried no MCP-Protocol-Version; an answer's
+head had no size bound; a connect time-out ended the link; the failure's reason was lost; an event
+stream answering a notification left its connection paused; idle connections were kept as long
+as uvicorn keeps them; a call given up while waiting for a connection was sent later anyway."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from mcpgw.federation import shttp_client
 from mcpgw.federation.config import UpstreamConfig
 from mcpgw.federation.link import UpstreamLink, UpstreamTimeout, UpstreamUnavailable
 from mcpgw.federation.shttp_client import IDLE_S, MAX_CONNECTIONS, StreamableHttpClient
+from mcpgw.server.jsonrpc import JsonRpcError
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -581,5 +586,21 @@ async def test_no_event_of_the_get_stream_is_lost_when_the_read_stream_is_full(r
         result = await asyncio.wait_for(link.request("tools/call", {"name": "wait"}, on_progress), 30)
         assert _text(result) == "all seen"
         assert seen == list(range(100))
+    finally:
+        await link.close()
+
+
+# -- 11: redirects are not followed, and say so -------------------------------------------------
+async def test_a_redirect_is_not_followed_and_names_the_location(raw: Raw) -> None:
+    async def moved(message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: /mcp/\r\ncontent-length: 0\r\n\r\n")
+        return True
+
+    raw.tools["moved"] = moved
+    link, _ = await _open(raw.url, read_timeout_s=30)
+    try:
+        with pytest.raises(JsonRpcError, match="Redirect to /mcp/ not followed; use that URL as the endpoint"):
+            await link.request("tools/call", {"name": "moved"})
+        assert _text(await link.request("tools/call", {"name": "echo"})) == "echo"  # its connection kept
     finally:
         await link.close()
