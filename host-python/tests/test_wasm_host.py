@@ -241,6 +241,27 @@ def test_the_answer_memo_keeps_no_answer_longer_than_an_honest_one():
     assert (forward, path.encode("latin-1")) in codec._answers
 
 
+def test_a_compact_answer_longer_than_an_honest_one_is_not_read(component):
+    """Review R2 finding 3: the host reads a compact answer no longer than the longest an honest
+    component gives for any compact head (`CompactCodec.largest_read`, set on every instance);
+    a longer one is refused before it is copied out of the store, counted as invalid-output, and
+    Python answers. The packaged component answers honestly, so the bound is lowered here to make
+    its answer "too long"."""
+    core = WasmCore(component, CFG)
+    inst = core._instance()
+    if component.call_path != "fast":
+        pytest.skip("the public call path copies every answer (no bound)")
+    assert inst._compact.max_size == core._codec.largest_read >= 13 + 4 * 0xD7FF
+    headers = [(b"host", b"127.0.0.1:4444"), (b"accept", b"application/json, text/event-stream")]
+    expected = _python().evaluate_raw("POST", b"/mcp", b"", headers)
+    assert core.evaluate_raw("POST", b"/mcp", b"", headers) == expected and core.traps.total == 0
+    inst._compact.max_size = 4  # shorter than any answer
+    assert core.evaluate_raw("POST", b"/mcp", b"", headers) == expected
+    assert core.traps.by_kind["invalid-output"] == 1
+    rebuilt = core._instance()  # the failed instance is dropped; a new one gets the bound again
+    assert rebuilt is not inst and rebuilt._compact.max_size == core._codec.largest_read
+
+
 def test_only_contract_headers_enter_the_sandbox(component, monkeypatch):
     """The JSON encoding (components without the compact export)."""
     core = WasmCore(component, CFG)

@@ -147,7 +147,11 @@ class CompactCodec:
         self.allowed_headers = frozenset(h.translate(_ASCII_LOWER) for h in config.allowed_headers)
         # The longest honest preflight: `P2`, the length (at most 3 UTF-8 bytes) and the allowed
         # headers, each configured one at most once (the contract's section on preflights).
-        self.largest_answer = max(LARGEST_HONEST_FORWARD, 5 + len(", ".join(self.allowed_headers)))
+        preflight = 5 + len(", ".join(self.allowed_headers))
+        self.largest_answer = max(LARGEST_HONEST_FORWARD, preflight)
+        # The longest honest answer to any compact head (a path field of MAX_FIELD code points, up
+        # to 4 UTF-8 bytes each, canonicalized; a server id): the host reads no longer one.
+        self.largest_read = max(13 + 4 * MAX_FIELD + 65, preflight)
         self.versions = frozenset(config.supported_versions)
         self.default_version = config.default_version
         self._forwards: dict[tuple[str, str], tuple[Any, ...]] = {}

@@ -306,6 +306,12 @@ class WasmInstance:
             self._compact = EncodedCall(store, funcs[_COMPACT_EXPORT], self._fuel, FUEL_PER_BYTE)
             self.evaluate_compact = self._compact.call  # type: ignore[method-assign,assignment]
 
+    def bound_compact(self, max_size: int) -> None:
+        """Refuse a compact answer longer than `max_size` bytes before it is copied out of the
+        store (OutputTooLarge; the fast path only: the public one copies every answer)."""
+        if self.has_compact and self.component.call_path == "fast":
+            self._compact.max_size = max_size
+
     # --- slow, generic calls (start-up, tests) -------------------------------
 
     def _call(self, name: str, *args: Any) -> Any:
@@ -413,13 +419,15 @@ class EncodedCall:
         self._base_fuel = fuel
         self._fuel_per_byte = fuel_per_byte
         self._fuel_by_length: list[Any] = [None] * (self.ARG_CAPACITY + 1)
+        # `call`'s `max_size` (0: none): a longer answer raises OutputTooLarge, not copied out.
+        self.max_size = 0
 
     def call(self, data: bytes) -> bytes:
         """One call with the fuel the instance gives per argument length (the hot path: the
         edge's per-request crossing). Raises WasmtimeError on a trap."""
         n = len(data)
         if n > self.ARG_CAPACITY:
-            return self(data, self._base_fuel + self._fuel_per_byte * n)
+            return self(data, self._base_fuel + self._fuel_per_byte * n, self.max_size)
         fuel = self._fuel_by_length[n]
         if fuel is None:
             fuel = self._fuel_by_length[n] = ctypes.c_uint64(self._base_fuel + self._fuel_per_byte * n)
@@ -427,7 +435,7 @@ class EncodedCall:
         words = self._arg_words
         words[1] = n
         words[2] = self._buffer_address
-        return self._invoke(fuel, 0)
+        return self._invoke(fuel, self.max_size)
 
     def __call__(self, data: bytes, fuel: int, max_size: int = 0) -> bytes:
         """Raises WasmtimeError on a trap; the store gets `fuel` for this call. With `max_size`,
@@ -635,6 +643,7 @@ class WasmCore:
         # Fail now, not on the first request, if the config is refused.
         first = self.component.instantiate()
         first.configure_encoded(self._config_json)
+        first.bound_compact(self._codec.largest_read)
         self._inst: WasmInstance | None = first
         # The encoding every request crosses in: compact when the component exports it.
         self.encoding = "compact" if first.has_compact else "json"
@@ -650,6 +659,7 @@ class WasmCore:
         try:
             inst = self.component.instantiate()
             inst.configure_encoded(self._config_json)
+            inst.bound_compact(self._codec.largest_read)
         except Exception as exc:  # noqa: BLE001 - any failed rebuild backs off and Python serves meanwhile
             self._retry_at = time.monotonic() + REBUILD_BACKOFF_S
             self._count("rebuild-failed")
@@ -756,7 +766,7 @@ class WasmCore:
         if isinstance(cause, WasmtimeError):
             kind = classify_trap(str(cause))
         else:  # JSON that is not a valid outcome for the head, or output that is not JSON at all
-            kind = "invalid-output" if isinstance(cause, InvalidOutput) else "error"
+            kind = "invalid-output" if isinstance(cause, (InvalidOutput, OutputTooLarge)) else "error"
         self._count(kind)
         # Every trap is counted; the log gets at most one line a second, so
         # hostile traffic that trips a guest bug cannot flood it.
