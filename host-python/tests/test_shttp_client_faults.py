@@ -604,3 +604,49 @@ async def test_a_redirect_is_not_followed_and_names_the_location(raw: Raw) -> No
         assert _text(await link.request("tools/call", {"name": "echo"})) == "echo"  # its connection kept
     finally:
         await link.close()
+
+
+async def test_a_cancellation_does_not_wait_for_a_free_connection(raw: Raw) -> None:
+    """Every connection is busy with a held call, one of which times out at the link: the
+    cancellation it sends upstream goes out at once on a connection of its own, not once one
+    frees up (when the call it cancels may have run to its end)."""
+    release = asyncio.Event()
+    cancelled = asyncio.Event()
+    held = 0
+    all_held = asyncio.Event()
+
+    async def hold(message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        nonlocal held
+        held += 1
+        if held == MAX_CONNECTIONS:
+            all_held.set()
+        await release.wait()
+        writer.write(_json_answer(_result(message["id"], "held")))
+        return True
+
+    async def notified(
+        message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw
+    ) -> bool:
+        if message["method"] == "notifications/cancelled":
+            cancelled.set()
+        writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+        return True
+
+    raw.tools["hold"] = hold
+    link, _ = await _open(raw.url, read_timeout_s=60, call_timeout_s=0)
+    raw.notification = notified
+    try:
+        holds = [
+            asyncio.ensure_future(link.request("tools/call", {"name": "hold"})) for _ in range(MAX_CONNECTIONS - 1)
+        ]
+        timed = asyncio.ensure_future(link.request("tools/call", {"name": "hold"}, timeout=1.0))
+        await asyncio.wait_for(all_held.wait(), 60)
+        with pytest.raises(UpstreamTimeout):
+            await asyncio.wait_for(timed, 20)
+        await asyncio.wait_for(cancelled.wait(), 20)
+        assert not release.is_set()  # every held call still held
+        release.set()
+        assert len(await asyncio.wait_for(asyncio.gather(*holds), 60)) == MAX_CONNECTIONS - 1
+    finally:
+        release.set()
+        await link.close()

@@ -380,8 +380,9 @@ class _Pool:
         self.opened = 0  # connections made so far
         self.waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self) -> tuple[_Connection, bool]:
-        """A connection for one exchange, and whether it was reused (kept from an earlier one)."""
+    async def acquire(self, over_cap: bool = False) -> tuple[_Connection, bool]:
+        """A connection for one exchange, and whether it was reused (kept from an earlier one);
+        `over_cap`: a new one even when MAX_CONNECTIONS are open (a cancellation must not wait)."""
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()
@@ -389,7 +390,7 @@ class _Pool:
                 self.discard(conn)
                 continue
             return conn, True
-        while self.open >= MAX_CONNECTIONS:
+        while self.open >= MAX_CONNECTIONS and not over_cap:
             waiter = asyncio.get_running_loop().create_future()
             self.waiters.append(waiter)
             try:
@@ -684,7 +685,9 @@ class StreamableHttpClient:
             data = self._head(method, ACCEPT_BOTH if method == "DELETE" else "text/event-stream", extra, 0, last_event)
         for attempt in (0, 1):
             try:
-                conn, reused = await self.pool.acquire()
+                conn, reused = await self.pool.acquire(
+                    isinstance(message, types.JSONRPCNotification) and message.method == "notifications/cancelled"
+                )
             except BaseException as exc:
                 if isinstance(message, types.JSONRPCRequest):  # no longer waiting: forgotten
                     self._unsent.discard(message.id)
