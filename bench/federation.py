@@ -35,10 +35,7 @@ def _wait_upstream(url: str) -> None:
         time.sleep(0.1)
 
 
-def _cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
-    fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()  # noqa: SIM115 - one read
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+_cpu_s = servers.cpu_s
 
 
 def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> list[dict]:

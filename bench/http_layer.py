@@ -15,9 +15,7 @@ connection, 1,000 requests; bench/server_instructions.py): the figure that resol
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 
 import e2e
 import server_instructions
@@ -27,10 +25,7 @@ import wrk
 TARGETS = ("checks on", "plain uvicorn")
 
 
-def cpu_s(pid: int) -> float:
-    """utime + stime of a process, seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+cpu_s = servers.cpu_s
 
 
 def _plain() -> servers.Server:

@@ -14,7 +14,6 @@ for 500 and 1,500 requests and differenced, so set-up cancels), metrics on and o
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -93,10 +92,7 @@ def instructions_per_request() -> dict[str, float] | None:
     return counts
 
 
-def cpu_s(pid: int) -> float:
-    """utime + stime of a process, seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+cpu_s = servers.cpu_s
 
 
 def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> list[dict]:

@@ -51,9 +51,7 @@ def _wait_upstream(url: str) -> str:
         time.sleep(0.1)
 
 
-def _cpu_s(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()  # noqa: SIM115 - one read
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+_cpu_s = servers.cpu_s
 
 
 def throughput(mode: str, duration_s: float, reps: int, connections: int = 16) -> list[dict]:

@@ -147,15 +147,8 @@ def _workloads(url: str) -> dict[str, wrk.Workload]:
 
 
 def _cpu_s(pids: list[int]) -> float:
-    """User + system CPU seconds the processes have used so far (/proc/PID/stat)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds the processes have used so far."""
+    return sum(servers.cpu_s(pid) for pid in pids)
 
 
 def _serving_pids(srv: servers.Server) -> list[int]:

@@ -24,6 +24,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (utime and stime, fields 14 and 15 of
+    /proc/PID/stat); 0.0 for a process that is gone. The one reading every section's CPU figures use."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None, port: int | None = None):
         self.name = name
