@@ -28,6 +28,7 @@ from mcpgw.federation import shttp_client
 from mcpgw.federation.config import UpstreamConfig
 from mcpgw.federation.link import UpstreamLink, UpstreamTimeout, UpstreamUnavailable
 from mcpgw.federation.shttp_client import IDLE_S, MAX_CONNECTIONS, StreamableHttpClient
+from mcpgw.federation.upstream import Upstream
 from mcpgw.server.jsonrpc import JsonRpcError
 
 pytestmark = pytest.mark.timeout(120)
@@ -88,6 +89,7 @@ class Raw:
         self.tools: dict[str, Script] = {}
         self.get: GetScript = _no_get
         self.notification: Script | None = None
+        self.initialize: Script | None = None
         self.log: list[tuple[int, str, str | None, dict[str, str]]] = []  # (connection, method, rpc method, headers)
         self.connections = 0
         self.url = ""
@@ -131,6 +133,8 @@ class Raw:
                     else:
                         writer.write(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
                         keep = True
+                elif message.get("method") == "initialize" and self.initialize is not None:
+                    keep = await self.initialize(message, headers, writer, self)
                 elif message.get("method") == "initialize":
                     data = json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": INIT}).encode()
                     writer.write(_json_answer(data, b"mcp-session-id: s1\r\n"))
@@ -650,3 +654,61 @@ async def test_a_cancellation_does_not_wait_for_a_free_connection(raw: Raw) -> N
     finally:
         release.set()
         await link.close()
+
+
+# -- an initialize the upstream refuses: its reason is the link's -------------------------------
+@pytest.mark.parametrize("client", ["mcpgw", "sdk"])
+async def test_an_initialize_answered_with_an_error_names_the_upstreams_reason(
+    raw: Raw, client: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The upstream answers initialize with a JSON-RPC error: the link's error (what the log,
+    /health and a client calling its tools see) is that error's code and message, with either
+    client, not "closed the connection"."""
+    refusal = {"code": -32600, "message": "unsupported protocol version X"}
+
+    async def refuse(message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        writer.write(_json_answer(json.dumps({"jsonrpc": "2.0", "id": message["id"], "error": refusal}).encode()))
+        return True
+
+    raw.initialize = refuse
+    link = UpstreamLink(UpstreamConfig(id="up", prefix="up", transport="streamable-http", url=raw.url, client=client))
+    assert link.client == client
+    expected = "refused initialize: -32600 unsupported protocol version X"
+    with (
+        caplog.at_level("WARNING", "mcpgw.federation"),
+        pytest.raises(UpstreamUnavailable, match=f"^Upstream 'up' is unavailable: {expected}$"),
+    ):
+        await asyncio.wait_for(link.open(), 30)
+    assert link.error == expected
+    assert expected in caplog.text
+    assert "closed the connection" not in caplog.text
+
+    async def unchanged(upstream: Upstream, keys: set[str], whole: bool) -> None:
+        pass
+
+    config = UpstreamConfig(id="up", prefix="up", transport="streamable-http", url=raw.url, client=client)
+    upstream = Upstream(config, unchanged)  # the catalog connection /health reports
+    upstream.start()
+    try:
+        assert not await upstream.attempt_now(30)
+        assert upstream.health()["state"] == "restarting" and upstream.health()["error"] == expected
+    finally:
+        await upstream.stop()
+
+
+@pytest.mark.parametrize("client", ["mcpgw", "sdk"])
+async def test_an_initialize_answered_with_a_redirect_names_it(raw: Raw, client: str) -> None:
+    """A redirected initialize: the link's error is what the client made of the answer, not
+    "closed the connection"."""
+
+    async def moved(message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: /mcp/\r\ncontent-length: 0\r\n\r\n")
+        return True
+
+    raw.initialize = moved
+    link = UpstreamLink(UpstreamConfig(id="up", prefix="up", transport="streamable-http", url=raw.url, client=client))
+    with pytest.raises(UpstreamUnavailable) as failed:
+        await asyncio.wait_for(link.open(), 30)
+    assert link.error is not None and "initialize: -32600 Redirect to " in link.error
+    assert "/mcp/ not followed; use that URL as the endpoint" in str(failed.value)
+    assert "closed the connection" not in str(failed.value)

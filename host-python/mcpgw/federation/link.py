@@ -566,7 +566,11 @@ class UpstreamLink:
                 async with session, anyio.create_task_group() as tasks:
                     tasks.start_soon(self._pump, read, inbound)
                     if self.attach is None:
-                        result = await session.initialize()
+                        try:
+                            result = await session.initialize()
+                        except Exception as exc:
+                            self._initialize_failed(exc)
+                            raise
                         self.init_result = _dump(result)
                     else:  # re-attached: what the opener negotiated, installed with no wire traffic
                         result = types.InitializeResult.model_validate(self.attach.init_result)
@@ -623,11 +627,27 @@ class UpstreamLink:
         finally:
             # Marked ended before the dispatcher sees EOF, so the requests it then fails are
             # reported as the upstream going away, not as the upstream's own errors.
-            if not self._ended.is_set():
+            if not self._ended.is_set() and self.error is None:  # else initialize's failure said why
                 self.error = "closed the connection"
                 log.warning("upstream %s (%s): closed the connection", self.config.id, self.label)
             self._ended.set()
             await inbound.aclose()
+
+    def _initialize_failed(self, exc: Exception) -> None:
+        """Why initialize failed, kept as the link's error before the pump, wound down as the
+        failure leaves the task group, could call it a closed connection: the upstream's JSON-RPC
+        error ("refused initialize: <code> <message>"), or what the client's transport said."""
+        if self._ended.is_set():
+            return  # lose() already said why (a refused connection, a lost session)
+        if isinstance(exc, MCPError):
+            code, message = exc.error.code, exc.error.message
+            if code == types.CONNECTION_CLOSED and message.startswith(_TRANSPORT_MESSAGES):
+                # The client's transport speaking (shttp_client.py names the reason after the prefix).
+                self.error = f"failed initialize: {message.partition('Connection closed: ')[2] or message}"
+            else:
+                self.error = f"refused initialize: {code} {message}"[:300]
+        else:
+            self.error = f"failed initialize: {describe(exc)}"
 
     async def _keepalive(self) -> None:
         """A legacy SSE stream that carries nothing for read_timeout_s counts as gone, and many SSE
