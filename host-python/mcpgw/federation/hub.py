@@ -319,19 +319,21 @@ class Federation:
         try:
             result = await self._call(upstream, method, params, ctx, session, uri_out)
         except InputRequired:  # 2026-07-28: the upstream asked the client something; the call goes on
-            upstream.calls.record(time.perf_counter() - started, ok=True)
-            if self.observe is not None:
-                self.observe(upstream.id, method, "ok", time.perf_counter() - started)
+            self._count_call(upstream, method, "ok", started)
             raise
         except Exception as exc:  # an error answer, a timeout, a lost upstream (a cancelled call is not counted)
-            upstream.calls.record(time.perf_counter() - started, ok=False)
-            if self.observe is not None:
-                self.observe(upstream.id, method, _outcome(exc), time.perf_counter() - started)
+            self._count_call(upstream, method, _outcome(exc), started)
             raise
-        upstream.calls.record(time.perf_counter() - started, ok=True)
-        if self.observe is not None:
-            self.observe(upstream.id, method, "ok", time.perf_counter() - started)
+        self._count_call(upstream, method, "ok", started)
         return result
+
+    def _count_call(self, upstream: Upstream, method: str, outcome: str, started: float) -> None:
+        """One relayed call's time and outcome: the upstream's call statistics and, when metrics
+        are on, `observe` ("ok", or what `_outcome` names a failure)."""
+        elapsed = time.perf_counter() - started
+        upstream.calls.record(elapsed, ok=outcome == "ok")
+        if self.observe is not None:
+            self.observe(upstream.id, method, outcome, elapsed)
 
     async def _call(
         self,
