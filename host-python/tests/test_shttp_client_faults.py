@@ -712,3 +712,43 @@ async def test_an_initialize_answered_with_a_redirect_names_it(raw: Raw, client:
     assert link.error is not None and "initialize: -32600 Redirect to " in link.error
     assert "/mcp/ not followed; use that URL as the endpoint" in str(failed.value)
     assert "closed the connection" not in str(failed.value)
+
+
+# -- a wait for a free connection is bounded -----------------------------------------------------
+async def test_a_call_waiting_for_a_free_connection_fails_after_connect_timeout(
+    raw: Raw, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two connections allowed, both busy with held calls, no call timeout (`call_timeout_s = 0`):
+    a third call waits for a free connection at most connect_timeout_s, then fails saying the pool
+    is full; it is never sent, and the held calls and the link go on."""
+    monkeypatch.setattr(shttp_client, "MAX_CONNECTIONS", 2)
+    release = asyncio.Event()
+    held = 0
+    all_held = asyncio.Event()
+
+    async def hold(message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        nonlocal held
+        held += 1
+        if held == 2:
+            all_held.set()
+        await release.wait()
+        writer.write(_json_answer(_result(message["id"], "held")))
+        return True
+
+    raw.tools["hold"] = hold
+    link, client = await _open(raw.url, read_timeout_s=60, call_timeout_s=0, connect_timeout_s=1)
+    try:
+        holds = [asyncio.ensure_future(link.request("tools/call", {"name": "hold"})) for _ in range(2)]
+        await asyncio.wait_for(all_held.wait(), 30)
+        assert client.pool.open == 2
+        full = r"^Upstream 'up' had no free connection within 1 s \(the pool is full: all 2 in use\) during tools/call$"
+        with pytest.raises(UpstreamUnavailable, match=full):
+            await asyncio.wait_for(link.request("tools/call", {"name": "late"}), 30)
+        assert not client.pool.waiters and link.alive
+        release.set()
+        assert [_text(r) for r in await asyncio.wait_for(asyncio.gather(*holds), 30)] == ["held"] * 2
+        assert _text(await link.request("tools/call", {"name": "after"})) == "after"
+        assert raw.calls("late") == 0
+    finally:
+        release.set()
+        await link.close()

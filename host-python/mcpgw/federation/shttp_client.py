@@ -5,7 +5,8 @@ It yields what the MCP SDK's `StreamableHTTPTransport` yields, a read stream and
 it there is no httpx, no httpcore, no per-message writer loop and no task for a notification:
 
 - a pool of kept-alive HTTP/1.1 connections of its own (asyncio protocols; at most
-  `MAX_CONNECTIONS`, `MAX_IDLE` kept, each for `IDLE_S`), one exchange at a time on each;
+  `MAX_CONNECTIONS`, `MAX_IDLE` kept, each for `IDLE_S`), one exchange at a time on each; a
+  request waits for a free one at most the connect timeout (`POOL_WAIT_FALLBACK_S` without one);
 - each POST is one socket write: a head prebuilt per (session id, protocol version) plus the
   message serialised once by pydantic's own JSON writer;
 - answers parsed with `httptools` (llhttp, the parser uvicorn uses) as they arrive: an
@@ -57,6 +58,10 @@ wire = logging.getLogger("mcpgw.federation.shttp")  # one debug line per HTTP re
 
 MAX_CONNECTIONS = 100  # open to one upstream per link (httpx's default pool, as before)
 MAX_IDLE = 20  # kept open while idle
+# A request waits for a free connection (all MAX_CONNECTIONS busy) at most the link's
+# connect_timeout_s, or this when that is 0; then it fails, saying the pool was full. (Not the GET
+# stream, which has no bound of its own; a cancellation never waits.)
+POOL_WAIT_FALLBACK_S = 10.0
 IDLE_S = 4.0  # an idle connection older than this is closed instead of reused (below uvicorn's 5 s keep-alive)
 REFUSAL_HEAD_BYTES = 64 * 1024  # of a 400 answer, looked at for the word "session"
 EVENTS_PAUSE = 64  # parsed SSE events not yet handed on: the socket is not read past this
@@ -380,9 +385,11 @@ class _Pool:
         self.opened = 0  # connections made so far
         self.waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self, over_cap: bool = False) -> tuple[_Connection, bool]:
+    async def acquire(self, over_cap: bool = False, bounded: bool = True) -> tuple[_Connection, bool]:
         """A connection for one exchange, and whether it was reused (kept from an earlier one);
-        `over_cap`: a new one even when MAX_CONNECTIONS are open (a cancellation must not wait)."""
+        `over_cap`: a new one even when MAX_CONNECTIONS are open (a cancellation must not wait);
+        `bounded`: waits for a free one at most connect_timeout (or POOL_WAIT_FALLBACK_S), then
+        fails (ExchangeError: the pool is full)."""
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()
@@ -390,11 +397,20 @@ class _Pool:
                 self.discard(conn)
                 continue
             return conn, True
+        bound = (self.connect_timeout or POOL_WAIT_FALLBACK_S) if bounded else None
+        deadline = None if bound is None else asyncio.get_running_loop().time() + bound
         while self.open >= MAX_CONNECTIONS and not over_cap:
             waiter = asyncio.get_running_loop().create_future()
             self.waiters.append(waiter)
             try:
-                await waiter
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except TimeoutError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # woken as the time ran out: the free slot goes to the next in line
+                raise ExchangeError(
+                    f"had no free connection within {bound:g} s (the pool is full: all {MAX_CONNECTIONS} in use)"
+                ) from None
             except BaseException:
                 if waiter.done() and not waiter.cancelled():
                     self._wake_one()  # woken, then cancelled: the free slot goes to the next in line
@@ -403,7 +419,7 @@ class _Pool:
                 with contextlib.suppress(ValueError):
                     self.waiters.remove(waiter)
             if self.idle:
-                return await self.acquire()
+                return await self.acquire(bounded=bounded)
         self.open += 1
         self.opened += 1
         try:
@@ -686,7 +702,8 @@ class StreamableHttpClient:
         for attempt in (0, 1):
             try:
                 conn, reused = await self.pool.acquire(
-                    isinstance(message, types.JSONRPCNotification) and message.method == "notifications/cancelled"
+                    isinstance(message, types.JSONRPCNotification) and message.method == "notifications/cancelled",
+                    bounded=not unbounded,  # the GET stream waits for a connection as long as it takes
                 )
             except BaseException as exc:
                 if isinstance(message, types.JSONRPCRequest):  # no longer waiting: forgotten
