@@ -10,7 +10,9 @@ was sent again after a read timeout; an interim 1xx answer was taken as the fina
 resumption GET waited with no bound; the GET stream carried no MCP-Protocol-Version; an answer's
 head had no size bound; a connect time-out ended the link; the failure's reason was lost; an event
 stream answering a notification left its connection paused; idle connections were kept as long
-as uvicorn keeps them; a call given up while waiting for a connection was sent later anyway."""
+as uvicorn keeps them; a call given up while waiting for a connection was sent later anyway; an
+initialize the upstream refused was reported as a closed connection (with either client); a call
+waiting for a free connection waited with no bound."""
 
 from __future__ import annotations
 
