@@ -3,6 +3,7 @@ MCP SDK's client and by raw HTTP (httpx). Each test names the rule it proves."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import signal
@@ -30,6 +31,10 @@ from mcp_http import (
     sse_events,
     wait_live,
 )
+from mcpgw.state.budget import EventBudget
+from mcpgw.state.events import EventStream
+from mcpgw.state.streams import GET_STREAM_ID
+from mcpgw.transports.sse_writer import SSE_KEEPALIVE, PumpOptions, StreamWriters, pump, sse_priming
 
 # The SDK marks ping and logging/setLevel deprecated (2026-07-28 drops them); sessionful revisions have them.
 pytestmark = pytest.mark.filterwarnings("ignore::mcp.MCPDeprecationWarning")
@@ -288,7 +293,10 @@ def test_sse_mode_answers_every_request_as_sse(open_session, gateways, edge_mode
 
 
 def test_get_stream_one_per_session_with_keepalives(open_session, gateways, edge_mode):
-    gw = gateways(edge_mode, MCPGW_SSE_KEEPALIVE_S="0.2")
+    # Keepalives the gateway writes before it handles the DELETE are still on their way when the
+    # client reads the end; so the DELETE follows the keepalive read at once, and the interval
+    # (2 s) leaves a loaded machine ample time to handle it before the next one is due.
+    gw = gateways(edge_mode, MCPGW_SSE_KEEPALIVE_S="2")
     s = open_session(gw.url)
     assert s.http.get(s.url, headers={**s.headers, "accept": "application/json"}).status_code == 406
     with s.stream("GET") as r:
@@ -298,11 +306,41 @@ def test_get_stream_one_per_session_with_keepalives(open_session, gateways, edge
         assert isinstance(priming, Event) and priming.data == "" and priming.id == "0_0"
         second = s.http.get(s.url, headers=s.headers)
         assert second.status_code == 409 and second.json()["error"]["code"] == -32600
-        assert next(items) == ": keepalive"
         assert wait_live(gw.url, streams=1)["streams"] == 1
+        assert next(items) == ": keepalive"
         assert s.delete().status_code == 204
         assert list(items) == []  # ended by DELETE: cleanly, nothing more (no retry: the client ended it)
     assert drained(gw.url) == NOTHING_LIVE
+
+
+async def test_a_delete_landing_as_the_keepalive_timer_fires_ends_the_stream_without_a_keepalive():
+    """The GET stream's writer (sse_writer.pump) on a real EventStream whose keepalive wait times
+    out just as the session is deleted (the DELETE handled before the writer's next turn, as on a
+    busy event loop): the stream ends, and no keepalive is written after the DELETE."""
+
+    class DeletedAsTheTimerFires(EventStream):
+        async def wait(self, timeout: float | None) -> bool:
+            woke = await super().wait(timeout)
+            if not woke:
+                self.kick(retry=False)  # what SessionStreams.close("terminated") does
+            return woke
+
+    budget = EventBudget(
+        max_bytes=1 << 20,
+        max_session_bytes=1 << 20,
+        max_stream_bytes=1 << 20,
+        slow_reader_max_bytes=1 << 20,
+        slow_reader_wait_s=0.0,
+    )
+    stream = DeletedAsTheTimerFires(GET_STREAM_ID, 100, 60.0, budget, None)
+    sent: list[bytes] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message["body"])
+
+    options = PumpOptions(ids=True, keepalive_s=0.01, keepalive=SSE_KEEPALIVE, retry_ms=1000)
+    await asyncio.wait_for(pump(stream, 0, send, None, StreamWriters(), options, None, prime=True), 30)
+    assert sent == [sse_priming(stream.event_id(0)), b""]
 
 
 def test_lifecycle_initialize_stream_calls_delete(open_session, gw):

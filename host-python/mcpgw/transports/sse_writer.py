@@ -155,7 +155,9 @@ async def pump(
             woke = await wake_or_disconnect(stream, options.keepalive_s, watcher)
             if woke is None:
                 return  # the client went away; the stream keeps its events for a resume
-            if not woke:
+            if not woke and not listener.kicked:
+                # A kick (DELETE, expiry, shutdown) that lands as the timer fires, before this
+                # turn, ends the stream on the next pass: no keepalive after the session's end.
                 await send_or_abort({"type": BODY, "body": options.keepalive, "more_body": True})
     finally:
         stream.detach(listener)
