@@ -323,3 +323,39 @@ def test_an_otlp_endpoint_turns_it_on_and_mcpgw_tracing_off_wins():
     assert tracing_mode("off", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}) is None
     assert tracing_mode("otlp", {"OTEL_SDK_DISABLED": "true"}) is None
     assert tracing_mode("console", {}) == "console"
+
+
+def test_the_mcp_sdks_span_per_upstream_request_is_skipped_only_while_no_tracer_provider_is_set():
+    """observability/mcp_sdk_spans.py, in a process of its own (this one may have a provider): the
+    names the SDK's dispatcher calls per request are the guards; with no provider they record and
+    inject nothing, and once a provider is set they are the SDK's own span and injection (the
+    relayed-call test above shows the `MCP send` span under the upstream span in a gateway)."""
+    code = (
+        "from mcp.shared import jsonrpc_dispatcher as d\n"
+        "from opentelemetry import trace\n"
+        "from opentelemetry.sdk.trace import TracerProvider\n"
+        "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "from mcpgw.observability import mcp_sdk_spans\n"
+        "print(mcp_sdk_spans.install(), mcp_sdk_spans.install(), d.otel_span is mcp_sdk_spans.otel_span)\n"
+        "def send():\n"
+        "    meta = {}\n"
+        "    with d.otel_span('MCP send tools/call add', kind=trace.SpanKind.CLIENT, attributes={'a': '1'}) as span:\n"
+        "        d.inject_trace_context(meta)\n"
+        "        return span.is_recording(), sorted(meta)\n"
+        "print(send())\n"
+        "exporter = InMemorySpanExporter()\n"
+        "provider = TracerProvider()\n"
+        "provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
+        "trace.set_tracer_provider(provider)\n"
+        "print(send(), [(s.name, s.kind.name, dict(s.attributes)) for s in exporter.get_finished_spans()])\n"
+        "print(mcp_sdk_spans.install({'OTEL_PYTHON_TRACER_PROVIDER': 'sdk_tracer_provider'}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MCPGW_", "OTEL_"))}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120, check=True)
+    assert out.stdout.splitlines() == [
+        "True True True",
+        "(False, [])",  # no provider: a non-recording span, nothing injected
+        "(True, ['traceparent']) [('MCP send tools/call add', 'CLIENT', {'a': '1'})]",  # the SDK's own
+        "False",  # a provider the API loads from the environment: left alone
+    ], out.stdout + out.stderr

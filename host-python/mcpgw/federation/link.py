@@ -57,6 +57,7 @@ from mcp_types.jsonrpc import JSONRPCNotification
 from pydantic import ValidationError
 
 from .. import __version__
+from ..observability import mcp_sdk_spans
 from ..server.jsonrpc import INTERNAL_ERROR, JsonRpcError
 from .config import UpstreamConfig
 from .http_stream import http_transport
@@ -555,6 +556,7 @@ class UpstreamLink:
                 read, write = streams[0], streams[1]
                 # Our own hop between transport and dispatcher, so the link knows when the upstream is gone.
                 inbound: Inbox[SessionMessage | Exception] = Inbox(1)  # cheaper than anyio's streams (inbox.py)
+                mcp_sdk_spans.install()  # the SDK's span per request, skipped while no tracer provider is set
                 dispatcher = JSONRPCDispatcher(inbound, write)
                 session = _RelayingClientSession(
                     relayable(self.capabilities),
