@@ -754,3 +754,16 @@ async def test_a_call_waiting_for_a_free_connection_fails_after_connect_timeout(
     finally:
         release.set()
         await link.close()
+
+
+# -- connect_timeout_s = 0 means no limit, as everywhere else it is read -------------------------
+async def test_a_link_with_connect_timeout_0_opens(raw: Raw) -> None:
+    """`connect_timeout_s = 0` is "no limit" for the HTTP connect, the pool wait and a waiting call;
+    opening the link read it as a 0 s deadline, so every such link failed at once with "did not
+    initialize within 0 s" before the upstream could answer."""
+    link, _client = await asyncio.wait_for(_open(raw.url, connect_timeout_s=0), 30)
+    try:
+        assert link.alive and link.error is None
+        assert _text(await link.request("tools/call", {"name": "echo"})) == "echo"
+    finally:
+        await link.close()

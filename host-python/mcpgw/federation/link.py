@@ -394,7 +394,7 @@ class UpstreamLink:
         """Connect and initialize, or raise UpstreamUnavailable within the connect timeout."""
         self._task = asyncio.ensure_future(self._run())
         try:
-            await asyncio.wait_for(self._ready.wait(), self.config.connect_timeout_s)
+            await asyncio.wait_for(self._ready.wait(), self.config.connect_timeout_s or None)  # 0: no limit
         except TimeoutError:
             self.error = f"did not initialize within {self.config.connect_timeout_s:g} s"
         if not self.alive:
