@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import httpx
 
 JSON_AND_SSE = "application/json, text/event-stream"
@@ -142,3 +143,15 @@ def drained(url: str) -> dict[str, int]:
 
 
 NOTHING_LIVE = {"sessions": 0, "requests": 0, "streams": 0, "upstream_links": 0}
+
+
+async def handled(items: list[Any], count: int, timeout: float = 10.0) -> list[Any]:
+    """`items` once it holds `count` entries, waiting at most `timeout` s (a deadline, not a timing
+    assertion). For what the SDK client's notification callbacks collect: its dispatcher runs each
+    notification's callback in a task of its own but resolves a request's result directly, so a log
+    the gateway sent before a call's result may still be unhandled when `call_tool` returns."""
+    with anyio.fail_after(timeout):
+        while True:
+            if len(items) >= count:
+                return items
+            await anyio.sleep(0.01)  # polled: the callbacks are the SDK's, nothing to wait on

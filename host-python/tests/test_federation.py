@@ -16,7 +16,7 @@ import pytest
 from mcp.client.client import Client
 from mcp.shared.exceptions import MCPError
 
-from mcp_http import ENVELOPE, NOTHING_LIVE, Session, drained, headers2026
+from mcp_http import ENVELOPE, NOTHING_LIVE, Session, drained, handled, headers2026
 from upstream_procs import (
     FIXTURE,
     TOY,
@@ -155,7 +155,7 @@ async def test_progress_and_logs_reach_the_client_on_the_request_stream(gw):
         assert progress == [1, 2, 3]
         result = await client.call_tool("fixture__test_tool_with_logging", {})
         assert not result.is_error
-        assert len(logs) == 3  # the fixture logs three times during the call
+        assert len(await handled(logs, 3)) == 3  # the fixture logs three times during the call
     async with Client(gw.url + "/servers/fixture/mcp", mode="legacy") as client:
         seen = []
         result = await client.call_tool(
