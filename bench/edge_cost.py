@@ -74,36 +74,23 @@ HEADS = {
 }
 
 
-def measure(evaluate, head, n: int) -> list[int]:
-    method, raw_path, query, headers = head
-    out = []
-    clock = time.perf_counter_ns
-    gc.disable()
-    try:
-        for _ in range(n):
-            t0 = clock()
-            evaluate(method, raw_path, query, headers)
-            out.append(clock() - t0)
-    finally:
-        gc.enable()
-    return out
-
-
 # Written between cold-cache calls: more than the last-level cache of the machines we run on, one
 # write per 64-byte line, as a request's other work evicts the caches before the edge runs again.
 EVICT = bytearray(4 << 20)
 EVICT_LINES = b"\x01" * (len(EVICT) // 64)
 
 
-def measure_cold(evaluate, head, n: int) -> list[int]:
-    """`measure` with the caches evicted before each call (the evicting is not timed)."""
+def measure(evaluate, head, n: int, cold: bool = False) -> list[int]:
+    """Nanoseconds per call of `evaluate` on `head`, n calls; with `cold`, the caches are evicted
+    before each call (the evicting is not timed)."""
     method, raw_path, query, headers = head
     out = []
     clock = time.perf_counter_ns
     gc.disable()
     try:
         for _ in range(n):
-            EVICT[::64] = EVICT_LINES
+            if cold:
+                EVICT[::64] = EVICT_LINES
             t0 = clock()
             evaluate(method, raw_path, query, headers)
             out.append(clock() - t0)
@@ -152,7 +139,7 @@ def collect(calls: int = 5000, rounds: int = 6) -> list[dict]:
         for r in range(rounds):
             order = list(backends) if r % 2 == 0 else list(reversed(backends))
             for name in order:
-                cold[name].extend(measure_cold(backends[name].evaluate_raw, head, max(1, calls // 10)))
+                cold[name].extend(measure(backends[name].evaluate_raw, head, max(1, calls // 10), cold=True))
         cached = {}
         for name, edge in backends.items():
             cache = OutcomeCache(defaults.edge_cache_entries)
