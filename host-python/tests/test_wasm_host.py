@@ -200,6 +200,21 @@ def test_the_byte_path_writes_the_head_from_the_asgi_bytes(component, monkeypatc
                 why,
                 path,
             )
+    # Which headers cross is planned once per tuple of names (`CompactCodec._plan`): a name the
+    # contract does not read may be in capitals; one it reads may not, and no name may come twice.
+    codec = core._codec
+    mixed = [(b"User-Agent", b"curl/8"), *base]
+    assert codec.head_bytes("POST", b"/mcp", mixed) is not None
+    assert codec.head_bytes("POST", b"/mcp", [(b"Origin", b"http://localhost:3000"), *base[:4]]) is None
+    assert codec.head_bytes("POST", b"/mcp", [*base, (b"x-a", b"1"), (b"x-a", b"2")]) is None
+    assert core.evaluate_raw("POST", b"/mcp", b"", mixed) == python.evaluate_raw("POST", b"/mcp", b"", mixed)
+    # Plans are bounded whatever names clients send.
+    from mcpgw.edge.compact import _PLAN_LIMIT
+
+    for i in range(_PLAN_LIMIT + 10):
+        codec.head_bytes("GET", b"/mcp", [(b"x-%d" % i, b"v"), *base[:2]])
+    assert 0 < len(codec._plans) <= _PLAN_LIMIT
+    assert codec.head_bytes("GET", b"/mcp", [(b"x" * 2000, b"v")]) is not None and (b"x" * 2000,) not in codec._plans
     # Headers as any iterable ASGI allows: a tuple of lists, a generator (read by `head_raw`).
     expected = python.evaluate_raw("POST", b"/mcp", b"", base)
     assert core.evaluate_raw("POST", b"/mcp", b"", tuple(list(h) for h in base)) == expected
@@ -219,7 +234,9 @@ def test_the_answer_memo_keeps_no_answer_longer_than_an_honest_one():
     from mcpgw.edge.compact import LARGEST_HONEST_FORWARD, CompactCodec
 
     codec = CompactCodec(CFG)
-    held = ({}, b"http://localhost:3000", None, None, False)
+    written = codec.head_bytes("OPTIONS", b"/mcp", [(b"origin", b"http://localhost:3000")])
+    assert written is not None
+    held = written[1]
 
     def preflight(allow: str) -> bytes:
         return ("P2" + chr(len(allow)) + allow).encode()
@@ -237,7 +254,9 @@ def test_the_answer_memo_keeps_no_answer_longer_than_an_honest_one():
     path = "/" + "\xe9" * 255
     forward = ("F5001000@:" + chr(len(path)) + path).encode()
     assert len(forward) <= LARGEST_HONEST_FORWARD <= codec.largest_answer
-    codec.outcome_bytes(forward, "GET", path.encode("latin-1"), ({}, None, None, None, False))
+    written = codec.head_bytes("GET", b"/", [(b"user-agent", b"t")])  # what the host holds: no contract header
+    assert written is not None
+    codec.outcome_bytes(forward, "GET", path.encode("latin-1"), written[1])
     assert (forward, path.encode("latin-1")) in codec._answers
 
 

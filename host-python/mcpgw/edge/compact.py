@@ -102,17 +102,37 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 # character: a head written in latin-1 with fields under 256 bytes becomes the UTF-8 head by
 # `.decode("latin-1").encode()`, and is that head already when it is ASCII (nearly always).
 _LEN = tuple(bytes((n,)) for n in range(256))
-# The headers that cross, by name as ASGI delivers it (lower case), with their codes.
-_CROSSING_RAW = tuple((name.encode(), code.encode()) for name, code in _CROSSING.items())
 _TRIM_B = b" \t"
 _VISIBLE_B = bytes(range(0x21, 0x7F))  # section 4: a valid session id is 1..256 of these (`validate._VISIBLE`)
 _SESSION_VALID = b"a\x01s"
 _SESSION_INVALID = b"a\x00"
 
 
-# What `head_bytes` keeps for `outcome_bytes`: the headers by name, then Origin, the protocol
-# version and the session id trimmed (None when absent), and whether that id is valid.
-Held = tuple[dict[bytes, bytes], bytes | None, bytes | None, bytes | None, bool]
+# What `head_bytes` knows of a tuple of header names (`CompactCodec._plan`): the crossing headers
+# there, as (name, code) in code order; the names of the session id, Origin and the protocol
+# version when there (else None); whether Host and Content-Type are there; the names of the
+# pass-through headers when there (else None).
+_Plan = tuple[
+    tuple[tuple[bytes, bytes], ...],
+    bytes | None,
+    bytes | None,
+    bytes | None,
+    bool,
+    bool,
+    bytes | None,
+    bytes | None,
+    bytes | None,
+]
+# Plans are memoized for tuples of up to this many names and bytes in all, at most this many plans
+# (a few MB whatever clients send; real clients repeat a few tuples). A longer tuple's plan is
+# made again for each head.
+_PLAN_MAX_COUNT = 48
+_PLAN_MAX_NAMES = 1024
+_PLAN_LIMIT = 1024
+_VERBS = {verb: verb.encode() for verb in ("GET", "POST", "DELETE", "OPTIONS", "HEAD", "PUT", "PATCH")}
+# What `head_bytes` keeps for `outcome_bytes`: the headers by name, their plan, then Origin, the
+# protocol version and the session id trimmed (None when absent), and whether that id is valid.
+Held = tuple[dict[bytes, bytes], _Plan, bytes | None, bytes | None, bytes | None, bool]
 
 
 def lookup_raw(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -158,6 +178,8 @@ class CompactCodec:
         # The byte path's memo: per (answer, raw path), the checked decisions and a prebuilt
         # forward context to copy (or, for a preflight, its checked allow-headers value).
         self._answers: dict[tuple[bytes, bytes], tuple[Any, ...]] = {}
+        # `head_bytes`' plans per header names tuple (`_plan`).
+        self._plans: dict[tuple[bytes, ...], _Plan | None] = {}  # None: the shortcut does not apply
 
     # --- the head ---------------------------------------------------------------
 
@@ -218,51 +240,85 @@ class CompactCodec:
     ) -> tuple[bytes, Held] | None:
         """The compact head written from the ASGI bytes as they are, and what `outcome_bytes`
         needs of them; None when this shortcut does not apply, and `head_raw` serves: a header
-        name twice (its values are combined) or not in lower case (ASGI servers lower-case
-        them), or a field of 256 bytes or more. Values are only trimmed, not decoded: a latin-1
-        head that is ASCII (nearly always) is already the UTF-8 one."""
+        name twice (its values are combined) or a name the contract reads not in lower case (ASGI
+        servers lower-case them), or a field of 256 bytes or more. Values are only trimmed, not
+        decoded: a latin-1 head that is ASCII (nearly always) is already the UTF-8 one.
+
+        Which headers the head carries depends only on the header names, and clients repeat
+        those: a `_Plan` per tuple of names in received order (`_plan`, memoized) says which are
+        there, so per call only the present ones are read and no name is checked again."""
         if not isinstance(headers, (list, tuple)):  # another iterable (ASGI allows one): `head_raw` reads it
             return None
         by_name = dict(headers)
-        if len(by_name) != len(headers) or not b"\x00".join(by_name).islower():
+        if len(by_name) != len(headers):
             return None
-        get = by_name.get
+        names = tuple(by_name)
         try:
-            verb = method.encode("latin-1")
+            plan = self._plans[names]
+        except KeyError:
+            plan = self._plan(names)
+        if plan is None:
+            return None
+        crossing, session_name, origin_name, version_name = plan[:4]
+        try:
+            verb = _VERBS.get(method) or method.encode("latin-1")
             parts = [_LEN[len(verb)], verb, _LEN[len(raw_path)], raw_path]
-            # The headers that cross (`_CROSSING`, codes b-f, j, k), unrolled: a loop over them
-            # costs about as much as the work per field. Origin and the version are kept.
-            if (version := get(b"mcp-protocol-version")) is not None:
-                version = version.strip(_TRIM_B)
-                parts += (b"b", _LEN[len(version)], version)
-            if (value := get(b"accept")) is not None:
-                value = value.strip(_TRIM_B)
-                parts += (b"c", _LEN[len(value)], value)
-            if (value := get(b"content-type")) is not None:
-                value = value.strip(_TRIM_B)
-                parts += (b"d", _LEN[len(value)], value)
-            if (origin := get(b"origin")) is not None:
-                origin = origin.strip(_TRIM_B)
-                parts += (b"e", _LEN[len(origin)], origin)
-            if (value := get(b"host")) is not None:
-                value = value.strip(_TRIM_B)
-                parts += (b"f", _LEN[len(value)], value)
-            if (value := get(b"access-control-request-method")) is not None:
-                value = value.strip(_TRIM_B)
-                parts += (b"j", _LEN[len(value)], value)
-            if (value := get(b"access-control-request-headers")) is not None:
-                value = value.strip(_TRIM_B)
-                parts += (b"k", _LEN[len(value)], value)
+            for name, code in crossing:
+                value = by_name[name].strip(_TRIM_B)
+                parts += (code, _LEN[len(value)], value)
         except (IndexError, UnicodeEncodeError):  # a field too long for one latin-1 length
             return None
+        origin = version = session = None
         valid = False
-        if (session := get(b"mcp-session-id")) is not None:
-            session = session.strip(_TRIM_B)
+        if origin_name is not None:
+            origin = by_name[origin_name].strip(_TRIM_B)
+        if version_name is not None:
+            version = by_name[version_name].strip(_TRIM_B)
+        if session_name is not None:
+            session = by_name[session_name].strip(_TRIM_B)
             # Section 4 (`validate._VISIBLE`) without a regex; isalnum() settles most ids alone.
             valid = 0 < len(session) <= 256 and (session.isalnum() or not session.translate(None, _VISIBLE_B))
             parts.append(_SESSION_VALID if valid else _SESSION_INVALID)
         head = b"".join(parts)
-        return (head if head.isascii() else head.decode("latin-1").encode()), (by_name, origin, version, session, valid)
+        held = (by_name, plan, origin, version, session, valid)
+        return (head if head.isascii() else head.decode("latin-1").encode()), held
+
+    def _plan(self, names: tuple[bytes, ...]) -> _Plan | None:
+        """What `head_bytes` needs to know of a tuple of (distinct) header names (`_Plan`), or
+        None when its shortcut does not apply (a name the contract reads in capitals, or a
+        name that is not bytes); memoized for tuples of up to `_PLAN_MAX_COUNT` names and
+        `_PLAN_MAX_NAMES` bytes in all, at most `_PLAN_LIMIT` of them."""
+        present: set[str] = set()
+        plan: _Plan | None = None
+        for name in names:
+            if not isinstance(name, bytes):
+                return None
+            key = CONTRACT_HEADERS.get(name.lower())
+            if key is not None:
+                if not name.islower():  # matched case-insensitively: `head_raw` reads it
+                    break
+                present.add(key)
+        else:
+
+            def raw(key: str) -> bytes | None:
+                return key.encode() if key in present else None
+
+            plan = (
+                tuple((name.encode(), code.encode()) for name, code in _CROSSING.items() if name in present),
+                raw("mcp-session-id"),
+                raw("origin"),
+                raw("mcp-protocol-version"),
+                "host" in present,
+                "content-type" in present,
+                raw("last-event-id"),
+                raw("mcp-method"),
+                raw("mcp-name"),
+            )
+        if len(names) <= _PLAN_MAX_COUNT and sum(map(len, names)) <= _PLAN_MAX_NAMES:
+            if len(self._plans) >= _PLAN_LIMIT:
+                self._plans.clear()
+            self._plans[names] = plan
+        return plan
 
     def outcome_bytes(self, out: bytes, method: str, raw_path: bytes, held: Held) -> dict[str, Any]:
         """`outcome` for a head `head_bytes` wrote: the same context, the same checks. What an
@@ -273,7 +329,7 @@ class CompactCodec:
             answer = self._answers[out, raw_path]
         except KeyError:
             answer = self._answer(out, raw_path)
-        by_name, origin_b, version_b, session, valid = held
+        by_name, plan, origin_b, version_b, session, valid = held
         origin = None if origin_b is None else origin_b.decode("latin-1")
         template = answer[0]
         if template is None:  # a preflight: (None, its allow-headers value or None for a 403)
@@ -301,7 +357,8 @@ class CompactCodec:
             raise InvalidOutput("protocol_state does not follow mcp-protocol-version and the configured versions")
         if origin_absent != (origin is None):
             raise InvalidOutput("origin_state disagrees with the presence of Origin")
-        if host_absent != (b"host" not in by_name) or content_absent != (b"content-type" not in by_name):
+        _, _, _, _, host_present, content_present, last_event_name, mcp_method_name, mcp_name_name = plan
+        if host_absent == host_present or content_absent == content_present:
             raise InvalidOutput("host_state or content_type disagrees with the presence of its header")
         forward["method"] = method if method in _METHODS else _normalized_method(method)
         if origin is not None:
@@ -316,13 +373,12 @@ class CompactCodec:
                 forward["cors_headers"] = [["access-control-allow-origin", origin], *map(list, pairs)]
         else:
             forward["cors_headers"] = []
-        get = by_name.get
-        if (value := get(b"last-event-id")) is not None:
-            forward["last_event_id"] = value.strip(_TRIM_B).decode("latin-1")
-        if (value := get(b"mcp-method")) is not None:
-            forward["mcp_method"] = value.strip(_TRIM_B).decode("latin-1")
-        if (value := get(b"mcp-name")) is not None:
-            forward["mcp_name"] = value.strip(_TRIM_B).decode("latin-1")
+        if last_event_name is not None:
+            forward["last_event_id"] = by_name[last_event_name].strip(_TRIM_B).decode("latin-1")
+        if mcp_method_name is not None:
+            forward["mcp_method"] = by_name[mcp_method_name].strip(_TRIM_B).decode("latin-1")
+        if mcp_name_name is not None:
+            forward["mcp_name"] = by_name[mcp_name_name].strip(_TRIM_B).decode("latin-1")
         return {"forward": forward}
 
     def _answer(self, out: bytes, raw_path: bytes) -> tuple[Any, ...]:
