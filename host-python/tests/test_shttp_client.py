@@ -91,6 +91,28 @@ async def test_sse_answer_with_progress_then_result(toy: HttpUpstream) -> None:
         await link.close()
 
 
+async def test_progress_is_handed_on_before_the_result_that_follows_it(toy: HttpUpstream) -> None:
+    """The link relays its requests itself (federation/link.py `_relay`): the upstream's progress goes
+    to the callback as it arrives, awaited before anything read after it, so a call returns only after
+    its progress was handed on, however slow the consumer. (Through the SDK's dispatcher each progress
+    callback ran in a task of its own: the last one could finish after the call had returned.)"""
+    link, _ = await _open(toy.url)
+    seen: list[object] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        await asyncio.sleep(0.05)  # a slow consumer, e.g. a client's stream
+        seen.append(done)
+
+    try:
+        result = await link.request("tools/call", {"name": "slow", "arguments": {"seconds": 0.3}}, on_progress)
+        seen.append("result")
+        assert result["content"][0]["text"] == "slept 0.3"
+        assert seen == [1, 2, 3, "result"]
+        assert link._waiting == {}  # nothing left behind
+    finally:
+        await link.close()
+
+
 # -- a raw upstream ------------------------------------------------------------------------------
 INIT = {
     "protocolVersion": "2025-11-25",

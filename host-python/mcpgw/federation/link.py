@@ -1,9 +1,14 @@
 """One client connection to one upstream MCP server, made with the `mcp` SDK.
 
 The SDK's `ClientSession` does the handshake and turns the upstream's requests
-(sampling, elicitation, roots) and notifications into callbacks; requests we
-relay go through its JSON-RPC dispatcher raw, so the upstream's results reach
-the client byte for byte, not re-validated into whatever shape the SDK knows.
+(sampling, elicitation, roots) and notifications into callbacks. Requests we
+relay do not go through its JSON-RPC dispatcher: the link writes each to the
+transport itself and its pump takes the answer off the wire by our request id
+(a future per request; progress handed to the request's callback in arrival
+order), so the upstream's results reach the client as raw dicts, not
+re-validated into whatever shape the SDK knows, and cost no memory stream, task
+or span of the dispatcher's. (With tracing on they go through the dispatcher,
+which opens the SDK's span for each.)
 
 A link lives in its own task (the SDK's transports are context managers); it
 ends when the upstream goes away (EOF, process exit, a refused HTTP connection),
@@ -52,8 +57,8 @@ from mcp.shared.dispatcher import CallOptions, ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
-from mcp.shared.message import SessionMessage
-from mcp_types.jsonrpc import JSONRPCNotification
+from mcp.shared.message import ClientMessageMetadata, SessionMessage
+from mcp_types.jsonrpc import JSONRPCError, JSONRPCNotification, JSONRPCRequest, JSONRPCResponse
 from pydantic import ValidationError
 
 from .. import __version__
@@ -102,6 +107,9 @@ RELAYED_IN_ORDER = frozenset({"notifications/message"})
 # it (its catalog connection's pings end the session connections); a client can cancel it.
 WAITS_BY_DESIGN = frozenset({"tasks/result"})
 
+CANCEL_WRITE_S = 5.0  # a courtesy notifications/cancelled is given this long to go out (the SDK's bound)
+_CLOSED = types.ErrorData(code=types.CONNECTION_CLOSED, message="Connection closed")  # what waiters get at the end
+
 OVERSIZED: collections.Counter[str] = collections.Counter()  # upstream id -> messages skipped as too large (/health)
 
 
@@ -120,6 +128,15 @@ class UpstreamTimeout(UpstreamUnavailable):
 class UpstreamSessionLost(UpstreamUnavailable):
     """The upstream refused the request because it no longer knows the link's session (HTTP 404):
     the request was not run, so it may be sent again on a new link."""
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """A request the link relayed itself (not through the SDK's dispatcher), awaiting its answer:
+    resolved by the pump with the raw result or the error; its progress handed to `on_progress`."""
+
+    answer: asyncio.Future[dict[str, Any] | types.ErrorData]
+    on_progress: ProgressFn | None
 
 
 @dataclass(frozen=True)
@@ -381,6 +398,11 @@ class UpstreamLink:
         self._ids = itertools.count(1)
         self._heard = time.monotonic()  # when the upstream last sent anything
         self._dispatcher: JSONRPCDispatcher | None = None
+        # Requests relayed past the SDK's dispatcher (`_relay`): written to the transport, answered by
+        # the pump, by our own request id. The dispatcher keeps initialize and the upstream's requests.
+        self._write: Any = None  # the transport's write stream
+        self._waiting: dict[str, _Waiting] = {}
+        self._cancels: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
         self._ended = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -581,6 +603,7 @@ class UpstreamLink:
                     if self._http_transport is not None:
                         self.upstream_session = self._http_transport.session_id
                     self.version = result.protocol_version
+                    self._write = write
                     self._dispatcher = dispatcher
                     self._ready.set()
                     if self.config.transport == "sse" and self.config.read_timeout_s > 0:
@@ -614,6 +637,20 @@ class UpstreamLink:
             async for item in read:
                 self._heard = time.monotonic()
                 message = item.message if isinstance(item, SessionMessage) else None
+                if self._waiting:
+                    if isinstance(message, JSONRPCResponse | JSONRPCError):
+                        waiting = self._waiting.get(message.id) if isinstance(message.id, str) else None
+                        if waiting is not None:  # one the link relayed itself: its caller has it now
+                            if not waiting.answer.done():
+                                outcome = message.result if isinstance(message, JSONRPCResponse) else message.error
+                                waiting.answer.set_result(outcome)
+                            continue
+                    elif (
+                        isinstance(message, JSONRPCNotification)
+                        and message.method == "notifications/progress"
+                        and await self._progress(message.params)
+                    ):
+                        continue
                 if isinstance(message, JSONRPCNotification) and message.method in SDK_DROPS:
                     await self._on_raw_notification(message.method, message.params or {})
                 elif isinstance(message, JSONRPCNotification) and message.method in RELAYED_IN_ORDER:
@@ -633,7 +670,30 @@ class UpstreamLink:
                 self.error = "closed the connection"
                 log.warning("upstream %s (%s): closed the connection", self.config.id, self.label)
             self._ended.set()
+            for waiting in self._waiting.values():  # the link's own requests fail as the SDK's would
+                if not waiting.answer.done():
+                    waiting.answer.set_result(_CLOSED)
             await inbound.aclose()
+
+    async def _progress(self, params: dict[str, Any] | None) -> bool:
+        """Progress for a request the link relayed itself, handed to its callback here, in arrival
+        order (before the result that follows it); False when it is not for one of those."""
+        token = (params or {}).get("progressToken")
+        waiting = self._waiting.get(token) if isinstance(token, str) else None
+        if waiting is None or params is None:
+            return False
+        progress, total, text = params.get("progress"), params.get("total"), params.get("message")
+        if waiting.on_progress is None or isinstance(progress, bool) or not isinstance(progress, int | float):
+            return True  # malformed, or nobody asked: dropped, as the SDK's dispatcher drops it
+        try:
+            await waiting.on_progress(
+                float(progress),
+                float(total) if isinstance(total, int | float) and not isinstance(total, bool) else None,
+                text if isinstance(text, str) else None,
+            )
+        except Exception:
+            log.exception("upstream %s: relaying progress failed", self.config.id)
+        return True
 
     def _initialize_failed(self, exc: Exception) -> None:
         """Why initialize failed, kept as the link's error before the pump, wound down as the
@@ -684,13 +744,19 @@ class UpstreamLink:
         if dispatcher is None or version is None or self._ended.is_set():
             raise UpstreamUnavailable(self.config.id, f"is unavailable: {self.error or 'not connected'}")
         request_id = f"{self._id_prefix}{next(self._ids)}"  # ours, so a refusal (404) names the request it refused
-        opts: CallOptions = {"headers": {MCP_PROTOCOL_VERSION_HEADER: version}, "request_id": request_id}
-        if on_progress is not None:
-            opts["on_progress"] = on_progress
         bound = timeout if timeout is not None else (self.config.call_timeout_s or None)
         if timeout is None and method in WAITS_BY_DESIGN:
             bound = None
         try:
+            if UpstreamLink.trace is None and mcp_sdk_spans.untraced():  # relayed by the link itself: no task,
+                # stream or span per request (with tracing on, the SDK's dispatcher: its span as before)
+                if bound is None:
+                    return await self._relay(method, params, on_progress, request_id, version)
+                async with asyncio.timeout(bound):
+                    return await self._relay(method, params, on_progress, request_id, version)
+            opts: CallOptions = {"headers": {MCP_PROTOCOL_VERSION_HEADER: version}, "request_id": request_id}
+            if on_progress is not None:
+                opts["on_progress"] = on_progress
             return await asyncio.wait_for(self._send(dispatcher, method, params, opts), bound)
         except TimeoutError:
             raise UpstreamTimeout(self.config.id, f"did not answer {method} within {bound:g} s") from None
@@ -729,6 +795,58 @@ class UpstreamLink:
                 reason = exc.error.message.partition("Connection closed: ")[2] or "closed the connection"
                 raise UpstreamUnavailable(self.config.id, f"{reason} during {method}") from None
             raise JsonRpcError(exc.error.code, exc.error.message, exc.error.data) from None
+
+    async def _relay(
+        self, method: str, params: dict[str, Any] | None, on_progress: ProgressFn | None, request_id: str, version: str
+    ) -> dict[str, Any]:
+        """One request written to the transport as the SDK's dispatcher would write it (progress token =
+        the request id, the protocol version header), its answer taken off the wire by the pump: no
+        memory stream, task or span per request. Cancelled (the client gave up, or call_timeout_s) after
+        it was written: the upstream is sent notifications/cancelled, as by the dispatcher.
+        Errors are raised as the dispatcher raises them (MCPError), for `request` to name."""
+        out = dict(params) if params else {}
+        if on_progress is not None:
+            out["_meta"] = {**(out.get("_meta") or {}), "progressToken": request_id}
+        if out:
+            message = JSONRPCRequest(jsonrpc="2.0", id=request_id, method=method, params=out)
+        else:
+            message = JSONRPCRequest(jsonrpc="2.0", id=request_id, method=method)
+        answer: asyncio.Future[dict[str, Any] | types.ErrorData] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = _Waiting(answer, on_progress)
+        written = False
+        try:
+            headers = {MCP_PROTOCOL_VERSION_HEADER: version}
+            written = True  # a write cut short may still have gone out: it counts as sent (as the SDK's)
+            try:
+                await self._write.send(SessionMessage(message, metadata=ClientMessageMetadata(headers=headers)))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                raise MCPError(types.CONNECTION_CLOSED, "Connection closed") from None
+            outcome = await answer
+        except asyncio.CancelledError:
+            if written:
+                await self._cancel_upstream(request_id)
+            raise
+        finally:
+            self._waiting.pop(request_id, None)
+        if isinstance(outcome, types.ErrorData):
+            raise MCPError(outcome.code, outcome.message, outcome.data)
+        return outcome
+
+    async def _cancel_upstream(self, request_id: str) -> None:
+        """notifications/cancelled for a request given up after it was written, bounded by CANCEL_WRITE_S;
+        it goes out even when the caller is cancelled again meanwhile (the write is a task of its own)."""
+
+        async def write() -> None:
+            params = {"requestId": request_id, "reason": "caller cancelled"}
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(CANCEL_WRITE_S):
+                    await self.notify("notifications/cancelled", params)
+
+        task = asyncio.ensure_future(write())
+        self._cancels.add(task)
+        task.add_done_callback(self._cancels.discard)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
 
     async def _send(
         self, dispatcher: JSONRPCDispatcher, method: str, params: dict[str, Any] | None, opts: CallOptions

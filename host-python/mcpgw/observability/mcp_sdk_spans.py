@@ -56,6 +56,12 @@ def inject_trace_context(meta: dict[str, Any]) -> None:
         _sdk_inject(meta)
 
 
+def untraced() -> bool:
+    """Whether the dispatcher's span and injection would be skipped now (the guards installed, no
+    tracer provider): a request may then be sent past the dispatcher with nothing of them lost."""
+    return trace._TRACER_PROVIDER is None and getattr(jsonrpc_dispatcher, "otel_span", None) is otel_span
+
+
 def install(environ: Mapping[str, str] = os.environ) -> bool:
     """Rebind the dispatcher's two names to the guards (idempotent); False when left alone: a
     provider named by OTEL_PYTHON_TRACER_PROVIDER, or an SDK whose dispatcher no longer calls
