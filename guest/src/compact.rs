@@ -7,7 +7,9 @@
 //! header the host sends one ASCII letter (`a` + its index in `Name::ALL`)
 //! and its value as section 1's `get` gives it (trimmed, duplicates
 //! combined: the host does that lookup, it needs the values itself), each
-//! name at most once.
+//! name at most once. Or, first, the packed form a host writes with a few
+//! C-level operations: `*`, a count, the letters, the lengths, then the
+//! values as received (untrimmed: trimmed here).
 //!
 //! The outcome carries only what the rules decide; the host builds the
 //! context from it and from the values it already holds (method, the
@@ -31,6 +33,7 @@ use crate::evaluate::{
 };
 use crate::headers::{Headers, Name};
 use crate::path::Route;
+use crate::text::trim;
 
 /// A head read from the compact encoding, borrowing from it.
 #[derive(Debug)]
@@ -45,7 +48,13 @@ pub struct Head<'t> {
 fn field<'t>(rest: &mut &'t str) -> Option<&'t str> {
     let mut chars = rest.chars();
     let n = chars.next()? as usize;
-    let after = chars.as_str();
+    *rest = chars.as_str();
+    take(rest, n)
+}
+
+/// The first `n` code points of `rest`, which then starts after them.
+fn take<'t>(rest: &mut &'t str, n: usize) -> Option<&'t str> {
+    let after = *rest;
     // Most fields are ASCII: then `n` code points are `n` bytes.
     let end = match after.as_bytes().get(..n) {
         Some(bytes) if bytes.is_ascii() => n,
@@ -64,12 +73,45 @@ fn field<'t>(rest: &mut &'t str) -> Option<&'t str> {
     Some(value)
 }
 
+/// The packed headers after `*` (section 16): a count `n` as one
+/// character, `n` header letters, `n` lengths (one character each), then
+/// the `n` values one after the other, as received: trimmed here (section
+/// 1). Each letter at most once, in any order.
+fn packed<'t>(rest: &mut &'t str, headers: &mut Headers<'t>) -> Option<()> {
+    let mut chars = rest.chars();
+    let n = chars.next()? as usize;
+    let after = chars.as_str();
+    if n > Name::ALL.len() {
+        return None;
+    }
+    let (letters, after) = after.split_at_checked(n)?;
+    let mut lengths = [0usize; Name::ALL.len()];
+    let mut chars = after.chars();
+    for length in lengths.iter_mut().take(n) {
+        *length = chars.next()? as usize;
+    }
+    let mut values = chars.as_str();
+    for (letter, length) in letters.bytes().zip(lengths) {
+        let name = *Name::ALL.get(usize::from(letter.checked_sub(b'a')?))?;
+        let value = take(&mut values, length)?;
+        if !headers.set(name, trim(value)) {
+            return None;
+        }
+    }
+    *rest = values;
+    Some(())
+}
+
 /// Reads a compact head; `None` when it is not exactly that shape.
 pub fn head_from_compact(text: &str) -> Option<Head<'_>> {
     let mut rest = text;
     let method = field(&mut rest)?;
     let path = field(&mut rest)?;
     let mut headers = Headers::default();
+    if let Some(tail) = rest.strip_prefix('*') {
+        rest = tail;
+        packed(&mut rest, &mut headers)?;
+    }
     while let Some((code, tail)) = rest.split_at_checked(1) {
         rest = tail;
         let index = code.as_bytes().first()?.checked_sub(b'a')?;
@@ -259,6 +301,64 @@ mod tests {
         }
         assert_eq!(evaluate_compact(Some(&configured()), "x"), "E2");
         assert_eq!(evaluate_compact(None, &ok), "E0");
+    }
+
+    fn packed_head(method: &str, path: &str, headers: &[(char, &str)]) -> String {
+        let mut out = [f(method), f(path), "*".into()].concat();
+        out.push(char::from_u32(headers.len() as u32).unwrap());
+        for (letter, _) in headers {
+            out.push(*letter);
+        }
+        for (_, value) in headers {
+            out.push(char::from_u32(value.chars().count() as u32).unwrap());
+        }
+        for (_, value) in headers {
+            out.push_str(value);
+        }
+        out
+    }
+
+    #[test]
+    fn packed_headers_are_read_and_trimmed() {
+        let text = packed_head(
+            "POST",
+            "/é",
+            &[('f', " h:1\t"), ('e', "http://é"), ('c', "")],
+        );
+        let head = head_from_compact(&text).unwrap();
+        assert_eq!((head.method, head.path), ("POST", "/é"));
+        assert_eq!(head.headers.get(Name::Host), Some("h:1"));
+        assert_eq!(head.headers.get(Name::Origin), Some("http://é"));
+        assert_eq!(head.headers.get(Name::Accept), Some(""));
+        assert_eq!(head.headers.get(Name::ContentType), None);
+        // Letter-coded headers may follow (the session stand-in).
+        let text = [
+            packed_head("GET", "/mcp", &[('f', "h")]),
+            "a".into(),
+            f("s"),
+        ]
+        .concat();
+        let head = head_from_compact(&text).unwrap();
+        assert_eq!(head.headers.get(Name::SessionId), Some("s"));
+        assert_eq!(head.headers.get(Name::Host), Some("h"));
+        let empty = packed_head("GET", "/mcp", &[]);
+        assert!(head_from_compact(&empty).is_some());
+        for bad in [
+            packed_head("GET", "/mcp", &[('f', "h"), ('f', "i")]),
+            packed_head("GET", "/mcp", &[('z', "h")]),
+            [
+                packed_head("GET", "/mcp", &[('f', "h")]),
+                "f".into(),
+                f("i"),
+            ]
+            .concat(),
+            [f("GET"), f("/mcp"), "*".into()].concat(),
+            [f("GET"), f("/mcp"), "*\u{2}f".into()].concat(),
+            [f("GET"), f("/mcp"), "*\u{1}f\u{5}abc".into()].concat(),
+            [f("GET"), f("/mcp"), "*\u{c}".into()].concat(),
+        ] {
+            assert!(head_from_compact(&bad).is_none(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -230,6 +230,8 @@ def test_backends_agree_on_generated_heads(component, config_index, request_head
     # And the compact encoding (what serves), host half included, on any code point.
     method, path, _, headers = request_head
     assert evaluate_compact_with(wasm.evaluate_compact, CONFIGS[config_index], method, path, headers) == expected
+    # With the headers packed (values as received: the component trims them).
+    assert evaluate_compact_with(wasm.evaluate_compact, CONFIGS[config_index], method, path, headers, True) == expected
     # And so do the production paths: ASGI bytes, only the contract's headers for wasm.
     raw = _as_bytes(request_head)
     if raw is not None:

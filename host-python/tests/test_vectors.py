@@ -1,6 +1,6 @@
 """Every vector through every path: Python typed, encoded and raw; wasm compact and encoded (each on the
 fast path and on wasmtime-py's public call path, which serves when the fast path does not fit the wasmtime
-build) and typed."""
+build), compact with the headers packed, raw (ASGI bytes through `WasmCore`, what serves) and typed."""
 
 from __future__ import annotations
 
@@ -73,13 +73,40 @@ def _wasm_public(wasm, case):
     return orjson.loads(wasm.evaluate_encoded_public(encode_head(*case.head)))
 
 
-def _wasm_compact(wasm, case, public=False):
+def _wasm_compact(wasm, case, public=False, packed=False):
     """The compact encoding (what serves), host half included: the codec writes the head and
     builds the outcome from the component's decisions."""
     wasm.configure_encoded(orjson.dumps(case.config).decode())
     call = wasm.evaluate_compact_public if public else wasm.evaluate_compact
     method, path, _, headers = case.head
-    return evaluate_compact_with(call, case.edge_config, method, path, headers)
+    return evaluate_compact_with(call, case.edge_config, method, path, headers, packed)
+
+
+_RAW_CORES: dict[bytes, object] = {}
+
+
+def _wasm_raw(component, case):
+    """The ASGI path as the middleware runs it (`WasmCore.evaluate_raw`: the packed head written
+    from the bytes), for heads latin-1 can carry; one core per configuration."""
+    from mcpgw.edge.wasm_core import WasmCore
+
+    method, path, query, headers = case.head
+    try:
+        raw = (
+            path.encode("latin-1"),
+            query.encode("latin-1"),
+            [(n.encode("latin-1"), v.encode("latin-1")) for n, v in headers],
+        )
+    except UnicodeEncodeError:
+        return None
+    key = orjson.dumps(case.config)
+    if key not in _RAW_CORES:
+        _RAW_CORES[key] = WasmCore(component, case.edge_config)
+    core = _RAW_CORES[key]
+    assert core._codec.packed
+    got = core.evaluate_raw(method, *raw)
+    assert core.traps.total == 0
+    return got
 
 
 def _wasm_typed(wasm, case):
@@ -88,7 +115,7 @@ def _wasm_typed(wasm, case):
 
 
 @pytest.mark.parametrize("case", EVAL_CASES, ids=lambda c: c.name)
-def test_vector(case, wasm):
+def test_vector(case, wasm, component):
     outcomes = {
         "python-typed": _python_typed(case),
         "python-encoded": _python_encoded(case),
@@ -96,11 +123,13 @@ def test_vector(case, wasm):
         "wasm-public": _wasm_public(wasm, case),
         "wasm-compact": _wasm_compact(wasm, case),
         "wasm-compact-public": _wasm_compact(wasm, case, public=True),
+        "wasm-compact-packed": _wasm_compact(wasm, case, packed=True),
         "wasm-typed": _wasm_typed(wasm, case),
     }
     raw = _python_raw(case)
     if raw is not None:
         outcomes["python-raw"] = raw
+        outcomes["wasm-raw"] = _wasm_raw(component, case)
     for path, got in outcomes.items():
         assert matches(case.expect, got), f"{path}: {case.reason}\nexpected {case.expect}\ngot      {got}"
     reference = outcomes["python-typed"]

@@ -29,6 +29,7 @@ anything else, `head_raw`/`head` and `outcome`, which decode first. The differen
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from operator import itemgetter
 from typing import Any
 
 from .contract import EdgeConfig, Header
@@ -111,7 +112,8 @@ _SESSION_INVALID = b"a\x00"
 # What `head_bytes` knows of a tuple of header names (`CompactCodec._plan`): the crossing headers
 # there, as (name, code) in code order; the names of the session id, Origin and the protocol
 # version when there (else None); whether Host and Content-Type are there; the names of the
-# pass-through headers when there (else None).
+# pass-through headers when there (else None); for the packed form, its start (`*`, the count, the
+# letters) and a function picking the crossing values out of the headers by name, as a tuple.
 _Plan = tuple[
     tuple[tuple[bytes, bytes], ...],
     bytes | None,
@@ -122,6 +124,8 @@ _Plan = tuple[
     bytes | None,
     bytes | None,
     bytes | None,
+    bytes,
+    Callable[[dict[bytes, bytes]], tuple[bytes, ...]],
 ]
 # Plans are memoized for tuples of up to this many names and bytes in all, at most this many plans
 # (a few MB whatever clients send; real clients repeat a few tuples). A longer tuple's plan is
@@ -133,6 +137,27 @@ _VERBS = {verb: verb.encode() for verb in ("GET", "POST", "DELETE", "OPTIONS", "
 # What `head_bytes` keeps for `outcome_bytes`: the headers by name, their plan, then Origin, the
 # protocol version and the session id trimmed (None when absent), and whether that id is valid.
 Held = tuple[dict[bytes, bytes], _Plan, bytes | None, bytes | None, bytes | None, bool]
+
+
+def _picker(names: tuple[bytes, ...]) -> Callable[[dict[bytes, bytes]], tuple[bytes, ...]]:
+    """A C-level function of a dict giving the values of `names` as a tuple (`itemgetter` gives
+    a bare value for one name)."""
+    if len(names) >= 2:
+        return itemgetter(*names)
+    if names:
+        (name,) = names
+        return lambda by_name: (by_name[name],)
+    return lambda by_name: ()
+
+
+# A packed head with no headers (section 16): a component that reads the packed form answers it
+# (when configured) with a forward, one that does not with `E2`.
+PACKED_PROBE = b"\x03GET\x01/*\x00"
+
+
+def reads_packed(call: Callable[[bytes], bytes]) -> bool:
+    """Whether a configured component's `evaluate-compact` (`call`) reads the packed form."""
+    return call(PACKED_PROBE)[:1] == b"F"
 
 
 def lookup_raw(headers: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -178,6 +203,9 @@ class CompactCodec:
         # The byte path's memo: per (answer, raw path), the checked decisions and a prebuilt
         # forward context to copy (or, for a preflight, its checked allow-headers value).
         self._answers: dict[tuple[bytes, bytes], tuple[Any, ...]] = {}
+        # Whether `head_bytes` writes the packed form (section 16): set by the host once it knows
+        # the component reads it (`reads_packed`).
+        self.packed = False
         # `head_bytes`' plans per header names tuple (`_plan`).
         self._plans: dict[tuple[bytes, ...], _Plan | None] = {}  # None: the shortcut does not apply
 
@@ -198,6 +226,30 @@ class CompactCodec:
                 if len(value) > MAX_FIELD:
                     return None
                 parts += (code, chr(len(value)), value)
+        return "".join(parts).encode()
+
+    def head_packed(self, method: str, path: str, headers: Iterable[Header]) -> bytes | None:
+        """The compact head in the packed form, from decoded headers (what the vectors and the
+        differential tests run; `head_bytes` writes the same form from ASGI bytes): each crossing
+        header's value as received when it comes once (the component trims it), the combined
+        value when it comes more than once; None when a field is too long for the encoding."""
+        found = lookup(headers)
+        seen: dict[str, str | None] = {}
+        for name, value in headers:
+            key = name.lower() if name.isascii() else name.translate(_ASCII_LOWER)
+            if key in _CROSSING:
+                seen[key] = None if key in seen else value
+        values = [seen.get(key) or found[key] for key in _CROSSING if key in seen]
+        fields = [method, path, *values]
+        if any(len(field) > MAX_FIELD for field in fields):
+            return None
+        parts = [chr(len(method)), method, chr(len(path)), path, "*", chr(len(values))]
+        parts += (code for key, code in _CROSSING.items() if key in seen)
+        parts += (chr(len(value)) for value in values)
+        parts += values
+        session = found.get("mcp-session-id")
+        if session is not None:
+            parts += (_SESSION, "\x01s" if _VISIBLE.fullmatch(session) else "\x00")
         return "".join(parts).encode()
 
     # --- the outcome --------------------------------------------------------------
@@ -262,11 +314,23 @@ class CompactCodec:
         crossing, session_name, origin_name, version_name = plan[:4]
         try:
             verb = _VERBS.get(method) or method.encode("latin-1")
-            parts = [_LEN[len(verb)], verb, _LEN[len(raw_path)], raw_path]
-            for name, code in crossing:
-                value = by_name[name].strip(_TRIM_B)
-                parts += (code, _LEN[len(value)], value)
-        except (IndexError, UnicodeEncodeError):  # a field too long for one latin-1 length
+            if self.packed:  # the values as received, their lengths by one C call each (the component trims)
+                values = plan[10](by_name)
+                parts = [
+                    _LEN[len(verb)],
+                    verb,
+                    _LEN[len(raw_path)],
+                    raw_path,
+                    plan[9],
+                    bytes(map(len, values)),
+                    *values,
+                ]
+            else:
+                parts = [_LEN[len(verb)], verb, _LEN[len(raw_path)], raw_path]
+                for name, code in crossing:
+                    value = by_name[name].strip(_TRIM_B)
+                    parts += (code, _LEN[len(value)], value)
+        except (IndexError, ValueError, UnicodeEncodeError):  # a field too long for one latin-1 length
             return None
         origin = version = session = None
         valid = False
@@ -303,8 +367,9 @@ class CompactCodec:
             def raw(key: str) -> bytes | None:
                 return key.encode() if key in present else None
 
+            crossing = tuple((name.encode(), code.encode()) for name, code in _CROSSING.items() if name in present)
             plan = (
-                tuple((name.encode(), code.encode()) for name, code in _CROSSING.items() if name in present),
+                crossing,
                 raw("mcp-session-id"),
                 raw("origin"),
                 raw("mcp-protocol-version"),
@@ -313,6 +378,8 @@ class CompactCodec:
                 raw("last-event-id"),
                 raw("mcp-method"),
                 raw("mcp-name"),
+                b"*" + bytes((len(crossing),)) + b"".join(code for _, code in crossing),
+                _picker(tuple(name for name, _ in crossing)),
             )
         if len(names) <= _PLAN_MAX_COUNT and sum(map(len, names)) <= _PLAN_MAX_NAMES:
             if len(self._plans) >= _PLAN_LIMIT:
@@ -357,7 +424,7 @@ class CompactCodec:
             raise InvalidOutput("protocol_state does not follow mcp-protocol-version and the configured versions")
         if origin_absent != (origin is None):
             raise InvalidOutput("origin_state disagrees with the presence of Origin")
-        _, _, _, _, host_present, content_present, last_event_name, mcp_method_name, mcp_name_name = plan
+        host_present, content_present, last_event_name, mcp_method_name, mcp_name_name = plan[4:9]
         if host_absent == host_present or content_absent == content_present:
             raise InvalidOutput("host_state or content_type disagrees with the presence of its header")
         forward["method"] = method if method in _METHODS else _normalized_method(method)
@@ -628,14 +695,21 @@ class CompactCodec:
 
 
 def evaluate_compact_with(
-    call: Callable[[bytes], bytes], config: EdgeConfig, method: str, path: str, headers: Iterable[Header]
+    call: Callable[[bytes], bytes],
+    config: EdgeConfig,
+    method: str,
+    path: str,
+    headers: Iterable[Header],
+    packed: bool = False,
 ) -> dict[str, Any]:
     """One head through the compact encoding end to end, with a fresh codec for `config`: what
     the vectors and the differential tests run (`call` is an instance's `evaluate_compact`,
-    configured with `config`). ValueError for a head with a field too long for the encoding."""
+    configured with `config`), with the headers letter by letter or, with `packed`, in the packed
+    form. ValueError for a head with a field too long for the encoding."""
     codec = CompactCodec(config)
+    headers = list(headers)
     found = lookup(headers)
-    head = codec.head(method, path, found)
+    head = codec.head_packed(method, path, headers) if packed else codec.head(method, path, found)
     if head is None:
         raise ValueError("a field too long for the compact encoding")
     return codec.outcome(call(head), method, path, found)

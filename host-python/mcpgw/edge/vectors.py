@@ -100,11 +100,13 @@ def self_test(
     evaluate_compact: Callable[[bytes], bytes] | None = None,
 ) -> SelfTestReport:
     """Run every case through an encoded configure/evaluate pair, and each request case also
-    through `evaluate_compact` (the compact encoding, host half included) when given."""
-    from .compact import evaluate_compact_with
+    through `evaluate_compact` (the compact encoding, host half included) when given: with the
+    headers letter by letter and, when the component reads it, in the packed form."""
+    from .compact import evaluate_compact_with, reads_packed
     from .validate import InvalidOutput
 
     failures: list[str] = []
+    forms: tuple[bool, ...] | None = None  # packed or not, known once a configuration is in
     for case in cases:
         if case.request is None:
             got = config_outcome(configure_encoded, case)
@@ -115,13 +117,19 @@ def self_test(
                 continue
             got = orjson.loads(evaluate_encoded(encode_head(*case.head)))
             if evaluate_compact is not None and case.edge_config is not None:
+                if forms is None:
+                    forms = (False, True) if reads_packed(evaluate_compact) else (False,)
                 method, path, _, headers = case.head
-                try:
-                    compact = evaluate_compact_with(evaluate_compact, case.edge_config, method, path, headers)
-                except (ValueError, InvalidOutput) as exc:  # too long to encode, or refused by the guard
-                    compact = {"refused": str(exc)}
-                if not matches(case.expect, compact):
-                    failures.append(f"{case.name} (compact): expected {case.expect}, got {compact}")
+                for packed in forms:
+                    try:
+                        compact = evaluate_compact_with(
+                            evaluate_compact, case.edge_config, method, path, headers, packed
+                        )
+                    except (ValueError, InvalidOutput) as exc:  # too long to encode, or refused by the guard
+                        compact = {"refused": str(exc)}
+                    if not matches(case.expect, compact):
+                        form = "compact, packed" if packed else "compact"
+                        failures.append(f"{case.name} ({form}): expected {case.expect}, got {compact}")
         if not matches(case.expect, got):
             failures.append(f"{case.name}: expected {case.expect}, got {got}")
     return SelfTestReport(total=len(cases), failures=failures)

@@ -41,7 +41,7 @@ from wasmtime import _ffi as ffi
 from wasmtime.component import Component, Func, Linker
 
 from ..logsafe import escape
-from .compact import CompactCodec, lookup, lookup_raw
+from .compact import CompactCodec, lookup, lookup_raw, reads_packed
 from .contract import CONTRACT_VERSION, EdgeConfig, EdgeError, ErrorKind, Header, encode_head
 from .python_core import CONTRACT_HEADERS, PythonCore
 from .validate import (
@@ -380,9 +380,14 @@ class EncodedCall:
 
     Per call: the argument's bytes are copied into a buffer the argument slot points
     at for good (up to `ARG_CAPACITY` bytes; a longer one is borrowed, pointed at
-    through ctypes), the slots are read and written as 64-bit words through memoryviews
-    (no ctypes field descriptors), and the three foreign calls (set the fuel, call,
-    free the answer) take prebuilt ctypes values only."""
+    through ctypes, and the slot points back at the buffer afterwards), the slots are
+    read and written as 64-bit words through memoryviews (no ctypes field descriptors),
+    and the two foreign calls (set the fuel, call) take prebuilt ctypes values only.
+    The answer is not freed after it is copied out: `wasmtime_component_func_call`
+    assigns its result into the slot, which drops (frees) the value the slot held, so
+    each call frees the previous answer and the last one is freed with this object
+    (`__del__`; `tests/test_wasm_host.py` checks that a million answers leave the
+    process's memory where it was)."""
 
     ARG_CAPACITY = 4096
 
@@ -402,6 +407,7 @@ class EncodedCall:
         self._buffer = ctypes.create_string_buffer(self.ARG_CAPACITY)
         self._buffer_view = memoryview(self._buffer).cast("B")
         self._buffer_address = ctypes.addressof(self._buffer)
+        self._arg_words[2] = self._buffer_address  # for good: a borrowed argument points back here after
         # Built once as ctypes values: a ctypes call converts a plain int argument into one on
         # every call (measured: about a third of the crossing's host-side cost).
         self._call_args = (
@@ -424,7 +430,8 @@ class EncodedCall:
 
     def call(self, data: bytes) -> bytes:
         """One call with the fuel the instance gives per argument length (the hot path: the
-        edge's per-request crossing). Raises WasmtimeError on a trap."""
+        edge's per-request crossing; `__call__` and `_invoke` in one frame). Raises WasmtimeError
+        on a trap."""
         n = len(data)
         if n > self.ARG_CAPACITY:
             return self(data, self._base_fuel + self._fuel_per_byte * n, self.max_size)
@@ -432,10 +439,22 @@ class EncodedCall:
         if fuel is None:
             fuel = self._fuel_by_length[n] = ctypes.c_uint64(self._base_fuel + self._fuel_per_byte * n)
         self._buffer_view[:n] = data
-        words = self._arg_words
-        words[1] = n
-        words[2] = self._buffer_address
-        return self._invoke(fuel, self.max_size)
+        self._arg_words[1] = n
+        err = _set_fuel(self._ctx_addr, fuel)
+        if err:
+            raise WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(capi.wasmtime_error_t)))
+        err = _func_call(*self._call_args)
+        if err:
+            raise WasmtimeError._from_ptr(ctypes.cast(err, ctypes.POINTER(capi.wasmtime_error_t)))
+        words = self._result_words
+        if words[0] & 0xFF != _STRING:  # the kind is the slot's first byte
+            raise WasmtimeError("the encoded export returned a non-string value")
+        size = words[1]
+        if self.max_size and size > self.max_size:
+            _byte_vec_delete(self._result_vec)
+            raise OutputTooLarge(size)
+        # A bytes copy through an array view: cheaper than ctypes.string_at, itself a foreign call.
+        return (_CHARS[size] if size < _CHARS_CACHED else ctypes.c_char * size).from_address(words[2]).raw
 
     def __call__(self, data: bytes, fuel: int, max_size: int = 0) -> bytes:
         """Raises WasmtimeError on a trap; the store gets `fuel` for this call. With `max_size`,
@@ -445,9 +464,7 @@ class EncodedCall:
         n = len(data)
         if n <= self.ARG_CAPACITY:
             self._buffer_view[:n] = data
-            words = self._arg_words
-            words[1] = n
-            words[2] = self._buffer_address
+            self._arg_words[1] = n
             return self._invoke(self._fuel[1], max_size)
         arg = self._arg
         arg.size = n
@@ -455,7 +472,7 @@ class EncodedCall:
         try:
             return self._invoke(self._fuel[1], max_size)
         finally:
-            arg.data = None
+            self._arg_words[2] = self._buffer_address
 
     def _invoke(self, fuel: Any, max_size: int) -> bytes:
         err = _set_fuel(self._ctx_addr, fuel)
@@ -472,9 +489,18 @@ class EncodedCall:
             _byte_vec_delete(self._result_vec)
             raise OutputTooLarge(size)
         # A bytes copy through an array view: cheaper than ctypes.string_at, itself a foreign call.
-        out = (_CHARS[size] if size < _CHARS_CACHED else ctypes.c_char * size).from_address(words[2]).raw
-        _byte_vec_delete(self._result_vec)
-        return out
+        # Not freed here: the next call's result drops it (the class docstring).
+        return (_CHARS[size] if size < _CHARS_CACHED else ctypes.c_char * size).from_address(words[2]).raw
+
+    def __del__(self) -> None:
+        """Frees the last answer the result slot holds (a string with its bytes, until the next
+        call would drop it); `wasm_byte_vec_delete` leaves the slot empty."""
+        try:
+            words = self._result_words
+            if words[0] & 0xFF == _STRING and words[2]:
+                _byte_vec_delete(self._result_vec)
+        except Exception:  # noqa: BLE001 - interpreter shutdown: nothing left to free into
+            pass
 
 
 # Array types for copying an answer out, by length (`ctypes.c_char * n` looks its type up each time).
@@ -644,9 +670,11 @@ class WasmCore:
         first = self.component.instantiate()
         first.configure_encoded(self._config_json)
         first.bound_compact(self._codec.largest_read)
-        self._inst: WasmInstance | None = first
-        # The encoding every request crosses in: compact when the component exports it.
+        # The encoding every request crosses in: compact when the component exports it, its
+        # headers in the packed form when the component reads it (section 16).
         self.encoding = "compact" if first.has_compact else "json"
+        self._codec.packed = first.has_compact and reads_packed(first.evaluate_compact)
+        self._inst: WasmInstance | None = first
 
     def _instance(self) -> WasmInstance | None:
         """The instance, rebuilt after a failure; None while a failed rebuild
