@@ -851,3 +851,147 @@ async def test_idle_expiry_costs_the_idle_sessions_own_links_and_a_cap_runs_it_a
         monkeypatch.undo()
     finally:
         await store.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded_redis() -> Iterator[tuple[int, str]]:
+    """A redis-server that wants a password (`pw` for its default user, `apppw` for user `app`),
+    on a free loopback port and on a unix socket: (port, socket path)."""
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is missing: `make test` installs it (Debian's redis-server)")
+    where = tempfile.mkdtemp(prefix="mcpgw-redis-auth-")
+    path = os.path.join(where, "redis.sock")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    argv += ["--requirepass", "pw", "--user", "app", "on", ">apppw", "~*", "&*", "+@all"]
+    argv += ["--unixsocket", path, "--unixsocketperm", "700"]
+    proc = subprocess.Popen(argv, cwd=where, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path):
+            assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+        yield port, path
+    finally:
+        stop_process(proc)
+        shutil.rmtree(where, ignore_errors=True)
+
+
+async def test_the_batch_connection_speaks_auth_select_and_unix_sockets(guarded_redis: tuple[int, str]) -> None:
+    """The per-turn BATCH call's own client (state/batch_link.py) authenticates as the URL says (a
+    password; a username and a password), selects its database, and reaches a unix socket: each
+    claim lands in the database the URL names, where redis-py's own clients look for it."""
+    from mcpgw.state.session import Session as LiveSession
+    from mcpgw.state.shared import RedisSessions, claim_key
+
+    port, path = guarded_redis
+    session = LiveSession("batch-link", "2025-11-25", "streamable-http")
+    session.shared = True
+    for url, db in (
+        (f"redis://app:apppw@127.0.0.1:{port}/3", 3),
+        (f"redis://:pw@127.0.0.1:{port}", 0),
+        (f"unix://{path}?db=2&password=pw", 2),
+    ):
+        sessions = RedisSessions(url, 100, 60.0)
+        try:
+            assert sessions.health()["batch"] == "direct"
+            assert await sessions.claim(session, db) == 1
+            held = sync_redis.Redis.from_url(url).get(claim_key(session.id, db))
+            assert held is not None and held.decode() == sessions._held[claim_key(session.id, db)], url
+            assert sync_redis.Redis(port=port, password="pw", db=(db + 1) % 16).get(claim_key(session.id, db)) is None
+        finally:
+            await sessions.stop()
+
+
+async def test_a_wrong_password_on_the_batch_connection_is_a_clear_unavailable_state(
+    guarded_redis: tuple[int, str],
+) -> None:
+    from mcpgw.state.registry import StateUnavailable
+    from mcpgw.state.session import Session as LiveSession
+    from mcpgw.state.shared import RedisSessions
+
+    port, _ = guarded_redis
+    sessions = RedisSessions(f"redis://app:wrong@127.0.0.1:{port}/0", 100, 60.0)
+    session = LiveSession("batch-link-auth", "2025-11-25", "streamable-http")
+    session.shared = True
+    sessions.available = True  # as after start-up: the failure is logged and shown
+    try:
+        with pytest.raises(StateUnavailable):
+            await sessions.claim(session, 1)
+        state = sessions.health()
+        assert state["available"] is False and "WRONGPASS" in state["error"], state
+    finally:
+        await sessions.stop()
+
+
+async def test_urls_the_batch_connection_does_not_speak_use_redis_py_and_say_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """rediss:// (TLS) and connection options of the URL's query go through redis-py's connection,
+    named in /health's `state.batch` and in the start-up log (nothing is connected here)."""
+    import logging
+
+    from mcpgw.state.shared import RedisSessions
+
+    with caplog.at_level(logging.INFO, logger="mcpgw.state"):
+        tls = RedisSessions("rediss://127.0.0.1:6390/0", 100, 60.0)
+        tuned = RedisSessions("redis://127.0.0.1:6390/0?socket_keepalive=true", 100, 60.0)
+    assert tls.health()["batch"] == "redis-py (rediss:// (TLS) is not spoken by the direct connection)"
+    assert tuned.health()["batch"] == "redis-py (connection option(s) socket_keepalive)"
+    assert "per-turn BATCH calls on redis-py's connection: rediss:// (TLS)" in caplog.text
+    for sessions in (tls, tuned):
+        await sessions.redis.aclose()
+        await sessions.listening.aclose()
+
+
+async def test_the_batch_connection_survives_a_killed_connection_and_a_flushed_script(redis: Redis) -> None:
+    """Redis drops the batch connection (CLIENT KILL, as a restart does): the next claim is retried
+    once on a new connection; Redis forgets the script (SCRIPT FLUSH, as a restart empty does): the
+    claim is sent as the script itself (NOSCRIPT -> EVAL). Neither is seen by the request."""
+    from mcpgw.state.session import Session as LiveSession
+    from mcpgw.state.shared import RedisSessions, claim_key
+
+    sessions = RedisSessions(redis.url, 100, 60.0)
+    session = LiveSession("batch-link-restart", "2025-11-25", "streamable-http")
+    session.shared = True
+    plain = sync_redis.Redis.from_url(redis.url)
+    try:
+        assert await sessions.claim(session, 1) == 1
+        assert plain.client_kill_filter(_type="normal", skipme=True) >= 1
+        assert await sessions.claim(session, 2) == 1
+        plain.script_flush()
+        assert await sessions.claim(session, 3) == 1
+        assert all(plain.exists(claim_key(session.id, n)) for n in (1, 2, 3))
+        assert sessions.available is True
+    finally:
+        await sessions.stop()
+
+
+async def test_a_redis_that_never_answers_fails_the_batch_within_its_socket_timeout() -> None:
+    """A Redis that accepts the connection and never answers (a listening socket nobody reads):
+    the claim fails as state unavailable after the socket timeout of each of its two attempts,
+    never hangs."""
+    from mcpgw.state.registry import StateUnavailable
+    from mcpgw.state.session import Session as LiveSession
+    from mcpgw.state.shared import CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S, RedisSessions
+
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)  # connections complete in the backlog; nothing is ever read or answered
+        sessions = RedisSessions(f"redis://127.0.0.1:{mute.getsockname()[1]}/0", 100, 60.0)
+        session = LiveSession("batch-link-mute", "2025-11-25", "streamable-http")
+        session.shared = True
+        started = time.monotonic()
+        try:
+            with pytest.raises(StateUnavailable):
+                await sessions.claim(session, 1)
+        finally:
+            elapsed = time.monotonic() - started
+            await sessions.redis.aclose()
+            await sessions.listening.aclose()
+            if sessions._batch_link is not None:
+                sessions._batch_link.close()
+    assert SOCKET_TIMEOUT_S <= elapsed < 2 * (SOCKET_TIMEOUT_S + CONNECT_TIMEOUT_S) + 10, elapsed
+    assert "no answer from redis within 2 s" in sessions.health()["error"]

@@ -39,10 +39,11 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..server.context import LOG_LEVELS
+from .batch_link import BatchLink, unsupported
 from .principal import Principal
 from .registry import MemorySessions, StateUnavailable
 from .session import Session
@@ -250,13 +251,22 @@ class RedisSessions(MemorySessions):
             url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=None, health_check_interval=LISTEN_PING_S
         )
         # The per-turn BATCH call (every claimed request's claim and release) is the hot path: it
-        # has a connection of its own, driven directly (no pool checkout, no task per send for the
-        # socket timeout: one deadline around the round trip instead), about half redis-py's
-        # per-call cost (docs/scale-out.md, cost).
-        # No socket timeout on it: redis-py would wrap each send in `asyncio.wait_for` (a task per
-        # call on Python 3.11); `_call_batch` bounds each attempt with one `asyncio.timeout`.
+        # has a connection of its own. Where the URL allows (TCP or a unix socket, with AUTH and
+        # SELECT), a small client of our own (state/batch_link.py: a Protocol feeding hiredis's
+        # reader, no task per call); otherwise (rediss://, other options) redis-py's connection,
+        # driven directly (docs/scale-out.md, cost). Which one: /health (`batch`) and the start-up log.
         pool = ConnectionPool.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S)  # URL parsed as redis-py does
-        self._batch_conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+        self.batch_fallback = unsupported(pool.connection_class, pool.connection_kwargs)
+        self._batch_link: BatchLink | None = None
+        self._batch_conn: Any = None
+        if self.batch_fallback is None:
+            self._batch_link = BatchLink(pool.connection_kwargs, CONNECT_TIMEOUT_S, SOCKET_TIMEOUT_S)
+            log.info("state: per-turn BATCH calls on a direct connection to redis (hiredis)")
+        else:
+            # No socket timeout on it: redis-py would wrap each send in `asyncio.wait_for` (a task
+            # per call on Python 3.11); `_call_batch` bounds each attempt with one `asyncio.timeout`.
+            self._batch_conn = pool.connection_class(**{**pool.connection_kwargs, "socket_timeout": None})
+            log.info("state: per-turn BATCH calls on redis-py's connection: %s", self.batch_fallback)
         self._batch_sha = self.redis.register_script(BATCH).sha
         self.available = False
         self.error = "not connected yet"
@@ -305,6 +315,8 @@ class RedisSessions(MemorySessions):
             "process": self.proc,
             "available": self.available,
             "local_sessions": len(self._sessions),
+            # the per-turn BATCH call's connection: our own client, or redis-py's and why
+            "batch": "direct" if self.batch_fallback is None else f"redis-py ({self.batch_fallback})",
         }
         if self.error:
             found["error"] = self.error
@@ -632,9 +644,30 @@ class RedisSessions(MemorySessions):
         task.add_done_callback(self._background.discard)
 
     async def _call_batch(self, keys: list[str], args: list[Any]) -> list[Any]:
-        """One BATCH call on its own connection: at most SOCKET_TIMEOUT_S per attempt, retried once
-        at once on a broken connection (a Redis restart; every op is idempotent for this process),
-        sent as the script itself when Redis lost it (restarted empty)."""
+        """One BATCH call on its own connection: at most SOCKET_TIMEOUT_S per attempt (1 s more to
+        connect), retried once at once on a broken connection (a Redis restart; every op is
+        idempotent for this process), sent as the script itself when Redis lost it (restarted empty)."""
+        link = self._batch_link
+        if link is None:
+            return await self._call_batch_redis_py(keys, args)
+        command: tuple[Any, ...] = ("EVALSHA", self._batch_sha, len(keys), *keys, *args)
+        for attempt in (1, 2):
+            try:
+                found = await link.call(command)
+                if isinstance(found, hiredis.ReplyError) and str(found).startswith("NOSCRIPT"):
+                    found = await link.call(("EVAL", BATCH, *command[2:]))
+            except (RedisConnectionError, RedisTimeoutError):
+                link.close()
+                if attempt == 2:
+                    raise
+                continue
+            if isinstance(found, hiredis.ReplyError):
+                raise ResponseError(str(found))
+            return list(found)
+        raise AssertionError("unreachable")
+
+    async def _call_batch_redis_py(self, keys: list[str], args: list[Any]) -> list[Any]:
+        """`_call_batch` on redis-py's connection (a URL the direct connection does not speak)."""
         conn = self._batch_conn
         for attempt in (1, 2):
             try:
@@ -853,7 +886,10 @@ class RedisSessions(MemorySessions):
             await self.redis.delete(proc_key(self.proc))  # a clean stop: nobody waits for our heartbeat
         await self.redis.aclose()
         await self.listening.aclose()
-        await self._batch_conn.disconnect()
+        if self._batch_link is not None:
+            self._batch_link.close()
+        else:
+            await self._batch_conn.disconnect()
 
     async def _heartbeat(self) -> None:
         refresh_every = min(max(self.ttl_ms / 4000, HEARTBEAT_S), 30.0)
