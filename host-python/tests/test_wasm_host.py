@@ -214,12 +214,12 @@ def test_the_byte_path_writes_the_head_from_the_asgi_bytes(component, monkeypatc
                 path,
             )
     # Which headers cross is planned once per tuple of names (`CompactCodec._plan`): a name the
-    # contract does not read may be in capitals; one it reads may not, and no name may come twice.
+    # contract does not read may be in capitals or twice; one it reads may not.
     codec = core._codec
-    mixed = [(b"User-Agent", b"curl/8"), *base]
+    mixed = [(b"User-Agent", b"curl/8"), *base, (b"x-a", b"1"), (b"x-a", b"2")]
     assert codec.head_bytes("POST", b"/mcp", mixed) is not None
     assert codec.head_bytes("POST", b"/mcp", [(b"Origin", b"http://localhost:3000"), *base[:4]]) is None
-    assert codec.head_bytes("POST", b"/mcp", [*base, (b"x-a", b"1"), (b"x-a", b"2")]) is None
+    assert codec.head_bytes("POST", b"/mcp", [*base, (b"origin", b"http://localhost:3000")]) is None
     assert core.evaluate_raw("POST", b"/mcp", b"", mixed) == python.evaluate_raw("POST", b"/mcp", b"", mixed)
     # Plans are bounded whatever names clients send.
     from mcpgw.edge.compact import _PLAN_LIMIT
@@ -353,3 +353,41 @@ def test_answers_are_freed_by_the_next_call(component):
     for _ in range(100_000):
         inst.evaluate_compact(head[0])
     assert resident_kib() - before < 8 * 1024
+
+
+def test_a_names_matcher_serves_only_heads_with_exactly_its_names(component):
+    """A tuple of header names planned `_COMPILE_AFTER` times gets a matcher, tried first for
+    heads with as many headers (`compact._matcher`): it must serve exactly the heads with those
+    names in that order, and every other head must go the planned way, with the same answers as
+    the Python edge."""
+    from mcpgw.edge.compact import _COMPILE_AFTER
+
+    core = WasmCore(component, CFG)
+    python = _python()
+    codec = core._codec
+    base = [
+        (b"host", b"127.0.0.1:4444"),
+        (b"user-agent", b"t"),
+        (b"origin", b" http://localhost:3000"),
+        (b"mcp-session-id", b"abc"),
+    ]
+    for _ in range(_COMPILE_AFTER):
+        assert core.evaluate_raw("POST", b"/mcp", b"", base) == python.evaluate_raw("POST", b"/mcp", b"", base)
+    assert len(base) in codec._fast
+    others = {
+        "the same names": base,
+        "as lists": [list(h) for h in base],
+        "another order": [base[1], base[0], *base[2:]],
+        "another name": [(b"accept", b"*/*"), *base[1:]],
+        "a name in capitals": [(b"Host", b"127.0.0.1:4444"), *base[1:]],
+        "origin twice": [*base[:3], (b"origin", b"http://evil.example")],
+        "a field of 256 bytes": [base[0], base[1], (b"origin", b"http://" + b"a" * 249), base[3]],
+        "a latin-1 value": [base[0], base[1], (b"origin", b"http://caf\xe9.example"), base[3]],
+        "an invalid session id": [*base[:3], (b"mcp-session-id", b"bad id")],
+    }
+    for why, headers in others.items():
+        for method, path in (("POST", b"/mcp"), ("OPTIONS", b"/mcp"), ("GET", b"//servers/a%7e/mcp/")):
+            expected = python.evaluate_raw(method, path, b"", headers)
+            assert core.evaluate_raw(method, path, b"", headers) == expected, why
+    assert codec._fast[len(base)][1](others["another order"]) is None
+    assert core.traps.total == 0

@@ -28,7 +28,7 @@ anything else, `head_raw`/`head` and `outcome`, which decode first. The differen
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -110,22 +110,22 @@ _SESSION_INVALID = b"a\x00"
 
 
 # What `head_bytes` knows of a tuple of header names (`CompactCodec._plan`): the crossing headers
-# there, as (name, code) in code order; the names of the session id, Origin and the protocol
-# version when there (else None); whether Host and Content-Type are there; the names of the
-# pass-through headers when there (else None); for the packed form, its start (`*`, the count, the
-# letters) and a function picking the crossing values out of the headers by name, as a tuple.
+# there, as (position, code) in code order; the positions of the session id, Origin and the
+# protocol version when there (else None); whether Host and Content-Type are there; the positions
+# of the pass-through headers when there (else None); for the packed form, its start (`*`, the
+# count, the letters) and a function picking the crossing values out of the headers, as a tuple.
 _Plan = tuple[
-    tuple[tuple[bytes, bytes], ...],
-    bytes | None,
-    bytes | None,
-    bytes | None,
+    tuple[tuple[int, bytes], ...],
+    int | None,
+    int | None,
+    int | None,
     bool,
     bool,
-    bytes | None,
-    bytes | None,
-    bytes | None,
+    int | None,
+    int | None,
+    int | None,
     bytes,
-    Callable[[dict[bytes, bytes]], tuple[bytes, ...]],
+    Callable[[Sequence[tuple[bytes, bytes]]], tuple[bytes, ...]],
 ]
 # Plans are memoized for tuples of up to this many names and bytes in all, at most this many plans
 # (a few MB whatever clients send; real clients repeat a few tuples). A longer tuple's plan is
@@ -134,20 +134,56 @@ _PLAN_MAX_COUNT = 48
 _PLAN_MAX_NAMES = 1024
 _PLAN_LIMIT = 1024
 _VERBS = {verb: verb.encode() for verb in ("GET", "POST", "DELETE", "OPTIONS", "HEAD", "PUT", "PATCH")}
-# What `head_bytes` keeps for `outcome_bytes`: the headers by name, their plan, then Origin, the
+# What `head_bytes` keeps for `outcome_bytes`: the ASGI headers, their plan, then Origin, the
 # protocol version and the session id trimmed (None when absent), and whether that id is valid.
-Held = tuple[dict[bytes, bytes], _Plan, bytes | None, bytes | None, bytes | None, bool]
+Held = tuple[Sequence[tuple[bytes, bytes]], _Plan, bytes | None, bytes | None, bytes | None, bool]
 
 
-def _picker(names: tuple[bytes, ...]) -> Callable[[dict[bytes, bytes]], tuple[bytes, ...]]:
-    """A C-level function of a dict giving the values of `names` as a tuple (`itemgetter` gives
-    a bare value for one name)."""
-    if len(names) >= 2:
-        return itemgetter(*names)
-    if names:
-        (name,) = names
-        return lambda by_name: (by_name[name],)
-    return lambda by_name: ()
+def _picker(positions: tuple[int, ...]) -> Callable[[Sequence[tuple[bytes, bytes]]], tuple[bytes, ...]]:
+    """A function of the ASGI headers giving the values of the headers at `positions`, as a
+    tuple, by C-level calls (`itemgetter` gives a bare item for one position)."""
+    if len(positions) >= 2:
+        pairs = itemgetter(*positions)
+        return lambda headers: tuple(map(_VALUE, pairs(headers)))
+    if positions:
+        (at,) = positions
+        return lambda headers: (headers[at][1],)
+    return lambda headers: ()
+
+
+_NAME = itemgetter(0)
+_VALUE = itemgetter(1)
+# A tuple of header names gets its matcher once it was planned this many times: a client sending
+# new names with every head never makes one, and one that repeats them makes one.
+_COMPILE_AFTER = 8
+
+
+def _matcher(
+    names: tuple[bytes, ...], positions: tuple[int, ...], prefix: bytes
+) -> Callable[[Sequence[tuple[bytes, bytes]]], tuple[bytes, ...] | None]:
+    """A function of ASGI headers that returns the packed part of the head (`prefix`, the
+    lengths, the values at `positions`) when the headers' names are exactly `names`, in that
+    order, and None otherwise; ValueError when a length is 256 or more or the count differs,
+    TypeError for an entry that is not a pair. Written out for these names (every entry
+    unpacked, every name compared, each value read by its position: bytecode the interpreter
+    specializes, where a loop over the headers costs a call per item). The source holds no
+    name: the names are constants of the function's namespace."""
+    pairs = "".join(f"(n{i}, v{i}), " for i in range(len(names)))
+    differs = " or ".join(f"n{i} != N{i}" for i in range(len(names))) or "False"
+    lengths = "".join(f"len(v{i}), " for i in positions)
+    values = "".join(f"v{i}, " for i in positions)
+    source = (
+        "def match(h):\n"
+        f"    {pairs}= h\n"
+        f"    if {differs}:\n"
+        "        return None\n"
+        f"    return (PREFIX, bytes(({lengths})), {values})\n"
+    )
+    namespace: dict[str, Any] = {f"N{i}": name for i, name in enumerate(names)}
+    namespace["PREFIX"] = prefix
+    exec(source, namespace)  # generated from indices only: the names are bound, never written into it
+    match: Callable[[Sequence[tuple[bytes, bytes]]], tuple[bytes, ...] | None] = namespace["match"]
+    return match
 
 
 # A packed head with no headers (section 16): a component that reads the packed form answers it
@@ -208,6 +244,10 @@ class CompactCodec:
         self.packed = False
         # `head_bytes`' plans per header names tuple (`_plan`).
         self._plans: dict[tuple[bytes, ...], _Plan | None] = {}  # None: the shortcut does not apply
+        # How often each memoized names tuple was planned (up to `_COMPILE_AFTER`), and the
+        # matcher tried first per number of headers (`_planned`).
+        self._uses: dict[tuple[bytes, ...], int] = {}
+        self._fast: dict[int, tuple[_Plan, Callable[[Sequence[tuple[bytes, bytes]]], tuple[bytes, ...] | None]]] = {}
 
     # --- the head ---------------------------------------------------------------
 
@@ -291,99 +331,110 @@ class CompactCodec:
         self, method: str, raw_path: bytes, headers: Iterable[tuple[bytes, bytes]]
     ) -> tuple[bytes, Held] | None:
         """The compact head written from the ASGI bytes as they are, and what `outcome_bytes`
-        needs of them; None when this shortcut does not apply, and `head_raw` serves: a header
-        name twice (its values are combined) or a name the contract reads not in lower case (ASGI
-        servers lower-case them), or a field of 256 bytes or more. Values are only trimmed, not
-        decoded: a latin-1 head that is ASCII (nearly always) is already the UTF-8 one.
+        needs of them; None when this shortcut does not apply, and `head_raw` serves: a name the
+        contract reads twice (its values are combined) or not in lower case (ASGI servers
+        lower-case them), or a field of 256 bytes or more. Values are not decoded: a latin-1
+        head that is ASCII (nearly always) is already the UTF-8 one.
 
-        Which headers the head carries depends only on the header names, and clients repeat
-        those: a `_Plan` per tuple of names in received order (`_plan`, memoized) says which are
-        there, so per call only the present ones are read and no name is checked again."""
+        Where the headers the head carries sit depends only on the header names in received
+        order, and clients repeat those: a `_Plan` per tuple of names (`_planned`) says it, so
+        no name is looked at again and only the present headers are read. In the packed form
+        (what serves) the values cross as received, with one `len` each (the component trims
+        them), and a tuple of names seen `_COMPILE_AFTER` times gets a matcher (`_matcher`):
+        one function that checks a head has exactly those names and returns its packed part,
+        tried first for heads with as many headers."""
         if not isinstance(headers, (list, tuple)):  # another iterable (ASGI allows one): `head_raw` reads it
             return None
-        by_name = dict(headers)
-        if len(by_name) != len(headers):
+        try:
+            verb = _VERBS.get(method) or method.encode("latin-1")
+            fast = self._fast.get(len(headers)) if self.packed else None
+            got: Sequence[bytes] | None = None if fast is None else fast[1](headers)
+            plan: _Plan | None
+            if fast is not None and got is not None:
+                plan = fast[0]
+            else:
+                plan = self._planned(headers)
+                if plan is None:
+                    return None
+                if self.packed:
+                    values = plan[10](headers)
+                    got = (plan[9], bytes(map(len, values)), *values)
+                else:
+                    letters: list[bytes] = []
+                    for at, code in plan[0]:
+                        value = headers[at][1].strip(_TRIM_B)
+                        letters += (code, _LEN[len(value)], value)
+                    got = letters
+            parts = [_LEN[len(verb)], verb, _LEN[len(raw_path)], raw_path, *got]
+            _, session_at, origin_at, version_at = plan[:4]
+            origin = version = session = None
+            valid = False
+            if origin_at is not None:
+                origin = headers[origin_at][1].strip(_TRIM_B)
+            if version_at is not None:
+                version = headers[version_at][1].strip(_TRIM_B)
+            if session_at is not None:
+                session = headers[session_at][1].strip(_TRIM_B)
+                # Section 4 (`validate._VISIBLE`) without a regex; isalnum() settles most ids alone.
+                valid = 0 < len(session) <= 256 and (session.isalnum() or not session.translate(None, _VISIBLE_B))
+                parts.append(_SESSION_VALID if valid else _SESSION_INVALID)
+            head = b"".join(parts)
+        except (IndexError, ValueError, TypeError, UnicodeEncodeError):  # a field too long, an entry not bytes
             return None
-        names = tuple(by_name)
+        held = (headers, plan, origin, version, session, valid)
+        return (head if head.isascii() else head.decode("latin-1").encode()), held
+
+    def _planned(self, headers: Sequence[tuple[bytes, bytes]]) -> _Plan | None:
+        """The plan for these headers' names (memoized, `_plan`); in the packed form, the names
+        tuple's matcher is made on its `_COMPILE_AFTER`-th use and tried first from then on for
+        heads with as many headers. TypeError for an entry that is not a pair of bytes."""
+        names = tuple(map(_NAME, headers))
         try:
             plan = self._plans[names]
         except KeyError:
             plan = self._plan(names)
-        if plan is None:
-            return None
-        crossing, session_name, origin_name, version_name = plan[:4]
-        try:
-            verb = _VERBS.get(method) or method.encode("latin-1")
-            if self.packed:  # the values as received, their lengths by one C call each (the component trims)
-                values = plan[10](by_name)
-                parts = [
-                    _LEN[len(verb)],
-                    verb,
-                    _LEN[len(raw_path)],
-                    raw_path,
-                    plan[9],
-                    bytes(map(len, values)),
-                    *values,
-                ]
-            else:
-                parts = [_LEN[len(verb)], verb, _LEN[len(raw_path)], raw_path]
-                for name, code in crossing:
-                    value = by_name[name].strip(_TRIM_B)
-                    parts += (code, _LEN[len(value)], value)
-        except (IndexError, ValueError, UnicodeEncodeError):  # a field too long for one latin-1 length
-            return None
-        origin = version = session = None
-        valid = False
-        if origin_name is not None:
-            origin = by_name[origin_name].strip(_TRIM_B)
-        if version_name is not None:
-            version = by_name[version_name].strip(_TRIM_B)
-        if session_name is not None:
-            session = by_name[session_name].strip(_TRIM_B)
-            # Section 4 (`validate._VISIBLE`) without a regex; isalnum() settles most ids alone.
-            valid = 0 < len(session) <= 256 and (session.isalnum() or not session.translate(None, _VISIBLE_B))
-            parts.append(_SESSION_VALID if valid else _SESSION_INVALID)
-        head = b"".join(parts)
-        held = (by_name, plan, origin, version, session, valid)
-        return (head if head.isascii() else head.decode("latin-1").encode()), held
+        if plan is not None and self.packed and names and names in self._plans:
+            uses = self._uses.get(names, 0) + 1
+            if uses <= _COMPILE_AFTER:
+                self._uses[names] = uses
+                if uses == _COMPILE_AFTER:
+                    self._fast[len(names)] = (plan, _matcher(names, tuple(at for at, _ in plan[0]), plan[9]))
+        return plan
 
     def _plan(self, names: tuple[bytes, ...]) -> _Plan | None:
-        """What `head_bytes` needs to know of a tuple of (distinct) header names (`_Plan`), or
-        None when its shortcut does not apply (a name the contract reads in capitals, or a
-        name that is not bytes); memoized for tuples of up to `_PLAN_MAX_COUNT` names and
-        `_PLAN_MAX_NAMES` bytes in all, at most `_PLAN_LIMIT` of them."""
-        present: set[str] = set()
+        """What `head_bytes` needs to know of a tuple of header names (`_Plan`), or None when its
+        shortcut does not apply (a name the contract reads in capitals or twice, or a name that
+        is not bytes); memoized for tuples of up to `_PLAN_MAX_COUNT` names and `_PLAN_MAX_NAMES`
+        bytes in all, at most `_PLAN_LIMIT` of them."""
+        at: dict[str, int] = {}
         plan: _Plan | None = None
-        for name in names:
+        for i, name in enumerate(names):
             if not isinstance(name, bytes):
                 return None
             key = CONTRACT_HEADERS.get(name.lower())
             if key is not None:
-                if not name.islower():  # matched case-insensitively: `head_raw` reads it
+                if key in at or not name.islower():  # combined, or matched case-insensitively
                     break
-                present.add(key)
+                at[key] = i
         else:
-
-            def raw(key: str) -> bytes | None:
-                return key.encode() if key in present else None
-
-            crossing = tuple((name.encode(), code.encode()) for name, code in _CROSSING.items() if name in present)
+            crossing = tuple((at[name], code.encode()) for name, code in _CROSSING.items() if name in at)
             plan = (
                 crossing,
-                raw("mcp-session-id"),
-                raw("origin"),
-                raw("mcp-protocol-version"),
-                "host" in present,
-                "content-type" in present,
-                raw("last-event-id"),
-                raw("mcp-method"),
-                raw("mcp-name"),
+                at.get("mcp-session-id"),
+                at.get("origin"),
+                at.get("mcp-protocol-version"),
+                "host" in at,
+                "content-type" in at,
+                at.get("last-event-id"),
+                at.get("mcp-method"),
+                at.get("mcp-name"),
                 b"*" + bytes((len(crossing),)) + b"".join(code for _, code in crossing),
-                _picker(tuple(name for name, _ in crossing)),
+                _picker(tuple(i for i, _ in crossing)),
             )
         if len(names) <= _PLAN_MAX_COUNT and sum(map(len, names)) <= _PLAN_MAX_NAMES:
             if len(self._plans) >= _PLAN_LIMIT:
                 self._plans.clear()
+                self._uses.clear()
             self._plans[names] = plan
         return plan
 
@@ -396,7 +447,7 @@ class CompactCodec:
             answer = self._answers[out, raw_path]
         except KeyError:
             answer = self._answer(out, raw_path)
-        by_name, plan, origin_b, version_b, session, valid = held
+        headers, plan, origin_b, version_b, session, valid = held
         origin = None if origin_b is None else origin_b.decode("latin-1")
         template = answer[0]
         if template is None:  # a preflight: (None, its allow-headers value or None for a 403)
@@ -424,7 +475,7 @@ class CompactCodec:
             raise InvalidOutput("protocol_state does not follow mcp-protocol-version and the configured versions")
         if origin_absent != (origin is None):
             raise InvalidOutput("origin_state disagrees with the presence of Origin")
-        host_present, content_present, last_event_name, mcp_method_name, mcp_name_name = plan[4:9]
+        host_present, content_present, last_event_at, mcp_method_at, mcp_name_at = plan[4:9]
         if host_absent == host_present or content_absent == content_present:
             raise InvalidOutput("host_state or content_type disagrees with the presence of its header")
         forward["method"] = method if method in _METHODS else _normalized_method(method)
@@ -440,12 +491,12 @@ class CompactCodec:
                 forward["cors_headers"] = [["access-control-allow-origin", origin], *map(list, pairs)]
         else:
             forward["cors_headers"] = []
-        if last_event_name is not None:
-            forward["last_event_id"] = by_name[last_event_name].strip(_TRIM_B).decode("latin-1")
-        if mcp_method_name is not None:
-            forward["mcp_method"] = by_name[mcp_method_name].strip(_TRIM_B).decode("latin-1")
-        if mcp_name_name is not None:
-            forward["mcp_name"] = by_name[mcp_name_name].strip(_TRIM_B).decode("latin-1")
+        if last_event_at is not None:
+            forward["last_event_id"] = headers[last_event_at][1].strip(_TRIM_B).decode("latin-1")
+        if mcp_method_at is not None:
+            forward["mcp_method"] = headers[mcp_method_at][1].strip(_TRIM_B).decode("latin-1")
+        if mcp_name_at is not None:
+            forward["mcp_name"] = headers[mcp_name_at][1].strip(_TRIM_B).decode("latin-1")
         return {"forward": forward}
 
     def _answer(self, out: bytes, raw_path: bytes) -> tuple[Any, ...]:
