@@ -89,10 +89,11 @@ class GatewayDispatcher(FederatedDispatcher):
         upstream owns), ping, and, with no upstream configured, the rest of the built-ins' methods
         (with upstreams, lists and reads may wait on them and depend on the session's views)."""
         if method == "tools/call":
-            return super().answers_at_once(method, params) and self._owner(params.get("name")) is None
+            # (The parent named rather than super(): an object less per request.)
+            return FederatedDispatcher.answers_at_once(self, method, params) and self._owner(params.get("name")) is None
         if method == "ping":
             return True
-        return not self.federation.upstreams and super().answers_at_once(method, params)
+        return not self.federation.upstreams and FederatedDispatcher.answers_at_once(self, method, params)
 
     def owner(self, method: str, params: dict[str, Any]) -> str | None:
         if method in ("tasks/get", "tasks/result", "tasks/cancel"):
@@ -170,7 +171,7 @@ class GatewayDispatcher(FederatedDispatcher):
         self, method: str, params: dict[str, Any], ctx: CallContext, session: Session | None
     ) -> dict[str, Any]:
         if ctx.lists_as_bytes and method in LIST_KEYS and not self.federation.upstreams:
-            return await super()._result(method, params, ctx, session)  # the built-ins' lists alone
+            return await FederatedDispatcher._result(self, method, params, ctx, session)  # the built-ins' lists alone
         if method == "tools/list":
             _no_cursor(params)
             return {"tools": self.catalog.tool_list() + await self._listed("tools", "name", public_name, session, ctx)}
@@ -261,4 +262,4 @@ class GatewayDispatcher(FederatedDispatcher):
                         await link.request(method, {"level": params["level"]})
             await self.federation.remote_log_level(session, params["level"], ctx)  # stdio held elsewhere
             return result
-        return await super()._result(method, params, ctx, session)
+        return await FederatedDispatcher._result(self, method, params, ctx, session)

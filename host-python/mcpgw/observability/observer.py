@@ -118,7 +118,8 @@ class RequestObserver:
             if self.access_log:
                 write_access_line(rid, scope, note.route, status, seconds, note.subject())
             request_id.current.reset(token)
-            request_id.principal.set(None)
+            if request_id.principal.get() is not None:  # (reading is half the cost of setting)
+                request_id.principal.set(None)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Counted and logged once, when the handshake is answered (a connection's lifetime is

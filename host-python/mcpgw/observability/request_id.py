@@ -22,7 +22,7 @@ principal: ContextVar[str | None] = ContextVar("mcpgw_principal", default=None)
 def new() -> str:
     """16 hex characters (64 random bits: an id, not a secret, so the fast PRNG, which Python
     reseeds in every forked worker): unique enough across workers and restarts."""
-    return f"{random.getrandbits(64):016x}"
+    return random.getrandbits(64).to_bytes(8).hex()  # (an f-string's formatting costs twice this)
 
 
 def from_headers(headers: list[tuple[bytes, bytes]]) -> str:

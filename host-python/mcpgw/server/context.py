@@ -28,6 +28,7 @@ ASK_CLIENT_TIMEOUT_S = 300.0
 
 @dataclass
 class CallContext:
+    # (The engine builds one per request with positional arguments, in this order: keep it.)
     request_id: Any
     revision: str
     emit: Emit

@@ -249,6 +249,24 @@ class SessionEngine:
         session.touch()
         return session
 
+    def find_held(
+        self, session_id: str, transport: str, server_id: str | None, *, principal: Principal | None
+    ) -> Session | None:
+        """`find` without a coroutine for a session this process holds and shared state does not
+        (in memory): the same checks. None means `find` decides (unknown here, shared, or not this
+        caller's), so a caller awaits `find` only then."""
+        session = self.sessions.get(session_id)
+        if (
+            session is None
+            or session.shared
+            or session.transport != transport
+            or session.server != server_id
+            or not same_caller(session.principal, principal)
+        ):
+            return None
+        session.touch()
+        return session
+
     def end(self, session: Session, reason: str) -> None:
         self.sessions.delete(session.id, reason)
 
@@ -388,9 +406,12 @@ class SessionEngine:
         result (no progress token; the dispatcher says the method sends no log, notification or
         server-to-client request and waits on nothing outside this process)."""
         params = message.get("params")
-        if envelope(params).get("progressToken") is not None:
+        if not isinstance(params, dict):
+            return dispatcher.answers_at_once(message["method"], {})
+        meta = params.get("_meta")  # (`envelope` inline: a call less per request)
+        if isinstance(meta, dict) and meta.get("progressToken") is not None:
             return False
-        return dispatcher.answers_at_once(message["method"], params if isinstance(params, dict) else {})
+        return dispatcher.answers_at_once(message["method"], params)
 
     async def answer_now(
         self,
@@ -522,16 +543,18 @@ class SessionEngine:
             caller = "\x1f".join(principal.key) if principal is not None else ""
             if session is not None:
                 capabilities = session.client_capabilities or {}
+                # (Positional, in CallContext's field order: keywords cost a dataclass call ~2k
+                # instructions more, on every request.)
                 ctx = CallContext(
                     id_,
                     revision,
                     emit,
                     meta.get("progressToken"),
                     session.log_level,
-                    client=client,
-                    caller=caller,
-                    capabilities=capabilities,
-                    ask_client=session.request,
+                    client,
+                    caller,
+                    capabilities,
+                    session.request,
                 )
             else:  # 2026-07-28: logs only when this request asks for them
                 requested = meta.get(LOG_LEVEL_KEY)
@@ -539,14 +562,7 @@ class SessionEngine:
                 declared = meta.get(CLIENT_CAPABILITIES_KEY)
                 capabilities = declared if isinstance(declared, dict) else {}
                 ctx = CallContext(
-                    id_,
-                    revision,
-                    emit,
-                    meta.get("progressToken"),
-                    log_level,
-                    client=client,
-                    caller=caller,
-                    capabilities=capabilities,
+                    id_, revision, emit, meta.get("progressToken"), log_level, client, caller, capabilities
                 )
             # Answered at once, the response is serialised as soon as it is returned: the
             # catalog's lists may come as pre-serialised bytes, unless something reads them first.

@@ -45,13 +45,18 @@ def classify(message: Any) -> str:
     """'request', 'notification', 'response' or 'invalid' for one decoded message, by MCP's rules."""
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
         return "invalid"
-    has_id = "id" in message
-    if has_id and not valid_id(message["id"]):
+    # (One lookup per member, the message itself standing for "absent", and valid_id inline:
+    # this runs for every message.)
+    id_ = message.get("id", message)
+    has_id = id_ is not message
+    if has_id and not (isinstance(id_, str) or (isinstance(id_, int) and not isinstance(id_, bool))):
         return "invalid"
-    if "method" in message:
-        if not isinstance(message["method"], str):
+    method = message.get("method", message)
+    if method is not message:
+        if not isinstance(method, str):
             return "invalid"
-        if "params" in message and not isinstance(message["params"], (dict, list)):
+        params = message.get("params", message)
+        if params is not message and not isinstance(params, (dict, list)):
             return "invalid"
         return "request" if has_id else "notification"
     if has_id and ("result" in message) != ("error" in message):

@@ -23,9 +23,14 @@ CACHEABLE_METHODS = frozenset(
 )
 
 
+# What `envelope` answers for a request without one (shared: its callers only read it).
+NO_META: dict[str, Any] = {}
+
+
 def envelope(params: Any) -> dict[str, Any]:
+    """A request's `params._meta` (read-only; empty when it has none)."""
     meta = params.get("_meta") if isinstance(params, dict) else None
-    return meta if isinstance(meta, dict) else {}
+    return meta if isinstance(meta, dict) else NO_META
 
 
 def stamp_result(method: str, result: dict[str, Any], server_info: dict[str, Any]) -> dict[str, Any]:
