@@ -41,7 +41,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import anyio
 import httpx2
@@ -137,6 +137,15 @@ class _Waiting:
 
     answer: asyncio.Future[dict[str, Any] | types.ErrorData]
     on_progress: ProgressFn | None
+    written: bool = False  # the request went out (a cancellation is then sent upstream)
+
+    def sent(self) -> None:
+        self.written = True
+
+
+def _raise(error: types.ErrorData) -> NoReturn:
+    """An error answer raised as the SDK's dispatcher raises it."""
+    raise MCPError(error.code, error.message, error.data)
 
 
 @dataclass(frozen=True)
@@ -401,6 +410,7 @@ class UpstreamLink:
         # Requests relayed past the SDK's dispatcher (`_relay`): written to the transport, answered by
         # the pump, by our own request id. The dispatcher keeps initialize and the upstream's requests.
         self._write: Any = None  # the transport's write stream
+        self._direct: StreamableHttpClient | None = None  # the gateway's own HTTP client: calls in the caller's task
         self._waiting: dict[str, _Waiting] = {}
         self._cancels: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
@@ -531,6 +541,7 @@ class UpstreamLink:
             if self.attach is not None:
                 lean.session_id = self.attach.session_id
             self._http_transport = lean
+            self._direct = lean
             self._start_get = lean.start_get
             async with lean.streams(start_get=self.attach is not None and self.attach.hold_get) as streams:
                 try:
@@ -673,6 +684,8 @@ class UpstreamLink:
             for waiting in self._waiting.values():  # the link's own requests fail as the SDK's would
                 if not waiting.answer.done():
                     waiting.answer.set_result(_CLOSED)
+            if self._direct is not None:
+                self._direct.abort()  # and those still in an exchange in their caller's task
             await inbound.aclose()
 
     async def _progress(self, params: dict[str, Any] | None) -> bool:
@@ -812,25 +825,27 @@ class UpstreamLink:
         else:
             message = JSONRPCRequest(jsonrpc="2.0", id=request_id, method=method)
         answer: asyncio.Future[dict[str, Any] | types.ErrorData] = asyncio.get_running_loop().create_future()
-        self._waiting[request_id] = _Waiting(answer, on_progress)
-        written = False
+        waiting = self._waiting[request_id] = _Waiting(answer, on_progress)
+        headers = {MCP_PROTOCOL_VERSION_HEADER: version}
         try:
-            headers = {MCP_PROTOCOL_VERSION_HEADER: version}
-            written = True  # a write cut short may still have gone out: it counts as sent (as the SDK's)
             try:
-                await self._write.send(SessionMessage(message, metadata=ClientMessageMetadata(headers=headers)))
+                if self._direct is not None:  # in this task; a JSON answer comes back here, the rest by the pump
+                    found = await self._direct.call(message, headers, waiting.sent)
+                    if found is not None:
+                        return found.result if isinstance(found, JSONRPCResponse) else _raise(found.error)
+                else:
+                    waiting.written = True  # a write cut short may still have gone out: it counts as sent
+                    await self._write.send(SessionMessage(message, metadata=ClientMessageMetadata(headers=headers)))
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 raise MCPError(types.CONNECTION_CLOSED, "Connection closed") from None
             outcome = await answer
         except asyncio.CancelledError:
-            if written:
+            if waiting.written:
                 await self._cancel_upstream(request_id)
             raise
         finally:
             self._waiting.pop(request_id, None)
-        if isinstance(outcome, types.ErrorData):
-            raise MCPError(outcome.code, outcome.message, outcome.data)
-        return outcome
+        return _raise(outcome) if isinstance(outcome, types.ErrorData) else outcome
 
     async def _cancel_upstream(self, request_id: str) -> None:
         """notifications/cancelled for a request given up after it was written, bounded by CANCEL_WRITE_S;

@@ -38,7 +38,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -381,6 +381,7 @@ class _Pool:
     def __init__(self, host: str, port: int, connect_timeout: float | None) -> None:
         self.host, self.port, self.connect_timeout = host, port, connect_timeout
         self.idle: list[_Connection] = []
+        self.lent: set[_Connection] = set()  # in use by an exchange
         self.open = 0
         self.opened = 0  # connections made so far
         self.waiters: deque[asyncio.Future[None]] = deque()
@@ -396,6 +397,7 @@ class _Pool:
             if conn.closed or now - conn.idle_since > IDLE_S:
                 self.discard(conn)
                 continue
+            self.lent.add(conn)
             return conn, True
         bound = (self.connect_timeout or POOL_WAIT_FALLBACK_S) if bounded else None
         deadline = None if bound is None else asyncio.get_running_loop().time() + bound
@@ -437,11 +439,13 @@ class _Pool:
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.lent.add(conn)
         return conn, False
 
     def release(self, conn: _Connection) -> None:
         """Back to the pool when its answer was read to the end and it stays open."""
         conn.busy = False
+        self.lent.discard(conn)
         if conn.closed or conn.error is not None or not conn.done or not conn.keep_alive or len(self.idle) >= MAX_IDLE:
             self.discard(conn)
         else:
@@ -452,6 +456,7 @@ class _Pool:
 
     def unused(self, conn: _Connection) -> None:
         """Back to the pool with nothing sent on it."""
+        self.lent.discard(conn)
         if conn.closed or len(self.idle) >= MAX_IDLE:
             self.discard(conn)
             return
@@ -463,6 +468,7 @@ class _Pool:
 
     def discard(self, conn: _Connection) -> None:
         conn.busy = False
+        self.lent.discard(conn)
         conn.close()
         if conn.counted:
             conn.counted = False
@@ -483,6 +489,8 @@ class _Pool:
         for conn in self.idle:
             conn.close()
         self.idle.clear()
+        for conn in [*self.lent]:  # an exchange still under way (a call in its caller's task) fails now
+            conn._fail("the link closed")
 
 
 # -- the transport -------------------------------------------------------------------------------
@@ -560,7 +568,7 @@ class StreamableHttpClient:
         self._shown = f"http://{host}{parts.path or '/'}"  # what the debug line names: no userinfo, no query
         self._heads: dict[tuple[str, str | None, str | None], bytes] = {}
         self.inbox: Inbox[SessionMessage | Exception] = Inbox(16)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._get_task: asyncio.Task[None] | None = None
         self._init_id: types.RequestId | None = None  # the initialize request's id, once sent
         self._unsent: set[types.RequestId] = set()  # requests waiting for a connection
@@ -583,6 +591,12 @@ class StreamableHttpClient:
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             self.pool.close()
+
+    def abort(self) -> None:
+        """The link ended: every exchange still under way fails now, a call in its caller's task too
+        (`call`; the link's pump calls this as it ends, so nothing waits on a silent upstream)."""
+        for conn in [*self.pool.lent]:
+            conn._fail("the link closed")
 
     def start_get(self) -> None:
         """Open the GET stream (the upstream's own messages), once."""
@@ -686,6 +700,7 @@ class StreamableHttpClient:
         extra: dict[str, str] | None,
         last_event: str = "",
         unbounded: bool = False,
+        on_sent: Callable[[], None] | None = None,
     ) -> _Connection:
         """Send one HTTP request and wait for the answer's head (up to read_timeout_s, unless
         `unbounded`: the GET stream); the connection is the caller's (release or discard it). A
@@ -720,6 +735,8 @@ class StreamableHttpClient:
                 raise Withdrawn
             try:
                 conn.send(data, self.limit if method != "DELETE" else REFUSAL_HEAD_BYTES)
+                if on_sent is not None:
+                    on_sent()
                 timeout = None if unbounded else self.read_timeout
                 while not conn.head_done and conn.error is None:
                     await conn.wait(timeout)
@@ -772,34 +789,47 @@ class StreamableHttpClient:
             await self.inbox.send(item)
 
     # -- one request ---------------------------------------------------------------------------
-    async def _request(self, message: types.JSONRPCRequest, extra: dict[str, str] | None, token: str | None) -> None:
+    async def call(
+        self, message: types.JSONRPCRequest, extra: dict[str, str] | None, on_sent: Callable[[], None]
+    ) -> types.JSONRPCResponse | types.JSONRPCError | None:
+        """One request exchanged in its caller's task (the link's own relay, link.py `_relay`): no task
+        and no hop through the read stream for a JSON answer, which is returned parsed when it answers
+        this request. Anything else goes to the read stream as for `send` (an event stream's messages,
+        read on in a task of its own; the errors this transport makes up) and None is returned: the
+        link has it from there. `on_sent` is called once the request went out; a call cancelled before
+        it was sent was never sent (nothing to cancel upstream), and one cancelled after closes its
+        connection."""
+        if self.writer_closed:
+            raise anyio.ClosedResourceError
+        if extra and MCP_PROTOCOL_VERSION_HEADER in extra:
+            self.protocol_version = extra[MCP_PROTOCOL_VERSION_HEADER]
+        return await self._request(message, extra, None, on_sent)
+
+    async def _request(
+        self,
+        message: types.JSONRPCRequest,
+        extra: dict[str, str] | None,
+        token: str | None,
+        on_sent: Callable[[], None] | None = None,
+    ) -> types.JSONRPCResponse | types.JSONRPCError | None:
+        """One request: its answer delivered to the read stream, or (`on_sent` given: `call`) a JSON
+        answer to it returned."""
         request_id = message.id
         try:
             if token:  # the dispatcher asks to resume an earlier answer's stream
                 await self._resume(request_id, token, None)
-                return
+                return None
             try:
-                conn = await self._exchange("POST", message, extra)
+                conn = await self._exchange("POST", message, extra, on_sent=on_sent)
             except ExchangeError as exc:  # the reason goes with it (the link names it)
                 await self._deliver(_error(request_id, types.CONNECTION_CLOSED, f"Connection closed: {exc}"))
-                return
-            try:
-                body = await self._answer(conn, message, request_id)
-            finally:
-                if conn.done and conn.error is None and not conn.closed:
-                    self.pool.release(conn)
-                else:
-                    self.pool.discard(conn)
-            if body is not None:  # a JSON answer, parsed after its connection went back to the pool
-                try:
-                    parsed = types.jsonrpc_message_adapter.validate_json(body, by_name=False)
-                except (ValidationError, ValueError) as exc:
-                    text = f"Failed to parse JSON response: {exc}"
-                    await self._deliver(_error(request_id, types.PARSE_ERROR, text))
-                    return
-                if message.method == "initialize":
-                    self._learn_version(parsed)
-                await self._deliver(SessionMessage(parsed))
+                return None
+            if on_sent is not None and conn.sse is not None:  # an event stream: read on in a task of its own
+                task = asyncio.ensure_future(self._finish(conn, message, request_id, False))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return None
+            return await self._finish(conn, message, request_id, on_sent is not None)
         except Withdrawn:
             pass  # its caller gave up before it was sent
         except ExchangeError as exc:
@@ -807,6 +837,40 @@ class StreamableHttpClient:
         except Exception as exc:
             log.exception("upstream exchange failed")
             await self._deliver(_error(request_id, types.CONNECTION_CLOSED, f"Connection closed ({exc})"))
+        return None
+
+    async def _finish(
+        self, conn: _Connection, message: types.JSONRPCRequest, request_id: Any, direct: bool
+    ) -> types.JSONRPCResponse | types.JSONRPCError | None:
+        """The answer to a request whose head has arrived, delivered to the read stream (or, `direct`,
+        a JSON answer to it returned); the connection back to the pool once read to its end."""
+        try:
+            try:
+                body = await self._answer(conn, message, request_id)
+            finally:
+                if conn.done and conn.error is None and not conn.closed:
+                    self.pool.release(conn)
+                else:
+                    self.pool.discard(conn)
+            if body is None:
+                return None
+            try:  # a JSON answer, parsed after its connection went back to the pool
+                parsed = types.jsonrpc_message_adapter.validate_json(body, by_name=False)
+            except (ValidationError, ValueError) as exc:
+                text = f"Failed to parse JSON response: {exc}"
+                await self._deliver(_error(request_id, types.PARSE_ERROR, text))
+                return None
+            if message.method == "initialize":
+                self._learn_version(parsed)
+            if direct and isinstance(parsed, types.JSONRPCResponse | types.JSONRPCError) and parsed.id == request_id:
+                return parsed
+            await self._deliver(SessionMessage(parsed))
+        except ExchangeError as exc:
+            await self._deliver(_error(request_id, types.CONNECTION_CLOSED, f"Connection closed: {exc}"))
+        except Exception as exc:
+            log.exception("upstream exchange failed")
+            await self._deliver(_error(request_id, types.CONNECTION_CLOSED, f"Connection closed ({exc})"))
+        return None
 
     async def _answer(self, conn: _Connection, message: types.JSONRPCRequest, request_id: Any) -> bytes | None:
         """Deliver what the answer says, or return a JSON answer's body (read whole) to be parsed."""
