@@ -135,6 +135,13 @@ def run(duration_s: float, reps: int, connections: list[int]) -> list[dict]:
         # The ceiling of the HTTP stack the gateway runs on: uvicorn (uvloop, httptools) and an
         # ASGI app that answers a fixed JSON body, the wasm gateway's own answers to the same calls.
         targets["bare-uvicorn"] = ("bare", servers.bare_uvicorn(gateway_answers(targets["wasm"][1].url)))
+        # The order each repetition runs the targets in (reversed every other one): a ratio pairs
+        # two targets' runs, and a pair is back to back only when nothing runs between them, so
+        # each bar's two sit side by side: python-control / python (the noise floor), python /
+        # wasm, wasm / bare-uvicorn. With six targets between wasm and bare-uvicorn, each pair
+        # held up to 12 s of a shared machine's drift: one run read echo 0.82x, tools/list 0.25x.
+        order = ["python-control", "python", "wasm", "bare-uvicorn"]
+        targets = {**{n: targets[n] for n in order}, **targets}
         loads = {name: workloads_for(kind, srv.url) for name, (kind, srv) in targets.items()}
         for name, per_target in loads.items():
             for load in per_target.values():
