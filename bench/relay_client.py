@@ -5,7 +5,8 @@ federation/shttp_client.py) and one with `client = "sdk"` (the SDK's transport o
 the virtual server and on `/mcp`; stateful then stateless upstream. Per target: req/s (wrk, c=16,
 alternating order), the ratio to direct (paired by repetition), and CPU per answered call of the
 gateway and of the upstream from /proc. With valgrind, also instructions per relayed call in the
-gateway process (callgrind, one keep-alive client, n calls one after another).
+gateway process (callgrind, one keep-alive client, n calls one after another), stateful and
+stateless upstream.
 
     python bench/relay_client.py            # BENCH_DURATION_S (3), BENCH_REPS (5), RELAY_CALLGRIND_N (200)
 """
@@ -186,8 +187,10 @@ if __name__ == "__main__":
     duration, reps = float(os.environ.get("BENCH_DURATION_S", "3")), int(os.environ.get("BENCH_REPS", "5"))
     n = int(os.environ.get("RELAY_CALLGRIND_N", "200"))
     if n and shutil.which("callgrind_control"):
-        for client in CLIENTS:
-            count = round(instructions("stateful", client, n))
-            print(json.dumps({"client": client, "instructions_per_relayed_call": count}), flush=True)
+        for mode in ("stateful", "stateless"):
+            for client in CLIENTS:
+                count = round(instructions(mode, client, n))
+                row = {"upstream": mode, "client": client, "instructions_per_relayed_call": count}
+                print(json.dumps(row), flush=True)
     for mode in ("stateful", "stateless"):
         throughput(mode, duration, reps)

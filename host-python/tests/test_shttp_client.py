@@ -10,6 +10,7 @@ a request carrying the session id (the link ends as a lost session, the request 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 from collections.abc import AsyncIterator, Iterator
 
@@ -111,6 +112,68 @@ async def test_progress_is_handed_on_before_the_result_that_follows_it(toy: Http
         assert link._waiting == {}  # nothing left behind
     finally:
         await link.close()
+
+
+class _CountingProxy:
+    """A TCP relay in front of an upstream counting the connections it is sent and the HTTP request
+    lines on them (what the upstream is asked, as its access log would say)."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.connections, self.requests = port, 0, collections.Counter[str]()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/mcp"
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.port)
+
+        async def pipe(r: asyncio.StreamReader, w: asyncio.StreamWriter, count: bool) -> None:
+            try:
+                while data := await r.read(65536):
+                    if count:  # a request's head and body come in one write (shttp_client.py)
+                        line = data.split(b"\r\n", 1)[0].decode("latin-1")
+                        if line.endswith(" HTTP/1.1"):
+                            self.requests[line.split()[0]] += 1
+                    w.write(data)
+                    await w.drain()
+            except OSError:
+                pass
+            finally:
+                w.close()
+
+        await asyncio.gather(pipe(client_r, up_w, True), pipe(up_r, client_w, False))
+
+
+async def test_a_stateless_upstream_is_sent_one_post_per_call_on_kept_connections() -> None:
+    """The SDK's server run stateless (no session id, JSON answers), as the bench runs it: each relayed
+    call is one POST on a kept-alive connection, and nothing else (no GET stream, no new connection
+    per call), sequential or concurrent. (The bench once showed such an upstream spending ~40% more
+    CPU per call through the gateway than directly: this is what the gateway sends it.)"""
+    upstream = toy_http("stateless", TOY_STATELESS="1")
+    proxy = _CountingProxy(upstream.port)
+    try:
+        link, client = await _open(await proxy.start())
+        try:
+            assert link.upstream_session is None  # stateless: no session id
+            handshake = dict(proxy.requests)
+            assert handshake == {"POST": 2} and proxy.connections == 1  # initialize, notifications/initialized
+            for i in range(20):
+                result = await link.request("tools/call", {"name": "add", "arguments": {"a": i, "b": 1}})
+                assert result["structuredContent"] == {"result": i + 1}
+            assert proxy.requests == {"POST": 22} and proxy.connections == 1
+            results = await asyncio.gather(
+                *(link.request("tools/call", {"name": "add", "arguments": {"a": i, "b": 2}}) for i in range(8))
+            )
+            assert [r["structuredContent"]["result"] for r in results] == [i + 2 for i in range(8)]
+            assert proxy.requests == {"POST": 30}  # no GET, no DELETE, no retry
+            assert proxy.connections <= 8 and client.pool.opened == proxy.connections
+        finally:
+            await link.close()
+    finally:
+        proxy.server.close()
+        upstream.stop()
 
 
 # -- a raw upstream ------------------------------------------------------------------------------

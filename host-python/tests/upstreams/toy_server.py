@@ -307,7 +307,12 @@ if __name__ == "__main__":
     else:
         import uvicorn
 
-        app = server.sse_app(host="127.0.0.1") if sys.argv[1] == "sse" else server.streamable_http_app(host="127.0.0.1")
+        if sys.argv[1] == "sse":
+            app = server.sse_app(host="127.0.0.1")
+        elif os.environ.get("TOY_STATELESS"):  # as bench/sdk_server.py runs the SDK's server stateless
+            app = server.streamable_http_app(host="127.0.0.1", stateless_http=True, json_response=True)
+        else:
+            app = server.streamable_http_app(host="127.0.0.1")
         if os.environ.get("TOY_LOST_SESSION_400"):
             # As some servers do (the TypeScript SDK's): a request with a session id this process
             # does not know gets 400 "No valid session ID", not the spec's 404.
