@@ -96,6 +96,57 @@ pub fn encode_head(method: &str, path: &str, found: &[(&'static str, String)]) -
     Some(out)
 }
 
+/// The compact head with the headers packed (section 16): `*`, the count,
+/// the letters, the lengths, then the values as received when a header came
+/// once (the component trims them), combined when it came more than once;
+/// the session stand-in letter-coded after. `None` when a field is too long.
+pub fn encode_head_packed(
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    found: &[(&'static str, String)],
+) -> Option<String> {
+    let mut values: Vec<(usize, &str)> = Vec::new();
+    for (index, name) in NAMES.iter().enumerate() {
+        if *name == "mcp-session-id" || PASS_THROUGH.contains(name) {
+            continue;
+        }
+        let mut seen = headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        let Some((_, first)) = seen.next() else {
+            continue;
+        };
+        let value = if seen.next().is_some() {
+            get(found, name)?
+        } else {
+            first.as_str()
+        };
+        values.push((index, value));
+    }
+    let mut out = String::new();
+    push_field(&mut out, method)?;
+    push_field(&mut out, path)?;
+    out.push('*');
+    out.push(char::from_u32(u32::try_from(values.len()).ok()?)?);
+    for (index, _) in &values {
+        out.push(char::from(b'a' + u8::try_from(*index).ok()?));
+    }
+    for (_, value) in &values {
+        let n = value.chars().count();
+        if n > MAX_FIELD {
+            return None;
+        }
+        out.push(char::from_u32(u32::try_from(n).ok()?)?);
+    }
+    for (_, value) in &values {
+        out.push_str(value);
+    }
+    if let Some(session) = get(found, "mcp-session-id") {
+        out.push('a');
+        push_field(&mut out, if visible_session(session) { "s" } else { "" })?;
+    }
+    Some(out)
+}
+
 /// The next field of `rest` (a length character, then that many code points).
 fn take_field(rest: &mut std::str::Chars<'_>) -> Result<String, String> {
     let n = rest.next().ok_or("a field is missing")? as usize;
@@ -311,6 +362,20 @@ pub fn evaluate_with(
 ) -> Result<Option<Value>, String> {
     let found = lookup(&head.headers);
     let Some(text) = encode_head(&head.method, &head.path, &found) else {
+        return Ok(None);
+    };
+    let out = call(&text)?;
+    decode_outcome(&out, cfg, &head.method, &head.path, &found).map(Some)
+}
+
+/// `evaluate_with` with the headers packed (`encode_head_packed`).
+pub fn evaluate_packed_with(
+    call: impl FnOnce(&str) -> Result<String, String>,
+    cfg: &Config,
+    head: &RequestHead,
+) -> Result<Option<Value>, String> {
+    let found = lookup(&head.headers);
+    let Some(text) = encode_head_packed(&head.method, &head.path, &head.headers, &found) else {
         return Ok(None);
     };
     let out = call(&text)?;

@@ -327,34 +327,41 @@ pub fn run_case(host: &mut EdgeHost, case: &VectorCase) -> CaseReport {
     // The compact encoding (what the Python host serves with), this crate's
     // host half included: the same outcome as the encoded one, exactly.
     if let Ok(cfg) = case.typed_config() {
-        let mut call_error = None;
-        let compact = crate::compact::evaluate_with(
-            |text| {
+        // Letter by letter, and with the headers packed (section 16).
+        for (export, packed) in [
+            ("evaluate-compact", false),
+            ("evaluate-compact packed", true),
+        ] {
+            let mut call_error = None;
+            let call = |text: &str| {
                 host.evaluate_compact(text).map_err(|e| {
                     call_error = Some(format!("{e}"));
                     String::from("trap")
                 })
-            },
-            &cfg,
-            head,
-        );
-        match compact {
-            Ok(Some(got)) if got == enc => {}
-            Ok(None) => {} // a field too long for the encoding: hosts use the JSON path
-            Ok(Some(got)) => fail(
-                &mut rep,
-                "evaluate-compact",
-                "compact outcome differs from the encoded one".into(),
-                &enc,
-                &got,
-            ),
-            Err(why) => fail(
-                &mut rep,
-                "evaluate-compact",
-                format!("{why} {}", call_error.unwrap_or_default()),
-                &enc,
-                &Value::Null,
-            ),
+            };
+            let compact = if packed {
+                crate::compact::evaluate_packed_with(call, &cfg, head)
+            } else {
+                crate::compact::evaluate_with(call, &cfg, head)
+            };
+            match compact {
+                Ok(Some(got)) if got == enc => {}
+                Ok(None) => {} // a field too long for the encoding: hosts use the JSON path
+                Ok(Some(got)) => fail(
+                    &mut rep,
+                    export,
+                    "compact outcome differs from the encoded one".into(),
+                    &enc,
+                    &got,
+                ),
+                Err(why) => fail(
+                    &mut rep,
+                    export,
+                    format!("{why} {}", call_error.unwrap_or_default()),
+                    &enc,
+                    &Value::Null,
+                ),
+            }
         }
     }
     if !json::typed_matches_encoded(&typed, &enc) {

@@ -618,6 +618,23 @@ fn check(inst: &mut Instance, head: &RequestHead, stats: &mut Stats) -> Result<(
         Ok(None) => {}
         Err(e) => prop_assert!(false, "[{label}] evaluate-compact failed: {e}\n  head: {encoded_text}"),
     }
+    // And with the headers packed (values as received: the component trims them).
+    let packed = native_host::compact::evaluate_packed_with(
+        |text| host.evaluate_compact(text).map_err(|e| e.to_string()),
+        &inst.cfg,
+        head,
+    );
+    if packed.is_err() {
+        host.rebuild().expect("rebuild after a failed compact call");
+    }
+    match packed {
+        Ok(Some(got)) => prop_assert!(
+            got == encoded,
+            "[{label}] packed compact and encoded outcomes differ\n  head:    {encoded_text}\n  packed:  {got}\n  encoded: {encoded}"
+        ),
+        Ok(None) => {}
+        Err(e) => prop_assert!(false, "[{label}] evaluate-compact (packed) failed: {e}\n  head: {encoded_text}"),
+    }
     prop_assert!(
         typed.get("error").is_none(),
         "[{label}] a configured instance answered with an error\n  head: {encoded_text}\n  outcome: {typed}"
