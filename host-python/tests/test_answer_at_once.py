@@ -150,3 +150,27 @@ def test_lists_are_the_catalogs_bytes_of_its_current_version(inproc):
     ).json()["result"]
     assert [t["name"] for t in stateless["tools"]] == names
     assert stateless["resultType"] == "complete" and stateless["ttlMs"] == 0
+
+
+def test_a_post_finds_a_session_held_here_without_the_registrys_coroutine_and_only_its_own(inproc):
+    """`SessionEngine.find_held` (the POST's session lookup without a coroutine) finds a session
+    held in memory for its own transport, endpoint and caller only; anything else (unknown here, a
+    shared session, another transport, endpoint or caller) is left to the awaited `find`."""
+    s = Session(inproc.url)
+    engine = inproc.app.engine
+    session = engine.find_held(s.id, "streamable-http", None, principal=None)
+    assert session is not None and session.id == s.id
+    assert engine.find_held("nosuch", "streamable-http", None, principal=None) is None
+    assert engine.find_held(s.id, "sse", None, principal=None) is None
+    assert engine.find_held(s.id, "streamable-http", "other", principal=None) is None
+    session.shared = True  # its record in shared state: `find` must look (and may refresh it)
+    try:
+        assert engine.find_held(s.id, "streamable-http", None, principal=None) is None
+        # ...and the POST still finds it through `find` (the in-memory registry holds it).
+        assert s.post(rpc("tools/list", 1)).status_code == 200
+    finally:
+        session.shared = False
+    assert (
+        s.post(rpc("tools/call", 2, name="echo", arguments={"text": "held"})).json()["result"]["content"][0]["text"]
+        == "held"
+    )

@@ -43,8 +43,16 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     for name, value in scope["headers"]:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
             raise HttpError(413, jsonrpc.INVALID_REQUEST, f"Request body larger than {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
+    message = await receive()  # (the whole body in one message, the common case: no list, no join)
+    if message["type"] == "http.disconnect":
+        raise ConnectionAbortedError("client went away during the request body")
+    body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise HttpError(413, jsonrpc.INVALID_REQUEST, f"Request body larger than {limit} bytes")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    size = len(body)
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
