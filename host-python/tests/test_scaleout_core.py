@@ -4,6 +4,7 @@ request of any session."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -995,3 +996,94 @@ async def test_a_redis_that_never_answers_fails_the_batch_within_its_socket_time
                 sessions._batch_link.close()
     assert SOCKET_TIMEOUT_S <= elapsed < 2 * (SOCKET_TIMEOUT_S + CONNECT_TIMEOUT_S) + 10, elapsed
     assert "no answer from redis within 2 s" in sessions.health()["error"]
+
+
+async def _resp_server(answer: Callable[[list[bytes]], bytes]) -> asyncio.Server:
+    """A raw-TCP server speaking RESP on a free loopback port: each command read (hiredis) is
+    answered with the bytes `answer` gives for it, written at once (several replies in one write
+    arrive in one segment). Stands in for a Redis version or a misbehaving server the Makefile's
+    redis-server is not."""
+    import hiredis
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        reader = hiredis.Reader()
+        try:
+            while data := await r.read(65536):
+                reader.feed(data)
+                while (command := reader.gets()) is not False:
+                    w.write(answer(command))
+                await w.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            w.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_the_batch_connection_retries_auth_with_the_password_alone_on_a_redis_before_6() -> None:
+    """A URL with a username and a password (redis://default:pw@...) against a Redis before 6.0,
+    whose AUTH takes the password alone and says "wrong number of arguments" to two: redis-py
+    retries AUTH with the password only, and so does the batch connection (else every claimed
+    request fails while redis-py's connections work). The fake server answers as Redis 5 does."""
+    from mcpgw.state.batch_link import BatchLink
+
+    seen: list[list[bytes]] = []
+
+    def redis5(command: list[bytes]) -> bytes:
+        seen.append(command)
+        if command[0].upper() == b"AUTH":
+            if len(command) != 2:
+                return b"-ERR wrong number of arguments for 'auth' command\r\n"
+            return b"+OK\r\n" if command[1] == b"pw" else b"-ERR invalid password\r\n"
+        if command[0].upper() == b"ECHO":
+            return b"$%d\r\n%s\r\n" % (len(command[1]), command[1])
+        return b"+OK\r\n"
+
+    server = await _resp_server(redis5)
+    port = server.sockets[0].getsockname()[1]
+    link = BatchLink({"host": "127.0.0.1", "port": port, "username": "default", "password": "pw"}, 5.0, 30.0)
+    try:
+        assert await link.call(("ECHO", "hi")) == b"hi"
+        assert seen == [[b"AUTH", b"default", b"pw"], [b"AUTH", b"pw"], [b"ECHO", b"hi"]]
+        # a wrong password is still an authentication error, after the same retry
+        from redis.exceptions import AuthenticationError
+
+        wrong = BatchLink({"host": "127.0.0.1", "port": port, "username": "default", "password": "no"}, 5.0, 30.0)
+        with pytest.raises(AuthenticationError, match="invalid password"):
+            await wrong.call(("ECHO", "hi"))
+    finally:
+        link.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_reply_nobody_asked_for_drops_the_batch_connection_never_answers_the_next_call() -> None:
+    """A server that sends two replies to one command, both in one segment: the first answers the
+    call; the surplus one is a protocol violation that drops the connection, and is never taken as
+    the next call's reply (which is asked afresh on a new connection and gets its own answer)."""
+    from mcpgw.state.batch_link import BatchLink
+
+    echoes = 0
+
+    def twice_once(command: list[bytes]) -> bytes:
+        nonlocal echoes
+        if command[0].upper() != b"ECHO":
+            return b"+OK\r\n"
+        echoes += 1
+        reply = b"$%d\r\n%s\r\n" % (len(command[1]), command[1])
+        return reply + b"$5\r\nstale\r\n" if echoes == 1 else reply
+
+    server = await _resp_server(twice_once)
+    port = server.sockets[0].getsockname()[1]
+    link = BatchLink({"host": "127.0.0.1", "port": port}, 5.0, 30.0)
+    try:
+        assert await link.call(("ECHO", "first")) == b"first"
+        assert link._transport is None  # the surplus reply, read with the first, dropped the connection
+        assert await link.call(("ECHO", "second")) == b"second"
+        assert await link.call(("ECHO", "third")) == b"third"
+        assert echoes == 3
+    finally:
+        link.close()
+        server.close()
+        await server.wait_closed()

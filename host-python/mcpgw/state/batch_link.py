@@ -42,6 +42,13 @@ IGNORED = frozenset(
 )
 
 
+# The error reply of a Redis before 6.0 to AUTH with a username and a password (redis-py's parser
+# maps exactly these to AuthenticationWrongNumberOfArgsError and retries with the password alone).
+AUTH_TAKES_ONE_ARGUMENT = frozenset(
+    {"ERR wrong number of arguments for 'auth' command", "ERR wrong number of arguments for 'AUTH' command"}
+)
+
+
 def unsupported(connection_class: type, kwargs: dict[str, Any]) -> str | None:
     """Why this connection cannot speak to the Redis that redis-py's parsed URL describes, or None."""
     if connection_class not in (Connection, UnixDomainSocketConnection):
@@ -117,6 +124,11 @@ class BatchLink:
         self._transport, self._protocol, self._reader = transport, protocol, hiredis.Reader()
         for command in self.handshake:
             reply = await self._send(hiredis.pack_command(command))
+            if len(command) == 3 and command[0] == "AUTH" and str(reply) in AUTH_TAKES_ONE_ARGUMENT:
+                # a username and a password, but a Redis before 6.0 (AUTH takes the password
+                # alone): retried with the password only, as redis-py's connection does
+                alone: tuple[Any, ...] = ("AUTH", command[2])
+                reply = await self._send(hiredis.pack_command(alone))
             if isinstance(reply, hiredis.ReplyError):
                 self.close()
                 if command[0] == "AUTH" or str(reply).startswith(("WRONGPASS", "NOAUTH")):
@@ -134,24 +146,26 @@ class BatchLink:
         return waiting
 
     def _received(self, data: bytes) -> None:
-        try:
-            self._reader.feed(data)
-            reply = self._reader.gets()
-        except hiredis.ProtocolError as exc:
-            self._fail(RedisConnectionError(f"unreadable reply from redis: {exc}"))
-            return
-        if reply is False:
-            return  # more to come
-        waiting = self._waiting
-        if waiting is None:  # nothing was asked: a server that speaks out of turn is not trusted
-            self._fail(RedisConnectionError("unexpected reply from redis"))
-            return
-        self._waiting = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not waiting.done():
-            waiting.set_result(reply)
+        reader = self._reader
+        reader.feed(data)
+        while True:  # every reply the data completes: one is due at most
+            try:
+                reply = reader.gets()
+            except hiredis.ProtocolError as exc:
+                self._fail(RedisConnectionError(f"unreadable reply from redis: {exc}"))
+                return
+            if reply is False:
+                return  # (the rest of a reply, if any, comes later)
+            waiting = self._waiting
+            if waiting is None:  # nothing was asked: a server that speaks out of turn is not trusted
+                self._fail(RedisConnectionError("unexpected reply from redis"))
+                return
+            self._waiting = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if not waiting.done():
+                waiting.set_result(reply)
 
     def _lost(self, protocol: _Protocol, exc: Exception | None) -> None:
         if protocol is self._protocol:  # (not an old connection's late notice)
