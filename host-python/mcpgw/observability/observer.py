@@ -117,6 +117,7 @@ class RequestObserver:
                 self.metrics.http.observe((note.route, method, status, type(self.edge.backend)), seconds)
             if self.access_log:
                 write_access_line(rid, scope, note.route, status, seconds, note.subject())
+            note.inner = None  # (the Router's scope holds the note: a cycle the collector would have to free)
             request_id.current.reset(token)
             if request_id.principal.get() is not None:  # (reading is half the cost of setting)
                 request_id.principal.set(None)
