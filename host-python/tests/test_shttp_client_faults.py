@@ -767,3 +767,71 @@ async def test_a_link_with_connect_timeout_0_opens(raw: Raw) -> None:
         assert _text(await link.request("tools/call", {"name": "echo"})) == "echo"
     finally:
         await link.close()
+
+
+# -- a link that ends sends nothing more (review of issue 20's relay) -----------------------------
+@pytest.mark.parametrize("end", ["lose", "close"])
+async def test_a_call_running_when_the_link_ends_is_not_sent_again(raw: Raw, end: str) -> None:
+    """A JSON-answering upstream sends nothing until its tool is done; a call running on a kept-alive
+    connection when the link ends (a failed ping's lose(), close()) fails at its caller and is not
+    POSTed again on a new connection (the failure is the link's, not the upstream's)."""
+    running = asyncio.Event()
+
+    async def slow(message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        running.set()
+        await raw.stopped.wait()
+        return False
+
+    raw.tools["slow"] = slow
+    link, _ = await _open(raw.url, read_timeout_s=60, call_timeout_s=0)
+    try:
+        assert _text(await link.request("tools/call", {"name": "fast"})) == "fast"  # a connection kept alive
+        call = asyncio.ensure_future(link.request("tools/call", {"name": "slow"}))
+        await asyncio.wait_for(running.wait(), 30)
+        before = len(raw.log)
+        if end == "lose":
+            link.lose("did not answer a ping (as upstream.py's watch says it)")
+        else:
+            await link.close()
+        with pytest.raises(UpstreamUnavailable):
+            await asyncio.wait_for(call, 30)
+        await link.close()  # its DELETE sent: everything the client would send has gone out
+        assert raw.calls("slow") == 1
+        assert [method for _, method, _, _ in raw.log[before:]] == ["DELETE"]
+    finally:
+        await link.close()
+
+
+async def test_a_call_waiting_for_a_connection_when_the_link_ends_fails_unsent(
+    raw: Raw, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One connection allowed and busy; a second call waits for it when the link ends: it fails at
+    once (not after connect_timeout_s) and is never sent, not when the first call's connection frees
+    its slot either."""
+    monkeypatch.setattr(shttp_client, "MAX_CONNECTIONS", 1)
+    held = asyncio.Event()
+
+    async def hold(message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        held.set()
+        await raw.stopped.wait()
+        return False
+
+    raw.tools["hold"] = hold
+    link, client = await _open(raw.url, read_timeout_s=0, call_timeout_s=0, connect_timeout_s=60)
+    try:
+        first = asyncio.ensure_future(link.request("tools/call", {"name": "hold"}))
+        await asyncio.wait_for(held.wait(), 30)
+        second = asyncio.ensure_future(link.request("tools/call", {"name": "late"}))
+        for _ in range(3000):  # until it waits for the connection (a loop bounded at 30 s)
+            if client.pool.waiters:
+                break
+            await asyncio.sleep(0.01)
+        assert client.pool.waiters
+        link.lose("did not answer a ping (as upstream.py's watch says it)")
+        outcomes = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 30)  # not 60 s
+        assert all(isinstance(o, UpstreamUnavailable) for o in outcomes), outcomes
+        await link.close()
+        assert raw.calls("late") == 0
+        assert not client.pool.waiters
+    finally:
+        await link.close()

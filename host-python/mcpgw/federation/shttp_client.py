@@ -200,6 +200,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.heard = 0.0  # when bytes last arrived
         self.error: str | None = None
+        self.local = False  # the error was set here (the link ended), not caused by the upstream
         self.waiter: asyncio.Future[bool] | None = None
         self.paused = False  # reading stopped: EVENTS_PAUSE events not yet handed on
         self._reset()
@@ -256,9 +257,10 @@ class _Connection(asyncio.Protocol):
                 self.error = f"closed the connection ({exc})" if exc else "closed the connection"
         self._wake()
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, local: bool = False) -> None:
         if self.error is None:
             self.error = reason
+            self.local = local
         self.close()
         self._wake()
 
@@ -385,12 +387,18 @@ class _Pool:
         self.open = 0
         self.opened = 0  # connections made so far
         self.waiters: deque[asyncio.Future[None]] = deque()
+        self.ended: str | None = None  # the link ended (`end`): no exchange starts but the session's DELETE
 
-    async def acquire(self, over_cap: bool = False, bounded: bool = True) -> tuple[_Connection, bool]:
+    async def acquire(
+        self, over_cap: bool = False, bounded: bool = True, final: bool = False
+    ) -> tuple[_Connection, bool]:
         """A connection for one exchange, and whether it was reused (kept from an earlier one);
         `over_cap`: a new one even when MAX_CONNECTIONS are open (a cancellation must not wait);
         `bounded`: waits for a free one at most connect_timeout (or POOL_WAIT_FALLBACK_S), then
-        fails (ExchangeError: the pool is full)."""
+        fails (ExchangeError: the pool is full); `final`: the session's DELETE, the one exchange
+        still made once the link ended."""
+        if self.ended is not None and not final:
+            raise ExchangeError(self.ended)
         now = time.monotonic()
         while self.idle:
             conn = self.idle.pop()
@@ -420,8 +428,10 @@ class _Pool:
             finally:
                 with contextlib.suppress(ValueError):
                     self.waiters.remove(waiter)
+            if self.ended is not None and not final:  # woken by `end`: nothing is sent on an ended link
+                raise ExchangeError(self.ended)
             if self.idle:
-                return await self.acquire(bounded=bounded)
+                return await self.acquire(bounded=bounded, final=final)
         self.open += 1
         self.opened += 1
         try:
@@ -485,12 +495,24 @@ class _Pool:
                 waiter.set_result(None)
                 return
 
+    def end(self, reason: str) -> None:
+        """The link ended: every exchange still under way (a call in its caller's task too) fails now,
+        as one failed here (never sent again), and every exchange waiting for a connection fails; no
+        exchange starts after this but the session's DELETE (`acquire(final=True)`)."""
+        if self.ended is None:
+            self.ended = reason
+        for conn in [*self.lent]:
+            conn._fail(reason, local=True)
+        waiters, self.waiters = self.waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     def close(self) -> None:
         for conn in self.idle:
             conn.close()
         self.idle.clear()
-        for conn in [*self.lent]:  # an exchange still under way (a call in its caller's task) fails now
-            conn._fail("the link closed")
+        self.end("the link closed")
 
 
 # -- the transport -------------------------------------------------------------------------------
@@ -594,9 +616,9 @@ class StreamableHttpClient:
 
     def abort(self) -> None:
         """The link ended: every exchange still under way fails now, a call in its caller's task too
-        (`call`; the link's pump calls this as it ends, so nothing waits on a silent upstream)."""
-        for conn in [*self.pool.lent]:
-            conn._fail("the link closed")
+        (`call`; the link's pump calls this as it ends, so nothing waits on a silent upstream), and is
+        never sent again; one waiting for a connection fails; nothing is sent after it but the DELETE."""
+        self.pool.end("the link closed")
 
     def start_get(self) -> None:
         """Open the GET stream (the upstream's own messages), once."""
@@ -719,6 +741,7 @@ class StreamableHttpClient:
                 conn, reused = await self.pool.acquire(
                     isinstance(message, types.JSONRPCNotification) and message.method == "notifications/cancelled",
                     bounded=not unbounded,  # the GET stream waits for a connection as long as it takes
+                    final=method == "DELETE",
                 )
             except BaseException as exc:
                 if isinstance(message, types.JSONRPCRequest):  # no longer waiting: forgotten
@@ -745,8 +768,9 @@ class StreamableHttpClient:
             except ExchangeError as exc:
                 self.pool.discard(conn)
                 # Sent again only when the upstream closed a kept-alive connection with not a byte
-                # of answer (its keep-alive ran out as the request left): never after a time-out.
-                if reused and not conn.got and attempt == 0 and not isinstance(exc, ReadTimedOut):
+                # of answer (its keep-alive ran out as the request left): never after a time-out,
+                # nor when the failure was set here (the link ended: the upstream may be running it).
+                if reused and not conn.got and attempt == 0 and not conn.local and not isinstance(exc, ReadTimedOut):
                     continue
                 raise
             except BaseException:
