@@ -152,17 +152,26 @@ def run(duration_s: float, reps: int, connections: list[int]) -> list[dict]:
             for workload in workload_names:
                 names = [n for n in targets if workload in loads[n]]
                 samples: dict[str, list[wrk.Result]] = {n: [] for n in names}
+                # Each server's CPU time (user + system, /proc/<pid>/stat) per answered request of
+                # each repetition without an error: steadier than req/s on a shared machine.
+                cpu: dict[str, list[float]] = {n: [] for n in names}
                 caches: dict[str, dict[str, int] | None] = {}
                 before = {n: edge_cache(targets[n][1].url) for n in names if targets[n][0] in ("gateway", "nocache")}
                 for rep in range(reps):
                     order = names if rep % 2 == 0 else list(reversed(names))
                     for n in order:
-                        samples[n].append(wrk.run(targets[n][1].url, loads[n][workload], conns, duration_s))
+                        pid = targets[n][1].proc.pid
+                        start = servers.cpu_s(pid)
+                        result = wrk.run(targets[n][1].url, loads[n][workload], conns, duration_s)
+                        samples[n].append(result)
+                        if result.ok:
+                            cpu[n].append((servers.cpu_s(pid) - start) * 1e6 / result.requests)
                 for n, start in before.items():
                     end = edge_cache(targets[n][1].url)
                     caches[n] = None if start is None or end is None else {k: end[k] - start[k] for k in start}
                 for n in names:
                     row = summarize(workload, conns, n, samples[n], caches.get(n))
+                    row["cpu_us_per_request"] = round(statistics.median(cpu[n]), 1) if cpu[n] else None
                     rows.append(row)
                     if row["rps"] is None:
                         why = "; ".join(row["failed_runs"]) or f"{row['errors']} errors"
@@ -173,7 +182,8 @@ def run(duration_s: float, reps: int, connections: list[int]) -> list[dict]:
                         f"  {workload:16} c={conns:<3} {n:15} {row['rps']:9.0f} req/s  "
                         f"p50 {row['p50_ms']:7.2f} ms  p99 {row['p99_ms']:7.2f} ms  errors {row['errors']}"
                         + (f"  failed runs {len(row['failed_runs'])}" if row["failed_runs"] else "")
-                        + (f"  edge cache {share:.0%}" if share is not None else ""),
+                        + (f"  edge cache {share:.0%}" if share is not None else "")
+                        + (f"  CPU {row['cpu_us_per_request']:.1f} µs/request" if row["cpu_us_per_request"] else ""),
                         flush=True,
                     )
     finally:

@@ -16,21 +16,20 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import callgrind
+
 PARTS = ("wasm", "python", "head", "call", "outcome")
 
 
 def _control(*args: str) -> None:
-    subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
+    callgrind.control(os.getpid(), *args)
 
 
 def _inside() -> None:
@@ -81,42 +80,25 @@ def measure() -> dict[str, dict[str, float]] | None:
     """{head: {part: instructions per call}}; None without valgrind."""
     from edge_cost import HEADS
 
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+    if not callgrind.available():
         print("  (valgrind not installed: no instruction count)", flush=True)
         return None
-    with tempfile.TemporaryDirectory(prefix="mcpgw-edge-ir-") as where:
-        run = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={where}/callgrind.out",
-                sys.executable,
-                __file__,
-                "--inside",
-            ],
-            check=False,  # a failure is raised below with valgrind's output
-            capture_output=True,
-            text=True,
-            cwd=where,
-            env={**os.environ, "PYTHONHASHSEED": "0"},
-        )
-        if run.returncode != 0:
-            raise RuntimeError(f"callgrind run failed ({run.returncode}):\n{run.stderr[-2000:]}")
-        counts: dict[tuple[int, str], dict[int, int]] = {}
-        for dump in Path(where).glob("callgrind.out.*"):
-            text = dump.read_text(errors="replace")
-            label = re.search(r"^desc: Trigger: .*?h(\d):(\d):(\d+)\s*$", text, re.M)
-            total = re.search(r"^totals:\s+(\d+)", text, re.M)
-            if label is None or total is None:
-                continue
-            key = (int(label.group(1)), PARTS[int(label.group(2))])
-            counts.setdefault(key, {})[int(label.group(3))] = int(total.group(1))
+    done = callgrind.run(
+        [sys.executable, __file__, "--inside"], prefix="mcpgw-edge-ir-", env={**os.environ, "PYTHONHASHSEED": "0"}
+    )
+    callgrind.raise_failed(done)
+    counts: dict[tuple[int, str], dict[int, int]] = {}
+    for label, total in done.dumps.items():
+        found = re.fullmatch(r"h(\d):(\d):(\d+)", label)
+        if found is not None:
+            key = (int(found.group(1)), PARTS[int(found.group(2))])
+            counts.setdefault(key, {})[int(found.group(3))] = total
     names = list(HEADS)
     result: dict[str, dict[str, float]] = {}
     for (index, part), by_n in sorted(counts.items()):
-        if 500 in by_n and 1500 in by_n:
-            result.setdefault(names[index], {})[part] = (by_n[1500] - by_n[500]) / 1000
+        per_call = callgrind.per_call(by_n)
+        if per_call is not None:
+            result.setdefault(names[index], {})[part] = per_call
     return result
 
 

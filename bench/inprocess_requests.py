@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 from typing import Any
 
 import orjson
 
+import callgrind
 from mcpgw.app import App, create_app
 from mcpgw.settings import Settings
 
@@ -73,7 +73,7 @@ async def call(app: App, headers: Headers, body: bytes) -> list[dict[str, Any]]:
 def instrument(state: str) -> None:
     """callgrind counts from here (on) or stops (off); returns once callgrind has done it, which is
     what this must wait for (blocking the loop on purpose: nothing else runs meanwhile)."""
-    subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], check=True, capture_output=True)
+    callgrind.instrument(os.getpid(), state)
 
 
 async def main(metrics: str, n: int) -> None:

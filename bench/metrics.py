@@ -14,17 +14,14 @@ for 500 and 1,500 requests and differenced, so set-up cancels), metrics on and o
 from __future__ import annotations
 
 import json
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 import auth
+import callgrind
 import e2e
 import servers
 import wrk
@@ -47,43 +44,33 @@ HERE = Path(__file__).resolve().parent
 
 
 def instructions(metrics: str, n: int) -> int:
-    """Instructions callgrind counted for `n` tools/list in-process (bench/inprocess_requests.py).
-    Its output file (and the control file callgrind_control talks through) in a directory of its
-    own; one more try if the run fails (a busy machine)."""
+    """Instructions callgrind counted for `n` tools/list in-process (bench/inprocess_requests.py),
+    in a directory of its own (bench/callgrind.py); one more try if the run fails (a busy machine)."""
     for attempt in (1, 2):
-        with tempfile.TemporaryDirectory(prefix="mcpgw-callgrind-") as where:
-            out = subprocess.run(
-                [
-                    "valgrind",
-                    "--tool=callgrind",
-                    "--instr-atstart=no",
-                    f"--callgrind-out-file={where}/callgrind.out",
-                    sys.executable,
-                    str(HERE / "inprocess_requests.py"),
-                    metrics,
-                    str(n),
-                ],
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,  # the return code is read below
-            )
-        found = re.search(r"Collected : (\d+)", out.stderr)
-        if out.returncode == 0 and found is not None:
-            return int(found.group(1))
+        done = callgrind.run(
+            [sys.executable, str(HERE / "inprocess_requests.py"), metrics, str(n)],
+            prefix="mcpgw-callgrind-",
+            timeout=600,
+        )
+        found = done.collected()
+        if done.returncode == 0 and found is not None:
+            return found
         if attempt == 2:
-            raise RuntimeError(f"callgrind run failed ({out.returncode}):\n{out.stderr[-2000:]}")
+            callgrind.raise_failed(done)
+            raise RuntimeError(f"callgrind counted nothing:\n{done.stderr[-2000:]}")
     raise AssertionError("unreachable")
 
 
 def instructions_per_request() -> dict[str, float] | None:
     """Per tools/list, metrics on (loopback) and off; None without valgrind."""
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+    if not callgrind.available():
         print("  (valgrind not installed: no instruction count)", flush=True)
         return None
     counts = {}
     for label, setting in (("metrics on", "loopback"), ("metrics off", "off")):
-        counts[label] = (instructions(setting, 1500) - instructions(setting, 500)) / 1000
+        per_call = callgrind.per_call({n: instructions(setting, n) for n in (callgrind.LOW, callgrind.HIGH)})
+        assert per_call is not None
+        counts[label] = per_call
     print(
         f"  instructions per tools/list (in-process, callgrind): on {counts['metrics on']:.0f}, "
         f"off {counts['metrics off']:.0f}: off/on {counts['metrics off'] / counts['metrics on']:.3f}",

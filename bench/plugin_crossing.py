@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+import callgrind
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "plugins" / "dist"
@@ -49,10 +48,10 @@ LAYERS = ("floor", "noop guest", "Plugin.call", "chain step", "around")
 
 
 def _control(*args: str) -> None:
-    subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
+    callgrind.control(os.getpid(), *args)
 
 
-def _inside(out_dir: str) -> None:
+def _inside() -> None:
     """Under valgrind: every layer and hook, 500 then 1,500 calls, each run zeroed and dumped."""
     from mcpgw.plugins.chain import _HEADS, Plugin, PluginHooks, PluginSet, _Who
     from mcpgw.plugins.manifest import PluginManifest
@@ -126,44 +125,25 @@ def _inside(out_dir: str) -> None:
 
 def measure() -> dict[str, dict[str, float]] | None:
     """{hook: {layer: instructions per call}}; None without valgrind or the built plugins."""
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+    if not callgrind.available():
         print("  (valgrind not installed: no crossing count)", flush=True)
         return None
     if not (DIST / "test" / "empty.wasm").exists():
         print("  (plugins/dist/test/empty.wasm missing: `make plugins` builds it)", flush=True)
         return None
-    with tempfile.TemporaryDirectory(prefix="mcpgw-crossing-") as where:
-        run = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--instr-atstart=no",
-                f"--callgrind-out-file={where}/callgrind.out",
-                sys.executable,
-                __file__,
-                "--inside",
-                where,
-            ],
-            check=False,  # a failure is raised below with valgrind's output
-            capture_output=True,
-            text=True,
-            cwd=where,
-        )
-        if run.returncode != 0:
-            raise RuntimeError(f"callgrind run failed ({run.returncode}):\n{run.stderr[-2000:]}")
-        counts: dict[tuple[str, str], dict[int, int]] = {}
-        for dump in Path(where).glob("callgrind.out.*"):
-            text = dump.read_text(errors="replace")
-            label = re.search(r"^desc: Trigger: .*?([a-z-]+):(\d):(\d+)\s*$", text, re.M)
-            total = re.search(r"^totals:\s+(\d+)", text, re.M)
-            if label is None or total is None:
-                continue
-            key = (label.group(1), LAYERS[int(label.group(2))])
-            counts.setdefault(key, {})[int(label.group(3))] = int(total.group(1))
+    done = callgrind.run([sys.executable, __file__, "--inside"], prefix="mcpgw-crossing-")
+    callgrind.raise_failed(done)
+    counts: dict[tuple[str, str], dict[int, int]] = {}
+    for label, total in done.dumps.items():
+        found = re.fullmatch(r"([a-z-]+):(\d):(\d+)", label)
+        if found is not None:
+            key = (found.group(1), LAYERS[int(found.group(2))])
+            counts.setdefault(key, {})[int(found.group(3))] = total
     result: dict[str, dict[str, float]] = {}
     for (hook, layer), by_n in counts.items():
-        if 500 in by_n and 1500 in by_n:
-            result.setdefault(hook, {})[layer] = (by_n[1500] - by_n[500]) / 1000
+        per_call = callgrind.per_call(by_n)
+        if per_call is not None:
+            result.setdefault(hook, {})[layer] = per_call
     return result
 
 
@@ -174,8 +154,8 @@ def report(result: dict[str, dict[str, float]]) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--inside":
-        _inside(sys.argv[2])
+    if len(sys.argv) > 1 and sys.argv[1] == "--inside":
+        _inside()
     else:
         found = measure()
         if found:

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+import callgrind
 import e2e
 import servers
 import wrk
@@ -134,13 +132,7 @@ def instructions(mode: str, client: str, n: int) -> float:
     )
     log = open(f"{where}/server.log", "wb")  # noqa: SIM115 - closed below
     argv = [sys.executable, "-m", "mcpgw.cli", "serve"]
-    proc = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}", *argv],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=where,
-    )
+    proc = callgrind.start(argv, env, where, log)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 600
@@ -163,30 +155,21 @@ def instructions(mode: str, client: str, n: int) -> float:
                         raise RuntimeError(f"unexpected answer {r.status_code}: {r.text[:300]}")
 
             run(50, 1)
-            subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True, capture_output=True)
+            callgrind.instrument(proc.pid, "on")
             run(n, 1000)
-            subprocess.run(["callgrind_control", "-i", "off", str(proc.pid)], check=True, capture_output=True)
+            callgrind.instrument(proc.pid, "off")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        callgrind.stop(proc)
         log.close()
         sdk.stop()
         os.unlink(config)
-    text = Path(out_file).read_text(errors="replace") if Path(out_file).exists() else ""
-    found = re.search(r"^totals:\s+(\d+)", text, re.M)
-    if not found:
-        raise RuntimeError("callgrind wrote no totals")
-    return int(found.group(1)) / n
+    return callgrind.file_totals(out_file) / n
 
 
 if __name__ == "__main__":
     duration, reps = float(os.environ.get("BENCH_DURATION_S", "3")), int(os.environ.get("BENCH_REPS", "5"))
     n = int(os.environ.get("RELAY_CALLGRIND_N", "200"))
-    if n and shutil.which("callgrind_control"):
+    if n and callgrind.available():
         for mode in ("stateful", "stateless"):
             for client in CLIENTS:
                 count = round(instructions(mode, client, n))

@@ -52,6 +52,40 @@ def _cache_note(a: dict | None, b: dict | None) -> str:
     return f" (edge cache answered {shares[0]:.0%} / {shares[1]:.0%})"
 
 
+def _not_recorded(record: dict, field: str, section: str, none: str) -> str:
+    """Why the record has no `field`: its section skipped or failed, `none` (the section ran and
+    recorded None: what was missing), or a record from a run before the field existed."""
+    failed = (record.get("failed_sections") or {}).get(section)
+    if failed:
+        return f"section `{section}` failed ({failed[:120]})"
+    if section in (record.get("settings") or {}).get("skip", []):
+        return f"section `{section}` skipped (BENCH_SKIP)"
+    if field in record:
+        return none
+    return "not in this record (a run before it was measured)"
+
+
+def _edge_instruction_ratio(record: dict, head: str) -> str:
+    """The uncached crossing by instructions, wasm / python, for one head (load-independent)."""
+    counts = (record.get("edge_instructions") or {}).get(head) or {}
+    if counts.get("wasm") and counts.get("python"):
+        wasm, python = counts["wasm"], counts["python"]
+        return f" {wasm / python:.2f}x ({wasm / 1000:.1f}k / {python / 1000:.1f}k)"
+    if record.get("edge_instructions"):
+        return ": no count for this head"
+    return ": " + _not_recorded(record, "edge_instructions", "edge-instructions", "valgrind not installed")
+
+
+def _bare_cpu_note(w: dict | None, b: dict | None) -> str:
+    """The gateway / bare uvicorn ratio read by each server's CPU per answered request."""
+    w_cpu, b_cpu = (w or {}).get("cpu_us_per_request"), (b or {}).get("cpu_us_per_request")
+    if w_cpu and b_cpu:
+        return f"; by CPU per request {b_cpu / w_cpu:.3f}x ({w_cpu:.1f} / {b_cpu:.1f} µs)"
+    if w is not None and b is not None and ("cpu_us_per_request" in w or "cpu_us_per_request" in b):
+        return "; by CPU per request: no repetition without an error"
+    return "; by CPU per request: not in this record (a run before it was measured)"
+
+
 @dataclass
 class Figure:
     """One figure read against a bar (`key` in bench/bars.py), or beside the bars (`key` None)."""
@@ -105,6 +139,8 @@ def _edge_figures(record: dict) -> list[Figure]:
         wasm_p50, python_p50 = by_head.get((head, "wasm")), by_head.get((head, "python"))
         if wasm_p50 is not None and python_p50:
             text = f"{wasm_p50 / python_p50:.2f}x ({wasm_p50:.1f} / {python_p50:.1f} µs)"
+            # Judged by p50; beside it, the same crossing read by instructions (load-independent).
+            text += f"; by instructions{_edge_instruction_ratio(record, head)}"
             out.append(Figure("edge-ratio", head, wasm_p50 / python_p50, text))
         if head.startswith("browser POST") and wasm_p50 is not None:
             out.append(Figure("edge-browser", head, wasm_p50))
@@ -122,7 +158,9 @@ def _e2e_figures(record: dict) -> list[Figure]:
         return _cell(rows, workload, c, target)
 
     for workload, key in (("tools/call echo", "echo-vs-bare"), ("tools/list", "list-vs-bare")):
-        out += _ratio(key, workload, cell(workload, "wasm"), cell(workload, "bare-uvicorn"))
+        # Judged by req/s; beside it, the same ratio read by each server's CPU per request.
+        w, b = cell(workload, "wasm"), cell(workload, "bare-uvicorn")
+        out += _ratio(key, workload, w, b, _bare_cpu_note(w, b))
     for workload in ("tools/list", "tools/call echo"):
         w, p = cell(workload, "wasm-nocache"), cell(workload, "python-nocache")
         out += _ratio("nocache", workload, w, p, _cache_note(w, p))
@@ -438,7 +476,9 @@ def _plot_edge(record: dict, path: Path) -> bool:
 
 def _edge_section(record: dict, out: Path, stamp: str) -> list[str]:
     if not record.get("edge"):
-        return []
+        if not record.get("edge_instructions"):
+            return []
+        return ["## Edge boundary cost", "", *_edge_instructions_table(record)]
     md = ["## Edge boundary cost", ""]
     if _plotted(_plot_edge, record, out / f"{stamp}-edge.png", md):
         md += [f"![edge cost]({stamp}-edge.png)", ""]
@@ -456,7 +496,33 @@ def _edge_section(record: dict, out: Path, stamp: str) -> list[str]:
         + ", ".join(f"{k}: {v:,}" for k, v in record.get("guest_instructions", {}).items()),
         "",
     ]
-    return md
+    return md + _edge_instructions_table(record)
+
+
+def _edge_instructions_table(record: dict) -> list[str]:
+    """The uncached crossing in instructions (bench/edge_instructions.py: callgrind, in-process,
+    (1,500 - 500 calls) / 1,000): the reading a shared machine does not disturb."""
+    counts = record.get("edge_instructions")
+    md = ["### Edge crossing in instructions", ""]
+    if not counts:
+        why = _not_recorded(record, "edge_instructions", "edge-instructions", "valgrind not installed")
+        return [*md, f"Not measured: {why}.", ""]
+    md += [
+        (
+            "Instructions per uncached crossing (callgrind, in-process; load-independent, so this ratio "
+            "is the steady reading beside the p50 bar). The wasm crossing's parts: the head written, the "
+            "component call, the outcome read."
+        ),
+        "",
+        "| head | wasm | python | wasm/python | wasm's parts: head / call / outcome |",
+        "|---|---|---|---|---|",
+    ]
+    for head, parts in counts.items():
+        wasm, python = parts.get("wasm"), parts.get("python")
+        ratio = _fmt(wasm / python, 2) if wasm and python else "failed"
+        split = " / ".join(_num(parts.get(p), ",.0f") for p in ("head", "call", "outcome"))
+        md.append(f"| {head} | {_num(wasm, ',.0f')} | {_num(python, ',.0f')} | {ratio} | {split} |")
+    return [*md, ""]
 
 
 def _e2e_section(record: dict, out: Path, stamp: str) -> list[str]:
@@ -476,15 +542,28 @@ def _e2e_section(record: dict, out: Path, stamp: str) -> list[str]:
     if _plotted(_plot_throughput, record, out / f"{stamp}-throughput.png", md):
         md += [f"![throughput]({stamp}-throughput.png)", ""]
     md += [
-        "| workload | conns | target | req/s | p50 ms | p99 ms | errors | failed runs | edge cache hits |",
-        "|---|---|---|---|---|---|---|---|---|",
+        (
+            "| workload | conns | target | req/s | p50 ms | p99 ms | errors | failed runs | edge cache hits "
+            "| CPU µs/request |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     md += [
         f"| {r['workload']} | {r['connections']} | {r['target']} | {_num(r['rps'], '.0f')} | "
         f"{_num(r['p50_ms'], '.2f')} | {_num(r['p99_ms'], '.2f')} | {r['errors']} | "
         f"{len(r.get('failed_runs', []))} | "
-        f"{'' if r.get('edge_cache_hit_share') is None else format(r['edge_cache_hit_share'], '.0%')} |"
+        f"{'' if r.get('edge_cache_hit_share') is None else format(r['edge_cache_hit_share'], '.0%')} | "
+        f"{'' if r.get('cpu_us_per_request') is None else format(r['cpu_us_per_request'], '.1f')} |"
         for r in record["e2e"]
+    ]
+    md += [
+        "",
+        (
+            "CPU µs/request: the server process's CPU time (user + system, /proc/<pid>/stat around each run) per "
+            "answered request, median of the repetitions without an error: the steadier figure on a shared "
+            "machine (the bare-uvicorn bars read it beside req/s). `make bench` counts no instructions of bare "
+            "uvicorn, so those bars have no by-instructions reading."
+        ),
     ]
     md += [
         "",

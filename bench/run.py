@@ -6,8 +6,8 @@ The bars and their limits are bench/bars.py; the report's "Bars" table reads eac
 run's figure. To render a report again from a record: `python bench/report.py RECORD.json`.
 
 Environment: BENCH_DURATION_S (per wrk run, default 2; wrk runs whole seconds, at least 1), BENCH_REPS (default 5),
-BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,e2e,http,memory,store,hostile,swap,federation,
-plugins,auth,metrics,scaleout,tracing).
+BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,edge-instructions,e2e,http,memory,store,hostile,
+swap,federation,plugins,auth,metrics,scaleout,tracing).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ sys.path.insert(0, str(HERE))
 import auth  # noqa: E402 - imported once bench/ is on sys.path
 import e2e  # noqa: E402 - imported once bench/ is on sys.path
 import edge_cost  # noqa: E402 - imported once bench/ is on sys.path
+import edge_instructions  # noqa: E402 - imported once bench/ is on sys.path
 import federation  # noqa: E402 - imported once bench/ is on sys.path
 import hot_swap  # noqa: E402 - imported once bench/ is on sys.path
 import http_layer  # noqa: E402 - imported once bench/ is on sys.path
@@ -35,6 +36,14 @@ import plugins  # noqa: E402 - imported once bench/ is on sys.path
 import report  # noqa: E402 - imported once bench/ is on sys.path
 import scaleout  # noqa: E402 - imported once bench/ is on sys.path
 import tracing  # noqa: E402 - imported once bench/ is on sys.path
+
+
+def _edge_instructions() -> dict[str, dict[str, float]] | None:
+    """{head: {part: instructions per uncached crossing}}; None without valgrind (the report says so)."""
+    found = edge_instructions.measure()
+    if found:
+        edge_instructions.report(found)
+    return found
 
 
 def main() -> None:
@@ -70,6 +79,11 @@ def main() -> None:
         record["guest_instructions"] = edge_cost.print_guest_instructions()
 
     section("edge", "edge boundary cost", edge)
+    section(
+        "edge-instructions",
+        "edge crossing in instructions (callgrind, in-process)",
+        lambda: record.__setitem__("edge_instructions", _edge_instructions()),
+    )
     section(
         "e2e",
         f"end to end (wrk, one thread; {reps} alternating repetitions of {duration:g}s)",

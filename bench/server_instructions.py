@@ -13,9 +13,6 @@ for those requests (its idle waits between them cost nothing). Each count runs t
 from __future__ import annotations
 
 import os
-import re
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,16 +20,11 @@ from pathlib import Path
 
 import httpx
 
+import callgrind
 import e2e
 import servers
 
-
-def available() -> bool:
-    return shutil.which("valgrind") is not None and shutil.which("callgrind_control") is not None
-
-
-def _instrument(pid: int, state: str) -> None:
-    subprocess.run(["callgrind_control", "-i", state, str(pid)], check=True, capture_output=True)
+available = callgrind.available
 
 
 def per_request(
@@ -47,13 +39,7 @@ def per_request(
         full_env.update(env)
         full_env.update({"MCPGW_HOST": "127.0.0.1", "MCPGW_PORT": str(port), "MCPGW_LOG_LEVEL": "warning"})
         log = open(f"{where}/server.log", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out_file}", *argv],
-            env=full_env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=where,  # callgrind_control finds the process through files in its directory
-        )
+        proc = callgrind.start(argv, full_env, where, log)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 600
@@ -77,22 +63,13 @@ def per_request(
                             raise RuntimeError(f"unexpected answer {r.status_code}: {r.text[:300]}")
 
                 run(300, 1)  # warm-up: caches, the plugin pools, the outcome cache
-                _instrument(proc.pid, "on")
+                callgrind.instrument(proc.pid, "on")
                 run(n, 1000)
-                _instrument(proc.pid, "off")
+                callgrind.instrument(proc.pid, "off")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            callgrind.stop(proc)
             log.close()
-        text = Path(out_file).read_text(errors="replace") if Path(out_file).exists() else ""
-        found = re.search(r"^totals:\s+(\d+)", text, re.M)  # ("summary:" reads 0 when the process is signalled)
-        if not found:
-            raise RuntimeError("callgrind wrote no totals")
-        return int(found.group(1)) / n
+        return callgrind.file_totals(out_file) / n
 
 
 def gateway_argv() -> list[str]:

@@ -83,12 +83,71 @@ def test_a_failed_repetition_and_a_failed_section_still_give_a_whole_report(tmp_
     sdk = next(v for (name, case), v in table.items() if case == "tools/call echo" and "SDK" in name)
     assert sdk[0].startswith("failed") and sdk[1] is False  # failed, never a 0 and never a crash
     vs_bare = [v for (name, case), v in table.items() if "bare uvicorn" in name and case == "tools/call echo"]
-    assert vs_bare == [("0.500x", False)]
+    # Judged by req/s as ever; a record without CPU per request says so beside the ratio.
+    assert vs_bare == [("0.500x; by CPU per request: not in this record (a run before it was measured)", False)]
     wasm_python = next(v for (name, case), v in table.items() if name.startswith("wasm / python req/s, c=16"))
     assert wasm_python == ("1.012x (edge cache answered 99% / 98%)", True)
     assert "**Section `scaleout` failed:** RuntimeError: redis-server did not start" in text
     assert "not measured: section `scaleout` failed (RuntimeError: redis-server did not start)" in text
     assert "## End to end" in text and "| tools/call echo | 16 | sdk-stateful | failed |" in text
+
+
+def _edge_rows() -> list[dict[str, Any]]:
+    return [
+        {"head": head, "backend": backend, "p50_us": p50, "p99_us": p50 * 2, "cached_p50_us": 0.5}
+        for head, (wasm, python) in {
+            "browser POST (12 headers)": (9.0, 6.0),
+            "preflight (7 headers)": (5.0, 5.0),
+        }.items()
+        for backend, p50 in (("wasm", wasm), ("python", python))
+    ]
+
+
+def test_the_report_reads_the_crossing_and_the_bare_uvicorn_bars_by_instructions_and_cpu(tmp_path: Path) -> None:
+    """The edge crossing's bar is judged by p50 and the bare-uvicorn bars by req/s; beside each, the
+    load-independent reading the record has: instructions per crossing, CPU per request."""
+    echo_wasm = _row("tools/call echo", "wasm", [_run(8000), _run(8000)])
+    echo_bare = _row("tools/call echo", "bare-uvicorn", [_run(16000), _run(16000)])
+    echo_wasm["cpu_us_per_request"], echo_bare["cpu_us_per_request"] = 80.0, 30.0
+    instructions = {
+        "browser POST (12 headers)": {"wasm": 64_600.0, "python": 56_800.0, "head": 16_200.0, "call": 30_400.0},
+        "preflight (7 headers)": {"wasm": 40_000.0, "python": 50_000.0},
+    }
+    record = _record(edge=_edge_rows(), edge_instructions=instructions, e2e=[echo_wasm, echo_bare])
+    table = {(name, case): (figure, met) for name, case, figure, _limit, met in report.bars(record)}
+    crossing = {f.case: (f.shown(), f.met()) for f in report.figures(record) if f.key == "edge-ratio"}
+    # The browser POST fails by p50 (1.5x) though it reads 1.14x by instructions; the preflight
+    # meets by p50 (1.0x) though it reads 0.80x by instructions: the verdict is the p50's.
+    assert crossing["browser POST (12 headers)"] == (
+        "1.50x (9.0 / 6.0 µs); by instructions 1.14x (64.6k / 56.8k)",
+        False,
+    )
+    assert crossing["preflight (7 headers)"] == ("1.00x (5.0 / 5.0 µs); by instructions 0.80x (40.0k / 50.0k)", True)
+    vs_bare = next(v for (name, case), v in table.items() if "bare uvicorn" in name and case == "tools/call echo")
+    assert vs_bare == ("0.500x; by CPU per request 0.375x (80.0 / 30.0 µs)", False)
+    text = report.write(record, tmp_path, "readings").read_text()
+    assert "### Edge crossing in instructions" in text
+    assert "| browser POST (12 headers) | 64,600 | 56,800 | 1.14x | 16,200 / 30,400 / failed |" in text
+    assert "| preflight (7 headers) | 40,000 | 50,000 | 0.80x | failed / failed / failed |" in text
+    assert "| tools/call echo | 16 | wasm | 8000 | 1.00 | 2.00 | 0 | 0 |  | 80.0 |" in text
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({}, "not in this record (a run before it was measured)"),
+        ({"edge_instructions": None}, "valgrind not installed"),
+        ({"failed_sections": {"edge-instructions": "RuntimeError: callgrind run failed (1)"}}, "failed (RuntimeError"),
+        ({"settings": {"skip": ["edge-instructions"], "reps": 3, "connections": [16]}}, "skipped (BENCH_SKIP)"),
+    ],
+)
+def test_a_record_without_the_instruction_count_says_why(tmp_path: Path, change: dict[str, Any], why: str) -> None:
+    record = {**_record(edge=_edge_rows()), **change}
+    browser = next(f.shown() for f in report.figures(record) if f.key == "edge-ratio" and f.case.startswith("browser"))
+    assert browser.startswith("1.50x (9.0 / 6.0 µs); by instructions: ") and why in browser
+    text = report.write(record, tmp_path, "without").read_text()
+    assert "### Edge crossing in instructions" in text and "Not measured: " in text and why in text
+    assert "could not be" not in text  # nothing failed to render
 
 
 def test_every_bar_is_in_the_report_even_with_nothing_measured(tmp_path: Path) -> None:
