@@ -1,7 +1,8 @@
 """A tools/call leaves nothing behind for the cycle collector (issue 17): every object the gateway
 makes for a request is freed by reference counting when the request is done, in memory and with
 Redis. A per-request reference cycle (the Router's scope held by the observer's note, which that
-scope holds) costs a young-generation collection every hundred-odd requests and the collector's
+scope holds; in Redis mode a POST's SSE stream and the mirror writing it through, each holding
+the other) costs a young-generation collection every hundred-odd requests and the collector's
 walk of every young object each time. The gateway is served in this process (real uvicorn, in a
 thread) so that its garbage can be seen: the collector keeps what it finds (DEBUG_SAVEALL)."""
 
@@ -41,8 +42,9 @@ def gateways_own(found: object) -> bool:
 
 
 def garbage_per_request(settings: Settings) -> tuple[float, list[str]]:
-    """The gateway's objects the cycle collector finds per tools/call echo (one session, one
-    kept-alive connection, after a warm-up), and the kinds found."""
+    """The gateway's objects the cycle collector finds per tools/call (one session, one kept-alive
+    connection, after a warm-up; echo answered as JSON and sleep answered as an SSE stream, in
+    turn), and the kinds found."""
     with served(settings) as (_, url, _loop), httpx.Client(base_url=url, headers=HEADERS, timeout=60) as client:
         init = {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}
         body = orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init})
@@ -58,13 +60,20 @@ def garbage_per_request(settings: Settings) -> tuple[float, list[str]]:
                 body = orjson.dumps({"jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": params})
                 answer = client.post("/mcp", content=body)
                 assert answer.status_code == 200 and answer.json()["result"]["content"][0]["text"] == "hello"
+                # every other one with a progress token: answered as an SSE stream (in Redis mode
+                # written through to Redis by the stream's mirror)
+                params = {"name": "sleep", "arguments": {"seconds": 0, "ticks": 1}, "_meta": {"progressToken": id_}}
+                body = orjson.dumps({"jsonrpc": "2.0", "id": -id_, "method": "tools/call", "params": params})
+                answer = client.post("/mcp", content=body)
+                assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
+                assert "notifications/progress" in answer.text and "slept 0s" in answer.text, answer.text
 
         calls(1, 50)  # warm-up: caches, pools, the connection to Redis
         gc.collect()
         gc.garbage.clear()
         gc.set_debug(gc.DEBUG_SAVEALL)
         try:
-            calls(1000, REQUESTS)
+            calls(1000, REQUESTS // 2)
             gc.collect()
             found = [o for o in gc.garbage if gateways_own(o)]
         finally:

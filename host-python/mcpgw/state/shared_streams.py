@@ -119,19 +119,21 @@ class SharedEvents:
 
 
 class Mirror:
-    """Writes one POST stream's events through to Redis, in order, then its end marker."""
+    """Writes one POST stream's events through to Redis, in order, then its end marker.
+
+    The stream holds its mirror; the mirror holds the stream only while it writes (in its task's
+    frame), so once the end marker is out nothing is left in a cycle for the collector."""
 
     def __init__(self, events: SharedEvents, session_id: str, stream: MirroredStream, requests: Sequence[Any]) -> None:
         self.events = events
         self.session_id = session_id
-        self.stream = stream
         self.queue: asyncio.Queue[tuple[int, bytes] | None] = asyncio.Queue()
         self.requests = list(requests)
-        self.task = asyncio.ensure_future(self._write())
+        self.task = asyncio.ensure_future(self._write(stream))
         events.sessions.keep(self.task)  # a graceful stop waits for it (the end marker must get out)
 
-    async def _write(self) -> None:
-        events, sid, stream_id = self.events, self.session_id, self.stream.id
+    async def _write(self, stream: MirroredStream) -> None:
+        events, sid, stream_id = self.events, self.session_id, stream.id
         meta = meta_key(sid, stream_id)
         last = 0
         try:
@@ -155,7 +157,7 @@ class Mirror:
         except (RedisError, StateUnavailable) as exc:
             # The local reader is unaffected; a resume elsewhere finds the stream incomplete.
             log.warning("stream %s: written through to redis only in part: %s", stream_id, exc)
-            self.stream.mirror = None  # nothing reads the queue any more: stop filling it
+            stream.mirror = None  # nothing reads the queue any more: stop filling it
 
 
 class MirroredStream(EventStream):
