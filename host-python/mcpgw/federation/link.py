@@ -53,12 +53,13 @@ from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import StreamableHTTPTransport
 from mcp.shared._context_streams import create_context_streams
 from mcp.shared._httpx_utils import MCP_DEFAULT_TIMEOUT
-from mcp.shared.dispatcher import CallOptions, ProgressFnT
+from mcp.shared.dispatcher import ProgressFnT
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_PROTOCOL_VERSION_HEADER
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp_types.jsonrpc import JSONRPCError, JSONRPCNotification, JSONRPCRequest, JSONRPCResponse
+from opentelemetry.trace import Span, StatusCode
 from pydantic import ValidationError
 
 from .. import __version__
@@ -133,14 +134,23 @@ class UpstreamSessionLost(UpstreamUnavailable):
 @dataclass(slots=True)
 class _Waiting:
     """A request the link relayed itself (not through the SDK's dispatcher), awaiting its answer:
-    resolved by the pump with the raw result or the error; its progress handed to `on_progress`."""
+    resolved by the pump with the raw result or the error; its progress handed to `on_progress`
+    in tasks chained one after the other (`handing`, the last), so the pump never waits for it."""
 
     answer: asyncio.Future[dict[str, Any] | types.ErrorData]
     on_progress: ProgressFn | None
     written: bool = False  # the request went out (a cancellation is then sent upstream)
+    handing: asyncio.Task[None] | None = None  # the last progress handed on, done or not
 
     def sent(self) -> None:
         self.written = True
+
+
+class _Answered(Exception):
+    """The upstream answered a traced request with an error: raised once the SDK's span is closed."""
+
+    def __init__(self, error: types.ErrorData) -> None:
+        self.error = error
 
 
 def _raise(error: types.ErrorData) -> NoReturn:
@@ -659,7 +669,7 @@ class UpstreamLink:
                     elif (
                         isinstance(message, JSONRPCNotification)
                         and message.method == "notifications/progress"
-                        and await self._progress(message.params)
+                        and self._progress(message.params)
                     ):
                         continue
                 if isinstance(message, JSONRPCNotification) and message.method in SDK_DROPS:
@@ -688,9 +698,11 @@ class UpstreamLink:
                 self._direct.abort()  # and those still in an exchange in their caller's task
             await inbound.aclose()
 
-    async def _progress(self, params: dict[str, Any] | None) -> bool:
-        """Progress for a request the link relayed itself, handed to its callback here, in arrival
-        order (before the result that follows it); False when it is not for one of those."""
+    def _progress(self, params: dict[str, Any] | None) -> bool:
+        """Progress for a request the link relayed itself, handed to its callback in a task chained
+        after that request's earlier progress (in arrival order, and `_relay` returns the result only
+        once it was handed on), so a slow consumer holds up its own request, never the pump and every
+        other request on the link; False when it is not for one of those."""
         token = (params or {}).get("progressToken")
         waiting = self._waiting.get(token) if isinstance(token, str) else None
         if waiting is None or params is None:
@@ -698,15 +710,31 @@ class UpstreamLink:
         progress, total, text = params.get("progress"), params.get("total"), params.get("message")
         if waiting.on_progress is None or isinstance(progress, bool) or not isinstance(progress, int | float):
             return True  # malformed, or nobody asked: dropped, as the SDK's dispatcher drops it
-        try:
-            await waiting.on_progress(
+        waiting.handing = asyncio.ensure_future(
+            self._hand_on(
+                waiting.handing,
+                waiting.on_progress,
                 float(progress),
                 float(total) if isinstance(total, int | float) and not isinstance(total, bool) else None,
                 text if isinstance(text, str) else None,
             )
+        )
+        return True
+
+    async def _hand_on(
+        self,
+        earlier: asyncio.Task[None] | None,
+        on_progress: ProgressFn,
+        progress: float,
+        total: float | None,
+        text: str | None,
+    ) -> None:
+        if earlier is not None and not earlier.done():
+            await asyncio.wait((earlier,))  # its outcome is its own (logged there)
+        try:
+            await on_progress(progress, total, text)
         except Exception:
             log.exception("upstream %s: relaying progress failed", self.config.id)
-        return True
 
     def _initialize_failed(self, exc: Exception) -> None:
         """Why initialize failed, kept as the link's error before the pump, wound down as the
@@ -762,15 +790,13 @@ class UpstreamLink:
             bound = None
         try:
             if UpstreamLink.trace is None and mcp_sdk_spans.untraced():  # relayed by the link itself: no task,
-                # stream or span per request (with tracing on, the SDK's dispatcher: its span as before)
+                # stream or span per request (with a tracer provider, `_traced`: the same, in the SDK's span)
                 if bound is None:
                     return await self._relay(method, params, on_progress, request_id, version)
                 async with asyncio.timeout(bound):
                     return await self._relay(method, params, on_progress, request_id, version)
-            opts: CallOptions = {"headers": {MCP_PROTOCOL_VERSION_HEADER: version}, "request_id": request_id}
-            if on_progress is not None:
-                opts["on_progress"] = on_progress
-            return await asyncio.wait_for(self._send(dispatcher, method, params, opts), bound)
+            async with asyncio.timeout(bound):
+                return await self._traced(method, params, on_progress, request_id, version)
         except TimeoutError:
             raise UpstreamTimeout(self.config.id, f"did not answer {method} within {bound:g} s") from None
         except MCPError as exc:
@@ -809,8 +835,38 @@ class UpstreamLink:
                 raise UpstreamUnavailable(self.config.id, f"{reason} during {method}") from None
             raise JsonRpcError(exc.error.code, exc.error.message, exc.error.data) from None
 
-    async def _relay(
+    async def _traced(
         self, method: str, params: dict[str, Any] | None, on_progress: ProgressFn | None, request_id: str, version: str
+    ) -> dict[str, Any]:
+        """A request relayed as `_relay` relays it, with a tracer provider set: inside the gateway's
+        upstream span (tracing on: its context in the HTTP headers) and the span the SDK's dispatcher
+        would open (`MCP send <method> [<tool>]`, CLIENT, its two attributes, an error answer's code and
+        status), the trace context injected into `params._meta` as the dispatcher injects it; an error
+        answer raised after that span ends, as by the dispatcher."""
+        trace = UpstreamLink.trace
+        with (
+            trace(self.config.id, self.config.transport, method, params)
+            if trace is not None
+            else contextlib.nullcontext({})
+        ) as headers:
+            target = (params or {}).get("name")
+            name = f"MCP send {method}{f' {target}' if isinstance(target, str) else ''}"
+            attributes = {"mcp.method.name": method, "jsonrpc.request.id": request_id}
+            try:
+                with mcp_sdk_spans.request_span(name, attributes) as span:
+                    return await self._relay(method, params, on_progress, request_id, version, headers, span)
+            except _Answered as answered:
+                _raise(answered.error)
+
+    async def _relay(
+        self,
+        method: str,
+        params: dict[str, Any] | None,
+        on_progress: ProgressFn | None,
+        request_id: str,
+        version: str,
+        trace_headers: dict[str, str] | None = None,
+        span: Span | None = None,
     ) -> dict[str, Any]:
         """One request written to the transport as the SDK's dispatcher would write it (progress token =
         the request id, the protocol version header), its answer taken off the wire by the pump: no
@@ -820,6 +876,11 @@ class UpstreamLink:
         out = dict(params) if params else {}
         if on_progress is not None:
             out["_meta"] = {**(out.get("_meta") or {}), "progressToken": request_id}
+        if span is not None:  # SEP-414, as the dispatcher injects it
+            meta = dict(out.get("_meta") or {})
+            mcp_sdk_spans.inject_request_meta(meta)
+            if meta:
+                out["_meta"] = meta
         if out:
             message = JSONRPCRequest(jsonrpc="2.0", id=request_id, method=method, params=out)
         else:
@@ -827,25 +888,41 @@ class UpstreamLink:
         answer: asyncio.Future[dict[str, Any] | types.ErrorData] = asyncio.get_running_loop().create_future()
         waiting = self._waiting[request_id] = _Waiting(answer, on_progress)
         headers = {MCP_PROTOCOL_VERSION_HEADER: version}
+        if trace_headers:  # HTTP upstreams get the trace context as headers (stdio ones ignore them)
+            headers.update(trace_headers)
+        outcome: dict[str, Any] | types.ErrorData | None = None
         try:
             try:
                 if self._direct is not None:  # in this task; a JSON answer comes back here, the rest by the pump
                     found = await self._direct.call(message, headers, waiting.sent)
                     if found is not None:
-                        return found.result if isinstance(found, JSONRPCResponse) else _raise(found.error)
+                        outcome = found.result if isinstance(found, JSONRPCResponse) else found.error
                 else:
                     waiting.written = True  # a write cut short may still have gone out: it counts as sent
                     await self._write.send(SessionMessage(message, metadata=ClientMessageMetadata(headers=headers)))
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 raise MCPError(types.CONNECTION_CLOSED, "Connection closed") from None
-            outcome = await answer
+            if outcome is None:
+                outcome = await answer
+            if waiting.handing is not None:  # its progress handed on before its result
+                await asyncio.wait((waiting.handing,))
         except asyncio.CancelledError:
-            if waiting.written:
+            # Never for one answered (the future is cancelled with the task awaiting it, if not set).
+            if waiting.written and outcome is None and (answer.cancelled() or not answer.done()):
                 await self._cancel_upstream(request_id)
             raise
         finally:
             self._waiting.pop(request_id, None)
-        return _raise(outcome) if isinstance(outcome, types.ErrorData) else outcome
+        if isinstance(outcome, types.ErrorData):
+            if span is not None:
+                if outcome is not _CLOSED:  # as the dispatcher marks its span
+                    code = str(outcome.code)
+                    span.set_attributes({"error.type": code, "rpc.response.status_code": code})
+                    span.set_status(StatusCode.ERROR, outcome.message)
+                    raise _Answered(outcome)
+                _raise(outcome)  # the link ended: raised in the span, as the dispatcher raises it
+            _raise(outcome)
+        return outcome
 
     async def _cancel_upstream(self, request_id: str) -> None:
         """notifications/cancelled for a request given up after it was written, bounded by CANCEL_WRITE_S;
@@ -862,17 +939,6 @@ class UpstreamLink:
         task.add_done_callback(self._cancels.discard)
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.shield(task)
-
-    async def _send(
-        self, dispatcher: JSONRPCDispatcher, method: str, params: dict[str, Any] | None, opts: CallOptions
-    ) -> dict[str, Any]:
-        trace = UpstreamLink.trace
-        if trace is None:
-            return await dispatcher.send_raw_request(method, params, opts)
-        with trace(self.config.id, self.config.transport, method, params) as headers:
-            if headers:  # HTTP upstreams get the trace context as headers (stdio ones ignore them)
-                opts["headers"] = {**opts.get("headers", {}), **headers}
-            return await dispatcher.send_raw_request(method, params, opts)
 
     async def notify(self, method: str, params: dict[str, Any] | None = None) -> None:
         dispatcher, version = self._dispatcher, self.version  # the version is set before the dispatcher

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -60,6 +60,20 @@ def untraced() -> bool:
     """Whether the dispatcher's span and injection would be skipped now (the guards installed, no
     tracer provider): a request may then be sent past the dispatcher with nothing of them lost."""
     return trace._TRACER_PROVIDER is None and getattr(jsonrpc_dispatcher, "otel_span", None) is otel_span
+
+
+def request_span(name: str, attributes: dict[str, Any]) -> AbstractContextManager[Span]:
+    """The span the dispatcher opens around a request it sends (CLIENT), for one the upstream link
+    sends past the dispatcher with a tracer provider set (federation/link.py `_traced`): by the name
+    the dispatcher calls, the guard once installed, else the SDK's own."""
+    span: Callable[..., AbstractContextManager[Span]] = vars(jsonrpc_dispatcher)["otel_span"]
+    return span(name, kind=trace.SpanKind.CLIENT, attributes=attributes)
+
+
+def inject_request_meta(meta: dict[str, Any]) -> None:
+    """The trace context injected into a request's `params._meta` as the dispatcher injects it."""
+    inject: Callable[[dict[str, Any]], None] = vars(jsonrpc_dispatcher)["inject_trace_context"]
+    inject(meta)
 
 
 def install(environ: Mapping[str, str] = os.environ) -> bool:
