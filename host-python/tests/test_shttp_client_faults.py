@@ -835,3 +835,38 @@ async def test_a_call_waiting_for_a_connection_when_the_link_ends_fails_unsent(
         assert not client.pool.waiters
     finally:
         await link.close()
+
+
+async def test_a_link_opens_once_the_upstream_holds_its_get_stream(raw: Raw) -> None:
+    """An upstream drops what it sends on its own while it holds no GET stream of the session (the
+    SDK's server does): a link opens only once its GET stream was answered, so a list_changed its
+    first call causes (the toy server's `grow`) reaches the link. Here the GET is answered 0.5 s late."""
+    streams: list[asyncio.StreamWriter] = []
+
+    async def late_get(headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        await asyncio.sleep(0.5)
+        writer.write(SSE_CHUNKED)
+        await writer.drain()
+        streams.append(writer)
+        await raw.stopped.wait()
+        return False
+
+    async def grow(message: dict[str, Any], headers: dict[str, str], writer: asyncio.StreamWriter, raw: Raw) -> bool:
+        for stream in streams:  # else dropped, as by the SDK's server
+            changed = {"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}
+            stream.write(_chunk(b"data: " + json.dumps(changed).encode() + b"\n\n"))
+        writer.write(_json_answer(_result(message["id"], "grown")))
+        return True
+
+    raw.get = late_get
+    raw.tools["grow"] = grow
+    link, _ = await _open(raw.url)
+    try:
+        assert _text(await link.request("tools/call", {"name": "grow"})) == "grown"
+        for _ in range(300):  # read by the pump from the GET stream (a loop bounded at 30 s)
+            if link.list_changes:
+                break
+            await asyncio.sleep(0.1)
+        assert link.list_changes == 1
+    finally:
+        await link.close()

@@ -108,6 +108,7 @@ RELAYED_IN_ORDER = frozenset({"notifications/message"})
 # it (its catalog connection's pings end the session connections); a client can cancel it.
 WAITS_BY_DESIGN = frozenset({"tasks/result"})
 
+GET_OPEN_WAIT_S = 2.0  # how long a new link waits for its GET stream to be answered (then opens anyway)
 CANCEL_WRITE_S = 5.0  # a courtesy notifications/cancelled is given this long to go out (the SDK's bound)
 _CLOSED = types.ErrorData(code=types.CONNECTION_CLOSED, message="Connection closed")  # what waiters get at the end
 
@@ -624,6 +625,10 @@ class UpstreamLink:
                     if self._http_transport is not None:
                         self.upstream_session = self._http_transport.session_id
                     self.version = result.protocol_version
+                    if self._direct is not None and self.holds_get:
+                        # Open once the upstream holds our GET stream: a notification it sends on its own
+                        # before then (a list_changed the first call causes) it would drop.
+                        await self._direct.get_opened(GET_OPEN_WAIT_S)
                     self._write = write
                     self._dispatcher = dispatcher
                     self._ready.set()

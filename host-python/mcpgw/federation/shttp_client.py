@@ -592,6 +592,7 @@ class StreamableHttpClient:
         self.inbox: Inbox[SessionMessage | Exception] = Inbox(16)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._get_task: asyncio.Task[None] | None = None
+        self._get_opened = asyncio.Event()  # the GET stream's first answer head arrived, or it failed
         self._init_id: types.RequestId | None = None  # the initialize request's id, once sent
         self._unsent: set[types.RequestId] = set()  # requests waiting for a connection
         self._withdrawn: set[types.RequestId] = set()  # of those, the ones cancelled meanwhile: never sent
@@ -619,6 +620,15 @@ class StreamableHttpClient:
         (`call`; the link's pump calls this as it ends, so nothing waits on a silent upstream), and is
         never sent again; one waiting for a connection fails; nothing is sent after it but the DELETE."""
         self.pool.end("the link closed")
+
+    async def get_opened(self, bound: float) -> None:
+        """Until the GET stream, once started, was answered (the upstream then holds it: what it sends
+        on its own while it holds none it drops, e.g. a `list_changed` a first call causes) or failed;
+        at most `bound` seconds."""
+        if self._get_task is not None and not self._get_opened.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(bound):
+                    await self._get_opened.wait()
 
     def start_get(self) -> None:
         """Open the GET stream (the upstream's own messages), once."""
@@ -1054,7 +1064,9 @@ class StreamableHttpClient:
                 conn = await self._exchange("GET", None, None, last_event=last_id, unbounded=True)
             except ExchangeError:
                 failures += 1
+                self._get_opened.set()
             else:
+                self._get_opened.set()
                 try:
                     if conn.status >= 400 or conn.sse is None:
                         await self._until_done(conn)
