@@ -76,14 +76,22 @@ def _edge_instruction_ratio(record: dict, head: str) -> str:
     return ": " + _not_recorded(record, "edge_instructions", "edge-instructions", "valgrind not installed")
 
 
-def _bare_cpu_note(w: dict | None, b: dict | None) -> str:
-    """The gateway / bare uvicorn ratio read by each server's CPU per answered request."""
+def _bare_notes(record: dict, workload: str, w: dict | None, b: dict | None) -> str:
+    """The gateway / bare uvicorn ratio read by each server's CPU per answered request and by
+    instructions per request (callgrind, section `request-instructions`)."""
     w_cpu, b_cpu = (w or {}).get("cpu_us_per_request"), (b or {}).get("cpu_us_per_request")
     if w_cpu and b_cpu:
-        return f"; by CPU per request {b_cpu / w_cpu:.3f}x ({w_cpu:.1f} / {b_cpu:.1f} µs)"
-    if w is not None and b is not None and ("cpu_us_per_request" in w or "cpu_us_per_request" in b):
-        return "; by CPU per request: no repetition without an error"
-    return "; by CPU per request: not in this record (a run before it was measured)"
+        note = f"; by CPU per request {b_cpu / w_cpu:.3f}x ({w_cpu:.1f} / {b_cpu:.1f} µs)"
+    elif w is not None and b is not None and ("cpu_us_per_request" in w or "cpu_us_per_request" in b):
+        note = "; by CPU per request: no repetition without an error"
+    else:
+        note = "; by CPU per request: not in this record (a run before it was measured)"
+    counts = (record.get("request_instructions") or {}).get(workload) or {}
+    if counts.get("gateway") and counts.get("bare-uvicorn"):
+        gw, bare = counts["gateway"], counts["bare-uvicorn"]
+        return note + f"; by instructions {bare / gw:.3f}x ({gw / 1000:.1f}k / {bare / 1000:.1f}k)"
+    why = _not_recorded(record, "request_instructions", "request-instructions", "valgrind not installed")
+    return note + f"; by instructions: {why}"
 
 
 @dataclass
@@ -160,7 +168,7 @@ def _e2e_figures(record: dict) -> list[Figure]:
     for workload, key in (("tools/call echo", "echo-vs-bare"), ("tools/list", "list-vs-bare")):
         # Judged by req/s; beside it, the same ratio read by each server's CPU per request.
         w, b = cell(workload, "wasm"), cell(workload, "bare-uvicorn")
-        out += _ratio(key, workload, w, b, _bare_cpu_note(w, b))
+        out += _ratio(key, workload, w, b, _bare_notes(record, workload, w, b))
     for workload in ("tools/list", "tools/call echo"):
         w, p = cell(workload, "wasm-nocache"), cell(workload, "python-nocache")
         out += _ratio("nocache", workload, w, p, _cache_note(w, p))
@@ -561,8 +569,8 @@ def _e2e_section(record: dict, out: Path, stamp: str) -> list[str]:
         (
             "CPU µs/request: the server process's CPU time (user + system, /proc/<pid>/stat around each run) per "
             "answered request, median of the repetitions without an error: the steadier figure on a shared "
-            "machine (the bare-uvicorn bars read it beside req/s). `make bench` counts no instructions of bare "
-            "uvicorn, so those bars have no by-instructions reading."
+            "machine (the bare-uvicorn bars read it beside req/s, and the instructions per request of section "
+            "`request-instructions`: callgrind, one keep-alive client, each server under valgrind)."
         ),
     ]
     md += [

@@ -6,8 +6,8 @@ The bars and their limits are bench/bars.py; the report's "Bars" table reads eac
 run's figure. To render a report again from a record: `python bench/report.py RECORD.json`.
 
 Environment: BENCH_DURATION_S (per wrk run, default 2; wrk runs whole seconds, at least 1), BENCH_REPS (default 5),
-BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,edge-instructions,e2e,http,memory,store,hostile,
-swap,federation,plugins,auth,metrics,scaleout,tracing).
+BENCH_CONNECTIONS (default 1,16,64), BENCH_SKIP (comma list of edge,edge-instructions,e2e,request-instructions,http,
+memory,store,hostile,swap,federation,plugins,auth,metrics,scaleout,tracing).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import metrics  # noqa: E402 - imported once bench/ is on sys.path
 import plugins  # noqa: E402 - imported once bench/ is on sys.path
 import report  # noqa: E402 - imported once bench/ is on sys.path
 import scaleout  # noqa: E402 - imported once bench/ is on sys.path
+import server_instructions  # noqa: E402 - imported once bench/ is on sys.path
 import tracing  # noqa: E402 - imported once bench/ is on sys.path
 
 
@@ -44,6 +45,14 @@ def _edge_instructions() -> dict[str, dict[str, float]] | None:
     if found:
         edge_instructions.report(found)
     return found
+
+
+def _request_instructions() -> dict[str, dict[str, float]] | None:
+    """The bare-uvicorn bars read by instructions; None without valgrind (the report says so)."""
+    if not server_instructions.available():
+        print("  (valgrind not installed: no instruction count)", flush=True)
+        return None
+    return server_instructions.against_bare()
 
 
 def main() -> None:
@@ -88,6 +97,11 @@ def main() -> None:
         "e2e",
         f"end to end (wrk, one thread; {reps} alternating repetitions of {duration:g}s)",
         lambda: record.__setitem__("e2e", e2e.run(duration, reps, connections)),
+    )
+    section(
+        "request-instructions",
+        "instructions per request, gateway and bare uvicorn (callgrind, one keep-alive client)",
+        lambda: record.__setitem__("request_instructions", _request_instructions()),
     )
     section(
         "memory", "memory", lambda: record.__setitem__("memory", [memory.measure("wasm"), memory.measure("python")])

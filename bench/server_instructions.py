@@ -8,10 +8,12 @@ requests on one connection, each answer checked, and off again; the count is the
 for those requests (its idle waits between them cost nothing). Each count runs the server anew.
 
     python bench/server_instructions.py [n]   # the HTTP layer: checks on / plain uvicorn
+    python bench/server_instructions.py --bare [n]   # the gateway / the bare-uvicorn ceiling
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -28,11 +30,18 @@ available = callgrind.available
 
 
 def per_request(
-    argv: list[str], env: dict[str, str], body: str = e2e.ECHO, n: int = 1000, check: str = "hello"
+    argv: list[str],
+    env: dict[str, str],
+    body: str = e2e.ECHO,
+    n: int = 1000,
+    check: str = "hello",
+    session: bool = True,
 ) -> float:
     """Instructions per request of `body` (a JSON-RPC template with @ID@) through the server that
-    `argv` starts with `env` (MCPGW_* as servers.gateway sets them; the port is added here)."""
+    `argv` starts with `env` (MCPGW_* as servers.gateway sets them; the port is added here, and
+    replaces "{port}" in `argv`). `session`: open an MCP session first (not for bare uvicorn)."""
     port = servers.free_port()
+    argv = [arg.replace("{port}", str(port)) for arg in argv]
     with tempfile.TemporaryDirectory(prefix="mcpgw-callgrind-") as where:
         out_file = f"{where}/callgrind.out"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("MCPGW_")}
@@ -53,7 +62,7 @@ def per_request(
                     if time.monotonic() > deadline:
                         raise RuntimeError("the server under valgrind did not start") from None
                     time.sleep(0.5)
-            headers = e2e.open_session(url)
+            headers = e2e.open_session(url) if session else e2e.JSON_HEADERS
             with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
 
                 def run(count: int, start: int) -> None:
@@ -95,7 +104,38 @@ def http_layer(n: int = 1000) -> dict[str, float]:
     }
 
 
+def against_bare(n: int = 500) -> dict[str, dict[str, float]]:
+    """{workload: {"gateway": .., "bare-uvicorn": ..}}: instructions per tools/call echo and per
+    tools/list through `mcpgw serve` (wasm edge, one session) and through the bare-uvicorn ceiling
+    (bench/bare_uvicorn.py) sending the gateway's own answers, the same way each (the bare-uvicorn
+    bars of issue 20, read by instructions)."""
+    gateway = servers.gateway("wasm", name="gateway-answers")
+    try:
+        answers = e2e.gateway_answers(gateway.url)
+    finally:
+        gateway.stop()
+    path = servers.ROOT / ".build" / "bench-bare-uvicorn-instructions-answers.json"
+    path.write_text(json.dumps(answers))
+    bare = [sys.executable, str(servers.ROOT / "bench" / "bare_uvicorn.py"), "{port}", str(path)]
+    counts: dict[str, dict[str, float]] = {}
+    for workload, body, check in (("tools/call echo", e2e.ECHO, "hello"), ("tools/list", e2e.TOOLS_LIST, '"echo"')):
+        counts[workload] = {
+            "gateway": per_request(gateway_argv(), GATEWAY_ENV, body, n, check),
+            "bare-uvicorn": per_request(bare, {}, body, n, check, session=False),
+        }
+        gw, ceiling = counts[workload]["gateway"], counts[workload]["bare-uvicorn"]
+        print(
+            f"  instructions per {workload} (callgrind): gateway {gw:,.0f}, bare uvicorn {ceiling:,.0f}: "
+            f"{ceiling / gw:.3f}x",
+            flush=True,
+        )
+    return counts
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--bare"]:
+        against_bare(int(sys.argv[2]) if len(sys.argv) > 2 else 500)
+        sys.exit(0)
     counts = http_layer(int(sys.argv[1]) if len(sys.argv) > 1 else 1000)
     on, off = counts["checks on"], counts["plain uvicorn"]
     print(f"instructions per tools/call echo: checks on {on:,.0f}, plain uvicorn {off:,.0f}: {off / on:.4f}x")

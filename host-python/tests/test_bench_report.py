@@ -84,7 +84,8 @@ def test_a_failed_repetition_and_a_failed_section_still_give_a_whole_report(tmp_
     assert sdk[0].startswith("failed") and sdk[1] is False  # failed, never a 0 and never a crash
     vs_bare = [v for (name, case), v in table.items() if "bare uvicorn" in name and case == "tools/call echo"]
     # Judged by req/s as ever; a record without CPU per request says so beside the ratio.
-    assert vs_bare == [("0.500x; by CPU per request: not in this record (a run before it was measured)", False)]
+    older = "not in this record (a run before it was measured)"
+    assert vs_bare == [(f"0.500x; by CPU per request: {older}; by instructions: {older}", False)]
     wasm_python = next(v for (name, case), v in table.items() if name.startswith("wasm / python req/s, c=16"))
     assert wasm_python == ("1.012x (edge cache answered 99% / 98%)", True)
     assert "**Section `scaleout` failed:** RuntimeError: redis-server did not start" in text
@@ -113,7 +114,10 @@ def test_the_report_reads_the_crossing_and_the_bare_uvicorn_bars_by_instructions
         "browser POST (12 headers)": {"wasm": 64_600.0, "python": 56_800.0, "head": 16_200.0, "call": 30_400.0},
         "preflight (7 headers)": {"wasm": 40_000.0, "python": 50_000.0},
     }
-    record = _record(edge=_edge_rows(), edge_instructions=instructions, e2e=[echo_wasm, echo_bare])
+    per_request = {"tools/call echo": {"gateway": 315_900.0, "bare-uvicorn": 141_200.0}}
+    record = _record(
+        edge=_edge_rows(), edge_instructions=instructions, e2e=[echo_wasm, echo_bare], request_instructions=per_request
+    )
     table = {(name, case): (figure, met) for name, case, figure, _limit, met in report.bars(record)}
     crossing = {f.case: (f.shown(), f.met()) for f in report.figures(record) if f.key == "edge-ratio"}
     # The browser POST fails by p50 (1.5x) though it reads 1.14x by instructions; the preflight
@@ -124,7 +128,10 @@ def test_the_report_reads_the_crossing_and_the_bare_uvicorn_bars_by_instructions
     )
     assert crossing["preflight (7 headers)"] == ("1.00x (5.0 / 5.0 µs); by instructions 0.80x (40.0k / 50.0k)", True)
     vs_bare = next(v for (name, case), v in table.items() if "bare uvicorn" in name and case == "tools/call echo")
-    assert vs_bare == ("0.500x; by CPU per request 0.375x (80.0 / 30.0 µs)", False)
+    assert vs_bare == (
+        "0.500x; by CPU per request 0.375x (80.0 / 30.0 µs); by instructions 0.447x (315.9k / 141.2k)",
+        False,
+    )
     text = report.write(record, tmp_path, "readings").read_text()
     assert "### Edge crossing in instructions" in text
     assert "| browser POST (12 headers) | 64,600 | 56,800 | 1.14x | 16,200 / 30,400 / failed |" in text
@@ -148,6 +155,25 @@ def test_a_record_without_the_instruction_count_says_why(tmp_path: Path, change:
     text = report.write(record, tmp_path, "without").read_text()
     assert "### Edge crossing in instructions" in text and "Not measured: " in text and why in text
     assert "could not be" not in text  # nothing failed to render
+
+
+def test_a_bare_uvicorn_bar_without_its_instruction_count_says_why() -> None:
+    e2e = [_row(w, t, [_run(8000)]) for w in ("tools/call echo", "tools/list") for t in ("wasm", "bare-uvicorn")]
+    record = _record(e2e=e2e, request_instructions=None)
+    record["failed_sections"]["request-instructions"] = "RuntimeError: callgrind wrote no totals"
+    shown = [f.shown() for f in report.figures(record) if f.key in ("echo-vs-bare", "list-vs-bare")]
+    assert len(shown) == 2
+    for text in shown:  # judged by req/s (1.0x here), the reason beside it
+        assert text.startswith("1.000x; by CPU per request: not in this record")
+        assert text.endswith(
+            "by instructions: section `request-instructions` failed (RuntimeError: callgrind wrote no totals)"
+        )
+    record["failed_sections"] = {}
+    assert all(
+        f.shown().endswith("by instructions: valgrind not installed")
+        for f in report.figures(record)
+        if f.key == "echo-vs-bare"
+    )
 
 
 def test_every_bar_is_in_the_report_even_with_nothing_measured(tmp_path: Path) -> None:
