@@ -10,7 +10,8 @@ scripts report goes through here, so each is taken and read the same way.
   through), its dumps read per label before the directory goes;
 - `start(command, ...)` / `stop(proc)` / `file_totals(path)`: a server under callgrind, started
   and stopped, and the total its output file reports;
-- `per_call(by_n)`: counts of LOW and HIGH calls differenced and divided, so set-up and the
+- `dump_calls(call, label)` (in the measured process) and `per_call(by_n)`: counts of LOW and
+  HIGH calls, each zeroed and dumped, differenced and divided, so set-up and the
   instrumentation's switching cancel.
 
 Instrumentation starts off (`--instr-atstart=no`): a count covers only what runs between the
@@ -18,10 +19,12 @@ measured script's or harness's own `-i on` and `-i off`, or between a `-z` and a
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -40,6 +43,17 @@ def control(pid: int, *args: str) -> None:
 
 def instrument(pid: int, state: str) -> None:
     control(pid, "-i", state)
+
+
+def dump_calls(call: Callable[[], object], label: str) -> None:
+    """In the process under callgrind (instrumentation on): LOW, then HIGH calls of `call`, each
+    run zeroed first and dumped as `LABEL:N` after (read back with dumps() and per_call())."""
+    pid = os.getpid()
+    for n in (LOW, HIGH):
+        control(pid, "-z")
+        for _ in range(n):
+            call()
+        control(pid, f"--dump={label}:{n}")
 
 
 def argv(out_file: str, command: list[str]) -> list[str]:

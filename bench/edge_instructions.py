@@ -28,10 +28,6 @@ import callgrind
 PARTS = ("wasm", "python", "head", "call", "outcome")
 
 
-def _control(*args: str) -> None:
-    callgrind.control(os.getpid(), *args)
-
-
 def _inside() -> None:
     from edge_cost import HEADS
     from mcpgw.edge.backend import load_edge
@@ -51,7 +47,7 @@ def _inside() -> None:
     assert core.encoding == "compact"
     codec = core._codec
     inst = core._inst
-    _control("-i", "on")
+    callgrind.instrument(os.getpid(), "on")
     for index, (label, (method, raw_path, query, headers)) in enumerate(HEADS.items()):
         written = codec.head_bytes(method, raw_path, headers)
         assert written is not None
@@ -68,12 +64,8 @@ def _inside() -> None:
         for part, call in calls.items():
             for _ in range(200):
                 call()
-            for n in (500, 1500):
-                _control("-z")
-                for _ in range(n):
-                    call()
-                _control(f"--dump=h{index}:{PARTS.index(part)}:{n}")
-    _control("-i", "off")
+            callgrind.dump_calls(call, f"h{index}:{PARTS.index(part)}")
+    callgrind.instrument(os.getpid(), "off")
 
 
 def measure() -> dict[str, dict[str, float]] | None:

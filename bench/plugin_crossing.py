@@ -47,10 +47,6 @@ PAYLOADS = {
 LAYERS = ("floor", "noop guest", "Plugin.call", "chain step", "around")
 
 
-def _control(*args: str) -> None:
-    callgrind.control(os.getpid(), *args)
-
-
 def _inside() -> None:
     """Under valgrind: every layer and hook, 500 then 1,500 calls, each run zeroed and dumped."""
     from mcpgw.plugins.chain import _HEADS, Plugin, PluginHooks, PluginSet, _Who
@@ -70,7 +66,7 @@ def _inside() -> None:
     pset = PluginSet((plugin,))
     hooks = PluginHooks(lambda: pset)
     chain = (plugin,)
-    _control("-i", "on")
+    callgrind.instrument(os.getpid(), "on")
     for hook, payload in PAYLOADS.items():
         context = {**CONTEXT, "hook": hook}
         data = orjson.dumps({"context": context, "payload": payload})
@@ -86,11 +82,7 @@ def _inside() -> None:
         }
         for layer, call in calls.items():
             assert call() in (b'{"continue":null}', CONTINUED, payload), layer
-            for n in (500, 1500):
-                _control("-z")
-                for _ in range(n):
-                    call()
-                _control(f"--dump={hook}:{LAYERS.index(layer)}:{n}")
+            callgrind.dump_calls(call, f"{hook}:{LAYERS.index(layer)}")
 
     class Endpoint:
         def endpoint(self) -> str:
@@ -115,12 +107,8 @@ def _inside() -> None:
         raise AssertionError("around() waited")
 
     assert whole() is answer
-    for n in (500, 1500):
-        _control("-z")
-        for _ in range(n):
-            whole()
-        _control(f"--dump=whole-request:{LAYERS.index('around')}:{n}")
-    _control("-i", "off")
+    callgrind.dump_calls(whole, f"whole-request:{LAYERS.index('around')}")
+    callgrind.instrument(os.getpid(), "off")
 
 
 def measure() -> dict[str, dict[str, float]] | None:
