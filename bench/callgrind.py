@@ -27,7 +27,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 VALGRIND = ("valgrind", "--tool=callgrind", "--instr-atstart=no")
 LOW, HIGH = 500, 1500  # the call counts a per-call figure differences
@@ -54,6 +54,23 @@ def dump_calls(call: Callable[[], object], label: str) -> None:
         for _ in range(n):
             call()
         control(pid, f"--dump={label}:{n}")
+
+
+def count_requests(pid: int, post: Callable[[str], Any], body: str, check: str, warm: int, n: int) -> None:
+    """Against a server under callgrind: `warm` requests, then instrumentation on for exactly `n`
+    (ids from 1,000), then off; `post(content)` sends one request of `body` (a JSON-RPC template
+    with @ID@) and returns the response, which must be a 200 with a `result` containing `check`."""
+
+    def send(count: int, start: int) -> None:
+        for i in range(start, start + count):
+            r = post(body.replace("@ID@", str(i)))
+            if r.status_code != 200 or check not in r.text or '"result"' not in r.text:
+                raise RuntimeError(f"unexpected answer {r.status_code}: {r.text[:300]}")
+
+    send(warm, 1)
+    instrument(pid, "on")
+    send(n, 1000)
+    instrument(pid, "off")
 
 
 def argv(out_file: str, command: list[str]) -> list[str]:

@@ -147,17 +147,8 @@ def instructions(mode: str, client: str, n: int) -> float:
             time.sleep(0.5)
         headers = e2e.open_session(url + "/servers/sdk")
         with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
-
-            def run(count: int, start: int) -> None:
-                for i in range(start, start + count):
-                    r = http.post("/servers/sdk/mcp", content=e2e.ECHO.replace("@ID@", str(i)))
-                    if r.status_code != 200 or "hello" not in r.text or '"result"' not in r.text:
-                        raise RuntimeError(f"unexpected answer {r.status_code}: {r.text[:300]}")
-
-            run(50, 1)
-            callgrind.instrument(proc.pid, "on")
-            run(n, 1000)
-            callgrind.instrument(proc.pid, "off")
+            path = "/servers/sdk/mcp"
+            callgrind.count_requests(proc.pid, lambda c: http.post(path, content=c), e2e.ECHO, "hello", 50, n)
     finally:
         callgrind.stop(proc)
         log.close()

@@ -64,17 +64,8 @@ def per_request(
                     time.sleep(0.5)
             headers = e2e.open_session(url) if session else e2e.JSON_HEADERS
             with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
-
-                def run(count: int, start: int) -> None:
-                    for i in range(start, start + count):
-                        r = client.post("/mcp", content=body.replace("@ID@", str(i)))
-                        if r.status_code != 200 or check not in r.text or '"result"' not in r.text:
-                            raise RuntimeError(f"unexpected answer {r.status_code}: {r.text[:300]}")
-
-                run(300, 1)  # warm-up: caches, the plugin pools, the outcome cache
-                callgrind.instrument(proc.pid, "on")
-                run(n, 1000)
-                callgrind.instrument(proc.pid, "off")
+                # Warm-up of 300: caches, the plugin pools, the outcome cache.
+                callgrind.count_requests(proc.pid, lambda c: client.post("/mcp", content=c), body, check, 300, n)
         finally:
             callgrind.stop(proc)
             log.close()
