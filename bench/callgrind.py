@@ -139,6 +139,18 @@ def per_call(by_n: dict[int, int], low: int = LOW, high: int = HIGH) -> float | 
     return (by_n[high] - by_n[low]) / (high - low)
 
 
+def per_label(dumps: dict[str, int], low: int = LOW, high: int = HIGH) -> dict[str, float]:
+    """{LABEL: instructions per call} from the dumps of dump_calls (`LABEL:N`), sorted by label;
+    a label without both counts is left out."""
+    by_label: dict[str, dict[int, int]] = {}
+    for name, total in dumps.items():
+        label, _, n = name.rpartition(":")
+        if label and n.isdigit():
+            by_label.setdefault(label, {})[int(n)] = total
+    found = {label: per_call(by_n, low, high) for label, by_n in sorted(by_label.items())}
+    return {label: count for label, count in found.items() if count is not None}
+
+
 def start(command: list[str], env: dict[str, str], where: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
     """A server under callgrind, its output file `where/callgrind.out`, working in `where`
     (callgrind_control finds the process through files in its directory)."""

@@ -15,7 +15,6 @@ instructions, not time, so a shared machine gives the same figure. Run:
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -79,18 +78,11 @@ def measure() -> dict[str, dict[str, float]] | None:
         [sys.executable, __file__, "--inside"], prefix="mcpgw-edge-ir-", env={**os.environ, "PYTHONHASHSEED": "0"}
     )
     callgrind.raise_failed(done)
-    counts: dict[tuple[int, str], dict[int, int]] = {}
-    for label, total in done.dumps.items():
-        found = re.fullmatch(r"h(\d):(\d):(\d+)", label)
-        if found is not None:
-            key = (int(found.group(1)), PARTS[int(found.group(2))])
-            counts.setdefault(key, {})[int(found.group(3))] = total
     names = list(HEADS)
     result: dict[str, dict[str, float]] = {}
-    for (index, part), by_n in sorted(counts.items()):
-        per_call = callgrind.per_call(by_n)
-        if per_call is not None:
-            result.setdefault(names[index], {})[part] = per_call
+    for label, count in callgrind.per_label(done.dumps).items():  # "h{index}:{part}"
+        index, part = label.removeprefix("h").split(":")
+        result.setdefault(names[int(index)], {})[PARTS[int(part)]] = count
     return result
 
 

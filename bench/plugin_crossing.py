@@ -19,7 +19,6 @@ cancels. Run: `python bench/plugin_crossing.py` (it re-runs itself under valgrin
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -121,17 +120,10 @@ def measure() -> dict[str, dict[str, float]] | None:
         return None
     done = callgrind.run([sys.executable, __file__, "--inside"], prefix="mcpgw-crossing-")
     callgrind.raise_failed(done)
-    counts: dict[tuple[str, str], dict[int, int]] = {}
-    for label, total in done.dumps.items():
-        found = re.fullmatch(r"([a-z-]+):(\d):(\d+)", label)
-        if found is not None:
-            key = (found.group(1), LAYERS[int(found.group(2))])
-            counts.setdefault(key, {})[int(found.group(3))] = total
     result: dict[str, dict[str, float]] = {}
-    for (hook, layer), by_n in counts.items():
-        per_call = callgrind.per_call(by_n)
-        if per_call is not None:
-            result.setdefault(hook, {})[layer] = per_call
+    for label, count in callgrind.per_label(done.dumps).items():  # "{hook}:{layer index}"
+        hook, layer = label.split(":")
+        result.setdefault(hook, {})[LAYERS[int(layer)]] = count
     return result
 
 

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
 
 import bars  # noqa: E402 - bench/ is on sys.path from here
+import callgrind  # noqa: E402
 import report  # noqa: E402
 import wrk  # noqa: E402
 
@@ -174,6 +175,22 @@ def test_a_bare_uvicorn_bar_without_its_instruction_count_says_why() -> None:
         for f in report.figures(record)
         if f.key == "echo-vs-bare"
     )
+
+
+def test_the_callgrind_harness_reads_each_dump_by_label_and_differences_500_from_1500(tmp_path: Path) -> None:
+    """bench/callgrind.py reads dumps as callgrind 3.x writes them (`--dump=LABEL`); every in-process
+    count of the bench is (count of 1,500 calls - count of 500) / 1,000."""
+    totals = {"h0:1:500": 9_000_000, "h0:1:1500": 25_000_000, "pre:2:500": 700, "only:0:1500": 5}
+    for i, (label, total) in enumerate(totals.items(), 1):
+        (tmp_path / f"callgrind.out.{i}").write_text(f"version: 1\ndesc: Trigger: dump {label}\ntotals: {total}\n")
+    (tmp_path / "callgrind.out").write_text("desc: Trigger: Program termination\ntotals: 99\n")
+    dumps = callgrind.dumps(tmp_path)
+    assert dumps == totals  # the end-of-program file has no label
+    assert callgrind.per_label(dumps) == {"h0:1": 16_000.0}  # labels without both counts are left out
+    (tmp_path / "server.out").write_text("events: Ir\nsummary: 0\ntotals: 1234\n")
+    assert callgrind.file_totals(tmp_path / "server.out") == 1234
+    with pytest.raises(RuntimeError, match="no totals"):
+        callgrind.file_totals(tmp_path / "absent.out")
 
 
 def test_every_bar_is_in_the_report_even_with_nothing_measured(tmp_path: Path) -> None:
