@@ -300,7 +300,7 @@ def _text(result: dict) -> str:
 
 
 async def test_answers_split_across_many_reads(raw: Raw) -> None:
-    link, _ = await _open(raw.url, max_message_bytes=LIMIT)
+    link, client = await _open(raw.url, max_message_bytes=LIMIT)
     progress: list[float] = []
 
     async def on_progress(done: float, total: float | None, message: str | None) -> None:
@@ -317,6 +317,13 @@ async def test_answers_split_across_many_reads(raw: Raw) -> None:
         )
         result = await link.request("tools/call", {"name": "split-sse", "arguments": {"text": "s"}}, on_progress)
         assert _text(result) == "s" and progress == [1]
+        # The event stream's end is read in a task after the result was handed on: its connection
+        # is back in the pool once that is done (the link opens after its GET stream was answered,
+        # so no second connection of that GET's is there to take meanwhile).
+        for _ in range(300):  # bounded at 30 s
+            if not client.pool.lent:
+                break
+            await asyncio.sleep(0.1)
         assert _text(await link.request("tools/call", {"name": "echo"})) == "ok"
         assert raw.connections == before  # every answer was read to its end: its connection kept
     finally:
