@@ -169,6 +169,12 @@ def _e2e_figures(record: dict) -> list[Figure]:
         # Judged by req/s; beside it, the same ratio read by each server's CPU per request.
         w, b = cell(workload, "wasm"), cell(workload, "bare-uvicorn")
         out += _ratio(key, workload, w, b, _bare_notes(record, workload, w, b))
+        counts = (record.get("request_instructions") or {}).get(workload) or {}
+        if (w is None or b is None) and counts.get("gateway") and counts.get("bare-uvicorn"):
+            # No req/s figure to show it beside (e2e skipped or failed): the count on its own.
+            gw, bare = counts["gateway"], counts["bare-uvicorn"]
+            text = f"{bare / gw:.3f}x ({gw / 1000:.1f}k / {bare / 1000:.1f}k)"
+            out.append(Figure(None, f"{workload}, gateway / bare uvicorn by instructions per request", None, text))
     for workload in ("tools/list", "tools/call echo"):
         w, p = cell(workload, "wasm-nocache"), cell(workload, "python-nocache")
         out += _ratio("nocache", workload, w, p, _cache_note(w, p))
