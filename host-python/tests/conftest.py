@@ -114,6 +114,17 @@ class Gateway:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def log_with(self, *needles: str, timeout: float = 20.0) -> str:
+        """The log once it holds every one of `needles` (or as it is after `timeout` s): lines a
+        request causes after its response has gone out, such as its access line, may be written
+        after the client has read the answer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.log()
+            if all(needle in text for needle in needles) or time.monotonic() > deadline:
+                return text
+            time.sleep(0.05)
+
     def stop(self) -> None:
         stop_process(self.proc)
         self._log.close()

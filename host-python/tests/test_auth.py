@@ -602,7 +602,7 @@ def test_the_access_log_names_the_subject_and_never_the_token(tmp_path, componen
     try:
         assert post(g, INIT, headers={"authorization": f"Bearer {key}"}).status_code == 200
         assert post(g, INIT, headers={"authorization": "Bearer wrong-key"}).status_code == 401
-        log = g.log()
+        log = g.log_with("POST /mcp 200", "POST /mcp 401")  # access lines follow their answers
         assert "POST /mcp 200" in log and "subject=alice" in log
         assert "POST /mcp 401" in log  # refused before any principal: subject=-
         assert key not in log and "wrong-key" not in log
