@@ -7,8 +7,8 @@ transport itself and its pump takes the answer off the wire by our request id
 (a future per request; progress handed to the request's callback in arrival
 order), so the upstream's results reach the client as raw dicts, not
 re-validated into whatever shape the SDK knows, and cost no memory stream, task
-or span of the dispatcher's. (With tracing on they go through the dispatcher,
-which opens the SDK's span for each.)
+or span of the dispatcher's. (With a tracer provider set they take the same
+path inside the span the dispatcher would open for each: `_traced`.)
 
 A link lives in its own task (the SDK's transports are context managers); it
 ends when the upstream goes away (EOF, process exit, a refused HTTP connection),
