@@ -853,11 +853,7 @@ class StreamableHttpClient:
             if token:  # the dispatcher asks to resume an earlier answer's stream
                 await self._resume(request_id, token, None)
                 return None
-            try:
-                conn = await self._exchange("POST", message, extra, on_sent=on_sent)
-            except ExchangeError as exc:  # the reason goes with it (the link names it)
-                await self._deliver(_error(request_id, types.CONNECTION_CLOSED, f"Connection closed: {exc}"))
-                return None
+            conn = await self._exchange("POST", message, extra, on_sent=on_sent)  # (its failure: below)
             if on_sent is not None and conn.sse is not None:  # an event stream: read on in a task of its own
                 task = asyncio.ensure_future(self._finish(conn, message, request_id, False))
                 self._tasks.add(task)
@@ -866,7 +862,7 @@ class StreamableHttpClient:
             return await self._finish(conn, message, request_id, on_sent is not None)
         except Withdrawn:
             pass  # its caller gave up before it was sent
-        except ExchangeError as exc:
+        except ExchangeError as exc:  # the reason goes with it (the link names it)
             await self._deliver(_error(request_id, types.CONNECTION_CLOSED, f"Connection closed: {exc}"))
         except Exception as exc:
             log.exception("upstream exchange failed")
