@@ -243,6 +243,11 @@ async def test_list_changed_from_an_upstream_refreshes_the_catalog_and_tells_cli
 
     name = f"sprout{os.getpid()}{gw.mode}"
     async with Client(gw.url + "/mcp", mode="legacy", message_handler=on_message) as client:
+        # The gateway tells the sessions that listed (a client that has not listed has nothing stale).
+        # Listing first makes the notification due: without it, the SDK's own list after the call
+        # (for the output schema) could come after the catalog's re-read, see the new tool, and be
+        # rightly told nothing.
+        assert f"w__{name}" not in {t.name for t in (await client.list_tools()).tools}
         assert text_of(await client.call_tool("w__grow", {"name": name})) == f"added {name}"
         with anyio.fail_after(30):
             await changed.wait()
