@@ -34,6 +34,10 @@ And, around uvicorn's protocol (0.54):
   `eof_received` keeps the write side open until the owed responses are sent, then closes.
 - A parse error pipelined behind a request no longer cuts that request's answer: the 400 is
   written after the responses before it, in order.
+- A response's head and body go out in one send: every write waits for the next one or the end of
+  the event loop's turn, whichever comes first (`_Corked`; uvicorn writes the head and the body
+  separately, and each write to an idle socket is a system call and a segment of its own). A
+  head whose body is not ready (an SSE stream) still leaves in that same turn.
 - `scope["extensions"]["mcpgw.abort"]` drops the connection at once: uvicorn's `send` waits
   for a client that stopped reading to drain, and nothing else can end such a writer. The SSE
   writer (transports/sse_writer.py) calls it when its stream is ended during a blocked send
@@ -64,6 +68,7 @@ LINGER_IDLE_S = 5.0  # after a refusal, what the client still sends is read and 
 LINGER_MAX_S = 30.0  # pauses this long, half-closes, or this much time has passed: then close;
 LINGER_MAX_CONNECTIONS = 1024  # with this many lingering already, close at once (a reset may eat the answer)
 RETRY_AFTER_S = 5  # the connection cap's Retry-After
+CORK_MAX_BYTES = 16 * 1024  # a write up to this size may wait for the next one (_Corked)
 KINDS = ("head_timeout", "body_too_slow", "head_too_large", "connection_cap")
 # uvicorn's callbacks, called directly by ours: cheaper than super() once per request.
 _on_headers_complete = HttpToolsProtocol.on_headers_complete
@@ -173,6 +178,66 @@ def _response(status: int, message: str, extra: list[tuple[bytes, bytes]]) -> by
     return b"".join([*lines, b"\r\n", body])
 
 
+def _flush_held(corked: _Corked) -> None:
+    corked.flush()
+
+
+class _Corked:
+    """The connection's transport as the protocol and its request cycles write to it: a write is
+    held until the next one or the end of this turn of the event loop, whichever comes first, then
+    both go out in one system call. uvicorn writes a response's head and its body separately, and
+    each write to an idle socket is a send of its own: one per response saved (a held write is
+    at most one `write`'s bytes, so flow control is unchanged)."""
+
+    __slots__ = ("_held", "_loop", "transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        held = self._held
+        if held is None:
+            if len(data) > CORK_MAX_BYTES:
+                self.transport.write(data)
+            elif data:
+                self._held = bytes(data)
+                self._loop.call_soon(_flush_held, self)
+            return
+        self._held = None
+        if len(data) > CORK_MAX_BYTES:  # copying it would cost more than the second send saves
+            self.transport.write(held)
+            self.transport.write(data)
+        else:
+            self.transport.write(held + data)
+
+    def flush(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            if not self.transport.is_closing():
+                self.transport.write(held)
+
+    def is_closing(self) -> bool:
+        return self.transport.is_closing()
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self.transport.write_eof()
+
+    def abort(self) -> None:
+        self._held = None
+        self.transport.abort()
+
+    def __getattr__(self, name: str) -> Any:  # the rest (get_extra_info, ...) as the transport has it
+        return getattr(self.transport, name)
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
     """One HTTP/1.1 connection; see the module docstring. `limits` is bound by `protocol_class`."""
 
@@ -186,6 +251,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         "_body_rate",
         "_body_start",
         "_body_timer",
+        "_corked",
         "_counted",
         "_extensions",
         "_head_limit",
@@ -227,6 +293,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     # -- connection ----------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn narrows it the same way
         super().connection_made(transport)
+        # Every write from here on (responses, refusals) goes through the corked view, in order.
+        self._corked = _Corked(transport, self.loop)
+        self.transport = self._corked  # type: ignore[assignment]
         self._peer = self.client[0] if self.client else None
         self._trusted_peer = self.limits.trusted(self._peer)  # per connection, not per request
         cap = self.limits.max_connections_per_client
@@ -381,6 +450,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     def _upgrade(self) -> None:
         self._cancel_timers()
+        self._corked.flush()
+        self.transport = self._corked.transport  # the WebSocket protocol gets the transport itself
         self.handle_websocket_upgrade()
         protocol = self.transport.get_protocol()
         lost = protocol.connection_lost
