@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -178,6 +179,17 @@ def _response(status: int, message: str, extra: list[tuple[bytes, bytes]]) -> by
     return b"".join([*lines, b"\r\n", body])
 
 
+def _aborter(protocol: weakref.ReferenceType[GatewayHttpProtocol]) -> Callable[[], None]:
+    """The `mcpgw.abort` extension of a connection: its protocol's `_abort_now`, while it lives."""
+
+    def abort() -> None:
+        live = protocol()
+        if live is not None:
+            live._abort_now()
+
+    return abort
+
+
 def _flush_held(corked: _Corked) -> None:
     corked.flush()
 
@@ -288,7 +300,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self._head_limit = self.limits.head_limit
         self._trusted_peer = False
         self._body_rate = bool(self.limits.body_min_rate_bytes_s)  # whether bodies are timed at all
-        self._extensions: dict[str, Any] = {"mcpgw.abort": self._abort_now}
+        # Through a weak reference: a bound method here would make each connection a reference
+        # cycle (protocol -> extensions -> protocol), left for the cycle collector when it closes.
+        self._extensions: dict[str, Any] = {"mcpgw.abort": _aborter(weakref.ref(self))}
 
     # -- connection ----------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn narrows it the same way

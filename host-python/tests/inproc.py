@@ -15,17 +15,20 @@ from typing import Any
 import uvicorn
 
 from mcpgw.app import create_app
+from mcpgw.http_server import protocol_class
 from mcpgw.serving import GatewayServer
 from mcpgw.settings import Settings
 
 
 @contextmanager
-def served(settings: Settings) -> Iterator[tuple[Any, str, asyncio.AbstractEventLoop]]:
-    """The app, its base URL and the loop it runs on; stopped (and the loop closed) on exit."""
+def served(settings: Settings, own_http: bool = False) -> Iterator[tuple[Any, str, asyncio.AbstractEventLoop]]:
+    """The app, its base URL and the loop it runs on; stopped (and the loop closed) on exit.
+    `own_http`: the gateway's own HTTP protocol (`mcpgw serve`'s), else uvicorn's."""
     app = create_app(settings)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, loop="asyncio", http="httptools", log_level="warning", lifespan="on")
+    http: Any = protocol_class(app.limits) if own_http else "httptools"
+    config = uvicorn.Config(app, loop="asyncio", http=http, log_level="warning", lifespan="on")
     server = GatewayServer(config, app.drain)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=lambda: loop.run_until_complete(server.serve(sockets=[sock])), daemon=True)
