@@ -216,7 +216,8 @@ class Router:
         gate = self.app.gate
         if gate is not None and route in AUTH_ROUTES:  # authenticated before any transport sees it
             try:
-                scope[PRINCIPAL_KEY] = principal = await gate.admit(scope, ctx)
+                # (a token verified before: no coroutine; else the whole way, which may refuse)
+                scope[PRINCIPAL_KEY] = principal = gate.admitted(scope, ctx) or await gate.admit(scope, ctx)
                 request_id.principal.set(principal.subject)  # on the request's log lines from here
             except (AuthFailure, Forbidden) as refused:
                 await gate.refuse(scope, send, ctx, refused)

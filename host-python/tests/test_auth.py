@@ -288,6 +288,36 @@ def test_insufficient_scope_on_an_endpoint_is_403(gw, setup):
     )
 
 
+def test_a_cached_token_is_checked_on_every_request(gw, setup):
+    """A token verified once is then admitted from the token cache without a coroutine
+    (Gate.admitted); every check still holds for it: one Authorization header, the audience of
+    the resource called, and a scheme spelled otherwise still accepted (the whole way)."""
+    _, key, _ = setup
+    tok = token(key, "k1", sub="dave")
+    r = post(gw, INIT, tok)
+    assert r.status_code == 200, r.text
+    h = {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    cached = health(gw)["auth"]["cached"]
+    assert "tools" in post(gw, listing, tok, h).json()["result"]
+    assert health(gw)["auth"]["cached"] == cached + 1  # served from the cache
+
+    twice = [*HEADERS.items(), *h.items(), ("authorization", f"Bearer {tok}"), ("authorization", f"Bearer {tok}")]
+    r = httpx.post(gw.url + "/mcp", json=listing, headers=twice, timeout=10)
+    assert r.status_code == 401
+    assert 'error_description="more than one Authorization header"' in r.headers["www-authenticate"]
+
+    # The token names /mcp: /sse (the gateway's base resource) refuses it, cached or not.
+    r = httpx.get(
+        gw.url + "/sse", headers={"accept": "text/event-stream", "authorization": f"Bearer {tok}"}, timeout=10
+    )
+    assert r.status_code == 401
+    assert 'error_description="token audience is not this resource"' in r.headers["www-authenticate"]
+
+    r = post(gw, listing, headers={**h, "authorization": f"bearer {tok}"})
+    assert r.status_code == 200 and "tools" in r.json()["result"]
+
+
 def test_protected_resource_metadata(gw):
     for path, resource in (
         ("/.well-known/oauth-protected-resource/mcp", RESOURCE),
@@ -371,6 +401,38 @@ def test_jwks_down_at_start(setup, component_path):
     finally:
         g.stop()
         jwks.close()
+
+
+def test_a_cached_token_is_refused_once_it_expires(setup):
+    """The token cache never outlives a token: past its exp (no leeway here) the next request
+    is refused 401 "token expired", though the same token was admitted from the cache before."""
+    jwks, key, _ = setup
+    g = Gateway(
+        {
+            "MCPGW_EDGE": "python",
+            "MCPGW_AUTH": "jwt",
+            "MCPGW_AUTH_ISSUER": ISSUER,
+            "MCPGW_AUTH_JWKS_URL": jwks.url,
+            "MCPGW_AUTH_LEEWAY_S": "0",
+            "MCPGW_PUBLIC_URL": PUBLIC,
+        }
+    ).wait_ready()
+    try:
+        exp = int(time.time()) + 10  # generous: the requests below must come before it
+        tok = token(key, "k1", sub="erin", exp=exp)
+        r = post(g, INIT, tok)
+        assert r.status_code == 200, r.text
+        h = {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-06-18"}
+        listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+        assert post(g, listing, tok, h).status_code == 200
+        assert health(g)["auth"]["cached"] >= 1
+        while time.time() <= exp + 0.5:
+            time.sleep(0.2)
+        r = post(g, listing, tok, h)
+        assert r.status_code == 401
+        assert 'error="invalid_token", error_description="token expired"' in r.headers["www-authenticate"]
+    finally:
+        g.stop()
 
 
 def _run(args, env=None, stdin=""):

@@ -106,6 +106,10 @@ class Gate:
         self.policy = policy
         self.audiences = audiences
         self.refusals: dict[str, int] = {"401": 0, "403": 0}
+        # What `admitted` checks per request, computed once: /mcp's audiences, and whether any
+        # rule names an endpoint at all.
+        self._mcp_audiences = audiences or (resources.resource("mcp", None), resources.base)
+        self._endpoint_rules = policy.endpoint_rules
 
     def endpoint(self, ctx: RequestContext) -> str:
         """The endpoint a policy names: the path without the prefix; /message is its /sse."""
@@ -113,6 +117,36 @@ class Gate:
         if ctx["route"] == "message":
             path = path[: -len("message")] + "sse"
         return path
+
+    def admitted(self, scope: Scope, ctx: RequestContext) -> Principal | None:
+        """`admit` without a coroutine for a token verified before (the token cache): its one
+        `Authorization: Bearer <token>` header, the token still valid (`Authenticator.held`),
+        its audience this resource's, its scopes the endpoint's. None when any of that is not
+        so: the caller then awaits `admit`, which goes the whole way and answers (401/403)."""
+        header = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                if header is not None:
+                    return None  # more than one: `admit` refuses it
+                header = value
+        if header is None or header[:7] != b"Bearer ":
+            return None  # (any other spelling of the scheme goes the whole way)
+        entry = self.authenticator.held(header[7:])
+        if entry is None:
+            return None
+        route = ctx["route"]
+        server_id = ctx["server_id"]
+        if route == "mcp" and server_id is None:
+            audiences = self._mcp_audiences
+        else:
+            audiences = self.audiences or (self.resources.resource(route, server_id), self.resources.base)
+        if entry.audiences.isdisjoint(audiences):
+            return None
+        principal = entry.principal
+        if self._endpoint_rules and not self.policy.allows("endpoint", self.endpoint(ctx), principal):
+            return None
+        self.authenticator.counts["cached"] += 1
+        return principal
 
     async def admit(self, scope: Scope, ctx: RequestContext) -> Principal:
         """The caller of a request to an MCP route; AuthFailure (401) or Forbidden (403)."""

@@ -58,6 +58,7 @@ class Policy:
         self.rules = rules
         self._by_kind = {kind: [r for r in rules if r.kind == kind] for kind in KINDS}
         self.names = any(self._by_kind[k] for k in ("tool", "prompt", "resource"))
+        self.endpoint_rules = bool(self._by_kind["endpoint"])
 
     def endpoint_scopes(self, endpoint: str) -> tuple[str, ...]:
         """The scopes the rules of an endpoint name (for the WWW-Authenticate `scope`)."""

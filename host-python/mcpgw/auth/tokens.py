@@ -7,7 +7,8 @@
   compared in constant time.
 
 Verified JWTs are cached (bounded, by token) until they expire or the key set changes, so a
-repeated token costs a dictionary lookup; see docs/auth.md for what that means for revocation.
+repeated token costs a dictionary lookup and a clock comparison (`JwtAuthenticator.held`, which the
+gate calls before anything else); see docs/auth.md for what that means for revocation.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ _TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 class Authenticator(Protocol):
     mode: str
+    counts: dict[str, int]
 
     async def authenticate(self, token: str, audiences: Iterable[str]) -> Principal: ...
+    def held(self, token: bytes) -> Verified | None: ...
     def health(self) -> dict[str, Any]: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
@@ -88,12 +91,15 @@ def check_algorithms(algorithms: tuple[str, ...], hs_secret: str) -> None:
         raise ValueError("MCPGW_AUTH_HS_SECRET is set but MCPGW_AUTH_ALGORITHMS lists no HS* algorithm")
 
 
-@dataclass
-class _Verified:
+@dataclass(slots=True)
+class Verified:
+    """A verified token, as the cache keeps it: everything a request needs, built once per token.
+    `expires` and `not_before` are exp and nbf with the leeway applied."""
+
     principal: Principal
     audiences: frozenset[str]
-    exp: float
-    nbf: float
+    expires: float
+    not_before: float
     generation: int
 
 
@@ -120,7 +126,12 @@ class JwtAuthenticator:
         self.leeway_s = leeway_s
         self._secret = hs_secret.encode()
         self.cache_entries = cache_entries
-        self._cache: OrderedDict[str, _Verified] = OrderedDict()
+        # By the token's bytes, as a request's Authorization header carries them (`held`).
+        self._cache: OrderedDict[bytes, Verified] = OrderedDict()
+        # The last token `held` found, and its entry: the same token again is found by comparing
+        # its bytes (no hash of a token of a kilobyte). Checked like any entry before use.
+        self._last_token = b""
+        self._last: Verified | None = None
         self.counts = {"verified": 0, "cached": 0, "rejected": 0}
 
     async def start(self) -> None:
@@ -143,19 +154,35 @@ class JwtAuthenticator:
             raise
         return entry.principal
 
-    def _cached(self, token: str) -> _Verified | None:
-        entry = self._cache.get(token)
+    def held(self, token: bytes) -> Verified | None:
+        """The cache's entry for `token` while it may be used without verifying it again (same
+        key set, not expired, already valid), else None: the caller then goes the whole way
+        (`authenticate`), which decides, answers and counts. Not counted here."""
+        entry = self._last
+        if token != self._last_token or entry is None or entry.generation != self.jwks.generation:
+            entry = self._cache.get(token)
+            if entry is None or entry.generation != self.jwks.generation:
+                return None
+            self._last_token, self._last = token, entry
+        now = time.time()
+        if now > entry.expires or now < entry.not_before:
+            return None
+        return entry
+
+    def _cached(self, token: str) -> Verified | None:
+        key = token.encode()
+        entry = self._cache.get(key)
         if entry is None:
             return None
         now = time.time()
-        if entry.generation != self.jwks.generation or now > entry.exp + self.leeway_s:
-            del self._cache[token]
+        if entry.generation != self.jwks.generation or now > entry.expires:
+            del self._cache[key]
             return None
-        if now < entry.nbf - self.leeway_s:
+        if now < entry.not_before:
             raise AuthFailure("token not yet valid")
         return entry
 
-    async def _verify(self, token: str) -> _Verified:
+    async def _verify(self, token: str) -> Verified:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -207,16 +234,16 @@ class JwtAuthenticator:
             MappingProxyType(claims),
         )
         nbf = claims.get("nbf")
-        entry = _Verified(
+        entry = Verified(
             principal,
             audiences,
-            float(claims["exp"]),
-            float(nbf) if isinstance(nbf, (int, float)) else 0.0,
+            float(claims["exp"]) + self.leeway_s,
+            (float(nbf) if isinstance(nbf, (int, float)) else 0.0) - self.leeway_s,
             generation,
         )
         self.counts["verified"] += 1
         if self.cache_entries:
-            self._cache[token] = entry
+            self._cache[token.encode()] = entry
             while len(self._cache) > self.cache_entries:
                 self._cache.popitem(last=False)
         return entry
@@ -291,6 +318,9 @@ class ApiKeyAuthenticator:
 
     async def stop(self) -> None:
         return None
+
+    def held(self, token: bytes) -> Verified | None:
+        return None  # nothing cached: every key is compared, in constant time, on every request
 
     async def authenticate(self, token: str, audiences: Iterable[str]) -> Principal:
         digest = hashlib.sha256(token.encode()).digest()

@@ -540,7 +540,7 @@ class SessionEngine:
         id_ = message["id"]
         try:
             meta = envelope(message.get("params"))
-            caller = "\x1f".join(principal.key) if principal is not None else ""
+            caller = principal.caller if principal is not None else ""
             if session is not None:
                 capabilities = session.client_capabilities or {}
                 # (Positional, in CallContext's field order: keywords cost a dataclass call ~2k

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -23,10 +24,17 @@ class Principal:
     scopes: frozenset[str] = frozenset()
     claims: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
-    @property
+    # (cached: read on every request of a session; an authenticator keeps one principal per
+    # token, so each is built once per token)
+    @cached_property
     def key(self) -> tuple[str, str, str]:
         """What a session is bound to: the same key is the same caller."""
         return (self.kind, self.issuer, self.subject)
+
+    @cached_property
+    def caller(self) -> str:
+        """The key as one string (a request's CallContext.caller)."""
+        return "\x1f".join(self.key)
 
     def describe(self) -> dict[str, Any]:
         """What plugins and logs may see: subject, scopes, selected claims (never a token)."""
@@ -44,6 +52,8 @@ ANONYMOUS = Principal("anonymous", "")
 
 def same_caller(a: Principal | None, b: Principal | None) -> bool:
     """Sessions opened without authentication (None) match only requests without it."""
+    if a is b:
+        return True  # (the same principal object: a token's cached principal, every request)
     if a is None or b is None:
-        return a is b
+        return False
     return a.key == b.key
