@@ -14,13 +14,16 @@ followed an answer already taken off the wire), but the cancellation counts, whi
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from mcp.client.streamable_http import StreamableHTTPTransport
 
 from mcpgw.federation.config import UpstreamConfig
 from mcpgw.federation.link import UpstreamLink, UpstreamTimeout
+from mcpgw.federation.shttp_client import StreamableHttpClient
 from mcpgw.observability import mcp_sdk_spans
 from upstream_procs import HttpUpstream, toy_http
 
@@ -188,5 +191,49 @@ async def test_no_cancellation_is_sent_for_a_request_already_answered(
         waiting.caller = None
         assert (await link.request("tools/call", {"name": "add", "arguments": {"a": 1, "b": 2}}))["structuredContent"]
         assert "notifications/cancelled" not in sent
+    finally:
+        await link.close()
+
+
+@pytest.mark.parametrize("path", ["mcpgw", "sdk"])
+async def test_a_list_changed_the_first_call_causes_is_heard(
+    toy: HttpUpstream, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upstream (the SDK's server) drops what it sends on its own while it holds no GET stream
+    of the session, and both clients open that stream in a task of its own: a link is open only
+    once its GET stream was answered, so a list_changed its very first call causes arrives. The
+    GET is held back half a second here (a loaded machine); the SDK client's link did not wait."""
+    real_lean, real_sdk = StreamableHttpClient._get_stream, StreamableHTTPTransport.handle_get_stream
+
+    async def lean_later(self: Any) -> None:
+        await asyncio.sleep(0.5)
+        await real_lean(self)
+
+    async def sdk_later(self: Any, *args: Any) -> None:
+        await asyncio.sleep(0.5)
+        await real_sdk(self, *args)
+
+    monkeypatch.setattr(StreamableHttpClient, "_get_stream", lean_later)
+    monkeypatch.setattr(StreamableHTTPTransport, "handle_get_stream", sdk_later)
+    heard = asyncio.Event()
+
+    class Handler:
+        async def upstream_notification(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> None:
+            if method == "notifications/tools/list_changed":
+                heard.set()
+
+        async def upstream_request(self, link: UpstreamLink, method: str, params: dict[str, Any]) -> dict[str, Any]:
+            raise AssertionError(method)
+
+    link = UpstreamLink(
+        UpstreamConfig(id="up", prefix="up", transport="streamable-http", url=toy.url, client=path), Handler()
+    )
+    await link.open()
+    assert link.client == path
+    try:
+        name = f"early{path}{os.getpid()}"
+        grown = await link.request("tools/call", {"name": "grow", "arguments": {"name": name}})
+        assert grown["content"][0]["text"] == f"added {name}"
+        await asyncio.wait_for(heard.wait(), 20)
     finally:
         await link.close()

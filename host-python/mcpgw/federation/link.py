@@ -203,7 +203,8 @@ class _Watchful(httpx2.AsyncBaseTransport):
         self.inner = http_transport(link.config.url or "")  # plain HTTP: over asyncio streams (http_stream.py)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        if request.method == "GET" and self.link.config.transport == "streamable-http":
+        get_stream = request.method == "GET" and self.link.config.transport == "streamable-http"
+        if get_stream:
             # The stream of what the upstream says on its own: silence is normal there, and the
             # SDK gives it up for good after two read timeouts (resource updates then stop
             # silently). A dead upstream is found by the catalog connection's pings instead.
@@ -213,6 +214,9 @@ class _Watchful(httpx2.AsyncBaseTransport):
         except httpx2.ConnectError as exc:
             self.link.lose(f"refused the connection ({describe(exc)})")
             raise
+        finally:
+            if get_stream:
+                self.link._get_answered.set()  # answered (the upstream now holds it) or failed
         if response.status_code == 404 and request.headers.get(SESSION_HEADER):
             self.link.refused |= _request_ids(request)
             self.link.lose("lost its session (HTTP 404: the upstream restarted or ended it)", session=True)
@@ -425,6 +429,7 @@ class UpstreamLink:
         self._waiting: dict[str, _Waiting] = {}
         self._cancels: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
+        self._get_answered = asyncio.Event()  # the SDK client's GET stream was answered, or failed
         self._ended = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -625,10 +630,10 @@ class UpstreamLink:
                     if self._http_transport is not None:
                         self.upstream_session = self._http_transport.session_id
                     self.version = result.protocol_version
-                    if self._direct is not None and self.holds_get:
+                    if self.holds_get:
                         # Open once the upstream holds our GET stream: a notification it sends on its own
                         # before then (a list_changed the first call causes) it would drop.
-                        await self._direct.get_opened(GET_OPEN_WAIT_S)
+                        await self._get_opened()
                     self._write = write
                     self._dispatcher = dispatcher
                     self._ready.set()
@@ -657,6 +662,18 @@ class UpstreamLink:
                 self.error = "closed the connection"
             self._ended.set()
             self._ready.set()
+
+    async def _get_opened(self) -> None:
+        """Until the GET stream this link started was answered or failed, at most GET_OPEN_WAIT_S."""
+        if self._direct is not None:
+            await self._direct.get_opened(GET_OPEN_WAIT_S)
+            return
+        http = self._http_transport
+        # The SDK's client opens it after notifications/initialized, in a task, with a session id only.
+        if isinstance(http, StreamableHTTPTransport) and http.session_id and not self._get_answered.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(GET_OPEN_WAIT_S):
+                    await self._get_answered.wait()
 
     async def _pump(self, read: Any, inbound: Any) -> None:
         try:
