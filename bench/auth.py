@@ -1,7 +1,14 @@
 """What authentication costs: tools/list at 16 connections through a gateway with JWT auth on
 (RS256, keys from a local JWKS, verified tokens cached) and with auth off, side by side, alternating
 order between repetitions. Every answer is checked (wrk counts a JSON-RPC error inside a 200 and
-every 401 as errors): a refused request would not count."""
+every 401 as errors): a refused request would not count.
+
+`instructions(n)` reads the same pair by instructions, load-independent: tools/list through
+`mcpgw serve` under callgrind, auth off and JWT on (the token verified once, then cached).
+
+    python bench/auth.py                   # one short paired wrk run
+    python bench/auth.py --instructions [n]
+"""
 
 from __future__ import annotations
 
@@ -92,6 +99,48 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> li
         jwks.close()
 
 
+def instructions(n: int = 500) -> dict[str, float]:
+    """{"auth off": .., "jwt RS256": ..}: instructions per tools/list (one session, one keep-alive
+    connection, bench/server_instructions.py), the JWT's audience the resource called."""
+    import server_instructions
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwks = _Jwks(key)
+    public = "https://gw.bench.invalid"
+    now = int(time.time())
+    token = jwt.encode(
+        {"iss": ISSUER, "sub": "bench", "aud": public + "/mcp", "iat": now, "exp": now + 3600},
+        key,
+        algorithm="RS256",
+        headers={"kid": "bench"},
+    )
+    on = {
+        **server_instructions.GATEWAY_ENV,
+        "MCPGW_AUTH": "jwt",
+        "MCPGW_AUTH_ISSUER": ISSUER,
+        "MCPGW_AUTH_JWKS_URL": jwks.url,
+        "MCPGW_PUBLIC_URL": public,
+    }
+    argv = server_instructions.gateway_argv()
+    try:
+        counts = {
+            "auth off": server_instructions.per_request(
+                argv, server_instructions.GATEWAY_ENV, e2e.TOOLS_LIST, n, '"echo"'
+            ),
+            "jwt RS256": server_instructions.per_request(
+                argv, on, e2e.TOOLS_LIST, n, '"echo"', headers={"authorization": f"Bearer {token}"}
+            ),
+        }
+    finally:
+        jwks.close()
+    off, jwt_on = counts["auth off"], counts["jwt RS256"]
+    print(
+        f"  instructions per tools/list (callgrind): auth off {off:,.0f}, jwt RS256 {jwt_on:,.0f}: {off / jwt_on:.3f}x",
+        flush=True,
+    )
+    return counts
+
+
 def _session(url: str, auth: dict[str, str]) -> dict[str, str]:
     import httpx
 
@@ -108,4 +157,9 @@ def _session(url: str, auth: dict[str, str]) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(measure(1, 1), indent=1))
+    import sys
+
+    if sys.argv[1:2] == ["--instructions"]:
+        instructions(int(sys.argv[2]) if len(sys.argv) > 2 else 500)
+    else:
+        print(json.dumps(measure(1, 1), indent=1))

@@ -29,11 +29,13 @@ PREFLIGHT = {
 }
 
 
-def open_session(url: str) -> dict[str, str]:
-    """One shared session for the tools workloads (the SDK's fastest mode, per docs/benchmarks.md)."""
-    r = httpx.post(url + "/mcp", headers=JSON_HEADERS, content=INITIALIZE.replace("@ID@", "0"))
+def open_session(url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """One shared session for the tools workloads (the SDK's fastest mode, per docs/benchmarks.md);
+    `extra` headers (e.g. Authorization) on every request of it."""
+    first = {**JSON_HEADERS, **(extra or {})}
+    r = httpx.post(url + "/mcp", headers=first, content=INITIALIZE.replace("@ID@", "0"))
     r.raise_for_status()
-    headers = {**JSON_HEADERS, "mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": SESSION_REVISION}
+    headers = {**first, "mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": SESSION_REVISION}
     httpx.post(url + "/mcp", headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
     return headers
 

@@ -36,10 +36,12 @@ def per_request(
     n: int = 1000,
     check: str = "hello",
     session: bool = True,
+    headers: dict[str, str] | None = None,
 ) -> float:
     """Instructions per request of `body` (a JSON-RPC template with @ID@) through the server that
     `argv` starts with `env` (MCPGW_* as servers.gateway sets them; the port is added here, and
-    replaces "{port}" in `argv`). `session`: open an MCP session first (not for bare uvicorn)."""
+    replaces "{port}" in `argv`). `session`: open an MCP session first (not for bare uvicorn).
+    `headers`: sent on every request (the session's too), e.g. Authorization."""
     port = servers.free_port()
     argv = [arg.replace("{port}", str(port)) for arg in argv]
     with tempfile.TemporaryDirectory(prefix="mcpgw-callgrind-") as where:
@@ -62,8 +64,8 @@ def per_request(
                     if time.monotonic() > deadline:
                         raise RuntimeError("the server under valgrind did not start") from None
                     time.sleep(0.5)
-            headers = e2e.open_session(url) if session else e2e.JSON_HEADERS
-            with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            sent = e2e.open_session(url, headers) if session else {**e2e.JSON_HEADERS, **(headers or {})}
+            with httpx.Client(base_url=url, headers=sent, timeout=60) as client:
                 # Warm-up of 300: caches, the plugin pools, the outcome cache.
                 callgrind.count_requests(proc.pid, lambda c: client.post("/mcp", content=c), body, check, 300, n)
         finally:
