@@ -129,7 +129,7 @@ class JwtAuthenticator:
         # By the token's bytes, as a request's Authorization header carries them (`held`).
         self._cache: OrderedDict[bytes, Verified] = OrderedDict()
         # The last token `held` found, and its entry: the same token again is found by comparing
-        # its bytes (no hash of a token of a kilobyte). Checked like any entry before use.
+        # its bytes in constant time (no hash of a token of a kilobyte). Checked like any entry.
         self._last_token = b""
         self._last: Verified | None = None
         self.counts = {"verified": 0, "cached": 0, "rejected": 0}
@@ -159,7 +159,13 @@ class JwtAuthenticator:
         key set, not expired, already valid), else None: the caller then goes the whole way
         (`authenticate`), which decides, answers and counts. Not counted here."""
         entry = self._last
-        if token != self._last_token or entry is None or entry.generation != self.jwks.generation:
+        # In constant time: the last token may be another caller's, and a comparison that stops at
+        # the first differing byte would time how much of it a guess got right.
+        if (
+            entry is None
+            or entry.generation != self.jwks.generation
+            or not hmac.compare_digest(token, self._last_token)
+        ):
             entry = self._cache.get(token)
             if entry is None or entry.generation != self.jwks.generation:
                 return None
