@@ -218,7 +218,8 @@ class Router:
             try:
                 # (a token verified before: no coroutine; else the whole way, which may refuse)
                 scope[PRINCIPAL_KEY] = principal = gate.admitted(scope, ctx) or await gate.admit(scope, ctx)
-                request_id.principal.set(principal.subject)  # on the request's log lines from here
+                if (tag := request_id.current.get()) is not None:  # on the request's log lines from here
+                    tag.principal = principal.subject
             except (AuthFailure, Forbidden) as refused:
                 await gate.refuse(scope, send, ctx, refused)
                 return

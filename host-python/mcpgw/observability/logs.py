@@ -3,7 +3,7 @@
 - text: `<time> <LEVEL> <logger>: <message>`, as always.
 - json: one JSON object per line: `ts` (UTC, ISO 8601, milliseconds), `level`, `logger`,
   `message`, `request_id` while a request runs (request_id.current) and `principal` once
-  authentication knows the caller (request_id.principal), the fields a line was
+  authentication knows the caller (the same `request_id.Tag`), the fields a line was
   given with `extra={"request": {...}}` (the access log: route, method, path, status,
   duration_ms, client, principal), and `exception` when there is one.
 
@@ -37,12 +37,12 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        rid = getattr(record, "request_id", None) or request_id.current.get()
+        tag = request_id.current.get()
+        rid = getattr(record, "request_id", None) or (tag.id if tag is not None else None)
         if rid is not None:
             line["request_id"] = rid
-            subject = request_id.principal.get()
-            if subject is not None:
-                line["principal"] = logsafe.escape(subject, 120)
+            if tag is not None and tag.principal is not None:
+                line["principal"] = logsafe.escape(tag.principal, 120)
         fields = getattr(record, "request", None)
         if isinstance(fields, dict):
             line.update(fields)

@@ -88,7 +88,7 @@ class RequestObserver:
                 await self.app(scope, receive, send)
             return
         rid = request_id.from_headers(scope["headers"])
-        token = request_id.current.set(rid)
+        token = request_id.current.set(request_id.Tag(rid))
         note = scope[NOTE_KEY] = Note()
         # The response's added headers: the layers behind (the edge's CORS headers and tag) put
         # theirs in this list rather than wrapping `send` again; the request id goes last.
@@ -119,15 +119,13 @@ class RequestObserver:
                 write_access_line(rid, scope, note.route, status, seconds, note.subject())
             note.inner = None  # (the Router's scope holds the note: a cycle the collector would have to free)
             request_id.current.reset(token)
-            if request_id.principal.get() is not None:  # (reading is half the cost of setting)
-                request_id.principal.set(None)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Counted and logged once, when the handshake is answered (a connection's lifetime is
         not a latency); `status` 101 accepted, else the refusal's."""
         rid = request_id.from_headers(scope["headers"])
         header = (request_id.HEADER, rid.encode())
-        token = request_id.current.set(rid)
+        token = request_id.current.set(request_id.Tag(rid))
         note = scope[NOTE_KEY] = Note()
         start = time.perf_counter()
         answered = False
@@ -159,4 +157,3 @@ class RequestObserver:
             if not answered:
                 handshake(0)
             request_id.current.reset(token)
-            request_id.principal.set(None)

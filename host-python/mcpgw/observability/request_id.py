@@ -13,10 +13,21 @@ HEADER = b"x-request-id"
 # What a client may choose: 1 to 128 characters that are safe in a log line and a header.
 _WELL_FORMED = re.compile(rb"[A-Za-z0-9._:@/+=-]{1,128}")
 
-current: ContextVar[str | None] = ContextVar("mcpgw_request_id", default=None)
-# The caller's subject once authentication knows it (the Router sets it): on every JSON log line
-# written from then on while the request runs, as `principal`.
-principal: ContextVar[str | None] = ContextVar("mcpgw_principal", default=None)
+
+class Tag:
+    """The request a log line is written for: its id, and the caller's subject once authentication
+    knows it (the Router sets it; one attribute, not a second context variable to set and clear)."""
+
+    __slots__ = ("id", "principal")
+
+    def __init__(self, id_: str) -> None:
+        self.id = id_
+        self.principal: str | None = None
+
+
+# Set by the observer for each request: every JSON log line written while it runs carries the
+# tag's id as `request_id` and, once known, its `principal`.
+current: ContextVar[Tag | None] = ContextVar("mcpgw_request", default=None)
 
 
 def new() -> str:

@@ -301,8 +301,8 @@ class _ServerSpans:
             "url.path": scope.get("path", "")[:256],
             "network.protocol.name": "http" if kind == "http" else "websocket",
         }
-        if (rid := request_id.current.get()) is not None:  # set by the observer, outside: logs and trace meet
-            attributes["mcpgw.request_id"] = rid
+        if (tag := request_id.current.get()) is not None:  # set by the observer, outside: logs and trace meet
+            attributes["mcpgw.request_id"] = tag.id
         with self.tracer.start_as_current_span(
             method, context=parent, kind=SpanKind.SERVER, attributes=attributes
         ) as span:
