@@ -34,10 +34,9 @@ And, around uvicorn's protocol (0.54):
   `eof_received` keeps the write side open until the owed responses are sent, then closes.
 - A parse error pipelined behind a request no longer cuts that request's answer: the 400 is
   written after the responses before it, in order.
-- A response's head and body go out in one send: every write waits for the next one or the end of
-  the event loop's turn, whichever comes first (`_Corked`; uvicorn writes the head and the body
-  separately, and each write to an idle socket is a system call and a segment of its own). A
-  head whose body is not ready (an SSE stream) still leaves in that same turn.
+- A response with a fixed length goes out in one send, head and body (`_Corked`: uvicorn writes
+  them separately, and each write to an idle socket is a system call and a segment of its own).
+  A streamed head (SSE) and `100 Continue` go out at once, as before.
 - `scope["extensions"]["mcpgw.abort"]` drops the connection at once: uvicorn's `send` waits
   for a client that stopped reading to drain, and nothing else can end such a writer. The SSE
   writer (transports/sse_writer.py) calls it when its stream is ended during a blocked send
@@ -190,39 +189,42 @@ def _aborter(protocol: weakref.ReferenceType[GatewayHttpProtocol]) -> Callable[[
     return abort
 
 
-def _flush_held(corked: _Corked) -> None:
-    corked.flush()
-
-
 class _Corked:
-    """The connection's transport as the protocol and its request cycles write to it: a write is
-    held until the next one or the end of this turn of the event loop, whichever comes first, then
-    both go out in one system call. uvicorn writes a response's head and its body separately, and
-    each write to an idle socket is a send of its own: one per response saved (a held write is
-    at most one `write`'s bytes, so flow control is unchanged)."""
+    """The transport as a connection's request cycles write to it (the protocol's own answers go
+    to the transport itself). uvicorn writes a response's head and its body separately, and each
+    write to an idle socket is a system call and a segment of its own: the head of a response
+    with a fixed length (`content-length`) is held here until the next write, its body (a cycle
+    writes even an empty one; a HEAD request's cycle writes to the transport itself), then both go
+    out in one call; `close` writes what is held first. Anything else (a streamed head, `100
+    Continue`) goes out at once. No `__getattr__` forwarding: a cycle calls `write`, `close` and
+    `is_closing` only, and the hook would tax every attribute read here."""
 
-    __slots__ = ("_held", "_loop", "transport")
+    __slots__ = ("_held", "transport")
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
-        self._loop = loop
         self._held: bytes | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         held = self._held
-        if held is None:
-            if len(data) > CORK_MAX_BYTES:
+        if held is not None:
+            self._held = None
+            if len(data) > CORK_MAX_BYTES:  # copying it would cost more than the second send saves
+                self.transport.write(held)
                 self.transport.write(data)
-            elif data:
-                self._held = bytes(data)
-                self._loop.call_soon(_flush_held, self)
-            return
-        self._held = None
-        if len(data) > CORK_MAX_BYTES:  # copying it would cost more than the second send saves
-            self.transport.write(held)
-            self.transport.write(data)
+            else:
+                self.transport.write(held + data)
+        elif (  # (slices and find: `in` and startswith/endswith cost several times as much here)
+            type(data) is bytes
+            and data[-4:] == b"\r\n\r\n"
+            and data[:9] == b"HTTP/1.1 "
+            and data[9] != 0x31  # not an interim 1xx answer: nothing may wait for it
+            and data.find(b"\r\ncontent-length: ") > 0  # (uvicorn writes header names in lower case)
+            and len(data) <= CORK_MAX_BYTES
+        ):
+            self._held = data
         else:
-            self.transport.write(held + data)
+            self.transport.write(data)
 
     def flush(self) -> None:
         held = self._held
@@ -237,17 +239,6 @@ class _Corked:
     def close(self) -> None:
         self.flush()
         self.transport.close()
-
-    def write_eof(self) -> None:
-        self.flush()
-        self.transport.write_eof()
-
-    def abort(self) -> None:
-        self._held = None
-        self.transport.abort()
-
-    def __getattr__(self, name: str) -> Any:  # the rest (get_extra_info, ...) as the transport has it
-        return getattr(self.transport, name)
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -307,9 +298,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     # -- connection ----------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn narrows it the same way
         super().connection_made(transport)
-        # Every write from here on (responses, refusals) goes through the corked view, in order.
-        self._corked = _Corked(transport, self.loop)
-        self.transport = self._corked  # type: ignore[assignment]
+        self._corked = _Corked(transport)  # what the request cycles write to (on_headers_complete)
         self._peer = self.client[0] if self.client else None
         self._trusted_peer = self.limits.trusted(self._peer)  # per connection, not per request
         cap = self.limits.max_connections_per_client
@@ -369,11 +358,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
 
     # -- reading ---------------------------------------------------------------
     # Per request, this layer adds one Python frame to each of data_received, on_headers_complete
-    # and on_message_complete and nothing else: no timer for a request that arrives whole, no
-    # on_body (the body rate counts whole reads, and only while a body is overdue-capable), no
-    # on_response_complete (the rare answer that must wait for owed responses hooks their cycles),
-    # uvicorn's methods called directly rather than through super(). Callgrind, tools/call echo
-    # on one keep-alive connection: see docs/benchmarks.md.
+    # and on_message_complete, one to each write of an answer (_Corked), and nothing else: no
+    # timer for a request that arrives whole, no on_body (the body rate counts whole reads, and
+    # only while a body is overdue-capable), no on_response_complete (the rare answer that must
+    # wait for owed responses hooks their cycles), uvicorn's methods called directly rather than
+    # through super(). Callgrind, tools/call echo on one keep-alive connection: see
+    # docs/benchmarks.md.
     def data_received(self, data: bytes) -> None:
         self._unset_keepalive_if_required()
         if self._refusing or self._pending is not None:  # stopped: a refusal, or an answer waiting
@@ -465,7 +455,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def _upgrade(self) -> None:
         self._cancel_timers()
         self._corked.flush()
-        self.transport = self._corked.transport  # the WebSocket protocol gets the transport itself
         self.handle_websocket_upgrade()
         protocol = self.transport.get_protocol()
         lost = protocol.connection_lost
@@ -494,6 +483,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             if client is not None:
                 self.scope["client"] = (client, 0)
         _on_headers_complete(self)
+        cycle: RequestResponseCycle | None = self.cycle
+        # (None before the first request when an upgrade returns early; a HEAD answer has no body
+        # write to carry its head, so it is written as it comes)
+        if cycle is not None and self.scope["method"] != "HEAD":
+            cycle.transport = self._corked  # type: ignore[assignment]  # write, close, is_closing: all a cycle calls
         # Its timer (and start) is set by data_received if the body is still due after this read.
         self._body_open = self._body_rate and not self._refusing
 
