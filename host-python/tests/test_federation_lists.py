@@ -24,6 +24,7 @@ import mcp_types as types
 import pytest
 from mcp.client.client import Client
 
+from mcp_http import live
 from upstream_procs import federated_gateway, http_table, toy_http, upstream_health
 
 pytestmark = [
@@ -94,12 +95,28 @@ async def test_n_clients_on_mcp_cost_o_n_and_hear_only_of_real_changes(storm):
     assert lists <= 2 * N + 2, lists  # upstream tools/list calls: O(N)
 
 
+async def streams_open(url: str, count: int) -> None:
+    """Until the gateway holds `count` open streams (/health, polled off the event loop)."""
+    with anyio.fail_after(30):
+        while True:
+            if (await anyio.to_thread.run_sync(live, url))["streams"] >= count:
+                return
+            await anyio.sleep(0.05)
+
+
 async def test_virtual_server_sessions_hear_only_their_own_connections_announcement(storm):
+    """Each client lists once its GET stream is open: the gateway, like the SDK's server, does not
+    keep what it sends a session on its own before the client opens that stream, and the SDK's
+    client opens it in a task after `initialize`, racing the first list (one of ten missed its
+    announcement that way in CI, under load)."""
     counters = [Counting() for _ in range(N)]
+    base = (await anyio.to_thread.run_sync(live, storm.url))["streams"]
     async with contextlib.AsyncExitStack() as stack:
-        for counter in counters:
+        for i, counter in enumerate(counters):
             client = Client(storm.url + "/servers/storm/mcp", mode="legacy", message_handler=counter)
-            await (await stack.enter_async_context(client)).list_tools()  # its own connection announces
+            entered = await stack.enter_async_context(client)
+            await streams_open(storm.url, base + i + 1)
+            await entered.list_tools()  # its own connection announces
         with anyio.move_on_after(30):
             for counter in counters:
                 await counter.event.wait()
