@@ -95,11 +95,11 @@ async def test_n_clients_on_mcp_cost_o_n_and_hear_only_of_real_changes(storm):
     assert lists <= 2 * N + 2, lists  # upstream tools/list calls: O(N)
 
 
-async def streams_open(url: str, count: int) -> None:
-    """Until the gateway holds `count` open streams (/health, polled off the event loop)."""
+async def streams_reach(url: str, count: int) -> None:
+    """Until the gateway holds exactly `count` open streams (/health, polled off the event loop)."""
     with anyio.fail_after(30):
         while True:
-            if (await anyio.to_thread.run_sync(live, url))["streams"] >= count:
+            if (await anyio.to_thread.run_sync(live, url))["streams"] == count:
                 return
             await anyio.sleep(0.05)
 
@@ -110,12 +110,12 @@ async def test_virtual_server_sessions_hear_only_their_own_connections_announcem
     client opens it in a task after `initialize`, racing the first list (one of ten missed its
     announcement that way in CI, under load)."""
     counters = [Counting() for _ in range(N)]
-    base = (await anyio.to_thread.run_sync(live, storm.url))["streams"]
+    await streams_reach(storm.url, 0)  # the module's earlier clients gone
     async with contextlib.AsyncExitStack() as stack:
         for i, counter in enumerate(counters):
             client = Client(storm.url + "/servers/storm/mcp", mode="legacy", message_handler=counter)
             entered = await stack.enter_async_context(client)
-            await streams_open(storm.url, base + i + 1)
+            await streams_reach(storm.url, i + 1)  # its GET stream
             await entered.list_tools()  # its own connection announces
         with anyio.move_on_after(30):
             for counter in counters:
