@@ -53,6 +53,13 @@ class _Jwks:
         self.server.shutdown()
 
 
+def _token(key: rsa.RSAPrivateKey, audience: str) -> str:
+    """An RS256 access token for `audience` from the bench's issuer, valid for an hour."""
+    now = int(time.time())
+    claims = {"iss": ISSUER, "sub": "bench", "aud": audience, "iat": now, "exp": now + 3600}
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
+
+
 def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> list[dict]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwks = _Jwks(key)
@@ -67,19 +74,13 @@ def measure(duration_s: float = 2.0, reps: int = 5, connections: int = 16) -> li
             MCPGW_AUTH_JWKS_URL=jwks.url,
         )
         targets["jwt RS256"] = on
-        now = int(time.time())
-        token = jwt.encode(
-            {"iss": ISSUER, "sub": "bench", "aud": on.url, "iat": now, "exp": now + 3600},
-            key,
-            algorithm="RS256",
-            headers={"kid": "bench"},
-        )
+        token = _token(key, on.url)
         loads = {}
         for name, srv in targets.items():
             auth = {"authorization": f"Bearer {token}"} if name == "jwt RS256" else {}
             init = wrk.Workload("initialize", "POST", "/mcp", {**e2e.JSON_HEADERS, **auth}, e2e.INITIALIZE)
             e2e.check(srv.url, init)
-            session = _session(srv.url, auth)
+            session = e2e.open_session(srv.url, auth)
             loads[name] = wrk.Workload("tools/list", "POST", "/mcp", session, e2e.TOOLS_LIST)
             e2e.check(srv.url, loads[name])
             wrk.run(srv.url, loads[name], connections, 1)  # warm-up (and the token cache)
@@ -107,13 +108,7 @@ def instructions(n: int = 500) -> dict[str, float]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     jwks = _Jwks(key)
     public = "https://gw.bench.invalid"
-    now = int(time.time())
-    token = jwt.encode(
-        {"iss": ISSUER, "sub": "bench", "aud": public + "/mcp", "iat": now, "exp": now + 3600},
-        key,
-        algorithm="RS256",
-        headers={"kid": "bench"},
-    )
+    token = _token(key, public + "/mcp")
     on = {
         **server_instructions.GATEWAY_ENV,
         "MCPGW_AUTH": "jwt",
@@ -139,21 +134,6 @@ def instructions(n: int = 500) -> dict[str, float]:
         flush=True,
     )
     return counts
-
-
-def _session(url: str, auth: dict[str, str]) -> dict[str, str]:
-    import httpx
-
-    r = httpx.post(url + "/mcp", headers={**e2e.JSON_HEADERS, **auth}, content=e2e.INITIALIZE.replace("@ID@", "0"))
-    r.raise_for_status()
-    headers = {
-        **e2e.JSON_HEADERS,
-        **auth,
-        "mcp-session-id": r.headers["mcp-session-id"],
-        "mcp-protocol-version": e2e.SESSION_REVISION,
-    }
-    httpx.post(url + "/mcp", headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
-    return headers
 
 
 if __name__ == "__main__":

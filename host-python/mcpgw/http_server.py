@@ -68,7 +68,7 @@ LINGER_IDLE_S = 5.0  # after a refusal, what the client still sends is read and 
 LINGER_MAX_S = 30.0  # pauses this long, half-closes, or this much time has passed: then close;
 LINGER_MAX_CONNECTIONS = 1024  # with this many lingering already, close at once (a reset may eat the answer)
 RETRY_AFTER_S = 5  # the connection cap's Retry-After
-CORK_MAX_BYTES = 16 * 1024  # a write up to this size may wait for the next one (_Corked)
+CORK_MAX_BYTES = 16 * 1024  # a response head up to this size may wait for its body (_Corked)
 KINDS = ("head_timeout", "body_too_slow", "head_too_large", "connection_cap")
 # uvicorn's callbacks, called directly by ours: cheaper than super() once per request.
 _on_headers_complete = HttpToolsProtocol.on_headers_complete

@@ -91,18 +91,25 @@ async def serve(app: Any, data: bytes) -> tuple[Recorder, Any]:
     return transport, protocol
 
 
+def fixed(body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()) -> Any:
+    """An app answering every request with `body` and its content-length (head, then body)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        head = [*headers, (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
 async def turns(n: int = 5) -> None:
     for _ in range(n):
         await asyncio.sleep(0)
 
 
 async def test_a_json_answer_is_one_write_with_its_head() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(JSON_BODY))]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": JSON_BODY})
-
+    app = fixed(JSON_BODY, ((b"content-type", b"application/json"),))
     transport, _ = await serve(app, request() + request())  # two kept-alive requests, pipelined
     await turns(20)
     assert len(transport.writes) == 2, transport.writes  # one per response, not two
@@ -132,24 +139,14 @@ async def test_a_streamed_head_leaves_before_its_body_is_ready() -> None:
 async def test_a_large_body_is_not_copied_to_join_its_head() -> None:
     body = b"x" * (CORK_MAX_BYTES + 1)
 
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"%d" % len(body))]})
-        await send({"type": "http.response.body", "body": body})
-
-    transport, _ = await serve(app, request())
+    transport, _ = await serve(fixed(body), request())
     await turns()
     assert len(transport.writes) == 2 and transport.writes[1] == body
     assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and transport.writes[0].endswith(b"\r\n\r\n")
 
 
 async def test_a_head_request_gets_its_head_without_a_body_write() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
-        await send({"type": "http.response.body", "body": b"hello"})
-
-    transport, _ = await serve(app, request("HEAD", b""))
+    transport, _ = await serve(fixed(b"hello"), request("HEAD", b""))
     await turns()
     assert len(transport.writes) == 1 and transport.writes[0].endswith(b"content-length: 5\r\n\r\n")
 
@@ -172,24 +169,14 @@ async def test_100_continue_is_sent_while_the_app_waits_for_the_body() -> None:
 
 
 async def test_close_sends_what_is_held_first() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    transport, _ = await serve(app, request(extra=b"connection: close\r\n"))
+    transport, _ = await serve(fixed(b"ok"), request(extra=b"connection: close\r\n"))
     await turns()
     assert transport.events == ["write", "close"]
     assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and transport.writes[0].endswith(b"ok")
 
 
 async def test_a_parse_error_after_an_answer_is_written_after_it() -> None:
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-        await send({"type": "http.response.body", "body": b"ok"})
-
-    transport, _ = await serve(app, request() + b"NOT HTTP AT ALL\r\n\r\n")
+    transport, _ = await serve(fixed(b"ok"), request() + b"NOT HTTP AT ALL\r\n\r\n")
     await turns(20)
     written = b"".join(transport.writes)
     assert written.startswith(b"HTTP/1.1 200 OK\r\n")

@@ -118,6 +118,14 @@ class Gate:
             path = path[: -len("message")] + "sse"
         return path
 
+    def _audiences(self, ctx: RequestContext) -> tuple[str, ...]:
+        """The audiences a token for this request may carry: MCPGW_AUTH_AUDIENCE's, else the
+        resource called and the gateway's base (/mcp's computed once)."""
+        route, server_id = ctx["route"], ctx["server_id"]
+        if route == "mcp" and server_id is None:
+            return self._mcp_audiences
+        return self.audiences or (self.resources.resource(route, server_id), self.resources.base)
+
     def admitted(self, scope: Scope, ctx: RequestContext) -> Principal | None:
         """`admit` without a coroutine for a token verified before (the token cache): its one
         `Authorization: Bearer <token>` header, the token still valid (`Authenticator.held`),
@@ -134,13 +142,7 @@ class Gate:
         entry = self.authenticator.held(header[7:])
         if entry is None:
             return None
-        route = ctx["route"]
-        server_id = ctx["server_id"]
-        if route == "mcp" and server_id is None:
-            audiences = self._mcp_audiences
-        else:
-            audiences = self.audiences or (self.resources.resource(route, server_id), self.resources.base)
-        if entry.audiences.isdisjoint(audiences):
+        if entry.audiences.isdisjoint(self._audiences(ctx)):
             return None
         principal = entry.principal
         if self._endpoint_rules and not self.policy.allows("endpoint", self.endpoint(ctx), principal):
@@ -150,10 +152,8 @@ class Gate:
 
     async def admit(self, scope: Scope, ctx: RequestContext) -> Principal:
         """The caller of a request to an MCP route; AuthFailure (401) or Forbidden (403)."""
-        resource = self.resources.resource(ctx["route"], ctx["server_id"])
         token = bearer_token(scope["headers"])
-        audiences = self.audiences or (resource, self.resources.base)
-        principal = await self.authenticator.authenticate(token, audiences)
+        principal = await self.authenticator.authenticate(token, self._audiences(ctx))
         endpoint = self.endpoint(ctx)
         if not self.policy.allows("endpoint", endpoint, principal):
             raise Forbidden(self.policy.endpoint_scopes(endpoint), f"{endpoint} needs more scopes")
